@@ -1,5 +1,6 @@
 //! fsfleet: harden and audit a fleet of FreeSWITCH servers over SSH.
 
+pub mod facts;
 pub mod inventory;
 pub mod report;
 pub mod ssh;

@@ -1,0 +1,481 @@
+//! Facts: everything a command needs to know about a host, read in ONE remote round trip.
+//!
+//! A fact is a shell snippet plus a parser. All snippets are joined into one script whose output
+//! sections are delimited by a marker carrying a random token (so no file content can forge a
+//! section), run once per host with root privileges, and parsed here. Parsers take untrusted text:
+//! they return errors or "unknown", never panic.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rand::Rng;
+use serde::Serialize;
+
+use crate::inventory::{ConfDir, Host};
+use crate::ssh::{Session, SshError, sh_quote};
+
+/// The FreeSWITCH layouts fsfleet knows: (config dir, log dir, name).
+pub const LAYOUTS: &[(&str, &str, &str)] = &[
+    ("/etc/freeswitch", "/var/log/freeswitch", "package"),
+    (
+        "/usr/local/freeswitch/etc/freeswitch",
+        "/usr/local/freeswitch/var/log/freeswitch",
+        "source-prefix",
+    ),
+    (
+        "/usr/local/freeswitch/conf",
+        "/usr/local/freeswitch/log",
+        "source",
+    ),
+];
+
+/// Packages whose presence matters to the baseline.
+pub const PACKAGES: &[&str] = &[
+    "fail2ban",
+    "ufw",
+    "iptables",
+    "nftables",
+    "rsyslog",
+    "python3-systemd",
+    "freeswitch",
+];
+
+/// The largest facts output accepted from a host.
+const MAX_OUTPUT: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FactsError {
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    #[error("facts script failed on the host (exit {status}): {stderr}")]
+    Script { status: u32, stderr: String },
+    #[error("facts output from the host is malformed: {0}")]
+    Malformed(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct OsInfo {
+    /// `ID` of /etc/os-release (debian, ubuntu, ...).
+    pub id: String,
+    /// `ID_LIKE`.
+    pub id_like: String,
+    pub version_id: String,
+    pub pretty_name: String,
+}
+
+impl OsInfo {
+    /// Debian or a derivative (apt, dpkg, ufw work the way fsfleet expects).
+    pub fn is_debian_family(&self) -> bool {
+        self.id == "debian"
+            || self.id == "ubuntu"
+            || self.id_like.split_whitespace().any(|w| w == "debian")
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Freeswitch {
+    pub conf_dir: String,
+    pub log_dir: Option<String>,
+    /// `package`, `source-prefix`, `source` or `inventory`.
+    pub layout: String,
+    pub service_active: bool,
+    /// From `fs_cli -x status` (works on stock hosts and hosts with fs_cli configs).
+    pub version: Option<String>,
+    pub ready: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Facts {
+    pub os: OsInfo,
+    pub hostname: String,
+    pub login_user: String,
+    /// `root` or `sudo`.
+    pub privilege: String,
+    /// TCP ports sshd listens on.
+    pub sshd_ports: Vec<u16>,
+    /// None: no FreeSWITCH config found (a fact, not a failure).
+    pub freeswitch: Option<Freeswitch>,
+    /// Installed Debian packages among [`PACKAGES`], with versions.
+    pub packages: BTreeMap<String, String>,
+    pub fail2ban_active: bool,
+    pub ufw_active: bool,
+    pub iptables: bool,
+    pub nft: bool,
+}
+
+/// The output of the facts script, split by section name.
+#[derive(Debug, Default)]
+pub struct Sections {
+    map: BTreeMap<String, (String, i32)>,
+}
+
+impl Sections {
+    pub fn text(&self, name: &str) -> &str {
+        self.map.get(name).map(|(t, _)| t.as_str()).unwrap_or("")
+    }
+    pub fn status(&self, name: &str) -> Option<i32> {
+        self.map.get(name).map(|(_, s)| *s)
+    }
+}
+
+/// A script made of named snippets; each snippet's stdout and exit status become a section.
+pub struct Script {
+    token: String,
+    body: String,
+}
+
+impl Script {
+    pub fn new() -> Script {
+        let token: String = rand::thread_rng()
+            .sample_iter(rand::distributions::Alphanumeric)
+            .take(16)
+            .map(char::from)
+            .collect();
+        Script {
+            token,
+            body: String::from("exec 2>/dev/null\n"),
+        }
+    }
+
+    /// Add a snippet. Its stderr is discarded; its stdout and exit status are kept.
+    pub fn add(&mut self, name: &str, snippet: &str) -> &mut Self {
+        let t = &self.token;
+        self.body.push_str(&format!(
+            "echo '@@{t} begin {name}@@'\n( {snippet}\n)\necho \"@@{t} end {name} $?@@\"\n"
+        ));
+        self
+    }
+
+    pub fn text(&self) -> &str {
+        &self.body
+    }
+
+    /// Split the output into sections. Text outside sections is ignored; a begun but unended
+    /// section (output cut short) is an error.
+    pub fn parse(&self, output: &[u8]) -> Result<Sections, FactsError> {
+        let text = String::from_utf8_lossy(output);
+        let begin = format!("@@{} begin ", self.token);
+        let end = format!("@@{} end ", self.token);
+        let mut sections = Sections::default();
+        let mut current: Option<(String, String)> = None;
+        for line in text.split_inclusive('\n') {
+            let bare = line.trim_end_matches('\n');
+            if let Some(rest) = bare.strip_prefix(&begin).and_then(|r| r.strip_suffix("@@")) {
+                current = Some((rest.to_string(), String::new()));
+            } else if let Some(rest) = bare.strip_prefix(&end).and_then(|r| r.strip_suffix("@@")) {
+                let (name, status) = rest
+                    .rsplit_once(' ')
+                    .ok_or_else(|| FactsError::Malformed(format!("bad end marker {rest:?}")))?;
+                let status: i32 = status
+                    .parse()
+                    .map_err(|_| FactsError::Malformed(format!("bad status in {rest:?}")))?;
+                match current.take() {
+                    Some((n, body)) if n == name => {
+                        sections.map.insert(n, (body, status));
+                    }
+                    _ => {
+                        return Err(FactsError::Malformed(format!(
+                            "section {name} ended without beginning"
+                        )));
+                    }
+                }
+            } else if let Some((_, body)) = current.as_mut() {
+                // A snippet's own output may lack a final newline: the marker then shares its
+                // line. Keep that text, drop the marker.
+                if let Some(pos) = line.find(&end) {
+                    body.push_str(&line[..pos]);
+                    let rest = line[pos + end.len()..].trim_end_matches('\n');
+                    let Some(rest) = rest.strip_suffix("@@") else {
+                        return Err(FactsError::Malformed("bad end marker".into()));
+                    };
+                    let (name, status) = rest
+                        .rsplit_once(' ')
+                        .ok_or_else(|| FactsError::Malformed("bad end marker".into()))?;
+                    let status: i32 = status
+                        .parse()
+                        .map_err(|_| FactsError::Malformed("bad status".into()))?;
+                    let (n, body) = current.take().unwrap_or_default();
+                    if n != name {
+                        return Err(FactsError::Malformed(format!(
+                            "section {name} ended inside {n}"
+                        )));
+                    }
+                    sections.map.insert(n, (body, status));
+                } else {
+                    body.push_str(line);
+                }
+            }
+        }
+        if let Some((name, _)) = current {
+            return Err(FactsError::Malformed(format!(
+                "output ended inside section {name} (truncated?)"
+            )));
+        }
+        Ok(sections)
+    }
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The snippets of the base facts (what `fsfleet facts` prints and every command starts from).
+pub fn add_base_snippets(script: &mut Script, host: &Host) {
+    script.add("os", "cat /etc/os-release");
+    script.add("hostname", "hostname 2>/dev/null || cat /etc/hostname");
+    script.add(
+        "sshd_ports",
+        "ss -Hltnp 2>/dev/null | grep '\"sshd\"' | awk '{print $4}'",
+    );
+    script.add("sshd_t", "sshd -T 2>/dev/null | grep -i '^port '");
+    let mut candidates: Vec<String> = Vec::new();
+    if let ConfDir::Path(p) = &host.conf_dir {
+        candidates.push(p.clone());
+    }
+    candidates.extend(LAYOUTS.iter().map(|(c, _, _)| c.to_string()));
+    let list = candidates
+        .iter()
+        .map(|c| sh_quote(c))
+        .collect::<Vec<_>>()
+        .join(" ");
+    script.add(
+        "fs_conf",
+        &format!("for d in {list}; do [ -f \"$d/vars.xml\" ] && echo \"$d\"; done; true"),
+    );
+    let logs = LAYOUTS
+        .iter()
+        .map(|(_, l, _)| sh_quote(l))
+        .collect::<Vec<_>>()
+        .join(" ");
+    script.add(
+        "fs_log",
+        &format!("for d in {logs}; do [ -d \"$d\" ] && echo \"$d\"; done; true"),
+    );
+    script.add("fs_active", "systemctl is-active freeswitch 2>/dev/null || { pidof freeswitch >/dev/null && echo active; }");
+    script.add(
+        "fs_status",
+        "command -v fs_cli >/dev/null && timeout 5 fs_cli -x status",
+    );
+    script.add(
+        "packages",
+        &format!("dpkg-query -W -f='${{Package}} ${{db:Status-Status}} ${{Version}}\\n' {} 2>/dev/null; true", PACKAGES.join(" ")),
+    );
+    script.add("fail2ban_active", "systemctl is-active fail2ban");
+    script.add(
+        "ufw_status",
+        "command -v ufw >/dev/null && ufw status | head -n 1",
+    );
+    script.add("iptables", "command -v iptables");
+    script.add("nft", "command -v nft");
+}
+
+/// Parse the base facts from the sections.
+pub fn parse_base(s: &Sections, session_user: &str, uses_sudo: bool) -> Facts {
+    let os = parse_os_release(s.text("os"));
+    let mut ports = parse_listen_ports(s.text("sshd_ports"));
+    if ports.is_empty() {
+        ports = s
+            .text("sshd_t")
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .collect();
+    }
+    ports.sort_unstable();
+    ports.dedup();
+
+    let freeswitch = s
+        .text("fs_conf")
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(|conf| {
+            let layout = LAYOUTS.iter().find(|(c, _, _)| *c == conf);
+            let log_dir = match layout {
+                Some((_, l, _)) => s
+                    .text("fs_log")
+                    .lines()
+                    .find(|x| x.trim() == *l)
+                    .map(|x| x.trim().to_string()),
+                None => None,
+            };
+            let (version, ready) = parse_status_line(s.text("fs_status"));
+            Freeswitch {
+                conf_dir: conf.to_string(),
+                log_dir,
+                layout: layout
+                    .map(|(_, _, n)| n.to_string())
+                    .unwrap_or_else(|| "inventory".into()),
+                service_active: s.text("fs_active").trim() == "active",
+                version,
+                ready,
+            }
+        });
+
+    Facts {
+        os,
+        hostname: s.text("hostname").trim().to_string(),
+        login_user: session_user.to_string(),
+        privilege: if uses_sudo {
+            "sudo".into()
+        } else {
+            "root".into()
+        },
+        sshd_ports: ports,
+        freeswitch,
+        packages: parse_packages(s.text("packages")),
+        fail2ban_active: s.text("fail2ban_active").trim() == "active",
+        ufw_active: s.text("ufw_status").trim() == "Status: active",
+        iptables: !s.text("iptables").trim().is_empty(),
+        nft: !s.text("nft").trim().is_empty(),
+    }
+}
+
+/// `KEY=value` lines, values optionally quoted.
+pub fn parse_os_release(text: &str) -> OsInfo {
+    let mut os = OsInfo::default();
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let v = v.trim().trim_matches('"').trim_matches('\'').to_string();
+        match k.trim() {
+            "ID" => os.id = v,
+            "ID_LIKE" => os.id_like = v,
+            "VERSION_ID" => os.version_id = v,
+            "PRETTY_NAME" => os.pretty_name = v,
+            _ => {}
+        }
+    }
+    os
+}
+
+/// Local addresses from `ss -ltn` (`0.0.0.0:22`, `[::]:2222`, `*:22`) to ports.
+pub fn parse_listen_ports(text: &str) -> Vec<u16> {
+    text.lines()
+        .filter_map(|l| l.trim().rsplit_once(':')?.1.parse().ok())
+        .collect()
+}
+
+/// The readiness line of `api status`: `FreeSWITCH (Version X) is ready|not ready`.
+pub fn parse_status_line(text: &str) -> (Option<String>, Option<bool>) {
+    for line in text.lines() {
+        let line = line.trim_end();
+        let Some(rest) = line.strip_prefix("FreeSWITCH (Version ") else {
+            continue;
+        };
+        for (suffix, ready) in [(") is ready", true), (") is not ready", false)] {
+            if let Some(v) = rest.strip_suffix(suffix) {
+                return (Some(v.trim().to_string()), Some(ready));
+            }
+        }
+    }
+    (None, None)
+}
+
+fn parse_packages(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (name, status, version) = (f.next()?, f.next()?, f.next()?);
+            (status == "installed").then(|| (name.to_string(), version.to_string()))
+        })
+        .collect()
+}
+
+/// Run a script on the host and split its output.
+pub async fn gather(session: &Session, script: &Script) -> Result<Sections, FactsError> {
+    let out = session
+        .run(script.text(), b"", Duration::from_secs(60))
+        .await?;
+    if out.stdout.len() > MAX_OUTPUT {
+        return Err(FactsError::Malformed(format!(
+            "{} bytes of output, more than the {MAX_OUTPUT} accepted",
+            out.stdout.len()
+        )));
+    }
+    let sections = script.parse(&out.stdout)?;
+    if sections.map.is_empty() {
+        return Err(FactsError::Script {
+            status: out.status,
+            stderr: out.stderr_text().trim().chars().take(500).collect(),
+        });
+    }
+    Ok(sections)
+}
+
+/// The base facts of a host, in one round trip.
+pub async fn base_facts(session: &Session, host: &Host) -> Result<Facts, FactsError> {
+    let mut script = Script::new();
+    add_base_snippets(&mut script, host);
+    let sections = gather(session, &script).await?;
+    Ok(parse_base(&sections, &session.user, session.uses_sudo()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_round_trip_and_resist_forgery() {
+        let mut s = Script::new();
+        s.add("a", "x").add("b", "y");
+        let t = s.token.clone();
+        let out = format!(
+            "junk\n@@{t} begin a@@\nline1\n@@fake end a 0@@\n@@{t} end a 0@@\n@@{t} begin b@@\nno newline@@{t} end b 3@@\n"
+        );
+        let sec = s.parse(out.as_bytes()).unwrap();
+        assert_eq!(sec.text("a"), "line1\n@@fake end a 0@@\n");
+        assert_eq!(sec.text("b"), "no newline");
+        assert_eq!(sec.status("b"), Some(3));
+        assert_eq!(sec.text("missing"), "");
+    }
+
+    #[test]
+    fn truncated_or_garbage_output_is_an_error_not_a_panic() {
+        let mut s = Script::new();
+        s.add("a", "x");
+        let t = s.token.clone();
+        assert!(
+            s.parse(format!("@@{t} begin a@@\npartial").as_bytes())
+                .is_err()
+        );
+        assert!(s.parse(format!("@@{t} end a 0@@\n").as_bytes()).is_err());
+        assert!(
+            s.parse(format!("@@{t} begin a@@\n@@{t} end a x@@\n").as_bytes())
+                .is_err()
+        );
+        let binary: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+        assert!(s.parse(&binary).is_ok_and(|x| x.map.is_empty()));
+    }
+
+    #[test]
+    fn parses_os_ports_status_and_packages() {
+        let os = parse_os_release(
+            "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n",
+        );
+        assert_eq!((os.id.as_str(), os.version_id.as_str()), ("debian", "12"));
+        assert!(os.is_debian_family());
+        assert!(parse_os_release("ID=linuxmint\nID_LIKE=\"ubuntu debian\"").is_debian_family());
+        assert!(!parse_os_release("ID=rocky\nID_LIKE=\"rhel centos fedora\"").is_debian_family());
+        assert_eq!(
+            parse_listen_ports("0.0.0.0:22\n[::]:2222\n*:22\ngarbage\n"),
+            vec![22, 2222, 22]
+        );
+        let status = "UP 0 years, 0 days\nFreeSWITCH (Version 1.10.12-release  64bit) is ready\n0 session(s)\n";
+        assert_eq!(
+            parse_status_line(status),
+            (Some("1.10.12-release  64bit".into()), Some(true))
+        );
+        assert_eq!(
+            parse_status_line("FreeSWITCH (Version 1.10.7) is not ready"),
+            (Some("1.10.7".into()), Some(false))
+        );
+        assert_eq!(parse_status_line("-ERR"), (None, None));
+        let p = parse_packages(
+            "fail2ban installed 1.0.2-2\nufw not-installed \nrsyslog installed 8.2302.0-1\n",
+        );
+        assert_eq!(p.keys().collect::<Vec<_>>(), vec!["fail2ban", "rsyslog"]);
+    }
+}
