@@ -4,3 +4,4 @@ pub mod facts;
 pub mod inventory;
 pub mod report;
 pub mod ssh;
+pub mod cli;

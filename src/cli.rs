@@ -1,0 +1,169 @@
+//! Command-line definitions (clap derive). What each command does lives in its own module.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::inventory::HostKeyPolicy;
+
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success: every host reached and nothing failed
+  2  usage or inventory error: nothing was touched
+  3  audit findings at or above --fail-on (audit only)
+  4  at least one host failed or was unreachable (see the recap and .fsfleet/retry)";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fsfleet",
+    version,
+    about = "Harden and audit a fleet of FreeSWITCH servers over SSH, with nothing installed on them",
+    long_about = "Harden and audit a fleet of FreeSWITCH servers over SSH, with nothing installed on them.\n\n\
+                  Hosts come from a TOML inventory (see inventory/example.toml): the positional \
+                  INVENTORY argument, else $FSFLEET_INVENTORY, else ./inventory.toml.",
+    after_help = EXIT_CODES,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Connect to every host and print what fsfleet knows about it (read-only, one round trip
+    /// per host): OS, sshd ports, sudo, FreeSWITCH layout and version, fail2ban, ufw, iptables.
+    #[command(after_help = EXIT_CODES)]
+    Facts(FactsArgs),
+    /// Inspect the inventory without connecting to anything.
+    #[command(subcommand)]
+    Inventory(InventoryCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InventoryCommand {
+    /// Validate the inventory and print every host with its effective settings
+    /// (address, port, user, groups, jump, sudo, conf_dir, ...). Exit 2 when invalid.
+    Check(InventoryCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InventoryCheckArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArg,
+    /// Only these hosts (same syntax as for the run commands).
+    #[arg(long, short = 'l', value_name = "PATTERN")]
+    pub limit: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct FactsArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArg,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InventoryArg {
+    /// The inventory file [default: $FSFLEET_INVENTORY, else ./inventory.toml]
+    #[arg(value_name = "INVENTORY")]
+    pub path: Option<PathBuf>,
+}
+
+impl InventoryArg {
+    pub fn resolve(&self) -> PathBuf {
+        self.path
+            .clone()
+            .or_else(|| std::env::var_os("FSFLEET_INVENTORY").filter(|v| !v.is_empty()).map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("inventory.toml"))
+    }
+}
+
+/// Flags shared by every command that connects to hosts.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Only these hosts: names, group names, globs (`pbx-*`), comma lists, `!name` to exclude,
+    /// `@FILE` for a list of names (e.g. `--limit @.fsfleet/retry` after a failed run).
+    #[arg(long, short = 'l', value_name = "PATTERN")]
+    pub limit: Option<String>,
+
+    /// How many hosts to work on at once.
+    #[arg(long, short = 'f', default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub forks: u32,
+
+    /// Work in batches: N hosts, or P% of the hosts, one batch after the other.
+    #[arg(long, value_name = "N|P%")]
+    pub serial: Option<String>,
+
+    /// Start no new host once more than P% of the hosts started so far failed or were unreachable.
+    #[arg(long, value_name = "P", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub max_fail_percent: Option<u8>,
+
+    /// Output on stdout: a human summary, or one JSON document.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// No progress bars, even on a terminal (progress always goes to stderr).
+    #[arg(long)]
+    pub no_progress: bool,
+
+    /// More detail on stderr (repeat for more). Secrets are never printed at any level.
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Only errors on stderr.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
+    /// known_hosts file to read and record keys in, instead of ~/.ssh/known_hosts and the
+    /// inventory's (/etc/ssh/ssh_known_hosts is always read too).
+    #[arg(long, value_name = "PATH")]
+    pub known_hosts: Option<PathBuf>,
+
+    /// Unknown host keys: ask once for all of them (needs a terminal), accept-new (record
+    /// them; changed keys are still refused), or strict (refuse). Overrides the inventory.
+    #[arg(long, value_enum)]
+    pub host_key_policy: Option<HostKeyPolicy>,
+}
+
+impl RunArgs {
+    pub fn verbosity(&self) -> i8 {
+        if self.quiet { -1 } else { self.verbose.min(3) as i8 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn shared_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "fsfleet", "facts", "inv.toml", "--limit", "pbx-*,!pbx-3", "--forks", "10", "--format", "json",
+            "--host-key-policy", "accept-new", "-vv",
+        ])
+        .unwrap();
+        let Command::Facts(a) = cli.command else { panic!("facts") };
+        assert_eq!(a.inventory.resolve(), PathBuf::from("inv.toml"));
+        assert_eq!(a.run.limit.as_deref(), Some("pbx-*,!pbx-3"));
+        assert_eq!((a.run.forks, a.run.format, a.run.verbosity()), (10, Format::Json, 2));
+        assert_eq!(a.run.host_key_policy, Some(HostKeyPolicy::AcceptNew));
+        assert!(Cli::try_parse_from(["fsfleet", "facts", "--forks", "0"]).is_err());
+        assert!(Cli::try_parse_from(["fsfleet", "facts", "-v", "-q"]).is_err());
+    }
+}
