@@ -77,7 +77,11 @@ impl InventoryArg {
     pub fn resolve(&self) -> PathBuf {
         self.path
             .clone()
-            .or_else(|| std::env::var_os("FSFLEET_INVENTORY").filter(|v| !v.is_empty()).map(PathBuf::from))
+            .or_else(|| {
+                std::env::var_os("FSFLEET_INVENTORY")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
             .unwrap_or_else(|| PathBuf::from("inventory.toml"))
     }
 }
@@ -131,7 +135,11 @@ pub struct RunArgs {
 
 impl RunArgs {
     pub fn verbosity(&self) -> i8 {
-        if self.quiet { -1 } else { self.verbose.min(3) as i8 }
+        if self.quiet {
+            -1
+        } else {
+            self.verbose.min(3) as i8
+        }
     }
 }
 
@@ -154,14 +162,29 @@ mod tests {
     #[test]
     fn shared_flags_parse() {
         let cli = Cli::try_parse_from([
-            "fsfleet", "facts", "inv.toml", "--limit", "pbx-*,!pbx-3", "--forks", "10", "--format", "json",
-            "--host-key-policy", "accept-new", "-vv",
+            "fsfleet",
+            "facts",
+            "inv.toml",
+            "--limit",
+            "pbx-*,!pbx-3",
+            "--forks",
+            "10",
+            "--format",
+            "json",
+            "--host-key-policy",
+            "accept-new",
+            "-vv",
         ])
         .unwrap();
-        let Command::Facts(a) = cli.command else { panic!("facts") };
+        let Command::Facts(a) = cli.command else {
+            panic!("facts")
+        };
         assert_eq!(a.inventory.resolve(), PathBuf::from("inv.toml"));
         assert_eq!(a.run.limit.as_deref(), Some("pbx-*,!pbx-3"));
-        assert_eq!((a.run.forks, a.run.format, a.run.verbosity()), (10, Format::Json, 2));
+        assert_eq!(
+            (a.run.forks, a.run.format, a.run.verbosity()),
+            (10, Format::Json, 2)
+        );
         assert_eq!(a.run.host_key_policy, Some(HostKeyPolicy::AcceptNew));
         assert!(Cli::try_parse_from(["fsfleet", "facts", "--forks", "0"]).is_err());
         assert!(Cli::try_parse_from(["fsfleet", "facts", "-v", "-q"]).is_err());

@@ -1,7 +1,8 @@
 //! fsfleet: harden and audit a fleet of FreeSWITCH servers over SSH.
 
+pub mod cli;
+pub mod conf;
 pub mod facts;
 pub mod inventory;
 pub mod report;
 pub mod ssh;
-pub mod cli;
