@@ -61,8 +61,7 @@ fn parse_set(line: &str, offset: usize, lineno: usize) -> Option<SetLine> {
 pub fn get_var(text: &str, name: &str) -> Option<String> {
     set_lines(text)
         .into_iter()
-        .filter(|s| s.name == name)
-        .last()
+        .rfind(|s| s.name == name)
         .map(|s| s.value)
 }
 

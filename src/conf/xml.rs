@@ -310,8 +310,7 @@ pub fn set_param(text: &str, name: &str, value: &str) -> Result<Option<String>, 
 fn param_indent(text: &str, tags: &[Tag]) -> Option<String> {
     let last = tags
         .iter()
-        .filter(|t| t.name == "param" && t.parent() == Some("settings"))
-        .last()?;
+        .rfind(|t| t.name == "param" && t.parent() == Some("settings"))?;
     let ls = text[..last.span.start]
         .rfind('\n')
         .map(|p| p + 1)
