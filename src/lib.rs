@@ -1,4 +1,6 @@
 //! fsfleet: harden and audit a fleet of FreeSWITCH servers over SSH.
 
+pub mod esl;
 pub mod inventory;
 pub mod report;
+pub mod secret;
