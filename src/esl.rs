@@ -389,7 +389,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Wire<S> {
 
     /// After a goodbye: read whatever is left until EOF, an error or the timeout. Best effort.
     async fn drain_to_eof(&mut self) {
-        let after = self.opts.timeout;
+        // FreeSWITCH closes right after its notice; do not hold the caller for a full timeout.
+        let after = self.opts.timeout.min(Duration::from_secs(2));
         let _ = timeout(after, async {
             loop {
                 self.buf.clear();
@@ -626,7 +627,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> EslClient<S> {
     /// `api reload mod_event_socket`: FreeSWITCH answers `+OK Job-UUID: ...`, then closes every
     /// Event Socket connection with "The system is being shut down." and restarts the listener
     /// with the settings on disk (~0.1-0.2 s). Reconnect afterwards with [`connect_with_retry`]
-    /// and the NEW password.
+    /// and the NEW password. A close without the notice right after the reply also counts as
+    /// success; no notice and no close within the timeout is [`EslError::Timeout`].
     pub async fn reload_event_socket(mut self) -> Result<(), EslError> {
         let waiting_for = "the api/response to `reload mod_event_socket`";
         self.wire
@@ -1521,6 +1523,30 @@ mod tests {
             .reload_event_socket()
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn reload_closed_without_a_notice_is_still_success() {
+        let (mut server, ours) = tokio::io::duplex(4096);
+        let script = tokio::spawn(async move {
+            let mut buf = vec![0u8; 256];
+            server.write_all(fake::GREETING).await.unwrap();
+            let _ = server.read(&mut buf).await.unwrap();
+            server.write_all(fake::AUTH_OK).await.unwrap();
+            let n = server.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"api reload mod_event_socket\n\n");
+            let body = format!("+OK Job-UUID: {}\n", fake::JOB_UUID);
+            server
+                .write_all(&fake::api_response(body.as_bytes()))
+                .await
+                .unwrap();
+            // dropped here: EOF with no shutdown notice
+        });
+        let c = EslClient::connect(ours, &pw("ClueCon"), opts())
+            .await
+            .unwrap();
+        c.reload_event_socket().await.unwrap();
+        script.await.unwrap();
     }
 
     #[tokio::test]
