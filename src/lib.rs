@@ -2,7 +2,9 @@
 
 pub mod cli;
 pub mod conf;
+pub mod esl;
 pub mod facts;
 pub mod inventory;
 pub mod report;
+pub mod secret;
 pub mod ssh;
