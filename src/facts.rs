@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rand::Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::inventory::{ConfDir, Host};
 use crate::ssh::{Session, SshError, sh_quote};
@@ -53,7 +53,7 @@ pub enum FactsError {
     Malformed(String),
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OsInfo {
     /// `ID` of /etc/os-release (debian, ubuntu, ...).
     pub id: String,
@@ -72,7 +72,7 @@ impl OsInfo {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Freeswitch {
     pub conf_dir: String,
     pub log_dir: Option<String>,
@@ -84,7 +84,7 @@ pub struct Freeswitch {
     pub ready: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Facts {
     pub os: OsInfo,
     pub hostname: String,
@@ -411,6 +411,65 @@ pub async fn base_facts(session: &Session, host: &Host) -> Result<Facts, FactsEr
     add_base_snippets(&mut script, host);
     let sections = gather(session, &script).await?;
     Ok(parse_base(&sections, &session.user, session.uses_sudo()))
+}
+
+/// One line for the recap: what kind of host this is.
+pub fn summary(f: &Facts) -> String {
+    let os = if f.os.pretty_name.is_empty() { f.os.id.clone() } else { f.os.pretty_name.clone() };
+    match &f.freeswitch {
+        Some(fs) => format!(
+            "{os}; FreeSWITCH {} at {}{}",
+            fs.version.as_deref().unwrap_or("(version unknown)"),
+            fs.conf_dir,
+            if fs.service_active { "" } else { " (service not active)" }
+        ),
+        None => format!("{os}; no FreeSWITCH configuration found"),
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "active" } else { "inactive" }
+}
+
+/// The facts of every host that answered, as an operator reads them.
+pub fn render_text(report: &crate::report::RunReport) -> String {
+    let mut out = String::new();
+    for h in &report.hosts {
+        let Some(data) = &h.data else { continue };
+        let Ok(f) = serde_json::from_value::<Facts>(data.clone()) else { continue };
+        out.push_str(&format!("{} ({})\n", h.name, h.address));
+        let row = |k: &str, v: String| format!("  {k:<12} {v}\n");
+        out.push_str(&row("os", format!("{} [{} {}]", f.os.pretty_name, f.os.id, f.os.version_id)));
+        out.push_str(&row("hostname", f.hostname.clone()));
+        out.push_str(&row("login", format!("{} ({})", f.login_user, if f.privilege == "sudo" { "via sudo" } else { "root" })));
+        let ports = f.sshd_ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
+        out.push_str(&row("sshd ports", if ports.is_empty() { "unknown".into() } else { ports }));
+        let fs = match &f.freeswitch {
+            Some(fs) => format!(
+                "{} ({} layout), log {}, service {}, {}",
+                fs.conf_dir,
+                fs.layout,
+                fs.log_dir.as_deref().unwrap_or("unknown"),
+                yes_no(fs.service_active),
+                match (&fs.version, fs.ready) {
+                    (Some(v), Some(true)) => format!("version {v}, ready"),
+                    (Some(v), _) => format!("version {v}, NOT ready"),
+                    _ => "fs_cli did not answer".into(),
+                }
+            ),
+            None => "not found (no vars.xml in the known layouts)".into(),
+        };
+        out.push_str(&row("freeswitch", fs));
+        let pkg = |name: &str| f.packages.get(name).map(|v| format!("installed {v}")).unwrap_or_else(|| "not installed".into());
+        out.push_str(&row("fail2ban", format!("{}, {}", pkg("fail2ban"), yes_no(f.fail2ban_active))));
+        out.push_str(&row("ufw", format!("{}, {}", pkg("ufw"), yes_no(f.ufw_active))));
+        out.push_str(&row(
+            "packet filter",
+            format!("iptables {}, nft {}", if f.iptables { "present" } else { "absent" }, if f.nft { "present" } else { "absent" }),
+        ));
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]

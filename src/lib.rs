@@ -8,3 +8,4 @@ pub mod inventory;
 pub mod report;
 pub mod secret;
 pub mod ssh;
+pub mod vault;

@@ -1,0 +1,304 @@
+//! The local credential vault: every password fsfleet generates, per host.
+//!
+//! A new password is written here as *pending* BEFORE the host is touched and promoted to
+//! *active* once verified, so a crash at any moment never leaves a host with a password nobody
+//! knows. The file is JSON, 0600 in a 0700 directory, replaced atomically (temp file, fsync,
+//! rename), and locked against a second fsfleet run using the same vault.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use rand::Rng;
+use rand::distributions::Alphanumeric;
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+
+/// Which credential of a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredKind {
+    /// `default_password` in vars.xml (SIP users).
+    SipPassword,
+    /// The Event Socket password (event_socket.conf.xml, fs_cli configs).
+    EslPassword,
+}
+
+impl CredKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredKind::SipPassword => "sip_password",
+            CredKind::EslPassword => "esl_password",
+        }
+    }
+    pub const ALL: [CredKind; 2] = [CredKind::SipPassword, CredKind::EslPassword];
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("vault {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("vault {path} is not valid ({reason}); it was left untouched: restore it from a backup or move it away")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("vault {path} is in use by another fsfleet run (lock {lock}); wait for it to finish")]
+    Locked { path: PathBuf, lock: PathBuf },
+    #[error("the vault has no {kind} for {host}")]
+    Missing { host: String, kind: &'static str },
+}
+
+/// One generated value and its provenance.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct Stamped {
+    pub value: String,
+    /// RFC 3339 time it was generated (pending) or verified (active).
+    pub at: String,
+    pub run_id: String,
+}
+
+impl std::fmt::Debug for Stamped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stamped").field("value", &"***").field("at", &self.at).field("run_id", &self.run_id).finish()
+    }
+}
+
+/// A credential: the value the host is known to use, and one being rolled out.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Credential {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<Stamped>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Stamped>,
+    /// The active value before the last rotation (lets an operator reach a host that was
+    /// restored from backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Stamped>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Entry {
+    #[serde(default)]
+    pub creds: BTreeMap<CredKind, Credential>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct Document {
+    version: u32,
+    #[serde(default)]
+    hosts: BTreeMap<String, Entry>,
+}
+
+const VERSION: u32 = 1;
+
+/// The vault file, open and locked for this run.
+pub struct Vault {
+    path: PathBuf,
+    doc: Document,
+    _lock: File,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault").field("path", &self.path).field("hosts", &self.doc.hosts.len()).finish()
+    }
+}
+
+/// `.fsfleet/vault.json` beside the inventory.
+pub fn default_path(inventory: &Path) -> PathBuf {
+    let dir = inventory.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    dir.join(".fsfleet").join("vault.json")
+}
+
+/// A new password: alphanumeric (no escaping in XML, fs_cli.conf or shells), from the OS RNG.
+pub fn generate_password(len: usize) -> Secret {
+    let s: String = rand::rngs::OsRng.sample_iter(Alphanumeric).take(len).map(char::from).collect();
+    Secret::new(s)
+}
+
+/// Password length fsfleet generates (the baseline asks for at least 28).
+pub const PASSWORD_LEN: usize = 32;
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+impl Vault {
+    /// Open (or start) the vault at `path` and lock it for this process.
+    pub fn open(path: &Path) -> Result<Vault, VaultError> {
+        let io = |source| VaultError::Io { path: path.to_path_buf(), source };
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !dir.exists() {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+        }
+        let lock_path = path.with_extension("lock");
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&lock_path).map_err(io)?;
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(VaultError::Locked { path: path.to_path_buf(), lock: lock_path });
+        }
+        let doc = match std::fs::read(path) {
+            Ok(bytes) => {
+                let doc: Document = serde_json::from_slice(&bytes)
+                    .map_err(|e| VaultError::Corrupt { path: path.to_path_buf(), reason: e.to_string() })?;
+                if doc.version != VERSION {
+                    return Err(VaultError::Corrupt {
+                        path: path.to_path_buf(),
+                        reason: format!("version {} (this fsfleet reads version {VERSION})", doc.version),
+                    });
+                }
+                doc
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Document { version: VERSION, hosts: BTreeMap::new() },
+            Err(e) => return Err(io(e)),
+        };
+        Ok(Vault { path: path.to_path_buf(), doc, _lock: lock })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn hosts(&self) -> impl Iterator<Item = (&String, &Entry)> {
+        self.doc.hosts.iter()
+    }
+
+    pub fn entry(&self, host: &str) -> Option<&Entry> {
+        self.doc.hosts.get(host)
+    }
+
+    pub fn credential(&self, host: &str, kind: CredKind) -> Option<&Credential> {
+        self.doc.hosts.get(host)?.creds.get(&kind)
+    }
+
+    /// Record a new value as pending and write the file before returning.
+    pub fn set_pending(&mut self, host: &str, kind: CredKind, value: &Secret, run_id: &str) -> Result<(), VaultError> {
+        let cred = self.doc.hosts.entry(host.to_string()).or_default().creds.entry(kind).or_default();
+        cred.pending = Some(Stamped { value: value.expose().to_string(), at: now(), run_id: run_id.to_string() });
+        self.save()
+    }
+
+    /// Record a value the host is known to use right now (e.g. a password found on the host
+    /// that fsfleet did not rotate), without touching pending.
+    pub fn set_active(&mut self, host: &str, kind: CredKind, value: &Secret, run_id: &str) -> Result<(), VaultError> {
+        let cred = self.doc.hosts.entry(host.to_string()).or_default().creds.entry(kind).or_default();
+        if cred.active.as_ref().is_some_and(|a| a.value == value.expose()) {
+            return Ok(());
+        }
+        cred.previous = cred.active.take();
+        cred.active = Some(Stamped { value: value.expose().to_string(), at: now(), run_id: run_id.to_string() });
+        self.save()
+    }
+
+    /// The pending value was verified on the host: it becomes active.
+    pub fn promote(&mut self, host: &str, kind: CredKind) -> Result<(), VaultError> {
+        let cred = self
+            .doc
+            .hosts
+            .get_mut(host)
+            .and_then(|e| e.creds.get_mut(&kind))
+            .ok_or(VaultError::Missing { host: host.to_string(), kind: kind.as_str() })?;
+        let Some(mut pending) = cred.pending.take() else {
+            return Err(VaultError::Missing { host: host.to_string(), kind: kind.as_str() });
+        };
+        pending.at = now();
+        if cred.active.as_ref().is_some_and(|a| a.value != pending.value) {
+            cred.previous = cred.active.take();
+        }
+        cred.active = Some(pending);
+        self.save()
+    }
+
+    /// Every value the vault holds for a host's credential (pending first): what to try when
+    /// the host's current password is in doubt after an interrupted run.
+    pub fn candidates(&self, host: &str, kind: CredKind) -> Vec<Secret> {
+        let Some(c) = self.credential(host, kind) else { return vec![] };
+        [&c.pending, &c.active, &c.previous].into_iter().flatten().map(|s| Secret::new(s.value.clone())).collect()
+    }
+
+    /// Write atomically: a 0600 temp file in the same directory, fsync, rename, fsync the dir.
+    fn save(&self) -> Result<(), VaultError> {
+        let io = |source| VaultError::Io { path: self.path.clone(), source };
+        let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let bytes = serde_json::to_vec_pretty(&self.doc).map_err(|e| io(std::io::Error::other(e)))?;
+        let tmp = dir.join(format!(".vault.{}.tmp", std::process::id()));
+        {
+            let mut f = OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
+            f.write_all(&bytes).map_err(io)?;
+            f.write_all(b"\n").map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, &self.path).map_err(io)?;
+        std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+/// Mask a secret for display: its length only.
+pub fn mask(value: &str) -> String {
+    format!("******** ({} chars)", value.chars().count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn pending_then_active_survives_reopen_with_tight_permissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".fsfleet").join("vault.json");
+        let pw = generate_password(PASSWORD_LEN);
+        assert_eq!(pw.expose().len(), 32);
+        assert!(pw.expose().chars().all(|c| c.is_ascii_alphanumeric()));
+        {
+            let mut v = Vault::open(&path).unwrap();
+            v.set_pending("pbx1", CredKind::EslPassword, &pw, "run-1").unwrap();
+        }
+        // Written before anything else happens: a crash now leaves it on disk.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(pw.expose()) && text.contains("pending"));
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777, 0o700);
+        let mut v = Vault::open(&path).unwrap();
+        assert_eq!(v.candidates("pbx1", CredKind::EslPassword), vec![pw.clone()]);
+        v.promote("pbx1", CredKind::EslPassword).unwrap();
+        let c = v.credential("pbx1", CredKind::EslPassword).unwrap();
+        assert!(c.pending.is_none());
+        assert_eq!(c.active.as_ref().unwrap().value, pw.expose());
+        assert_eq!(c.active.as_ref().unwrap().run_id, "run-1");
+        // Rotating again keeps the old value as previous.
+        let pw2 = generate_password(PASSWORD_LEN);
+        v.set_pending("pbx1", CredKind::EslPassword, &pw2, "run-2").unwrap();
+        v.promote("pbx1", CredKind::EslPassword).unwrap();
+        let c = v.credential("pbx1", CredKind::EslPassword).unwrap();
+        assert_eq!(c.previous.as_ref().unwrap().value, pw.expose());
+        assert!(format!("{c:?}").find(pw2.expose()).is_none(), "Debug never shows a value");
+    }
+
+    #[test]
+    fn a_second_run_is_refused_and_a_corrupt_vault_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.json");
+        let _first = Vault::open(&path).unwrap();
+        let err = Vault::open(&path).unwrap_err().to_string();
+        assert!(err.contains("in use by another fsfleet run"), "{err}");
+        drop(_first);
+        std::fs::write(&path, "{ not json").unwrap();
+        let err = Vault::open(&path).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()) && err.contains("not valid"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{ not json");
+    }
+
+    #[test]
+    fn default_path_is_beside_the_inventory() {
+        assert_eq!(default_path(Path::new("/srv/fleet/inventory.toml")), PathBuf::from("/srv/fleet/.fsfleet/vault.json"));
+        assert_eq!(default_path(Path::new("inventory.toml")), PathBuf::from("./.fsfleet/vault.json"));
+    }
+}
