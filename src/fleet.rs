@@ -46,7 +46,10 @@ impl FromStr for Serial {
     fn from_str(s: &str) -> Result<Serial, SerialError> {
         let t = s.trim();
         if let Some(p) = t.strip_suffix('%') {
-            let p: u32 = p.trim().parse().map_err(|_| SerialError::Invalid(s.to_string()))?;
+            let p: u32 = p
+                .trim()
+                .parse()
+                .map_err(|_| SerialError::Invalid(s.to_string()))?;
             if !(1..=100).contains(&p) {
                 return Err(SerialError::PercentOutOfRange(s.to_string()));
             }
@@ -84,7 +87,10 @@ impl Serial {
 /// The index ranges (into the inventory-ordered host list) of each batch.
 pub fn batches(total: usize, serial: Option<Serial>) -> Vec<Range<usize>> {
     let size = serial.map_or(total, |s| s.batch_size(total)).max(1);
-    (0..total).step_by(size).map(|start| start..(start + size).min(total)).collect()
+    (0..total)
+        .step_by(size)
+        .map(|start| start..(start + size).min(total))
+        .collect()
 }
 
 /// How a run is scheduled and shown.
@@ -231,12 +237,23 @@ where
             while aborted.is_none() && next < batch.end && set.len() < forks {
                 let host = hosts[next].clone();
                 let line = progress.host_started(&host.name);
-                let ctx = HostCtx { host, line: line.clone(), cancel: cancel.clone() };
+                let ctx = HostCtx {
+                    host,
+                    line: line.clone(),
+                    cancel: cancel.clone(),
+                };
                 let task = task.clone();
                 // The closure is called inside the task so that a panic while building the
                 // future is caught like any other.
                 let handle = set.spawn(async move { task(ctx).await });
-                running.insert(handle.id(), Running { index: next, line, started: Instant::now() });
+                running.insert(
+                    handle.id(),
+                    Running {
+                        index: next,
+                        line,
+                        started: Instant::now(),
+                    },
+                );
                 next += 1;
                 started_in_batch += 1;
             }
@@ -321,7 +338,11 @@ where
 
 /// `20261124T193001Z-ab12`: sortable, and unique enough for runs started in the same second.
 fn run_id(started: chrono::DateTime<Utc>) -> String {
-    format!("{}-{:04x}", started.format("%Y%m%dT%H%M%SZ"), rand::random::<u16>())
+    format!(
+        "{}-{:04x}",
+        started.format("%Y%m%dT%H%M%SZ"),
+        rand::random::<u16>()
+    )
 }
 
 fn millis(d: std::time::Duration) -> u64 {
@@ -336,5 +357,467 @@ fn panic_message(e: tokio::task::JoinError) -> String {
         s.clone()
     } else {
         "no message".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::report::testing::{hosts, step};
+    use crate::report::{HostStatus, StepStatus};
+
+    fn opts(forks: usize) -> FleetOptions {
+        // Quiet and without bars so test output stays readable.
+        FleetOptions {
+            forks,
+            progress: ProgressMode::Never,
+            verbosity: -1,
+            ..FleetOptions::default()
+        }
+    }
+
+    fn no_interrupts() -> mpsc::Receiver<()> {
+        mpsc::channel(1).1
+    }
+
+    fn ok_report(ctx: &HostCtx) -> HostReport {
+        HostReport::from_steps(&ctx.host, vec![step("facts", StepStatus::Ok, "")])
+    }
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Capture {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    fn captured(verbosity: i8) -> (Progress, Capture) {
+        let cap = Capture::default();
+        let sink: crate::progress::Sink = Arc::new(Mutex::new(Box::new(cap.clone())));
+        (Progress::lines(sink, verbosity), cap)
+    }
+
+    /// The runner with progress captured, so failure lines do not clutter the test output.
+    async fn run_quiet<F, Fut>(
+        command: &str,
+        hosts: Vec<Host>,
+        opts: &FleetOptions,
+        interrupts: mpsc::Receiver<()>,
+        task: F,
+    ) -> RunReport
+    where
+        F: Fn(HostCtx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HostReport> + Send + 'static,
+    {
+        let (progress, _cap) = captured(opts.verbosity);
+        run_inner(command, hosts, opts, interrupts, progress, task).await
+    }
+
+    #[test]
+    fn serial_parses_counts_and_percentages_with_helpful_errors() {
+        assert_eq!("5".parse::<Serial>(), Ok(Serial::Count(5)));
+        assert_eq!("20%".parse::<Serial>(), Ok(Serial::Percent(20)));
+        assert_eq!(" 100% ".parse::<Serial>(), Ok(Serial::Percent(100)));
+        for (bad, hint) in [
+            ("0", "at least 1"),
+            ("0%", "between 1% and 100%"),
+            ("150%", "between 1% and 100%"),
+            ("-2", "like 20%"),
+            ("five", "like 5"),
+            ("%", "like 5"),
+        ] {
+            let msg = bad.parse::<Serial>().unwrap_err().to_string();
+            assert!(
+                msg.contains(&format!("{bad:?}")) && msg.contains(hint),
+                "{bad}: {msg}"
+            );
+        }
+        assert_eq!(Serial::Percent(20).to_string(), "20%");
+    }
+
+    #[test]
+    fn batches_cover_every_host_once_in_order() {
+        assert_eq!(batches(5, None), vec![0..5]);
+        assert_eq!(batches(5, Some(Serial::Count(2))), vec![0..2, 2..4, 4..5]);
+        assert_eq!(
+            batches(10, Some(Serial::Percent(30))),
+            vec![0..3, 3..6, 6..9, 9..10]
+        );
+        // 10% of 5 hosts rounds down to 0: still one host per batch.
+        assert_eq!(batches(5, Some(Serial::Percent(10))).len(), 5);
+        assert!(batches(0, Some(Serial::Count(3))).is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn never_more_than_forks_hosts_at_once() {
+        let current = Arc::new(AtomicUsize::new(0));
+        let max = Arc::new(AtomicUsize::new(0));
+        let (c, m) = (current.clone(), max.clone());
+        let report = run_quiet("facts", hosts(20), &opts(3), no_interrupts(), move |ctx| {
+            let (c, m) = (c.clone(), m.clone());
+            async move {
+                let now = c.fetch_add(1, Ordering::SeqCst) + 1;
+                m.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(15)).await;
+                c.fetch_sub(1, Ordering::SeqCst);
+                ok_report(&ctx)
+            }
+        })
+        .await;
+        assert_eq!(max.load(Ordering::SeqCst), 3);
+        assert!(report.hosts.iter().all(|h| h.status == HostStatus::Ok));
+        assert_eq!(report.hosts.len(), 20);
+        assert_eq!(report.exit_code(), 0);
+    }
+
+    #[tokio::test]
+    async fn serial_batches_run_one_after_the_other() {
+        #[derive(Debug, PartialEq)]
+        enum Ev {
+            Start(usize),
+            End(usize),
+        }
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = log.clone();
+        let o = FleetOptions {
+            serial: Some(Serial::Count(2)),
+            ..opts(50)
+        };
+        let report = run_quiet("harden", hosts(5), &o, no_interrupts(), move |ctx| {
+            let l = l.clone();
+            async move {
+                let i: usize = ctx.host.name[1..].parse().unwrap();
+                l.lock().unwrap().push(Ev::Start(i));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                l.lock().unwrap().push(Ev::End(i));
+                ok_report(&ctx)
+            }
+        })
+        .await;
+        let log = log.lock().unwrap();
+        let pos = |e: Ev| log.iter().position(|x| *x == e).unwrap();
+        for (batch, next) in [([0, 1], [2, 3]), ([2, 3], [4, 4])] {
+            for done in batch {
+                for later in next {
+                    assert!(pos(Ev::End(done)) < pos(Ev::Start(later)), "{log:?}");
+                }
+            }
+        }
+        // Inside a batch the hosts run together.
+        assert!(pos(Ev::Start(1)) < pos(Ev::End(0)), "{log:?}");
+        assert_eq!(report.hosts.len(), 5);
+        assert!(report.aborted.is_none());
+    }
+
+    #[tokio::test]
+    async fn max_fail_percent_stops_starting_hosts_and_skips_the_rest() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let o = FleetOptions {
+            max_fail_percent: Some(20),
+            ..opts(1)
+        };
+        let report = run_quiet("harden", hosts(10), &o, no_interrupts(), move |ctx| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if ctx.host.name == "h1" {
+                    HostReport::unreachable(&ctx.host, "connection refused")
+                } else {
+                    ok_report(&ctx)
+                }
+            }
+        })
+        .await;
+        // h1 is 1 failure of 2 started: 50% > 20%.
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(report.hosts[0].status, HostStatus::Ok);
+        assert_eq!(report.hosts[1].status, HostStatus::Unreachable);
+        for h in &report.hosts[2..] {
+            assert_eq!(h.status, HostStatus::Skipped, "{}", h.name);
+            let reason = h.error.as_deref().unwrap();
+            assert!(
+                reason.contains("not started") && reason.contains("--max-fail-percent 20"),
+                "{reason}"
+            );
+        }
+        assert!(report.aborted.as_deref().unwrap().contains("1 of 2"));
+        assert_eq!(report.exit_code(), 4);
+        assert!(report.render_recap(false).contains("skipped=8"));
+    }
+
+    #[tokio::test]
+    async fn max_fail_percent_not_exceeded_runs_everything() {
+        let o = FleetOptions {
+            max_fail_percent: Some(20),
+            ..opts(10)
+        };
+        let report = run_quiet("harden", hosts(10), &o, no_interrupts(), |ctx| async move {
+            if ctx.host.name == "h0" || ctx.host.name == "h1" {
+                HostReport::failed(&ctx.host, "boom")
+            } else {
+                ok_report(&ctx)
+            }
+        })
+        .await;
+        // 2 of 10 is 20%, which does not exceed 20%.
+        assert!(report.aborted.is_none());
+        assert_eq!(
+            report
+                .hosts
+                .iter()
+                .filter(|h| h.status == HostStatus::Ok)
+                .count(),
+            8
+        );
+        assert_eq!(report.failed_hosts(), ["h0", "h1"]);
+    }
+
+    #[tokio::test]
+    async fn max_fail_percent_stops_the_next_batches() {
+        let o = FleetOptions {
+            max_fail_percent: Some(40),
+            serial: Some(Serial::Count(2)),
+            ..opts(50)
+        };
+        let report = run_quiet("harden", hosts(6), &o, no_interrupts(), |ctx| async move {
+            if ctx.host.name == "h0" {
+                HostReport::failed(&ctx.host, "boom")
+            } else {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                ok_report(&ctx)
+            }
+        })
+        .await;
+        let statuses: Vec<HostStatus> = report.hosts.iter().map(|h| h.status).collect();
+        use HostStatus::*;
+        assert_eq!(statuses, [Failed, Ok, Skipped, Skipped, Skipped, Skipped]);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_task_is_a_failed_host_not_a_crashed_run() {
+        let report = run_quiet("facts", hosts(3), &opts(5), no_interrupts(), |ctx| {
+            if ctx.host.name == "h2" {
+                panic!("parser bug while building the future");
+            }
+            async move {
+                if ctx.host.name == "h1" {
+                    panic!("parser bug");
+                }
+                ok_report(&ctx)
+            }
+        })
+        .await;
+        assert_eq!(report.hosts[0].status, HostStatus::Ok);
+        for h in &report.hosts[1..] {
+            assert_eq!(h.status, HostStatus::Failed);
+            assert!(
+                h.error.as_deref().unwrap().starts_with("internal error"),
+                "{:?}",
+                h.error
+            );
+        }
+        assert!(
+            report.hosts[1]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("parser bug")
+        );
+        assert_eq!(report.exit_code(), 4);
+    }
+
+    /// Two hosts run, each waits for the cancel flag then reports its remaining step skipped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn first_ctrl_c_starts_no_new_host_and_lets_running_ones_finish() {
+        let (int_tx, int_rx) = mpsc::channel(4);
+        let (started_tx, mut started_rx) = mpsc::unbounded_channel();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let (progress, cap) = captured(-1);
+        let run = tokio::spawn(async move {
+            run_inner("harden", hosts(6), &opts(2), int_rx, progress, move |ctx| {
+                c.fetch_add(1, Ordering::SeqCst);
+                let started_tx = started_tx.clone();
+                async move {
+                    let _ = started_tx.send(ctx.host.name.clone());
+                    let first = step("backup", StepStatus::Changed, "saved");
+                    while !ctx.is_cancelled() {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    let rest = step("firewall", StepStatus::Skipped, "cancelled by Ctrl-C");
+                    HostReport::from_steps(&ctx.host, vec![first, rest])
+                }
+            })
+            .await
+        });
+        started_rx.recv().await.unwrap();
+        started_rx.recv().await.unwrap();
+        int_tx.send(()).await.unwrap();
+        let report = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .unwrap()
+            .unwrap();
+
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "no host started after Ctrl-C"
+        );
+        let statuses: Vec<HostStatus> = report.hosts.iter().map(|h| h.status).collect();
+        use HostStatus::*;
+        assert_eq!(
+            statuses,
+            [Changed, Changed, Skipped, Skipped, Skipped, Skipped]
+        );
+        assert_eq!(report.hosts[0].steps[1].status, StepStatus::Skipped);
+        assert!(report.hosts[5].error.as_deref().unwrap().contains("Ctrl-C"));
+        assert!(report.interrupted);
+        assert_eq!(report.exit_code(), 130);
+        // Even in quiet mode the operator is told what happens next.
+        assert!(
+            cap.text()
+                .contains("finishing running hosts, press Ctrl-C again to abort")
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn second_ctrl_c_aborts_running_hosts_at_once() {
+        let (int_tx, int_rx) = mpsc::channel(4);
+        let (started_tx, mut started_rx) = mpsc::unbounded_channel();
+        let run = tokio::spawn(async move {
+            run_quiet("harden", hosts(4), &opts(2), int_rx, move |ctx| {
+                let started_tx = started_tx.clone();
+                async move {
+                    let _ = started_tx.send(());
+                    // A host stuck on the network, deaf to the cancel flag.
+                    std::future::pending::<()>().await;
+                    ok_report(&ctx)
+                }
+            })
+            .await
+        });
+        started_rx.recv().await.unwrap();
+        started_rx.recv().await.unwrap();
+        int_tx.send(()).await.unwrap();
+        int_tx.send(()).await.unwrap();
+        let report = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .unwrap()
+            .unwrap();
+        for h in &report.hosts[..2] {
+            assert_eq!(h.status, HostStatus::Failed);
+            assert!(
+                h.error.as_deref().unwrap().contains("interrupted"),
+                "{:?}",
+                h.error
+            );
+        }
+        assert_eq!(report.hosts[2].status, HostStatus::Skipped);
+        assert_eq!(report.exit_code(), 4);
+        assert!(report.aborted.as_deref().unwrap().contains("twice"));
+    }
+
+    #[tokio::test]
+    async fn reports_come_back_in_inventory_order_whatever_the_finish_order() {
+        let (progress, cap) = captured(0);
+        let report = run_inner(
+            "facts",
+            hosts(4),
+            &opts(4),
+            no_interrupts(),
+            progress,
+            |ctx| async move {
+                let i: u64 = ctx.host.name[1..].parse().unwrap();
+                tokio::time::sleep(Duration::from_millis(40 - 10 * i)).await;
+                // The runner, not the task, decides identity and timing.
+                let mut r = ok_report(&ctx);
+                r.name = "wrong".to_string();
+                r
+            },
+        )
+        .await;
+        let names: Vec<&str> = report.hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["h0", "h1", "h2", "h3"]);
+        assert_eq!(report.hosts[0].address, "h0.example.test");
+        assert!(
+            report.hosts[0].elapsed_ms >= 30,
+            "{}",
+            report.hosts[0].elapsed_ms
+        );
+        let text = cap.text();
+        assert!(
+            text.find("h3: ok").unwrap() < text.find("h0: ok").unwrap(),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn plain_progress_lines_follow_the_verbosity() {
+        async fn run_at(verbosity: i8) -> String {
+            let (progress, cap) = captured(verbosity);
+            run_inner(
+                "harden",
+                hosts(2),
+                &opts(1),
+                no_interrupts(),
+                progress,
+                |ctx| async move {
+                    ctx.stage("connecting");
+                    if ctx.host.name == "h1" {
+                        HostReport::unreachable(&ctx.host, "connection refused")
+                    } else {
+                        ok_report(&ctx)
+                    }
+                },
+            )
+            .await;
+            cap.text()
+        }
+        let normal = run_at(0).await;
+        assert!(
+            normal.contains("h0: started\n") && normal.contains("h0: ok ("),
+            "{normal}"
+        );
+        assert!(normal.contains("h1: unreachable (") && normal.contains("): connection refused"));
+        assert!(
+            !normal.contains("connecting"),
+            "stages only when verbose: {normal}"
+        );
+        let verbose = run_at(1).await;
+        assert!(verbose.contains("h0: connecting\n"), "{verbose}");
+        let quiet = run_at(-1).await;
+        assert_eq!(quiet.lines().count(), 1, "quiet shows only errors: {quiet}");
+        assert!(quiet.starts_with("h1: unreachable"));
+    }
+
+    #[tokio::test]
+    async fn an_empty_inventory_is_an_empty_ok_run() {
+        let report = run_with_interrupts(
+            "facts",
+            Vec::new(),
+            &opts(5),
+            no_interrupts(),
+            |ctx| async move { ok_report(&ctx) },
+        )
+        .await;
+        assert!(report.hosts.is_empty());
+        assert_eq!(report.exit_code(), 0);
+        assert_eq!(report.command, "facts");
+        assert_eq!(report.run_id.len(), "20261124T193001Z-ab12".len());
     }
 }

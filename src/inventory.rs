@@ -29,7 +29,11 @@ pub enum Jump {
     /// Another host of the inventory, by name (its own settings are used to reach it).
     Host { name: String },
     /// A bastion outside the inventory: `user@host:port` (user and port optional).
-    Spec { user: Option<String>, address: String, port: u16 },
+    Spec {
+        user: Option<String>,
+        address: String,
+        port: u16,
+    },
 }
 
 /// Where the FreeSWITCH configuration lives on the host.
@@ -53,7 +57,11 @@ pub struct Fail2banSettings {
 
 impl Default for Fail2banSettings {
     fn default() -> Self {
-        Fail2banSettings { maxretry: 5, findtime: 600, bantime: 3600 }
+        Fail2banSettings {
+            maxretry: 5,
+            findtime: 600,
+            bantime: 3600,
+        }
     }
 }
 
@@ -90,7 +98,10 @@ pub struct Host {
 }
 
 mod duration_secs {
-    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
     }
 }

@@ -23,15 +23,26 @@ pub(crate) type Sink = Arc<Mutex<Box<dyn Write + Send>>>;
 
 #[derive(Clone)]
 pub(crate) enum Progress {
-    Bars { multi: MultiProgress, overall: ProgressBar, failed: Arc<AtomicUsize> },
-    Lines { sink: Sink, verbosity: i8 },
+    Bars {
+        multi: MultiProgress,
+        overall: ProgressBar,
+        failed: Arc<AtomicUsize>,
+    },
+    Lines {
+        sink: Sink,
+        verbosity: i8,
+    },
 }
 
 /// One host's line: a spinner, or the name to prefix plain lines with.
 #[derive(Clone)]
 pub(crate) enum HostLine {
     Bar(ProgressBar),
-    Text { name: String, sink: Sink, verbosity: i8 },
+    Text {
+        name: String,
+        sink: Sink,
+        verbosity: i8,
+    },
 }
 
 impl Progress {
@@ -57,7 +68,11 @@ impl Progress {
             overall.set_style(style.progress_chars("=> "));
         }
         overall.set_message("0 failed");
-        Progress::Bars { multi, overall, failed: Arc::new(AtomicUsize::new(0)) }
+        Progress::Bars {
+            multi,
+            overall,
+            failed: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
     pub(crate) fn host_started(&self, name: &str) -> HostLine {
@@ -76,7 +91,11 @@ impl Progress {
                 if *verbosity >= 0 {
                     write_line(sink, &format!("{name}: started"));
                 }
-                HostLine::Text { name: name.to_string(), sink: sink.clone(), verbosity: *verbosity }
+                HostLine::Text {
+                    name: name.to_string(),
+                    sink: sink.clone(),
+                    verbosity: *verbosity,
+                }
             }
         }
     }
@@ -84,7 +103,14 @@ impl Progress {
     pub(crate) fn host_finished(&self, line: &HostLine, report: &HostReport) {
         let text = finish_line(report);
         match (self, line) {
-            (Progress::Bars { multi, overall, failed }, HostLine::Bar(bar)) => {
+            (
+                Progress::Bars {
+                    multi,
+                    overall,
+                    failed,
+                },
+                HostLine::Bar(bar),
+            ) => {
                 bar.finish_and_clear();
                 multi.remove(bar);
                 overall.inc(1);
@@ -128,7 +154,11 @@ impl HostLine {
     pub(crate) fn stage(&self, msg: &str) {
         match self {
             HostLine::Bar(bar) => bar.set_message(msg.to_string()),
-            HostLine::Text { name, sink, verbosity } => {
+            HostLine::Text {
+                name,
+                sink,
+                verbosity,
+            } => {
                 if *verbosity >= 1 {
                     write_line(sink, &format!("{name}: {msg}"));
                 }
@@ -141,7 +171,12 @@ fn finish_line(r: &HostReport) -> String {
     let secs = r.elapsed_ms as f64 / 1000.0;
     match (&r.error, r.status) {
         (Some(err), HostStatus::Failed | HostStatus::Unreachable) => {
-            format!("{}: {} ({secs:.1}s): {}", r.name, r.status, err.replace('\n', " / "))
+            format!(
+                "{}: {} ({secs:.1}s): {}",
+                r.name,
+                r.status,
+                err.replace('\n', " / ")
+            )
         }
         (None, HostStatus::Failed) => {
             let steps: Vec<&str> = r
@@ -150,7 +185,11 @@ fn finish_line(r: &HostReport) -> String {
                 .filter(|s| s.status == crate::report::StepStatus::Failed)
                 .map(|s| s.name.as_str())
                 .collect();
-            format!("{}: failed ({secs:.1}s): failed steps: {}", r.name, steps.join(", "))
+            format!(
+                "{}: failed ({secs:.1}s): failed steps: {}",
+                r.name,
+                steps.join(", ")
+            )
         }
         _ => format!("{}: {} ({secs:.1}s)", r.name, r.status),
     }

@@ -211,7 +211,10 @@ pub const JSON_SCHEMA_VERSION: u32 = 1;
 
 impl RunReport {
     pub fn totals(&self) -> HostTotals {
-        let mut t = HostTotals { hosts: self.hosts.len(), ..HostTotals::default() };
+        let mut t = HostTotals {
+            hosts: self.hosts.len(),
+            ..HostTotals::default()
+        };
         for h in &self.hosts {
             match h.status {
                 HostStatus::Ok => t.ok += 1,
@@ -226,7 +229,11 @@ impl RunReport {
 
     /// Names of the hosts that failed or were unreachable, in inventory order.
     pub fn failed_hosts(&self) -> Vec<&str> {
-        self.hosts.iter().filter(|h| h.status.is_failure()).map(|h| h.name.as_str()).collect()
+        self.hosts
+            .iter()
+            .filter(|h| h.status.is_failure())
+            .map(|h| h.name.as_str())
+            .collect()
     }
 
     /// [`EXIT_HOST_FAILED`] if any host failed or was unreachable, else [`EXIT_INTERRUPTED`] if
@@ -253,9 +260,18 @@ impl RunReport {
     pub fn render_recap(&self, colour: bool) -> String {
         use std::fmt::Write as _;
         let paint = |code: &str, text: &str| {
-            if colour { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
+            if colour {
+                format!("\x1b[{code}m{text}\x1b[0m")
+            } else {
+                text.to_string()
+            }
         };
-        let width = self.hosts.iter().map(|h| h.name.chars().count()).max().unwrap_or(0);
+        let width = self
+            .hosts
+            .iter()
+            .map(|h| h.name.chars().count())
+            .max()
+            .unwrap_or(0);
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -269,7 +285,10 @@ impl RunReport {
         for h in &self.hosts {
             let c = h.counts();
             // Pad before painting: escape codes would upset the column widths.
-            let status = paint(status_colour(h.status), &format!("{:<11}", h.status.as_str()));
+            let status = paint(
+                status_colour(h.status),
+                &format!("{:<11}", h.status.as_str()),
+            );
             let _ = writeln!(
                 out,
                 "{:<width$}  {status}  ok={} changed={} failed={} skipped={} unreachable={}",
@@ -282,9 +301,17 @@ impl RunReport {
             );
             let indent = " ".repeat(width + 2);
             if let Some(err) = &h.error {
-                let label = if h.status == HostStatus::Skipped { "reason" } else { "error" };
+                let label = if h.status == HostStatus::Skipped {
+                    "reason"
+                } else {
+                    "error"
+                };
                 for (i, line) in err.lines().enumerate() {
-                    let head = if i == 0 { format!("{label}: ") } else { "  ".to_string() };
+                    let head = if i == 0 {
+                        format!("{label}: ")
+                    } else {
+                        "  ".to_string()
+                    };
                     let _ = writeln!(out, "{indent}{head}{line}");
                 }
             }
@@ -427,7 +454,10 @@ fn status_colour(s: HostStatus) -> &'static str {
 fn io_context(e: io::Error, what: &str, path: &Path) -> io::Error {
     io::Error::new(
         e.kind(),
-        format!("{what} {}: {e} (check the directory exists and is writable)", path.display()),
+        format!(
+            "{what} {}: {e} (check the directory exists and is writable)",
+            path.display()
+        ),
     )
 }
 
@@ -439,13 +469,17 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
     {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         builder.mode(0o700);
-        builder.create(dir).map_err(|e| io_context(e, "cannot create", dir))?;
+        builder
+            .create(dir)
+            .map_err(|e| io_context(e, "cannot create", dir))?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
             .map_err(|e| io_context(e, "cannot restrict to 0700", dir))
     }
     #[cfg(not(unix))]
     {
-        builder.create(dir).map_err(|e| io_context(e, "cannot create", dir))
+        builder
+            .create(dir)
+            .map_err(|e| io_context(e, "cannot create", dir))
     }
 }
 
@@ -521,16 +555,24 @@ mod tests {
             &host("fs-failed"),
             vec![
                 step("backup", StepStatus::Changed, "saved"),
-                step("esl-password", StepStatus::Failed, "reloadxml returned -ERR"),
+                step(
+                    "esl-password",
+                    StepStatus::Failed,
+                    "reloadxml returned -ERR",
+                ),
             ],
         )
         .with_data(serde_json::json!({"os": "debian 12"}));
-        let unreachable = HostReport::unreachable(&host("fs-down"), "connection refused on port 22");
+        let unreachable =
+            HostReport::unreachable(&host("fs-down"), "connection refused on port 22");
         let skipped = HostReport::skipped(&host("fs-late"), "not started: interrupted by Ctrl-C");
         RunReport {
             run_id: "20261124T193001Z-ab12".to_string(),
             command: "harden".to_string(),
-            started: Utc.with_ymd_and_hms(2026, 11, 24, 19, 30, 1).single().unwrap(),
+            started: Utc
+                .with_ymd_and_hms(2026, 11, 24, 19, 30, 1)
+                .single()
+                .unwrap(),
             elapsed_ms: 1234,
             hosts: vec![ok, changed, failed, unreachable, skipped],
             aborted: Some("interrupted by Ctrl-C".to_string()),
@@ -552,11 +594,20 @@ mod tests {
     #[test]
     fn host_status_follows_the_worst_step() {
         assert_eq!(HostStatus::from_steps(&[]), HostStatus::Ok);
-        let s = [step("a", StepStatus::Ok, ""), step("b", StepStatus::Skipped, "")];
+        let s = [
+            step("a", StepStatus::Ok, ""),
+            step("b", StepStatus::Skipped, ""),
+        ];
         assert_eq!(HostStatus::from_steps(&s), HostStatus::Ok);
-        let s = [step("a", StepStatus::Changed, ""), step("b", StepStatus::Ok, "")];
+        let s = [
+            step("a", StepStatus::Changed, ""),
+            step("b", StepStatus::Ok, ""),
+        ];
         assert_eq!(HostStatus::from_steps(&s), HostStatus::Changed);
-        let s = [step("a", StepStatus::Changed, ""), step("b", StepStatus::Failed, "")];
+        let s = [
+            step("a", StepStatus::Changed, ""),
+            step("b", StepStatus::Failed, ""),
+        ];
         assert_eq!(HostStatus::from_steps(&s), HostStatus::Failed);
     }
 
@@ -564,14 +615,33 @@ mod tests {
     fn recap_lists_every_host_with_counts_errors_and_totals() {
         let text = sample().render_recap(false);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "RECAP harden  run 20261124T193001Z-ab12  5 hosts  1.2s");
+        assert_eq!(
+            lines[0],
+            "RECAP harden  run 20261124T193001Z-ab12  5 hosts  1.2s"
+        );
         let line_of = |name: &str| {
-            lines.iter().find(|l| l.starts_with(name)).copied().unwrap_or_else(|| panic!("{name} missing in\n{text}"))
+            lines
+                .iter()
+                .find(|l| l.starts_with(name))
+                .copied()
+                .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
         };
-        assert!(line_of("fs-ok ").contains("ok           ok=2 changed=0 failed=0 skipped=1 unreachable=0"));
-        assert!(line_of("fs-changed").contains("changed      ok=1 changed=1 failed=0 skipped=0 unreachable=0"));
-        assert!(line_of("fs-failed").contains("failed       ok=0 changed=1 failed=1 skipped=0 unreachable=0"));
-        assert!(line_of("fs-down").contains("unreachable  ok=0 changed=0 failed=0 skipped=0 unreachable=1"));
+        assert!(
+            line_of("fs-ok ")
+                .contains("ok           ok=2 changed=0 failed=0 skipped=1 unreachable=0")
+        );
+        assert!(
+            line_of("fs-changed")
+                .contains("changed      ok=1 changed=1 failed=0 skipped=0 unreachable=0")
+        );
+        assert!(
+            line_of("fs-failed")
+                .contains("failed       ok=0 changed=1 failed=1 skipped=0 unreachable=0")
+        );
+        assert!(
+            line_of("fs-down")
+                .contains("unreachable  ok=0 changed=0 failed=0 skipped=0 unreachable=1")
+        );
         assert!(line_of("fs-late").contains("skipped"));
         assert!(text.contains("error: connection refused on port 22"));
         assert!(text.contains("failed step esl-password: reloadxml returned -ERR"));
@@ -597,8 +667,16 @@ mod tests {
         assert_eq!(
             keys(&v),
             [
-                "aborted", "command", "elapsed_ms", "exit_code", "hosts", "interrupted", "run_id",
-                "schema", "started", "totals"
+                "aborted",
+                "command",
+                "elapsed_ms",
+                "exit_code",
+                "hosts",
+                "interrupted",
+                "run_id",
+                "schema",
+                "started",
+                "totals"
             ]
         );
         assert_eq!(v["schema"], 1);
@@ -611,19 +689,42 @@ mod tests {
         let failed = &v["hosts"][2];
         assert_eq!(
             keys(failed),
-            ["address", "counts", "data", "elapsed_ms", "error", "name", "status", "steps"]
+            [
+                "address",
+                "counts",
+                "data",
+                "elapsed_ms",
+                "error",
+                "name",
+                "status",
+                "steps"
+            ]
         );
         assert_eq!(failed["name"], "fs-failed");
         assert_eq!(failed["status"], "failed");
         assert_eq!(failed["data"]["os"], "debian 12");
-        assert_eq!(failed["counts"], serde_json::json!({"ok": 0, "changed": 1, "failed": 1, "skipped": 0}));
-        assert_eq!(keys(&failed["steps"][1]), ["elapsed_ms", "message", "name", "status"]);
+        assert_eq!(
+            failed["counts"],
+            serde_json::json!({"ok": 0, "changed": 1, "failed": 1, "skipped": 0})
+        );
+        assert_eq!(
+            keys(&failed["steps"][1]),
+            ["elapsed_ms", "message", "name", "status"]
+        );
         assert_eq!(failed["steps"][1]["status"], "failed");
         assert_eq!(v["hosts"][3]["status"], "unreachable");
         assert_eq!(v["hosts"][3]["error"], "connection refused on port 22");
         assert_eq!(v["hosts"][0]["error"], serde_json::Value::Null);
-        let names: Vec<&str> = v["hosts"].as_array().unwrap().iter().map(|h| h["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["fs-ok", "fs-changed", "fs-failed", "fs-down", "fs-late"]);
+        let names: Vec<&str> = v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["fs-ok", "fs-changed", "fs-failed", "fs-down", "fs-late"]
+        );
     }
 
     #[test]
@@ -637,11 +738,15 @@ mod tests {
         assert_eq!(all_ok(&["a"]).exit_code(), 0);
         assert_eq!(sample().exit_code(), 4, "failures win over the interrupt");
         let mut unreachable = all_ok(&["a"]);
-        unreachable.hosts.push(HostReport::unreachable(&host("b"), "timeout"));
+        unreachable
+            .hosts
+            .push(HostReport::unreachable(&host("b"), "timeout"));
         assert_eq!(unreachable.exit_code(), 4);
         let mut interrupted = all_ok(&["a"]);
         interrupted.interrupted = true;
-        interrupted.hosts.push(HostReport::skipped(&host("b"), "not started"));
+        interrupted
+            .hosts
+            .push(HostReport::skipped(&host("b"), "not started"));
         assert_eq!(interrupted.exit_code(), 130);
     }
 
@@ -666,7 +771,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(inv.path().join(".fsfleet")).unwrap().permissions().mode();
+            let mode = fs::metadata(inv.path().join(".fsfleet"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o700);
         }
         let leftovers: Vec<_> = fs::read_dir(inv.path().join(".fsfleet")).unwrap().collect();
