@@ -124,6 +124,7 @@ impl Default for FleetOptions {
 /// What a host's task gets: the host, its progress line, and the cancel flag.
 pub struct HostCtx {
     pub host: Host,
+    run_id: Arc<str>,
     line: HostLine,
     cancel: Arc<AtomicBool>,
 }
@@ -141,6 +142,11 @@ impl HostCtx {
     /// Show what this host is doing now (`connecting`, `facts`, `step firewall`, ...).
     pub fn stage(&self, msg: &str) {
         self.line.stage(msg);
+    }
+
+    /// The id of this run (as in the report), e.g. to name a backup directory on the host.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
     }
 
     /// True once the operator pressed Ctrl-C: finish the current step, skip the rest, return.
@@ -215,6 +221,7 @@ where
 {
     let started = Utc::now();
     let t0 = Instant::now();
+    let run_id: Arc<str> = Arc::from(make_run_id(started));
     let forks = opts.forks.max(1);
     let task = Arc::new(task);
     let cancel = Arc::new(AtomicBool::new(false));
@@ -239,6 +246,7 @@ where
                 let line = progress.host_started(&host.name);
                 let ctx = HostCtx {
                     host,
+                    run_id: run_id.clone(),
                     line: line.clone(),
                     cancel: cancel.clone(),
                 };
@@ -326,7 +334,7 @@ where
         })
         .collect();
     RunReport {
-        run_id: run_id(started),
+        run_id: run_id.to_string(),
         command: command.to_string(),
         started,
         elapsed_ms: millis(t0.elapsed()),
@@ -337,7 +345,7 @@ where
 }
 
 /// `20261124T193001Z-ab12`: sortable, and unique enough for runs started in the same second.
-fn run_id(started: chrono::DateTime<Utc>) -> String {
+fn make_run_id(started: chrono::DateTime<Utc>) -> String {
     format!(
         "{}-{:04x}",
         started.format("%Y%m%dT%H%M%SZ"),
@@ -746,6 +754,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(40 - 10 * i)).await;
                 // The runner, not the task, decides identity and timing.
                 let mut r = ok_report(&ctx);
+                r.data = Some(serde_json::json!(ctx.run_id()));
                 r.name = "wrong".to_string();
                 r
             },
@@ -754,6 +763,7 @@ mod tests {
         let names: Vec<&str> = report.hosts.iter().map(|h| h.name.as_str()).collect();
         assert_eq!(names, ["h0", "h1", "h2", "h3"]);
         assert_eq!(report.hosts[0].address, "h0.example.test");
+        assert_eq!(report.hosts[3].data, Some(serde_json::json!(report.run_id)));
         assert!(
             report.hosts[0].elapsed_ms >= 30,
             "{}",
