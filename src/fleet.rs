@@ -162,15 +162,7 @@ where
     Fut: Future<Output = HostReport> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(4);
-    let listener = tokio::spawn(async move {
-        // If the handler cannot be installed the loop ends, the channel closes, and the run
-        // simply goes on without Ctrl-C handling.
-        while tokio::signal::ctrl_c().await.is_ok() {
-            if tx.send(()).await.is_err() {
-                break;
-            }
-        }
-    });
+    let listener = tokio::spawn(forward_interrupts(tx));
     let progress = Progress::new(opts.progress, opts.verbosity, hosts.len());
     let report = run_inner(command, hosts, opts, rx, progress, task).await;
     listener.abort();
@@ -341,6 +333,31 @@ where
         hosts,
         aborted,
         interrupted,
+    }
+}
+
+/// Forward each Ctrl-C to `tx` until the run drops the receiver. If the handler cannot be
+/// installed this returns, the channel closes, and the run goes on without Ctrl-C handling.
+async fn forward_interrupts(tx: mpsc::Sender<()>) {
+    // One SIGINT stream for the whole run: re-arming `ctrl_c()` after each press could miss a
+    // press that lands in between.
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut sigint) = signal(SignalKind::interrupt()) else {
+            return;
+        };
+        while sigint.recv().await.is_some() {
+            if tx.send(()).await.is_err() {
+                return;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    while tokio::signal::ctrl_c().await.is_ok() {
+        if tx.send(()).await.is_err() {
+            return;
+        }
     }
 }
 
