@@ -1,0 +1,204 @@
+//! Progress of a fleet run on stderr: one spinner per running host plus an overall bar on a
+//! terminal, plain `host: what` lines otherwise. Never stdout: that is for the report.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::report::{HostReport, HostStatus};
+
+/// `--no-progress` maps to `Never`; `Auto` draws bars only when stderr is a terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProgressMode {
+    #[default]
+    Auto,
+    Never,
+}
+
+/// Where plain lines go (stderr in production, a buffer in tests).
+pub(crate) type Sink = Arc<Mutex<Box<dyn Write + Send>>>;
+
+#[derive(Clone)]
+pub(crate) enum Progress {
+    Bars {
+        multi: MultiProgress,
+        overall: ProgressBar,
+        failed: Arc<AtomicUsize>,
+    },
+    Lines {
+        sink: Sink,
+        verbosity: i8,
+    },
+}
+
+/// One host's line: a spinner, or the name to prefix plain lines with.
+#[derive(Clone)]
+pub(crate) enum HostLine {
+    Bar(ProgressBar),
+    Text {
+        name: String,
+        sink: Sink,
+        verbosity: i8,
+    },
+}
+
+impl Progress {
+    /// Bars when `mode` is Auto, stderr is a terminal and not quiet; plain lines otherwise.
+    pub(crate) fn new(mode: ProgressMode, verbosity: i8, total: usize) -> Progress {
+        if mode == ProgressMode::Auto && verbosity >= 0 && std::io::stderr().is_terminal() {
+            Progress::bars(total)
+        } else {
+            Progress::lines(Arc::new(Mutex::new(Box::new(std::io::stderr()))), verbosity)
+        }
+    }
+
+    pub(crate) fn lines(sink: Sink, verbosity: i8) -> Progress {
+        Progress::Lines { sink, verbosity }
+    }
+
+    fn bars(total: usize) -> Progress {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let overall = multi.add(ProgressBar::new(total as u64));
+        // The templates are constants; a bad one would only lose the styling, not the run.
+        if let Ok(style) = ProgressStyle::with_template("[{bar:30}] {pos}/{len} hosts done  {msg}")
+        {
+            overall.set_style(style.progress_chars("=> "));
+        }
+        overall.set_message("0 failed");
+        Progress::Bars {
+            multi,
+            overall,
+            failed: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    pub(crate) fn host_started(&self, name: &str) -> HostLine {
+        match self {
+            Progress::Bars { multi, overall, .. } => {
+                let bar = multi.insert_before(overall, ProgressBar::new_spinner());
+                if let Ok(style) = ProgressStyle::with_template("{spinner} {prefix:20} {msg}") {
+                    bar.set_style(style);
+                }
+                bar.set_prefix(name.to_string());
+                bar.set_message("starting");
+                bar.enable_steady_tick(Duration::from_millis(120));
+                HostLine::Bar(bar)
+            }
+            Progress::Lines { sink, verbosity } => {
+                if *verbosity >= 0 {
+                    write_line(sink, &format!("{name}: started"));
+                }
+                HostLine::Text {
+                    name: name.to_string(),
+                    sink: sink.clone(),
+                    verbosity: *verbosity,
+                }
+            }
+        }
+    }
+
+    pub(crate) fn host_finished(&self, line: &HostLine, report: &HostReport) {
+        let text = finish_line(report);
+        match (self, line) {
+            (
+                Progress::Bars {
+                    multi,
+                    overall,
+                    failed,
+                },
+                HostLine::Bar(bar),
+            ) => {
+                bar.finish_and_clear();
+                multi.remove(bar);
+                overall.inc(1);
+                if report.status.is_failure() {
+                    let n = failed.fetch_add(1, Ordering::Relaxed) + 1;
+                    overall.set_message(format!("{n} failed"));
+                }
+                // println keeps the line above the bars; a closed stderr is not worth failing on.
+                let _ = multi.println(text);
+            }
+            (Progress::Lines { sink, verbosity }, _) => {
+                // Quiet mode still shows what went wrong.
+                if *verbosity >= 0 || report.status.is_failure() {
+                    write_line(sink, &text);
+                }
+            }
+            (Progress::Bars { .. }, HostLine::Text { .. }) => {}
+        }
+    }
+
+    /// A message the operator must see whatever the verbosity (the Ctrl-C prompt).
+    pub(crate) fn notice(&self, msg: &str) {
+        match self {
+            Progress::Bars { multi, .. } => {
+                let _ = multi.println(msg);
+            }
+            Progress::Lines { sink, .. } => write_line(sink, msg),
+        }
+    }
+
+    /// Clear the bars before the recap is printed.
+    pub(crate) fn finish(&self) {
+        if let Progress::Bars { multi, overall, .. } = self {
+            overall.finish_and_clear();
+            let _ = multi.clear();
+        }
+    }
+}
+
+impl HostLine {
+    pub(crate) fn stage(&self, msg: &str) {
+        match self {
+            HostLine::Bar(bar) => bar.set_message(msg.to_string()),
+            HostLine::Text {
+                name,
+                sink,
+                verbosity,
+            } => {
+                if *verbosity >= 1 {
+                    write_line(sink, &format!("{name}: {msg}"));
+                }
+            }
+        }
+    }
+}
+
+fn finish_line(r: &HostReport) -> String {
+    let secs = r.elapsed_ms as f64 / 1000.0;
+    match (&r.error, r.status) {
+        (Some(err), HostStatus::Failed | HostStatus::Unreachable) => {
+            format!(
+                "{}: {} ({secs:.1}s): {}",
+                r.name,
+                r.status,
+                err.replace('\n', " / ")
+            )
+        }
+        (None, HostStatus::Failed) => {
+            let steps: Vec<&str> = r
+                .steps
+                .iter()
+                .filter(|s| s.status == crate::report::StepStatus::Failed)
+                .map(|s| s.name.as_str())
+                .collect();
+            format!(
+                "{}: failed ({secs:.1}s): failed steps: {}",
+                r.name,
+                steps.join(", ")
+            )
+        }
+        _ => format!("{}: {} ({secs:.1}s)", r.name, r.status),
+    }
+}
+
+fn write_line(sink: &Sink, line: &str) {
+    // Progress is best effort: a poisoned lock or a closed stderr must not stop the run.
+    if let Ok(mut w) = sink.lock() {
+        let _ = writeln!(w, "{line}");
+        let _ = w.flush();
+    }
+}
