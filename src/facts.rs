@@ -413,15 +413,203 @@ pub async fn base_facts(session: &Session, host: &Host) -> Result<Facts, FactsEr
     Ok(parse_base(&sections, &session.user, session.uses_sudo()))
 }
 
+/// A file read from the host: metadata and exact bytes (base64 on the wire, so nothing is
+/// altered in transit and non-UTF-8 bytes survive).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct FileFact {
+    pub path: String,
+    /// Permission bits, e.g. 0o640.
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+    pub size: u64,
+    /// None when larger than [`MAX_FILE`].
+    pub content: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for FileFact {
+    // Config files hold secrets: Debug shows metadata only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileFact")
+            .field("path", &self.path)
+            .field("mode", &format_args!("{:o}", self.mode))
+            .field("owner", &self.owner)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileFact {
+    /// The content as UTF-8 text; None when unreadable (too large or not UTF-8).
+    pub fn text(&self) -> Option<&str> {
+        std::str::from_utf8(self.content.as_deref()?).ok()
+    }
+}
+
+/// Files larger than this are listed but not read.
+pub const MAX_FILE: u64 = 4 * 1024 * 1024;
+
+/// FreeSWITCH config files (relative to the config dir) that harden and audit read.
+pub const CONF_FILES: &[&str] = &[
+    "vars.xml",
+    "autoload_configs/event_socket.conf.xml",
+    "autoload_configs/switch.conf.xml",
+    "autoload_configs/modules.conf.xml",
+    "autoload_configs/sofia.conf.xml",
+    "autoload_configs/acl.conf.xml",
+    "sip_profiles/*.xml",
+    "directory/default.xml",
+    "directory/default/*.xml",
+    "dialplan/default.xml",
+    "dialplan/public.xml",
+];
+
+/// Add a snippet that locates the config dir (inventory path, else the known layouts) and
+/// prints each file as `F\tpath\tmode owner group size\tbase64`, plus `C\tconfdir` first.
+pub fn add_files_snippet(
+    script: &mut Script,
+    name: &str,
+    host: &Host,
+    conf_globs: &[&str],
+    abs_paths: &[String],
+) {
+    let mut candidates: Vec<String> = Vec::new();
+    if let ConfDir::Path(p) = &host.conf_dir {
+        candidates.push(p.clone());
+    }
+    candidates.extend(LAYOUTS.iter().map(|(c, _, _)| c.to_string()));
+    let cands = candidates
+        .iter()
+        .map(|c| sh_quote(c))
+        .collect::<Vec<_>>()
+        .join(" ");
+    // Globs stay unquoted so the shell expands them; the conf dir part is quoted via "$c".
+    let rel = conf_globs
+        .iter()
+        .map(|g| format!("\"$c\"/{g}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let abs = abs_paths
+        .iter()
+        .map(|p| sh_quote(p))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let snippet = format!(
+        "emit() {{ for f in \"$@\"; do [ -f \"$f\" ] || continue; \
+         m=$(stat -c '%a %U %G %s' \"$f\") || continue; printf 'F\\t%s\\t%s\\t' \"$f\" \"$m\"; \
+         if [ \"${{m##* }}\" -le {MAX_FILE} ]; then base64 -w0 \"$f\"; else printf -- '-'; fi; printf '\\n'; done; }}\n\
+         c=''; for d in {cands}; do if [ -f \"$d/vars.xml\" ]; then c=$d; break; fi; done\n\
+         if [ -n \"$c\" ]; then printf 'C\\t%s\\n' \"$c\"; emit {rel}; fi\n\
+         emit {abs}\ntrue"
+    );
+    script.add(name, &snippet);
+}
+
+/// The files section: the config dir found (if any) and every file by absolute path.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Files {
+    pub conf_dir: Option<String>,
+    pub files: BTreeMap<String, FileFact>,
+}
+
+impl Files {
+    pub fn parse(text: &str) -> Result<Files, FactsError> {
+        let mut out = Files::default();
+        for line in text.lines() {
+            if let Some(dir) = line.strip_prefix("C\t") {
+                out.conf_dir = Some(dir.to_string());
+                continue;
+            }
+            let Some(rest) = line.strip_prefix("F\t") else {
+                continue;
+            };
+            let mut parts = rest.rsplitn(3, '\t');
+            let (Some(b64), Some(meta), Some(path)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(FactsError::Malformed(format!(
+                    "bad file line {:?}",
+                    truncate(line, 80)
+                )));
+            };
+            let mut m = meta.split(' ');
+            let (Some(mode), Some(owner), Some(group), Some(size)) =
+                (m.next(), m.next(), m.next(), m.next())
+            else {
+                return Err(FactsError::Malformed(format!(
+                    "bad file metadata for {path}"
+                )));
+            };
+            let mode = u32::from_str_radix(mode, 8)
+                .map_err(|_| FactsError::Malformed(format!("bad mode for {path}")))?;
+            let size: u64 = size
+                .parse()
+                .map_err(|_| FactsError::Malformed(format!("bad size for {path}")))?;
+            let content = if b64 == "-" {
+                None
+            } else {
+                Some(data_encoding::BASE64.decode(b64.as_bytes()).map_err(|_| {
+                    FactsError::Malformed(format!("bad content encoding for {path}"))
+                })?)
+            };
+            out.files.insert(
+                path.to_string(),
+                FileFact {
+                    path: path.to_string(),
+                    mode,
+                    owner: owner.to_string(),
+                    group: group.to_string(),
+                    size,
+                    content,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// A file relative to the config dir.
+    pub fn conf(&self, rel: &str) -> Option<&FileFact> {
+        let dir = self.conf_dir.as_deref()?;
+        self.files.get(&format!("{dir}/{rel}"))
+    }
+
+    /// Files directly in a config subdirectory with the given extension, sorted by path.
+    pub fn conf_dir_files(&self, subdir: &str, ext: &str) -> Vec<&FileFact> {
+        let Some(dir) = self.conf_dir.as_deref() else {
+            return vec![];
+        };
+        let prefix = format!("{dir}/{subdir}/");
+        self.files
+            .values()
+            .filter(|f| {
+                f.path
+                    .strip_prefix(&prefix)
+                    .is_some_and(|n| !n.contains('/') && n.ends_with(ext))
+            })
+            .collect()
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
 /// One line for the recap: what kind of host this is.
 pub fn summary(f: &Facts) -> String {
-    let os = if f.os.pretty_name.is_empty() { f.os.id.clone() } else { f.os.pretty_name.clone() };
+    let os = if f.os.pretty_name.is_empty() {
+        f.os.id.clone()
+    } else {
+        f.os.pretty_name.clone()
+    };
     match &f.freeswitch {
         Some(fs) => format!(
             "{os}; FreeSWITCH {} at {}{}",
             fs.version.as_deref().unwrap_or("(version unknown)"),
             fs.conf_dir,
-            if fs.service_active { "" } else { " (service not active)" }
+            if fs.service_active {
+                ""
+            } else {
+                " (service not active)"
+            }
         ),
         None => format!("{os}; no FreeSWITCH configuration found"),
     }
@@ -436,14 +624,42 @@ pub fn render_text(report: &crate::report::RunReport) -> String {
     let mut out = String::new();
     for h in &report.hosts {
         let Some(data) = &h.data else { continue };
-        let Ok(f) = serde_json::from_value::<Facts>(data.clone()) else { continue };
+        let Ok(f) = serde_json::from_value::<Facts>(data.clone()) else {
+            continue;
+        };
         out.push_str(&format!("{} ({})\n", h.name, h.address));
         let row = |k: &str, v: String| format!("  {k:<12} {v}\n");
-        out.push_str(&row("os", format!("{} [{} {}]", f.os.pretty_name, f.os.id, f.os.version_id)));
+        out.push_str(&row(
+            "os",
+            format!("{} [{} {}]", f.os.pretty_name, f.os.id, f.os.version_id),
+        ));
         out.push_str(&row("hostname", f.hostname.clone()));
-        out.push_str(&row("login", format!("{} ({})", f.login_user, if f.privilege == "sudo" { "via sudo" } else { "root" })));
-        let ports = f.sshd_ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
-        out.push_str(&row("sshd ports", if ports.is_empty() { "unknown".into() } else { ports }));
+        out.push_str(&row(
+            "login",
+            format!(
+                "{} ({})",
+                f.login_user,
+                if f.privilege == "sudo" {
+                    "via sudo"
+                } else {
+                    "root"
+                }
+            ),
+        ));
+        let ports = f
+            .sshd_ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        out.push_str(&row(
+            "sshd ports",
+            if ports.is_empty() {
+                "unknown".into()
+            } else {
+                ports
+            },
+        ));
         let fs = match &f.freeswitch {
             Some(fs) => format!(
                 "{} ({} layout), log {}, service {}, {}",
@@ -460,12 +676,27 @@ pub fn render_text(report: &crate::report::RunReport) -> String {
             None => "not found (no vars.xml in the known layouts)".into(),
         };
         out.push_str(&row("freeswitch", fs));
-        let pkg = |name: &str| f.packages.get(name).map(|v| format!("installed {v}")).unwrap_or_else(|| "not installed".into());
-        out.push_str(&row("fail2ban", format!("{}, {}", pkg("fail2ban"), yes_no(f.fail2ban_active))));
-        out.push_str(&row("ufw", format!("{}, {}", pkg("ufw"), yes_no(f.ufw_active))));
+        let pkg = |name: &str| {
+            f.packages
+                .get(name)
+                .map(|v| format!("installed {v}"))
+                .unwrap_or_else(|| "not installed".into())
+        };
+        out.push_str(&row(
+            "fail2ban",
+            format!("{}, {}", pkg("fail2ban"), yes_no(f.fail2ban_active)),
+        ));
+        out.push_str(&row(
+            "ufw",
+            format!("{}, {}", pkg("ufw"), yes_no(f.ufw_active)),
+        ));
         out.push_str(&row(
             "packet filter",
-            format!("iptables {}, nft {}", if f.iptables { "present" } else { "absent" }, if f.nft { "present" } else { "absent" }),
+            format!(
+                "iptables {}, nft {}",
+                if f.iptables { "present" } else { "absent" },
+                if f.nft { "present" } else { "absent" }
+            ),
         ));
         out.push('\n');
     }
@@ -507,6 +738,29 @@ mod tests {
         );
         let binary: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
         assert!(s.parse(&binary).is_ok_and(|x| x.map.is_empty()));
+    }
+
+    #[test]
+    fn files_section_round_trips_bytes_and_metadata() {
+        let b64 = data_encoding::BASE64.encode(b"<a>\r\n\xff</a>");
+        let text = format!(
+            "C\t/etc/freeswitch\nF\t/etc/freeswitch/vars.xml\t640 freeswitch daemon 9\t{b64}\nF\t/etc/freeswitch/sip_profiles/internal.xml\t644 root root 99999999\t-\nF\t/etc/freeswitch/sip_profiles/x/y.xml\t644 root root 1\t\n"
+        );
+        let f = Files::parse(&text).unwrap();
+        let v = f.conf("vars.xml").unwrap();
+        assert_eq!((v.mode, v.owner.as_str(), v.size), (0o640, "freeswitch", 9));
+        assert_eq!(v.content.as_deref(), Some(b"<a>\r\n\xff</a>".as_slice()));
+        assert_eq!(v.text(), None, "not UTF-8: no text, so no edit");
+        assert!(
+            format!("{v:?}").find("<a>").is_none(),
+            "Debug shows no content"
+        );
+        let profiles = f.conf_dir_files("sip_profiles", ".xml");
+        assert_eq!(profiles.len(), 1);
+        assert_eq!(profiles[0].content, None);
+        assert!(Files::parse("F\tbroken").is_err());
+        assert!(Files::parse("F\t/p\tx y z w\tAAAA").is_err());
+        assert!(Files::parse("F\t/p\t644 a b 1\t!!!").is_err());
     }
 
     #[test]

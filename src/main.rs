@@ -6,12 +6,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 
-use fsfleet::cli::{Cli, Command, FactsArgs, Format, InventoryCheckArgs, InventoryCommand, RunArgs};
+use fsfleet::cli::{
+    Cli, Command, FactsArgs, Format, InventoryCheckArgs, InventoryCommand, RunArgs,
+};
+use fsfleet::facts;
 use fsfleet::fleet::{self, FleetOptions, ProgressMode, Serial};
 use fsfleet::inventory::{Host, Inventory, Limit};
 use fsfleet::report::{HostReport, RunReport, StepReport, StepStatus};
 use fsfleet::ssh::{self, ConnectOptions, Connector};
-use fsfleet::facts;
 
 /// Usage and inventory errors: nothing was touched.
 const EXIT_USAGE: u8 = 2;
@@ -42,7 +44,10 @@ async fn main() -> ExitCode {
 }
 
 /// Load the inventory and select the hosts of this run.
-fn select(path: &std::path::Path, limit: Option<&str>) -> Result<(Inventory, Vec<Host>), UsageError> {
+fn select(
+    path: &std::path::Path,
+    limit: Option<&str>,
+) -> Result<(Inventory, Vec<Host>), UsageError> {
     let inv = Inventory::load(path)?;
     let hosts = match limit {
         Some(spec) => Limit::parse(spec, &inv.dir())?.apply(&inv)?,
@@ -53,14 +58,21 @@ fn select(path: &std::path::Path, limit: Option<&str>) -> Result<(Inventory, Vec
 
 fn fleet_options(run: &RunArgs) -> Result<FleetOptions, UsageError> {
     let serial = match &run.serial {
-        Some(s) => Some(s.parse::<Serial>().map_err(|e| anyhow::anyhow!("--serial {s}: {e}"))?),
+        Some(s) => Some(
+            s.parse::<Serial>()
+                .map_err(|e| anyhow::anyhow!("--serial {s}: {e}"))?,
+        ),
         None => None,
     };
     Ok(FleetOptions {
         forks: run.forks as usize,
         serial,
         max_fail_percent: run.max_fail_percent,
-        progress: if run.no_progress { ProgressMode::Never } else { ProgressMode::Auto },
+        progress: if run.no_progress {
+            ProgressMode::Never
+        } else {
+            ProgressMode::Auto
+        },
         verbosity: run.verbosity(),
     })
 }
@@ -69,20 +81,33 @@ fn fleet_options(run: &RunArgs) -> Result<FleetOptions, UsageError> {
 async fn connector(inv: &Inventory, hosts: &[Host], run: &RunArgs) -> Arc<Connector> {
     let connector = Connector::new(
         &inv.hosts,
-        ConnectOptions { known_hosts: run.known_hosts.clone(), host_key_policy: run.host_key_policy },
+        ConnectOptions {
+            known_hosts: run.known_hosts.clone(),
+            host_key_policy: run.host_key_policy,
+        },
     );
     ssh::confirm_new_host_keys(&connector, hosts, run.host_key_policy, run.forks as usize).await;
     Arc::new(connector)
 }
 
 /// Print the run's output, write the retry file, and return the exit code.
-fn finish(report: &RunReport, inv: &Inventory, run: &RunArgs, text: impl FnOnce(&RunReport) -> String) -> Result<u8, UsageError> {
+fn finish(
+    report: &RunReport,
+    inv: &Inventory,
+    run: &RunArgs,
+    text: impl FnOnce(&RunReport) -> String,
+) -> Result<u8, UsageError> {
     match run.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report.to_json()).context("encoding the JSON report")?),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report.to_json()).context("encoding the JSON report")?
+        ),
         Format::Text => print!("{}", text(report)),
     }
     match report.write_retry_file(&inv.dir()) {
-        Ok(Some(p)) if run.verbosity() >= 0 => eprintln!("retry the failed hosts with: --limit @{}", p.display()),
+        Ok(Some(p)) if run.verbosity() >= 0 => {
+            eprintln!("retry the failed hosts with: --limit @{}", p.display())
+        }
         Ok(_) => {}
         Err(e) => eprintln!("fsfleet: cannot write the retry file: {e}"),
     }
@@ -101,7 +126,9 @@ async fn facts_command(args: FactsArgs) -> Result<u8, UsageError> {
             ctx.stage("connecting");
             let session = match connector.connect(&ctx.host).await {
                 Ok(s) => s,
-                Err(e) if e.is_unreachable() => return HostReport::unreachable(&ctx.host, e.to_string()),
+                Err(e) if e.is_unreachable() => {
+                    return HostReport::unreachable(&ctx.host, e.to_string());
+                }
                 Err(e) => return HostReport::failed(&ctx.host, e.to_string()),
             };
             ctx.stage("gathering facts");
@@ -124,14 +151,19 @@ async fn facts_command(args: FactsArgs) -> Result<u8, UsageError> {
         }
     })
     .await;
-    finish(&report, &inv, &args.run, |r| format!("{}\n{}", facts::render_text(r), r.recap_text()))
+    finish(&report, &inv, &args.run, |r| {
+        format!("{}\n{}", facts::render_text(r), r.recap_text())
+    })
 }
 
 fn inventory_check(args: InventoryCheckArgs) -> Result<u8, UsageError> {
     let path = args.inventory.resolve();
     let (inv, hosts) = select(&path, args.limit.as_deref())?;
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&hosts).context("encoding hosts")?),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&hosts).context("encoding hosts")?
+        ),
         Format::Text => print!("{}", fsfleet::inventory::render_hosts(&inv, &hosts)),
     }
     Ok(0)

@@ -41,8 +41,13 @@ impl CredKind {
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
     #[error("vault {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("vault {path} is not valid ({reason}); it was left untouched: restore it from a backup or move it away")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "vault {path} is not valid ({reason}); it was left untouched: restore it from a backup or move it away"
+    )]
     Corrupt { path: PathBuf, reason: String },
     #[error("vault {path} is in use by another fsfleet run (lock {lock}); wait for it to finish")]
     Locked { path: PathBuf, lock: PathBuf },
@@ -61,7 +66,11 @@ pub struct Stamped {
 
 impl std::fmt::Debug for Stamped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stamped").field("value", &"***").field("at", &self.at).field("run_id", &self.run_id).finish()
+        f.debug_struct("Stamped")
+            .field("value", &"***")
+            .field("at", &self.at)
+            .field("run_id", &self.run_id)
+            .finish()
     }
 }
 
@@ -102,19 +111,29 @@ pub struct Vault {
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vault").field("path", &self.path).field("hosts", &self.doc.hosts.len()).finish()
+        f.debug_struct("Vault")
+            .field("path", &self.path)
+            .field("hosts", &self.doc.hosts.len())
+            .finish()
     }
 }
 
 /// `.fsfleet/vault.json` beside the inventory.
 pub fn default_path(inventory: &Path) -> PathBuf {
-    let dir = inventory.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = inventory
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     dir.join(".fsfleet").join("vault.json")
 }
 
 /// A new password: alphanumeric (no escaping in XML, fs_cli.conf or shells), from the OS RNG.
 pub fn generate_password(len: usize) -> Secret {
-    let s: String = rand::rngs::OsRng.sample_iter(Alphanumeric).take(len).map(char::from).collect();
+    let s: String = rand::rngs::OsRng
+        .sample_iter(Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect();
     Secret::new(s)
 }
 
@@ -128,34 +147,66 @@ fn now() -> String {
 impl Vault {
     /// Open (or start) the vault at `path` and lock it for this process.
     pub fn open(path: &Path) -> Result<Vault, VaultError> {
-        let io = |source| VaultError::Io { path: path.to_path_buf(), source };
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let io = |source| VaultError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         if !dir.exists() {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io)?;
         }
         let lock_path = path.with_extension("lock");
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&lock_path).map_err(io)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io)?;
         // SAFETY: flock on a file descriptor we own; no memory is involved.
         let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
-            return Err(VaultError::Locked { path: path.to_path_buf(), lock: lock_path });
+            return Err(VaultError::Locked {
+                path: path.to_path_buf(),
+                lock: lock_path,
+            });
         }
         let doc = match std::fs::read(path) {
             Ok(bytes) => {
-                let doc: Document = serde_json::from_slice(&bytes)
-                    .map_err(|e| VaultError::Corrupt { path: path.to_path_buf(), reason: e.to_string() })?;
+                let doc: Document =
+                    serde_json::from_slice(&bytes).map_err(|e| VaultError::Corrupt {
+                        path: path.to_path_buf(),
+                        reason: e.to_string(),
+                    })?;
                 if doc.version != VERSION {
                     return Err(VaultError::Corrupt {
                         path: path.to_path_buf(),
-                        reason: format!("version {} (this fsfleet reads version {VERSION})", doc.version),
+                        reason: format!(
+                            "version {} (this fsfleet reads version {VERSION})",
+                            doc.version
+                        ),
                     });
                 }
                 doc
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Document { version: VERSION, hosts: BTreeMap::new() },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Document {
+                version: VERSION,
+                hosts: BTreeMap::new(),
+            },
             Err(e) => return Err(io(e)),
         };
-        Ok(Vault { path: path.to_path_buf(), doc, _lock: lock })
+        Ok(Vault {
+            path: path.to_path_buf(),
+            doc,
+            _lock: lock,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -175,21 +226,59 @@ impl Vault {
     }
 
     /// Record a new value as pending and write the file before returning.
-    pub fn set_pending(&mut self, host: &str, kind: CredKind, value: &Secret, run_id: &str) -> Result<(), VaultError> {
-        let cred = self.doc.hosts.entry(host.to_string()).or_default().creds.entry(kind).or_default();
-        cred.pending = Some(Stamped { value: value.expose().to_string(), at: now(), run_id: run_id.to_string() });
+    pub fn set_pending(
+        &mut self,
+        host: &str,
+        kind: CredKind,
+        value: &Secret,
+        run_id: &str,
+    ) -> Result<(), VaultError> {
+        let cred = self
+            .doc
+            .hosts
+            .entry(host.to_string())
+            .or_default()
+            .creds
+            .entry(kind)
+            .or_default();
+        cred.pending = Some(Stamped {
+            value: value.expose().to_string(),
+            at: now(),
+            run_id: run_id.to_string(),
+        });
         self.save()
     }
 
     /// Record a value the host is known to use right now (e.g. a password found on the host
     /// that fsfleet did not rotate), without touching pending.
-    pub fn set_active(&mut self, host: &str, kind: CredKind, value: &Secret, run_id: &str) -> Result<(), VaultError> {
-        let cred = self.doc.hosts.entry(host.to_string()).or_default().creds.entry(kind).or_default();
-        if cred.active.as_ref().is_some_and(|a| a.value == value.expose()) {
+    pub fn set_active(
+        &mut self,
+        host: &str,
+        kind: CredKind,
+        value: &Secret,
+        run_id: &str,
+    ) -> Result<(), VaultError> {
+        let cred = self
+            .doc
+            .hosts
+            .entry(host.to_string())
+            .or_default()
+            .creds
+            .entry(kind)
+            .or_default();
+        if cred
+            .active
+            .as_ref()
+            .is_some_and(|a| a.value == value.expose())
+        {
             return Ok(());
         }
         cred.previous = cred.active.take();
-        cred.active = Some(Stamped { value: value.expose().to_string(), at: now(), run_id: run_id.to_string() });
+        cred.active = Some(Stamped {
+            value: value.expose().to_string(),
+            at: now(),
+            run_id: run_id.to_string(),
+        });
         self.save()
     }
 
@@ -200,12 +289,22 @@ impl Vault {
             .hosts
             .get_mut(host)
             .and_then(|e| e.creds.get_mut(&kind))
-            .ok_or(VaultError::Missing { host: host.to_string(), kind: kind.as_str() })?;
+            .ok_or(VaultError::Missing {
+                host: host.to_string(),
+                kind: kind.as_str(),
+            })?;
         let Some(mut pending) = cred.pending.take() else {
-            return Err(VaultError::Missing { host: host.to_string(), kind: kind.as_str() });
+            return Err(VaultError::Missing {
+                host: host.to_string(),
+                kind: kind.as_str(),
+            });
         };
         pending.at = now();
-        if cred.active.as_ref().is_some_and(|a| a.value != pending.value) {
+        if cred
+            .active
+            .as_ref()
+            .is_some_and(|a| a.value != pending.value)
+        {
             cred.previous = cred.active.take();
         }
         cred.active = Some(pending);
@@ -215,18 +314,38 @@ impl Vault {
     /// Every value the vault holds for a host's credential (pending first): what to try when
     /// the host's current password is in doubt after an interrupted run.
     pub fn candidates(&self, host: &str, kind: CredKind) -> Vec<Secret> {
-        let Some(c) = self.credential(host, kind) else { return vec![] };
-        [&c.pending, &c.active, &c.previous].into_iter().flatten().map(|s| Secret::new(s.value.clone())).collect()
+        let Some(c) = self.credential(host, kind) else {
+            return vec![];
+        };
+        [&c.pending, &c.active, &c.previous]
+            .into_iter()
+            .flatten()
+            .map(|s| Secret::new(s.value.clone()))
+            .collect()
     }
 
     /// Write atomically: a 0600 temp file in the same directory, fsync, rename, fsync the dir.
     fn save(&self) -> Result<(), VaultError> {
-        let io = |source| VaultError::Io { path: self.path.clone(), source };
-        let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let bytes = serde_json::to_vec_pretty(&self.doc).map_err(|e| io(std::io::Error::other(e)))?;
+        let io = |source| VaultError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let dir = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let bytes =
+            serde_json::to_vec_pretty(&self.doc).map_err(|e| io(std::io::Error::other(e)))?;
         let tmp = dir.join(format!(".vault.{}.tmp", std::process::id()));
         {
-            let mut f = OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
+            let mut f = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io)?;
             f.write_all(&bytes).map_err(io)?;
             f.write_all(b"\n").map_err(io)?;
             f.sync_all().map_err(io)?;
@@ -259,15 +378,22 @@ mod tests {
         assert!(pw.expose().chars().all(|c| c.is_ascii_alphanumeric()));
         {
             let mut v = Vault::open(&path).unwrap();
-            v.set_pending("pbx1", CredKind::EslPassword, &pw, "run-1").unwrap();
+            v.set_pending("pbx1", CredKind::EslPassword, &pw, "run-1")
+                .unwrap();
         }
         // Written before anything else happens: a crash now leaves it on disk.
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains(pw.expose()) && text.contains("pending"));
         assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
-        assert_eq!(std::fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777,
+            0o700
+        );
         let mut v = Vault::open(&path).unwrap();
-        assert_eq!(v.candidates("pbx1", CredKind::EslPassword), vec![pw.clone()]);
+        assert_eq!(
+            v.candidates("pbx1", CredKind::EslPassword),
+            vec![pw.clone()]
+        );
         v.promote("pbx1", CredKind::EslPassword).unwrap();
         let c = v.credential("pbx1", CredKind::EslPassword).unwrap();
         assert!(c.pending.is_none());
@@ -275,11 +401,15 @@ mod tests {
         assert_eq!(c.active.as_ref().unwrap().run_id, "run-1");
         // Rotating again keeps the old value as previous.
         let pw2 = generate_password(PASSWORD_LEN);
-        v.set_pending("pbx1", CredKind::EslPassword, &pw2, "run-2").unwrap();
+        v.set_pending("pbx1", CredKind::EslPassword, &pw2, "run-2")
+            .unwrap();
         v.promote("pbx1", CredKind::EslPassword).unwrap();
         let c = v.credential("pbx1", CredKind::EslPassword).unwrap();
         assert_eq!(c.previous.as_ref().unwrap().value, pw.expose());
-        assert!(format!("{c:?}").find(pw2.expose()).is_none(), "Debug never shows a value");
+        assert!(
+            format!("{c:?}").find(pw2.expose()).is_none(),
+            "Debug never shows a value"
+        );
     }
 
     #[test]
@@ -292,13 +422,22 @@ mod tests {
         drop(_first);
         std::fs::write(&path, "{ not json").unwrap();
         let err = Vault::open(&path).unwrap_err().to_string();
-        assert!(err.contains(&path.display().to_string()) && err.contains("not valid"), "{err}");
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains("not valid"),
+            "{err}"
+        );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{ not json");
     }
 
     #[test]
     fn default_path_is_beside_the_inventory() {
-        assert_eq!(default_path(Path::new("/srv/fleet/inventory.toml")), PathBuf::from("/srv/fleet/.fsfleet/vault.json"));
-        assert_eq!(default_path(Path::new("inventory.toml")), PathBuf::from("./.fsfleet/vault.json"));
+        assert_eq!(
+            default_path(Path::new("/srv/fleet/inventory.toml")),
+            PathBuf::from("/srv/fleet/.fsfleet/vault.json")
+        );
+        assert_eq!(
+            default_path(Path::new("inventory.toml")),
+            PathBuf::from("./.fsfleet/vault.json")
+        );
     }
 }
