@@ -11,3 +11,4 @@ pub mod report;
 pub mod secret;
 pub mod ssh;
 pub mod vault;
+pub mod harden;
