@@ -4,11 +4,21 @@
 //! TOML. Precedence per field: host > its groups (first listed wins) > `[defaults]` > `~/.ssh/config`
 //! > built-in defaults. Command-line overrides are applied afterwards by the CLI.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Serialize;
+
+use crate::ssh::config::SshConfig;
+
+mod error;
+mod limit;
+mod load;
+
+pub use error::{Diagnostic, InventoryError};
+pub use limit::Limit;
+pub use load::local_login_user;
 
 /// What to do with a host key that is in no known_hosts file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
@@ -29,7 +39,11 @@ pub enum Jump {
     /// Another host of the inventory, by name (its own settings are used to reach it).
     Host { name: String },
     /// A bastion outside the inventory: `user@host:port` (user and port optional).
-    Spec { user: Option<String>, address: String, port: u16 },
+    Spec {
+        user: Option<String>,
+        address: String,
+        port: u16,
+    },
 }
 
 /// Where the FreeSWITCH configuration lives on the host.
@@ -53,7 +67,11 @@ pub struct Fail2banSettings {
 
 impl Default for Fail2banSettings {
     fn default() -> Self {
-        Fail2banSettings { maxretry: 5, findtime: 600, bantime: 3600 }
+        Fail2banSettings {
+            maxretry: 5,
+            findtime: 600,
+            bantime: 3600,
+        }
     }
 }
 
@@ -89,8 +107,64 @@ pub struct Host {
     pub waive: Vec<String>,
 }
 
+/// A validated inventory: every host fully resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inventory {
+    /// The file it was read from, as given.
+    pub path: PathBuf,
+    /// In file order.
+    pub hosts: Vec<Host>,
+    /// The names of the `[groups.NAME]` tables, in file order.
+    pub groups: Vec<String>,
+}
+
+impl Inventory {
+    /// Reads and validates `path`, honouring `~/.ssh/config`.
+    pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
+        let ssh = SshConfig::load_default()?;
+        Inventory::load_with(path, Some(&ssh))
+    }
+
+    /// Like [`Inventory::load`] with an explicit ssh client config (`None`: ignore it).
+    pub fn load_with(
+        path: &Path,
+        ssh_config: Option<&SshConfig>,
+    ) -> Result<Inventory, InventoryError> {
+        let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Inventory::parse_str(&text, path, ssh_config)
+    }
+
+    /// Validates inventory text. `path` names the file in messages and is the base of the
+    /// relative paths inside it. Every problem found is reported, one per line, as
+    /// `FILE:LINE:COL: what is wrong and what to do`.
+    pub fn parse_str(
+        text: &str,
+        path: &Path,
+        ssh_config: Option<&SshConfig>,
+    ) -> Result<Inventory, InventoryError> {
+        load::parse(text, path, ssh_config)
+    }
+
+    /// The host with this inventory name.
+    pub fn get(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
+    /// The directory holding the inventory (absolute): the base of `--limit @FILE` and of the
+    /// retry file `.fsfleet/retry`.
+    pub fn dir(&self) -> PathBuf {
+        load::inventory_dir(&self.path)
+    }
+}
+
 mod duration_secs {
-    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
     }
 }
