@@ -118,6 +118,8 @@ pub(super) fn parse(
     let mut groups: Vec<(At<String>, Layer)> = Vec::new();
     let mut raw_hosts: Vec<RawHost> = Vec::new();
     let mut audit_waive: Vec<String> = Vec::new();
+    // A malformed `hosts` already has its own message; "no hosts" would only add noise.
+    let mut hosts_malformed = false;
 
     for (key, value) in doc.get_ref().iter() {
         let k: &str = key.get_ref();
@@ -151,6 +153,7 @@ pub(super) fn parse(
             }
             "hosts" => {
                 let DeValue::Array(items) = value.get_ref() else {
+                    hosts_malformed = true;
                     problems.add(
                         value.span(),
                         format!(
@@ -200,7 +203,7 @@ pub(super) fn parse(
     // Tables iterate in key order; the operator thinks in file order.
     groups.sort_by_key(|(name, _)| name.span.start);
 
-    if raw_hosts.is_empty() {
+    if raw_hosts.is_empty() && !hosts_malformed {
         problems.add(
             0..0,
             "the inventory has no hosts: add at least one [[hosts]] table with a name",
@@ -605,6 +608,7 @@ fn parse_fields(problems: &mut Problems, table: &DeTable<'_>, level: Level, dir:
                 if let Some(s) = string(p, k, value) {
                     match check_name(&s.value) {
                         Ok(()) => f.name = Some(s),
+                        Err(why) if s.value.is_empty() => p.add(s.span, format!("host name {why}")),
                         Err(why) => p.add(s.span, format!("host name `{}` {why}", s.value)),
                     }
                 }
@@ -621,7 +625,7 @@ fn parse_fields(problems: &mut Problems, table: &DeTable<'_>, level: Level, dir:
                 l.address = string(p, k, value).and_then(|s| {
                     let v = &s.value;
                     let why = if v.trim().is_empty() {
-                        "is empty: remove the key to use the host name, or write the address"
+                        "is empty: remove the key to connect to the host name, or write the address"
                     } else if v.contains(char::is_whitespace) {
                         "contains spaces"
                     } else if v.contains('@') {
@@ -631,7 +635,8 @@ fn parse_fields(problems: &mut Problems, table: &DeTable<'_>, level: Level, dir:
                     } else {
                         return Some(s);
                     };
-                    p.add(s.span.clone(), format!("address `{v}` {why}"));
+                    let shown = if v.trim().is_empty() { String::new() } else { format!(" `{v}`") };
+                    p.add(s.span.clone(), format!("address{shown} {why}"));
                     None
                 })
             }
