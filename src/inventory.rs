@@ -3,6 +3,11 @@
 //! `Inventory::load` turns a file into fully resolved [`Host`]s; nothing else in fsfleet reads the
 //! TOML. Precedence per field: host > its groups (first listed wins) > `[defaults]` > `~/.ssh/config`
 //! > built-in defaults. Command-line overrides are applied afterwards by the CLI.
+//!
+//! `~/.ssh/config` is consulted for the host's inventory name as the alias (as `ssh NAME` would);
+//! when the inventory also gives an `address`, blocks matching that address fill what the name's
+//! blocks leave unset. Validation reports every problem found (up to 50), one per line, as
+//! `FILE:LINE:COL: what is wrong and what to do`; see [`InventoryError`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

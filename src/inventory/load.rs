@@ -281,12 +281,11 @@ pub(super) fn parse(
                 groups_of.push(g.value.clone());
             }
         }
-        if let Some(host) = ctx.resolve(&mut problems, name, groups_of, &layers, waive) {
-            if let Some(Jump::Host { name: target }) = &host.1 {
-                edges.insert(name.value.clone(), (target.clone(), host.2.clone()));
-            }
-            hosts.push(host.0);
+        let (host, jump_span) = ctx.resolve(&mut problems, name, groups_of, &layers, waive);
+        if let Some(Jump::Host { name: target }) = &host.jump {
+            edges.insert(name.value.clone(), (target.clone(), jump_span));
         }
+        hosts.push(host);
     }
     jump_cycles(&mut problems, &host_names, &edges);
 
@@ -314,7 +313,7 @@ macro_rules! pick {
 }
 
 impl Resolver<'_> {
-    /// Resolves one host; also returns its jump and where that jump was set (for cycle errors).
+    /// Resolves one host; also returns where its jump was set (for cycle errors).
     fn resolve(
         &self,
         problems: &mut Problems,
@@ -322,7 +321,7 @@ impl Resolver<'_> {
         groups: Vec<String>,
         layers: &[&Layer],
         waive: Vec<String>,
-    ) -> Option<(Host, Option<Jump>, Span)> {
+    ) -> (Host, Span) {
         let inv_address = pick!(layers, address).map(|a| a.value.clone());
         let ssh_host = self.ssh.map(|cfg| {
             let mut found = cfg.lookup(&name.value);
@@ -397,7 +396,7 @@ impl Resolver<'_> {
             password_env: pick!(layers, password_env).map(|p| p.value.clone()),
             sudo,
             sudo_password_env: pick!(layers, sudo_password_env).map(|p| p.value.clone()),
-            jump: jump.clone(),
+            jump,
             conf_dir: pick!(layers, conf_dir)
                 .map(|c| c.value.clone())
                 .unwrap_or(ConfDir::Auto),
@@ -424,7 +423,7 @@ impl Resolver<'_> {
             },
             waive,
         };
-        Some((host, jump, jump_span))
+        (host, jump_span)
     }
 
     /// `jump`: an inventory host name, or `[user@]host[:port]` / `[user@][v6]:port`.
@@ -450,11 +449,12 @@ impl Resolver<'_> {
             Some((u, h)) => (Some(u.to_string()), h),
             None => (None, rest),
         };
+        // `user:password@host` must not be echoed back: the part before `@` may be a secret.
         if user
             .as_deref()
-            .is_some_and(|u| u.is_empty() || u.contains(char::is_whitespace))
+            .is_some_and(|u| u.is_empty() || u.contains(|c: char| c.is_whitespace() || c == ':'))
         {
-            return Err(format!("bad user in jump `{s}`: write user@host:port"));
+            return Err("bad user in `jump`: write user@host:port (a password never goes here; use password_env)".into());
         }
         let (mut address, mut port, bracketed) =
             split_host_port(hostport).map_err(|m| format!("{m} in jump `{s}`"))?;
@@ -635,7 +635,12 @@ fn parse_fields(problems: &mut Problems, table: &DeTable<'_>, level: Level, dir:
                     } else {
                         return Some(s);
                     };
-                    let shown = if v.trim().is_empty() { String::new() } else { format!(" `{v}`") };
+                    // Not echoed when empty (nothing to show) or holding `@` (maybe user:password@).
+                    let shown = if v.trim().is_empty() || v.contains('@') {
+                        String::new()
+                    } else {
+                        format!(" `{v}`")
+                    };
                     p.add(s.span.clone(), format!("address{shown} {why}"));
                     None
                 })
