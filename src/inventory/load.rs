@@ -71,9 +71,9 @@ struct Layer {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Level {
+enum Level<'a> {
     Defaults,
-    Group,
+    Group(&'a str),
     Host,
 }
 
@@ -140,7 +140,8 @@ pub(super) fn parse(
                     }
                     let what = format!("[groups.{gname}]");
                     if let Some(gtable) = table_of(&mut problems, &what, gvalue) {
-                        let layer = parse_fields(&mut problems, gtable, Level::Group, &dir).layer;
+                        let layer =
+                            parse_fields(&mut problems, gtable, Level::Group(gname), &dir).layer;
                         groups.push((
                             At {
                                 value: gname.to_string(),
@@ -592,7 +593,12 @@ struct Fields {
     layer: Layer,
 }
 
-fn parse_fields(problems: &mut Problems, table: &DeTable<'_>, level: Level, dir: &Path) -> Fields {
+fn parse_fields(
+    problems: &mut Problems,
+    table: &DeTable<'_>,
+    level: Level<'_>,
+    dir: &Path,
+) -> Fields {
     let mut f = Fields {
         name: None,
         groups: Vec::new(),
@@ -761,12 +767,12 @@ fn parse_fields(problems: &mut Problems, table: &DeTable<'_>, level: Level, dir:
             "fail2ban_bantime" => l.fail2ban_bantime = positive(p, k, value),
             "waive" => l.waive = parse_waive(p, value),
             other => {
-                let (what, keys): (&str, Vec<&str>) = match level {
-                    Level::Defaults => ("[defaults]", FIELD_KEYS.to_vec()),
-                    Level::Group => ("a group", FIELD_KEYS.to_vec()),
-                    Level::Host => ("a host", [&["name", "groups"][..], FIELD_KEYS].concat()),
+                let (what, keys): (String, Vec<&str>) = match level {
+                    Level::Defaults => ("[defaults]".into(), FIELD_KEYS.to_vec()),
+                    Level::Group(g) => (format!("[groups.{g}]"), FIELD_KEYS.to_vec()),
+                    Level::Host => ("a host".into(), [&["name", "groups"][..], FIELD_KEYS].concat()),
                 };
-                unknown_key(p, key.span(), other, what, &keys);
+                unknown_key(p, key.span(), other, &what, &keys);
             }
         }
     }
@@ -1002,12 +1008,20 @@ pub(crate) fn closest<'a>(
     word: &str,
     candidates: impl Iterator<Item = &'a str>,
 ) -> Option<&'a str> {
+    let candidates: Vec<&str> = candidates.collect();
     let limit = (word.chars().count() / 3).max(2);
-    candidates
-        .map(|c| (edit_distance(word, c), c))
+    let near = candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), *c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
+        .map(|(_, c)| c);
+    // A truncated key (`sip_allow` for `sip_allow_from`) is far in edits but obvious.
+    near.or_else(|| {
+        (word.len() >= 4)
+            .then(|| candidates.iter().find(|c| c.starts_with(word)).copied())
+            .flatten()
+    })
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
