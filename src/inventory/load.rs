@@ -120,6 +120,8 @@ pub(super) fn parse(
     let mut audit_waive: Vec<String> = Vec::new();
     // A malformed `hosts` already has its own message; "no hosts" would only add noise.
     let mut hosts_malformed = false;
+    // Groups whose table is malformed: already reported, so hosts naming them are not.
+    let mut broken_groups: HashSet<String> = HashSet::new();
 
     for (key, value) in doc.get_ref().iter() {
         let k: &str = key.get_ref();
@@ -139,17 +141,17 @@ pub(super) fn parse(
                         problems.add(gkey.span(), format!("group name `{gname}` {why}"));
                     }
                     let what = format!("[groups.{gname}]");
-                    if let Some(gtable) = table_of(&mut problems, &what, gvalue) {
-                        let layer =
-                            parse_fields(&mut problems, gtable, Level::Group(gname), &dir).layer;
-                        groups.push((
-                            At {
-                                value: gname.to_string(),
-                                span: gkey.span(),
-                            },
-                            layer,
-                        ));
-                    }
+                    let Some(gtable) = table_of(&mut problems, &what, gvalue) else {
+                        broken_groups.insert(gname.to_string());
+                        continue;
+                    };
+                    let layer =
+                        parse_fields(&mut problems, gtable, Level::Group(gname), &dir).layer;
+                    let name = At {
+                        value: gname.to_string(),
+                        span: gkey.span(),
+                    };
+                    groups.push((name, layer));
                 }
             }
             "hosts" => {
@@ -231,7 +233,7 @@ pub(super) fn parse(
             seen.insert(&name.value, name.span.clone());
         }
         for g in &h.groups {
-            if !group_map.contains_key(g.value.as_str()) {
+            if !group_map.contains_key(g.value.as_str()) && !broken_groups.contains(&g.value) {
                 let hint = match closest(&g.value, group_names.iter().copied()) {
                     Some(s) => format!("did you mean `{s}`?"),
                     None => format!("define it as [groups.{}]", g.value),
