@@ -3,12 +3,27 @@
 //! `Inventory::load` turns a file into fully resolved [`Host`]s; nothing else in fsfleet reads the
 //! TOML. Precedence per field: host > its groups (first listed wins) > `[defaults]` > `~/.ssh/config`
 //! > built-in defaults. Command-line overrides are applied afterwards by the CLI.
+//!
+//! `~/.ssh/config` is consulted for the host's inventory name as the alias (as `ssh NAME` would);
+//! when the inventory also gives an `address`, blocks matching that address fill what the name's
+//! blocks leave unset. Validation reports every problem found (up to 50), one per line, as
+//! `FILE:LINE:COL: what is wrong and what to do`; see [`InventoryError`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Serialize;
+
+use crate::ssh::config::SshConfig;
+
+mod error;
+mod limit;
+mod load;
+
+pub use error::{Diagnostic, InventoryError};
+pub use limit::Limit;
+pub use load::local_login_user;
 
 /// What to do with a host key that is in no known_hosts file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
@@ -20,6 +35,16 @@ pub enum HostKeyPolicy {
     AcceptNew,
     /// Refuse unknown keys.
     Strict,
+}
+
+impl HostKeyPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostKeyPolicy::Ask => "ask",
+            HostKeyPolicy::AcceptNew => "accept-new",
+            HostKeyPolicy::Strict => "strict",
+        }
+    }
 }
 
 /// How to reach a host through a bastion.
@@ -97,6 +122,59 @@ pub struct Host {
     pub waive: Vec<String>,
 }
 
+/// A validated inventory: every host fully resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inventory {
+    /// The file it was read from, as given.
+    pub path: PathBuf,
+    /// In file order.
+    pub hosts: Vec<Host>,
+    /// The names of the `[groups.NAME]` tables, in file order.
+    pub groups: Vec<String>,
+}
+
+impl Inventory {
+    /// Reads and validates `path`, honouring `~/.ssh/config`.
+    pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
+        let ssh = SshConfig::load_default()?;
+        Inventory::load_with(path, Some(&ssh))
+    }
+
+    /// Like [`Inventory::load`] with an explicit ssh client config (`None`: ignore it).
+    pub fn load_with(
+        path: &Path,
+        ssh_config: Option<&SshConfig>,
+    ) -> Result<Inventory, InventoryError> {
+        let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Inventory::parse_str(&text, path, ssh_config)
+    }
+
+    /// Validates inventory text. `path` names the file in messages and is the base of the
+    /// relative paths inside it. Every problem found is reported, one per line, as
+    /// `FILE:LINE:COL: what is wrong and what to do`.
+    pub fn parse_str(
+        text: &str,
+        path: &Path,
+        ssh_config: Option<&SshConfig>,
+    ) -> Result<Inventory, InventoryError> {
+        load::parse(text, path, ssh_config)
+    }
+
+    /// The host with this inventory name.
+    pub fn get(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
+    /// The directory holding the inventory (absolute): the base of `--limit @FILE` and of the
+    /// retry file `.fsfleet/retry`.
+    pub fn dir(&self) -> PathBuf {
+        load::inventory_dir(&self.path)
+    }
+}
+
 mod duration_secs {
     pub fn serialize<S: serde::Serializer>(
         d: &std::time::Duration,
@@ -104,4 +182,105 @@ mod duration_secs {
     ) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
     }
+}
+
+/// `fsfleet inventory check`: every selected host with its effective settings.
+pub fn render_hosts(inv: &Inventory, hosts: &[Host]) -> String {
+    let mut out = format!(
+        "{}: {} hosts ({} selected)\n",
+        inv.path.display(),
+        inv.hosts.len(),
+        hosts.len()
+    );
+    for h in hosts {
+        out.push_str(&format!("\n{}\n", h.name));
+        let row = |k: &str, v: String| format!("  {k:<16} {v}\n");
+        out.push_str(&row("address", format!("{}:{}", h.address, h.port)));
+        out.push_str(&row(
+            "user",
+            format!("{}{}", h.user, if h.sudo { " (sudo)" } else { "" }),
+        ));
+        if let Some(v) = &h.sudo_password_env {
+            out.push_str(&row("sudo password", format!("from ${v}")));
+        }
+        if !h.groups.is_empty() {
+            out.push_str(&row("groups", h.groups.join(", ")));
+        }
+        match &h.jump {
+            Some(Jump::Host { name }) => {
+                out.push_str(&row("jump", format!("via inventory host {name}")))
+            }
+            Some(Jump::Spec {
+                user,
+                address,
+                port,
+            }) => out.push_str(&row(
+                "jump",
+                format!(
+                    "via {}{address}:{port}",
+                    user.as_ref().map(|u| format!("{u}@")).unwrap_or_default()
+                ),
+            )),
+            None => {}
+        }
+        let ids: Vec<String> = h
+            .identity_files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        out.push_str(&row(
+            "identity files",
+            if ids.is_empty() {
+                "ssh-agent, ~/.ssh defaults".into()
+            } else {
+                ids.join(", ")
+            },
+        ));
+        if let Some(v) = &h.password_env {
+            out.push_str(&row("ssh password", format!("from ${v}")));
+        }
+        out.push_str(&row(
+            "conf_dir",
+            match &h.conf_dir {
+                ConfDir::Auto => "auto (ask FreeSWITCH, else probe known layouts)".into(),
+                ConfDir::Path(p) => p.clone(),
+            },
+        ));
+        let sip = if h.sip_allow_from.is_empty() {
+            "anywhere".to_string()
+        } else {
+            h.sip_allow_from
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out.push_str(&row("sip allowed from", sip));
+        out.push_str(&row(
+            "host keys",
+            format!(
+                "{:?} policy, known_hosts {}",
+                h.host_key_policy,
+                h.known_hosts
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "~/.ssh/known_hosts".into())
+            ),
+        ));
+        out.push_str(&row(
+            "connect timeout",
+            format!("{} s", h.connect_timeout.as_secs_f64()),
+        ));
+        out.push_str(&row(
+            "fail2ban",
+            format!(
+                "maxretry {}, findtime {} s, bantime {} s",
+                h.fail2ban.maxretry, h.fail2ban.findtime, h.fail2ban.bantime
+            ),
+        ));
+        if !h.waive.is_empty() {
+            out.push_str(&row("waived controls", h.waive.join(", ")));
+        }
+    }
+    out
 }

@@ -30,7 +30,10 @@ pub struct Probes {
 
 impl Probes {
     pub fn new() -> Probes {
-        Probes { script: Script::new(), abs_files: Vec::new() }
+        Probes {
+            script: Script::new(),
+            abs_files: Vec::new(),
+        }
     }
 
     /// A named shell snippet run as root; its stdout and status become a section of the facts.
@@ -53,7 +56,13 @@ impl Probes {
     /// Finish the script: base facts and files go last so every step's snippets are in.
     pub fn into_script(mut self, host: &Host) -> Script {
         facts::add_base_snippets(&mut self.script, host);
-        facts::add_files_snippet(&mut self.script, "files", host, facts::CONF_FILES, &self.abs_files);
+        facts::add_files_snippet(
+            &mut self.script,
+            "files",
+            host,
+            facts::CONF_FILES,
+            &self.abs_files,
+        );
         self.script
     }
 }
@@ -73,10 +82,18 @@ pub struct HostFacts {
 }
 
 impl HostFacts {
-    pub fn parse(sections: Sections, session_user: &str, uses_sudo: bool) -> Result<HostFacts, FactsError> {
+    pub fn parse(
+        sections: Sections,
+        session_user: &str,
+        uses_sudo: bool,
+    ) -> Result<HostFacts, FactsError> {
         let base = facts::parse_base(&sections, session_user, uses_sudo);
         let files = Files::parse(sections.text("files"))?;
-        Ok(HostFacts { base, files, sections })
+        Ok(HostFacts {
+            base,
+            files,
+            sections,
+        })
     }
 
     /// A step's own snippet output.
@@ -136,13 +153,23 @@ pub struct StepCtx<'a> {
 
 impl StepCtx<'_> {
     /// Run a root script on the host and fail the step with its stderr when it exits non-zero.
-    pub async fn run_checked(&self, what: &str, script: &str, stdin: &[u8], limit: Duration) -> Result<ExecOutput, StepError> {
+    pub async fn run_checked(
+        &self,
+        what: &str,
+        script: &str,
+        stdin: &[u8],
+        limit: Duration,
+    ) -> Result<ExecOutput, StepError> {
         let out = self.session.run(script, stdin, limit).await?;
         if !out.success() {
             let err = out.stderr_text();
             let tail: Vec<&str> = err.lines().rev().take(5).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            return Err(StepError::Failed(format!("{what} failed (exit {}): {}", out.status, tail.join(" | "))));
+            return Err(StepError::Failed(format!(
+                "{what} failed (exit {}): {}",
+                out.status,
+                tail.join(" | ")
+            )));
         }
         Ok(out)
     }

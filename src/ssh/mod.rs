@@ -1,6 +1,7 @@
 //! The transport: connect, verify host keys, authenticate, exec, upload, tunnel, jump.
 
 mod auth;
+pub mod config;
 mod error;
 pub mod known_hosts;
 mod session;
