@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::facts::{self, Facts, FactsError, Files, Script, Sections};
 use crate::inventory::Host;
-use crate::ssh::{ExecOutput, Session, SshError};
+use crate::ssh::{Connector, ExecOutput, Session, SshError};
 
 /// Options of a harden run that steps may consult.
 #[derive(Debug, Clone, Default)]
@@ -146,6 +146,8 @@ pub enum StepError {
 pub struct StepCtx<'a> {
     pub host: &'a Host,
     pub session: &'a Session,
+    /// For steps that must prove a NEW connection still works (the firewall).
+    pub connector: &'a Connector,
     pub facts: &'a HostFacts,
     pub opts: &'a HardenOptions,
     pub run_id: &'a str,

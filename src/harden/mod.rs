@@ -10,4 +10,4 @@
 
 pub mod context;
 
-pub use context::{HostFacts, Probes, StepCtx, StepError, StepPlan};
+pub use context::{HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};

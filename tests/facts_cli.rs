@@ -1,0 +1,150 @@
+//! `fsfleet facts` and `fsfleet inventory check` end to end, against a real sshd on 127.0.0.1.
+
+mod support;
+
+use std::process::Command;
+
+use support::sshd::TestSshd;
+
+fn fsfleet(args: &[&str], dir: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_fsfleet"))
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn facts_reports_the_host_in_one_json_document_and_unreachable_hosts_go_to_the_retry_file() {
+    let sshd = TestSshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("known_hosts"), sshd.known_hosts_line()).unwrap();
+    let conf = d.join("fsconf");
+    std::fs::create_dir(&conf).unwrap();
+    std::fs::write(conf.join("vars.xml"), "<include/>\n").unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let inv = format!(
+        "[defaults]\nuser = \"root\"\nidentity_file = \"{key}\"\nknown_hosts = \"known_hosts\"\nhost_key_policy = \"strict\"\nconnect_timeout = 3\n\n\
+         [[hosts]]\nname = \"pbx-1\"\naddress = \"127.0.0.1\"\nport = {port}\nconf_dir = \"{conf}\"\n\n\
+         [[hosts]]\nname = \"pbx-down\"\naddress = \"127.0.0.1\"\nport = {closed}\n",
+        key = sshd.path("user_key").display(),
+        port = sshd.port,
+        conf = conf.display()
+    );
+    std::fs::write(d.join("inventory.toml"), inv).unwrap();
+
+    let out = fsfleet(&["facts", "inventory.toml", "--format", "json"], d);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "one host unreachable: exit 4\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout).expect("stdout is one JSON document");
+    let hosts = json["hosts"].as_array().unwrap();
+    let up = hosts.iter().find(|h| h["name"] == "pbx-1").unwrap();
+    assert_eq!(up["status"], "ok", "{up}");
+    let facts = &up["data"];
+    assert_eq!(facts["os"]["id"], "debian");
+    assert_eq!(facts["login_user"], "root");
+    assert!(
+        facts["sshd_ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == sshd.port),
+        "{facts}"
+    );
+    assert_eq!(facts["freeswitch"]["conf_dir"], conf.display().to_string());
+    assert_eq!(facts["freeswitch"]["layout"], "inventory");
+    let down = hosts.iter().find(|h| h["name"] == "pbx-down").unwrap();
+    assert_eq!(down["status"], "unreachable");
+    assert!(
+        down["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("127.0.0.1:{closed}")),
+        "{down}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join(".fsfleet/retry")).unwrap(),
+        "pbx-down\n"
+    );
+    assert_eq!(
+        sshd.log().matches("Accepted publickey").count(),
+        1,
+        "one connection for all the facts"
+    );
+
+    // The retry file drives the next run; text output names the host and its FreeSWITCH.
+    let out = fsfleet(
+        &[
+            "facts",
+            "inventory.toml",
+            "--limit",
+            "pbx-1",
+            "--no-progress",
+        ],
+        d,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("pbx-1 (127.0.0.1)") && text.contains(&conf.display().to_string()),
+        "{text}"
+    );
+    assert!(
+        !d.join(".fsfleet/retry").exists(),
+        "a clean run removes the stale retry file"
+    );
+    let out = fsfleet(
+        &["facts", "inventory.toml", "--limit", "@.fsfleet/retry"],
+        d,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "missing limit file is a usage error"
+    );
+}
+
+#[test]
+fn inventory_errors_exit_2_naming_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("inventory.toml"),
+        "[[hosts]]\nname = \"a\"\nprot = 22\n",
+    )
+    .unwrap();
+    for cmd in [&["facts"][..], &["inventory", "check"][..]] {
+        let out = fsfleet(cmd, dir.path());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("inventory.toml:3:1") && err.contains("port"),
+            "{err}"
+        );
+    }
+    // $FSFLEET_INVENTORY is the fallback for the path.
+    std::fs::write(
+        dir.path().join("fleet.toml"),
+        "[[hosts]]\nname = \"a\"\naddress = \"192.0.2.1\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fsfleet"))
+        .args(["inventory", "check"])
+        .current_dir(dir.path())
+        .env("FSFLEET_INVENTORY", "fleet.toml")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("192.0.2.1:22"));
+}
