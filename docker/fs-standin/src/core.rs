@@ -169,3 +169,18 @@ pub fn new_uuid() -> String {
         &h[20..32]
     )
 }
+
+/// A core over `conf_dir` with loopback as the local address and the log in `log_dir`.
+#[cfg(test)]
+pub fn test_core(conf_dir: &std::path::Path, log_dir: &std::path::Path) -> Arc<Core> {
+    let layout = Layout {
+        conf_dir: conf_dir.to_path_buf(),
+        log_dir: log_dir.to_path_buf(),
+    };
+    let mut vars = Vars::new();
+    vars.insert("local_ip_v4".into(), "127.0.0.1".into());
+    vars.insert("conf_dir".into(), conf_dir.to_string_lossy().to_string());
+    let cpu = CpuIdle::new();
+    let log = Logger::new(log_dir.join("freeswitch.log"), cpu.clone());
+    Core::with_vars(layout, log, cpu, vars, new_uuid()).expect("test config tree loads")
+}

@@ -421,3 +421,303 @@ fn json_str(s: &str) -> String {
     o.push('"');
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::find_stock_tree;
+    use crate::core::test_core;
+    use std::path::{Path, PathBuf};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+
+    fn stock() -> PathBuf {
+        find_stock_tree(Path::new(env!("CARGO_MANIFEST_DIR"))).expect("stock tree")
+    }
+
+    /// Read one server frame: (header block, body).
+    async fn frame<R: AsyncBufRead + Unpin>(r: &mut R) -> (String, String) {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                r.read_line(&mut line).await.unwrap() > 0,
+                "EOF after {head:?}"
+            );
+            if line == "\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let len = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .map(|v| v.parse::<usize>().unwrap())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).await.unwrap();
+        (head, String::from_utf8(body).unwrap())
+    }
+
+    async fn expect_bytes<R: AsyncRead + Unpin>(r: &mut R, want: &str) {
+        let mut got = vec![0; want.len()];
+        r.read_exact(&mut got).await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&got), want);
+    }
+
+    async fn expect_eof<R: AsyncRead + Unpin>(r: &mut R) {
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).await.unwrap();
+        assert!(
+            rest.is_empty(),
+            "unexpected bytes {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+
+    fn start_session(
+        core: &Arc<Core>,
+        peer: &str,
+        timeout: Duration,
+    ) -> (
+        BufReader<tokio::io::ReadHalf<tokio::io::DuplexStream>>,
+        tokio::io::WriteHalf<tokio::io::DuplexStream>,
+    ) {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        tokio::spawn(connection(
+            core.clone(),
+            server,
+            peer.parse().unwrap(),
+            Arc::new(EslSettings::default()),
+            core.esl_generation.subscribe(),
+            timeout,
+        ));
+        let (r, w) = tokio::io::split(client);
+        (BufReader::new(r), w)
+    }
+
+    #[tokio::test]
+    async fn auth_api_bgapi_exit_sequence() {
+        let logs = tempfile::tempdir().unwrap();
+        let core = test_core(&stock(), logs.path());
+        let (mut r, mut w) = start_session(&core, "127.0.0.1:40000", AUTH_TIMEOUT);
+        expect_bytes(&mut r, AUTH_REQUEST).await;
+        w.write_all(b"api status\n\n").await.unwrap();
+        expect_bytes(&mut r, &command_reply("-ERR command not found")).await;
+        w.write_all(b"auth ClueCon\n\n").await.unwrap();
+        expect_bytes(
+            &mut r,
+            "Content-Type: command/reply\nReply-Text: +OK accepted\n\n",
+        )
+        .await;
+
+        w.write_all(b"api status\n\n").await.unwrap();
+        let (head, body) = frame(&mut r).await;
+        assert_eq!(
+            head,
+            format!(
+                "Content-Type: api/response\nContent-Length: {}\n",
+                body.len()
+            )
+        );
+        assert!(body.starts_with("UP 0 years, 0 days"), "{body}");
+        assert!(body.contains("\nFreeSWITCH (Version 1.10.12-release  64bit) is ready\n"));
+
+        w.write_all(b"api nosuchcmd with args\n\n").await.unwrap();
+        assert_eq!(frame(&mut r).await.1, "-ERR nosuchcmd Command not found!\n");
+        w.write_all(b"api global_getvar conf_dir\n\n")
+            .await
+            .unwrap();
+        assert_eq!(frame(&mut r).await.1, stock().to_string_lossy());
+        w.write_all(b"api global_getvar default_password\n\n")
+            .await
+            .unwrap();
+        assert_eq!(frame(&mut r).await.1, "1234");
+        w.write_all(b"api global_getvar no_such_var\n\n")
+            .await
+            .unwrap();
+        assert_eq!(frame(&mut r).await.1, "");
+        w.write_all(b"api reloadxml\n\n").await.unwrap();
+        assert_eq!(frame(&mut r).await.1, "+OK [Success]\n");
+        w.write_all(b"api version\n\n").await.unwrap();
+        assert_eq!(
+            frame(&mut r).await.1,
+            "FreeSWITCH Version 1.10.12-release~64bit ( 64bit)\n"
+        );
+
+        w.write_all(b"event plain BACKGROUND_JOB\n\n")
+            .await
+            .unwrap();
+        expect_bytes(&mut r, &command_reply("+OK event listener enabled plain")).await;
+        w.write_all(b"bgapi version\n\n").await.unwrap();
+        let (head, _) = frame(&mut r).await;
+        let job = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Job-UUID: "))
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            head,
+            format!(
+                "Content-Type: command/reply\nReply-Text: +OK Job-UUID: {job}\nJob-UUID: {job}\n"
+            )
+        );
+        let (head, event) = frame(&mut r).await;
+        assert!(head.contains("Content-Type: text/event-plain"));
+        assert!(event.contains(&format!("Job-UUID: {job}\n")), "{event}");
+        assert!(event.ends_with("\n\nFreeSWITCH Version 1.10.12-release~64bit ( 64bit)\n"));
+
+        w.write_all(b"exit\n\n").await.unwrap();
+        expect_bytes(
+            &mut r,
+            "Content-Type: command/reply\nReply-Text: +OK bye\n\n",
+        )
+        .await;
+        expect_bytes(&mut r, GOODBYE).await;
+        expect_eof(&mut r).await;
+        assert_eq!(GOODBYE.len() - GOODBYE.find("\n\n").unwrap() - 2, 67);
+    }
+
+    #[tokio::test]
+    async fn wrong_password_gets_invalid_and_goodbye() {
+        let logs = tempfile::tempdir().unwrap();
+        let core = test_core(&stock(), logs.path());
+        let (mut r, mut w) = start_session(&core, "[::1]:40000", AUTH_TIMEOUT);
+        expect_bytes(&mut r, AUTH_REQUEST).await;
+        w.write_all(b"auth clueCon\n\n").await.unwrap();
+        expect_bytes(
+            &mut r,
+            "Content-Type: command/reply\nReply-Text: -ERR invalid\n\n",
+        )
+        .await;
+        expect_bytes(&mut r, GOODBYE).await;
+        expect_eof(&mut r).await;
+    }
+
+    #[tokio::test]
+    async fn acl_rejection_is_two_frames_and_a_log_line() {
+        let logs = tempfile::tempdir().unwrap();
+        let core = test_core(&stock(), logs.path());
+        let (mut r, _w) = start_session(&core, "[::ffff:192.0.2.2]:40000", AUTH_TIMEOUT);
+        expect_bytes(&mut r, RUDE_REJECTION).await;
+        expect_bytes(&mut r, GOODBYE).await;
+        expect_eof(&mut r).await;
+        let log = std::fs::read_to_string(logs.path().join("freeswitch.log")).unwrap();
+        assert!(
+            log.lines().any(|l| l.ends_with(
+                "% [WARNING] mod_event_socket.c:2674 IP ::ffff:192.0.2.2 Rejected by acl \"loopback.auto\""
+            )),
+            "{log}"
+        );
+    }
+
+    #[tokio::test]
+    async fn unauthenticated_clients_time_out_but_authenticated_ones_stay() {
+        let logs = tempfile::tempdir().unwrap();
+        let core = test_core(&stock(), logs.path());
+        let (mut r, _w) = start_session(&core, "127.0.0.1:1", Duration::from_millis(100));
+        expect_bytes(&mut r, AUTH_REQUEST).await;
+        expect_bytes(&mut r, GOODBYE).await;
+        expect_eof(&mut r).await;
+
+        let (mut r, mut w) = start_session(&core, "127.0.0.1:2", Duration::from_millis(100));
+        expect_bytes(&mut r, AUTH_REQUEST).await;
+        w.write_all(b"auth ClueCon\n\n").await.unwrap();
+        expect_bytes(&mut r, &command_reply("+OK accepted")).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        w.write_all(b"api global_getvar default_password\n\n")
+            .await
+            .unwrap();
+        assert_eq!(frame(&mut r).await.1, "1234");
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn write_esl_conf(conf: &Path, port: u16, password: &str) {
+        std::fs::write(
+            conf.join("autoload_configs/event_socket.conf.xml"),
+            format!(
+                "<configuration name=\"event_socket.conf\"><settings>\n\
+                 <param name=\"listen-ip\" value=\"127.0.0.1\"/>\n\
+                 <param name=\"listen-port\" value=\"{port}\"/>\n\
+                 <param name=\"password\" value=\"{password}\"/>\n\
+                 </settings></configuration>\n"
+            ),
+        )
+        .unwrap();
+    }
+
+    /// Connect (retrying while the listener is down) and try to authenticate.
+    async fn login(
+        port: u16,
+        password: &str,
+    ) -> Option<(
+        BufReader<tokio::net::tcp::OwnedReadHalf>,
+        tokio::net::tcp::OwnedWriteHalf,
+    )> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let stream = loop {
+            match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                Ok(s) => break s,
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => panic!("listener never came back: {e}"),
+            }
+        };
+        let (r, mut w) = stream.into_split();
+        let mut r = BufReader::new(r);
+        expect_bytes(&mut r, AUTH_REQUEST).await;
+        w.write_all(format!("auth {password}\n\n").as_bytes())
+            .await
+            .unwrap();
+        let (head, _) = frame(&mut r).await;
+        head.contains("+OK accepted").then_some((r, w))
+    }
+
+    #[tokio::test]
+    async fn reload_drops_every_client_and_rebinds_with_the_settings_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("conf");
+        std::fs::create_dir_all(conf.join("autoload_configs")).unwrap();
+        std::fs::copy(stock().join("vars.xml"), conf.join("vars.xml")).unwrap();
+        let port = free_port();
+        write_esl_conf(&conf, port, "ClueCon");
+        let core = test_core(&conf, dir.path());
+        tokio::spawn(run(core.clone()));
+
+        let (mut r1, _w1) = login(port, "ClueCon").await.expect("stock password");
+        write_esl_conf(&conf, port, "N3wPass");
+        // On disk alone, and after reloadxml, nothing changes for the Event Socket.
+        let (mut r2, mut w2) = login(port, "ClueCon")
+            .await
+            .expect("old password until reload");
+        w2.write_all(b"api reloadxml\n\n").await.unwrap();
+        assert_eq!(frame(&mut r2).await.1, "+OK [Success]\n");
+        assert!(login(port, "N3wPass").await.is_none());
+
+        w2.write_all(b"api reload mod_event_socket\n\n")
+            .await
+            .unwrap();
+        let (head, body) = frame(&mut r2).await;
+        assert_eq!(head, "Content-Type: api/response\nContent-Length: 51\n");
+        assert!(body.starts_with("+OK Job-UUID: ") && body.ends_with('\n') && body.len() == 51);
+        for r in [&mut r2, &mut r1] {
+            expect_bytes(r, SHUTDOWN_NOTICE).await;
+            expect_eof(r).await;
+        }
+        assert!(
+            login(port, "N3wPass").await.is_some(),
+            "new password after reload"
+        );
+        assert!(
+            login(port, "ClueCon").await.is_none(),
+            "old password refused after reload"
+        );
+    }
+}

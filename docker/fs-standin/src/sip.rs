@@ -772,3 +772,165 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod registrar_tests {
+    use super::*;
+    use crate::config::find_stock_tree;
+    use crate::core::test_core;
+    use std::path::Path;
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            let dest = to.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                copy_dir(&e.path(), &dest);
+            } else {
+                std::fs::copy(e.path(), dest).unwrap();
+            }
+        }
+    }
+
+    /// A tree with vars, the directory and only the internal profile, log-auth-failures as given.
+    fn tree(dir: &Path, log_auth_failures: bool) {
+        let stock = find_stock_tree(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
+        std::fs::copy(stock.join("vars.xml"), dir.join("vars.xml")).unwrap();
+        copy_dir(&stock.join("directory"), &dir.join("directory"));
+        std::fs::create_dir_all(dir.join("autoload_configs")).unwrap();
+        let esl = "autoload_configs/event_socket.conf.xml";
+        std::fs::copy(stock.join(esl), dir.join(esl)).unwrap();
+        std::fs::create_dir_all(dir.join("sip_profiles")).unwrap();
+        let internal = std::fs::read_to_string(stock.join("sip_profiles/internal.xml"))
+            .unwrap()
+            .replace(
+                "<param name=\"log-auth-failures\" value=\"false\"/>",
+                &format!("<param name=\"log-auth-failures\" value=\"{log_auth_failures}\"/>"),
+            );
+        std::fs::write(dir.join("sip_profiles/internal.xml"), internal).unwrap();
+    }
+
+    async fn registrar(core: &Arc<Core>) -> SocketAddr {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        let p = core.snapshot().profiles[0].clone();
+        let mut reg = Registrar::new(core.clone(), &p);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65535];
+            while let Ok((n, src)) = sock.recv_from(&mut buf).await {
+                if let Some(r) = reg.handle(&buf[..n], src) {
+                    let _ = sock.send_to(r.as_bytes(), src).await;
+                }
+            }
+        });
+        addr
+    }
+
+    async fn reg(target: SocketAddr, user: &str, pw: &str) -> u16 {
+        let opts = RegisterOpts {
+            target: target.to_string(),
+            user: user.into(),
+            password: Secret::new(pw),
+            domain: None,
+            timeout: Duration::from_secs(2),
+        };
+        match register(&opts).await.unwrap() {
+            Outcome::Final { code, .. } => code,
+            Outcome::Timeout => 0,
+        }
+    }
+
+    /// The log without the time and cpu fields.
+    fn log_tail(dir: &Path) -> Vec<String> {
+        std::fs::read_to_string(dir.join("freeswitch.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| match l.find("% [") {
+                Some(p) if l.as_bytes().get(4) == Some(&b'-') => l[p + 2..].to_string(),
+                _ => l.to_string(),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn register_sequence_matches_real_freeswitch() {
+        let dir = tempfile::tempdir().unwrap();
+        tree(dir.path(), true);
+        let core = test_core(dir.path(), dir.path());
+        let target = registrar(&core).await;
+        assert_eq!(reg(target, "1000", "wrong").await, 403);
+        assert_eq!(reg(target, "9999", "1234").await, 403);
+        assert_eq!(reg(target, "1001", "1234").await, 200);
+        assert_eq!(
+            reg(target, "default", "anything").await,
+            200,
+            "no password in the directory"
+        );
+        let p = "on sofia profile 'internal' for";
+        assert_eq!(
+            log_tail(dir.path()),
+            vec![
+                format!("[WARNING] sofia_reg.c:1842 SIP auth challenge (REGISTER) {p} [1000@127.0.0.1] from ip 127.0.0.1"),
+                format!("[WARNING] sofia_reg.c:1787 SIP auth failure (REGISTER) {p} [1000@127.0.0.1] from ip 127.0.0.1"),
+                format!("[WARNING] sofia_reg.c:1842 SIP auth challenge (REGISTER) {p} [9999@127.0.0.1] from ip 127.0.0.1"),
+                "[WARNING] sofia_reg.c:3210 Can't find user [9999@127.0.0.1] from 127.0.0.1".to_string(),
+                "You must define a domain called '127.0.0.1' in your directory and add a user with the id=\"9999\" attribute".to_string(),
+                "and you must configure your device to use the proper domain in its authentication credentials.".to_string(),
+                format!("[WARNING] sofia_reg.c:1787 SIP auth failure (REGISTER) {p} [9999@127.0.0.1] from ip 127.0.0.1"),
+                format!("[WARNING] sofia_reg.c:1842 SIP auth challenge (REGISTER) {p} [1001@127.0.0.1] from ip 127.0.0.1"),
+                format!("[WARNING] sofia_reg.c:1842 SIP auth challenge (REGISTER) {p} [default@127.0.0.1] from ip 127.0.0.1"),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn flag_off_logs_only_cant_find_user() {
+        let dir = tempfile::tempdir().unwrap();
+        tree(dir.path(), false);
+        let core = test_core(dir.path(), dir.path());
+        let target = registrar(&core).await;
+        assert_eq!(reg(target, "1000", "1234").await, 200);
+        assert_eq!(reg(target, "1000", "12345").await, 403);
+        assert_eq!(reg(target, "42", "1234").await, 403);
+        let log = log_tail(dir.path());
+        assert_eq!(log.len(), 3, "{log:?}");
+        assert!(log[0].starts_with("[WARNING] sofia_reg.c:3210 Can't find user [42@127.0.0.1]"));
+    }
+
+    #[tokio::test]
+    async fn options_and_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        tree(dir.path(), false);
+        let core = test_core(dir.path(), dir.path());
+        let p = core.snapshot().profiles[0].clone();
+        let mut r = Registrar::new(core, &p);
+        let src: SocketAddr = "192.0.2.9:5070".parse().unwrap();
+        let opt = b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9:5070;branch=z9hG4bK1;rport\r\n\
+                    From: <sip:scan@x>;tag=1\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        let resp = r.handle(opt, src).unwrap();
+        assert!(resp.starts_with("SIP/2.0 200 OK\r\n"), "{resp}");
+        assert!(resp.contains("rport=5070;received=192.0.2.9"), "{resp}");
+        assert!(resp.contains("To: <sip:100@127.0.0.1>;tag="));
+        for g in [
+            &b"\x00\x01garbage"[..],
+            b"REGISTER sip:x SIP/2.0\r\n\r\n",
+            b"SIP/2.0 200 OK\r\n\r\n",
+        ] {
+            assert!(r.handle(g, src).is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn client_times_out_without_an_answer() {
+        let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let opts = RegisterOpts {
+            target: silent.local_addr().unwrap().to_string(),
+            user: "1000".into(),
+            password: Secret::new("1234"),
+            domain: None,
+            timeout: Duration::from_millis(200),
+        };
+        assert_eq!(register(&opts).await.unwrap(), Outcome::Timeout);
+    }
+}
