@@ -17,7 +17,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let argv0 = args
         .first()
-        .map(|a| std::path::Path::new(a))
+        .map(std::path::Path::new)
         .and_then(|p| p.file_name())
         .and_then(|n| n.to_str())
         .unwrap_or("");

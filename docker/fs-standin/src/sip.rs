@@ -488,7 +488,23 @@ pub async fn start_profiles(core: &Arc<Core>) {
             "sofia.c:3393",
             &format!("Started Profile {} [sofia_reg_{}]", p.name, p.name),
         );
-        let mut reg = Registrar::new(core.clone(), p);
+        let reg = Arc::new(std::sync::Mutex::new(Registrar::new(core.clone(), p)));
+        // sofia listens on TCP as well as UDP on the same address and port.
+        if let Ok(ip) = p.sip_ip.parse::<IpAddr>() {
+            match tokio::net::TcpListener::bind((ip, p.sip_port)).await {
+                Ok(l) => {
+                    tokio::spawn(serve_tcp(l, reg.clone()));
+                }
+                Err(e) => core.log.log(
+                    Level::Error,
+                    "sofia.c:3299",
+                    &format!(
+                        "Profile {}: cannot listen on TCP {ip}:{}: {e}",
+                        p.name, p.sip_port
+                    ),
+                ),
+            }
+        }
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65535];
             loop {
@@ -496,11 +512,82 @@ pub async fn start_profiles(core: &Arc<Core>) {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
-                if let Some(reply) = reg.handle(&buf[..n], src) {
+                let reply = reg
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .handle(&buf[..n], src);
+                if let Some(reply) = reply {
                     let _ = sock.send_to(reply.as_bytes(), src).await;
                 }
             }
         });
+    }
+}
+
+type SharedRegistrar = Arc<std::sync::Mutex<Registrar>>;
+
+async fn serve_tcp(listener: tokio::net::TcpListener, reg: SharedRegistrar) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let reg = reg.clone();
+        tokio::spawn(async move {
+            let _ = sip_tcp_connection(stream, peer, reg).await;
+        });
+    }
+}
+
+/// Messages on a stream are delimited by the blank line plus Content-Length.
+async fn sip_tcp_connection(
+    mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    reg: SharedRegistrar,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const MAX: usize = 65535;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        // Skip CRLF keep-alives between messages.
+        while buf.first().is_some_and(|b| *b == b'\r' || *b == b'\n') {
+            buf.remove(0);
+        }
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let len = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| {
+                    k.trim().eq_ignore_ascii_case("content-length")
+                        || k.trim().eq_ignore_ascii_case("l")
+                })
+                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            let total = end + 4 + len;
+            if total > MAX {
+                return Ok(());
+            }
+            if buf.len() >= total {
+                let msg: Vec<u8> = buf.drain(..total).collect();
+                let reply = reg
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .handle(&msg, peer);
+                if let Some(reply) = reply {
+                    stream.write_all(reply.as_bytes()).await?;
+                }
+                continue;
+            }
+        } else if buf.len() > MAX {
+            return Ok(());
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
