@@ -49,12 +49,18 @@ pub fn layout_from_args(args: &[String]) -> Result<Layout, String> {
     Ok(layout)
 }
 
-pub async fn run(layout: Layout) -> Result<(), ServeError> {
+pub async fn run(mut layout: Layout) -> Result<(), ServeError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(|e| ServeError::Signal("SIGTERM", e))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| ServeError::Signal("SIGINT", e))?;
 
     let _ = std::fs::create_dir_all(&layout.log_dir);
+    // FreeSWITCH reports absolute paths through global_getvar conf_dir / log_dir.
+    for dir in [&mut layout.conf_dir, &mut layout.log_dir] {
+        if let Ok(abs) = std::fs::canonicalize(&*dir) {
+            *dir = abs;
+        }
+    }
     let cpu = CpuIdle::new();
     cpu.spawn_sampler();
     let log = Logger::new(layout.log_dir.join("freeswitch.log"), cpu.clone());
