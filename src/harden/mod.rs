@@ -10,4 +10,7 @@
 
 pub mod context;
 
-pub use context::{HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
+pub use context::{FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
+pub mod auth_logging;
+pub mod event_socket;
+pub mod sip_password;
