@@ -12,5 +12,9 @@ pub mod context;
 
 pub use context::{FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
 pub mod auth_logging;
+pub mod backup;
 pub mod event_socket;
+pub mod fs_cli;
+pub mod preflight;
+pub mod reload;
 pub mod sip_password;
