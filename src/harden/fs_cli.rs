@@ -169,12 +169,14 @@ mod tests {
         .unwrap();
         let pw = Secret::new("A".repeat(32));
         let stale = data_encoding::BASE64.encode(b"[default]\npassword => ClueCon\n");
-        let mut f = HostFacts::default();
-        f.sections = crate::facts::Sections::from_pairs(&[(
-            HOMES,
-            &format!("H\troot\troot\t/root\t{stale}\nH\tadmin\tadmin\t/home/admin\t-\n"),
-            0,
-        )]);
+        let mut f = HostFacts {
+            sections: crate::facts::Sections::from_pairs(&[(
+                HOMES,
+                &format!("H\troot\troot\t/root\t{stale}\nH\tadmin\tadmin\t/home/admin\t-\n"),
+                0,
+            )]),
+            ..Default::default()
+        };
         let (plan, targets) = plan(&f, &host("admin"), &es, &pw).unwrap();
         let paths: Vec<&str> = targets.iter().map(|t| t.path.as_str()).collect();
         assert_eq!(
