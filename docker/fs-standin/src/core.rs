@@ -125,9 +125,15 @@ impl Core {
             .unwrap_or(false)
     }
 
-    /// `sofia profile NAME rescan`: apply the profile's settings from the last-read XML.
-    /// False when no such profile is running.
+    /// `sofia profile NAME rescan`: like mod_sofia, reload the XML from disk first (the reply's
+    /// `Reload XML [Success]`), then apply the profile's settings. False when no such profile
+    /// is running.
     pub fn rescan(&self, profile: &str) -> bool {
+        if !self.lock().running.iter().any(|p| p.name == profile) {
+            return false;
+        }
+        // A broken file is logged by reload_xml; the profile then keeps the last good settings.
+        let _ = self.reload_xml();
         let mut st = self.lock();
         if !st.running.iter().any(|p| p.name == profile) {
             return false;
