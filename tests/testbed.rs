@@ -293,7 +293,7 @@ fn sip_auth_failures_are_logged_only_after_the_profile_is_rescanned() {
         assert_eq!(
             lines.len(),
             1,
-            "{who}: one failure line for one bad REGISTER: {lines:?}"
+            "{who}: log-auth-failures=true on disk and `sofia profile internal rescan` done: one bad REGISTER must log exactly one `SIP auth failure` line; got {lines:?}"
         );
         let rest = strip_log_prefix(&lines[0])
             .unwrap_or_else(|| panic!("{who}: no 1.10.12 prefix: {:?}", lines[0]));
