@@ -10,6 +10,9 @@
 //!   the images (so a re-run starts from stock too), or restores what it changed before it ends.
 //! - Fleet names in use: `fsfleet` (shared, read-only), `testbed-e2e` (tests/testbed.rs). Pick a new
 //!   name per mutating test file; fleets are independent (own network, key, inventory).
+//! - Fleet names are global to the docker engine. When several checkouts share one engine (several
+//!   engineers on one machine), each sets `FSFLEET_TESTBED_PREFIX` (e.g. `alice-`): it is put in
+//!   front of every fleet name, and `docker/testbed` refuses to touch another checkout's fleet.
 //! - Passwords go to the attacker/phone through the environment, never argv.
 //!
 //! Not every test binary uses every helper.
@@ -117,7 +120,8 @@ fn testbed(args: &[&str]) -> Output {
 }
 
 impl Fleet {
-    /// `docker/testbed up --name NAME --hosts N`: reuses running hosts.
+    /// `docker/testbed up --name NAME --hosts N` (NAME after `FSFLEET_TESTBED_PREFIX`): reuses
+    /// running hosts.
     pub fn up(name: &str, hosts: usize) -> Fleet {
         Self::bring_up(name, hosts, false)
     }
@@ -128,20 +132,18 @@ impl Fleet {
     }
 
     fn bring_up(name: &str, hosts: usize, recreate: bool) -> Fleet {
+        let prefix = std::env::var("FSFLEET_TESTBED_PREFIX").unwrap_or_default();
+        let name = format!("{prefix}{name}");
         let n = hosts.to_string();
-        let mut args = vec!["up", "--name", name, "--hosts", &n];
+        let mut args = vec!["up", "--name", &name, "--hosts", &n];
         if recreate {
             args.push("--recreate");
         }
         testbed(&args);
-        let dir = repo_root().join("target/testbed").join(name);
+        let dir = repo_root().join("target/testbed").join(&name);
         let json = std::fs::read_to_string(dir.join("hosts.json")).expect("read hosts.json");
         let hosts: Vec<TestHost> = serde_json::from_str(&json).expect("parse hosts.json");
-        Fleet {
-            name: name.to_string(),
-            dir,
-            hosts,
-        }
+        Fleet { name, dir, hosts }
     }
 
     pub fn inventory(&self) -> PathBuf {
