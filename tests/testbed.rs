@@ -51,7 +51,17 @@ fn shared_fleet_is_the_documented_mix_with_a_valid_inventory() {
     assert_eq!(defaults["known_hosts"].as_str(), Some("known_hosts"));
     assert_eq!(defaults["identity_file"].as_str(), Some("id_ed25519"));
     assert_eq!(defaults["host_key_policy"].as_str(), Some("strict"));
+    let groups = inventory["groups"].as_table().expect("[groups.*] tables");
     let hosts = inventory["hosts"].as_array().expect("[[hosts]]");
+    for entry in hosts {
+        for g in entry["groups"].as_array().expect("groups") {
+            let g = g.as_str().expect("group name");
+            assert!(
+                groups.contains_key(g),
+                "group {g} is used but not declared as [groups.{g}]"
+            );
+        }
+    }
     assert_eq!(hosts.len(), fleet.hosts.len());
     for (entry, host) in hosts.iter().zip(&fleet.hosts) {
         assert_eq!(entry["name"].as_str(), Some(host.name.as_str()));
