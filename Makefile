@@ -3,7 +3,7 @@ SHELL := /bin/bash
 FLEET ?= fsfleet
 HOSTS ?= 5
 
-.PHONY: setup build test lint testbed testbed-down testbed-status demo bench
+.PHONY: setup build test lint testbed testbed-down testbed-status demo
 
 setup:
 	scripts/setup
@@ -28,9 +28,7 @@ testbed-down:
 testbed-status:
 	docker/testbed status
 
-# Placeholder until the CLI lands: bring the fleet up and gather facts from it.
-demo: testbed
-	cargo run -- facts target/testbed/$(FLEET)/inventory.toml
+# The main job on a local testbed: facts, harden --check, harden, an idempotent re-run, the vault.
+demo: setup
+	scripts/demo
 
-bench:
-	@echo "make bench arrives with issue 7 (benchmarks and the side-by-side with other tools)"
