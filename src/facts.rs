@@ -116,6 +116,17 @@ impl Sections {
     pub fn status(&self, name: &str) -> Option<i32> {
         self.map.get(name).map(|(_, s)| *s)
     }
+
+    /// Hand-made sections for unit tests of plans: (name, text, exit status).
+    #[cfg(test)]
+    pub fn from_pairs(pairs: &[(&str, &str, i32)]) -> Sections {
+        Sections {
+            map: pairs
+                .iter()
+                .map(|(n, t, s)| (n.to_string(), (t.to_string(), *s)))
+                .collect(),
+        }
+    }
 }
 
 /// A script made of named snippets; each snippet's stdout and exit status become a section.

@@ -9,5 +9,7 @@
 //! The orchestration (order, backup, vault, rollback, reload) is in [`run`](self::run) below.
 
 pub mod context;
+pub mod fail2ban;
+pub mod packages;
 
 pub use context::{HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};

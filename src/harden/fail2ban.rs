@@ -1,0 +1,1 @@
+//! Step `fail2ban` (being written).
