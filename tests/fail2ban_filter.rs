@@ -211,3 +211,78 @@ fn our_filter_loads_without_recursion_next_to_the_packaged_conf() {
                 [9999@127.0.0.1] from 203.0.113.2";
     assert_eq!(matched_ips(conf.path(), &[line]), vec!["203.0.113.2"]);
 }
+
+/// The jail fsfleet renders, as fail2ban itself resolves it (`fail2ban-client -d` dumps the
+/// configuration it would start with, without starting anything).
+#[test]
+fn rendered_jail_is_what_fail2ban_loads() {
+    use fsfleet::inventory::{ConfDir, Fail2banSettings, Host, HostKeyPolicy};
+    let host = Host {
+        name: "pbx1".into(),
+        address: "192.0.2.10".into(),
+        port: 22,
+        user: "root".into(),
+        groups: vec![],
+        identity_files: vec![],
+        password_env: None,
+        sudo: false,
+        sudo_password_env: None,
+        jump: None,
+        conf_dir: ConfDir::Auto,
+        sip_allow_from: vec![
+            "203.0.113.0/24".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+        ],
+        connect_timeout: std::time::Duration::from_secs(5),
+        known_hosts: None,
+        host_key_policy: HostKeyPolicy::Strict,
+        fail2ban: Fail2banSettings {
+            maxretry: 4,
+            findtime: 300,
+            bantime: 7200,
+        },
+        waive: vec![],
+    };
+    let conf = config_dir(true);
+    let logdir = tempfile::tempdir().unwrap();
+    let log = logdir.path().join("freeswitch.log");
+    std::fs::write(&log, "").unwrap();
+    let jail = fsfleet::harden::fail2ban::render_jail(&host, &log.to_string_lossy());
+    std::fs::write(conf.path().join("jail.d/fsfleet-freeswitch.local"), jail).unwrap();
+    let out = Command::new("fail2ban-client")
+        .arg("-c")
+        .arg(conf.path())
+        .arg("-d")
+        .output()
+        .unwrap();
+    let dump = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let has = |s: &str| assert!(dump.contains(s), "missing {s} in:\n{dump}");
+    has("['add', 'freeswitch', 'auto']");
+    has(&format!(
+        "['set', 'freeswitch', 'addlogpath', '{}', 'head']",
+        log.display()
+    ));
+    has("['set', 'freeswitch', 'maxretry', 4]");
+    has("['set', 'freeswitch', 'findtime', '300']");
+    has("['set', 'freeswitch', 'bantime', '7200']");
+    has(
+        "['set', 'freeswitch', 'addignoreip', '127.0.0.1/8', '::1', '203.0.113.0/24', '2001:db8::/32']",
+    );
+    // Our filter, not the packaged one: the percent-tolerant prefix and no challenge regex.
+    has(r"(?:\\d{1,3}\\.\\d+%\\s+)?");
+    assert!(!dump.contains("SIP auth (?:failure|challenge)"));
+    // Both protocols banned on the SIP ports only.
+    for proto in ["tcp", "udp"] {
+        has(&format!(
+            "-I INPUT -p $proto -m multiport --dports 5060,5061,5080,5081 -j f2b-freeswitch-{proto}"
+        ));
+        has(&format!("['protocol', '{proto}']"));
+    }
+    has("['add', 'sshd', 'systemd']");
+    has("['start', 'freeswitch']");
+}
