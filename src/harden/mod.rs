@@ -9,6 +9,8 @@
 //! The orchestration (order, backup, vault, rollback, reload) is in [`run`](self::run) below.
 
 pub mod context;
+pub mod fail2ban;
+pub mod packages;
 
 pub use context::{FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
 pub mod auth_logging;

@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 
 use super::{
     FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan, auth_logging, backup,
-    event_socket, fs_cli, preflight, reload, sip_password, verify,
+    event_socket, fail2ban, fs_cli, packages, preflight, reload, sip_password, verify,
 };
 use crate::facts;
 use crate::fleet::HostCtx;
@@ -31,8 +31,8 @@ pub const STEPS: &[&str] = &[
     sip_password::NAME,
     event_socket::NAME,
     auth_logging::NAME,
-    "packages",
-    "fail2ban",
+    packages::NAME,
+    fail2ban::NAME,
     "firewall",
     reload::NAME,
     fs_cli::NAME,
@@ -203,7 +203,29 @@ async fn gather(session: &Session, host: &Host) -> Result<HostFacts, String> {
 }
 
 /// Probes of the steps that install packages and configure fail2ban and the firewall.
-fn extra_probes(_p: &mut Probes, _host: &Host) {}
+fn extra_probes(p: &mut Probes, host: &Host) {
+    packages::probes(p, host);
+    fail2ban::probes(p, host);
+}
+
+/// The system steps (packages, fail2ban, firewall), planned on the controller.
+fn plan_system(
+    facts: &HostFacts,
+    host: &Host,
+    opts: &HardenOptions,
+    sel: &Selection,
+) -> Vec<(&'static str, Result<StepPlan, StepError>, Instant)> {
+    let mut out = Vec::new();
+    if sel.runs(packages::NAME) {
+        let t = Instant::now();
+        out.push((packages::NAME, packages::plan(facts, host, opts), t));
+    }
+    if sel.runs(fail2ban::NAME) {
+        let t = Instant::now();
+        out.push((fail2ban::NAME, fail2ban::plan(facts, host, opts), t));
+    }
+    out
+}
 
 #[allow(clippy::too_many_arguments)]
 async fn run_steps(
@@ -352,12 +374,22 @@ async fn run_steps(
         None
     };
 
-    let any_change =
-        !edits.is_empty() || fs_cli_plan.as_ref().is_some_and(|((p, _), _)| !p.is_noop());
+    let system = plan_system(&facts, host, opts, sel);
+    let any_change = !edits.is_empty()
+        || fs_cli_plan.as_ref().is_some_and(|((p, _), _)| !p.is_noop())
+        || system
+            .iter()
+            .any(|(_, p, _)| p.as_ref().is_ok_and(|p| !p.is_noop()));
 
     if opts.check {
         for (name, p, t) in &plans {
             steps.planned(name, p, true, *t);
+        }
+        for (name, plan, t) in &system {
+            match plan {
+                Ok(p) => steps.planned(name, p, true, *t),
+                Err(e) => steps.failed(name, e, *t),
+            }
         }
         if let Some(((p, _), t)) = &fs_cli_plan {
             steps.planned(fs_cli::NAME, p, true, *t);
@@ -453,7 +485,7 @@ async fn run_steps(
     }
 
     // packages, fail2ban, firewall: a failure here restores the config files (no reload yet)
-    if let Err(e) = extra_steps(&sctx, steps).await {
+    if let Err(e) = apply_system(&sctx, system, steps).await {
         let restored = restore(session, &written).await;
         return Err(format!("{e}; {restored}"));
     }
@@ -544,8 +576,8 @@ async fn run_steps(
     ctx.stage("verify");
     let t = Instant::now();
     let checks = verify::Checks {
-        fail2ban: sel.runs("fail2ban") && extra_steps_present(),
-        firewall: sel.runs("firewall") && extra_steps_present(),
+        fail2ban: sel.runs(fail2ban::NAME),
+        firewall: false,
     };
     match verify::apply(session, host, &new_es, &final_pw, &checks).await {
         Ok(ev) => steps.push(
@@ -608,11 +640,40 @@ async fn restore(session: &Session, written: &[&FileEdit]) -> String {
     }
 }
 
-/// packages, fail2ban and firewall.
-async fn extra_steps(_ctx: &StepCtx<'_>, _steps: &mut Steps) -> Result<(), String> {
+/// Apply the system steps in order; the first failure stops them.
+async fn apply_system(
+    ctx: &StepCtx<'_>,
+    plans: Vec<(&'static str, Result<StepPlan, StepError>, Instant)>,
+    steps: &mut Steps,
+) -> Result<(), String> {
+    for (name, plan, t) in plans {
+        let plan = match plan {
+            Ok(p) => p,
+            Err(e) => {
+                steps.failed(name, &e, t);
+                return Err(format!("{name}: {e}"));
+            }
+        };
+        if plan.is_noop() {
+            steps.planned(name, &plan, false, t);
+            continue;
+        }
+        let t = Instant::now();
+        let apply = match name {
+            packages::NAME => packages::apply(ctx, &plan).await,
+            fail2ban::NAME => fail2ban::apply(ctx, &plan).await,
+            _ => Err(StepError::Failed(format!("no such step {name}"))),
+        };
+        match apply {
+            Ok(mut ev) => {
+                ev.extend(plan.warnings.iter().map(|w| format!("warning: {w}")));
+                steps.push(name, StepStatus::Changed, plan.changes.join("; "), ev, t);
+            }
+            Err(e) => {
+                steps.failed(name, &e, t);
+                return Err(format!("{name}: {e}"));
+            }
+        }
+    }
     Ok(())
-}
-
-fn extra_steps_present() -> bool {
-    false
 }

@@ -1,0 +1,692 @@
+//! Step `fail2ban`: ban SIP brute forcers from FreeSWITCH's own log, and prove it works.
+//!
+//! Installs `filter.d/freeswitch.local` (overrides the packaged `freeswitch.conf` without
+//! touching that dpkg conffile, FACTS §5) and a per-host jail file, restarts fail2ban only when
+//! something changed or it is down, waits for the jail, then runs `fail2ban-regex` on the host
+//! against a failure line in the host's own log format. See docs/fail2ban.md.
+
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::harden::context::{HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
+use crate::inventory::Host;
+use crate::ssh::sh_quote;
+
+pub const NAME: &str = "fail2ban";
+
+pub const FILTER_PATH: &str = "/etc/fail2ban/filter.d/freeswitch.local";
+pub const JAIL_PATH: &str = "/etc/fail2ban/jail.d/fsfleet-freeswitch.local";
+/// The filter, byte for byte as installed.
+pub const FILTER: &str = include_str!("../../assets/fail2ban/filter.d/freeswitch.local");
+
+/// SIP signalling ports of the stock profiles: internal, internal TLS, external, external TLS.
+pub const SIP_PORTS: &str = "5060,5061,5080,5081";
+
+/// How long to wait for `fail2ban-client status freeswitch` to answer after a restart.
+pub const JAIL_WAIT: Duration = Duration::from_secs(30);
+
+/// Documentation addresses (RFC 5737) for the proof lines: never a real peer.
+pub const SAMPLE_FAILURE_IP: &str = "198.51.100.23";
+pub const SAMPLE_CHALLENGE_IP: &str = "198.51.100.24";
+
+const PROBE: &str = "fail2ban_state";
+
+pub fn probes(p: &mut Probes, _host: &Host) {
+    p.file(FILTER_PATH).file(JAIL_PATH);
+    p.snippet(
+        PROBE,
+        "command -v fail2ban-client >/dev/null && echo 'installed yes'\n\
+         echo \"active $(systemctl is-active fail2ban 2>/dev/null)\"\n\
+         echo \"enabled $(systemctl is-enabled fail2ban 2>/dev/null)\"\n\
+         timeout 10 fail2ban-client status 2>/dev/null | sed -n 's/.*Jail list:[[:space:]]*/jails /p'\n\
+         true",
+    );
+}
+
+/// The jail file for this host: the FreeSWITCH jail on `logpath` and sshd on the journal.
+pub fn render_jail(host: &Host, logpath: &str) -> String {
+    let f = &host.fail2ban;
+    let mut ignore: Vec<String> = vec!["127.0.0.1/8".into(), "::1".into()];
+    for net in &host.sip_allow_from {
+        let t = net.trunc();
+        // A single address reads better without /32 or /128.
+        let s = if t.prefix_len() == t.max_prefix_len() {
+            t.addr().to_string()
+        } else {
+            t.to_string()
+        };
+        if !ignore.contains(&s) && !is_loopback_net(&t) {
+            ignore.push(s);
+        }
+    }
+    format!(
+        "# Written by fsfleet for host {name}: `fsfleet harden` rewrites this file.\n\
+         # Tune it in the inventory (fail2ban_maxretry, fail2ban_findtime, fail2ban_bantime,\n\
+         # sip_allow_from), not here. The filter is filter.d/freeswitch.local (also fsfleet's).\n\
+         \n\
+         [freeswitch]\n\
+         enabled  = true\n\
+         filter   = freeswitch\n\
+         # FreeSWITCH writes its own file: read it (inotify or polling), never the journal.\n\
+         backend  = auto\n\
+         logpath  = {logpath}\n\
+         port     = {SIP_PORTS}\n\
+         # SIP runs over UDP and TCP. A multiport rule needs one protocol, so one rule each, on\n\
+         # the SIP ports only (an all-ports ban would also cut SSH for a site whose NAT address\n\
+         # got banned), with the host's own banaction (iptables-multiport on Debian).\n\
+         action_  = %(banaction)s[name=%(__name__)s-tcp, port=\"%(port)s\", protocol=\"tcp\", chain=\"%(chain)s\"]\n\
+         \x20          %(banaction)s[name=%(__name__)s-udp, port=\"%(port)s\", protocol=\"udp\", chain=\"%(chain)s\"]\n\
+         maxretry = {maxretry}\n\
+         findtime = {findtime}\n\
+         bantime  = {bantime}\n\
+         # Loopback and the SIP allow-list: phones still on an old password must not ban their\n\
+         # own site's address.\n\
+         ignoreip = {ignore}\n\
+         \n\
+         [sshd]\n\
+         enabled = true\n\
+         # Minimal images log sshd only to the journal (needs python3-systemd).\n\
+         backend = systemd\n",
+        name = host.name,
+        maxretry = f.maxretry,
+        findtime = f.findtime,
+        bantime = f.bantime,
+        ignore = ignore.join(" "),
+    )
+}
+
+fn is_loopback_net(n: &IpNet) -> bool {
+    match n {
+        IpNet::V4(v) => v.prefix_len() >= 8 && v.addr().is_loopback(),
+        IpNet::V6(v) => v.prefix_len() == 128 && v.addr().is_loopback(),
+    }
+}
+
+/// What the probe said about the service.
+#[derive(Debug, Default, PartialEq)]
+struct ServiceState {
+    installed: bool,
+    active: bool,
+    enabled: bool,
+    jails: Vec<String>,
+}
+
+fn parse_state(text: &str) -> ServiceState {
+    let mut st = ServiceState::default();
+    for line in text.lines() {
+        let (k, v) = line.split_once(' ').unwrap_or((line, ""));
+        match k {
+            "installed" => st.installed = v.trim() == "yes",
+            "active" => st.active = v.trim() == "active",
+            "enabled" => st.enabled = v.trim() == "enabled",
+            "jails" => {
+                st.jails = v
+                    .split(',')
+                    .map(|j| j.trim().to_string())
+                    .filter(|j| !j.is_empty())
+                    .collect()
+            }
+            _ => {}
+        }
+    }
+    st
+}
+
+/// Whether the FreeSWITCH version logs the idle-cpu percent (1.10.7+). Unknown: assume it does.
+pub fn version_logs_percent(version: Option<&str>) -> bool {
+    let Some(v) = version else { return true };
+    let nums: Vec<u32> = v
+        .split(|c: char| !c.is_ascii_digit())
+        .take(3)
+        .map(|n| n.parse().unwrap_or(0))
+        .collect();
+    match nums.as_slice() {
+        [a, b, c] => (*a, *b, *c) >= (1, 10, 7),
+        _ => true,
+    }
+}
+
+pub fn plan(f: &HostFacts, host: &Host, _opts: &HardenOptions) -> Result<StepPlan, StepError> {
+    let Some(fs) = &f.base.freeswitch else {
+        return Err(StepError::Refused(format!(
+            "{}: no FreeSWITCH configuration found, so no log to watch; set conf_dir in the \
+             inventory or --skip {NAME}",
+            host.name
+        )));
+    };
+    let Some(log_dir) = fs.log_dir.as_deref() else {
+        return Err(StepError::Refused(format!(
+            "{}: FreeSWITCH's log directory was not found for {} ({} layout); start FreeSWITCH \
+             once so that it creates it, then re-run (or --skip {NAME})",
+            host.name, fs.conf_dir, fs.layout
+        )));
+    };
+    let logpath = format!("{}/freeswitch.log", log_dir.trim_end_matches('/'));
+    let jail = render_jail(host, &logpath);
+    let st = parse_state(f.section(PROBE));
+
+    let mut plan = StepPlan::default();
+    let write = |path: &str, want: &str, key: &str, plan: &mut StepPlan| {
+        let have = f.files.files.get(path);
+        let what = match have {
+            None => Some("create"),
+            Some(h) if h.content.as_deref() != Some(want.as_bytes()) => Some("update"),
+            Some(h) if h.mode != 0o644 || h.owner != "root" => Some("fix owner/mode of"),
+            Some(_) => None,
+        };
+        if let Some(what) = what {
+            plan.changes.push(format!("{what} {path}"));
+            if let Some(h) = have.and_then(|h| h.text()) {
+                plan.diffs.push(diff(path, h, want));
+            }
+            plan.data.insert(key.into(), "yes".into());
+        }
+    };
+    write(FILTER_PATH, FILTER, "write_filter", &mut plan);
+    write(JAIL_PATH, &jail, "write_jail", &mut plan);
+
+    let files_changed = !plan.changes.is_empty();
+    let jail_up = st.active && st.jails.iter().any(|j| j == "freeswitch");
+    if files_changed || !jail_up {
+        let why = if !st.installed {
+            "start fail2ban (once the packages step has installed it)".to_string()
+        } else if !st.active {
+            "start fail2ban (not active)".to_string()
+        } else if files_changed {
+            "restart fail2ban (configuration changed)".to_string()
+        } else {
+            "restart fail2ban (the freeswitch jail is not running)".to_string()
+        };
+        plan.changes.push(why);
+        plan.data.insert("restart".into(), "yes".into());
+    }
+    if !st.enabled {
+        plan.changes
+            .push("enable fail2ban at boot (systemctl enable)".into());
+        plan.data.insert("enable".into(), "yes".into());
+    }
+    if plan.is_noop() {
+        return Ok(plan);
+    }
+    plan.data.insert("logpath".into(), logpath);
+    plan.data.insert("jail".into(), jail);
+    plan.data.insert(
+        "percent_default".into(),
+        if version_logs_percent(fs.version.as_deref()) {
+            "yes"
+        } else {
+            "no"
+        }
+        .into(),
+    );
+    Ok(plan)
+}
+
+/// A short line diff for `--diff` (these files hold no secret).
+fn diff(path: &str, old: &str, new: &str) -> String {
+    let mut out = format!("--- {path}\n+++ {path} (fsfleet)\n");
+    for l in old.lines().filter(|l| !new.lines().any(|n| n == *l)) {
+        out.push_str(&format!("-{l}\n"));
+    }
+    for l in new.lines().filter(|l| !old.lines().any(|o| o == *l)) {
+        out.push_str(&format!("+{l}\n"));
+    }
+    out
+}
+
+/// A failure and a challenge line in the host's log format (`percent`: 1.10.7+ idle-cpu field).
+pub fn sample_lines(percent: bool) -> (String, String) {
+    let ts = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.6f");
+    let pct = if percent { " 97.50%" } else { "" };
+    (
+        format!(
+            "{ts}{pct} [WARNING] sofia_reg.c:1787 SIP auth failure (REGISTER) on sofia profile \
+             'internal' for [1000@fsfleet.invalid] from ip {SAMPLE_FAILURE_IP}"
+        ),
+        format!(
+            "{ts}{pct} [WARNING] sofia_reg.c:1842 SIP auth challenge (REGISTER) on sofia profile \
+             'internal' for [1000@fsfleet.invalid] from ip {SAMPLE_CHALLENGE_IP}"
+        ),
+    )
+}
+
+fn apply_script(plan: &StepPlan) -> Result<String, StepError> {
+    let get = |k: &str| plan.data.get(k).map(String::as_str);
+    let flag = |k: &str| get(k) == Some("yes");
+    let logpath =
+        get("logpath").ok_or_else(|| StepError::Failed("fail2ban plan has no log path".into()))?;
+    let mut s = String::from(
+        r#"set -u
+command -v fail2ban-client >/dev/null 2>&1 || {
+    echo "fail2ban is not installed: let the packages step install it (do not --skip packages)" >&2; exit 30; }
+python3 -c 'import systemd.journal' 2>/dev/null || {
+    echo "python3-systemd is missing: the [sshd] jail reads the journal through it; let the packages step install it" >&2; exit 30; }
+put() { # path base64: atomic, root 0644
+    mkdir -p "$(dirname "$1")" && tmp=$(mktemp "$1.fsfleet.XXXXXX") || { echo "cannot write $1" >&2; exit 31; }
+    if printf '%s' "$2" | base64 -d >"$tmp" && chown root:root "$tmp" && chmod 0644 "$tmp" && mv -f "$tmp" "$1"; then :; else
+        rm -f "$tmp"; echo "writing $1 failed" >&2; exit 31; fi
+}
+"#,
+    );
+    let b64 = |t: &str| data_encoding::BASE64.encode(t.as_bytes());
+    if flag("write_filter") {
+        s.push_str(&format!(
+            "put {} {}\n",
+            sh_quote(FILTER_PATH),
+            sh_quote(&b64(FILTER))
+        ));
+    }
+    if flag("write_jail") {
+        let jail =
+            get("jail").ok_or_else(|| StepError::Failed("fail2ban plan has no jail".into()))?;
+        s.push_str(&format!(
+            "put {} {}\n",
+            sh_quote(JAIL_PATH),
+            sh_quote(&b64(jail))
+        ));
+    }
+    s.push_str(&format!("log={}\n", sh_quote(logpath)));
+    // fail2ban will not start a jail whose log file is missing: create it as FreeSWITCH would
+    // (owned like its directory), or FreeSWITCH could no longer write it.
+    s.push_str(
+        "if [ ! -e \"$log\" ]; then touch \"$log\" && chown --reference=\"$(dirname \"$log\")\" \"$log\" \
+         || { echo \"cannot create $log\" >&2; exit 31; }; fi\n",
+    );
+    if flag("enable") {
+        s.push_str("systemctl enable fail2ban >/dev/null 2>&1 || { echo 'systemctl enable fail2ban failed' >&2; exit 32; }\n");
+    }
+    if flag("restart") {
+        s.push_str(
+            "if ! systemctl restart fail2ban; then echo 'systemctl restart fail2ban failed:' >&2; \
+             journalctl -u fail2ban -n 5 --no-pager -o cat >&2; exit 32; fi\n",
+        );
+    }
+    let (pf, pc) = sample_lines(true);
+    let (nf, nc) = sample_lines(false);
+    s.push_str(&format!(
+        r#"i=0
+until timeout 5 fail2ban-client status freeswitch >/dev/null 2>&1; do
+    i=$((i+1))
+    if [ $i -ge {wait} ]; then
+        echo "the freeswitch jail did not answer within {wait} s:" >&2
+        {{ grep -E 'ERROR|CRITICAL' /var/log/fail2ban.log 2>/dev/null | tail -n 3; journalctl -u fail2ban -n 3 --no-pager -o cat 2>/dev/null; }} >&2
+        exit 33
+    fi
+    sleep 1
+done
+echo '@@status'; fail2ban-client status freeswitch
+echo '@@sshd'; timeout 5 fail2ban-client status sshd >/dev/null 2>&1 && echo up || echo down
+# The newest dated line tells the format: 1.10.7+ writes the idle cpu after the time.
+last=$(tail -n 200 "$log" 2>/dev/null | grep -E '^([0-9a-fA-F-]{{36}} )?[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}} ' | tail -n 1)
+if [ -z "$last" ]; then fmt={default}; src=version
+elif printf '%s\n' "$last" | grep -Eq '^([0-9a-fA-F-]{{36}} )?[0-9-]+ [0-9:.]+ [0-9]+\.[0-9]+% \['; then fmt=percent; src=log
+else fmt=plain; src=log; fi
+echo '@@format'; echo "$fmt $src"
+sample=$(mktemp) || exit 31
+trap 'rm -f "$sample"' EXIT
+if [ "$fmt" = percent ]; then printf '%s\n%s\n' {pf} {pc} >"$sample"; else printf '%s\n%s\n' {nf} {nc} >"$sample"; fi
+echo '@@regex'; timeout 60 fail2ban-regex --out ip "$sample" freeswitch || {{ echo "fail2ban-regex failed" >&2; exit 34; }}
+"#,
+        wait = JAIL_WAIT.as_secs(),
+        default = if flag("percent_default") { "percent" } else { "plain" },
+        pf = sh_quote(&pf),
+        pc = sh_quote(&pc),
+        nf = sh_quote(&nf),
+        nc = sh_quote(&nc),
+    ));
+    Ok(s)
+}
+
+/// The apply script's output, by `@@name` section.
+fn sections(out: &str) -> std::collections::BTreeMap<&str, Vec<&str>> {
+    let mut map = std::collections::BTreeMap::new();
+    let mut cur = "";
+    for line in out.lines() {
+        if let Some(name) = line.strip_prefix("@@") {
+            cur = name.trim();
+            map.entry(cur).or_insert_with(Vec::new);
+        } else if !cur.is_empty() {
+            map.entry(cur).or_insert_with(Vec::new).push(line);
+        }
+    }
+    map
+}
+
+/// The value after `label:` in `fail2ban-client status JAIL` output.
+fn status_field<'a>(lines: &[&'a str], label: &str) -> &'a str {
+    lines
+        .iter()
+        .find_map(|l| l.split_once(&format!("{label}:")).map(|(_, v)| v.trim()))
+        .unwrap_or("")
+}
+
+/// Turn the proof into evidence lines, or fail naming what did not hold.
+fn evidence(host: &str, out: &str) -> Result<Vec<String>, StepError> {
+    let sec = sections(out);
+    let status = sec.get("status").cloned().unwrap_or_default();
+    let mut ev = vec![format!(
+        "jail freeswitch: {} currently banned, {} banned in total, {} currently failed, file list: {}",
+        status_field(&status, "Currently banned"),
+        status_field(&status, "Total banned"),
+        status_field(&status, "Currently failed"),
+        status_field(&status, "File list"),
+    )];
+    ev.push(match sec.get("sshd").and_then(|v| v.first()).copied() {
+        Some("up") => "jail sshd: up (backend systemd)".to_string(),
+        _ => "jail sshd: NOT answering (check `fail2ban-client status sshd`)".to_string(),
+    });
+    let (fmt, src) = sec
+        .get("format")
+        .and_then(|v| v.first())
+        .and_then(|l| l.split_once(' '))
+        .unwrap_or(("percent", "version"));
+    let fmt_text = if fmt == "percent" {
+        "1.10.7+ format with the idle-cpu percent"
+    } else {
+        "pre-1.10.7 format without the idle-cpu percent"
+    };
+    let src_text = if src == "log" {
+        "as in the host's newest log line"
+    } else {
+        "from the FreeSWITCH version: the log has no dated line yet"
+    };
+    let ips: Vec<&str> = sec
+        .get("regex")
+        .map(|v| {
+            v.iter()
+                .map(|l| l.trim())
+                .filter(|l| !l.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if ips != [SAMPLE_FAILURE_IP] {
+        return Err(StepError::Failed(format!(
+            "{host}: fail2ban-regex with the installed filter gave {ips:?} for an auth failure from \
+             {SAMPLE_FAILURE_IP} and a challenge from {SAMPLE_CHALLENGE_IP} ({fmt_text}); expected \
+             exactly [{SAMPLE_FAILURE_IP}]: check {FILTER_PATH} and /etc/fail2ban/filter.d/freeswitch.conf"
+        )));
+    }
+    ev.push(format!(
+        "fail2ban-regex: a sample auth failure ({fmt_text}, {src_text}) matched {SAMPLE_FAILURE_IP} \
+         exactly once; the matching challenge line did not match"
+    ));
+    Ok(ev)
+}
+
+pub async fn apply(ctx: &StepCtx<'_>, plan: &StepPlan) -> Result<Vec<String>, StepError> {
+    if plan.is_noop() {
+        return Ok(vec![]);
+    }
+    let script = apply_script(plan)?;
+    // Restart + jail wait + fail2ban-regex (slow to start on small hosts).
+    let limit = JAIL_WAIT + Duration::from_secs(120);
+    let what = format!("{}: configuring fail2ban", ctx.host.name);
+    let out = ctx.run_checked(&what, &script, b"", limit).await?;
+    let mut ev: Vec<String> = plan.changes.clone();
+    ev.extend(evidence(&ctx.host.name, &out.stdout_text())?);
+    Ok(ev)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::{Facts, FileFact, Files, Freeswitch, Sections};
+    use crate::harden::context::test_host;
+    use crate::inventory::Fail2banSettings;
+
+    const LOG: &str = "/var/log/freeswitch/freeswitch.log";
+    const UP: &str = "installed yes\nactive active\nenabled enabled\njails freeswitch, sshd\n";
+
+    fn host() -> Host {
+        test_host("pbx1")
+    }
+
+    fn file(path: &str, text: &str) -> (String, FileFact) {
+        (
+            path.to_string(),
+            FileFact {
+                path: path.to_string(),
+                mode: 0o644,
+                owner: "root".into(),
+                group: "root".into(),
+                size: text.len() as u64,
+                content: Some(text.as_bytes().to_vec()),
+            },
+        )
+    }
+
+    fn facts(state: &str, files: &[(String, FileFact)]) -> HostFacts {
+        HostFacts {
+            base: Facts {
+                freeswitch: Some(Freeswitch {
+                    conf_dir: "/etc/freeswitch".into(),
+                    log_dir: Some("/var/log/freeswitch".into()),
+                    layout: "package".into(),
+                    service_active: true,
+                    version: Some("1.10.12-release  64bit".into()),
+                    ready: Some(true),
+                }),
+                ..Facts::default()
+            },
+            files: Files {
+                conf_dir: Some("/etc/freeswitch".into()),
+                files: files.iter().cloned().collect(),
+            },
+            sections: Sections::from_pairs(&[(PROBE, state, 0)]),
+        }
+    }
+
+    fn hardened(h: &Host) -> HostFacts {
+        facts(
+            UP,
+            &[
+                file(FILTER_PATH, FILTER),
+                file(JAIL_PATH, &render_jail(h, LOG)),
+            ],
+        )
+    }
+
+    fn line<'a>(jail: &'a str, key: &str) -> &'a str {
+        jail.lines()
+            .find(|l| l.starts_with(key) && l[key.len()..].trim_start().starts_with('='))
+            .unwrap_or_else(|| panic!("no {key} in\n{jail}"))
+    }
+
+    #[test]
+    fn jail_has_the_baseline_defaults() {
+        let j = render_jail(&host(), LOG);
+        assert!(j.contains("[freeswitch]\nenabled  = true\nfilter   = freeswitch\n"));
+        assert_eq!(
+            line(&j, "logpath"),
+            "logpath  = /var/log/freeswitch/freeswitch.log"
+        );
+        assert_eq!(line(&j, "maxretry"), "maxretry = 5");
+        assert_eq!(line(&j, "findtime"), "findtime = 600");
+        assert_eq!(line(&j, "bantime"), "bantime  = 3600");
+        assert_eq!(line(&j, "port"), "port     = 5060,5061,5080,5081");
+        assert_eq!(line(&j, "backend"), "backend  = auto");
+        assert_eq!(line(&j, "ignoreip"), "ignoreip = 127.0.0.1/8 ::1");
+        assert!(j.contains("protocol=\"tcp\"") && j.contains("protocol=\"udp\""));
+        let sshd = &j[j.find("[sshd]").unwrap()..];
+        assert!(sshd.contains("enabled = true") && sshd.contains("backend = systemd"));
+    }
+
+    #[test]
+    fn jail_takes_inventory_overrides_and_sip_allow_from_v4_v6() {
+        let mut h = host();
+        h.fail2ban = Fail2banSettings {
+            maxretry: 3,
+            findtime: 120,
+            bantime: 86400,
+        };
+        h.sip_allow_from = [
+            "203.0.113.7/32",
+            "198.51.100.77/24",
+            "2001:db8:5::/48",
+            "2001:db8::9/128",
+            "127.0.0.1/8",
+            "203.0.113.7/32",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        let j = render_jail(&h, "/usr/local/freeswitch/log/freeswitch.log");
+        assert_eq!(line(&j, "maxretry"), "maxretry = 3");
+        assert_eq!(line(&j, "findtime"), "findtime = 120");
+        assert_eq!(line(&j, "bantime"), "bantime  = 86400");
+        assert_eq!(
+            line(&j, "logpath"),
+            "logpath  = /usr/local/freeswitch/log/freeswitch.log"
+        );
+        // Networks truncated, single addresses bare, loopback and duplicates not repeated.
+        assert_eq!(
+            line(&j, "ignoreip"),
+            "ignoreip = 127.0.0.1/8 ::1 203.0.113.7 198.51.100.0/24 2001:db8:5::/48 2001:db8::9"
+        );
+        assert!(j.contains("for host pbx1"));
+    }
+
+    #[test]
+    fn hardened_host_plans_nothing() {
+        let h = host();
+        let p = plan(&hardened(&h), &h, &HardenOptions::default()).unwrap();
+        assert!(p.is_noop(), "{p:?}");
+    }
+
+    #[test]
+    fn fresh_host_writes_both_files_enables_and_starts() {
+        let state = "installed yes\nactive inactive\nenabled disabled\n";
+        let p = plan(&facts(state, &[]), &host(), &HardenOptions::default()).unwrap();
+        assert_eq!(
+            p.changes,
+            vec![
+                format!("create {FILTER_PATH}"),
+                format!("create {JAIL_PATH}"),
+                "start fail2ban (not active)".to_string(),
+                "enable fail2ban at boot (systemctl enable)".to_string(),
+            ]
+        );
+        assert_eq!(p.data["logpath"], LOG);
+        assert_eq!(p.data["percent_default"], "yes");
+        let s = apply_script(&p).unwrap();
+        assert!(s.contains("put '/etc/fail2ban/filter.d/freeswitch.local'"));
+        assert!(
+            s.contains("systemctl restart fail2ban") && s.contains("systemctl enable fail2ban")
+        );
+        assert!(s.contains("fail2ban-regex --out ip"));
+        // Not installed yet (the packages step runs first): still a plan, not a refusal.
+        let p = plan(
+            &facts("active inactive\n", &[]),
+            &host(),
+            &HardenOptions::default(),
+        )
+        .unwrap();
+        assert!(p.changes.iter().any(|c| c.contains("packages step")));
+    }
+
+    #[test]
+    fn changed_inventory_rewrites_only_the_jail_and_restarts() {
+        let h = host();
+        let f = hardened(&h);
+        let mut h2 = h.clone();
+        h2.fail2ban.maxretry = 8;
+        let p = plan(&f, &h2, &HardenOptions::default()).unwrap();
+        assert_eq!(
+            p.changes,
+            vec![
+                format!("update {JAIL_PATH}"),
+                "restart fail2ban (configuration changed)".to_string()
+            ]
+        );
+        assert!(
+            p.diffs[0].contains("-maxretry = 5\n+maxretry = 8"),
+            "{}",
+            p.diffs[0]
+        );
+        let s = apply_script(&p).unwrap();
+        assert!(
+            !s.contains("put '/etc/fail2ban/filter.d/"),
+            "filter unchanged: not rewritten"
+        );
+        assert!(s.contains("put '/etc/fail2ban/jail.d/fsfleet-freeswitch.local'"));
+        assert!(!s.contains("systemctl enable"));
+    }
+
+    #[test]
+    fn down_service_or_missing_jail_restarts_without_writing() {
+        let h = host();
+        let mut f = hardened(&h);
+        f.sections = Sections::from_pairs(&[(
+            PROBE,
+            "installed yes\nactive active\nenabled enabled\njails sshd\n",
+            0,
+        )]);
+        let p = plan(&f, &h, &HardenOptions::default()).unwrap();
+        assert_eq!(
+            p.changes,
+            vec!["restart fail2ban (the freeswitch jail is not running)"]
+        );
+        f.sections =
+            Sections::from_pairs(&[(PROBE, "installed yes\nactive failed\nenabled enabled\n", 0)]);
+        let p = plan(&f, &h, &HardenOptions::default()).unwrap();
+        assert_eq!(p.changes, vec!["start fail2ban (not active)"]);
+        assert!(!apply_script(&p).unwrap().contains("put '"));
+    }
+
+    #[test]
+    fn wrong_mode_is_fixed_and_refuses_without_log_dir() {
+        let h = host();
+        let mut f = hardened(&h);
+        if let Some(x) = f.files.files.get_mut(FILTER_PATH) {
+            x.mode = 0o600;
+        }
+        let p = plan(&f, &h, &HardenOptions::default()).unwrap();
+        assert_eq!(p.changes[0], format!("fix owner/mode of {FILTER_PATH}"));
+        let mut f = hardened(&h);
+        if let Some(fs) = f.base.freeswitch.as_mut() {
+            fs.log_dir = None;
+        }
+        let err = plan(&f, &h, &HardenOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("pbx1") && err.contains("log directory"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn log_format_follows_version_when_the_log_is_empty() {
+        assert!(version_logs_percent(Some("1.10.12-release  64bit")));
+        assert!(version_logs_percent(Some("1.10.7-release")));
+        assert!(!version_logs_percent(Some("1.10.6-release")));
+        assert!(!version_logs_percent(Some("1.8.7")));
+        assert!(version_logs_percent(None));
+        let (f, c) = sample_lines(true);
+        assert!(f.contains(" 97.50% [WARNING] ") && f.ends_with(SAMPLE_FAILURE_IP));
+        assert!(c.contains("SIP auth challenge"));
+        let (f, _) = sample_lines(false);
+        assert!(!f.contains('%'));
+    }
+
+    #[test]
+    fn proof_requires_exactly_the_failure_address() {
+        let out = "@@status\nStatus for the jail: freeswitch\n|- Filter\n|  |- Currently failed:\t0\n\
+                   |  |- Total failed:\t0\n|  `- File list:\t/var/log/freeswitch/freeswitch.log\n\
+                   `- Actions\n   |- Currently banned:\t2\n   |- Total banned:\t7\n   `- Banned IP list:\t\n\
+                   @@sshd\nup\n@@format\npercent log\n@@regex\n198.51.100.23\n";
+        let ev = evidence("pbx1", out).unwrap();
+        assert!(ev[0].contains("2 currently banned") && ev[0].contains("7 banned in total"));
+        assert!(ev[0].contains("file list: /var/log/freeswitch/freeswitch.log"));
+        assert!(ev[1].contains("sshd: up"));
+        assert!(ev[2].contains("1.10.7+ format") && ev[2].contains("newest log line"));
+        let both = out.replace("198.51.100.23\n", "198.51.100.23\n198.51.100.24\n");
+        let err = evidence("pbx1", &both).unwrap_err().to_string();
+        assert!(
+            err.contains("pbx1") && err.contains("198.51.100.24"),
+            "{err}"
+        );
+        assert!(evidence("pbx1", &out.replace("198.51.100.23\n", "")).is_err());
+    }
+}

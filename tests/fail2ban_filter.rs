@@ -1,0 +1,288 @@
+//! The shipped FreeSWITCH filter against the REAL `fail2ban-regex` (Debian package `fail2ban`).
+//!
+//! Each run uses a copy of /etc/fail2ban with our `filter.d/freeswitch.local` added, so the
+//! `.local`-over-packaged-`.conf` semantics are exercised exactly as on a host.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const FILTER: &str = include_str!("../assets/fail2ban/filter.d/freeswitch.local");
+const CORPUS: &str = include_str!("../assets/fail2ban/testcases/freeswitch.log");
+
+/// A line of the corpus and what the filter must do with it.
+struct Case {
+    line: String,
+    /// Some(address to ban) or None (must not match).
+    ban: Option<String>,
+}
+
+fn corpus() -> Vec<Case> {
+    let mut cases = Vec::new();
+    let mut expect: Option<Option<String>> = None;
+    for line in CORPUS.lines() {
+        if line.starts_with("##") || line.is_empty() {
+            continue;
+        }
+        if let Some(ip) = line.strip_prefix("# match: ") {
+            expect = Some(Some(ip.trim().to_string()));
+        } else if line.starts_with("# no-match") {
+            expect = Some(None);
+        } else {
+            let ban = expect
+                .take()
+                .unwrap_or_else(|| panic!("corpus line without an expectation: {line}"));
+            cases.push(Case {
+                line: line.to_string(),
+                ban,
+            });
+        }
+    }
+    cases
+}
+
+fn fail2ban_regex() -> PathBuf {
+    for dir in ["/usr/bin", "/usr/local/bin"] {
+        let p = Path::new(dir).join("fail2ban-regex");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!(
+        "fail2ban-regex not found: install the Debian package fail2ban \
+         (apt-get install --no-install-recommends fail2ban) to run this test"
+    );
+}
+
+/// A copy of the system's fail2ban config, with our filter added when `ours`.
+fn config_dir(ours: bool) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new("cp")
+        .args(["-r", "/etc/fail2ban/."])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "copying /etc/fail2ban failed");
+    let local = dir.path().join("filter.d/freeswitch.local");
+    if ours {
+        std::fs::write(&local, FILTER).unwrap();
+    } else {
+        let _ = std::fs::remove_file(&local);
+    }
+    dir
+}
+
+/// The addresses `fail2ban-regex` finds in `lines`, one per matching line, in order.
+fn matched_ips(conf: &Path, lines: &[&str]) -> Vec<String> {
+    let work = tempfile::tempdir().unwrap();
+    let log = work.path().join("freeswitch.log");
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let out = Command::new(fail2ban_regex())
+        .arg("-c")
+        .arg(conf)
+        .args(["--out", "ip"])
+        .arg(&log)
+        .arg("freeswitch")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fail2ban-regex failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+#[test]
+fn every_failure_line_bans_the_sender_and_nothing_else_matches() {
+    let conf = config_dir(true);
+    let cases = corpus();
+    let bad: Vec<&Case> = cases.iter().filter(|c| c.ban.is_some()).collect();
+    let benign: Vec<&Case> = cases.iter().filter(|c| c.ban.is_none()).collect();
+    assert!(bad.len() >= 15 && benign.len() >= 10, "corpus too small");
+
+    // One run per line would take minutes; one run per file keeps order, so a missed line shows
+    // up as a shifted list. Check line by line only to name the culprit.
+    let lines: Vec<&str> = bad.iter().map(|c| c.line.as_str()).collect();
+    let want: Vec<String> = bad.iter().filter_map(|c| c.ban.clone()).collect();
+    let got = matched_ips(conf.path(), &lines);
+    if got != want {
+        for c in &bad {
+            let one = matched_ips(conf.path(), &[c.line.as_str()]);
+            assert_eq!(
+                one,
+                vec![c.ban.clone().unwrap()],
+                "wrong or no ban for: {}",
+                c.line
+            );
+        }
+    }
+    assert_eq!(got, want);
+
+    let lines: Vec<&str> = benign.iter().map(|c| c.line.as_str()).collect();
+    let got = matched_ips(conf.path(), &lines);
+    assert!(
+        got.is_empty(),
+        "benign lines matched (would ban {got:?}); lines:\n{}",
+        lines.join("\n")
+    );
+}
+
+#[test]
+fn corpus_covers_every_shape_the_filter_promises() {
+    let cases = corpus();
+    let bad = |pred: &dyn Fn(&str) -> bool| cases.iter().any(|c| c.ban.is_some() && pred(&c.line));
+    assert!(bad(&|l| l.contains("% [WARNING]")), "1.10.7+ percent lines");
+    assert!(
+        bad(&|l| l.contains(".123456 [WARNING]")),
+        "pre-1.10.7 lines"
+    );
+    assert!(bad(&|l| l.len() > 36
+        && l.as_bytes()[8] == b'-'
+        && l.as_bytes()[36] == b' '));
+    assert!(bad(&|l| l.contains("freeswitch[")), "syslog-prefixed");
+    assert!(bad(&|l| l.contains("[WARN] [SOFIA]")));
+    assert!(bad(&|l| l.contains("(INVITE)")));
+    assert!(bad(&|l| l.contains("Can't find user")));
+    assert!(
+        cases
+            .iter()
+            .any(|c| c.ban.as_deref().is_some_and(|ip| ip.contains(':'))),
+        "IPv6"
+    );
+    assert!(
+        cases
+            .iter()
+            .any(|c| c.ban.is_none() && c.line.contains("SIP auth challenge (REGISTER)")),
+        "challenges must be in the no-match set"
+    );
+}
+
+#[test]
+fn a_user_name_cannot_redirect_the_ban() {
+    let conf = config_dir(true);
+    // The bracketed user is attacker text; FreeSWITCH appends the real source last.
+    let line = "2026-11-24 19:30:31.066257 98.13% [WARNING] sofia_reg.c:1787 SIP auth failure \
+                (REGISTER) on sofia profile 'internal' for [1000] from ip 192.0.2.77@x] from ip 203.0.113.99";
+    assert_eq!(matched_ips(conf.path(), &[line]), vec!["203.0.113.99"]);
+    let line = "2026-11-24 19:30:31.066257 98.13% [WARNING] sofia_reg.c:3210 Can't find user \
+                [a] from 192.0.2.77 [b@x] from 203.0.113.98";
+    assert_eq!(matched_ips(conf.path(), &[line]), vec!["203.0.113.98"]);
+}
+
+/// Why fsfleet ships its own filter: Debian 12's packaged one misses every 1.10.7+ line (the
+/// idle-cpu percent field) and bans on challenges, i.e. on every phone that registers.
+#[test]
+fn packaged_debian_filter_misses_percent_lines_and_bans_challenges() {
+    let conf = config_dir(false);
+    let cases = corpus();
+    let percent: Vec<&str> = cases
+        .iter()
+        .filter(|c| c.ban.is_some() && c.line.contains("% [WARNING]"))
+        .map(|c| c.line.as_str())
+        .collect();
+    assert!(percent.len() >= 5);
+    assert_eq!(matched_ips(conf.path(), &percent), Vec::<String>::new());
+
+    let old_challenge = "2021-03-02 10:11:12.123456 [WARNING] sofia_reg.c:1861 SIP auth challenge \
+                         (REGISTER) on sofia profile 'internal' for [1000@10.0.0.5] from ip 198.51.100.20";
+    assert_eq!(
+        matched_ips(conf.path(), &[old_challenge]),
+        vec!["198.51.100.20"],
+        "the packaged default mode bans challenges; ours must not (see the corpus)"
+    );
+}
+
+#[test]
+fn our_filter_loads_without_recursion_next_to_the_packaged_conf() {
+    assert!(
+        !FILTER.lines().any(|l| {
+            let l = l.trim();
+            l.starts_with("before") && l.contains("freeswitch.conf")
+        }),
+        "an include of freeswitch.conf from freeswitch.local recurses"
+    );
+    let conf = config_dir(true);
+    assert!(conf.path().join("filter.d/freeswitch.conf").exists());
+    let line = "2026-11-24 19:30:31.066257 98.13% [WARNING] sofia_reg.c:3210 Can't find user \
+                [9999@127.0.0.1] from 203.0.113.2";
+    assert_eq!(matched_ips(conf.path(), &[line]), vec!["203.0.113.2"]);
+}
+
+/// The jail fsfleet renders, as fail2ban itself resolves it (`fail2ban-client -d` dumps the
+/// configuration it would start with, without starting anything).
+#[test]
+fn rendered_jail_is_what_fail2ban_loads() {
+    use fsfleet::inventory::{ConfDir, Fail2banSettings, Host, HostKeyPolicy};
+    let host = Host {
+        name: "pbx1".into(),
+        address: "192.0.2.10".into(),
+        port: 22,
+        user: "root".into(),
+        groups: vec![],
+        identity_files: vec![],
+        password_env: None,
+        sudo: false,
+        sudo_password_env: None,
+        jump: None,
+        conf_dir: ConfDir::Auto,
+        sip_allow_from: vec![
+            "203.0.113.0/24".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+        ],
+        connect_timeout: std::time::Duration::from_secs(5),
+        known_hosts: None,
+        host_key_policy: HostKeyPolicy::Strict,
+        fail2ban: Fail2banSettings {
+            maxretry: 4,
+            findtime: 300,
+            bantime: 7200,
+        },
+        waive: vec![],
+    };
+    let conf = config_dir(true);
+    let logdir = tempfile::tempdir().unwrap();
+    let log = logdir.path().join("freeswitch.log");
+    std::fs::write(&log, "").unwrap();
+    let jail = fsfleet::harden::fail2ban::render_jail(&host, &log.to_string_lossy());
+    std::fs::write(conf.path().join("jail.d/fsfleet-freeswitch.local"), jail).unwrap();
+    let out = Command::new("fail2ban-client")
+        .arg("-c")
+        .arg(conf.path())
+        .arg("-d")
+        .output()
+        .unwrap();
+    let dump = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let has = |s: &str| assert!(dump.contains(s), "missing {s} in:\n{dump}");
+    has("['add', 'freeswitch', 'auto']");
+    has(&format!(
+        "['set', 'freeswitch', 'addlogpath', '{}', 'head']",
+        log.display()
+    ));
+    has("['set', 'freeswitch', 'maxretry', 4]");
+    has("['set', 'freeswitch', 'findtime', '300']");
+    has("['set', 'freeswitch', 'bantime', '7200']");
+    has(
+        "['set', 'freeswitch', 'addignoreip', '127.0.0.1/8', '::1', '203.0.113.0/24', '2001:db8::/32']",
+    );
+    // Our filter, not the packaged one: the percent-tolerant prefix and no challenge regex.
+    has(r"(?:\\d{1,3}\\.\\d+%\\s+)?");
+    assert!(!dump.contains("SIP auth (?:failure|challenge)"));
+    // Both protocols banned on the SIP ports only.
+    for proto in ["tcp", "udp"] {
+        has(&format!(
+            "-I INPUT -p $proto -m multiport --dports 5060,5061,5080,5081 -j f2b-freeswitch-{proto}"
+        ));
+        has(&format!("['protocol', '{proto}']"));
+    }
+    has("['add', 'sshd', 'systemd']");
+    has("['start', 'freeswitch']");
+}
