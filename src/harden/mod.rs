@@ -9,5 +9,6 @@
 //! The orchestration (order, backup, vault, rollback, reload) is in [`run`](self::run) below.
 
 pub mod context;
+pub mod firewall;
 
 pub use context::{HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
