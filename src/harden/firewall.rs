@@ -266,7 +266,12 @@ pub fn wanted_rules(f: &HostFacts, host: &Host, connected_port: u16, ipv6: bool)
             });
         }
     }
-    if !ipv6 && host.sip_allow_from.iter().any(|n| matches!(n, IpNet::V6(_))) {
+    if !ipv6
+        && host
+            .sip_allow_from
+            .iter()
+            .any(|n| matches!(n, IpNet::V6(_)))
+    {
         w.warnings.push(format!(
             "IPv6 sources in sip_allow_from are skipped: ufw has IPV6=no in {UFW_DEFAULTS}"
         ));
@@ -331,10 +336,7 @@ fn conf_port(
             Ok(p) => (p, None),
             Err(e) => (
                 default,
-                Some(format!(
-                    "{}: {param} {e}; assumed {default}",
-                    file.path
-                )),
+                Some(format!("{}: {param} {e}; assumed {default}", file.path)),
             ),
         },
         Err(e) => (
@@ -422,7 +424,8 @@ fn sip_ports(f: &HostFacts, vars_text: Option<&str>) -> (BTreeSet<(Proto, u16)>,
             {
                 continue;
             }
-            let (Some(n), Some(v), Some(cur)) = (t.attr("name"), t.attr("value"), profiles.last_mut())
+            let (Some(n), Some(v), Some(cur)) =
+                (t.attr("name"), t.attr("value"), profiles.last_mut())
             else {
                 continue;
             };
@@ -435,15 +438,14 @@ fn sip_ports(f: &HostFacts, vars_text: Option<&str>) -> (BTreeSet<(Proto, u16)>,
             cur[slot] = Some(v.value.clone());
         }
         for [sip, tls, tls_port] in profiles {
-            let port = |raw: Option<String>, param: &str, default: u16, ws: &mut Vec<String>| {
-                match raw {
+            let port =
+                |raw: Option<String>, param: &str, default: u16, ws: &mut Vec<String>| match raw {
                     None => default,
                     Some(v) => parse_port(&v, vars_text).unwrap_or_else(|e| {
                         ws.push(format!("{}: {param} {e}; assumed {default}", file.path));
                         default
                     }),
-                }
-            };
+                };
             let p = port(sip, "sip-port", DEFAULT_SIP_PORT, &mut warnings);
             out.insert((Proto::Udp, p));
             out.insert((Proto::Tcp, p));
@@ -591,7 +593,7 @@ fn dport_covers(dport: &str, want: Ports) -> bool {
 }
 
 fn hex_decode(s: &str) -> Option<String> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..s.len())
@@ -784,7 +786,7 @@ fn plan_with(
         .filter(|t| !wanted.rules.iter().any(|r| t.is_exactly(r)))
         .filter(|t| {
             let ssh = t.comment.as_deref() == Some(Purpose::Ssh.comment());
-            !(ssh && !wanted.sshd_ports_known)
+            !ssh || wanted.sshd_ports_known
         })
         .filter(|t| !(t.proto != "udp" && dport_covers(&t.dport, Ports::one(connected_port))))
         .collect();
@@ -924,7 +926,13 @@ fn plan_with(
 fn watchdog_flag(run_id: &str) -> String {
     let safe: String = run_id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("/run/fsfleet-firewall-{safe}.armed")
 }
@@ -1019,10 +1027,7 @@ pub async fn apply(ctx: &StepCtx<'_>, plan: &StepPlan) -> Result<Vec<String>, St
         }));
     }
 
-    let disarm = format!(
-        "rm -f {}; LC_ALL=C ufw status verbose",
-        sh_quote(&flag)
-    );
+    let disarm = format!("rm -f {}; LC_ALL=C ufw status verbose", sh_quote(&flag));
     let out = ctx
         .run_checked(
             &format!("disarming the firewall watchdog on {host} (ufw will be disabled within {WATCHDOG_SECS} s; re-run)"),
@@ -1064,4 +1069,574 @@ async fn prove_new_connection(ctx: &StepCtx<'_>) -> Result<(), String> {
     tokio::time::timeout(PROOF_LIMIT, attempt)
         .await
         .map_err(|_| format!("no new connection within {} s", PROOF_LIMIT.as_secs()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::facts::{Facts, FileFact, Files};
+    use crate::report::testing::host;
+
+    const CONF: &str = "/etc/freeswitch";
+    const STOCK_FILES: &[&str] = &[
+        "vars.xml",
+        "autoload_configs/switch.conf.xml",
+        "autoload_configs/event_socket.conf.xml",
+        "sip_profiles/internal.xml",
+        "sip_profiles/external.xml",
+        "sip_profiles/internal-ipv6.xml",
+        "sip_profiles/external-ipv6.xml",
+    ];
+    const UFW_DEFAULT_FILE: &str =
+        "IPV6=yes\nDEFAULT_INPUT_POLICY=\"DROP\"\nDEFAULT_OUTPUT_POLICY=\"ACCEPT\"\n";
+
+    fn stock(rel: &str) -> String {
+        std::fs::read_to_string(format!(
+            "{}/../shared/reference/freeswitch-conf-1.10.12/{rel}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    fn file(path: &str, text: &str) -> FileFact {
+        FileFact {
+            path: path.to_string(),
+            mode: 0o644,
+            owner: "root".into(),
+            group: "root".into(),
+            size: text.len() as u64,
+            content: Some(text.as_bytes().to_vec()),
+        }
+    }
+
+    /// A host with the stock config tree, sshd on `ssh_ports`, ufw installed and inactive.
+    struct Fixture {
+        facts: HostFacts,
+    }
+
+    impl Fixture {
+        fn stock(ssh_ports: &[u16]) -> Fixture {
+            let mut files = BTreeMap::new();
+            for rel in STOCK_FILES {
+                let p = format!("{CONF}/{rel}");
+                files.insert(p.clone(), file(&p, &stock(rel)));
+            }
+            files.insert(UFW_DEFAULTS.into(), file(UFW_DEFAULTS, UFW_DEFAULT_FILE));
+            let mut packages = BTreeMap::new();
+            packages.insert("ufw".to_string(), "0.36.2-1".to_string());
+            Fixture {
+                facts: HostFacts {
+                    base: Facts {
+                        sshd_ports: ssh_ports.to_vec(),
+                        packages,
+                        ..Facts::default()
+                    },
+                    files: Files {
+                        conf_dir: Some(CONF.into()),
+                        files,
+                    },
+                    ..HostFacts::default()
+                },
+            }
+        }
+        fn set(mut self, path: &str, text: &str) -> Fixture {
+            self.facts.files.files.insert(path.into(), file(path, text));
+            self
+        }
+        fn conf(self, rel: &str, text: &str) -> Fixture {
+            self.set(&format!("{CONF}/{rel}"), text)
+        }
+        fn active(mut self) -> Fixture {
+            self.facts.base.ufw_active = true;
+            self
+        }
+    }
+
+    fn rules_of(w: &Wanted) -> Vec<String> {
+        w.rules.iter().map(Rule::describe).collect()
+    }
+
+    fn with_allow(nets: &[&str]) -> Host {
+        let mut h = host("fs1");
+        h.sip_allow_from = nets.iter().map(|n| n.parse().unwrap()).collect();
+        h
+    }
+
+    /// The `### tuple ###` lines ufw writes for these rules (format checked against ufw 0.36.2).
+    fn ufw_files(rules: &[Rule]) -> (String, String) {
+        let mut v4 = String::from("*filter\n### RULES ###\n");
+        let mut v6 = v4.clone();
+        for r in rules {
+            let hex: String = r
+                .purpose
+                .comment()
+                .bytes()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            for fam6 in r.families(true) {
+                let (any, out) = if fam6 {
+                    ("::/0", &mut v6)
+                } else {
+                    ("0.0.0.0/0", &mut v4)
+                };
+                let src = r.from.map(|n| ufw_addr(&n)).unwrap_or(any.to_string());
+                out.push_str(&format!(
+                    "\n### tuple ### allow {} {} {any} any {src} in comment={hex}\n-A ufw-user-input -j ACCEPT\n",
+                    r.proto.as_str(),
+                    r.ports
+                ));
+            }
+        }
+        (v4, v6)
+    }
+
+    fn hardened(fx: Fixture, h: &Host) -> Fixture {
+        let w = wanted_rules(&fx.facts, h, h.port, true);
+        let (v4, v6) = ufw_files(&w.rules);
+        fx.set(USER_RULES, &v4).set(USER6_RULES, &v6).active()
+    }
+
+    #[test]
+    fn stock_host_opens_ssh_rtp_and_sip_but_not_tls_or_esl() {
+        let fx = Fixture::stock(&[22]);
+        let w = wanted_rules(&fx.facts, &host("fs1"), 22, true);
+        assert_eq!(
+            rules_of(&w),
+            [
+                "22/tcp from anywhere (SSH)",
+                "16384:32768/udp from anywhere (RTP)",
+                "5060/tcp from anywhere (SIP)",
+                "5080/tcp from anywhere (SIP)",
+                "5060/udp from anywhere (SIP)",
+                "5080/udp from anywhere (SIP)",
+            ]
+        );
+        assert_eq!(w.esl_port, 8021);
+        assert!(
+            w.warnings.iter().any(|m| m
+                .contains("SIP (5060/tcp, 5080/tcp, 5060/udp, 5080/udp) is open to the world")
+                && m.contains("sip_allow_from for fs1")),
+            "{:?}",
+            w.warnings
+        );
+    }
+
+    #[test]
+    fn sshd_only_on_2222_opens_2222_and_the_connected_port_never_just_22() {
+        let fx = Fixture::stock(&[2222]);
+        let mut h = host("fs3");
+        h.port = 2222;
+        let w = wanted_rules(&fx.facts, &h, 2222, true);
+        let ssh: Vec<String> = w
+            .rules
+            .iter()
+            .filter(|r| r.purpose == Purpose::Ssh)
+            .map(Rule::describe)
+            .collect();
+        assert_eq!(ssh, ["2222/tcp from anywhere (SSH)"]);
+
+        // Reached through a NAT'd port 2200 while sshd listens on 2222: both stay open.
+        let w = wanted_rules(&fx.facts, &h, 2200, true);
+        assert_eq!(w.ssh_ports, [2200, 2222]);
+
+        // sshd ports unreadable: the connected port is still allowed, with a warning.
+        let fx = Fixture::stock(&[]);
+        let w = wanted_rules(&fx.facts, &h, 2222, true);
+        assert_eq!(w.ssh_ports, [2222]);
+        assert!(w.warnings.iter().any(|m| m.contains("only port 2222")));
+    }
+
+    #[test]
+    fn allow_list_gives_per_source_sip_rules_in_the_right_family() {
+        let fx = Fixture::stock(&[22]);
+        let h = with_allow(&["198.51.100.0/24", "192.0.2.7/32", "2001:db8::/32"]);
+        let w = wanted_rules(&fx.facts, &h, 22, true);
+        let sip: Vec<&Rule> = w
+            .rules
+            .iter()
+            .filter(|r| r.purpose == Purpose::Sip)
+            .collect();
+        assert_eq!(sip.len(), 4 * 3, "4 SIP port/protos x 3 sources");
+        assert!(sip.iter().all(|r| r.from.is_some()), "no SIP from anywhere");
+        assert!(!w.warnings.iter().any(|m| m.contains("open to the world")));
+        let single = sip
+            .iter()
+            .find(|r| r.from == Some("192.0.2.7/32".parse().unwrap()))
+            .unwrap();
+        assert!(
+            single
+                .ufw_args()
+                .starts_with("allow proto tcp from 192.0.2.7 to any port 5060 "),
+            "{}",
+            single.ufw_args()
+        );
+        let v6 = sip
+            .iter()
+            .find(|r| matches!(r.from, Some(IpNet::V6(_))))
+            .unwrap();
+        assert_eq!(v6.families(true), [true], "a v6 source is a v6-only rule");
+        assert!(v6.ufw_args().contains("from 2001:db8::/32 "));
+        // SSH and RTP stay reachable from anywhere.
+        assert!(
+            w.rules
+                .iter()
+                .filter(|r| r.purpose != Purpose::Sip)
+                .all(|r| r.from.is_none())
+        );
+    }
+
+    #[test]
+    fn ipv6_sources_are_skipped_with_a_warning_when_ufw_has_ipv6_off() {
+        let fx = Fixture::stock(&[22]).set(
+            UFW_DEFAULTS,
+            "IPV6=no\nDEFAULT_INPUT_POLICY=\"DROP\"\nDEFAULT_OUTPUT_POLICY=\"ACCEPT\"\n",
+        );
+        let h = with_allow(&["2001:db8::/32", "198.51.100.0/24"]);
+        let p = plan(&fx.facts, &h, &HardenOptions::default()).unwrap();
+        assert!(!p.data[DATA_COMMANDS].contains("2001:db8"));
+        assert!(p.data[DATA_COMMANDS].contains("from 198.51.100.0/24"));
+        assert!(
+            p.warnings
+                .iter()
+                .any(|m| m.contains("IPv6 sources in sip_allow_from are skipped"))
+        );
+        assert!(
+            p.warnings
+                .iter()
+                .any(|m| m.contains("IPv6 traffic to this host is not filtered"))
+        );
+    }
+
+    #[test]
+    fn rtp_range_comes_from_switch_conf_with_vars_resolved() {
+        let switch = stock("autoload_configs/switch.conf.xml").replace(
+            "<!-- <param name=\"rtp-start-port\" value=\"16384\"/> -->",
+            "<param name=\"rtp-start-port\" value=\"$${rtp_lo}\"/>",
+        );
+        let switch = switch.replace(
+            "<!-- <param name=\"rtp-end-port\" value=\"32768\"/> -->",
+            "<param name=\"rtp-end-port\" value=\"20999\"/>",
+        );
+        let vars = stock("vars.xml").replace(
+            "</include>",
+            "  <X-PRE-PROCESS cmd=\"set\" data=\"rtp_lo=20000\"/>\n</include>",
+        );
+        let fx = Fixture::stock(&[22])
+            .conf("autoload_configs/switch.conf.xml", &switch)
+            .conf("vars.xml", &vars);
+        let w = wanted_rules(&fx.facts, &host("fs1"), 22, true);
+        assert!(rules_of(&w).contains(&"20000:20999/udp from anywhere (RTP)".to_string()));
+
+        // A variable vars.xml does not set: FreeSWITCH's default, and the file is named.
+        let fx = Fixture::stock(&[22]).conf("autoload_configs/switch.conf.xml", &switch);
+        let w = wanted_rules(&fx.facts, &host("fs1"), 22, true);
+        assert!(rules_of(&w).contains(&"16384:20999/udp from anywhere (RTP)".to_string()));
+        assert!(w.warnings.iter().any(|m| m.contains(
+            "/etc/freeswitch/autoload_configs/switch.conf.xml: rtp-start-port '$${rtp_lo}' uses a variable"
+        )));
+    }
+
+    #[test]
+    fn sip_ports_follow_vars_and_tls_opens_only_when_enabled() {
+        let vars = stock("vars.xml")
+            .replace("internal_sip_port=5060", "internal_sip_port=5070")
+            .replace("internal_ssl_enable=false", "internal_ssl_enable=true");
+        let fx = Fixture::stock(&[22]).conf("vars.xml", &vars);
+        let w = wanted_rules(&fx.facts, &host("fs1"), 22, true);
+        let r = rules_of(&w);
+        for want in [
+            "5070/udp from anywhere (SIP)",
+            "5070/tcp from anywhere (SIP)",
+            "5061/tcp from anywhere (SIP)",
+        ] {
+            assert!(r.contains(&want.to_string()), "{want} missing from {r:?}");
+        }
+        assert!(!r.iter().any(|x| x.starts_with("5060/")));
+        assert!(
+            !r.iter().any(|x| x.starts_with("5081/")),
+            "external TLS is off"
+        );
+    }
+
+    #[test]
+    fn the_event_socket_port_is_never_opened() {
+        // A profile misconfigured onto the ESL port, and an operator rule already opening it.
+        let internal = stock("sip_profiles/internal.xml").replace("$${internal_sip_port}", "8021");
+        let fx = Fixture::stock(&[22])
+            .conf("sip_profiles/internal.xml", &internal)
+            .set(
+                USER_RULES,
+                "### tuple ### allow tcp 8000:8100 0.0.0.0/0 any 0.0.0.0/0 in\n",
+            );
+        let p = plan(&fx.facts, &host("fs1"), &HardenOptions::default()).unwrap();
+        let cmds = &p.data[DATA_COMMANDS];
+        assert!(!cmds.contains("proto tcp to any port 8021"), "{cmds}");
+        assert!(
+            cmds.contains("proto udp to any port 8021"),
+            "UDP is not the ESL"
+        );
+        assert!(
+            p.warnings
+                .iter()
+                .any(|m| m.contains("configured on 8021/tcp, the Event Socket port"))
+        );
+        assert!(
+            p.warnings
+                .iter()
+                .any(|m| m.contains("opens the Event Socket port 8021/tcp"))
+        );
+        // Every planned rule, from the stock host too.
+        let fx = Fixture::stock(&[22]);
+        let w = wanted_rules(&fx.facts, &with_allow(&["10.0.0.0/8"]), 22, true);
+        assert!(
+            !w.rules
+                .iter()
+                .any(|r| r.proto == Proto::Tcp && r.ports.contains(8021))
+        );
+    }
+
+    #[test]
+    fn fresh_host_plans_every_rule_then_enable_in_a_safe_order() {
+        let fx = Fixture::stock(&[2222]);
+        let mut h = host("fs3");
+        h.port = 2222;
+        let p = plan(&fx.facts, &h, &HardenOptions::default()).unwrap();
+        assert!(
+            p.changes
+                .contains(&"allow 2222/tcp from anywhere (SSH)".to_string())
+        );
+        assert_eq!(p.changes.last().map(String::as_str), Some("enable ufw"));
+        let cmds: Vec<String> = p.data[DATA_COMMANDS].lines().map(str::to_string).collect();
+        assert_eq!(
+            cmds[0],
+            "allow proto tcp to any port 2222 comment 'fsfleet ssh'"
+        );
+        assert!(!cmds.iter().any(|c| c.contains("port 22 ")));
+        let script = apply_script(&cmds, &watchdog_flag("r1"));
+        let at = |s: &str| {
+            script
+                .find(s)
+                .unwrap_or_else(|| panic!("{s} not in {script}"))
+        };
+        assert!(at("ufw allow proto tcp to any port 2222") < at("setsid -f"));
+        assert!(at("setsid -f") < at("ufw --force enable"));
+        assert!(script.contains("/run/fsfleet-firewall-r1.armed"));
+        assert!(
+            script.starts_with("set -e\n"),
+            "a failed rule stops before enabling"
+        );
+    }
+
+    #[test]
+    fn hardened_host_plans_no_change() {
+        for h in [
+            host("fs1"),
+            with_allow(&["198.51.100.0/24", "192.0.2.7/32", "2001:db8::/32"]),
+        ] {
+            let fx = hardened(Fixture::stock(&[22]), &h);
+            let p = plan(&fx.facts, &h, &HardenOptions::default()).unwrap();
+            assert!(p.is_noop(), "{:?}", p.changes);
+            // Also with --firewall-reset: only fsfleet's own rules are there.
+            let reset = HardenOptions {
+                firewall_reset: true,
+                ..HardenOptions::default()
+            };
+            let p = plan(&fx.facts, &h, &reset).unwrap();
+            assert!(p.is_noop(), "{:?}", p.changes);
+        }
+    }
+
+    #[test]
+    fn operators_equivalent_rules_count_and_their_other_rules_stay() {
+        // OpenSSH app rule for 22, a plain multi-port rule for SIP, a range for RTP, plus an
+        // unrelated web rule.
+        let v4 = "### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 OpenSSH - in\n\
+                  ### tuple ### allow any 5060,5080 0.0.0.0/0 any 0.0.0.0/0 in\n\
+                  ### tuple ### allow udp 10000:40000 0.0.0.0/0 any 0.0.0.0/0 in\n\
+                  ### tuple ### allow tcp 443 0.0.0.0/0 any 0.0.0.0/0 in\n";
+        let v6 = v4.replace("0.0.0.0/0", "::/0");
+        let fx = Fixture::stock(&[22])
+            .set(USER_RULES, v4)
+            .set(USER6_RULES, &v6)
+            .active();
+        let p = plan(&fx.facts, &host("fs1"), &HardenOptions::default()).unwrap();
+        assert!(p.is_noop(), "{:?}", p.changes);
+
+        // Inactive: only "enable", nothing deleted, the 443 rule untouched.
+        let mut fx = fx;
+        fx.facts.base.ufw_active = false;
+        let p = plan(&fx.facts, &host("fs1"), &HardenOptions::default()).unwrap();
+        assert_eq!(p.changes, ["enable ufw"]);
+        assert!(!p.data[DATA_COMMANDS].contains("delete"));
+    }
+
+    #[test]
+    fn stale_fsfleet_rules_are_deleted_once_sip_is_restricted() {
+        let fx = hardened(Fixture::stock(&[22]), &host("fs1"));
+        let h = with_allow(&["198.51.100.0/24"]);
+        let p = plan(&fx.facts, &h, &HardenOptions::default()).unwrap();
+        let cmds: Vec<&str> = p.data[DATA_COMMANDS].lines().collect();
+        let add = cmds
+            .iter()
+            .position(|c| {
+                *c == "allow proto udp from 198.51.100.0/24 to any port 5060 comment 'fsfleet sip'"
+            })
+            .unwrap();
+        let del = cmds
+            .iter()
+            .position(|c| *c == "delete allow proto udp to any port 5060")
+            .unwrap();
+        assert!(
+            add < del,
+            "add the restricted rule before removing the open one"
+        );
+        assert_eq!(cmds.iter().filter(|c| c.starts_with("delete")).count(), 4);
+        assert!(!cmds.iter().any(|c| c.contains("port 22")), "SSH untouched");
+        assert!(
+            p.changes
+                .iter()
+                .any(|c| c.starts_with("delete stale fsfleet rule allow 5060/udp from anywhere"))
+        );
+        assert_eq!(p.changes.last().map(String::as_str), Some("reload ufw"));
+    }
+
+    #[test]
+    fn stale_ssh_rule_stays_when_sshd_ports_are_unknown() {
+        let fx = hardened(Fixture::stock(&[22, 2222]), &host("fs1"));
+        // sshd moved off 2222: the fsfleet rule for it is stale and goes.
+        let mut known = Fixture::stock(&[22]);
+        known.facts.files = fx.facts.files.clone();
+        known.facts.base.ufw_active = true;
+        let p = plan(&known.facts, &host("fs1"), &HardenOptions::default()).unwrap();
+        assert_eq!(
+            p.data[DATA_COMMANDS],
+            "delete allow proto tcp to any port 2222"
+        );
+        // Ports unreadable: nothing is known to be stale, nothing SSH is deleted.
+        let mut unknown = Fixture::stock(&[]);
+        unknown.facts.files = fx.facts.files.clone();
+        unknown.facts.base.ufw_active = true;
+        let p = plan(&unknown.facts, &host("fs1"), &HardenOptions::default()).unwrap();
+        assert!(p.is_noop(), "{:?}", p.changes);
+    }
+
+    #[test]
+    fn a_deny_on_the_ssh_port_is_refused_before_anything_changes() {
+        let fx = Fixture::stock(&[2222]).set(
+            USER_RULES,
+            "### tuple ### deny tcp 2222 0.0.0.0/0 any 0.0.0.0/0 in\n",
+        );
+        let mut h = host("fs3");
+        h.port = 2222;
+        let e = plan(&fx.facts, &h, &HardenOptions::default()).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("fs3") && msg.contains("blocks SSH port 2222"),
+            "{msg}"
+        );
+        assert!(msg.contains("--firewall-reset"), "{msg}");
+        let reset = HardenOptions {
+            firewall_reset: true,
+            ..HardenOptions::default()
+        };
+        let p = plan(&fx.facts, &h, &reset).unwrap();
+        assert!(
+            p.data[DATA_COMMANDS].starts_with("--force reset\nallow proto tcp to any port 2222")
+        );
+    }
+
+    #[test]
+    fn reset_drops_foreign_rules_and_readds_everything() {
+        let h = host("fs1");
+        let mut fx = hardened(Fixture::stock(&[22]), &h);
+        let v4 = format!(
+            "{}\n### tuple ### allow tcp 3306 0.0.0.0/0 any 0.0.0.0/0 in\n",
+            fx.facts.file_text(USER_RULES).unwrap()
+        );
+        fx = fx.set(USER_RULES, &v4);
+        let p = plan(&fx.facts, &h, &HardenOptions::default()).unwrap();
+        assert!(
+            p.is_noop(),
+            "the operator's rule stays without --firewall-reset"
+        );
+        let reset = HardenOptions {
+            firewall_reset: true,
+            ..HardenOptions::default()
+        };
+        let p = plan(&fx.facts, &h, &reset).unwrap();
+        assert!(p.changes[0].contains("drop 1 existing rule(s): allow 3306/tcp from anywhere"));
+        let cmds: Vec<&str> = p.data[DATA_COMMANDS].lines().collect();
+        assert_eq!(cmds[0], "--force reset");
+        assert_eq!(cmds.iter().filter(|c| c.starts_with("allow ")).count(), 6);
+        assert!(cmds.contains(&"default deny incoming"));
+        assert_eq!(p.changes.last().map(String::as_str), Some("enable ufw"));
+    }
+
+    #[test]
+    fn wrong_default_policies_are_changes() {
+        let h = host("fs1");
+        let fx = hardened(Fixture::stock(&[22]), &h).set(
+            UFW_DEFAULTS,
+            "IPV6=yes\nDEFAULT_INPUT_POLICY=\"ACCEPT\"\nDEFAULT_OUTPUT_POLICY=\"DROP\"\n",
+        );
+        let p = plan(&fx.facts, &h, &HardenOptions::default()).unwrap();
+        assert_eq!(
+            p.changes,
+            [
+                "default policy for incoming: deny (was allow)",
+                "default policy for outgoing: allow (was deny)",
+                "reload ufw"
+            ]
+        );
+        // The live status wins over the file when ufw reports it.
+        assert_eq!(
+            parse_status_defaults(
+                "Status: active\nLogging: on (low)\nDefault: deny (incoming), allow (outgoing), disabled (routed)\n"
+            ),
+            Some(("deny".to_string(), "allow".to_string()))
+        );
+        assert_eq!(parse_status_defaults("Status: inactive\n"), None);
+    }
+
+    #[test]
+    fn ufw_not_installed_yet_plans_everything() {
+        let mut fx = Fixture::stock(&[22]);
+        fx.facts.base.packages.clear();
+        fx.facts.files.files.remove(UFW_DEFAULTS);
+        let p = plan(&fx.facts, &host("fs1"), &HardenOptions::default()).unwrap();
+        assert!(p.changes.iter().any(|c| c.contains("not installed yet")));
+        assert!(p.data[DATA_COMMANDS].contains("default deny incoming"));
+        assert_eq!(p.changes.last().map(String::as_str), Some("enable ufw"));
+    }
+
+    #[test]
+    fn tuples_parse_comments_apps_and_ignore_junk() {
+        let text = "### tuple ### allow udp 5060 0.0.0.0/0 any 10.0.0.5 in comment=6673666c65657420736970\n\
+                    ### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 OpenSSH - in\n\
+                    ### tuple ### garbage\n-A ufw-user-input -j ACCEPT\n\
+                    ### tuple ### allow tcp 80 0.0.0.0/0 any 0.0.0.0/0 in comment=zz\n";
+        let t = parse_tuples(text, false);
+        assert_eq!(t.len(), 3);
+        assert_eq!(t[0].comment.as_deref(), Some("fsfleet sip"));
+        assert!(t[0].is_fsfleet());
+        assert_eq!(t[0].src_net(), Some("10.0.0.5/32".parse().unwrap()));
+        assert_eq!((t[1].dport.as_str(), t[1].direction.as_str()), ("22", "in"));
+        assert!(!t[1].is_fsfleet());
+        assert_eq!(
+            t[2].comment.as_deref(),
+            Some("zz"),
+            "undecodable comment kept raw"
+        );
+        assert!(dport_covers("80,5000:6000", Ports::one(5060)));
+        assert!(!dport_covers("any", Ports::one(5060)));
+        assert!(!dport_covers(
+            "16384:20000",
+            Ports {
+                first: 16384,
+                last: 32768
+            }
+        ));
+    }
 }
