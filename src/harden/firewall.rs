@@ -922,8 +922,9 @@ fn plan_with(
     Ok(plan)
 }
 
-/// The on-host flag the watchdog checks; removing it disarms the watchdog.
-fn watchdog_flag(run_id: &str) -> String {
+/// The on-host flag the watchdog checks; removing it disarms the watchdog. The nonce keeps a
+/// still-sleeping watchdog of an earlier apply from acting on this one's flag.
+fn watchdog_flag(run_id: &str, nonce: u32) -> String {
     let safe: String = run_id
         .chars()
         .map(|c| {
@@ -934,7 +935,7 @@ fn watchdog_flag(run_id: &str) -> String {
             }
         })
         .collect();
-    format!("/run/fsfleet-firewall-{safe}.armed")
+    format!("/run/fsfleet-firewall-{safe}-{nonce:08x}.armed")
 }
 
 /// The root script that changes ufw: rules first, then defaults, then the armed watchdog and
@@ -986,7 +987,7 @@ pub async fn apply(ctx: &StepCtx<'_>, plan: &StepPlan) -> Result<Vec<String>, St
         let at = usize::from(commands.first().is_some_and(|c| c == "--force reset"));
         commands.insert(at, r.ufw_args());
     }
-    let flag = watchdog_flag(ctx.run_id);
+    let flag = watchdog_flag(ctx.run_id, rand::random());
     let script = apply_script(&commands, &flag);
     let host = &ctx.host.name;
     ctx.run_checked(
@@ -1414,7 +1415,7 @@ mod tests {
             "allow proto tcp to any port 2222 comment 'fsfleet ssh'"
         );
         assert!(!cmds.iter().any(|c| c.contains("port 22 ")));
-        let script = apply_script(&cmds, &watchdog_flag("r1"));
+        let script = apply_script(&cmds, &watchdog_flag("r1", 0xab));
         let at = |s: &str| {
             script
                 .find(s)
@@ -1422,7 +1423,7 @@ mod tests {
         };
         assert!(at("ufw allow proto tcp to any port 2222") < at("setsid -f"));
         assert!(at("setsid -f") < at("ufw --force enable"));
-        assert!(script.contains("/run/fsfleet-firewall-r1.armed"));
+        assert!(script.contains("/run/fsfleet-firewall-r1-000000ab.armed"));
         assert!(
             script.starts_with("set -e\n"),
             "a failed rule stops before enabling"
