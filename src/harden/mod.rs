@@ -10,6 +10,7 @@
 
 pub mod context;
 pub mod fail2ban;
+pub mod firewall;
 pub mod packages;
 
 pub use context::{FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};

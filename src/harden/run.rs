@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 
 use super::{
     FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan, auth_logging, backup,
-    event_socket, fail2ban, fs_cli, packages, preflight, reload, sip_password, verify,
+    event_socket, fail2ban, firewall, fs_cli, packages, preflight, reload, sip_password, verify,
 };
 use crate::facts;
 use crate::fleet::HostCtx;
@@ -33,7 +33,7 @@ pub const STEPS: &[&str] = &[
     auth_logging::NAME,
     packages::NAME,
     fail2ban::NAME,
-    "firewall",
+    firewall::NAME,
     reload::NAME,
     fs_cli::NAME,
     verify::NAME,
@@ -206,6 +206,7 @@ async fn gather(session: &Session, host: &Host) -> Result<HostFacts, String> {
 fn extra_probes(p: &mut Probes, host: &Host) {
     packages::probes(p, host);
     fail2ban::probes(p, host);
+    firewall::probes(p, host);
 }
 
 /// The system steps (packages, fail2ban, firewall), planned on the controller.
@@ -223,6 +224,10 @@ fn plan_system(
     if sel.runs(fail2ban::NAME) {
         let t = Instant::now();
         out.push((fail2ban::NAME, fail2ban::plan(facts, host, opts), t));
+    }
+    if sel.runs(firewall::NAME) {
+        let t = Instant::now();
+        out.push((firewall::NAME, firewall::plan(facts, host, opts), t));
     }
     out
 }
@@ -577,7 +582,7 @@ async fn run_steps(
     let t = Instant::now();
     let checks = verify::Checks {
         fail2ban: sel.runs(fail2ban::NAME),
-        firewall: false,
+        firewall: sel.runs(firewall::NAME),
     };
     match verify::apply(session, host, &new_es, &final_pw, &checks).await {
         Ok(ev) => steps.push(
@@ -662,6 +667,7 @@ async fn apply_system(
         let apply = match name {
             packages::NAME => packages::apply(ctx, &plan).await,
             fail2ban::NAME => fail2ban::apply(ctx, &plan).await,
+            firewall::NAME => firewall::apply(ctx, &plan).await,
             _ => Err(StepError::Failed(format!("no such step {name}"))),
         };
         match apply {

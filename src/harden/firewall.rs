@@ -1,0 +1,1643 @@
+//! Step `firewall`: ufw with default deny incoming, allow outgoing; SSH, SIP and RTP allowed.
+//!
+//! The rules come from what the host really runs: every port sshd listens on plus the port
+//! fsfleet is connected through (never just "OpenSSH" = 22, FACTS §6), the SIP and TLS ports of
+//! every loaded profile, the RTP range of switch.conf.xml. SIP is opened only to the host's
+//! `sip_allow_from` sources when given. The Event Socket port is never opened.
+//!
+//! Every rule fsfleet adds carries a `fsfleet ...` comment, so a re-run recognises its own rules
+//! (nothing to add; stale ones, e.g. SIP open to the world after an allow-list was set, are
+//! deleted) and leaves the operator's rules alone unless `--firewall-reset`.
+//!
+//! Lock-out protection: rules are added before ufw is enabled; a watchdog on the host disables
+//! ufw again unless fsfleet disarms it; after enabling, fsfleet opens a NEW SSH connection and,
+//! if that fails within 20 s, disables ufw through the existing connection and fails the step.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::context::{HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
+use crate::conf::{vars, xml};
+use crate::inventory::Host;
+use crate::ssh::sh_quote;
+
+/// The step's name (`--skip firewall`).
+pub const NAME: &str = "firewall";
+
+const STATUS_SNIPPET: &str = "firewall_ufw_status";
+pub const USER_RULES: &str = "/etc/ufw/user.rules";
+pub const USER6_RULES: &str = "/etc/ufw/user6.rules";
+pub const UFW_DEFAULTS: &str = "/etc/default/ufw";
+
+/// Comments of the rules fsfleet adds start with this word.
+const COMMENT_TAG: &str = "fsfleet";
+/// FreeSWITCH's own RTP range when switch.conf.xml does not set one.
+pub const DEFAULT_RTP: (u16, u16) = (16384, 32768);
+const DEFAULT_SIP_PORT: u16 = 5060;
+const DEFAULT_TLS_PORT: u16 = 5061;
+const DEFAULT_ESL_PORT: u16 = 8021;
+/// How long a NEW SSH connection may take after enabling ufw before fsfleet rolls back.
+const PROOF_LIMIT: Duration = Duration::from_secs(20);
+/// The on-host watchdog disables ufw this long after enabling unless fsfleet disarms it first
+/// (covers the controller dying or the existing connection dropping during the proof).
+const WATCHDOG_SECS: u64 = 120;
+const APPLY_LIMIT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// A port or an inclusive range of ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ports {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl Ports {
+    pub fn one(p: u16) -> Ports {
+        Ports { first: p, last: p }
+    }
+    pub fn contains(&self, p: u16) -> bool {
+        self.first <= p && p <= self.last
+    }
+}
+
+impl fmt::Display for Ports {
+    /// ufw's own spelling: `5060` or `16384:32768`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}:{}", self.first, self.last)
+        }
+    }
+}
+
+/// Why fsfleet opens a port; written into the rule's comment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Purpose {
+    Ssh,
+    Sip,
+    Rtp,
+}
+
+impl Purpose {
+    fn comment(self) -> &'static str {
+        match self {
+            Purpose::Ssh => "fsfleet ssh",
+            Purpose::Sip => "fsfleet sip",
+            Purpose::Rtp => "fsfleet rtp",
+        }
+    }
+    fn label(self) -> &'static str {
+        match self {
+            Purpose::Ssh => "SSH",
+            Purpose::Sip => "SIP",
+            Purpose::Rtp => "RTP",
+        }
+    }
+}
+
+/// One allow rule fsfleet wants on the host.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Rule {
+    pub purpose: Purpose,
+    pub proto: Proto,
+    pub ports: Ports,
+    /// None: from anywhere (IPv4 and IPv6).
+    pub from: Option<IpNet>,
+}
+
+impl Rule {
+    /// The arguments of `ufw allow` (each a single shell word; the comment is quoted).
+    pub fn ufw_args(&self) -> String {
+        let from = match &self.from {
+            Some(net) => format!(" from {}", ufw_addr(net)),
+            None => String::new(),
+        };
+        format!(
+            "allow proto {}{from} to any port {} comment {}",
+            self.proto.as_str(),
+            self.ports,
+            sh_quote(self.purpose.comment())
+        )
+    }
+
+    /// For the operator: `2222/tcp from anywhere (SSH)`.
+    pub fn describe(&self) -> String {
+        let from = match &self.from {
+            Some(net) => ufw_addr(net),
+            None => "anywhere".into(),
+        };
+        format!(
+            "{}/{} from {from} ({})",
+            self.ports,
+            self.proto.as_str(),
+            self.purpose.label()
+        )
+    }
+
+    /// Which address families ufw writes this rule for (user.rules, user6.rules).
+    fn families(&self, ipv6: bool) -> Vec<bool> {
+        match &self.from {
+            None if ipv6 => vec![false, true],
+            None => vec![false],
+            Some(IpNet::V4(_)) => vec![false],
+            Some(IpNet::V6(_)) => vec![true],
+        }
+    }
+}
+
+/// A network as ufw writes it: a single address without its /32 or /128.
+fn ufw_addr(net: &IpNet) -> String {
+    let net = net.trunc();
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
+}
+
+/// What the host's configuration asks to be reachable.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Wanted {
+    pub rules: Vec<Rule>,
+    /// The ports sshd listens on plus the connected port.
+    pub ssh_ports: Vec<u16>,
+    /// Whether the sshd ports were read from the host (if not, only the connected port is known).
+    pub sshd_ports_known: bool,
+    pub esl_port: u16,
+    pub warnings: Vec<String>,
+}
+
+/// The rules the host needs, from its facts and inventory entry (`connected_port`: the port
+/// fsfleet reaches sshd through).
+pub fn wanted_rules(f: &HostFacts, host: &Host, connected_port: u16, ipv6: bool) -> Wanted {
+    let mut w = Wanted {
+        esl_port: DEFAULT_ESL_PORT,
+        sshd_ports_known: !f.base.sshd_ports.is_empty(),
+        ..Wanted::default()
+    };
+    let vars_text = f.files.conf("vars.xml").and_then(|v| v.text());
+
+    let mut ssh: BTreeSet<u16> = f.base.sshd_ports.iter().copied().collect();
+    ssh.insert(connected_port);
+    w.ssh_ports = ssh.iter().copied().collect();
+    if !w.sshd_ports_known {
+        w.warnings.push(format!(
+            "could not read the ports sshd listens on (ss and sshd -T printed nothing): only port \
+             {connected_port}, the one fsfleet is connected through, is allowed for SSH"
+        ));
+    }
+
+    if let Some(esl) = f.files.conf("autoload_configs/event_socket.conf.xml") {
+        let (port, warn) = conf_port(esl, "listen-port", vars_text, DEFAULT_ESL_PORT);
+        w.esl_port = port;
+        w.warnings.extend(warn);
+    }
+    if ssh.contains(&w.esl_port) {
+        w.warnings.push(format!(
+            "sshd listens on {}/tcp, the Event Socket port: it stays open for SSH; move one of them",
+            w.esl_port
+        ));
+    }
+
+    for p in &ssh {
+        w.rules.push(Rule {
+            purpose: Purpose::Ssh,
+            proto: Proto::Tcp,
+            ports: Ports::one(*p),
+            from: None,
+        });
+    }
+
+    let (rtp, warn) = rtp_range(f, vars_text);
+    w.warnings.extend(warn);
+    w.rules.push(Rule {
+        purpose: Purpose::Rtp,
+        proto: Proto::Udp,
+        ports: rtp,
+        from: None,
+    });
+
+    let (sip, warn) = sip_ports(f, vars_text);
+    w.warnings.extend(warn);
+    let mut sip_rules = Vec::new();
+    for (proto, port) in &sip {
+        if *proto == Proto::Tcp && *port == w.esl_port {
+            w.warnings.push(format!(
+                "a SIP profile is configured on {port}/tcp, the Event Socket port: not opened"
+            ));
+            continue;
+        }
+        if host.sip_allow_from.is_empty() {
+            sip_rules.push(Rule {
+                purpose: Purpose::Sip,
+                proto: *proto,
+                ports: Ports::one(*port),
+                from: None,
+            });
+        }
+        for src in &host.sip_allow_from {
+            if matches!(src, IpNet::V6(_)) && !ipv6 {
+                continue;
+            }
+            sip_rules.push(Rule {
+                purpose: Purpose::Sip,
+                proto: *proto,
+                ports: Ports::one(*port),
+                from: Some(src.trunc()),
+            });
+        }
+    }
+    if !ipv6
+        && host
+            .sip_allow_from
+            .iter()
+            .any(|n| matches!(n, IpNet::V6(_)))
+    {
+        w.warnings.push(format!(
+            "IPv6 sources in sip_allow_from are skipped: ufw has IPV6=no in {UFW_DEFAULTS}"
+        ));
+    }
+    if host.sip_allow_from.is_empty() && !sip.is_empty() {
+        let list: Vec<String> = sip
+            .iter()
+            .map(|(p, port)| format!("{port}/{}", p.as_str()))
+            .collect();
+        w.warnings.push(format!(
+            "SIP ({}) is open to the world on this host: set sip_allow_from for {} in the \
+             inventory to restrict it to your carriers and phones",
+            list.join(", "),
+            host.name
+        ));
+    }
+    w.rules.extend(sip_rules);
+
+    // One rule per (proto, ports, source): a port wanted for two reasons is opened once.
+    let mut seen = BTreeSet::new();
+    w.rules.retain(|r| seen.insert((r.proto, r.ports, r.from)));
+    w
+}
+
+/// Substitute `$${var}` from vars.xml; None when a variable is not set there.
+fn resolve(value: &str, vars_text: Option<&str>) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(at) = rest.find("$${") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 3..];
+        let end = after.find('}')?;
+        out.push_str(&vars::get_var(vars_text?, &after[..end])?);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+fn parse_port(value: &str, vars_text: Option<&str>) -> Result<u16, String> {
+    let resolved = resolve(value, vars_text)
+        .ok_or_else(|| format!("'{value}' uses a variable that vars.xml does not set"))?;
+    match resolved.trim().parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("'{value}' is not a port number")),
+    }
+}
+
+/// A port param of a settings file, its default when absent or unreadable (with a warning).
+fn conf_port(
+    file: &crate::facts::FileFact,
+    param: &str,
+    vars_text: Option<&str>,
+    default: u16,
+) -> (u16, Option<String>) {
+    let Some(text) = file.text() else {
+        return (default, None);
+    };
+    match xml::get_param(text, param) {
+        Ok(None) => (default, None),
+        Ok(Some(v)) => match parse_port(&v, vars_text) {
+            Ok(p) => (p, None),
+            Err(e) => (
+                default,
+                Some(format!("{}: {param} {e}; assumed {default}", file.path)),
+            ),
+        },
+        Err(e) => (
+            default,
+            Some(format!("{}: {e}; assumed {param} {default}", file.path)),
+        ),
+    }
+}
+
+/// The RTP range of switch.conf.xml (FreeSWITCH's default 16384-32768 when not set).
+fn rtp_range(f: &HostFacts, vars_text: Option<&str>) -> (Ports, Vec<String>) {
+    let mut warnings = Vec::new();
+    let Some(sw) = f.files.conf("autoload_configs/switch.conf.xml") else {
+        return (
+            Ports {
+                first: DEFAULT_RTP.0,
+                last: DEFAULT_RTP.1,
+            },
+            warnings,
+        );
+    };
+    let (first, w1) = conf_port(sw, "rtp-start-port", vars_text, DEFAULT_RTP.0);
+    let (last, w2) = conf_port(sw, "rtp-end-port", vars_text, DEFAULT_RTP.1);
+    warnings.extend(w1);
+    warnings.extend(w2);
+    if first > last {
+        warnings.push(format!(
+            "{}: rtp-start-port {first} is above rtp-end-port {last}; opened the default {}-{}",
+            sw.path, DEFAULT_RTP.0, DEFAULT_RTP.1
+        ));
+        return (
+            Ports {
+                first: DEFAULT_RTP.0,
+                last: DEFAULT_RTP.1,
+            },
+            warnings,
+        );
+    }
+    (Ports { first, last }, warnings)
+}
+
+/// FreeSWITCH's truth test (`switch_true`).
+fn is_true(v: &str) -> bool {
+    let v = v.trim().to_ascii_lowercase();
+    matches!(
+        v.as_str(),
+        "yes" | "on" | "true" | "t" | "enabled" | "active" | "allow"
+    ) || v.parse::<i64>().is_ok_and(|n| n != 0)
+}
+
+/// The SIP (udp+tcp) and TLS (tcp, when enabled) ports of every profile in sip_profiles/*.xml
+/// (sofia.conf.xml loads them all).
+fn sip_ports(f: &HostFacts, vars_text: Option<&str>) -> (BTreeSet<(Proto, u16)>, Vec<String>) {
+    let mut out = BTreeSet::new();
+    let mut warnings = Vec::new();
+    for file in f.files.conf_dir_files("sip_profiles", ".xml") {
+        let Some(text) = file.text() else {
+            warnings.push(format!(
+                "{}: not readable as text; its SIP ports are not opened",
+                file.path
+            ));
+            continue;
+        };
+        let tags = match xml::scan(text) {
+            Ok(t) => t,
+            Err(e) => {
+                warnings.push(format!(
+                    "{}: {e}; its SIP ports are not opened (FreeSWITCH cannot load it either)",
+                    file.path
+                ));
+                continue;
+            }
+        };
+        // (sip-port, tls, tls-sip-port) per <profile>, raw values.
+        let mut profiles: Vec<[Option<String>; 3]> = Vec::new();
+        for t in &tags {
+            if t.name == "profile" && t.kind != xml::TagKind::End {
+                profiles.push(Default::default());
+                continue;
+            }
+            if t.name != "param"
+                || t.kind == xml::TagKind::End
+                || t.parent() != Some("settings")
+                || !t.parents.iter().any(|p| p == "profile")
+            {
+                continue;
+            }
+            let (Some(n), Some(v), Some(cur)) =
+                (t.attr("name"), t.attr("value"), profiles.last_mut())
+            else {
+                continue;
+            };
+            let slot = match n.value.trim() {
+                "sip-port" => 0,
+                "tls" => 1,
+                "tls-sip-port" => 2,
+                _ => continue,
+            };
+            cur[slot] = Some(v.value.clone());
+        }
+        for [sip, tls, tls_port] in profiles {
+            let port =
+                |raw: Option<String>, param: &str, default: u16, ws: &mut Vec<String>| match raw {
+                    None => default,
+                    Some(v) => parse_port(&v, vars_text).unwrap_or_else(|e| {
+                        ws.push(format!("{}: {param} {e}; assumed {default}", file.path));
+                        default
+                    }),
+                };
+            let p = port(sip, "sip-port", DEFAULT_SIP_PORT, &mut warnings);
+            out.insert((Proto::Udp, p));
+            out.insert((Proto::Tcp, p));
+            let tls_on = tls
+                .and_then(|v| resolve(&v, vars_text))
+                .is_some_and(|v| is_true(&v));
+            if tls_on {
+                let p = port(tls_port, "tls-sip-port", DEFAULT_TLS_PORT, &mut warnings);
+                out.insert((Proto::Tcp, p));
+            }
+        }
+    }
+    (out, warnings)
+}
+
+/// One rule of /etc/ufw/user.rules or user6.rules (its `### tuple ###` line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tuple {
+    pub action: String,
+    pub proto: String,
+    pub dport: String,
+    pub dst: String,
+    pub sport: String,
+    pub src: String,
+    /// `in`, `out`, or `in_eth0` style with an interface.
+    pub direction: String,
+    /// Decoded comment.
+    pub comment: Option<String>,
+    pub v6: bool,
+}
+
+impl Tuple {
+    fn is_fsfleet(&self) -> bool {
+        self.comment
+            .as_deref()
+            .is_some_and(|c| c == COMMENT_TAG || c.starts_with("fsfleet "))
+    }
+
+    fn describe(&self) -> String {
+        let src = if is_any(&self.src) {
+            "anywhere".to_string()
+        } else {
+            self.src.clone()
+        };
+        let dport = if self.dport == "any" {
+            "any port".to_string()
+        } else {
+            self.dport.clone()
+        };
+        let comment = self
+            .comment
+            .as_deref()
+            .map(|c| format!(" # {c}"))
+            .unwrap_or_default();
+        format!(
+            "{} {dport}/{} from {src}{}{comment}",
+            self.action,
+            self.proto,
+            if self.v6 { " (v6)" } else { "" }
+        )
+    }
+
+    /// A plain inbound rule to any local address from any source port: the only shape fsfleet
+    /// writes and the only one it counts as opening a port.
+    fn plain_inbound(&self) -> bool {
+        self.direction == "in" && is_any(&self.dst) && self.sport == "any"
+    }
+
+    fn src_net(&self) -> Option<IpNet> {
+        parse_net(&self.src)
+    }
+
+    /// Does this tuple allow `rule` (for the family of this file)?
+    fn allows(&self, rule: &Rule) -> bool {
+        let action_ok = self.action.starts_with("allow") || self.action.starts_with("limit");
+        let src_ok = match &rule.from {
+            None => is_any(&self.src),
+            Some(net) => self.src_net().is_some_and(|s| s.trunc() == net.trunc()),
+        };
+        action_ok
+            && self.plain_inbound()
+            && (self.proto == rule.proto.as_str() || self.proto == "any")
+            && src_ok
+            && dport_covers(&self.dport, rule.ports)
+    }
+
+    /// Is this tuple exactly how ufw writes `rule`?
+    fn is_exactly(&self, rule: &Rule) -> bool {
+        self.allows(rule)
+            && self.action == "allow"
+            && self.proto == rule.proto.as_str()
+            && self.dport == rule.ports.to_string()
+    }
+
+    /// Does this tuple deny/reject tcp to `port` from anywhere (an SSH lock-out waiting)?
+    fn blocks_tcp(&self, port: u16) -> bool {
+        (self.action.starts_with("deny") || self.action.starts_with("reject"))
+            && self.direction == "in"
+            && is_any(&self.dst)
+            && is_any(&self.src)
+            && self.sport == "any"
+            && (self.proto == "tcp" || self.proto == "any")
+            && (self.dport == "any" || dport_covers(&self.dport, Ports::one(port)))
+    }
+
+    /// `ufw delete ...` arguments for this tuple (fsfleet's rules only have the plain shape).
+    fn delete_args(&self) -> Option<String> {
+        if !self.plain_inbound() || self.action != "allow" {
+            return None;
+        }
+        let mut s = String::from("delete allow");
+        if self.proto != "any" {
+            s.push_str(&format!(" proto {}", self.proto));
+        }
+        if !is_any(&self.src) {
+            s.push_str(&format!(" from {}", self.src));
+        }
+        s.push_str(" to any");
+        if self.dport != "any" {
+            s.push_str(&format!(" port {}", self.dport));
+        }
+        Some(s)
+    }
+}
+
+fn is_any(addr: &str) -> bool {
+    matches!(addr, "0.0.0.0/0" | "::/0" | "any")
+}
+
+fn parse_net(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+/// ufw's dport field: `any`, `5060`, `16384:32768`, `80,443,8000:8100`.
+fn dport_covers(dport: &str, want: Ports) -> bool {
+    dport.split(',').any(|part| {
+        let (a, b) = part.split_once(':').unwrap_or((part, part));
+        match (a.trim().parse::<u16>(), b.trim().parse::<u16>()) {
+            (Ok(a), Ok(b)) => a <= want.first && want.last <= b,
+            _ => false,
+        }
+    })
+}
+
+fn hex_decode(s: &str) -> Option<String> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+/// The `### tuple ###` lines of a user.rules file.
+pub fn parse_tuples(text: &str, v6: bool) -> Vec<Tuple> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("### tuple ###"))
+        .filter_map(|rest| {
+            let mut words: Vec<&str> = rest.split_whitespace().collect();
+            let comment = match words.last() {
+                Some(w) if w.starts_with("comment=") => {
+                    let hex = &w["comment=".len()..];
+                    let c = hex_decode(hex).unwrap_or_else(|| hex.to_string());
+                    words.pop();
+                    Some(c)
+                }
+                _ => None,
+            };
+            // 7 fields, or 9 with application names (dapp sapp) before the direction.
+            let direction = match words.len() {
+                7 => words[6],
+                9 => words[8],
+                _ => return None,
+            };
+            Some(Tuple {
+                action: words[0].to_string(),
+                proto: words[1].to_string(),
+                dport: words[2].to_string(),
+                dst: words[3].to_string(),
+                sport: words[4].to_string(),
+                src: words[5].to_string(),
+                direction: direction.to_string(),
+                comment,
+                v6,
+            })
+        })
+        .collect()
+}
+
+/// `KEY="value"` of /etc/default/ufw.
+fn shell_var<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines().rev().find_map(|l| {
+        let (k, v) = l.trim().split_once('=')?;
+        (k.trim() == key).then(|| v.trim().trim_matches('"').trim_matches('\''))
+    })
+}
+
+/// Default policies as ufw reports them: (incoming, outgoing), e.g. ("deny", "allow").
+pub fn parse_status_defaults(status: &str) -> Option<(String, String)> {
+    let line = status
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Default:"))?;
+    let mut incoming = None;
+    let mut outgoing = None;
+    for part in line.split(',') {
+        let mut w = part.split_whitespace();
+        let (Some(policy), Some(dir)) = (w.next(), w.next()) else {
+            continue;
+        };
+        match dir {
+            "(incoming)" => incoming = Some(policy.to_string()),
+            "(outgoing)" => outgoing = Some(policy.to_string()),
+            _ => {}
+        }
+    }
+    Some((incoming?, outgoing?))
+}
+
+/// The default policies from /etc/default/ufw, spelled like `ufw status verbose`.
+fn file_defaults(text: &str) -> (String, String) {
+    let word = |v: Option<&str>| match v.map(str::to_ascii_uppercase).as_deref() {
+        Some("DROP") => "deny".to_string(),
+        Some("ACCEPT") => "allow".to_string(),
+        Some("REJECT") => "reject".to_string(),
+        _ => "unknown".to_string(),
+    };
+    (
+        word(shell_var(text, "DEFAULT_INPUT_POLICY")),
+        word(shell_var(text, "DEFAULT_OUTPUT_POLICY")),
+    )
+}
+
+/// What ufw looks like on the host now.
+#[derive(Debug, Clone, Default)]
+pub struct UfwState {
+    pub installed: bool,
+    pub active: bool,
+    pub incoming: String,
+    pub outgoing: String,
+    pub ipv6: bool,
+    pub tuples: Vec<Tuple>,
+}
+
+impl UfwState {
+    pub fn from_facts(f: &HostFacts) -> UfwState {
+        let status = f.section(STATUS_SNIPPET);
+        let defaults_text = f.file_text(UFW_DEFAULTS).unwrap_or("");
+        let (incoming, outgoing) =
+            parse_status_defaults(status).unwrap_or_else(|| file_defaults(defaults_text));
+        let mut tuples = parse_tuples(f.file_text(USER_RULES).unwrap_or(""), false);
+        tuples.extend(parse_tuples(f.file_text(USER6_RULES).unwrap_or(""), true));
+        UfwState {
+            installed: f.base.packages.contains_key("ufw") || !status.trim().is_empty(),
+            active: f.base.ufw_active || status.lines().any(|l| l.trim() == "Status: active"),
+            incoming,
+            outgoing,
+            // IPV6=yes is ufw's default; only an explicit "no" turns it off.
+            ipv6: !shell_var(defaults_text, "IPV6").is_some_and(|v| v.eq_ignore_ascii_case("no")),
+            tuples,
+        }
+    }
+}
+
+pub fn probes(p: &mut Probes, _host: &Host) {
+    p.snippet(
+        STATUS_SNIPPET,
+        "command -v ufw >/dev/null || exit 0; LC_ALL=C ufw status verbose",
+    );
+    p.file(USER_RULES).file(USER6_RULES).file(UFW_DEFAULTS);
+}
+
+/// Plan data keys read by [`apply`].
+const DATA_COMMANDS: &str = "commands";
+const DATA_ADDED: &str = "added";
+const DATA_SSH_PORTS: &str = "ssh_ports";
+
+/// Pure: what ufw needs on this host. No change when ufw is active, denies incoming by default
+/// and every wanted rule is present (and, with `--firewall-reset`, no other rule exists).
+pub fn plan(f: &HostFacts, host: &Host, opts: &HardenOptions) -> Result<StepPlan, StepError> {
+    let state = UfwState::from_facts(f);
+    plan_with(&state, f, host, opts, host.port)
+}
+
+fn plan_with(
+    state: &UfwState,
+    f: &HostFacts,
+    host: &Host,
+    opts: &HardenOptions,
+    connected_port: u16,
+) -> Result<StepPlan, StepError> {
+    let wanted = wanted_rules(f, host, connected_port, state.ipv6);
+    let mut plan = StepPlan {
+        warnings: wanted.warnings.clone(),
+        ..StepPlan::default()
+    };
+    if !state.ipv6 {
+        plan.warnings.push(format!(
+            "ufw has IPV6=no in {UFW_DEFAULTS}: IPv6 traffic to this host is not filtered; \
+             set IPV6=yes there and re-run"
+        ));
+    }
+
+    // An existing deny for an SSH port would win over fsfleet's appended allow: refuse rather
+    // than find out through the lock-out check.
+    for t in &state.tuples {
+        if opts.firewall_reset {
+            break;
+        }
+        if let Some(p) = wanted.ssh_ports.iter().find(|p| t.blocks_tcp(**p)) {
+            return Err(StepError::Refused(format!(
+                "{}: ufw rule '{}' blocks SSH port {p}; fsfleet's allow would come after it. \
+                 Delete it (ufw status numbered; ufw delete N) or use --firewall-reset, then re-run",
+                host.name,
+                t.describe()
+            )));
+        }
+    }
+
+    let is_present = |r: &Rule, exact: bool| {
+        r.families(state.ipv6).iter().all(|v6| {
+            state
+                .tuples
+                .iter()
+                .filter(|t| t.v6 == *v6)
+                .any(|t| if exact { t.is_exactly(r) } else { t.allows(r) })
+        })
+    };
+    // A tuple fsfleet wrote that no wanted rule accounts for (e.g. SIP from anywhere once an
+    // allow-list is set). SSH rules stay when the sshd ports could not be read.
+    let stale: Vec<&Tuple> = state
+        .tuples
+        .iter()
+        .filter(|t| t.is_fsfleet())
+        .filter(|t| !wanted.rules.iter().any(|r| t.is_exactly(r)))
+        .filter(|t| {
+            let ssh = t.comment.as_deref() == Some(Purpose::Ssh.comment());
+            !ssh || wanted.sshd_ports_known
+        })
+        .filter(|t| !(t.proto != "udp" && dport_covers(&t.dport, Ports::one(connected_port))))
+        .collect();
+
+    let mut commands: Vec<String> = Vec::new();
+    let mut added: Vec<String> = Vec::new();
+
+    if opts.firewall_reset {
+        let foreign: Vec<&Tuple> = state
+            .tuples
+            .iter()
+            .filter(|t| !wanted.rules.iter().any(|r| t.is_exactly(r)))
+            .collect();
+        let missing = wanted.rules.iter().any(|r| !is_present(r, true));
+        if !foreign.is_empty() || missing {
+            commands.push("--force reset".into());
+            plan.changes.push(format!(
+                "reset ufw (--firewall-reset): drop {} existing rule(s){}",
+                foreign.len(),
+                if foreign.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ": {}",
+                        foreign
+                            .iter()
+                            .map(|t| t.describe())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    )
+                }
+            ));
+            for r in &wanted.rules {
+                commands.push(r.ufw_args());
+                added.push(r.describe());
+                plan.changes.push(format!("allow {}", r.describe()));
+            }
+        }
+    } else {
+        for r in &wanted.rules {
+            if !is_present(r, false) {
+                commands.push(r.ufw_args());
+                added.push(r.describe());
+                plan.changes.push(format!("allow {}", r.describe()));
+            }
+        }
+        let mut deletes = BTreeSet::new();
+        for t in &stale {
+            let Some(args) = t.delete_args() else {
+                continue;
+            };
+            if deletes.insert(args.clone()) {
+                commands.push(args);
+                plan.changes
+                    .push(format!("delete stale fsfleet rule {}", t.describe()));
+            }
+        }
+        // The operator's own rules stay, but say when they undo what this step is for.
+        for t in state.tuples.iter().filter(|t| !t.is_fsfleet()) {
+            let opens = |proto: &str, port: u16| {
+                (t.action.starts_with("allow") || t.action.starts_with("limit"))
+                    && t.direction.starts_with("in")
+                    && (t.proto == proto || t.proto == "any")
+                    && (t.dport == "any" || dport_covers(&t.dport, Ports::one(port)))
+            };
+            if opens("tcp", wanted.esl_port) {
+                plan.warnings.push(format!(
+                    "existing ufw rule '{}' opens the Event Socket port {}/tcp: delete it \
+                     (ufw status numbered; ufw delete N) or re-run with --firewall-reset",
+                    t.describe(),
+                    wanted.esl_port
+                ));
+            }
+            let sip_world = !host.sip_allow_from.is_empty()
+                && is_any(&t.src)
+                && wanted
+                    .rules
+                    .iter()
+                    .filter(|r| r.purpose == Purpose::Sip)
+                    .any(|r| opens(r.proto.as_str(), r.ports.first));
+            if sip_world {
+                plan.warnings.push(format!(
+                    "existing ufw rule '{}' opens SIP to anywhere although sip_allow_from is set: \
+                     delete it or re-run with --firewall-reset",
+                    t.describe()
+                ));
+            }
+        }
+    }
+
+    let reset = commands.first().is_some_and(|c| c == "--force reset");
+    if reset || (state.incoming != "deny" && state.incoming != "reject") {
+        commands.push("default deny incoming".into());
+        if state.incoming != "deny" && state.incoming != "reject" {
+            plan.changes.push(format!(
+                "default policy for incoming: deny (was {})",
+                state.incoming
+            ));
+        }
+    }
+    if reset || state.outgoing != "allow" {
+        commands.push("default allow outgoing".into());
+        if state.outgoing != "allow" {
+            plan.changes.push(format!(
+                "default policy for outgoing: allow (was {})",
+                state.outgoing
+            ));
+        }
+    }
+    if !state.installed {
+        plan.changes
+            .push("ufw is not installed yet (the packages step installs it)".into());
+    }
+    if !state.active || reset {
+        plan.changes.push("enable ufw".into());
+    } else if !commands.is_empty() {
+        plan.changes.push("reload ufw".into());
+    }
+
+    if !plan.changes.is_empty() {
+        plan.data.insert(DATA_COMMANDS.into(), commands.join("\n"));
+        plan.data.insert(DATA_ADDED.into(), added.join("\n"));
+        plan.data.insert(
+            DATA_SSH_PORTS.into(),
+            wanted
+                .ssh_ports
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+    }
+    Ok(plan)
+}
+
+/// The on-host flag the watchdog checks; removing it disarms the watchdog. The nonce keeps a
+/// still-sleeping watchdog of an earlier apply from acting on this one's flag.
+fn watchdog_flag(run_id: &str, nonce: u32) -> String {
+    let safe: String = run_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("/run/fsfleet-firewall-{safe}-{nonce:08x}.armed")
+}
+
+/// The root script that changes ufw: rules first, then defaults, then the armed watchdog and
+/// `ufw --force enable` (which also reloads an active firewall).
+fn apply_script(commands: &[String], flag: &str) -> String {
+    let flag = sh_quote(flag);
+    let mut s = String::from(
+        "set -e\nexport LC_ALL=C\n\
+         command -v ufw >/dev/null 2>&1 || { echo 'ufw is not installed: let the packages step \
+         install it (do not skip it) or apt-get install ufw, then re-run' >&2; exit 3; }\n",
+    );
+    for c in commands {
+        s.push_str(&format!("ufw {c}\n"));
+    }
+    let watchdog = sh_quote(&format!(
+        "sleep {WATCHDOG_SECS}; if [ -e {flag} ]; then rm -f {flag}; ufw --force disable; fi"
+    ));
+    s.push_str(&format!(
+        "touch {flag}\n\
+         setsid -f sh -c {watchdog} </dev/null >/dev/null 2>&1\n\
+         if ! ufw --force enable; then rm -f {flag}; ufw --force disable || true; exit 4; fi\n"
+    ));
+    s
+}
+
+/// Change ufw, then prove a NEW SSH connection works; roll back (disable ufw) when it does not.
+pub async fn apply(ctx: &StepCtx<'_>, plan: &StepPlan) -> Result<Vec<String>, StepError> {
+    if plan.is_noop() {
+        return Ok(vec!["ufw already as wanted".into()]);
+    }
+    let mut commands: Vec<String> = plan
+        .data
+        .get(DATA_COMMANDS)
+        .map(|c| c.lines().map(str::to_string).collect())
+        .unwrap_or_default();
+    let ssh_ports: Vec<u16> = plan
+        .data
+        .get(DATA_SSH_PORTS)
+        .map(|s| s.split(',').filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_default();
+    // The session is what must survive: allow its port even if the plan was made for another.
+    if !ssh_ports.contains(&ctx.session.port) {
+        let r = Rule {
+            purpose: Purpose::Ssh,
+            proto: Proto::Tcp,
+            ports: Ports::one(ctx.session.port),
+            from: None,
+        };
+        let at = usize::from(commands.first().is_some_and(|c| c == "--force reset"));
+        commands.insert(at, r.ufw_args());
+    }
+    let flag = watchdog_flag(ctx.run_id, rand::random());
+    let script = apply_script(&commands, &flag);
+    let host = &ctx.host.name;
+    ctx.run_checked(
+        &format!("configuring ufw on {host}"),
+        &script,
+        b"",
+        APPLY_LIMIT,
+    )
+    .await?;
+
+    let added = plan.data.get(DATA_ADDED).cloned().unwrap_or_default();
+    let added_list = if added.is_empty() {
+        "none".to_string()
+    } else {
+        added.lines().collect::<Vec<_>>().join("; ")
+    };
+
+    if let Err(why) = prove_new_connection(ctx).await {
+        let rollback = format!("rm -f {}; ufw --force disable", sh_quote(&flag));
+        let undone = ctx
+            .session
+            .run(&rollback, b"", Duration::from_secs(30))
+            .await;
+        return Err(StepError::Failed(match undone {
+            Ok(out) if out.success() => format!(
+                "new SSH connections to {host} (port {}) failed after enabling ufw ({why}); \
+                 the firewall was disabled again. Rules added: {added_list}. Check which port \
+                 sshd listens on and the rules in 'ufw status numbered', then re-run",
+                ctx.session.port
+            ),
+            _ => format!(
+                "new SSH connections to {host} (port {}) failed after enabling ufw ({why}) and \
+                 disabling it through the existing connection failed too; the watchdog on the \
+                 host disables ufw within {WATCHDOG_SECS} s of enabling it. Rules added: \
+                 {added_list}",
+                ctx.session.port
+            ),
+        }));
+    }
+
+    let disarm = format!("rm -f {}; LC_ALL=C ufw status verbose", sh_quote(&flag));
+    let out = ctx
+        .run_checked(
+            &format!("disarming the firewall watchdog on {host} (ufw will be disabled within {WATCHDOG_SECS} s; re-run)"),
+            &disarm,
+            b"",
+            Duration::from_secs(30),
+        )
+        .await?;
+    let status = out.stdout_text();
+    let mut evidence: Vec<String> = plan.changes.clone();
+    evidence.push(format!(
+        "a new SSH connection to port {} works with ufw enabled",
+        ctx.session.port
+    ));
+    evidence.extend(
+        status
+            .lines()
+            .filter(|l| l.starts_with("Status:") || l.starts_with("Default:"))
+            .map(str::to_string),
+    );
+    Ok(evidence)
+}
+
+async fn prove_new_connection(ctx: &StepCtx<'_>) -> Result<(), String> {
+    let attempt = async {
+        let s = ctx
+            .connector
+            .connect(ctx.host)
+            .await
+            .map_err(|e| e.to_string())?;
+        let r = s.exec("true", b"").await;
+        s.close().await;
+        match r {
+            Ok(out) if out.success() => Ok(()),
+            Ok(out) => Err(format!("'true' exited {}", out.status)),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    tokio::time::timeout(PROOF_LIMIT, attempt)
+        .await
+        .map_err(|_| format!("no new connection within {} s", PROOF_LIMIT.as_secs()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::facts::{Facts, FileFact, Files};
+    use crate::report::testing::host;
+
+    const CONF: &str = "/etc/freeswitch";
+    const STOCK_FILES: &[&str] = &[
+        "vars.xml",
+        "autoload_configs/switch.conf.xml",
+        "autoload_configs/event_socket.conf.xml",
+        "sip_profiles/internal.xml",
+        "sip_profiles/external.xml",
+        "sip_profiles/internal-ipv6.xml",
+        "sip_profiles/external-ipv6.xml",
+    ];
+    const UFW_DEFAULT_FILE: &str =
+        "IPV6=yes\nDEFAULT_INPUT_POLICY=\"DROP\"\nDEFAULT_OUTPUT_POLICY=\"ACCEPT\"\n";
+
+    fn stock(rel: &str) -> String {
+        std::fs::read_to_string(format!(
+            "{}/../shared/reference/freeswitch-conf-1.10.12/{rel}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    fn file(path: &str, text: &str) -> FileFact {
+        FileFact {
+            path: path.to_string(),
+            mode: 0o644,
+            owner: "root".into(),
+            group: "root".into(),
+            size: text.len() as u64,
+            content: Some(text.as_bytes().to_vec()),
+        }
+    }
+
+    /// A host with the stock config tree, sshd on `ssh_ports`, ufw installed and inactive.
+    struct Fixture {
+        facts: HostFacts,
+    }
+
+    impl Fixture {
+        fn stock(ssh_ports: &[u16]) -> Fixture {
+            let mut files = BTreeMap::new();
+            for rel in STOCK_FILES {
+                let p = format!("{CONF}/{rel}");
+                files.insert(p.clone(), file(&p, &stock(rel)));
+            }
+            files.insert(UFW_DEFAULTS.into(), file(UFW_DEFAULTS, UFW_DEFAULT_FILE));
+            let mut packages = BTreeMap::new();
+            packages.insert("ufw".to_string(), "0.36.2-1".to_string());
+            Fixture {
+                facts: HostFacts {
+                    base: Facts {
+                        sshd_ports: ssh_ports.to_vec(),
+                        packages,
+                        ..Facts::default()
+                    },
+                    files: Files {
+                        conf_dir: Some(CONF.into()),
+                        files,
+                    },
+                    ..HostFacts::default()
+                },
+            }
+        }
+        fn set(mut self, path: &str, text: &str) -> Fixture {
+            self.facts.files.files.insert(path.into(), file(path, text));
+            self
+        }
+        fn conf(self, rel: &str, text: &str) -> Fixture {
+            self.set(&format!("{CONF}/{rel}"), text)
+        }
+        fn active(mut self) -> Fixture {
+            self.facts.base.ufw_active = true;
+            self
+        }
+    }
+
+    fn rules_of(w: &Wanted) -> Vec<String> {
+        w.rules.iter().map(Rule::describe).collect()
+    }
+
+    fn with_allow(nets: &[&str]) -> Host {
+        let mut h = host("fs1");
+        h.sip_allow_from = nets.iter().map(|n| n.parse().unwrap()).collect();
+        h
+    }
+
+    /// The `### tuple ###` lines ufw writes for these rules (format checked against ufw 0.36.2).
+    fn ufw_files(rules: &[Rule]) -> (String, String) {
+        let mut v4 = String::from("*filter\n### RULES ###\n");
+        let mut v6 = v4.clone();
+        for r in rules {
+            let hex: String = r
+                .purpose
+                .comment()
+                .bytes()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            for fam6 in r.families(true) {
+                let (any, out) = if fam6 {
+                    ("::/0", &mut v6)
+                } else {
+                    ("0.0.0.0/0", &mut v4)
+                };
+                let src = r.from.map(|n| ufw_addr(&n)).unwrap_or(any.to_string());
+                out.push_str(&format!(
+                    "\n### tuple ### allow {} {} {any} any {src} in comment={hex}\n-A ufw-user-input -j ACCEPT\n",
+                    r.proto.as_str(),
+                    r.ports
+                ));
+            }
+        }
+        (v4, v6)
+    }
+
+    fn hardened(fx: Fixture, h: &Host) -> Fixture {
+        let w = wanted_rules(&fx.facts, h, h.port, true);
+        let (v4, v6) = ufw_files(&w.rules);
+        fx.set(USER_RULES, &v4).set(USER6_RULES, &v6).active()
+    }
+
+    #[test]
+    fn stock_host_opens_ssh_rtp_and_sip_but_not_tls_or_esl() {
+        let fx = Fixture::stock(&[22]);
+        let w = wanted_rules(&fx.facts, &host("fs1"), 22, true);
+        assert_eq!(
+            rules_of(&w),
+            [
+                "22/tcp from anywhere (SSH)",
+                "16384:32768/udp from anywhere (RTP)",
+                "5060/tcp from anywhere (SIP)",
+                "5080/tcp from anywhere (SIP)",
+                "5060/udp from anywhere (SIP)",
+                "5080/udp from anywhere (SIP)",
+            ]
+        );
+        assert_eq!(w.esl_port, 8021);
+        assert!(
+            w.warnings.iter().any(|m| m
+                .contains("SIP (5060/tcp, 5080/tcp, 5060/udp, 5080/udp) is open to the world")
+                && m.contains("sip_allow_from for fs1")),
+            "{:?}",
+            w.warnings
+        );
+    }
+
+    #[test]
+    fn sshd_only_on_2222_opens_2222_and_the_connected_port_never_just_22() {
+        let fx = Fixture::stock(&[2222]);
+        let mut h = host("fs3");
+        h.port = 2222;
+        let w = wanted_rules(&fx.facts, &h, 2222, true);
+        let ssh: Vec<String> = w
+            .rules
+            .iter()
+            .filter(|r| r.purpose == Purpose::Ssh)
+            .map(Rule::describe)
+            .collect();
+        assert_eq!(ssh, ["2222/tcp from anywhere (SSH)"]);
+
+        // Reached through a NAT'd port 2200 while sshd listens on 2222: both stay open.
+        let w = wanted_rules(&fx.facts, &h, 2200, true);
+        assert_eq!(w.ssh_ports, [2200, 2222]);
+
+        // sshd ports unreadable: the connected port is still allowed, with a warning.
+        let fx = Fixture::stock(&[]);
+        let w = wanted_rules(&fx.facts, &h, 2222, true);
+        assert_eq!(w.ssh_ports, [2222]);
+        assert!(w.warnings.iter().any(|m| m.contains("only port 2222")));
+    }
+
+    #[test]
+    fn allow_list_gives_per_source_sip_rules_in_the_right_family() {
+        let fx = Fixture::stock(&[22]);
+        let h = with_allow(&["198.51.100.0/24", "192.0.2.7/32", "2001:db8::/32"]);
+        let w = wanted_rules(&fx.facts, &h, 22, true);
+        let sip: Vec<&Rule> = w
+            .rules
+            .iter()
+            .filter(|r| r.purpose == Purpose::Sip)
+            .collect();
+        assert_eq!(sip.len(), 4 * 3, "4 SIP port/protos x 3 sources");
+        assert!(sip.iter().all(|r| r.from.is_some()), "no SIP from anywhere");
+        assert!(!w.warnings.iter().any(|m| m.contains("open to the world")));
+        let single = sip
+            .iter()
+            .find(|r| r.from == Some("192.0.2.7/32".parse().unwrap()))
+            .unwrap();
+        assert!(
+            single
+                .ufw_args()
+                .starts_with("allow proto tcp from 192.0.2.7 to any port 5060 "),
+            "{}",
+            single.ufw_args()
+        );
+        let v6 = sip
+            .iter()
+            .find(|r| matches!(r.from, Some(IpNet::V6(_))))
+            .unwrap();
+        assert_eq!(v6.families(true), [true], "a v6 source is a v6-only rule");
+        assert!(v6.ufw_args().contains("from 2001:db8::/32 "));
+        // SSH and RTP stay reachable from anywhere.
+        assert!(
+            w.rules
+                .iter()
+                .filter(|r| r.purpose != Purpose::Sip)
+                .all(|r| r.from.is_none())
+        );
+    }
+
+    #[test]
+    fn ipv6_sources_are_skipped_with_a_warning_when_ufw_has_ipv6_off() {
+        let fx = Fixture::stock(&[22]).set(
+            UFW_DEFAULTS,
+            "IPV6=no\nDEFAULT_INPUT_POLICY=\"DROP\"\nDEFAULT_OUTPUT_POLICY=\"ACCEPT\"\n",
+        );
+        let h = with_allow(&["2001:db8::/32", "198.51.100.0/24"]);
+        let p = plan(&fx.facts, &h, &HardenOptions::default()).unwrap();
+        assert!(!p.data[DATA_COMMANDS].contains("2001:db8"));
+        assert!(p.data[DATA_COMMANDS].contains("from 198.51.100.0/24"));
+        assert!(
+            p.warnings
+                .iter()
+                .any(|m| m.contains("IPv6 sources in sip_allow_from are skipped"))
+        );
+        assert!(
+            p.warnings
+                .iter()
+                .any(|m| m.contains("IPv6 traffic to this host is not filtered"))
+        );
+    }
+
+    #[test]
+    fn rtp_range_comes_from_switch_conf_with_vars_resolved() {
+        let switch = stock("autoload_configs/switch.conf.xml").replace(
+            "<!-- <param name=\"rtp-start-port\" value=\"16384\"/> -->",
+            "<param name=\"rtp-start-port\" value=\"$${rtp_lo}\"/>",
+        );
+        let switch = switch.replace(
+            "<!-- <param name=\"rtp-end-port\" value=\"32768\"/> -->",
+            "<param name=\"rtp-end-port\" value=\"20999\"/>",
+        );
+        let vars = stock("vars.xml").replace(
+            "</include>",
+            "  <X-PRE-PROCESS cmd=\"set\" data=\"rtp_lo=20000\"/>\n</include>",
+        );
+        let fx = Fixture::stock(&[22])
+            .conf("autoload_configs/switch.conf.xml", &switch)
+            .conf("vars.xml", &vars);
+        let w = wanted_rules(&fx.facts, &host("fs1"), 22, true);
+        assert!(rules_of(&w).contains(&"20000:20999/udp from anywhere (RTP)".to_string()));
+
+        // A variable vars.xml does not set: FreeSWITCH's default, and the file is named.
+        let fx = Fixture::stock(&[22]).conf("autoload_configs/switch.conf.xml", &switch);
+        let w = wanted_rules(&fx.facts, &host("fs1"), 22, true);
+        assert!(rules_of(&w).contains(&"16384:20999/udp from anywhere (RTP)".to_string()));
+        assert!(w.warnings.iter().any(|m| m.contains(
+            "/etc/freeswitch/autoload_configs/switch.conf.xml: rtp-start-port '$${rtp_lo}' uses a variable"
+        )));
+    }
+
+    #[test]
+    fn sip_ports_follow_vars_and_tls_opens_only_when_enabled() {
+        let vars = stock("vars.xml")
+            .replace("internal_sip_port=5060", "internal_sip_port=5070")
+            .replace("internal_ssl_enable=false", "internal_ssl_enable=true");
+        let fx = Fixture::stock(&[22]).conf("vars.xml", &vars);
+        let w = wanted_rules(&fx.facts, &host("fs1"), 22, true);
+        let r = rules_of(&w);
+        for want in [
+            "5070/udp from anywhere (SIP)",
+            "5070/tcp from anywhere (SIP)",
+            "5061/tcp from anywhere (SIP)",
+        ] {
+            assert!(r.contains(&want.to_string()), "{want} missing from {r:?}");
+        }
+        assert!(!r.iter().any(|x| x.starts_with("5060/")));
+        assert!(
+            !r.iter().any(|x| x.starts_with("5081/")),
+            "external TLS is off"
+        );
+    }
+
+    #[test]
+    fn the_event_socket_port_is_never_opened() {
+        // A profile misconfigured onto the ESL port, and an operator rule already opening it.
+        let internal = stock("sip_profiles/internal.xml").replace("$${internal_sip_port}", "8021");
+        let fx = Fixture::stock(&[22])
+            .conf("sip_profiles/internal.xml", &internal)
+            .set(
+                USER_RULES,
+                "### tuple ### allow tcp 8000:8100 0.0.0.0/0 any 0.0.0.0/0 in\n",
+            );
+        let p = plan(&fx.facts, &host("fs1"), &HardenOptions::default()).unwrap();
+        let cmds = &p.data[DATA_COMMANDS];
+        assert!(!cmds.contains("proto tcp to any port 8021"), "{cmds}");
+        assert!(
+            cmds.contains("proto udp to any port 8021"),
+            "UDP is not the ESL"
+        );
+        assert!(
+            p.warnings
+                .iter()
+                .any(|m| m.contains("configured on 8021/tcp, the Event Socket port"))
+        );
+        assert!(
+            p.warnings
+                .iter()
+                .any(|m| m.contains("opens the Event Socket port 8021/tcp"))
+        );
+        // Every planned rule, from the stock host too.
+        let fx = Fixture::stock(&[22]);
+        let w = wanted_rules(&fx.facts, &with_allow(&["10.0.0.0/8"]), 22, true);
+        assert!(
+            !w.rules
+                .iter()
+                .any(|r| r.proto == Proto::Tcp && r.ports.contains(8021))
+        );
+    }
+
+    #[test]
+    fn fresh_host_plans_every_rule_then_enable_in_a_safe_order() {
+        let fx = Fixture::stock(&[2222]);
+        let mut h = host("fs3");
+        h.port = 2222;
+        let p = plan(&fx.facts, &h, &HardenOptions::default()).unwrap();
+        assert!(
+            p.changes
+                .contains(&"allow 2222/tcp from anywhere (SSH)".to_string())
+        );
+        assert_eq!(p.changes.last().map(String::as_str), Some("enable ufw"));
+        let cmds: Vec<String> = p.data[DATA_COMMANDS].lines().map(str::to_string).collect();
+        assert_eq!(
+            cmds[0],
+            "allow proto tcp to any port 2222 comment 'fsfleet ssh'"
+        );
+        assert!(!cmds.iter().any(|c| c.contains("port 22 ")));
+        let script = apply_script(&cmds, &watchdog_flag("r1", 0xab));
+        let at = |s: &str| {
+            script
+                .find(s)
+                .unwrap_or_else(|| panic!("{s} not in {script}"))
+        };
+        assert!(at("ufw allow proto tcp to any port 2222") < at("setsid -f"));
+        assert!(at("setsid -f") < at("ufw --force enable"));
+        assert!(script.contains("/run/fsfleet-firewall-r1-000000ab.armed"));
+        assert!(
+            script.starts_with("set -e\n"),
+            "a failed rule stops before enabling"
+        );
+    }
+
+    #[test]
+    fn hardened_host_plans_no_change() {
+        for h in [
+            host("fs1"),
+            with_allow(&["198.51.100.0/24", "192.0.2.7/32", "2001:db8::/32"]),
+        ] {
+            let fx = hardened(Fixture::stock(&[22]), &h);
+            let p = plan(&fx.facts, &h, &HardenOptions::default()).unwrap();
+            assert!(p.is_noop(), "{:?}", p.changes);
+            // Also with --firewall-reset: only fsfleet's own rules are there.
+            let reset = HardenOptions {
+                firewall_reset: true,
+                ..HardenOptions::default()
+            };
+            let p = plan(&fx.facts, &h, &reset).unwrap();
+            assert!(p.is_noop(), "{:?}", p.changes);
+        }
+    }
+
+    #[test]
+    fn operators_equivalent_rules_count_and_their_other_rules_stay() {
+        // OpenSSH app rule for 22, a plain multi-port rule for SIP, a range for RTP, plus an
+        // unrelated web rule.
+        let v4 = "### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 OpenSSH - in\n\
+                  ### tuple ### allow any 5060,5080 0.0.0.0/0 any 0.0.0.0/0 in\n\
+                  ### tuple ### allow udp 10000:40000 0.0.0.0/0 any 0.0.0.0/0 in\n\
+                  ### tuple ### allow tcp 443 0.0.0.0/0 any 0.0.0.0/0 in\n";
+        let v6 = v4.replace("0.0.0.0/0", "::/0");
+        let fx = Fixture::stock(&[22])
+            .set(USER_RULES, v4)
+            .set(USER6_RULES, &v6)
+            .active();
+        let p = plan(&fx.facts, &host("fs1"), &HardenOptions::default()).unwrap();
+        assert!(p.is_noop(), "{:?}", p.changes);
+
+        // Inactive: only "enable", nothing deleted, the 443 rule untouched.
+        let mut fx = fx;
+        fx.facts.base.ufw_active = false;
+        let p = plan(&fx.facts, &host("fs1"), &HardenOptions::default()).unwrap();
+        assert_eq!(p.changes, ["enable ufw"]);
+        assert!(!p.data[DATA_COMMANDS].contains("delete"));
+    }
+
+    #[test]
+    fn stale_fsfleet_rules_are_deleted_once_sip_is_restricted() {
+        let fx = hardened(Fixture::stock(&[22]), &host("fs1"));
+        let h = with_allow(&["198.51.100.0/24"]);
+        let p = plan(&fx.facts, &h, &HardenOptions::default()).unwrap();
+        let cmds: Vec<&str> = p.data[DATA_COMMANDS].lines().collect();
+        let add = cmds
+            .iter()
+            .position(|c| {
+                *c == "allow proto udp from 198.51.100.0/24 to any port 5060 comment 'fsfleet sip'"
+            })
+            .unwrap();
+        let del = cmds
+            .iter()
+            .position(|c| *c == "delete allow proto udp to any port 5060")
+            .unwrap();
+        assert!(
+            add < del,
+            "add the restricted rule before removing the open one"
+        );
+        assert_eq!(cmds.iter().filter(|c| c.starts_with("delete")).count(), 4);
+        assert!(!cmds.iter().any(|c| c.contains("port 22")), "SSH untouched");
+        assert!(
+            p.changes
+                .iter()
+                .any(|c| c.starts_with("delete stale fsfleet rule allow 5060/udp from anywhere"))
+        );
+        assert_eq!(p.changes.last().map(String::as_str), Some("reload ufw"));
+    }
+
+    #[test]
+    fn stale_ssh_rule_stays_when_sshd_ports_are_unknown() {
+        let fx = hardened(Fixture::stock(&[22, 2222]), &host("fs1"));
+        // sshd moved off 2222: the fsfleet rule for it is stale and goes.
+        let mut known = Fixture::stock(&[22]);
+        known.facts.files = fx.facts.files.clone();
+        known.facts.base.ufw_active = true;
+        let p = plan(&known.facts, &host("fs1"), &HardenOptions::default()).unwrap();
+        assert_eq!(
+            p.data[DATA_COMMANDS],
+            "delete allow proto tcp to any port 2222"
+        );
+        // Ports unreadable: nothing is known to be stale, nothing SSH is deleted.
+        let mut unknown = Fixture::stock(&[]);
+        unknown.facts.files = fx.facts.files.clone();
+        unknown.facts.base.ufw_active = true;
+        let p = plan(&unknown.facts, &host("fs1"), &HardenOptions::default()).unwrap();
+        assert!(p.is_noop(), "{:?}", p.changes);
+    }
+
+    #[test]
+    fn a_deny_on_the_ssh_port_is_refused_before_anything_changes() {
+        let fx = Fixture::stock(&[2222]).set(
+            USER_RULES,
+            "### tuple ### deny tcp 2222 0.0.0.0/0 any 0.0.0.0/0 in\n",
+        );
+        let mut h = host("fs3");
+        h.port = 2222;
+        let e = plan(&fx.facts, &h, &HardenOptions::default()).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("fs3") && msg.contains("blocks SSH port 2222"),
+            "{msg}"
+        );
+        assert!(msg.contains("--firewall-reset"), "{msg}");
+        let reset = HardenOptions {
+            firewall_reset: true,
+            ..HardenOptions::default()
+        };
+        let p = plan(&fx.facts, &h, &reset).unwrap();
+        assert!(
+            p.data[DATA_COMMANDS].starts_with("--force reset\nallow proto tcp to any port 2222")
+        );
+    }
+
+    #[test]
+    fn reset_drops_foreign_rules_and_readds_everything() {
+        let h = host("fs1");
+        let mut fx = hardened(Fixture::stock(&[22]), &h);
+        let v4 = format!(
+            "{}\n### tuple ### allow tcp 3306 0.0.0.0/0 any 0.0.0.0/0 in\n",
+            fx.facts.file_text(USER_RULES).unwrap()
+        );
+        fx = fx.set(USER_RULES, &v4);
+        let p = plan(&fx.facts, &h, &HardenOptions::default()).unwrap();
+        assert!(
+            p.is_noop(),
+            "the operator's rule stays without --firewall-reset"
+        );
+        let reset = HardenOptions {
+            firewall_reset: true,
+            ..HardenOptions::default()
+        };
+        let p = plan(&fx.facts, &h, &reset).unwrap();
+        assert!(p.changes[0].contains("drop 1 existing rule(s): allow 3306/tcp from anywhere"));
+        let cmds: Vec<&str> = p.data[DATA_COMMANDS].lines().collect();
+        assert_eq!(cmds[0], "--force reset");
+        assert_eq!(cmds.iter().filter(|c| c.starts_with("allow ")).count(), 6);
+        assert!(cmds.contains(&"default deny incoming"));
+        assert_eq!(p.changes.last().map(String::as_str), Some("enable ufw"));
+    }
+
+    #[test]
+    fn wrong_default_policies_are_changes() {
+        let h = host("fs1");
+        let fx = hardened(Fixture::stock(&[22]), &h).set(
+            UFW_DEFAULTS,
+            "IPV6=yes\nDEFAULT_INPUT_POLICY=\"ACCEPT\"\nDEFAULT_OUTPUT_POLICY=\"DROP\"\n",
+        );
+        let p = plan(&fx.facts, &h, &HardenOptions::default()).unwrap();
+        assert_eq!(
+            p.changes,
+            [
+                "default policy for incoming: deny (was allow)",
+                "default policy for outgoing: allow (was deny)",
+                "reload ufw"
+            ]
+        );
+        // The live status wins over the file when ufw reports it.
+        assert_eq!(
+            parse_status_defaults(
+                "Status: active\nLogging: on (low)\nDefault: deny (incoming), allow (outgoing), disabled (routed)\n"
+            ),
+            Some(("deny".to_string(), "allow".to_string()))
+        );
+        assert_eq!(parse_status_defaults("Status: inactive\n"), None);
+    }
+
+    #[test]
+    fn ufw_not_installed_yet_plans_everything() {
+        let mut fx = Fixture::stock(&[22]);
+        fx.facts.base.packages.clear();
+        fx.facts.files.files.remove(UFW_DEFAULTS);
+        let p = plan(&fx.facts, &host("fs1"), &HardenOptions::default()).unwrap();
+        assert!(p.changes.iter().any(|c| c.contains("not installed yet")));
+        assert!(p.data[DATA_COMMANDS].contains("default deny incoming"));
+        assert_eq!(p.changes.last().map(String::as_str), Some("enable ufw"));
+    }
+
+    #[test]
+    fn tuples_parse_comments_apps_and_ignore_junk() {
+        let text = "### tuple ### allow udp 5060 0.0.0.0/0 any 10.0.0.5 in comment=6673666c65657420736970\n\
+                    ### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 OpenSSH - in\n\
+                    ### tuple ### garbage\n-A ufw-user-input -j ACCEPT\n\
+                    ### tuple ### allow tcp 80 0.0.0.0/0 any 0.0.0.0/0 in comment=zz\n";
+        let t = parse_tuples(text, false);
+        assert_eq!(t.len(), 3);
+        assert_eq!(t[0].comment.as_deref(), Some("fsfleet sip"));
+        assert!(t[0].is_fsfleet());
+        assert_eq!(t[0].src_net(), Some("10.0.0.5/32".parse().unwrap()));
+        assert_eq!((t[1].dport.as_str(), t[1].direction.as_str()), ("22", "in"));
+        assert!(!t[1].is_fsfleet());
+        assert_eq!(
+            t[2].comment.as_deref(),
+            Some("zz"),
+            "undecodable comment kept raw"
+        );
+        assert!(dport_covers("80,5000:6000", Ports::one(5060)));
+        assert!(!dport_covers("any", Ports::one(5060)));
+        assert!(!dport_covers(
+            "16384:20000",
+            Ports {
+                first: 16384,
+                last: 32768
+            }
+        ));
+    }
+}
