@@ -449,13 +449,11 @@ fn sip_ports(f: &HostFacts, vars_text: Option<&str>) -> (BTreeSet<(Proto, u16)>,
             let p = port(sip, "sip-port", DEFAULT_SIP_PORT, &mut warnings);
             out.insert((Proto::Udp, p));
             out.insert((Proto::Tcp, p));
-            let tls_on = tls
-                .and_then(|v| resolve(&v, vars_text))
-                .is_some_and(|v| is_true(&v));
-            if tls_on {
-                let p = port(tls_port, "tls-sip-port", DEFAULT_TLS_PORT, &mut warnings);
-                out.insert((Proto::Tcp, p));
-            }
+            // SIP-TLS is part of the baseline even while TLS is off in the profile: opening a
+            // port nothing listens on costs nothing, and turning TLS on later then just works.
+            let _ = tls;
+            let p = port(tls_port, "tls-sip-port", DEFAULT_TLS_PORT, &mut warnings);
+            out.insert((Proto::Tcp, p));
         }
     }
     (out, warnings)
@@ -1200,7 +1198,7 @@ mod tests {
     }
 
     #[test]
-    fn stock_host_opens_ssh_rtp_and_sip_but_not_tls_or_esl() {
+    fn stock_host_opens_ssh_rtp_sip_and_sip_tls_but_not_esl() {
         let fx = Fixture::stock(&[22]);
         let w = wanted_rules(&fx.facts, &host("fs1"), 22, true);
         assert_eq!(
@@ -1209,7 +1207,9 @@ mod tests {
                 "22/tcp from anywhere (SSH)",
                 "16384:32768/udp from anywhere (RTP)",
                 "5060/tcp from anywhere (SIP)",
+                "5061/tcp from anywhere (SIP)",
                 "5080/tcp from anywhere (SIP)",
+                "5081/tcp from anywhere (SIP)",
                 "5060/udp from anywhere (SIP)",
                 "5080/udp from anywhere (SIP)",
             ]
@@ -1217,7 +1217,7 @@ mod tests {
         assert_eq!(w.esl_port, 8021);
         assert!(
             w.warnings.iter().any(|m| m
-                .contains("SIP (5060/tcp, 5080/tcp, 5060/udp, 5080/udp) is open to the world")
+                .contains("SIP (5060/tcp, 5061/tcp, 5080/tcp, 5081/tcp, 5060/udp, 5080/udp) is open to the world")
                 && m.contains("sip_allow_from for fs1")),
             "{:?}",
             w.warnings
@@ -1259,7 +1259,11 @@ mod tests {
             .iter()
             .filter(|r| r.purpose == Purpose::Sip)
             .collect();
-        assert_eq!(sip.len(), 4 * 3, "4 SIP port/protos x 3 sources");
+        assert_eq!(
+            sip.len(),
+            6 * 3,
+            "6 SIP port/protos (SIP udp+tcp, SIP-TLS tcp) x 3 sources"
+        );
         assert!(sip.iter().all(|r| r.from.is_some()), "no SIP from anywhere");
         assert!(!w.warnings.iter().any(|m| m.contains("open to the world")));
         let single = sip
@@ -1340,7 +1344,7 @@ mod tests {
     }
 
     #[test]
-    fn sip_ports_follow_vars_and_tls_opens_only_when_enabled() {
+    fn sip_and_tls_ports_follow_vars() {
         let vars = stock("vars.xml")
             .replace("internal_sip_port=5060", "internal_sip_port=5070")
             .replace("internal_ssl_enable=false", "internal_ssl_enable=true");
@@ -1356,8 +1360,8 @@ mod tests {
         }
         assert!(!r.iter().any(|x| x.starts_with("5060/")));
         assert!(
-            !r.iter().any(|x| x.starts_with("5081/")),
-            "external TLS is off"
+            r.contains(&"5081/tcp from anywhere (SIP)".to_string()),
+            "{r:?}"
         );
     }
 
@@ -1454,7 +1458,7 @@ mod tests {
         // OpenSSH app rule for 22, a plain multi-port rule for SIP, a range for RTP, plus an
         // unrelated web rule.
         let v4 = "### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 OpenSSH - in\n\
-                  ### tuple ### allow any 5060,5080 0.0.0.0/0 any 0.0.0.0/0 in\n\
+                  ### tuple ### allow any 5060,5061,5080,5081 0.0.0.0/0 any 0.0.0.0/0 in\n\
                   ### tuple ### allow udp 10000:40000 0.0.0.0/0 any 0.0.0.0/0 in\n\
                   ### tuple ### allow tcp 443 0.0.0.0/0 any 0.0.0.0/0 in\n";
         let v6 = v4.replace("0.0.0.0/0", "::/0");
@@ -1493,7 +1497,7 @@ mod tests {
             add < del,
             "add the restricted rule before removing the open one"
         );
-        assert_eq!(cmds.iter().filter(|c| c.starts_with("delete")).count(), 4);
+        assert_eq!(cmds.iter().filter(|c| c.starts_with("delete")).count(), 6);
         assert!(!cmds.iter().any(|c| c.contains("port 22")), "SSH untouched");
         assert!(
             p.changes
@@ -1570,7 +1574,7 @@ mod tests {
         assert!(p.changes[0].contains("drop 1 existing rule(s): allow 3306/tcp from anywhere"));
         let cmds: Vec<&str> = p.data[DATA_COMMANDS].lines().collect();
         assert_eq!(cmds[0], "--force reset");
-        assert_eq!(cmds.iter().filter(|c| c.starts_with("allow ")).count(), 6);
+        assert_eq!(cmds.iter().filter(|c| c.starts_with("allow ")).count(), 8);
         assert!(cmds.contains(&"default deny incoming"));
         assert_eq!(p.changes.last().map(String::as_str), Some("enable ufw"));
     }
