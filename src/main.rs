@@ -1,7 +1,6 @@
 //! fsfleet command-line entry: parse arguments, run the command, map the outcome to an exit code.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
@@ -9,11 +8,11 @@ use clap::Parser;
 use fsfleet::cli::{
     Cli, Command, FactsArgs, Format, InventoryCheckArgs, InventoryCommand, RunArgs,
 };
+use fsfleet::cmd::{connector, fleet_options, select};
 use fsfleet::facts;
-use fsfleet::fleet::{self, FleetOptions, ProgressMode, Serial};
-use fsfleet::inventory::{Host, Inventory, Limit};
+use fsfleet::fleet;
+use fsfleet::inventory::Inventory;
 use fsfleet::report::{HostReport, RunReport, StepReport, StepStatus};
-use fsfleet::ssh::{self, ConnectOptions, Connector};
 
 /// Usage and inventory errors: nothing was touched.
 const EXIT_USAGE: u8 = 2;
@@ -33,6 +32,9 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Facts(args) => facts_command(args).await,
         Command::Inventory(InventoryCommand::Check(args)) => inventory_check(args),
+        Command::Audit(args) => fsfleet::audit::command(args)
+            .await
+            .map_err(UsageError::from),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -41,53 +43,6 @@ async fn main() -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
     }
-}
-
-/// Load the inventory and select the hosts of this run.
-fn select(
-    path: &std::path::Path,
-    limit: Option<&str>,
-) -> Result<(Inventory, Vec<Host>), UsageError> {
-    let inv = Inventory::load(path)?;
-    let hosts = match limit {
-        Some(spec) => Limit::parse(spec, &inv.dir())?.apply(&inv)?,
-        None => inv.hosts.clone(),
-    };
-    Ok((inv, hosts))
-}
-
-fn fleet_options(run: &RunArgs) -> Result<FleetOptions, UsageError> {
-    let serial = match &run.serial {
-        Some(s) => Some(
-            s.parse::<Serial>()
-                .map_err(|e| anyhow::anyhow!("--serial {s}: {e}"))?,
-        ),
-        None => None,
-    };
-    Ok(FleetOptions {
-        forks: run.forks as usize,
-        serial,
-        max_fail_percent: run.max_fail_percent,
-        progress: if run.no_progress {
-            ProgressMode::Never
-        } else {
-            ProgressMode::Auto
-        },
-        verbosity: run.verbosity(),
-    })
-}
-
-/// A connector for the run, after asking about new host keys when the policy says `ask`.
-async fn connector(inv: &Inventory, hosts: &[Host], run: &RunArgs) -> Arc<Connector> {
-    let connector = Connector::new(
-        &inv.hosts,
-        ConnectOptions {
-            known_hosts: run.known_hosts.clone(),
-            host_key_policy: run.host_key_policy,
-        },
-    );
-    ssh::confirm_new_host_keys(&connector, hosts, run.host_key_policy, run.forks as usize).await;
-    Arc::new(connector)
 }
 
 /// Print the run's output, write the retry file, and return the exit code.
