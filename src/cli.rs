@@ -35,9 +35,18 @@ pub enum Command {
     /// per host): OS, sshd ports, sudo, FreeSWITCH layout and version, fail2ban, ufw, iptables.
     #[command(after_help = EXIT_CODES)]
     Facts(FactsArgs),
+    /// Bring every host to the day-one baseline, in parallel and idempotently: back up the config,
+    /// rotate default_password and the Event Socket password (kept in the local vault), bind the
+    /// Event Socket to 127.0.0.1, log SIP auth failures, install fail2ban with a working FreeSWITCH
+    /// jail, default-deny firewall, reload FreeSWITCH, write fs_cli configs, verify.
+    #[command(after_help = HARDEN_HELP)]
+    Harden(HardenArgs),
     /// Inspect the inventory without connecting to anything.
     #[command(subcommand)]
     Inventory(InventoryCommand),
+    /// The passwords fsfleet generated, from the local vault (no host is contacted).
+    #[command(subcommand)]
+    Creds(CredsCommand),
     /// Read-only security audit: which controls pass on each host, with evidence and the fix.
     /// Changes nothing, reloads nothing, sends no SIP. See `--list-controls`.
     #[command(after_help = AUDIT_EXIT_CODES)]
@@ -96,6 +105,102 @@ pub enum FailOn {
     Medium,
     Low,
     Info,
+}
+
+pub const HARDEN_HELP: &str = "\
+Steps, in order (names for --skip/--only):
+  preflight     refuse hosts that are not Debian/Ubuntu, have no FreeSWITCH config, or whose running
+                FreeSWITCH refuses the Event Socket password in its config (always runs)
+  backup        /var/backups/fsfleet/<run-id>/: tarball of the config tree + every changed file
+  sip-password  rotate default_password in vars.xml when it is 1234 or short (or --rotate)
+  event-socket  rotate the ESL password when ClueCon or short, listen on 127.0.0.1, ACL loopback.auto
+  auth-logging  log-auth-failures=true in every SIP profile
+  packages      fail2ban, iptables, rsyslog, python3-systemd, ufw
+  fail2ban      FreeSWITCH filter that matches 1.10 log lines, jail on the real log path
+  firewall      ufw default deny; SSH, SIP, SIP-TLS, RTP open (SIP only from sip_allow_from if set)
+  reload        reloadxml, sofia profile rescan, reload mod_event_socket, with the OLD password
+  fs-cli        /etc/fs_cli.conf and ~/.fs_cli_conf so fs_cli keeps working
+  verify        new ESL password works, fs_cli works, ESL not reachable from here, jail and ufw on
+
+New passwords are generated here, stored in the vault (default .fsfleet/vault.json beside the
+inventory) as pending BEFORE a host is touched, and marked active once verified. See them with
+`fsfleet creds show HOST`. A failure before the reload puts the changed config files back.
+
+Exit codes:
+  0  every host hardened (or already was)
+  2  usage or inventory error: nothing was touched
+  4  at least one host failed or was unreachable (see the recap and .fsfleet/retry)";
+
+#[derive(Debug, Args)]
+pub struct HardenArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArg,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Gather facts and show what each step would change; change nothing.
+    #[arg(long)]
+    pub check: bool,
+    /// Show config diffs (secrets masked).
+    #[arg(long)]
+    pub diff: bool,
+    /// Rotate the SIP and Event Socket passwords even when they are already strong.
+    #[arg(long)]
+    pub rotate: bool,
+    /// Steps not to run (comma list; see below).
+    #[arg(long, value_name = "STEPS", value_delimiter = ',')]
+    pub skip: Vec<String>,
+    /// Run only these steps (preflight and backup always run).
+    #[arg(long, value_name = "STEPS", value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// `ufw --force reset` first: drop the host's other firewall rules.
+    #[arg(long)]
+    pub firewall_reset: bool,
+    /// Edit configs even where FreeSWITCH is not running (no reload; it reads them at start).
+    #[arg(long)]
+    pub offline_ok: bool,
+    /// The credential vault [default: .fsfleet/vault.json beside the inventory].
+    #[arg(long, value_name = "PATH")]
+    pub vault: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CredsCommand {
+    /// One host's passwords (masked unless --reveal).
+    Show(CredsShowArgs),
+    /// Every host's active passwords, as shell variables or JSON, for a password manager.
+    Export(CredsExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CredsShowArgs {
+    /// The host's inventory name.
+    pub host: String,
+    #[command(flatten)]
+    pub inventory: InventoryArg,
+    /// Print the passwords themselves.
+    #[arg(long)]
+    pub reveal: bool,
+    /// The credential vault [default: .fsfleet/vault.json beside the inventory].
+    #[arg(long, value_name = "PATH")]
+    pub vault: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CredsExportArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArg,
+    #[arg(long, value_enum, default_value_t = ExportFormat::Env)]
+    pub format: ExportFormat,
+    /// The credential vault [default: .fsfleet/vault.json beside the inventory].
+    #[arg(long, value_name = "PATH")]
+    pub vault: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// `FSFLEET_<HOST>_SIP_PASSWORD='...'` lines
+    Env,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

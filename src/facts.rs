@@ -110,6 +110,16 @@ pub struct Sections {
 }
 
 impl Sections {
+    /// Sections from (name, text, status) triples: for tests of parsers and plans.
+    pub fn from_pairs(pairs: &[(&str, &str, i32)]) -> Sections {
+        Sections {
+            map: pairs
+                .iter()
+                .map(|(n, t, s)| (n.to_string(), (t.to_string(), *s)))
+                .collect(),
+        }
+    }
+
     pub fn text(&self, name: &str) -> &str {
         self.map.get(name).map(|(t, _)| t.as_str()).unwrap_or("")
     }

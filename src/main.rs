@@ -1,18 +1,22 @@
 //! fsfleet command-line entry: parse arguments, run the command, map the outcome to an exit code.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
 
 use fsfleet::cli::{
-    Cli, Command, FactsArgs, Format, InventoryCheckArgs, InventoryCommand, RunArgs,
+    Cli, Command, CredsCommand, CredsExportArgs, CredsShowArgs, ExportFormat, FactsArgs, Format,
+    HardenArgs, InventoryCheckArgs, InventoryCommand, RunArgs,
 };
 use fsfleet::cmd::{connector, fleet_options, select};
 use fsfleet::facts;
 use fsfleet::fleet;
+use fsfleet::harden::{self, HardenOptions};
 use fsfleet::inventory::Inventory;
 use fsfleet::report::{HostReport, RunReport, StepReport, StepStatus};
+use fsfleet::vault::{self, CredKind, Vault};
 
 /// Usage and inventory errors: nothing was touched.
 const EXIT_USAGE: u8 = 2;
@@ -31,10 +35,11 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Facts(args) => facts_command(args).await,
+        Command::Harden(args) => harden_command(args).await,
         Command::Inventory(InventoryCommand::Check(args)) => inventory_check(args),
-        Command::Audit(args) => fsfleet::audit::command(args)
-            .await
-            .map_err(UsageError::from),
+        Command::Creds(CredsCommand::Show(args)) => creds_show(args),
+        Command::Creds(CredsCommand::Export(args)) => creds_export(args),
+        Command::Audit(args) => fsfleet::audit::command(args).await.map_err(UsageError::from),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -120,6 +125,147 @@ fn inventory_check(args: InventoryCheckArgs) -> Result<u8, UsageError> {
             serde_json::to_string_pretty(&hosts).context("encoding hosts")?
         ),
         Format::Text => print!("{}", fsfleet::inventory::render_hosts(&inv, &hosts)),
+    }
+    Ok(0)
+}
+
+async fn harden_command(args: HardenArgs) -> Result<u8, UsageError> {
+    let path = args.inventory.resolve();
+    let (inv, hosts) = select(&path, args.run.limit.as_deref())?;
+    let opts = fleet_options(&args.run)?;
+    let selection =
+        harden::run::Selection::new(&args.skip, &args.only).map_err(|e| anyhow::anyhow!(e))?;
+    let vault_path = args
+        .vault
+        .clone()
+        .unwrap_or_else(|| vault::default_path(&inv.path));
+    let vault = Vault::open(&vault_path)?;
+    let connector = connector(&inv, &hosts, &args.run).await;
+    let shared = Arc::new(harden::run::Shared {
+        connector,
+        vault: tokio::sync::Mutex::new(vault),
+        opts: HardenOptions {
+            rotate: args.rotate,
+            firewall_reset: args.firewall_reset,
+            offline_ok: args.offline_ok,
+            check: args.check,
+            diff: args.diff,
+        },
+        selection,
+    });
+    let report = fleet::run("harden", hosts, &opts, move |ctx| {
+        harden::run::host(ctx, shared.clone())
+    })
+    .await;
+    let verbose = args.run.verbosity() > 0;
+    finish(&report, &inv, &args.run, |r| {
+        harden::render_text(r, verbose)
+    })
+}
+
+fn open_vault(
+    inventory: &fsfleet::cli::InventoryArg,
+    explicit: &Option<std::path::PathBuf>,
+) -> Result<Vault, UsageError> {
+    let path = explicit
+        .clone()
+        .unwrap_or_else(|| vault::default_path(&inventory.resolve()));
+    if !path.exists() {
+        return Err(anyhow::anyhow!(
+            "no vault at {}: fsfleet harden creates it (or pass --vault)",
+            path.display()
+        )
+        .into());
+    }
+    Ok(Vault::open(&path)?)
+}
+
+fn creds_show(args: CredsShowArgs) -> Result<u8, UsageError> {
+    let vault = open_vault(&args.inventory, &args.vault)?;
+    let entry = vault.entry(&args.host).ok_or_else(|| {
+        anyhow::anyhow!(
+            "the vault {} has nothing for {}",
+            vault.path().display(),
+            args.host
+        )
+    })?;
+    println!("{}", args.host);
+    for kind in CredKind::ALL {
+        let Some(c) = entry.creds.get(&kind) else {
+            continue;
+        };
+        for (state, v) in [
+            ("active", &c.active),
+            ("pending", &c.pending),
+            ("previous", &c.previous),
+        ] {
+            if let Some(v) = v {
+                let shown = if args.reveal {
+                    v.value.clone()
+                } else {
+                    vault::mask(&v.value)
+                };
+                println!(
+                    "  {:<13} {:<8} {shown}  ({} run {})",
+                    kind.as_str(),
+                    state,
+                    v.at,
+                    v.run_id
+                );
+            }
+        }
+    }
+    if !args.reveal {
+        eprintln!("(masked: add --reveal to print the passwords)");
+    }
+    Ok(0)
+}
+
+fn creds_export(args: CredsExportArgs) -> Result<u8, UsageError> {
+    let vault = open_vault(&args.inventory, &args.vault)?;
+    match args.format {
+        ExportFormat::Json => {
+            let mut map = serde_json::Map::new();
+            for (host, entry) in vault.hosts() {
+                let mut h = serde_json::Map::new();
+                for (kind, c) in &entry.creds {
+                    if let Some(a) = &c.active {
+                        h.insert(
+                            kind.as_str().into(),
+                            serde_json::Value::String(a.value.clone()),
+                        );
+                    }
+                }
+                map.insert(host.clone(), serde_json::Value::Object(h));
+            }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&map).context("encoding JSON")?
+            );
+        }
+        ExportFormat::Env => {
+            for (host, entry) in vault.hosts() {
+                let var: String = host
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() {
+                            c.to_ascii_uppercase()
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                for (kind, c) in &entry.creds {
+                    if let Some(a) = &c.active {
+                        println!(
+                            "FSFLEET_{var}_{}='{}'",
+                            kind.as_str().to_ascii_uppercase(),
+                            a.value
+                        );
+                    }
+                }
+            }
+        }
     }
     Ok(0)
 }

@@ -16,3 +16,72 @@ pub enum ConfError {
     #[error("refusing to write a value with characters that could change the file's structure")]
     UnsafeValue,
 }
+
+pub mod diff;
+
+use crate::secret::Secret;
+
+/// The Event Socket settings FreeSWITCH would use, from event_socket.conf.xml.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSocket {
+    /// Empty in the file means ClueCon (FACTS §1).
+    pub password: Secret,
+    /// Empty in the file means 127.0.0.1.
+    pub listen_ip: String,
+    pub listen_port: u16,
+    /// None: the built-in default `loopback.auto` applies.
+    pub inbound_acl: Option<String>,
+}
+
+pub const ESL_DEFAULT_PASSWORD: &str = "ClueCon";
+
+impl EventSocket {
+    pub fn parse(text: &str) -> Result<EventSocket, ConfError> {
+        let password = xml::get_param(text, "password")?
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| ESL_DEFAULT_PASSWORD.into());
+        let listen_ip = xml::get_param(text, "listen-ip")?
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let port = xml::get_param(text, "listen-port")?.unwrap_or_else(|| "8021".into());
+        let listen_port = port.trim().parse().map_err(|_| {
+            ConfError::Malformed(format!("listen-port {port:?} is not a port number"))
+        })?;
+        let inbound_acl = xml::get_param(text, "apply-inbound-acl")?.filter(|p| !p.is_empty());
+        Ok(EventSocket {
+            password: Secret::new(password),
+            listen_ip,
+            listen_port,
+            inbound_acl,
+        })
+    }
+
+    /// The address to reach the Event Socket at from the host itself.
+    pub fn local_address(&self) -> String {
+        match self.listen_ip.as_str() {
+            "::" | "0.0.0.0" | "127.0.0.1" | "" => "127.0.0.1".into(),
+            other => other
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+        }
+    }
+
+    /// Whether only loopback can connect (listen address).
+    pub fn is_loopback_only(&self) -> bool {
+        matches!(self.listen_ip.as_str(), "127.0.0.1" | "::1") || self.listen_ip.starts_with("127.")
+    }
+}
+
+/// A password FreeSWITCH ships with or one too short to resist guessing.
+pub fn is_weak_password(p: &str) -> bool {
+    p.chars().count() < 16 || p == "1234" || p == ESL_DEFAULT_PASSWORD
+}
+
+/// The profile name of a sip_profiles/*.xml file (`<profile name="...">`).
+pub fn profile_name(text: &str) -> Result<Option<String>, ConfError> {
+    Ok(xml::scan(text)?
+        .into_iter()
+        .find(|t| t.name == "profile" && t.kind != xml::TagKind::End)
+        .and_then(|t| t.attr("name").map(|a| a.value.clone())))
+}

@@ -176,3 +176,99 @@ impl StepCtx<'_> {
         Ok(out)
     }
 }
+
+/// One config file change: exact old and new bytes (the old ones restore the file if a later
+/// step fails before the reload).
+#[derive(Clone)]
+pub struct FileEdit {
+    pub path: String,
+    pub old: Vec<u8>,
+    pub new: Vec<u8>,
+}
+
+impl std::fmt::Debug for FileEdit {
+    // The contents hold secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileEdit")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostFacts {
+    /// A config file (relative to the config dir) as text, or a refusal that says why not.
+    pub fn conf_text(&self, rel: &str) -> Result<(&str, &str), StepError> {
+        let dir = self
+            .files
+            .conf_dir
+            .as_deref()
+            .ok_or_else(|| StepError::Refused("no FreeSWITCH configuration found".into()))?;
+        let f = self
+            .files
+            .conf(rel)
+            .ok_or_else(|| StepError::Refused(format!("{dir}/{rel} does not exist")))?;
+        let text = f.text().ok_or_else(|| {
+            StepError::Refused(format!(
+                "{} is too large or not UTF-8 text; fsfleet will not edit it",
+                f.path
+            ))
+        })?;
+        Ok((f.path.as_str(), text))
+    }
+}
+
+#[cfg(test)]
+impl HostFacts {
+    /// Facts of a host whose config dir holds the given files (relative path, text).
+    pub fn with_conf(dir: &str, files: &[(&str, &str)]) -> HostFacts {
+        use crate::facts::FileFact;
+        let mut hf = HostFacts::default();
+        hf.files.conf_dir = Some(dir.to_string());
+        for (rel, text) in files {
+            let path = format!("{dir}/{rel}");
+            hf.files.files.insert(
+                path.clone(),
+                FileFact {
+                    path,
+                    mode: 0o644,
+                    owner: "freeswitch".into(),
+                    group: "freeswitch".into(),
+                    size: text.len() as u64,
+                    content: Some(text.as_bytes().to_vec()),
+                },
+            );
+        }
+        hf
+    }
+
+    /// The stock FreeSWITCH 1.10.12 tree's files that harden reads.
+    pub fn stock() -> HostFacts {
+        let root = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/reference/freeswitch-conf-1.10.12"
+        );
+        let mut files: Vec<(String, String)> = Vec::new();
+        for rel in [
+            "vars.xml",
+            "autoload_configs/event_socket.conf.xml",
+            "autoload_configs/switch.conf.xml",
+        ] {
+            files.push((
+                rel.to_string(),
+                std::fs::read_to_string(format!("{root}/{rel}")).unwrap(),
+            ));
+        }
+        for p in ["internal", "external", "internal-ipv6", "external-ipv6"] {
+            let rel = format!("sip_profiles/{p}.xml");
+            files.push((
+                rel.clone(),
+                std::fs::read_to_string(format!("{root}/{rel}")).unwrap(),
+            ));
+        }
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        HostFacts::with_conf("/etc/freeswitch", &refs)
+    }
+}

@@ -10,4 +10,63 @@
 
 pub mod context;
 
-pub use context::{HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
+pub use context::{FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
+pub mod auth_logging;
+pub mod backup;
+pub mod event_socket;
+pub mod fs_cli;
+pub mod preflight;
+pub mod reload;
+pub mod run;
+pub mod sip_password;
+pub mod verify;
+
+use crate::report::{RunReport, StepStatus};
+
+/// The harden run as an operator reads it: per host, what changed or failed (every step with
+/// `verbose`), then the recap.
+pub fn render_text(report: &RunReport, verbose: bool) -> String {
+    let mut out = String::new();
+    for h in &report.hosts {
+        out.push_str(&format!("{} ({}): {}\n", h.name, h.address, h.status));
+        if let Some(dir) = h
+            .data
+            .as_ref()
+            .and_then(|d| d.get("backup"))
+            .and_then(|b| b.as_str())
+        {
+            out.push_str(&format!("  backup: {dir}\n"));
+        }
+        for s in &h.steps {
+            let show = verbose
+                || !matches!(s.status, StepStatus::Ok | StepStatus::Skipped)
+                || !s.evidence.is_empty()
+                    && s.evidence
+                        .iter()
+                        .any(|e| e.starts_with("warning:") || e.starts_with("---"));
+            if !show {
+                continue;
+            }
+            let tag = match s.status {
+                StepStatus::Ok => "ok",
+                StepStatus::Changed => "changed",
+                StepStatus::Failed => "FAILED",
+                StepStatus::Skipped => "skipped",
+            };
+            out.push_str(&format!("  {:<13} {:<8} {}\n", s.name, tag, s.message));
+            for e in &s.evidence {
+                if verbose || e.starts_with("warning:") || e.starts_with("---") {
+                    for line in e.lines() {
+                        out.push_str(&format!("      {line}\n"));
+                    }
+                }
+            }
+        }
+        if let Some(e) = &h.error {
+            out.push_str(&format!("  error: {e}\n"));
+        }
+    }
+    out.push('\n');
+    out.push_str(&report.recap_text());
+    out
+}

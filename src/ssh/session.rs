@@ -729,13 +729,22 @@ impl Session {
 
     /// A TCP stream to `127.0.0.1:port` as seen from the host (SSH direct-tcpip).
     pub async fn tunnel(&self, port: u16) -> Result<ChannelStream<client::Msg>, SshError> {
+        self.tunnel_to("127.0.0.1", port).await
+    }
+
+    /// A TCP stream to `address:port` as seen from the host.
+    pub async fn tunnel_to(
+        &self,
+        address: &str,
+        port: u16,
+    ) -> Result<ChannelStream<client::Msg>, SshError> {
         let chan = self
             .handle
-            .channel_open_direct_tcpip("127.0.0.1", u32::from(port), "127.0.0.1", 0)
+            .channel_open_direct_tcpip(address, u32::from(port), "127.0.0.1", 0)
             .await
             .map_err(|e| {
                 SshError::Other(format!(
-                    "{}: cannot open a tunnel to 127.0.0.1:{port}: {e}",
+                    "{}: cannot open a tunnel to {address}:{port} on the host: {e}",
                     self.name
                 ))
             })?;

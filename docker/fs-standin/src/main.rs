@@ -1,1 +1,159 @@
-fn main() {}
+//! fs-standin: `serve`, `fs_cli` (also as argv[0]), `register`.
+
+use fs_standin::config::Secret;
+use fs_standin::sip::{self, Outcome, RegisterOpts};
+use std::time::Duration;
+
+const USAGE: &str = "usage:
+  fs-standin serve [--conf-dir DIR] [--log-dir DIR]
+  fs-standin fs_cli [-H HOST] [-P PORT] [-p PASSWORD] [-x COMMAND] [PROFILE]
+  fs-standin register --target HOST:PORT --user USER [--password PW | env SIP_PASSWORD]
+                      [--domain D] [--timeout-ms N] [--attempts N]";
+
+/// Exit code for bad command lines (sysexits EX_USAGE), distinct from the SIP outcomes.
+const EX_USAGE: i32 = 64;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let argv0 = args
+        .first()
+        .map(std::path::Path::new)
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
+    let code = if argv0 == "fs_cli" {
+        fs_standin::fs_cli::main(&args[1..])
+    } else {
+        match args.get(1).map(String::as_str) {
+            Some("fs_cli") => fs_standin::fs_cli::main(&args[2..]),
+            Some("serve") => serve(&args[2..]),
+            Some("register") => register(&args[2..]),
+            _ => {
+                eprintln!("{USAGE}");
+                EX_USAGE
+            }
+        }
+    };
+    std::process::exit(code);
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("fs-standin: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+fn serve(args: &[String]) -> i32 {
+    let layout = match fs_standin::serve::layout_from_args(args) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("fs-standin serve: {e}");
+            return EX_USAGE;
+        }
+    };
+    let Some(rt) = runtime() else { return 1 };
+    match rt.block_on(fs_standin::serve::run(layout)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("fs-standin serve: {e}");
+            1
+        }
+    }
+}
+
+fn register(args: &[String]) -> i32 {
+    let mut target = None;
+    let mut user = None;
+    let mut password = None;
+    let mut domain = None;
+    let mut timeout_ms: u64 = 3000;
+    let mut attempts: u32 = 1;
+    let mut i = 0;
+    while i < args.len() {
+        let (name, inline) = match args[i].split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (args[i].clone(), None),
+        };
+        let value = match inline {
+            Some(v) => Some(v),
+            None => {
+                i += 1;
+                args.get(i).cloned()
+            }
+        };
+        let Some(value) = value else {
+            eprintln!("fs-standin register: {name} needs a value\n{USAGE}");
+            return EX_USAGE;
+        };
+        match name.as_str() {
+            "--target" => target = Some(value),
+            "--user" => user = Some(value),
+            "--password" => password = Some(value),
+            "--domain" => domain = Some(value),
+            "--timeout-ms" | "--attempts" => {
+                let Ok(n) = value.parse::<u64>() else {
+                    eprintln!("fs-standin register: {name} wants a number, got {value:?}");
+                    return EX_USAGE;
+                };
+                if name == "--attempts" {
+                    attempts = n.clamp(1, 10_000) as u32;
+                } else {
+                    timeout_ms = n.max(1);
+                }
+            }
+            other => {
+                eprintln!("fs-standin register: unknown option {other:?}\n{USAGE}");
+                return EX_USAGE;
+            }
+        }
+        i += 1;
+    }
+    let password = password.or_else(|| std::env::var("SIP_PASSWORD").ok());
+    let (Some(target), Some(user), Some(password)) = (target, user, password) else {
+        eprintln!(
+            "fs-standin register: --target, --user and a password (--password or env SIP_PASSWORD) are required\n{USAGE}"
+        );
+        return EX_USAGE;
+    };
+    let opts = RegisterOpts {
+        target,
+        user,
+        password: Secret::new(password),
+        domain,
+        timeout: Duration::from_millis(timeout_ms),
+    };
+    let Some(rt) = runtime() else { return 3 };
+    let mut code = 3;
+    for _ in 0..attempts {
+        code = match rt.block_on(sip::register(&opts)) {
+            Ok(Outcome::Final { code, status_line }) => {
+                println!("{status_line}");
+                match code {
+                    200 => 0,
+                    403 => 1,
+                    _ => 3,
+                }
+            }
+            Ok(Outcome::Timeout) => {
+                println!(
+                    "timeout: no final answer from {} within {timeout_ms} ms",
+                    opts.target
+                );
+                2
+            }
+            Err(e) => {
+                eprintln!("fs-standin register: {e}");
+                3
+            }
+        };
+    }
+    code
+}

@@ -1,0 +1,212 @@
+//! The api commands fsfleet and the tests use, with FreeSWITCH 1.10.12's exact reply bodies.
+
+use crate::core::{Core, new_uuid};
+use std::time::Duration;
+
+pub const VERSION_LINE: &str = "FreeSWITCH (Version 1.10.12-release  64bit) is ready";
+pub const VERSION_BODY: &str = "FreeSWITCH Version 1.10.12-release~64bit ( 64bit)\n";
+
+/// What the caller must do after sending the reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum After {
+    Nothing,
+    /// `reload mod_event_socket`: restart the Event Socket once the reply is out.
+    ReloadEventSocket,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub body: String,
+    pub after: After,
+}
+
+impl Reply {
+    fn body(s: impl Into<String>) -> Self {
+        Reply {
+            body: s.into(),
+            after: After::Nothing,
+        }
+    }
+}
+
+/// Run one api command line (`status`, `sofia profile internal rescan`, ...).
+pub fn execute(core: &Core, line: &str) -> Reply {
+    let line = line.trim();
+    let (cmd, args) = match line.split_once(char::is_whitespace) {
+        Some((c, a)) => (c, a.trim()),
+        None => (line, ""),
+    };
+    match cmd {
+        "status" => Reply::body(status_body(core.started.elapsed(), core.cpu.percent())),
+        "version" => Reply::body(VERSION_BODY),
+        "hostname" => Reply::body(crate::netinfo::hostname()),
+        "reloadxml" => Reply::body(match core.reload_xml() {
+            Ok(()) => "+OK [Success]\n".to_string(),
+            Err(e) => format!("-ERR [{e}]\n"),
+        }),
+        "reloadacl" => Reply::body(match core.reload_xml() {
+            Ok(()) => "+OK acl reloaded\n".to_string(),
+            Err(e) => format!("-ERR [{e}]\n"),
+        }),
+        "global_getvar" => Reply::body(if args.is_empty() {
+            let snap = core.snapshot();
+            let mut all: Vec<_> = snap.vars.iter().collect();
+            all.sort();
+            all.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+        } else {
+            core.global_var(args).unwrap_or_default()
+        }),
+        "sofia" => sofia(core, args),
+        "reload" => reload(core, args),
+        _ => Reply::body(format!("-ERR {cmd} Command not found!\n")),
+    }
+}
+
+fn reload(core: &Core, args: &str) -> Reply {
+    let module = args
+        .split_whitespace()
+        .find(|w| !w.starts_with('-'))
+        .unwrap_or("");
+    match module {
+        // The module cannot unload itself while serving this very request: FreeSWITCH answers
+        // with a job id and does the reload in the background.
+        "mod_event_socket" => Reply {
+            body: format!("+OK Job-UUID: {}\n", new_uuid()),
+            after: After::ReloadEventSocket,
+        },
+        "" => Reply::body("-USAGE: [-f] <mod_name>\n"),
+        "mod_sofia" => {
+            let xml = core.reload_xml();
+            for p in core.running_profiles() {
+                core.rescan(&p.name);
+            }
+            Reply::body(match xml {
+                Ok(()) => "+OK Reloading XML\n+OK module unloaded\n+OK module loaded\n".to_string(),
+                Err(e) => format!("-ERR [{e}]\n"),
+            })
+        }
+        _ => Reply::body(match core.reload_xml() {
+            Ok(()) => "+OK Reloading XML\n+OK module unloaded\n+OK module loaded\n".to_string(),
+            Err(e) => format!("-ERR [{e}]\n"),
+        }),
+    }
+}
+
+fn sofia(core: &Core, args: &str) -> Reply {
+    let words: Vec<&str> = args.split_whitespace().collect();
+    match words.as_slice() {
+        ["status"] => Reply::body(sofia_status(core)),
+        ["profile", name, "rescan", ..] => Reply::body(if core.rescan(name) {
+            "Reload XML [Success]\n+OK scan complete\n".to_string()
+        } else {
+            format!("Invalid Profile [{name}]")
+        }),
+        ["profile", name, ..] if !core.running_profiles().iter().any(|p| p.name == *name) => {
+            Reply::body(format!("Invalid Profile [{name}]"))
+        }
+        ["profile", _, ..] => Reply::body("-ERR Unknown command!\n"),
+        _ => Reply::body(
+            "USAGE:\n--------------------------------------------------------------------------------\n\
+             sofia global siptrace <on|off>\n\
+             sofia profile <name> [start | stop | restart | rescan] [wait]\n\
+             sofia status [profile <name>]\n\
+             --------------------------------------------------------------------------------\n",
+        ),
+    }
+}
+
+const SOFIA_RULE: &str = "=================================================================================================\n";
+
+fn sofia_status(core: &Core) -> String {
+    let mut out = format!(
+        "{:>25}\t{}\t  {:>40}\t{}\n",
+        "Name", "   Type", "Data", "State"
+    );
+    out.push_str(SOFIA_RULE);
+    let mut profiles = core.running_profiles();
+    profiles.sort_by(|a, b| a.name.cmp(&b.name));
+    for p in &profiles {
+        out.push_str(&format!(
+            "{:>25}\t{}\t  {:>40}\t{} ({})\n",
+            p.name, "profile", p.url, "RUNNING", 0
+        ));
+    }
+    out.push_str(SOFIA_RULE);
+    let n = profiles.len();
+    out.push_str(&format!(
+        "{n} profile{} 0 aliases\n",
+        if n == 1 { "" } else { "s" }
+    ));
+    out
+}
+
+/// The `status` body, byte for byte as 1.10.12 built from source prints it.
+pub fn status_body(up: Duration, idle_cpu: f64) -> String {
+    let total_us = up.as_micros();
+    let us = (total_us % 1000) as u64;
+    let ms = ((total_us / 1000) % 1000) as u64;
+    let secs = up.as_secs();
+    let (s, m, h) = (secs % 60, (secs / 60) % 60, (secs / 3600) % 24);
+    let days_total = secs / 86400;
+    let (d, y) = (days_total % 365, days_total / 365);
+    let u = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    format!(
+        "UP {}, {}, {}, {}, {}, {}, {}\n\
+         {VERSION_LINE}\n\
+         0 session(s) since startup\n\
+         0 session(s) - peak 0, last 5min 0 \n\
+         0 session(s) per Sec out of max 30, peak 0, last 5min 0 \n\
+         1000 session(s) max\n\
+         min idle cpu 0.00/{idle_cpu:.2}\n\
+         Current Stack Size/Max 240K/8192K\n",
+        u(y, "year"),
+        u(d, "day"),
+        u(h, "hour"),
+        u(m, "minute"),
+        u(s, "second"),
+        u(ms, "millisecond"),
+        u(us, "microsecond"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_is_byte_exact() {
+        let up = Duration::from_micros(16_683_371);
+        assert_eq!(
+            status_body(up, 99.57),
+            "UP 0 years, 0 days, 0 hours, 0 minutes, 16 seconds, 683 milliseconds, 371 microseconds\n\
+             FreeSWITCH (Version 1.10.12-release  64bit) is ready\n\
+             0 session(s) since startup\n\
+             0 session(s) - peak 0, last 5min 0 \n\
+             0 session(s) per Sec out of max 30, peak 0, last 5min 0 \n\
+             1000 session(s) max\n\
+             min idle cpu 0.00/99.57\n\
+             Current Stack Size/Max 240K/8192K\n"
+        );
+    }
+
+    #[test]
+    fn status_units_are_singular_for_exactly_one() {
+        let up = Duration::from_secs(366 * 86400 + 3600 + 60 + 1) + Duration::from_micros(1001);
+        let first = status_body(up, 50.0).lines().next().unwrap().to_string();
+        assert_eq!(
+            first,
+            "UP 1 year, 1 day, 1 hour, 1 minute, 1 second, 1 millisecond, 1 microsecond"
+        );
+    }
+
+    #[test]
+    fn readiness_line_matches_the_documented_pattern() {
+        let body = status_body(Duration::from_secs(5), 12.0);
+        let line = body.lines().nth(1).unwrap();
+        let inner = line
+            .strip_prefix("FreeSWITCH (Version ")
+            .and_then(|r| r.strip_suffix(") is ready"))
+            .unwrap();
+        assert_eq!(inner, "1.10.12-release  64bit");
+    }
+}

@@ -1,0 +1,92 @@
+//! Step `auth-logging`: `log-auth-failures` true in every SIP profile FreeSWITCH loads, so the
+//! fail2ban jail sees failed registrations (FACTS §4). Updated where present (any quoting), inserted
+//! before `</settings>` where absent, never inside a comment.
+
+use super::{FileEdit, HostFacts, StepError, StepPlan};
+use crate::conf::{self, diff, xml};
+
+pub const NAME: &str = "auth-logging";
+const PARAM: &str = "log-auth-failures";
+
+pub struct Planned {
+    pub plan: StepPlan,
+    pub edits: Vec<FileEdit>,
+    /// Profiles whose setting changes: each needs `sofia profile NAME rescan`.
+    pub rescan: Vec<String>,
+}
+
+pub fn plan(f: &HostFacts) -> Result<Planned, StepError> {
+    let profiles = f.files.conf_dir_files("sip_profiles", ".xml");
+    if profiles.is_empty() {
+        return Err(StepError::Refused(
+            "no SIP profile found in sip_profiles/*.xml".into(),
+        ));
+    }
+    let mut planned = Planned {
+        plan: StepPlan::default(),
+        edits: vec![],
+        rescan: vec![],
+    };
+    for file in profiles {
+        let text = file.text().ok_or_else(|| {
+            StepError::Refused(format!(
+                "{} is too large or not UTF-8 text; fsfleet will not edit it",
+                file.path
+            ))
+        })?;
+        let err = |e: conf::ConfError| StepError::Refused(format!("{}: {e}", file.path));
+        let name = conf::profile_name(text).map_err(err)?;
+        let Some(out) = xml::set_param(text, PARAM, "true").map_err(err)? else {
+            continue;
+        };
+        let name = name
+            .ok_or_else(|| StepError::Refused(format!("{}: no <profile name=...>", file.path)))?;
+        planned
+            .plan
+            .changes
+            .push(format!("turn on {PARAM} in profile {name} ({})", file.path));
+        planned
+            .plan
+            .diffs
+            .push(diff::masked_diff(&file.path, text, &out, &[]));
+        planned.edits.push(FileEdit {
+            path: file.path.clone(),
+            old: text.as_bytes().to_vec(),
+            new: out.into_bytes(),
+        });
+        planned.rescan.push(name);
+    }
+    Ok(planned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_four_stock_profiles_are_turned_on_then_nothing() {
+        let p = plan(&HostFacts::stock()).unwrap();
+        let mut names = p.rescan.clone();
+        names.sort();
+        assert_eq!(
+            names,
+            vec!["external", "external-ipv6", "internal", "internal-ipv6"]
+        );
+        let files: Vec<(String, String)> = p
+            .edits
+            .iter()
+            .map(|e| {
+                (
+                    e.path.trim_start_matches("/etc/freeswitch/").to_string(),
+                    String::from_utf8(e.new.clone()).unwrap(),
+                )
+            })
+            .collect();
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let again = plan(&HostFacts::with_conf("/etc/freeswitch", &refs)).unwrap();
+        assert!(again.plan.is_noop() && again.edits.is_empty() && again.rescan.is_empty());
+    }
+}

@@ -1,0 +1,119 @@
+//! Step `event-socket`: rotate the Event Socket password when it is ClueCon or weak, bind it to
+//! 127.0.0.1, and make `apply-inbound-acl loopback.auto` explicit.
+//!
+//! The OLD password is kept by the orchestrator: the reload must authenticate with it.
+
+use super::{FileEdit, HardenOptions, HostFacts, StepError, StepPlan};
+use crate::conf::{self, EventSocket, diff, xml};
+use crate::secret::Secret;
+use crate::vault;
+
+pub const NAME: &str = "event-socket";
+pub const FILE: &str = "autoload_configs/event_socket.conf.xml";
+
+pub struct Planned {
+    pub plan: StepPlan,
+    pub edit: Option<FileEdit>,
+    /// The password FreeSWITCH uses now (needed for the reload).
+    pub current: EventSocket,
+    /// A new password, when rotating.
+    pub new_password: Option<Secret>,
+}
+
+pub fn plan(f: &HostFacts, opts: &HardenOptions) -> Result<Planned, StepError> {
+    let (path, text) = f.conf_text(FILE)?;
+    let current =
+        EventSocket::parse(text).map_err(|e| StepError::Refused(format!("{path}: {e}")))?;
+    let mut plan = StepPlan::default();
+    let mut out = text.to_string();
+    let edit_err = |e: conf::ConfError| StepError::Refused(format!("{path}: {e}"));
+
+    let mut new_password = None;
+    let why = if current.password.expose() == conf::ESL_DEFAULT_PASSWORD {
+        Some("the stock ClueCon")
+    } else if conf::is_weak_password(current.password.expose()) {
+        Some("shorter than 16 characters")
+    } else if opts.rotate {
+        Some("--rotate")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        let pw = vault::generate_password(vault::PASSWORD_LEN);
+        if let Some(o) = xml::set_param(&out, "password", pw.expose()).map_err(edit_err)? {
+            out = o;
+        }
+        plan.changes
+            .push(format!("rotate the Event Socket password (was {why})"));
+        new_password = Some(pw);
+    }
+    if current.listen_ip != "127.0.0.1" {
+        if let Some(o) = xml::set_param(&out, "listen-ip", "127.0.0.1").map_err(edit_err)? {
+            out = o;
+        }
+        plan.changes.push(format!(
+            "bind the Event Socket to 127.0.0.1 (was {})",
+            current.listen_ip
+        ));
+    }
+    if current.inbound_acl.as_deref() != Some("loopback.auto") {
+        if let Some(o) =
+            xml::set_param(&out, "apply-inbound-acl", "loopback.auto").map_err(edit_err)?
+        {
+            out = o;
+        }
+        plan.changes.push(format!(
+            "set apply-inbound-acl to loopback.auto (was {})",
+            current.inbound_acl.as_deref().unwrap_or("unset")
+        ));
+    }
+    let edit = if out != text {
+        let mut secrets: Vec<&Secret> = vec![&current.password];
+        if let Some(p) = &new_password {
+            secrets.push(p);
+        }
+        plan.diffs
+            .push(diff::masked_diff(path, text, &out, &secrets));
+        Some(FileEdit {
+            path: path.to_string(),
+            old: text.as_bytes().to_vec(),
+            new: out.into_bytes(),
+        })
+    } else {
+        None
+    };
+    Ok(Planned {
+        plan,
+        edit,
+        current,
+        new_password,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stock_settings_are_rotated_bound_and_acl_made_explicit_then_idempotent() {
+        let f = HostFacts::stock();
+        let p = plan(&f, &HardenOptions::default()).unwrap();
+        assert_eq!(p.current.password.expose(), "ClueCon");
+        assert_eq!(p.plan.changes.len(), 3, "{:?}", p.plan.changes);
+        let pw = p.new_password.clone().unwrap();
+        let new = String::from_utf8(p.edit.unwrap().new).unwrap();
+        let after = EventSocket::parse(&new).unwrap();
+        assert_eq!(after.password, pw);
+        assert_eq!(after.listen_ip, "127.0.0.1");
+        assert_eq!(after.inbound_acl.as_deref(), Some("loopback.auto"));
+        assert!(
+            new.contains("<!--<param name=\"apply-inbound-acl\" value=\"loopback.auto\"/>-->"),
+            "comments stay"
+        );
+        assert!(!p.plan.diffs[0].contains(pw.expose()));
+        let f2 = HostFacts::with_conf("/etc/freeswitch", &[(FILE, &new)]);
+        let p2 = plan(&f2, &HardenOptions::default()).unwrap();
+        assert!(p2.plan.is_noop() && p2.edit.is_none() && p2.new_password.is_none());
+        assert_eq!(p2.current.password, pw);
+    }
+}

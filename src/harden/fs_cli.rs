@@ -1,0 +1,215 @@
+//! Step `fs-cli`: admins keep `fs_cli` access after the Event Socket password changes.
+//!
+//! `/etc/fs_cli.conf` (root, 0600) gets host, port and password; an existing `~/.fs_cli_conf` of
+//! root or of the SSH login user would hide it (fs_cli reads only the first file it finds, FACTS §3),
+//! so those are replaced too, and a non-root login user gets one of their own (0600).
+
+use super::{HostFacts, Probes, StepError, StepPlan};
+use crate::conf::EventSocket;
+use crate::facts::FileFact;
+use crate::inventory::Host;
+use crate::secret::Secret;
+use crate::ssh::{UploadOptions, sh_quote};
+
+pub const NAME: &str = "fs-cli";
+pub const SYSTEM_FILE: &str = "/etc/fs_cli.conf";
+const HOMES: &str = "fscli_homes";
+
+pub fn probes(p: &mut Probes, host: &Host) {
+    p.file(SYSTEM_FILE);
+    let users = if host.user == "root" {
+        "root".to_string()
+    } else {
+        format!("root {}", sh_quote(&host.user))
+    };
+    p.snippet(
+        HOMES,
+        &format!(
+            "for u in {users}; do e=$(getent passwd \"$u\") || continue; h=$(echo \"$e\" | cut -d: -f6); g=$(id -gn \"$u\"); \
+             if [ -f \"$h/.fs_cli_conf\" ]; then c=$(base64 -w0 \"$h/.fs_cli_conf\"); else c=-; fi; \
+             printf 'H\\t%s\\t%s\\t%s\\t%s\\n' \"$u\" \"$g\" \"$h\" \"$c\"; done"
+        ),
+    );
+}
+
+/// One file fs-cli writes.
+#[derive(Clone)]
+pub struct Target {
+    pub path: String,
+    pub owner: String,
+    pub existed: bool,
+    content: Vec<u8>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("path", &self.path)
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The fs_cli configuration for this Event Socket.
+pub fn render(es: &EventSocket, password: &Secret) -> String {
+    format!(
+        "; Written by fsfleet. fs_cli reads ~/.fs_cli_conf if it exists, else this file.\n\
+         [default]\nhost => {}\nport => {}\npassword => {}\n",
+        es.local_address(),
+        es.listen_port,
+        password.expose()
+    )
+}
+
+/// Which files to (re)write so that `fs_cli` works for root and the login user.
+pub fn plan(
+    f: &HostFacts,
+    host: &Host,
+    es: &EventSocket,
+    password: &Secret,
+) -> Result<(StepPlan, Vec<Target>), StepError> {
+    let want = render(es, password).into_bytes();
+    let mut plan = StepPlan::default();
+    let mut targets = Vec::new();
+    let system = f.files.files.get(SYSTEM_FILE);
+    if !up_to_date(system, &want, 0o600, "root") {
+        plan.changes.push(format!(
+            "{} {SYSTEM_FILE} (root, 0600)",
+            if system.is_some() { "rewrite" } else { "write" }
+        ));
+        targets.push(Target {
+            path: SYSTEM_FILE.into(),
+            owner: "root:root".into(),
+            existed: system.is_some(),
+            content: want.clone(),
+        });
+    }
+    for line in f.section(HOMES).lines() {
+        let parts: Vec<&str> = line.split('\t').collect();
+        let ["H", user, group, home, b64] = parts.as_slice() else {
+            continue;
+        };
+        let path = format!("{}/.fs_cli_conf", home.trim_end_matches('/'));
+        let existing = if *b64 == "-" {
+            None
+        } else {
+            data_encoding::BASE64.decode(b64.as_bytes()).ok()
+        };
+        // root without a file of its own reads /etc/fs_cli.conf: nothing to add.
+        if existing.is_none() && (*user == "root" || host.user == "root") {
+            continue;
+        }
+        if existing.as_deref() == Some(want.as_slice()) {
+            continue;
+        }
+        plan.changes.push(format!(
+            "{} {path} ({user}, 0600){}",
+            if existing.is_some() {
+                "replace"
+            } else {
+                "write"
+            },
+            if existing.is_some() {
+                ": a stale one would hide /etc/fs_cli.conf"
+            } else {
+                ""
+            }
+        ));
+        targets.push(Target {
+            path,
+            owner: format!("{user}:{group}"),
+            existed: existing.is_some(),
+            content: want.clone(),
+        });
+    }
+    Ok((plan, targets))
+}
+
+fn up_to_date(f: Option<&FileFact>, want: &[u8], mode: u32, owner: &str) -> bool {
+    f.is_some_and(|f| f.content.as_deref() == Some(want) && f.mode == mode && f.owner == owner)
+}
+
+pub async fn apply(
+    session: &crate::ssh::Session,
+    targets: &[Target],
+) -> Result<Vec<String>, StepError> {
+    let mut evidence = Vec::new();
+    for t in targets {
+        session
+            .upload(
+                &t.path,
+                &t.content,
+                &UploadOptions {
+                    mode: Some(0o600),
+                    owner: Some(t.owner.clone()),
+                },
+            )
+            .await?;
+        evidence.push(format!("{} ({}, 0600)", t.path, t.owner));
+    }
+    Ok(evidence)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::harden::context::HostFacts;
+
+    fn host(user: &str) -> Host {
+        let mut h = crate::report::testing::host("pbx");
+        h.user = user.to_string();
+        h
+    }
+
+    #[test]
+    fn writes_system_file_and_replaces_stale_home_files_then_nothing() {
+        let es = EventSocket::parse(
+            "<c><settings><param name=\"listen-ip\" value=\"127.0.0.1\"/></settings></c>",
+        )
+        .unwrap();
+        let pw = Secret::new("A".repeat(32));
+        let stale = data_encoding::BASE64.encode(b"[default]\npassword => ClueCon\n");
+        let mut f = HostFacts {
+            sections: crate::facts::Sections::from_pairs(&[(
+                HOMES,
+                &format!("H\troot\troot\t/root\t{stale}\nH\tadmin\tadmin\t/home/admin\t-\n"),
+                0,
+            )]),
+            ..Default::default()
+        };
+        let (plan, targets) = plan(&f, &host("admin"), &es, &pw).unwrap();
+        let paths: Vec<&str> = targets.iter().map(|t| t.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "/etc/fs_cli.conf",
+                "/root/.fs_cli_conf",
+                "/home/admin/.fs_cli_conf"
+            ]
+        );
+        assert!(plan.changes[1].contains("stale"));
+        assert!(plan.changes.iter().all(|c| !c.contains(pw.expose())));
+        let text = render(&es, &pw);
+        assert!(text.contains("host => 127.0.0.1\nport => 8021\npassword => AAAA"));
+        // Everything in place: no change.
+        let good = data_encoding::BASE64.encode(text.as_bytes());
+        f.sections = crate::facts::Sections::from_pairs(&[(
+            HOMES,
+            &format!("H\troot\troot\t/root\t-\nH\tadmin\tadmin\t/home/admin\t{good}\n"),
+            0,
+        )]);
+        f.files.files.insert(
+            SYSTEM_FILE.into(),
+            FileFact {
+                path: SYSTEM_FILE.into(),
+                mode: 0o600,
+                owner: "root".into(),
+                group: "root".into(),
+                size: 1,
+                content: Some(text.into_bytes()),
+            },
+        );
+        let (plan, targets) = super::plan(&f, &host("admin"), &es, &pw).unwrap();
+        assert!(plan.is_noop() && targets.is_empty(), "{:?}", plan.changes);
+    }
+}

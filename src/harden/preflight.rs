@@ -1,0 +1,172 @@
+//! Step `preflight`: refuse, for this host only and with a clear reason, what fsfleet must not
+//! touch; prove the Event Socket accepts the password in its config BEFORE anything changes (the
+//! reload needs it later); take the config and log dirs from the running FreeSWITCH.
+
+use std::time::Duration;
+
+use russh::ChannelStream;
+use russh::client::Msg;
+
+use super::{HostFacts, StepError};
+use crate::conf::EventSocket;
+use crate::esl::{EslClient, EslError, EslOptions};
+use crate::secret::Secret;
+use crate::ssh::Session;
+
+pub const NAME: &str = "preflight";
+
+pub type Esl = EslClient<ChannelStream<Msg>>;
+
+/// What preflight learned.
+pub struct Preflight {
+    /// The Event Socket settings in the config file.
+    pub esl: EventSocket,
+    /// The password the RUNNING FreeSWITCH accepts (None: FreeSWITCH is down, --offline-ok).
+    pub live_password: Option<Secret>,
+    /// `global_getvar conf_dir` / `log_dir` when FreeSWITCH answered.
+    pub conf_dir: Option<String>,
+    pub log_dir: Option<String>,
+    pub evidence: Vec<String>,
+}
+
+/// Open an authenticated Event Socket connection through the SSH session.
+pub async fn esl_connect(
+    session: &Session,
+    es: &EventSocket,
+    password: &Secret,
+) -> Result<Esl, EslError> {
+    let stream = session
+        .tunnel_to(&es.local_address(), es.listen_port)
+        .await
+        .map_err(|e| EslError::Connect {
+            cause: e.to_string().into(),
+        })?;
+    EslClient::connect(
+        stream,
+        password,
+        EslOptions {
+            timeout: Duration::from_secs(10),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// The OS and config checks that need no connection beyond the facts.
+pub fn check_facts(f: &HostFacts) -> Result<EventSocket, StepError> {
+    if !f.base.os.is_debian_family() {
+        return Err(StepError::Refused(format!(
+            "{} is not Debian or Ubuntu; fsfleet's baseline (apt, ufw) does not apply",
+            if f.base.os.pretty_name.is_empty() {
+                "this OS"
+            } else {
+                &f.base.os.pretty_name
+            }
+        )));
+    }
+    if f.files.conf_dir.is_none() {
+        return Err(StepError::Refused(
+            "no FreeSWITCH configuration found (no vars.xml in /etc/freeswitch, /usr/local/freeswitch/etc/freeswitch \
+             or /usr/local/freeswitch/conf); set conf_dir for this host in the inventory"
+                .into(),
+        ));
+    }
+    let (path, text) = f.conf_text(super::event_socket::FILE)?;
+    EventSocket::parse(text).map_err(|e| StepError::Refused(format!("{path}: {e}")))
+}
+
+/// Authenticate to the running FreeSWITCH with the config's password, else with the vault's
+/// candidates (a run interrupted between writing the file and the reload leaves FreeSWITCH on
+/// the old one).
+pub async fn run(
+    session: &Session,
+    f: &HostFacts,
+    candidates: &[Secret],
+    offline_ok: bool,
+) -> Result<Preflight, StepError> {
+    let es = check_facts(f)?;
+    let mut evidence = vec![format!(
+        "{} ({}), config {}",
+        f.base.os.pretty_name,
+        f.base.privilege,
+        f.files.conf_dir.as_deref().unwrap_or("?")
+    )];
+    let fs_active = f.base.freeswitch.as_ref().is_some_and(|x| x.service_active);
+    let mut tried: Vec<Secret> = vec![es.password.clone()];
+    tried.extend(candidates.iter().filter(|c| **c != es.password).cloned());
+    let mut last_err = None;
+    for (i, pw) in tried.iter().enumerate() {
+        match esl_connect(session, &es, pw).await {
+            Ok(mut client) => {
+                let conf_dir = client
+                    .global_getvar("conf_dir")
+                    .await
+                    .ok()
+                    .filter(|s| !s.is_empty());
+                let log_dir = client
+                    .global_getvar("log_dir")
+                    .await
+                    .ok()
+                    .filter(|s| !s.is_empty());
+                let status = client
+                    .status()
+                    .await
+                    .map_err(|e| StepError::Failed(format!("Event Socket status: {e}")))?;
+                let _ = client.exit().await;
+                if !status.ready {
+                    return Err(StepError::Refused(format!(
+                        "FreeSWITCH {} says it is not ready; try again later",
+                        status.version
+                    )));
+                }
+                evidence.push(format!(
+                    "FreeSWITCH {} ready; Event Socket accepts the {} password",
+                    status.version,
+                    if i == 0 { "configured" } else { "vault's" }
+                ));
+                return Ok(Preflight {
+                    esl: es,
+                    live_password: Some(pw.clone()),
+                    conf_dir,
+                    log_dir,
+                    evidence,
+                });
+            }
+            Err(EslError::AuthRejected) => last_err = Some(EslError::AuthRejected),
+            Err(e) => {
+                last_err = Some(e);
+                break;
+            }
+        }
+    }
+    let auth_refused = matches!(last_err, Some(EslError::AuthRejected));
+    let err = last_err.map(|e| e.to_string()).unwrap_or_default();
+    if offline_ok && !auth_refused {
+        evidence.push(format!("FreeSWITCH not reachable ({err}); --offline-ok: configs will be edited, nothing reloaded"));
+        return Ok(Preflight {
+            esl: es,
+            live_password: None,
+            conf_dir: None,
+            log_dir: None,
+            evidence,
+        });
+    }
+    Err(StepError::Refused(if auth_refused {
+        format!(
+            "the running FreeSWITCH refuses the Event Socket password in {} (and every password in the vault): \
+             the file was changed without `reload mod_event_socket`. Put the running password back in the file \
+             (or restart FreeSWITCH), then re-run",
+            super::event_socket::FILE
+        )
+    } else if !fs_active {
+        format!(
+            "FreeSWITCH is not running ({err}); start it, or re-run with --offline-ok to edit configs without reloading"
+        )
+    } else {
+        format!(
+            "cannot reach the Event Socket at {}:{} on the host: {err}",
+            es.local_address(),
+            es.listen_port
+        )
+    }))
+}

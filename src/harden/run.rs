@@ -1,0 +1,618 @@
+//! The order of a host's harden run, and the guarantees around it:
+//! - facts in one round trip, everything planned on the controller, only changes sent;
+//! - new secrets reach the vault (pending) before the host is touched, and become active once
+//!   verified;
+//! - the config tree is backed up before the first change;
+//! - a failure before the reload puts the changed config files back: old state or new, never a mix.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use super::{
+    FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan, auth_logging, backup,
+    event_socket, fs_cli, preflight, reload, sip_password, verify,
+};
+use crate::facts;
+use crate::fleet::HostCtx;
+use crate::inventory::{ConfDir, Host};
+use crate::report::{HostReport, StepReport, StepStatus};
+use crate::secret::Secret;
+use crate::ssh::{Connector, Session, UploadOptions};
+use crate::vault::{CredKind, Vault};
+
+/// Every step, in the order it runs. `--skip`/`--only` take these names.
+pub const STEPS: &[&str] = &[
+    preflight::NAME,
+    backup::NAME,
+    sip_password::NAME,
+    event_socket::NAME,
+    auth_logging::NAME,
+    "packages",
+    "fail2ban",
+    "firewall",
+    reload::NAME,
+    fs_cli::NAME,
+    verify::NAME,
+];
+
+/// Which steps run.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub skip: BTreeSet<String>,
+    pub only: BTreeSet<String>,
+}
+
+impl Selection {
+    /// Parse `--skip`/`--only` lists, refusing unknown names.
+    pub fn new(skip: &[String], only: &[String]) -> Result<Selection, String> {
+        let check = |list: &[String]| -> Result<BTreeSet<String>, String> {
+            list.iter()
+                .flat_map(|s| s.split(','))
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    if STEPS.contains(&s) {
+                        Ok(s.to_string())
+                    } else {
+                        Err(format!(
+                            "unknown step {s:?}; the steps are: {}",
+                            STEPS.join(", ")
+                        ))
+                    }
+                })
+                .collect()
+        };
+        let sel = Selection {
+            skip: check(skip)?,
+            only: check(only)?,
+        };
+        if sel.skip.contains(preflight::NAME) {
+            return Err(
+                "preflight cannot be skipped: it is what keeps a host from being half-changed"
+                    .into(),
+            );
+        }
+        Ok(sel)
+    }
+
+    /// preflight always runs; backup runs whenever something changes.
+    pub fn runs(&self, step: &str) -> bool {
+        if step == preflight::NAME || step == backup::NAME {
+            return true;
+        }
+        !self.skip.contains(step) && (self.only.is_empty() || self.only.contains(step))
+    }
+}
+
+/// What all hosts of a run share.
+pub struct Shared {
+    pub connector: Arc<Connector>,
+    pub vault: Mutex<Vault>,
+    pub opts: HardenOptions,
+    pub selection: Selection,
+}
+
+/// Times one step and turns its outcome into a report line.
+struct Steps {
+    reports: Vec<StepReport>,
+    diff: bool,
+}
+
+impl Steps {
+    fn push(
+        &mut self,
+        name: &str,
+        status: StepStatus,
+        message: String,
+        evidence: Vec<String>,
+        started: Instant,
+    ) {
+        self.reports.push(StepReport {
+            name: name.to_string(),
+            status,
+            message,
+            evidence,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        });
+    }
+
+    fn planned(&mut self, name: &str, plan: &StepPlan, check: bool, started: Instant) {
+        let mut evidence: Vec<String> = plan
+            .warnings
+            .iter()
+            .map(|w| format!("warning: {w}"))
+            .collect();
+        if self.diff {
+            evidence.extend(plan.diffs.iter().cloned());
+        }
+        if plan.is_noop() {
+            self.push(
+                name,
+                StepStatus::Ok,
+                "nothing to change".into(),
+                evidence,
+                started,
+            );
+        } else {
+            let msg = plan.changes.join("; ");
+            let msg = if check { format!("would {msg}") } else { msg };
+            self.push(name, StepStatus::Changed, msg, evidence, started);
+        }
+    }
+
+    fn skipped(&mut self, name: &str, why: &str) {
+        self.push(
+            name,
+            StepStatus::Skipped,
+            why.to_string(),
+            vec![],
+            Instant::now(),
+        );
+    }
+
+    fn failed(&mut self, name: &str, e: &StepError, started: Instant) {
+        self.push(name, StepStatus::Failed, e.to_string(), vec![], started);
+    }
+}
+
+/// Harden one host. Never panics on host data; every failure is a report.
+pub async fn host(ctx: HostCtx, shared: Arc<Shared>) -> HostReport {
+    let host = ctx.host.clone();
+    let run_id = ctx.run_id().to_string();
+    ctx.stage("connecting");
+    let session = match shared.connector.connect(&host).await {
+        Ok(s) => s,
+        Err(e) if e.is_unreachable() => return HostReport::unreachable(&host, e.to_string()),
+        Err(e) => return HostReport::failed(&host, e.to_string()),
+    };
+    let mut steps = Steps {
+        reports: Vec::new(),
+        diff: shared.opts.diff,
+    };
+    let mut data = json!({ "run_id": run_id, "check": shared.opts.check });
+    let outcome = run_steps(
+        &ctx, &host, &session, &shared, &run_id, &mut steps, &mut data,
+    )
+    .await;
+    session.close().await;
+    let mut report = HostReport::from_steps(&host, steps.reports);
+    if let Err(e) = outcome {
+        report.error = Some(e);
+        if report.status != crate::report::HostStatus::Failed {
+            report.status = crate::report::HostStatus::Failed;
+        }
+    }
+    report.with_data(data)
+}
+
+/// Gather every step's facts in one round trip.
+async fn gather(session: &Session, host: &Host) -> Result<HostFacts, String> {
+    let mut probes = Probes::new();
+    fs_cli::probes(&mut probes, host);
+    extra_probes(&mut probes, host);
+    let script = probes.into_script(host);
+    let sections = facts::gather(session, &script)
+        .await
+        .map_err(|e| format!("gathering facts: {e}"))?;
+    HostFacts::parse(sections, &session.user, session.uses_sudo())
+        .map_err(|e| format!("gathering facts: {e}"))
+}
+
+/// Probes of the steps that install packages and configure fail2ban and the firewall.
+fn extra_probes(_p: &mut Probes, _host: &Host) {}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_steps(
+    ctx: &HostCtx,
+    host: &Host,
+    session: &Session,
+    shared: &Shared,
+    run_id: &str,
+    steps: &mut Steps,
+    data: &mut serde_json::Value,
+) -> Result<(), String> {
+    let opts = &shared.opts;
+    let sel = &shared.selection;
+
+    // preflight
+    ctx.stage("facts");
+    let t = Instant::now();
+    let mut facts = gather(session, host).await?;
+    let candidates = shared
+        .vault
+        .lock()
+        .await
+        .candidates(&host.name, CredKind::EslPassword);
+    ctx.stage("preflight");
+    let mut pre = match preflight::run(session, &facts, &candidates, opts.offline_ok).await {
+        Ok(p) => p,
+        Err(e) => {
+            steps.failed(preflight::NAME, &e, t);
+            return Err(format!("preflight: {e}"));
+        }
+    };
+    // The running FreeSWITCH knows where its config really is.
+    if let Some(live) = pre.conf_dir.clone()
+        && facts.files.conf_dir.as_deref() != Some(live.as_str())
+    {
+        let mut h = host.clone();
+        h.conf_dir = ConfDir::Path(live.clone());
+        facts = gather(session, &h).await?;
+        if facts.files.conf_dir.as_deref() != Some(live.as_str()) {
+            let e = StepError::Refused(format!(
+                "FreeSWITCH reports conf_dir {live}, but no vars.xml is there"
+            ));
+            steps.failed(preflight::NAME, &e, t);
+            return Err(format!("preflight: {e}"));
+        }
+        pre = match preflight::run(session, &facts, &candidates, opts.offline_ok).await {
+            Ok(p) => p,
+            Err(e) => {
+                steps.failed(preflight::NAME, &e, t);
+                return Err(format!("preflight: {e}"));
+            }
+        };
+    }
+    if let (Some(fs), Some(log)) = (facts.base.freeswitch.as_mut(), pre.log_dir.clone()) {
+        fs.log_dir = Some(log);
+    }
+    steps.push(
+        preflight::NAME,
+        StepStatus::Ok,
+        "host can be hardened".into(),
+        pre.evidence.clone(),
+        t,
+    );
+    let conf_dir = facts.files.conf_dir.clone().unwrap_or_default();
+    data["conf_dir"] = json!(conf_dir);
+
+    // plan everything on the controller
+    let plan_or_fail = |steps: &mut Steps,
+                        name: &str,
+                        r: Result<(), StepError>,
+                        t: Instant|
+     -> Result<(), String> {
+        r.map_err(|e| {
+            steps.failed(name, &e, t);
+            format!("{name}: {e}")
+        })
+    };
+    let mut edits: Vec<FileEdit> = Vec::new();
+    let mut new_secrets: Vec<(CredKind, Secret)> = Vec::new();
+    let mut plans: Vec<(&str, StepPlan, Instant)> = Vec::new();
+
+    let t = Instant::now();
+    if sel.runs(sip_password::NAME) {
+        match sip_password::plan(&facts, opts) {
+            Ok((p, e)) => {
+                if let Some((edit, pw)) = e {
+                    edits.push(edit);
+                    new_secrets.push((CredKind::SipPassword, pw));
+                }
+                plans.push((sip_password::NAME, p, t));
+            }
+            Err(e) => plan_or_fail(steps, sip_password::NAME, Err(e), t)?,
+        }
+    }
+    let t = Instant::now();
+    let esl_plan = match event_socket::plan(&facts, opts) {
+        Ok(p) => p,
+        Err(e) => return plan_or_fail(steps, event_socket::NAME, Err(e), t),
+    };
+    let mut esl_changed = false;
+    if sel.runs(event_socket::NAME) {
+        if let Some(edit) = esl_plan.edit.clone() {
+            edits.push(edit);
+            esl_changed = true;
+        }
+        if let Some(pw) = esl_plan.new_password.clone() {
+            new_secrets.push((CredKind::EslPassword, pw));
+        }
+        plans.push((event_socket::NAME, esl_plan.plan.clone(), t));
+    }
+    let t = Instant::now();
+    let mut rescan = Vec::new();
+    if sel.runs(auth_logging::NAME) {
+        match auth_logging::plan(&facts) {
+            Ok(p) => {
+                edits.extend(p.edits);
+                rescan = p.rescan;
+                plans.push((auth_logging::NAME, p.plan, t));
+            }
+            Err(e) => plan_or_fail(steps, auth_logging::NAME, Err(e), t)?,
+        }
+    }
+    // The Event Socket FreeSWITCH will run with, and its password.
+    let (new_es, final_pw) = match (esl_changed, &esl_plan.edit) {
+        (true, Some(edit)) => {
+            let text = String::from_utf8_lossy(&edit.new).into_owned();
+            let es =
+                crate::conf::EventSocket::parse(&text).map_err(|e| format!("event-socket: {e}"))?;
+            let pw = es.password.clone();
+            (es, pw)
+        }
+        _ => (
+            pre.esl.clone(),
+            pre.live_password
+                .clone()
+                .unwrap_or_else(|| pre.esl.password.clone()),
+        ),
+    };
+    let t = Instant::now();
+    let fs_cli_plan = if sel.runs(fs_cli::NAME) {
+        match fs_cli::plan(&facts, host, &new_es, &final_pw) {
+            Ok(p) => Some((p, t)),
+            Err(e) => return plan_or_fail(steps, fs_cli::NAME, Err(e), t),
+        }
+    } else {
+        None
+    };
+
+    let any_change =
+        !edits.is_empty() || fs_cli_plan.as_ref().is_some_and(|((p, _), _)| !p.is_noop());
+
+    if opts.check {
+        for (name, p, t) in &plans {
+            steps.planned(name, p, true, *t);
+        }
+        if let Some(((p, _), t)) = &fs_cli_plan {
+            steps.planned(fs_cli::NAME, p, true, *t);
+        }
+        let reload_needs = reload::Needs {
+            reloadxml: edits.iter().any(|e| !e.path.ends_with(event_socket::FILE)),
+            rescan,
+            event_socket: esl_changed,
+        };
+        if reload_needs.any() {
+            steps.push(
+                reload::NAME,
+                StepStatus::Changed,
+                "would reload FreeSWITCH".into(),
+                vec![],
+                Instant::now(),
+            );
+        }
+        return Ok(());
+    }
+
+    // backup, before the first change
+    let sctx = StepCtx {
+        host,
+        session,
+        connector: &shared.connector,
+        facts: &facts,
+        opts,
+        run_id,
+    };
+    if any_change {
+        ctx.stage("backup");
+        let t = Instant::now();
+        let mut paths: Vec<String> = edits.iter().map(|e| e.path.clone()).collect();
+        if let Some(((_, targets), _)) = &fs_cli_plan {
+            paths.extend(targets.iter().filter(|t| t.existed).map(|t| t.path.clone()));
+        }
+        match backup::apply(&sctx, &conf_dir, &paths).await {
+            Ok((dir, ev)) => {
+                data["backup"] = json!(dir);
+                steps.push(
+                    backup::NAME,
+                    StepStatus::Changed,
+                    format!("backed up to {dir}"),
+                    ev,
+                    t,
+                );
+            }
+            Err(e) => {
+                steps.failed(backup::NAME, &e, t);
+                return Err(format!("backup: {e}; nothing was changed"));
+            }
+        }
+    } else {
+        steps.skipped(backup::NAME, "nothing changes");
+    }
+
+    // secrets to the vault BEFORE the host sees them
+    if !new_secrets.is_empty() {
+        let mut vault = shared.vault.lock().await;
+        for (kind, pw) in &new_secrets {
+            vault
+                .set_pending(&host.name, *kind, pw, run_id)
+                .map_err(|e| format!("vault: {e}; nothing was changed on the host"))?;
+        }
+        data["rotated"] = json!(
+            new_secrets
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>()
+        );
+    }
+
+    // config edits, all or nothing
+    ctx.stage("config");
+    let mut written: Vec<&FileEdit> = Vec::new();
+    for edit in &edits {
+        if let Err(e) = session
+            .upload(&edit.path, &edit.new, &UploadOptions::default())
+            .await
+        {
+            let restored = restore(session, &written).await;
+            let msg = format!("writing {} failed: {e}; {restored}", edit.path);
+            for (name, _, t) in &plans {
+                steps.push(name, StepStatus::Failed, msg.clone(), vec![], *t);
+            }
+            return Err(msg);
+        }
+        written.push(edit);
+    }
+    for (name, p, t) in &plans {
+        steps.planned(name, p, false, *t);
+    }
+
+    // packages, fail2ban, firewall: a failure here restores the config files (no reload yet)
+    if let Err(e) = extra_steps(&sctx, steps).await {
+        let restored = restore(session, &written).await;
+        return Err(format!("{e}; {restored}"));
+    }
+
+    // reload with the OLD password
+    let t = Instant::now();
+    let needs = reload::Needs {
+        reloadxml: written
+            .iter()
+            .any(|e| !e.path.ends_with(event_socket::FILE)),
+        rescan,
+        event_socket: esl_changed,
+    };
+    if !sel.runs(reload::NAME) {
+        steps.skipped(
+            reload::NAME,
+            "skipped by --skip/--only: FreeSWITCH still runs the old settings",
+        );
+    } else if !needs.any() {
+        steps.push(
+            reload::NAME,
+            StepStatus::Ok,
+            "nothing to reload".into(),
+            vec![],
+            t,
+        );
+    } else if let Some(old_pw) = pre.live_password.clone() {
+        ctx.stage("reload");
+        match reload::apply(session, &needs, &pre.esl, &old_pw, &new_es).await {
+            Ok(ev) => steps.push(
+                reload::NAME,
+                StepStatus::Changed,
+                "FreeSWITCH reloaded".into(),
+                ev,
+                t,
+            ),
+            Err(e) => {
+                steps.failed(reload::NAME, &e, t);
+                return Err(format!(
+                    "reload: {e} (the vault holds every password this host may use)"
+                ));
+            }
+        }
+    } else {
+        steps.skipped(
+            reload::NAME,
+            "--offline-ok: FreeSWITCH is not running; it reads the new configs when it starts",
+        );
+    }
+
+    // fs_cli configs
+    if let Some(((p, targets), t)) = &fs_cli_plan {
+        if p.is_noop() {
+            steps.planned(fs_cli::NAME, p, false, *t);
+        } else {
+            ctx.stage("fs-cli");
+            match fs_cli::apply(session, targets).await {
+                Ok(ev) => steps.push(
+                    fs_cli::NAME,
+                    StepStatus::Changed,
+                    p.changes.join("; "),
+                    ev,
+                    *t,
+                ),
+                Err(e) => {
+                    steps.failed(fs_cli::NAME, &e, *t);
+                    return Err(format!("fs-cli: {e}"));
+                }
+            }
+        }
+    }
+
+    // verify, then the new secrets become active
+    if !sel.runs(verify::NAME) {
+        steps.skipped(
+            verify::NAME,
+            "skipped by --skip/--only; new passwords stay pending in the vault",
+        );
+        return Ok(());
+    }
+    if pre.live_password.is_none() {
+        steps.skipped(
+            verify::NAME,
+            "--offline-ok: FreeSWITCH is not running; new passwords stay pending in the vault",
+        );
+        return Ok(());
+    }
+    ctx.stage("verify");
+    let t = Instant::now();
+    let checks = verify::Checks {
+        fail2ban: sel.runs("fail2ban") && extra_steps_present(),
+        firewall: sel.runs("firewall") && extra_steps_present(),
+    };
+    match verify::apply(session, host, &new_es, &final_pw, &checks).await {
+        Ok(ev) => steps.push(
+            verify::NAME,
+            StepStatus::Ok,
+            "baseline verified".into(),
+            ev,
+            t,
+        ),
+        Err(e) => {
+            steps.failed(verify::NAME, &e, t);
+            return Err(format!("verify: {e}"));
+        }
+    }
+    let mut vault = shared.vault.lock().await;
+    for (kind, _) in &new_secrets {
+        vault
+            .promote(&host.name, *kind)
+            .map_err(|e| format!("vault: {e}"))?;
+    }
+    // Passwords fsfleet did not generate but verified are recorded too, so the vault can always
+    // let the operator in.
+    if !new_secrets.iter().any(|(k, _)| *k == CredKind::EslPassword) {
+        vault
+            .set_active(&host.name, CredKind::EslPassword, &final_pw, run_id)
+            .map_err(|e| format!("vault: {e}"))?;
+    }
+    if !new_secrets.iter().any(|(k, _)| *k == CredKind::SipPassword)
+        && let Ok((_, text)) = facts.conf_text("vars.xml")
+        && let Some(pw) = crate::conf::vars::get_var(text, "default_password")
+    {
+        vault
+            .set_active(&host.name, CredKind::SipPassword, &Secret::new(pw), run_id)
+            .map_err(|e| format!("vault: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Put back the files written so far (exact old bytes).
+async fn restore(session: &Session, written: &[&FileEdit]) -> String {
+    if written.is_empty() {
+        return "no config file had been changed".into();
+    }
+    let mut failed = Vec::new();
+    for edit in written.iter().rev() {
+        if let Err(e) = session
+            .upload(&edit.path, &edit.old, &UploadOptions::default())
+            .await
+        {
+            failed.push(format!("{} ({e})", edit.path));
+        }
+    }
+    if failed.is_empty() {
+        format!("the {} changed config files were restored", written.len())
+    } else {
+        format!(
+            "RESTORE FAILED for {}: restore them from the backup by hand",
+            failed.join(", ")
+        )
+    }
+}
+
+/// packages, fail2ban and firewall.
+async fn extra_steps(_ctx: &StepCtx<'_>, _steps: &mut Steps) -> Result<(), String> {
+    Ok(())
+}
+
+fn extra_steps_present() -> bool {
+    false
+}

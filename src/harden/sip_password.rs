@@ -1,0 +1,119 @@
+//! Step `sip-password`: rotate `default_password` in vars.xml when it is the stock 1234 or weak.
+//!
+//! Only the value of the real X-PRE-PROCESS `set` line changes (FACTS §1); comments and every other
+//! byte stay. The new password is generated on the controller and goes to the vault before the
+//! file is written (the orchestrator does that).
+
+use super::{FileEdit, HardenOptions, HostFacts, StepError, StepPlan};
+use crate::conf::{self, diff, vars};
+use crate::secret::Secret;
+use crate::vault;
+
+pub const NAME: &str = "sip-password";
+const VAR: &str = "default_password";
+
+/// The plan, the edit and the new password (None when nothing changes).
+pub fn plan(
+    f: &HostFacts,
+    opts: &HardenOptions,
+) -> Result<(StepPlan, Option<(FileEdit, Secret)>), StepError> {
+    let (path, text) = f.conf_text("vars.xml")?;
+    let current = vars::get_var(text, VAR).ok_or_else(|| {
+        StepError::Refused(format!(
+            "{path} sets no {VAR}; add `<X-PRE-PROCESS cmd=\"set\" data=\"{VAR}=...\"/>` by hand"
+        ))
+    })?;
+    let mut plan = StepPlan::default();
+    let why = if current == "1234" {
+        "the stock 1234"
+    } else if conf::is_weak_password(&current) {
+        "shorter than 16 characters"
+    } else if opts.rotate {
+        "--rotate"
+    } else {
+        return Ok((plan, None));
+    };
+    let new = vault::generate_password(vault::PASSWORD_LEN);
+    let out = vars::set_var(text, VAR, new.expose())
+        .map_err(|e| StepError::Refused(format!("{path}: {e}")))?;
+    let Some(out) = out else {
+        return Ok((plan, None));
+    };
+    plan.changes
+        .push(format!("rotate {VAR} in {path} (was {why})"));
+    plan.diffs.push(diff::masked_diff(
+        path,
+        text,
+        &out,
+        &[&new, &Secret::new(current.clone())],
+    ));
+    let edit = FileEdit {
+        path: path.to_string(),
+        old: text.as_bytes().to_vec(),
+        new: out.into_bytes(),
+    };
+    Ok((plan, Some((edit, new))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stock_1234_is_rotated_and_a_strong_one_is_left_alone() {
+        let f = HostFacts::stock();
+        let (plan, edit) = plan(&f, &HardenOptions::default()).unwrap();
+        let (edit, pw) = edit.unwrap();
+        assert_eq!(
+            plan.changes,
+            vec!["rotate default_password in /etc/freeswitch/vars.xml (was the stock 1234)"]
+        );
+        assert!(
+            !plan.diffs[0].contains(pw.expose())
+                && plan.diffs[0].contains("default_password=********")
+        );
+        let new = String::from_utf8(edit.new.clone()).unwrap();
+        assert_eq!(vars::get_var(&new, VAR).as_deref(), Some(pw.expose()));
+        assert_eq!(pw.expose().len(), 32);
+        // Second run: nothing to do, unless --rotate.
+        let f2 = HostFacts::with_conf("/etc/freeswitch", &[("vars.xml", &new)]);
+        assert!(plan_noop(&f2, false));
+        assert!(!plan_noop(&f2, true));
+    }
+
+    fn plan_noop(f: &HostFacts, rotate: bool) -> bool {
+        let (p, e) = plan(
+            f,
+            &HardenOptions {
+                rotate,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        p.is_noop() && e.is_none()
+    }
+
+    #[test]
+    fn weak_passwords_are_rotated_and_a_missing_var_is_refused() {
+        let f = HostFacts::with_conf(
+            "/c",
+            &[(
+                "vars.xml",
+                "<X-PRE-PROCESS cmd=\"set\" data=\"default_password=hunter2\"/>\n",
+            )],
+        );
+        let (p, _) = plan(&f, &HardenOptions::default()).unwrap();
+        assert!(p.changes[0].contains("shorter than 16"));
+        assert!(
+            !p.diffs[0].contains("hunter2"),
+            "an old secret is masked too"
+        );
+        let f = HostFacts::with_conf("/c", &[("vars.xml", "<include/>\n")]);
+        assert!(
+            plan(&f, &HardenOptions::default())
+                .unwrap_err()
+                .to_string()
+                .contains("sets no default_password")
+        );
+    }
+}

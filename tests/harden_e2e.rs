@@ -1,0 +1,253 @@
+//! `fsfleet harden` end to end on a mixed fleet of real Debian hosts (docker/testbed):
+//! `--check` changes nothing; harden brings every host to the baseline, checked on the hosts
+//! themselves and from the controller; the vault holds the passwords the hosts use; a phone
+//! registers with the new password; a second run changes nothing; no secret is ever printed.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{Fleet, Register, TestHost};
+
+const FLEET: &str = "harden-e2e";
+
+fn fsfleet(fleet: &Fleet, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fsfleet"))
+        .args(args)
+        .arg(fleet.inventory())
+        .args(["--no-progress", "-vv"])
+        .output()
+        .expect("run fsfleet")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A checksum of the host's FreeSWITCH config tree and fs_cli configs.
+fn conf_sum(fleet: &Fleet, h: &TestHost) -> String {
+    fleet.ssh_root(
+        h,
+        &format!(
+            "cd {} && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum; ls -la /etc/fs_cli.conf /root/.fs_cli_conf 2>&1 | sha256sum",
+            h.conf_dir
+        ),
+    )
+}
+
+fn param(fleet: &Fleet, h: &TestHost, file: &str, name: &str) -> String {
+    let out = fleet.ssh_root(
+        h,
+        &format!(
+            "grep -o '<param name=\"{name}\" value=\"[^\"]*\"' {}/{file} | tail -n 1",
+            h.conf_dir
+        ),
+    );
+    out.trim()
+        .rsplit("value=\"")
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('"')
+        .to_string()
+}
+
+#[test]
+fn harden_brings_a_mixed_fleet_to_the_baseline_idempotently_without_leaking_secrets() {
+    let fleet = Fleet::fresh(FLEET, 5);
+    let _ = std::fs::remove_dir_all(fleet.dir.join(".fsfleet"));
+
+    // --check touches nothing.
+    let before: Vec<String> = fleet.hosts.iter().map(|h| conf_sum(&fleet, h)).collect();
+    let check = fsfleet(&fleet, &["harden", "--check", "--diff"]);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(out.contains("would rotate default_password"), "{out}");
+    assert!(
+        out.contains("default_password=********"),
+        "masked diff: {out}"
+    );
+    let after: Vec<String> = fleet.hosts.iter().map(|h| conf_sum(&fleet, h)).collect();
+    assert_eq!(before, after, "--check changed a host");
+
+    // harden
+    let run = fsfleet(&fleet, &["harden", "--format", "json"]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("one JSON document");
+    for h in report["hosts"].as_array().unwrap() {
+        assert_eq!(h["status"], "changed", "{h}");
+        assert!(
+            h["data"]["backup"]
+                .as_str()
+                .unwrap()
+                .starts_with("/var/backups/fsfleet/"),
+            "{h}"
+        );
+    }
+
+    let vault: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fleet.dir.join(".fsfleet/vault.json")).unwrap(),
+    )
+    .unwrap();
+    let mut secrets = Vec::new();
+    for h in &fleet.hosts {
+        let creds = &vault["hosts"][&h.name]["creds"];
+        let sip = creds["sip_password"]["active"]["value"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: {vault}", h.name))
+            .to_string();
+        let esl = creds["esl_password"]["active"]["value"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            creds["sip_password"]["pending"].is_null()
+                && creds["esl_password"]["pending"].is_null()
+        );
+        assert!(
+            sip.len() >= 28 && esl.len() >= 28 && sip.chars().all(|c| c.is_ascii_alphanumeric())
+        );
+
+        // The files on the host hold the vault's passwords and the baseline settings.
+        let vars = fleet.ssh_root(
+            h,
+            &format!("grep -o 'default_password=[^\"]*' {}/vars.xml", h.conf_dir),
+        );
+        assert_eq!(vars.trim(), format!("default_password={sip}"), "{}", h.name);
+        let es = "autoload_configs/event_socket.conf.xml";
+        assert_eq!(param(&fleet, h, es, "password"), esl, "{}", h.name);
+        assert_eq!(param(&fleet, h, es, "listen-ip"), "127.0.0.1");
+        assert_eq!(param(&fleet, h, es, "apply-inbound-acl"), "loopback.auto");
+        for p in ["internal", "external", "internal-ipv6", "external-ipv6"] {
+            assert_eq!(
+                param(
+                    &fleet,
+                    h,
+                    &format!("sip_profiles/{p}.xml"),
+                    "log-auth-failures"
+                ),
+                "true",
+                "{} {p}",
+                h.name
+            );
+        }
+        // Backups are root-only and hold the stock tree.
+        let perms = fleet.ssh_root(
+            h,
+            "stat -c '%a %U' /var/backups/fsfleet; ls /var/backups/fsfleet/*/conf.tar.gz | wc -l",
+        );
+        assert!(perms.starts_with("700 root\n1\n"), "{}: {perms}", h.name);
+        // fs_cli works without a password argument; the old default no longer does.
+        let st = fleet.ssh_root(h, "fs_cli -x status");
+        assert!(st.contains("is ready"), "{}: {st}", h.name);
+        let stock = fleet.ssh_root(h, "fs_cli -p ClueCon -x status; echo rc=$?");
+        assert!(
+            stock.trim_end().ends_with("rc=255"),
+            "{}: ClueCon still works: {stock}",
+            h.name
+        );
+        let mode = fleet.ssh_root(h, "stat -c '%a %U' /etc/fs_cli.conf");
+        assert_eq!(mode.trim(), "600 root");
+        if h.user != "root" {
+            let own = fleet.ssh(h, "stat -c '%a %U' ~/.fs_cli_conf && fs_cli -x status");
+            let own = String::from_utf8_lossy(&own.stdout);
+            assert!(
+                own.starts_with(&format!("600 {}\n", h.user)) && own.contains("is ready"),
+                "{}: {own}",
+                h.name
+            );
+        }
+        // From the controller, the Event Socket gives no greeting.
+        let probe = common::tcp_probe(
+            format!("{}:8021", h.address).parse().unwrap(),
+            Duration::from_secs(2),
+        );
+        assert!(
+            !probe.unwrap_or_default().contains("auth/request"),
+            "{}: ESL reachable from the network",
+            h.name
+        );
+        secrets.push(sip);
+        secrets.push(esl);
+    }
+
+    // A phone with the new password registers; the old default is refused.
+    let attacker = fleet.attacker();
+    let h = &fleet.hosts[0];
+    let sip = &secrets[0];
+    assert_eq!(
+        attacker.register(&h.address, 5060, "1000", sip),
+        Register::Ok
+    );
+    assert_eq!(
+        attacker.register(&h.address, 5060, "1000", "1234"),
+        Register::Forbidden
+    );
+
+    // Nothing secret in anything fsfleet printed.
+    let all = format!("{}{}", text(&check), text(&run));
+    for s in &secrets {
+        assert!(!all.contains(s.as_str()), "a generated secret was printed");
+    }
+
+    // Second run: nothing changes, nothing rotates, nothing reloads.
+    let vault_before = std::fs::read_to_string(fleet.dir.join(".fsfleet/vault.json")).unwrap();
+    let sums: Vec<String> = fleet.hosts.iter().map(|h| conf_sum(&fleet, h)).collect();
+    let again = fsfleet(&fleet, &["harden", "--format", "json"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    for h in report["hosts"].as_array().unwrap() {
+        assert_eq!(h["status"], "ok", "second run changed something: {h}");
+        let reload = h["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "reload")
+            .unwrap();
+        assert_eq!(reload["message"], "nothing to reload", "{h}");
+    }
+    assert_eq!(
+        fleet
+            .hosts
+            .iter()
+            .map(|h| conf_sum(&fleet, h))
+            .collect::<Vec<_>>(),
+        sums
+    );
+    let vault_after = std::fs::read_to_string(fleet.dir.join(".fsfleet/vault.json")).unwrap();
+    let active = |v: &str| -> Vec<String> {
+        let j: serde_json::Value = serde_json::from_str(v).unwrap();
+        fleet
+            .hosts
+            .iter()
+            .map(|h| j["hosts"][&h.name]["creds"]["esl_password"]["active"]["value"].to_string())
+            .collect()
+    };
+    assert_eq!(
+        active(&vault_before),
+        active(&vault_after),
+        "no rotation on the second run"
+    );
+    for s in &secrets {
+        assert!(!text(&again).contains(s.as_str()));
+    }
+
+    // creds show masks unless --reveal.
+    let show = Command::new(env!("CARGO_BIN_EXE_fsfleet"))
+        .args(["creds", "show", &fleet.hosts[0].name])
+        .arg(fleet.inventory())
+        .output()
+        .unwrap();
+    assert!(show.status.success(), "{}", text(&show));
+    assert!(!text(&show).contains(sip.as_str()) && text(&show).contains("********"));
+    let reveal = Command::new(env!("CARGO_BIN_EXE_fsfleet"))
+        .args(["creds", "show", &fleet.hosts[0].name, "--reveal"])
+        .arg(fleet.inventory())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&reveal.stdout).contains(sip.as_str()));
+}
