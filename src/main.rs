@@ -39,7 +39,9 @@ async fn main() -> ExitCode {
         Command::Inventory(InventoryCommand::Check(args)) => inventory_check(args),
         Command::Creds(CredsCommand::Show(args)) => creds_show(args),
         Command::Creds(CredsCommand::Export(args)) => creds_export(args),
-        Command::Audit(args) => fsfleet::audit::command(args).await.map_err(UsageError::from),
+        Command::Audit(args) => fsfleet::audit::command(args)
+            .await
+            .map_err(UsageError::from),
     };
     match result {
         Ok(code) => ExitCode::from(code),
