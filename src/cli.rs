@@ -47,6 +47,64 @@ pub enum Command {
     /// The passwords fsfleet generated, from the local vault (no host is contacted).
     #[command(subcommand)]
     Creds(CredsCommand),
+    /// Read-only security audit: which controls pass on each host, with evidence and the fix.
+    /// Changes nothing, reloads nothing, sends no SIP. See `--list-controls`.
+    #[command(after_help = AUDIT_EXIT_CODES)]
+    Audit(AuditArgs),
+}
+
+pub const AUDIT_EXIT_CODES: &str = "\
+Exit codes:
+  0  every host audited and no control at or above --fail-on failed (or errored)
+  2  usage or inventory error (unknown control ID in --waive, ...): nothing was touched
+  3  a control at or above --fail-on failed or could not be evaluated on some host
+  4  at least one host could not be audited (unreachable or failed): wins over 3";
+
+/// `fsfleet audit`.
+#[derive(Debug, Args)]
+// RunArgs' own `--format` (text|json) is shared with other commands; audit has more formats, so
+// the shared one is hidden under another name and audit's `--format` below replaces it.
+#[command(mut_arg("format", |a| a.long("run-format").hide(true)))]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArg,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Output on stdout: text (per host and a fleet table), json, junit (one testcase per
+    /// host x control), sarif; with --list-controls: text, json or markdown.
+    #[arg(id = "audit_format", long = "format", value_enum, default_value_t = AuditFormat::Text)]
+    pub format: AuditFormat,
+    /// Exit 3 when a control of this severity or higher fails on any host.
+    #[arg(long, value_enum, default_value_t = FailOn::High)]
+    pub fail_on: FailOn,
+    /// Waive controls by ID on every host (comma list or repeated); waived controls are still
+    /// evaluated and reported as waived, never hidden.
+    #[arg(long, value_name = "ID[,ID...]", value_delimiter = ',')]
+    pub waive: Vec<String>,
+    /// Print the control catalogue and exit (no inventory needed).
+    #[arg(long)]
+    pub list_controls: bool,
+}
+
+/// Output formats of `fsfleet audit` (a superset of [`Format`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuditFormat {
+    Text,
+    Json,
+    Junit,
+    Sarif,
+    /// Only with --list-controls (the source of docs/controls.md).
+    Markdown,
+}
+
+/// The lowest severity that makes `fsfleet audit` exit 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    Critical,
+    High,
+    Medium,
+    Low,
+    Info,
 }
 
 pub const HARDEN_HELP: &str = "\
@@ -293,5 +351,46 @@ mod tests {
         assert_eq!(a.run.host_key_policy, Some(HostKeyPolicy::AcceptNew));
         assert!(Cli::try_parse_from(["fsfleet", "facts", "--forks", "0"]).is_err());
         assert!(Cli::try_parse_from(["fsfleet", "facts", "-v", "-q"]).is_err());
+    }
+
+    #[test]
+    fn audit_flags_parse_with_its_own_format() {
+        let cli = Cli::try_parse_from([
+            "fsfleet",
+            "audit",
+            "inv.toml",
+            "--format",
+            "junit",
+            "--fail-on",
+            "medium",
+            "--waive",
+            "FS-SIP-03,FS-DP-01",
+            "--waive",
+            "FS-MOD-01",
+            "-l",
+            "pbx-1",
+        ])
+        .unwrap();
+        let Command::Audit(a) = cli.command else {
+            panic!("audit")
+        };
+        assert_eq!(a.format, AuditFormat::Junit);
+        assert_eq!(a.fail_on, FailOn::Medium);
+        assert_eq!(a.waive, ["FS-SIP-03", "FS-DP-01", "FS-MOD-01"]);
+        assert_eq!(a.run.limit.as_deref(), Some("pbx-1"));
+        let cli = Cli::try_parse_from([
+            "fsfleet",
+            "audit",
+            "--list-controls",
+            "--format",
+            "markdown",
+        ])
+        .unwrap();
+        let Command::Audit(a) = cli.command else {
+            panic!("audit")
+        };
+        assert!(a.list_controls);
+        assert_eq!((a.format, a.fail_on), (AuditFormat::Markdown, FailOn::High));
+        assert!(Cli::try_parse_from(["fsfleet", "audit", "--format", "yaml"]).is_err());
     }
 }

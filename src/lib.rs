@@ -1,6 +1,8 @@
 //! fsfleet: harden and audit a fleet of FreeSWITCH servers over SSH.
 
+pub mod audit;
 pub mod cli;
+pub mod cmd;
 pub mod conf;
 pub mod esl;
 pub mod facts;

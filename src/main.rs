@@ -10,12 +10,12 @@ use fsfleet::cli::{
     Cli, Command, CredsCommand, CredsExportArgs, CredsShowArgs, ExportFormat, FactsArgs, Format,
     HardenArgs, InventoryCheckArgs, InventoryCommand, RunArgs,
 };
+use fsfleet::cmd::{connector, fleet_options, select};
 use fsfleet::facts;
-use fsfleet::fleet::{self, FleetOptions, ProgressMode, Serial};
+use fsfleet::fleet;
 use fsfleet::harden::{self, HardenOptions};
-use fsfleet::inventory::{Host, Inventory, Limit};
+use fsfleet::inventory::Inventory;
 use fsfleet::report::{HostReport, RunReport, StepReport, StepStatus};
-use fsfleet::ssh::{self, ConnectOptions, Connector};
 use fsfleet::vault::{self, CredKind, Vault};
 
 /// Usage and inventory errors: nothing was touched.
@@ -39,6 +39,9 @@ async fn main() -> ExitCode {
         Command::Inventory(InventoryCommand::Check(args)) => inventory_check(args),
         Command::Creds(CredsCommand::Show(args)) => creds_show(args),
         Command::Creds(CredsCommand::Export(args)) => creds_export(args),
+        Command::Audit(args) => fsfleet::audit::command(args)
+            .await
+            .map_err(UsageError::from),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -47,53 +50,6 @@ async fn main() -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
     }
-}
-
-/// Load the inventory and select the hosts of this run.
-fn select(
-    path: &std::path::Path,
-    limit: Option<&str>,
-) -> Result<(Inventory, Vec<Host>), UsageError> {
-    let inv = Inventory::load(path)?;
-    let hosts = match limit {
-        Some(spec) => Limit::parse(spec, &inv.dir())?.apply(&inv)?,
-        None => inv.hosts.clone(),
-    };
-    Ok((inv, hosts))
-}
-
-fn fleet_options(run: &RunArgs) -> Result<FleetOptions, UsageError> {
-    let serial = match &run.serial {
-        Some(s) => Some(
-            s.parse::<Serial>()
-                .map_err(|e| anyhow::anyhow!("--serial {s}: {e}"))?,
-        ),
-        None => None,
-    };
-    Ok(FleetOptions {
-        forks: run.forks as usize,
-        serial,
-        max_fail_percent: run.max_fail_percent,
-        progress: if run.no_progress {
-            ProgressMode::Never
-        } else {
-            ProgressMode::Auto
-        },
-        verbosity: run.verbosity(),
-    })
-}
-
-/// A connector for the run, after asking about new host keys when the policy says `ask`.
-async fn connector(inv: &Inventory, hosts: &[Host], run: &RunArgs) -> Arc<Connector> {
-    let connector = Connector::new(
-        &inv.hosts,
-        ConnectOptions {
-            known_hosts: run.known_hosts.clone(),
-            host_key_policy: run.host_key_policy,
-        },
-    );
-    ssh::confirm_new_host_keys(&connector, hosts, run.host_key_policy, run.forks as usize).await;
-    Arc::new(connector)
 }
 
 /// Print the run's output, write the retry file, and return the exit code.

@@ -1,0 +1,424 @@
+//! Running an audit: evidence per host (one round trip + live probes), evaluation, waivers,
+//! output and the exit code.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::cli::{AuditArgs, AuditFormat};
+use crate::cmd::{self, CmdError};
+use crate::facts::{self, FactsError};
+use crate::fleet;
+use crate::inventory::Host;
+use crate::report::{HostReport, HostStatus, RunReport, StepReport, StepStatus};
+use crate::ssh::Session;
+
+use super::evidence::{self, Evidence, Live, OUTSIDE_PROBE_TIMEOUT, OutsideProbe};
+use super::{Control, Finding, Severity, Status, catalogue, render};
+
+/// Exit codes of `fsfleet audit`.
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FINDINGS: u8 = 3;
+pub const EXIT_NOT_AUDITED: u8 = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Cmd(#[from] CmdError),
+    #[error(
+        "{origin} waives {id:?}, which is not a control ID; see `fsfleet audit --list-controls`{hint}"
+    )]
+    UnknownControl {
+        origin: String,
+        id: String,
+        hint: String,
+    },
+    #[error("--format markdown only applies to --list-controls; use text, json, junit or sarif")]
+    MarkdownReport,
+    #[error("cannot write the report to stdout: {0}")]
+    Output(#[from] std::io::Error),
+    #[error("cannot encode the JSON report: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// One control's result on one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ControlResult {
+    pub id: &'static str,
+    pub severity: Severity,
+    pub status: Status,
+    /// For waived controls: what the control found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waived_status: Option<Status>,
+    pub evidence: Vec<String>,
+}
+
+/// The audit of one host.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostAudit {
+    pub name: String,
+    pub address: String,
+    /// `audited`, or the fleet status when the host could not be audited
+    /// (`unreachable`, `failed`, `skipped`).
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub elapsed_ms: u64,
+    pub results: Vec<ControlResult>,
+}
+
+impl HostAudit {
+    pub fn audited(&self) -> bool {
+        self.status == "audited"
+    }
+
+    /// Failing or erroring (not waived) results at or above `threshold`.
+    pub fn findings(&self, threshold: Severity) -> impl Iterator<Item = &ControlResult> {
+        self.results.iter().filter(move |r| {
+            r.severity >= threshold && matches!(r.status, Status::Fail | Status::Error)
+        })
+    }
+
+    pub fn count(&self, status: Status) -> usize {
+        self.results.iter().filter(|r| r.status == status).count()
+    }
+}
+
+/// Everything a finished audit run produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub run: RunReport,
+    pub hosts: Vec<HostAudit>,
+    pub fail_on: Severity,
+}
+
+/// 4 when any host could not be audited (wins), 3 when a failing or erroring control is at or
+/// above `fail_on` on some host, else 0. Waived controls never count.
+pub fn exit_code(hosts: &[HostAudit], fail_on: Severity) -> u8 {
+    if hosts.iter().any(|h| !h.audited()) {
+        EXIT_NOT_AUDITED
+    } else if hosts.iter().any(|h| h.findings(fail_on).next().is_some()) {
+        EXIT_FINDINGS
+    } else {
+        EXIT_OK
+    }
+}
+
+/// Evaluate every control on the evidence; waived IDs keep their result in `waived_status`.
+pub fn evaluate(ev: &Evidence, waived: &[String]) -> Vec<ControlResult> {
+    catalogue()
+        .into_iter()
+        .map(|c: &Control| {
+            let Finding { status, evidence } = (c.eval)(ev);
+            let is_waived = waived.iter().any(|w| w.eq_ignore_ascii_case(c.id));
+            ControlResult {
+                id: c.id,
+                severity: c.severity,
+                status: if is_waived { Status::Waived } else { status },
+                waived_status: is_waived.then_some(status),
+                evidence,
+            }
+        })
+        .collect()
+}
+
+/// Refuse waivers of IDs that are not controls (a typo would silently waive nothing).
+pub fn check_waivers(cli: &[String], hosts: &[Host]) -> Result<(), AuditError> {
+    let known: Vec<&str> = catalogue().iter().map(|c| c.id).collect();
+    let check = |origin: String, id: &str| -> Result<(), AuditError> {
+        if known.iter().any(|k| k.eq_ignore_ascii_case(id.trim())) {
+            return Ok(());
+        }
+        let prefix: String = id.trim().chars().take(6).collect::<String>().to_uppercase();
+        let near: Vec<&str> = known
+            .iter()
+            .filter(|k| !prefix.is_empty() && k.starts_with(&prefix))
+            .copied()
+            .collect();
+        Err(AuditError::UnknownControl {
+            origin,
+            id: id.to_string(),
+            hint: if near.is_empty() {
+                String::new()
+            } else {
+                format!(" (did you mean {}?)", near.join(", "))
+            },
+        })
+    };
+    for id in cli {
+        check("--waive".into(), id)?;
+    }
+    for h in hosts {
+        for id in &h.waive {
+            check(
+                format!("the inventory ([audit] waive) for host {}", h.name),
+                id,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Gather the evidence of one host: ONE remote round trip for every file and snippet, then the
+/// Event Socket probes through the tunnel and the TCP probe from the controller, concurrently.
+pub async fn audit_host(session: &Session, host: &Host) -> Result<Evidence, FactsError> {
+    let script = evidence::script(host);
+    let sections = facts::gather(session, &script).await?;
+    let facts = evidence::parse(sections, &session.user, session.uses_sudo())?;
+    let mut ev = Evidence {
+        host: host.clone(),
+        facts,
+        live: Live::default(),
+    };
+    let port = ev.esl_port();
+    ev.live.esl_port = port;
+    let outside = async {
+        if host.jump.is_some() {
+            OutsideProbe::NotRun(format!(
+                "host {} is reached through a jump host: the controller has no direct route to probe",
+                host.name
+            ))
+        } else {
+            evidence::probe_outside(&host.address, port, OUTSIDE_PROBE_TIMEOUT).await
+        }
+    };
+    if let Err(why) = ev.conf_dir() {
+        ev.live.cluecon = evidence::EslProbe::NotRun(why.clone());
+        ev.live.configured = evidence::EslProbe::NotRun(why);
+        ev.live.outside = outside.await;
+    } else {
+        let ((cluecon, configured), out) = tokio::join!(evidence::probe_esl(session, &ev), outside);
+        ev.live.cluecon = cluecon;
+        ev.live.configured = configured;
+        ev.live.outside = out;
+    }
+    Ok(ev)
+}
+
+/// The one-line summary of a host's results.
+pub fn summary_line(results: &[ControlResult]) -> String {
+    let n = |s: Status| results.iter().filter(|r| r.status == s).count();
+    let mut by_sev = Vec::new();
+    for sev in Severity::ALL {
+        let k = results
+            .iter()
+            .filter(|r| r.status == Status::Fail && r.severity == sev)
+            .count();
+        if k > 0 {
+            by_sev.push(format!("{k} {}", sev.as_str()));
+        }
+    }
+    format!(
+        "{} passed, {} failed{}, {} errors, {} skipped, {} waived",
+        n(Status::Pass),
+        n(Status::Fail),
+        if by_sev.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", by_sev.join(", "))
+        },
+        n(Status::Error),
+        n(Status::Skipped),
+        n(Status::Waived)
+    )
+}
+
+/// `fsfleet audit`: returns the exit code, or a usage error before any host is touched.
+pub async fn command(args: AuditArgs) -> Result<u8, AuditError> {
+    use std::io::Write;
+    if args.list_controls {
+        let text = match args.format {
+            AuditFormat::Markdown => render::controls_markdown(),
+            AuditFormat::Json => serde_json::to_string_pretty(&render::controls_json())? + "\n",
+            _ => render::controls_text(),
+        };
+        std::io::stdout().write_all(text.as_bytes())?;
+        return Ok(EXIT_OK);
+    }
+    if args.format == AuditFormat::Markdown {
+        return Err(AuditError::MarkdownReport);
+    }
+    let path = args.inventory.resolve();
+    let (inv, hosts) = cmd::select(&path, args.run.limit.as_deref())?;
+    check_waivers(&args.waive, &hosts)?;
+    let opts = cmd::fleet_options(&args.run)?;
+    let connector = cmd::connector(&inv, &hosts, &args.run).await;
+    let results: Arc<Mutex<BTreeMap<String, Vec<ControlResult>>>> = Arc::default();
+    let cli_waive = Arc::new(args.waive.clone());
+    let sink = results.clone();
+    let run = fleet::run("audit", hosts, &opts, move |ctx| {
+        let connector = connector.clone();
+        let sink = sink.clone();
+        let cli_waive = cli_waive.clone();
+        async move {
+            let started = Instant::now();
+            ctx.stage("connecting");
+            let session = match connector.connect(&ctx.host).await {
+                Ok(s) => s,
+                Err(e) if e.is_unreachable() => {
+                    return HostReport::unreachable(&ctx.host, e.to_string());
+                }
+                Err(e) => return HostReport::failed(&ctx.host, e.to_string()),
+            };
+            ctx.stage("gathering evidence");
+            let ev = audit_host(&session, &ctx.host).await;
+            session.close().await;
+            let ev = match ev {
+                Ok(ev) => ev,
+                Err(e) => {
+                    return HostReport::failed(
+                        &ctx.host,
+                        format!("{}: cannot gather the audit evidence: {e}", ctx.host.name),
+                    );
+                }
+            };
+            ctx.stage("evaluating");
+            let mut waived: Vec<String> = ctx.host.waive.clone();
+            waived.extend(cli_waive.iter().cloned());
+            let res = evaluate(&ev, &waived);
+            let step = StepReport {
+                name: "audit".into(),
+                status: StepStatus::Ok,
+                message: summary_line(&res),
+                evidence: vec![],
+                elapsed_ms: started.elapsed().as_millis() as u64,
+            };
+            if let Ok(mut m) = sink.lock() {
+                m.insert(ctx.host.name.clone(), res);
+            }
+            HostReport::from_steps(&ctx.host, vec![step])
+        }
+    })
+    .await;
+    let mut map = results.lock().map(|m| m.clone()).unwrap_or_default();
+    let hosts: Vec<HostAudit> = run
+        .hosts
+        .iter()
+        .map(|h| {
+            let audited = matches!(h.status, HostStatus::Ok | HostStatus::Changed);
+            HostAudit {
+                name: h.name.clone(),
+                address: h.address.clone(),
+                status: if audited {
+                    "audited".into()
+                } else {
+                    h.status.as_str().into()
+                },
+                error: h.error.clone(),
+                elapsed_ms: h.elapsed_ms,
+                results: if audited {
+                    map.remove(&h.name).unwrap_or_default()
+                } else {
+                    vec![]
+                },
+            }
+        })
+        .collect();
+    let outcome = Outcome {
+        run,
+        hosts,
+        fail_on: args.fail_on.into(),
+    };
+    let code = exit_code(&outcome.hosts, outcome.fail_on);
+    let out = match args.format {
+        AuditFormat::Json => serde_json::to_string_pretty(&render::json(&outcome, code))? + "\n",
+        AuditFormat::Junit => render::junit(&outcome),
+        AuditFormat::Sarif => serde_json::to_string_pretty(&render::sarif(&outcome))? + "\n",
+        AuditFormat::Text | AuditFormat::Markdown => render::text(&outcome, code),
+    };
+    std::io::stdout().write_all(out.as_bytes())?;
+    if let Ok(Some(p)) = outcome.run.write_retry_file(&inv.dir())
+        && args.run.verbosity() >= 0
+    {
+        eprintln!("retry the hosts not audited with: --limit @{}", p.display());
+    }
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::evidence::testing::*;
+    use super::*;
+
+    fn host(results: Vec<ControlResult>, status: &str) -> HostAudit {
+        HostAudit {
+            name: "pbx1".into(),
+            address: "192.0.2.5".into(),
+            status: status.into(),
+            error: None,
+            elapsed_ms: 0,
+            results,
+        }
+    }
+
+    fn r(id: &'static str, severity: Severity, status: Status) -> ControlResult {
+        ControlResult {
+            id,
+            severity,
+            status,
+            waived_status: None,
+            evidence: vec![],
+        }
+    }
+
+    #[test]
+    fn exit_code_follows_threshold_waivers_and_unreachable() {
+        let h = host(vec![r("FS-MOD-01", Severity::Low, Status::Fail)], "audited");
+        assert_eq!(exit_code(std::slice::from_ref(&h), Severity::High), 0);
+        assert_eq!(exit_code(std::slice::from_ref(&h), Severity::Low), 3);
+        let h2 = host(
+            vec![r("FS-ESL-01", Severity::Critical, Status::Error)],
+            "audited",
+        );
+        assert_eq!(
+            exit_code(&[h.clone(), h2.clone()], Severity::High),
+            3,
+            "error counts"
+        );
+        let w = host(
+            vec![r("FS-ESL-01", Severity::Critical, Status::Waived)],
+            "audited",
+        );
+        assert_eq!(exit_code(&[w], Severity::Info), 0);
+        let down = host(vec![], "unreachable");
+        assert_eq!(
+            exit_code(&[h2, down], Severity::High),
+            4,
+            "unreachable wins"
+        );
+    }
+
+    #[test]
+    fn stock_host_evaluation_waives_without_hiding() {
+        let ev = stock();
+        let res = evaluate(&ev, &["fs-sip-03".into()]);
+        assert_eq!(res.len(), catalogue().len());
+        let sip3 = res.iter().find(|r| r.id == "FS-SIP-03").unwrap();
+        assert_eq!(
+            (sip3.status, sip3.waived_status),
+            (Status::Waived, Some(Status::Fail))
+        );
+        assert!(!sip3.evidence.is_empty(), "waived keeps its evidence");
+        let esl1 = res.iter().find(|r| r.id == "FS-ESL-01").unwrap();
+        assert_eq!(esl1.status, Status::Fail);
+    }
+
+    #[test]
+    fn unknown_waivers_are_refused_with_a_hint() {
+        let e = check_waivers(&["FS-ESL-9".into()], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--waive waives \"FS-ESL-9\", which is not a control ID"),
+            "{e}"
+        );
+        assert!(e.contains("did you mean FS-ESL-01"), "{e}");
+        let mut h = super::super::evidence::testing::host();
+        h.waive = vec!["FS-NOPE".into()];
+        let e = check_waivers(&[], &[h]).unwrap_err().to_string();
+        assert!(e.contains("for host pbx1"), "{e}");
+        assert!(check_waivers(&["fs-mod-01".into()], &[]).is_ok());
+    }
+}

@@ -1,0 +1,260 @@
+//! Credentials at rest: plaintext files left by hand-run scripts, readable config copies, fs_cli.
+
+use super::evidence::{Evidence, Stat, parse_stats, readable_by};
+use super::{Control, Finding, Severity};
+
+pub const CONTROLS: &[Control] = &[
+    Control {
+        id: "FS-CRED-01",
+        family: "Credentials",
+        severity: Severity::High,
+        title: "No plaintext credentials file is left on the host",
+        rationale: "Install and hardening scripts often write the passwords they set to \
+                    /root/freeswitch-credentials.txt and similar; anyone with a backup or a shell \
+                    gets every password.",
+        remediation: "Move the passwords into your password manager (fsfleet keeps them in its \
+                      local vault), then delete the file with `shred -u FILE`.",
+        baseline: false,
+        eval: plaintext_files,
+    },
+    Control {
+        id: "FS-CRED-02",
+        family: "Credentials",
+        severity: Severity::High,
+        title: "No group- or world-readable copies of configs that hold secrets",
+        rationale: "`vars.xml.bak` beside the config, or a tarball of the config tree in /tmp, \
+                    keeps the SIP and Event Socket passwords readable long after they rotate.",
+        remediation: "Delete the copies, or make them root-only (`chmod 600 FILE`); keep backups in \
+                      a root-only directory.",
+        baseline: false,
+        eval: readable_copies,
+    },
+    Control {
+        id: "FS-CRED-03",
+        family: "Credentials",
+        severity: Severity::Medium,
+        title: "fs_cli config files are readable by their owner only (0600)",
+        rationale: "fs_cli configs hold the Event Socket password in clear text.",
+        remediation: "`chmod 600 /etc/fs_cli.conf ~/.fs_cli_conf` (fsfleet harden writes them 0600).",
+        baseline: true,
+        eval: fs_cli_modes,
+    },
+    Control {
+        id: "FS-CRED-04",
+        family: "Credentials",
+        severity: Severity::Medium,
+        title: "fs_cli can connect to FreeSWITCH",
+        rationale: "After a password rotation a stale fs_cli config locks operators out of the \
+                    console when they need it most.",
+        remediation: "Run `fsfleet harden` (writes /etc/fs_cli.conf with the current password), or \
+                      fix `password` in /etc/fs_cli.conf and remove stale ~/.fs_cli_conf files.",
+        baseline: true,
+        eval: fs_cli_connects,
+    },
+];
+
+fn files_of(ev: &Evidence, section: &str) -> Result<Vec<Stat>, String> {
+    let (text, status) = ev.section(section);
+    if status != Some(0) {
+        return Err(format!(
+            "the {section} probe did not run on the host (status {status:?})"
+        ));
+    }
+    Ok(parse_stats(text))
+}
+
+fn describe(s: &Stat) -> String {
+    format!("{} (mode {:o}, {}:{})", s.path, s.mode, s.owner, s.group)
+}
+
+fn plaintext_files(ev: &Evidence) -> Finding {
+    let stats = match files_of(ev, "audit_creds") {
+        Ok(s) => s,
+        Err(e) => return Finding::error(e),
+    };
+    let bad: Vec<String> = stats
+        .iter()
+        .filter(|s| !s.dir)
+        .map(|s| format!("credentials file {}", describe(s)))
+        .collect();
+    Finding::fail_if(
+        bad,
+        vec!["no credentials file in /root, /home, /tmp, /opt or /srv".into()],
+    )
+}
+
+fn readable_copies(ev: &Evidence) -> Finding {
+    let stats = match files_of(ev, "audit_backups") {
+        Ok(s) => s,
+        Err(e) => return Finding::error(e),
+    };
+    let copies: Vec<&Stat> = stats.iter().filter(|s| !s.dir).collect();
+    let bad: Vec<String> = copies
+        .iter()
+        .filter_map(|s| readable_by(&stats, s).map(|who| format!("{} is {who}", describe(s))))
+        .collect();
+    let ok = if copies.is_empty() {
+        vec!["no copy or backup of the FreeSWITCH config found".into()]
+    } else {
+        vec![format!(
+            "{} config copies, all readable by their owner only: {}",
+            copies.len(),
+            copies
+                .iter()
+                .map(|s| s.path.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )]
+    };
+    Finding::fail_if(bad, ok)
+}
+
+fn fs_cli_modes(ev: &Evidence) -> Finding {
+    let stats = match files_of(ev, "audit_fscli_conf") {
+        Ok(s) => s,
+        Err(e) => return Finding::error(e),
+    };
+    let files: Vec<&Stat> = stats.iter().filter(|s| !s.dir).collect();
+    if files.is_empty() {
+        return Finding::pass(vec![
+            "no fs_cli config file (/etc/fs_cli.conf, ~/.fs_cli_conf): no password stored".into(),
+        ]);
+    }
+    let bad: Vec<String> = files
+        .iter()
+        .filter(|s| s.mode & 0o077 != 0)
+        .map(|s| format!("{} is not 0600", describe(s)))
+        .collect();
+    Finding::fail_if(bad, files.iter().map(|s| describe(s)).collect())
+}
+
+fn fs_cli_connects(ev: &Evidence) -> Finding {
+    let Some(fs) = ev.facts.base.freeswitch.as_ref() else {
+        return Finding::error(
+            ev.conf_dir()
+                .err()
+                .unwrap_or_else(|| "no FreeSWITCH found".into()),
+        );
+    };
+    let (text, status) = ev.section("fs_status");
+    match (status, fs.ready, fs.version.as_deref()) {
+        (_, Some(ready), Some(v)) => {
+            let line = format!(
+                "`fs_cli -x status` as root: FreeSWITCH (Version {v}) is {}",
+                if ready { "ready" } else { "not ready" }
+            );
+            Finding::pass(vec![line])
+        }
+        (Some(1), _, _) if text.trim().is_empty() => {
+            Finding::skipped("fs_cli is not installed on the host")
+        }
+        _ if !fs.service_active => Finding::error(
+            "FreeSWITCH is not running (systemctl is-active freeswitch), so fs_cli cannot be \
+             tested; start it and re-run",
+        ),
+        (Some(255), _, _) => Finding::fail(vec![
+            "`fs_cli -x status` as root could not connect (exit 255, Error Connecting): its \
+             config holds a stale password or host"
+                .into(),
+        ]),
+        (s, _, _) => Finding::fail(vec![format!(
+            "`fs_cli -x status` as root did not report readiness (exit {})",
+            s.map_or("unknown".into(), |s| s.to_string())
+        )]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::evidence::testing::*;
+    use super::super::{Live, Status};
+    use super::*;
+
+    fn eval(id: &str, ev: &Evidence) -> Finding {
+        (CONTROLS.iter().find(|c| c.id == id).unwrap().eval)(ev)
+    }
+
+    #[test]
+    fn leftovers_are_named_with_their_modes() {
+        let ev = evidence(
+            &stock_files(),
+            &[
+                (
+                    "audit_creds",
+                    "F 644 root root /root/freeswitch-credentials.txt\nD 700 root root /root\nD 755 root root /\n",
+                    0,
+                ),
+                (
+                    "audit_backups",
+                    "F 644 root root /etc/freeswitch/vars.xml.bak\nD 755 root root /etc/freeswitch\nD 755 root root /etc\nD 755 root root /\n\
+                     F 600 root root /var/backups/freeswitch.tar.gz\nD 755 root root /var/backups\nD 755 root root /var\n",
+                    0,
+                ),
+                (
+                    "audit_fscli_conf",
+                    "F 644 root root /etc/fs_cli.conf\nD 755 root root /etc\nD 755 root root /\n",
+                    0,
+                ),
+                ("fs_conf", "/etc/freeswitch", 0),
+                ("fs_active", "active", 0),
+                ("fs_status", "", 255),
+            ],
+            Live::default(),
+        );
+        assert_eq!(
+            eval("FS-CRED-01", &ev).evidence,
+            ["credentials file /root/freeswitch-credentials.txt (mode 644, root:root)"]
+        );
+        assert_eq!(
+            eval("FS-CRED-02", &ev).evidence,
+            ["/etc/freeswitch/vars.xml.bak (mode 644, root:root) is world-readable"]
+        );
+        assert_eq!(
+            eval("FS-CRED-03", &ev).evidence,
+            ["/etc/fs_cli.conf (mode 644, root:root) is not 0600"]
+        );
+        let f = eval("FS-CRED-04", &ev);
+        assert_eq!(f.status, Status::Fail);
+        assert!(f.evidence[0].contains("exit 255"));
+    }
+
+    #[test]
+    fn clean_host_passes() {
+        let ev = evidence(
+            &stock_files(),
+            &[
+                ("audit_creds", "", 0),
+                (
+                    "audit_backups",
+                    "F 644 root root /root/fsfleet/vars.xml\nD 700 root root /root/fsfleet\nD 700 root root /root\nD 755 root root /\n",
+                    0,
+                ),
+                (
+                    "audit_fscli_conf",
+                    "F 600 root root /etc/fs_cli.conf\nD 755 root root /etc\nD 755 root root /\n",
+                    0,
+                ),
+                ("fs_conf", "/etc/freeswitch", 0),
+                ("fs_active", "active", 0),
+                (
+                    "fs_status",
+                    "UP 0 years\nFreeSWITCH (Version 1.10.12-release  64bit) is ready\n",
+                    0,
+                ),
+            ],
+            Live::default(),
+        );
+        for c in CONTROLS {
+            let f = (c.eval)(&ev);
+            assert_eq!(f.status, Status::Pass, "{}: {:?}", c.id, f.evidence);
+        }
+        assert_eq!(
+            eval("FS-CRED-02", &ev).evidence,
+            ["1 config copies, all readable by their owner only: /root/fsfleet/vars.xml"]
+        );
+        // A probe that did not run is an error, not a pass.
+        let ev = evidence(&stock_files(), &[], Live::default());
+        assert_eq!(eval("FS-CRED-01", &ev).status, Status::Error);
+        assert_eq!(eval("FS-CRED-04", &ev).status, Status::Error);
+    }
+}

@@ -1,0 +1,403 @@
+//! Event Socket controls: the default password, where it listens, who can reach it.
+
+use super::evidence::{EslProbe, Evidence, OutsideProbe};
+use super::{Control, Finding, Severity};
+
+const ESL_CONF: &str = "autoload_configs/event_socket.conf.xml";
+
+pub const CONTROLS: &[Control] = &[
+    Control {
+        id: "FS-ESL-01",
+        family: "Event Socket",
+        severity: Severity::Critical,
+        title: "Event Socket password is not the default ClueCon",
+        rationale: "Anyone who reaches the Event Socket with ClueCon controls FreeSWITCH: \
+                    originate calls, run `system` commands as the freeswitch user (CVE-2019-19492).",
+        remediation: "Run `fsfleet harden` (rotates the password into the vault), or set a long random \
+                      `password` in autoload_configs/event_socket.conf.xml and `reload mod_event_socket`.",
+        baseline: true,
+        eval: password_not_default,
+    },
+    Control {
+        id: "FS-ESL-02",
+        family: "Event Socket",
+        severity: Severity::High,
+        title: "Event Socket listens on loopback only",
+        rationale: "The stock `listen-ip` `::` listens on every address; only the ACL stands between \
+                    the network and the socket.",
+        remediation: "Set `listen-ip` to 127.0.0.1 in autoload_configs/event_socket.conf.xml and \
+                      `reload mod_event_socket` (fsfleet harden does both).",
+        baseline: true,
+        eval: loopback_only,
+    },
+    Control {
+        id: "FS-ESL-03",
+        family: "Event Socket",
+        severity: Severity::High,
+        title: "Event Socket is not reachable from the controller",
+        rationale: "An Event Socket greeting seen from another machine means the socket is exposed \
+                    to the network, whatever the config says.",
+        remediation: "Bind the Event Socket to 127.0.0.1 and keep its port closed in the firewall \
+                      (fsfleet harden); reach it through SSH instead.",
+        baseline: true,
+        eval: not_reachable_from_outside,
+    },
+    Control {
+        id: "FS-ESL-04",
+        family: "Event Socket",
+        severity: Severity::Medium,
+        title: "Event Socket inbound ACL is in force and does not allow everyone",
+        rationale: "`apply-inbound-acl` decides which peers get a greeting at all; an ACL like \
+                    any_v4.auto lets the whole network try passwords.",
+        remediation: "Set `apply-inbound-acl` to loopback.auto (or a list in acl.conf.xml that allows \
+                      only loopback and management hosts), then `reload mod_event_socket`.",
+        baseline: false,
+        eval: inbound_acl,
+    },
+];
+
+fn password_not_default(ev: &Evidence) -> Finding {
+    let conf = match ev.esl_password() {
+        Ok(pw) => pw,
+        Err(e) => return Finding::error(e),
+    };
+    let mut bad = Vec::new();
+    let mut ok = Vec::new();
+    let raw = ev.param(ESL_CONF, "password").ok().flatten();
+    if conf.expose() == "ClueCon" {
+        bad.push(match raw.as_deref() {
+            None | Some("") => {
+                format!("{ESL_CONF}: password is not set, so FreeSWITCH uses ClueCon")
+            }
+            Some(_) => format!("{ESL_CONF}: password is ClueCon"),
+        });
+    } else {
+        ok.push(format!(
+            "{ESL_CONF}: password is not ClueCon ({} characters)",
+            conf.expose().chars().count()
+        ));
+    }
+    match &ev.live.cluecon {
+        EslProbe::Accepted { .. } => bad.push(format!(
+            "live: `auth ClueCon` on 127.0.0.1:{} was ACCEPTED",
+            ev.live.esl_port
+        )),
+        EslProbe::Refused => ok.push(format!(
+            "live: `auth ClueCon` on 127.0.0.1:{} was refused (-ERR invalid)",
+            ev.live.esl_port
+        )),
+        EslProbe::AclRejected(m) => ok.push(format!(
+            "live: the ACL rejected the loopback probe before any login ({m})"
+        )),
+        EslProbe::NotRun(why) | EslProbe::Unavailable(why) => {
+            if bad.is_empty() {
+                return Finding::error(format!(
+                    "the config password is not ClueCon, but the live Event Socket could not be \
+                     asked: {why}; start FreeSWITCH and re-run"
+                ));
+            }
+            bad.push(format!("live: not checked ({why})"));
+        }
+    }
+    if let EslProbe::Accepted { status: Some(line) } = &ev.live.configured {
+        ok.push(format!("live: the configured password is accepted: {line}"));
+    }
+    Finding::fail_if(bad, ok)
+}
+
+/// Loopback addresses as FreeSWITCH's listen-ip and `ss` print them.
+fn is_loopback(addr: &str) -> bool {
+    let a = addr.trim_start_matches('[').trim_end_matches(']');
+    a.starts_with("127.") || a == "::1" || a == "localhost" || a == "::ffff:127.0.0.1"
+}
+
+/// Local addresses listening on `port`, from `ss -Hltn`.
+pub fn listeners(ss: &str, port: u16) -> Vec<String> {
+    ss.lines()
+        .filter_map(|l| {
+            let local = l.split_whitespace().nth(3)?;
+            let (addr, p) = local.rsplit_once(':')?;
+            (p.parse::<u16>().ok()? == port).then(|| addr.to_string())
+        })
+        .collect()
+}
+
+fn loopback_only(ev: &Evidence) -> Finding {
+    let ip = match ev.param(ESL_CONF, "listen-ip") {
+        Ok(v) => v.unwrap_or_default(),
+        Err(e) => return Finding::error(e),
+    };
+    let port = ev.esl_port();
+    let mut bad = Vec::new();
+    let mut ok = Vec::new();
+    let shown = if ip.is_empty() {
+        "empty (127.0.0.1)".to_string()
+    } else {
+        ip.clone()
+    };
+    if ip.is_empty() || is_loopback(&ip) {
+        ok.push(format!("{ESL_CONF}: listen-ip is {shown}"));
+    } else {
+        bad.push(format!(
+            "{ESL_CONF}: listen-ip is {shown}, not a loopback address"
+        ));
+    }
+    let (ss, status) = ev.section("audit_ss");
+    if status != Some(0) {
+        return Finding::error(format!(
+            "`ss -ltn` did not run on the host (status {status:?}); install iproute2 and re-run"
+        ));
+    }
+    let live = listeners(ss, port);
+    let open: Vec<&String> = live.iter().filter(|a| !is_loopback(a)).collect();
+    if live.is_empty() {
+        ok.push(format!("live: nothing listens on TCP port {port}"));
+    } else if open.is_empty() {
+        ok.push(format!("live: port {port} listens on {}", live.join(", ")));
+    } else {
+        bad.push(format!("live: port {port} listens on {}", live.join(", ")));
+    }
+    Finding::fail_if(bad, ok)
+}
+
+fn not_reachable_from_outside(ev: &Evidence) -> Finding {
+    let target = format!("{}:{}", ev.host.address, ev.live.esl_port);
+    match &ev.live.outside {
+        OutsideProbe::Greeting => Finding::fail(vec![format!(
+            "a TCP connection from the controller to {target} got the Event Socket greeting \
+             (Content-Type: auth/request)"
+        )]),
+        OutsideProbe::NoGreeting(what) => Finding::pass(vec![format!(
+            "from the controller to {target}: {what}; no Event Socket greeting"
+        )]),
+        OutsideProbe::NoConnection(why) => Finding::pass(vec![format!(
+            "from the controller to {target}: no connection ({why})"
+        )]),
+        OutsideProbe::NotRun(why) => Finding::skipped(why.clone()),
+    }
+}
+
+/// Built-in ACL names that allow more than loopback/local management.
+const OPEN_ACLS: &[&str] = &[
+    "any_v4.auto",
+    "any_v6.auto",
+    "wan.auto",
+    "wan_v4.auto",
+    "wan_v6.auto",
+];
+
+fn inbound_acl(ev: &Evidence) -> Finding {
+    let acl = match ev.param(ESL_CONF, "apply-inbound-acl") {
+        Ok(v) => v.unwrap_or_default(),
+        Err(e) => return Finding::error(e),
+    };
+    if acl.trim().is_empty() {
+        return Finding::pass(vec![format!(
+            "{ESL_CONF}: apply-inbound-acl is not set, so FreeSWITCH's built-in loopback.auto applies"
+        )]);
+    }
+    let mut bad = Vec::new();
+    for name in acl.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if OPEN_ACLS.contains(&name) {
+            bad.push(format!(
+                "{ESL_CONF}: apply-inbound-acl {name} lets every address of the network try"
+            ));
+        } else if !name.ends_with(".auto") {
+            match acl_list_default(ev, name) {
+                Ok(Some(d)) if d == "allow" => {
+                    bad.push(format!("acl.conf.xml: list {name} has default=\"allow\""))
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    // FreeSWITCH also accepts a CIDR here; a name it does not know denies.
+                    if name.contains('/') && (name.ends_with("/0")) {
+                        bad.push(format!(
+                            "{ESL_CONF}: apply-inbound-acl {name} allows everyone"
+                        ));
+                    }
+                }
+                Err(e) => return Finding::error(e),
+            }
+        }
+    }
+    Finding::fail_if(bad, vec![format!("{ESL_CONF}: apply-inbound-acl is {acl}")])
+}
+
+/// The `default` of a named list in acl.conf.xml.
+fn acl_list_default(ev: &Evidence, name: &str) -> Result<Option<String>, String> {
+    let text = ev.conf("autoload_configs/acl.conf.xml")?;
+    let tags = crate::conf::xml::scan(text).map_err(|e| format!("acl.conf.xml: {e}"))?;
+    Ok(tags
+        .iter()
+        .filter(|t| t.name == "list" && t.kind != crate::conf::xml::TagKind::End)
+        .find(|t| t.attr("name").is_some_and(|a| a.value == name))
+        .and_then(|t| t.attr("default").map(|a| a.value.clone())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::evidence::testing::*;
+    use super::super::{Live, Status};
+    use super::*;
+    use crate::conf::xml::set_param;
+
+    fn eval(id: &str, ev: &Evidence) -> Finding {
+        (CONTROLS.iter().find(|c| c.id == id).unwrap().eval)(ev)
+    }
+
+    fn hardened_files() -> Vec<(String, String)> {
+        let mut f = stock_files();
+        edit(&mut f, ESL_CONF, |t| {
+            let t = set_param(t, "password", "Zx9Q2mK7pL4wT8vR")
+                .unwrap()
+                .unwrap();
+            let t = set_param(&t, "listen-ip", "127.0.0.1").unwrap().unwrap();
+            set_param(&t, "apply-inbound-acl", "loopback.auto")
+                .unwrap()
+                .unwrap()
+        });
+        f
+    }
+
+    fn live(cluecon: EslProbe, outside: OutsideProbe) -> Live {
+        Live {
+            esl_port: 8021,
+            cluecon,
+            configured: EslProbe::Accepted {
+                status: Some("FreeSWITCH (Version 1.10.12-release  64bit) is ready".into()),
+            },
+            outside,
+        }
+    }
+
+    #[test]
+    fn stock_host_fails_every_baseline_esl_control_with_evidence() {
+        let ev = evidence(
+            &stock_files(),
+            &[(
+                "audit_ss",
+                "LISTEN 0 128 *:8021 *:*\nLISTEN 0 128 0.0.0.0:22 0.0.0.0:*",
+                0,
+            )],
+            live(EslProbe::Accepted { status: None }, OutsideProbe::Greeting),
+        );
+        let f = eval("FS-ESL-01", &ev);
+        assert_eq!(f.status, Status::Fail);
+        assert_eq!(
+            f.evidence,
+            [
+                "autoload_configs/event_socket.conf.xml: password is ClueCon",
+                "live: `auth ClueCon` on 127.0.0.1:8021 was ACCEPTED"
+            ]
+        );
+        let f = eval("FS-ESL-02", &ev);
+        assert_eq!(f.status, Status::Fail);
+        assert_eq!(
+            f.evidence,
+            [
+                "autoload_configs/event_socket.conf.xml: listen-ip is ::, not a loopback address",
+                "live: port 8021 listens on *"
+            ]
+        );
+        let f = eval("FS-ESL-03", &ev);
+        assert_eq!(f.status, Status::Fail);
+        assert!(f.evidence[0].contains("192.0.2.5:8021 got the Event Socket greeting"));
+        // The stock ACL is the built-in default: in force.
+        assert_eq!(eval("FS-ESL-04", &ev).status, Status::Pass);
+    }
+
+    #[test]
+    fn hardened_host_passes_and_never_shows_the_password() {
+        let ev = evidence(
+            &hardened_files(),
+            &[("audit_ss", "LISTEN 0 128 127.0.0.1:8021 0.0.0.0:*", 0)],
+            live(
+                EslProbe::Refused,
+                OutsideProbe::NoConnection("Connection refused (os error 111)".into()),
+            ),
+        );
+        for id in ["FS-ESL-01", "FS-ESL-02", "FS-ESL-03", "FS-ESL-04"] {
+            let f = eval(id, &ev);
+            assert_eq!(f.status, Status::Pass, "{id}: {:?}", f.evidence);
+            assert!(
+                !f.evidence.join("\n").contains("Zx9Q2mK7pL4wT8vR"),
+                "{id} leaks the password"
+            );
+        }
+        assert_eq!(
+            eval("FS-ESL-01", &ev).evidence,
+            [
+                "autoload_configs/event_socket.conf.xml: password is not ClueCon (16 characters)",
+                "live: `auth ClueCon` on 127.0.0.1:8021 was refused (-ERR invalid)",
+                "live: the configured password is accepted: FreeSWITCH (Version 1.10.12-release  64bit) is ready"
+            ]
+        );
+    }
+
+    #[test]
+    fn config_changed_but_not_reloaded_is_caught_live() {
+        let ev = evidence(
+            &hardened_files(),
+            &[("audit_ss", "LISTEN 0 128 *:8021 *:*", 0)],
+            live(EslProbe::Accepted { status: None }, OutsideProbe::Greeting),
+        );
+        let f = eval("FS-ESL-01", &ev);
+        assert_eq!(f.status, Status::Fail);
+        assert_eq!(
+            f.evidence,
+            ["live: `auth ClueCon` on 127.0.0.1:8021 was ACCEPTED"]
+        );
+        assert_eq!(eval("FS-ESL-02", &ev).status, Status::Fail);
+    }
+
+    #[test]
+    fn unknowable_is_error_never_pass() {
+        let ev = evidence(
+            &hardened_files(),
+            &[],
+            live(
+                EslProbe::Unavailable("nothing accepted a connection".into()),
+                OutsideProbe::NotRun("reached through a jump host".into()),
+            ),
+        );
+        let f = eval("FS-ESL-01", &ev);
+        assert_eq!(f.status, Status::Error);
+        assert!(f.evidence[0].contains("start FreeSWITCH and re-run"));
+        assert_eq!(eval("FS-ESL-02", &ev).status, Status::Error, "no ss output");
+        assert_eq!(eval("FS-ESL-03", &ev).status, Status::Skipped);
+    }
+
+    #[test]
+    fn open_acls_fail() {
+        let mut f = stock_files();
+        edit(&mut f, ESL_CONF, |t| {
+            set_param(t, "apply-inbound-acl", "any_v4.auto")
+                .unwrap()
+                .unwrap()
+        });
+        let ev = evidence(&f, &[], Live::default());
+        let r = eval("FS-ESL-04", &ev);
+        assert_eq!(r.status, Status::Fail);
+        assert!(r.evidence[0].contains("any_v4.auto lets every address"));
+        // A named list of acl.conf.xml with default deny passes (lan is stock, default allow).
+        edit(&mut f, ESL_CONF, |t| {
+            set_param(t, "apply-inbound-acl", "lan").unwrap().unwrap()
+        });
+        let ev = evidence(&f, &[], Live::default());
+        assert_eq!(eval("FS-ESL-04", &ev).status, Status::Fail);
+        edit(&mut f, ESL_CONF, |t| {
+            set_param(t, "apply-inbound-acl", "domains")
+                .unwrap()
+                .unwrap()
+        });
+        let ev = evidence(&f, &[], Live::default());
+        assert_eq!(eval("FS-ESL-04", &ev).status, Status::Pass);
+    }
+
+    #[test]
+    fn listeners_parse_ss_output() {
+        let ss = "LISTEN 0 128 127.0.0.1:8021 0.0.0.0:*\nLISTEN 0 5 [::1]:8021 [::]:*\nLISTEN 0 5 [::]:80211 [::]:*\n";
+        assert_eq!(listeners(ss, 8021), ["127.0.0.1", "[::1]"]);
+        assert!(is_loopback("[::1]") && is_loopback("127.0.0.1") && !is_loopback("*"));
+    }
+}

@@ -1,0 +1,708 @@
+//! What the controls of one host are evaluated on: everything read in the one facts round trip
+//! (the same [`HostFacts`] harden uses), plus live probes of the Event Socket through the SSH
+//! tunnel and a TCP probe from the controller.
+//!
+//! All snippets are read-only: `ss`, `ufw status`, `fail2ban-client status/get`, `fail2ban-regex`
+//! on a crafted line (it only reads the filter), `stat`, `find`. No reload, no write, no SIP.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+
+use crate::conf::{vars, xml};
+use crate::esl::{EslClient, EslError, EslOptions};
+use crate::facts::{self, FactsError, Files, LAYOUTS, Script};
+use crate::harden::HostFacts;
+use crate::inventory::{ConfDir, Host};
+use crate::secret::Secret;
+use crate::ssh::{Session, sh_quote};
+
+/// Config files read beyond [`facts::CONF_FILES`]: dialplan includes hold the example gateway
+/// extensions.
+pub const EXTRA_CONF_FILES: &[&str] = &["dialplan/default/*.xml", "dialplan/public/*.xml"];
+
+/// How long the controller waits for an Event Socket greeting from outside.
+pub const OUTSIDE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The crafted auth-failure line uses this TEST-NET-1 address (RFC 5737): it can never be a real
+/// peer, so proving the filter bans nobody.
+pub const PROBE_IP: &str = "192.0.2.77";
+
+/// fs_cli reads these (FACTS §3); users' `~/.fs_cli_conf` are found by the snippet.
+pub const FS_CLI_CONFS: &[&str] = &["/etc/fs_cli.conf", "/root/.fs_cli_conf"];
+
+/// Result of one Event Socket login attempt through the SSH tunnel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EslProbe {
+    /// Not attempted; why.
+    NotRun(String),
+    /// The password was accepted. For the configured password: the `status` readiness line.
+    Accepted { status: Option<String> },
+    /// `-ERR invalid`.
+    Refused,
+    /// Rude rejection by the inbound ACL.
+    AclRejected(String),
+    /// No listener, tunnel refused, timeout, protocol trouble: the reason.
+    Unavailable(String),
+}
+
+/// Result of the plain TCP connection from the controller to host:ESL-port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutsideProbe {
+    NotRun(String),
+    /// No TCP connection (refused, filtered, unroutable): the reason.
+    NoConnection(String),
+    /// Connected but no `auth/request` greeting: what was seen instead.
+    NoGreeting(String),
+    /// `Content-Type: auth/request`: the Event Socket answers the controller.
+    Greeting,
+}
+
+/// The live probes of one host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Live {
+    pub esl_port: u16,
+    /// `auth ClueCon` through the tunnel.
+    pub cluecon: EslProbe,
+    /// The password of event_socket.conf.xml through the tunnel, then `api status`.
+    pub configured: EslProbe,
+    pub outside: OutsideProbe,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        let why = "live probes were not run".to_string();
+        Live {
+            esl_port: crate::esl::DEFAULT_PORT,
+            cluecon: EslProbe::NotRun(why.clone()),
+            configured: EslProbe::NotRun(why.clone()),
+            outside: OutsideProbe::NotRun(why),
+        }
+    }
+}
+
+/// Everything the controls of one host look at.
+#[derive(Debug)]
+pub struct Evidence {
+    pub host: Host,
+    pub facts: HostFacts,
+    pub live: Live,
+}
+
+/// The shell that sets `$c` to the host's config dir (same search as the facts files snippet).
+fn conf_dir_shell(host: &Host) -> String {
+    let mut candidates: Vec<String> = Vec::new();
+    if let ConfDir::Path(p) = &host.conf_dir {
+        candidates.push(p.clone());
+    }
+    candidates.extend(LAYOUTS.iter().map(|(c, _, _)| c.to_string()));
+    let list = candidates
+        .iter()
+        .map(|c| sh_quote(c))
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!("c=''; for d in {list}; do if [ -f \"$d/vars.xml\" ]; then c=$d; break; fi; done")
+}
+
+/// The candidate FreeSWITCH log files, for when the jail names none.
+fn default_logs() -> String {
+    LAYOUTS
+        .iter()
+        .map(|(_, l, _)| sh_quote(&format!("{l}/freeswitch.log")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `stat` a list of paths as `F mode owner group path`, and each one's ancestors as `D ...`.
+const STAT_FN: &str = "st() { while IFS= read -r f; do [ -n \"$f\" ] || continue; \
+     stat -c 'F %a %U %G %n' \"$f\"; d=$(dirname \"$f\"); \
+     while :; do stat -c 'D %a %U %G %n' \"$d\"; [ \"$d\" = / ] && break; d=$(dirname \"$d\"); done; \
+     done; }";
+
+/// Build the one audit script of a host: the audit snippets, the base facts, the config files.
+pub fn script(host: &Host) -> Script {
+    let mut s = Script::new();
+    let conf = conf_dir_shell(host);
+    s.add("audit_ss", "ss -Hltn");
+    s.add(
+        "audit_ufw",
+        "command -v ufw >/dev/null || exit 3; ufw status verbose",
+    );
+    s.add(
+        "audit_iptables",
+        "command -v iptables >/dev/null || exit 3; iptables -S INPUT | head -n 200",
+    );
+    s.add(
+        "audit_f2b_jail",
+        "command -v fail2ban-client >/dev/null || exit 3\n\
+         timeout 10 fail2ban-client status freeswitch || exit 4\n\
+         echo '@logpath'\n\
+         timeout 10 fail2ban-client get freeswitch logpath | sed -n 's/^[|`]- //p' | \
+         while IFS= read -r p; do if [ -f \"$p\" ]; then echo \"exists $p\"; else echo \"missing $p\"; fi; done",
+    );
+    let logs = default_logs();
+    s.add(
+        "audit_f2b_regex",
+        &format!(
+            "command -v fail2ban-regex >/dev/null || exit 3\n\
+             log=$(timeout 10 fail2ban-client get freeswitch logpath 2>/dev/null | sed -n 's/^[|`]- //p' | head -n 1)\n\
+             if [ -z \"$log\" ]; then for l in {logs}; do [ -f \"$l\" ] && {{ log=$l; break; }}; done; fi\n\
+             echo \"log $log\"\n\
+             last=$( [ -n \"$log\" ] && tail -n 500 \"$log\" | grep -E '^([0-9a-f-]{{36}} )?[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}} ' | tail -n 1)\n\
+             now=$(date '+%Y-%m-%d %H:%M:%S').000000\n\
+             if [ -z \"$last\" ]; then fmt=unknown; pct=' 97.50%';\n\
+             elif printf '%s\\n' \"$last\" | grep -Eq '^([0-9a-f-]{{36}} )?[0-9-]+ [0-9:.]+ [0-9]+\\.[0-9]+% '; then fmt=percent; pct=' 97.50%';\n\
+             else fmt=plain; pct=''; fi\n\
+             echo \"format $fmt\"\n\
+             line=\"$now$pct [WARNING] sofia_reg.c:1787 SIP auth failure (REGISTER) on sofia profile 'internal' for [1000@192.0.2.10] from ip {PROBE_IP}\"\n\
+             echo \"line $line\"\n\
+             timeout 30 fail2ban-regex \"$line\" freeswitch | grep -E '^Lines:|ERROR|Error|No section'"
+        ),
+    );
+    s.add(
+        "audit_f2b_sshd",
+        "command -v fail2ban-client >/dev/null || exit 3\n\
+         out=$(timeout 10 fail2ban-client status sshd) || exit 4\n\
+         printf '%s\\n' \"$out\"\n\
+         printf '%s\\n' \"$out\" | sed -n 's/.*File list:[[:space:]]*//p' | tr ' \\t' '\\n\\n' | \
+         while IFS= read -r p; do [ -n \"$p\" ] || continue; if [ -f \"$p\" ]; then echo \"@exists $p\"; else echo \"@missing $p\"; fi; done",
+    );
+    s.add(
+        "audit_creds",
+        &format!(
+            "{STAT_FN}\n{{ for f in /root/freeswitch-credentials.txt /root/freeswitch_credentials.txt \
+             /root/fs-credentials.txt /root/fsfleet-credentials.txt /root/credentials.txt /root/passwords.txt; do \
+             [ -f \"$f\" ] && echo \"$f\"; done; \
+             find /root /home /tmp /opt /srv -maxdepth 3 -type f \\( -iname '*freeswitch*cred*' -o -iname '*freeswitch*passw*' \
+             -o -iname '*fs*credential*' -o -iname '*esl*passw*' -o -iname '*sip*passw*' \\) -print; }} | sort -u | st; true"
+        ),
+    );
+    s.add(
+        "audit_backups",
+        &format!(
+            "{STAT_FN}\n{conf}\n{{ [ -n \"$c\" ] && find \"$c\" -type f \\( -name '*.bak' -o -name '*.orig' -o -name '*.old' \
+             -o -name '*~' -o -name '*.save' -o -name '*.swp' -o -name '*.back' -o -name '*.copy' -o -name '*.dpkg-old' \
+             -o -name '*.dpkg-dist' -o -name '*.xml.*' \\) -print; \
+             find /root /home /tmp /var/backups /opt /srv -maxdepth 3 -type f \\( -iname '*freeswitch*.tar*' -o -iname '*freeswitch*.tgz' \
+             -o -iname '*freeswitch*.zip' -o -iname '*freeswitch*.bak' -o -iname 'vars.xml*' -o -iname 'event_socket.conf.xml*' \\) -print; }} \
+             | sort -u | st; true"
+        ),
+    );
+    s.add(
+        "audit_fscli_conf",
+        &format!(
+            "{STAT_FN}\n{{ for f in {}; do [ -e \"$f\" ] && echo \"$f\"; done; \
+             getent passwd | awk -F: '$3>=1000 && $6!=\"\" {{print $6\"/.fs_cli_conf\"}}' | while IFS= read -r f; do [ -e \"$f\" ] && echo \"$f\"; done; }} | sort -u | st; true",
+            FS_CLI_CONFS.join(" ")
+        ),
+    );
+    facts::add_base_snippets(&mut s, host);
+    facts::add_files_snippet(&mut s, "files", host, facts::CONF_FILES, &[]);
+    facts::add_files_snippet(&mut s, "audit_files", host, EXTRA_CONF_FILES, &[]);
+    s
+}
+
+/// Parse the audit script's output: HostFacts with the extra config files merged in.
+pub fn parse(
+    sections: facts::Sections,
+    session_user: &str,
+    uses_sudo: bool,
+) -> Result<HostFacts, FactsError> {
+    let extra = Files::parse(sections.text("audit_files"))?;
+    let mut f = HostFacts::parse(sections, session_user, uses_sudo)?;
+    f.files.files.extend(extra.files);
+    if f.files.conf_dir.is_none() {
+        f.files.conf_dir = extra.conf_dir;
+    }
+    Ok(f)
+}
+
+/// One `stat` line of the `st` helper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    pub dir: bool,
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+    pub path: String,
+}
+
+/// Parse `F|D mode owner group path` lines (paths may contain spaces).
+pub fn parse_stats(text: &str) -> Vec<Stat> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(5, ' ');
+            let kind = it.next()?;
+            let mode = u32::from_str_radix(it.next()?, 8).ok()?;
+            let (owner, group, path) = (it.next()?, it.next()?, it.next()?);
+            Some(Stat {
+                dir: match kind {
+                    "F" => false,
+                    "D" => true,
+                    _ => return None,
+                },
+                mode,
+                owner: owner.to_string(),
+                group: group.to_string(),
+                path: path.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Who besides the owner can read a file: "world" when others can read it and traverse every
+/// directory above it, "group G" likewise for its group (a root group counts as nobody extra).
+pub fn readable_by(stats: &[Stat], file: &Stat) -> Option<String> {
+    let ancestors: Vec<&Stat> = stats
+        .iter()
+        .filter(|d| d.dir && is_ancestor(&d.path, &file.path))
+        .collect();
+    let world = file.mode & 0o004 != 0 && ancestors.iter().all(|d| d.mode & 0o001 != 0);
+    if world {
+        return Some("world-readable".into());
+    }
+    let group = file.mode & 0o040 != 0
+        && file.group != "root"
+        && ancestors
+            .iter()
+            .all(|d| d.mode & 0o001 != 0 || (d.group == file.group && d.mode & 0o010 != 0));
+    group.then(|| format!("readable by group {}", file.group))
+}
+
+fn is_ancestor(dir: &str, path: &str) -> bool {
+    dir == "/" || path.strip_prefix(dir).is_some_and(|r| r.starts_with('/'))
+}
+
+impl Evidence {
+    /// The config dir found on the host.
+    pub fn conf_dir(&self) -> Result<&str, String> {
+        self.facts.files.conf_dir.as_deref().ok_or_else(|| {
+            let looked: Vec<&str> = LAYOUTS.iter().map(|(c, _, _)| *c).collect();
+            format!(
+                "no FreeSWITCH configuration found (no vars.xml in {}); set conf_dir for host {} in the inventory",
+                looked.join(", "),
+                self.host.name
+            )
+        })
+    }
+
+    /// The text of a config file (relative to the config dir), or why it cannot be read.
+    pub fn conf(&self, rel: &str) -> Result<&str, String> {
+        let dir = self.conf_dir()?;
+        let Some(f) = self.facts.files.conf(rel) else {
+            return Err(format!("{dir}/{rel} is missing on the host"));
+        };
+        f.text().ok_or_else(|| {
+            format!(
+                "{dir}/{rel} could not be read ({} bytes, too large or not UTF-8)",
+                f.size
+            )
+        })
+    }
+
+    /// A settings param of a config file, `$${vars}` expanded. Ok(None): not set.
+    pub fn param(&self, rel: &str, name: &str) -> Result<Option<String>, String> {
+        let text = self.conf(rel)?;
+        let dir = self.conf_dir()?;
+        let v = xml::get_param(text, name).map_err(|e| format!("{dir}/{rel}: {e}"))?;
+        Ok(v.map(|v| self.expand(&v)))
+    }
+
+    /// Replace `$${name}` by its vars.xml value (FreeSWITCH's preprocessor substitution).
+    pub fn expand(&self, value: &str) -> String {
+        let Ok(vars_text) = self.conf("vars.xml") else {
+            return value.to_string();
+        };
+        let mut out = String::new();
+        let mut rest = value;
+        while let Some(at) = rest.find("$${") {
+            out.push_str(&rest[..at]);
+            let after = &rest[at + 3..];
+            let Some(end) = after.find('}') else {
+                out.push_str(&rest[at..]);
+                return out;
+            };
+            let name = &after[..end];
+            match vars::get_var(vars_text, name) {
+                Some(v) => out.push_str(&v),
+                None => out.push_str(&rest[at..at + 3 + end + 1]),
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// Every SIP profile file (all of `sip_profiles/*.xml` are loaded), as (name, text).
+    pub fn profiles(&self) -> Result<Vec<(String, &str)>, String> {
+        let dir = self.conf_dir()?;
+        let files = self.facts.files.conf_dir_files("sip_profiles", ".xml");
+        if files.is_empty() {
+            return Err(format!("no SIP profile in {dir}/sip_profiles/"));
+        }
+        files
+            .into_iter()
+            .map(|f| {
+                let name = f
+                    .path
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(&f.path)
+                    .trim_end_matches(".xml")
+                    .to_string();
+                f.text()
+                    .map(|t| (name, t))
+                    .ok_or_else(|| format!("{} could not be read (too large or not UTF-8)", f.path))
+            })
+            .collect()
+    }
+
+    /// A snippet's output, or an error naming it when it did not run at all.
+    pub fn section(&self, name: &str) -> (&str, Option<i32>) {
+        (self.facts.section(name), self.facts.section_status(name))
+    }
+
+    /// The Event Socket password of the config (empty or unset means ClueCon, FACTS §1).
+    pub fn esl_password(&self) -> Result<Secret, String> {
+        let pw = self
+            .param("autoload_configs/event_socket.conf.xml", "password")?
+            .unwrap_or_default();
+        Ok(Secret::new(if pw.is_empty() {
+            "ClueCon".to_string()
+        } else {
+            pw
+        }))
+    }
+
+    /// The Event Socket port of the config (default 8021).
+    pub fn esl_port(&self) -> u16 {
+        self.param("autoload_configs/event_socket.conf.xml", "listen-port")
+            .ok()
+            .flatten()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(crate::esl::DEFAULT_PORT)
+    }
+}
+
+/// The outcome of an Event Socket login through the tunnel (then `status` when asked).
+async fn esl_try(session: &Session, port: u16, password: &Secret, status: bool) -> EslProbe {
+    let opts = EslOptions {
+        timeout: Duration::from_secs(5),
+        ..EslOptions::default()
+    };
+    let stream = match session.tunnel(port).await {
+        Ok(s) => s,
+        Err(e) => {
+            return EslProbe::Unavailable(format!(
+                "nothing accepted a connection on 127.0.0.1:{port} on the host ({e})"
+            ));
+        }
+    };
+    match EslClient::connect(stream, password, opts).await {
+        Ok(mut client) => {
+            let line = if status {
+                match client.status().await {
+                    Ok(s) => Some(format!(
+                        "FreeSWITCH (Version {}) is {}",
+                        s.version,
+                        if s.ready { "ready" } else { "not ready" }
+                    )),
+                    Err(e) => Some(format!("api status failed: {e}")),
+                }
+            } else {
+                None
+            };
+            let _ = client.exit().await;
+            EslProbe::Accepted { status: line }
+        }
+        Err(EslError::AuthRejected) => EslProbe::Refused,
+        Err(EslError::AclRejected { message }) => EslProbe::AclRejected(message),
+        Err(e) => EslProbe::Unavailable(e.to_string()),
+    }
+}
+
+/// The Event Socket probes through the tunnel: `auth ClueCon` (must be refused), then the
+/// configured password with `api status` (skipped when the configured one IS ClueCon).
+pub async fn probe_esl(session: &Session, ev: &Evidence) -> (EslProbe, EslProbe) {
+    let port = ev.esl_port();
+    let cluecon = esl_try(session, port, &Secret::new("ClueCon"), false).await;
+    let configured = match ev.esl_password() {
+        Err(e) => EslProbe::NotRun(e),
+        Ok(pw) if pw.expose() == "ClueCon" => {
+            EslProbe::NotRun("the configured password is ClueCon itself".into())
+        }
+        Ok(pw) => esl_try(session, port, &pw, true).await,
+    };
+    (cluecon, configured)
+}
+
+/// From the controller: a plain TCP connection to address:port must not get an ESL greeting.
+pub async fn probe_outside(address: &str, port: u16, limit: Duration) -> OutsideProbe {
+    // An IPv6 literal needs no brackets for a (host, port) pair.
+    let target = address.trim_start_matches('[').trim_end_matches(']');
+    let connect = match target.parse::<IpAddr>() {
+        Ok(ip) => tokio::time::timeout(limit, tokio::net::TcpStream::connect((ip, port))).await,
+        Err(_) => tokio::time::timeout(limit, tokio::net::TcpStream::connect((target, port))).await,
+    };
+    let mut stream = match connect {
+        Err(_) => {
+            return OutsideProbe::NoConnection(format!(
+                "no answer within {} s (filtered)",
+                limit.as_secs()
+            ));
+        }
+        Ok(Err(e)) => return OutsideProbe::NoConnection(e.to_string()),
+        Ok(Ok(s)) => s,
+    };
+    let mut buf = vec![0u8; 512];
+    let mut got = 0;
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf[got..])).await {
+            Err(_) => break,
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                got += n;
+                let text = String::from_utf8_lossy(&buf[..got]);
+                if text.contains("Content-Type: auth/request") {
+                    return OutsideProbe::Greeting;
+                }
+                if text.contains("\n\n") || got == buf.len() {
+                    break;
+                }
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&buf[..got]);
+    OutsideProbe::NoGreeting(if got == 0 {
+        "the connection was accepted but nothing was sent (closed or silent)".into()
+    } else if text.contains("text/rude-rejection") {
+        "the connection was accepted and rejected by the Event Socket ACL (text/rude-rejection)"
+            .into()
+    } else {
+        format!(
+            "the connection was accepted but answered {:?}",
+            text.lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(60)
+                .collect::<String>()
+        )
+    })
+}
+
+#[cfg(test)]
+pub mod testing {
+    //! Evidence built from the stock config tree and hand-written snippet output.
+
+    use super::*;
+
+    pub const STOCK: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/reference/freeswitch-conf-1.10.12"
+    );
+
+    /// Sections from (name, text, status) triples, through the real parser.
+    pub fn sections(pairs: &[(&str, &str, i32)]) -> facts::Sections {
+        let mut s = Script::new();
+        for (n, _, _) in pairs {
+            s.add(n, "true");
+        }
+        // The marker token is only in the script text: take it from there.
+        let text = s.text().to_string();
+        let begin = text.find("@@").unwrap_or(0) + 2;
+        let token: String = text[begin..].chars().take_while(|c| *c != ' ').collect();
+        let mut out = String::new();
+        for (n, body, st) in pairs {
+            out.push_str(&format!(
+                "@@{token} begin {n}@@\n{body}\n@@{token} end {n} {st}@@\n"
+            ));
+        }
+        s.parse(out.as_bytes()).unwrap()
+    }
+
+    /// A host like a fresh testbed one.
+    pub fn host() -> Host {
+        let inv = crate::inventory::Inventory::parse_str(
+            "[[hosts]]\nname = \"pbx1\"\naddress = \"192.0.2.5\"\nuser = \"root\"\n",
+            std::path::Path::new("/tmp/inv.toml"),
+            None,
+        )
+        .unwrap();
+        inv.hosts[0].clone()
+    }
+
+    /// The config tree (relative path -> text) as the files section encodes it.
+    pub fn files_section(files: &[(String, String)]) -> String {
+        let mut out = String::from("C\t/etc/freeswitch\n");
+        for (rel, text) in files {
+            out.push_str(&format!(
+                "F\t/etc/freeswitch/{rel}\t640 freeswitch freeswitch {}\t{}\n",
+                text.len(),
+                data_encoding::BASE64.encode(text.as_bytes())
+            ));
+        }
+        out
+    }
+
+    /// Every stock file fsfleet audit reads, from the reference tree.
+    pub fn stock_files() -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for glob in facts::CONF_FILES.iter().chain(EXTRA_CONF_FILES) {
+            let (dir, pat) = match glob.rsplit_once('/') {
+                Some((d, p)) => (d.to_string(), p),
+                None => (String::new(), *glob),
+            };
+            let base = std::path::Path::new(STOCK).join(&dir);
+            let names: Vec<String> = if let Some(ext) = pat.strip_prefix('*') {
+                let mut v: Vec<String> = std::fs::read_dir(&base)
+                    .unwrap()
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.path().is_file())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(ext))
+                    .collect();
+                v.sort();
+                v
+            } else {
+                vec![pat.to_string()]
+            };
+            for n in names {
+                let rel = if dir.is_empty() {
+                    n.clone()
+                } else {
+                    format!("{dir}/{n}")
+                };
+                if let Ok(t) = std::fs::read_to_string(base.join(&n)) {
+                    out.push((rel, t));
+                }
+            }
+        }
+        out
+    }
+
+    /// Apply an edit to one file of a tree.
+    pub fn edit(files: &mut [(String, String)], rel: &str, f: impl Fn(&str) -> String) {
+        let e = files.iter_mut().find(|(r, _)| r == rel).unwrap();
+        e.1 = f(&e.1);
+    }
+
+    /// Evidence from a config tree and extra snippet sections.
+    pub fn evidence(
+        files: &[(String, String)],
+        extra: &[(&str, &str, i32)],
+        live: Live,
+    ) -> Evidence {
+        let files_text = files_section(files);
+        let mut pairs: Vec<(&str, &str, i32)> = vec![("files", files_text.as_str(), 0)];
+        pairs.extend_from_slice(extra);
+        let facts = parse(sections(&pairs), "root", false).unwrap();
+        Evidence {
+            host: host(),
+            facts,
+            live,
+        }
+    }
+
+    /// The stock tree with no snippet output and no live probes.
+    pub fn stock() -> Evidence {
+        evidence(&stock_files(), &[], Live::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+
+    #[test]
+    fn expands_vars_and_reads_stock_params() {
+        let ev = stock();
+        assert_eq!(ev.conf_dir(), Ok("/etc/freeswitch"));
+        assert_eq!(ev.expand("$${internal_sip_port}/x"), "5060/x");
+        assert_eq!(ev.expand("$${no_such}"), "$${no_such}");
+        assert_eq!(ev.esl_password().unwrap().expose(), "ClueCon");
+        assert_eq!(ev.esl_port(), 8021);
+        let names: Vec<String> = ev.profiles().unwrap().into_iter().map(|p| p.0).collect();
+        assert_eq!(
+            names,
+            ["external-ipv6", "external", "internal-ipv6", "internal"]
+        );
+        assert!(
+            ev.conf("dialplan/default/01_example.com.xml")
+                .unwrap()
+                .contains("sofia/gateway")
+        );
+        let missing = ev.conf("nope.xml").unwrap_err();
+        assert_eq!(missing, "/etc/freeswitch/nope.xml is missing on the host");
+    }
+
+    #[test]
+    fn no_config_dir_says_what_to_do() {
+        let ev = evidence(&[], &[], Live::default());
+        let mut ev = ev;
+        ev.facts.files.conf_dir = None;
+        let e = ev.conf("vars.xml").unwrap_err();
+        assert!(e.contains("set conf_dir for host pbx1"), "{e}");
+    }
+
+    #[test]
+    fn readability_follows_the_directories_above() {
+        let stats = parse_stats(
+            "F 644 root root /root/x.bak\nD 700 root root /root\nD 755 root root /\n\
+             F 644 root root /tmp/vars.xml.bak\nD 1777 root root /tmp\n\
+             F 640 root freeswitch /etc/freeswitch/a.bak\nD 750 root freeswitch /etc/freeswitch\nD 755 root root /etc\n\
+             F 600 root root /tmp/ok\n",
+        );
+        let f: Vec<&Stat> = stats.iter().filter(|s| !s.dir).collect();
+        assert_eq!(readable_by(&stats, f[0]), None);
+        assert_eq!(readable_by(&stats, f[1]).as_deref(), Some("world-readable"));
+        assert_eq!(
+            readable_by(&stats, f[2]).as_deref(),
+            Some("readable by group freeswitch")
+        );
+        assert_eq!(readable_by(&stats, f[3]), None);
+    }
+
+    #[tokio::test]
+    async fn outside_probe_tells_greeting_from_silence_and_refusal() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let (mut s, _) = l.accept().await.unwrap();
+            s.write_all(b"Content-Type: auth/request\n\n")
+                .await
+                .unwrap();
+            let (mut s2, _) = l.accept().await.unwrap();
+            s2.write_all(b"Content-Type: text/rude-rejection\nContent-Length: 24\n\nAccess Denied, go away.\n")
+                .await
+                .unwrap();
+            let (_s3, _) = l.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        });
+        let t = Duration::from_millis(500);
+        assert_eq!(
+            probe_outside("127.0.0.1", port, t).await,
+            OutsideProbe::Greeting
+        );
+        assert!(matches!(
+            probe_outside("127.0.0.1", port, t).await,
+            OutsideProbe::NoGreeting(m) if m.contains("rude-rejection")
+        ));
+        assert!(matches!(
+            probe_outside("127.0.0.1", port, t).await,
+            OutsideProbe::NoGreeting(m) if m.contains("nothing was sent")
+        ));
+        server.abort();
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cport = closed.local_addr().unwrap().port();
+        drop(closed);
+        assert!(matches!(
+            probe_outside("127.0.0.1", cport, t).await,
+            OutsideProbe::NoConnection(_)
+        ));
+    }
+}

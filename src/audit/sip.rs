@@ -1,0 +1,572 @@
+//! SIP controls: the default password, auth-failure logging, stock users, exposure, TLS.
+
+use crate::conf::vars;
+use crate::conf::xml::{self, TagKind};
+
+use super::evidence::Evidence;
+use super::firewall;
+use super::{Control, Finding, Severity};
+
+/// Shorter SIP passwords fall to online guessing well within fail2ban's patience.
+pub const MIN_SIP_PASSWORD: usize = 12;
+
+pub const CONTROLS: &[Control] = &[
+    Control {
+        id: "FS-SIP-01",
+        family: "SIP",
+        severity: Severity::Critical,
+        title: "SIP default_password is not 1234 and not short",
+        rationale: "Every stock user registers with $${default_password}; 1234 is the first password \
+                    every SIP scanner tries, and a registered attacker places calls at your expense.",
+        remediation: "Run `fsfleet harden` (rotates default_password into the vault), or set a long \
+                      random default_password in vars.xml and `reloadxml`.",
+        baseline: true,
+        eval: default_password,
+    },
+    Control {
+        id: "FS-SIP-02",
+        family: "SIP",
+        severity: Severity::High,
+        title: "Every SIP profile logs authentication failures",
+        rationale: "Without `log-auth-failures` FreeSWITCH logs no line for a wrong SIP password, so \
+                    fail2ban never sees password guessing.",
+        remediation: "Set `log-auth-failures` to true in every sip_profiles/*.xml and run \
+                      `sofia profile NAME rescan` (fsfleet harden does both).",
+        baseline: true,
+        eval: auth_failures_logged,
+    },
+    Control {
+        id: "FS-SIP-03",
+        family: "SIP",
+        severity: Severity::Medium,
+        title: "Stock directory users (1000-1019, brian, default) are removed",
+        rationale: "The stock users are known to every scanner, share one password and may call \
+                    anywhere; real deployments define their own users.",
+        remediation: "Delete directory/default/10[0-1][0-9].xml, brian.xml and default.xml you do not \
+                      use, define your own users, then `reloadxml` (or waive FS-SIP-03).",
+        baseline: false,
+        eval: stock_users,
+    },
+    Control {
+        id: "FS-SIP-04",
+        family: "SIP",
+        severity: Severity::Medium,
+        title: "Users have their own passwords, not the shared default_password",
+        rationale: "One leaked phone config reveals the password of every user that shares \
+                    $${default_password}.",
+        remediation: "Give each user in directory/ its own `password` param instead of \
+                      $${default_password}, then `reloadxml`.",
+        baseline: false,
+        eval: shared_password,
+    },
+    Control {
+        id: "FS-SIP-05",
+        family: "SIP",
+        severity: Severity::Low,
+        title: "Voicemail PINs differ from the extension",
+        rationale: "A voicemail PIN equal to the extension is the first guess; voicemail access can \
+                    forward calls and leak messages.",
+        remediation: "Set a distinct `vm-password` per user in directory/ (or let users change it), \
+                      then `reloadxml`.",
+        baseline: false,
+        eval: vm_pin,
+    },
+    Control {
+        id: "FS-SIP-06",
+        family: "SIP",
+        severity: Severity::Medium,
+        title: "SIP is open only to allowed sources, not to the world",
+        rationale: "SIP ports open to the Internet receive constant registration scans and toll-fraud \
+                    attempts; most sites know where their phones and trunks are.",
+        remediation: "Set `sip_allow_from` for the host in the inventory and run `fsfleet harden` \
+                      (firewall rules per source).",
+        baseline: false,
+        eval: sip_exposure,
+    },
+    Control {
+        id: "FS-SIP-07",
+        family: "SIP",
+        severity: Severity::Info,
+        title: "SIP over TLS is enabled on at least one profile",
+        rationale: "Without TLS, SIP signalling (digest exchanges, numbers dialled) crosses the \
+                    network in clear text.",
+        remediation: "Install certificates and set internal_ssl_enable / external_ssl_enable to true \
+                      in vars.xml if your phones support TLS.",
+        baseline: false,
+        eval: tls,
+    },
+];
+
+/// FreeSWITCH's `switch_true`.
+pub fn switch_true(v: &str) -> bool {
+    let v = v.trim().to_ascii_lowercase();
+    matches!(
+        v.as_str(),
+        "yes" | "on" | "true" | "t" | "enabled" | "active" | "allow"
+    ) || v.parse::<i64>().is_ok_and(|n| n != 0)
+}
+
+fn default_password(ev: &Evidence) -> Finding {
+    let text = match ev.conf("vars.xml") {
+        Ok(t) => t,
+        Err(e) => return Finding::error(e),
+    };
+    let Some(pw) = vars::get_var(text, "default_password") else {
+        return Finding::pass(vec![
+            "vars.xml sets no default_password (users need their own passwords)".into(),
+        ]);
+    };
+    let n = pw.chars().count();
+    if pw == "1234" {
+        Finding::fail(vec![
+            "vars.xml: default_password is 1234 (the stock default)".into(),
+        ])
+    } else if n < MIN_SIP_PASSWORD {
+        Finding::fail(vec![format!(
+            "vars.xml: default_password is {n} characters (fewer than {MIN_SIP_PASSWORD})"
+        )])
+    } else {
+        Finding::pass(vec![format!(
+            "vars.xml: default_password is not 1234 and is {n} characters"
+        )])
+    }
+}
+
+fn auth_failures_logged(ev: &Evidence) -> Finding {
+    let profiles = match ev.profiles() {
+        Ok(p) => p,
+        Err(e) => return Finding::error(e),
+    };
+    let mut bad = Vec::new();
+    let mut ok = Vec::new();
+    for (name, text) in profiles {
+        match xml::get_param(text, "log-auth-failures") {
+            Err(e) => return Finding::error(format!("sip_profiles/{name}.xml: {e}")),
+            Ok(None) => bad.push(format!(
+                "sip_profiles/{name}.xml: log-auth-failures is not set (off)"
+            )),
+            Ok(Some(v)) if !switch_true(&ev.expand(&v)) => {
+                bad.push(format!("sip_profiles/{name}.xml: log-auth-failures is {v}"))
+            }
+            Ok(Some(v)) => ok.push(format!("sip_profiles/{name}.xml: log-auth-failures is {v}")),
+        }
+    }
+    Finding::fail_if(bad, ok)
+}
+
+/// A directory user: id, raw password param, raw vm-password param, file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub password: Option<String>,
+    pub vm_password: Option<String>,
+    /// The `toll_allow` variable, raw.
+    pub toll_allow: Option<String>,
+    pub file: String,
+    /// 1-based line of the `<user>` tag.
+    pub line: usize,
+}
+
+/// The users of the config's directory files (directory/default.xml and directory/default/*.xml).
+pub fn users(ev: &Evidence) -> Result<Vec<User>, String> {
+    let dir = ev.conf_dir()?;
+    let mut files: Vec<&crate::facts::FileFact> =
+        ev.facts.files.conf_dir_files("directory/default", ".xml");
+    if let Some(f) = ev.facts.files.conf("directory/default.xml") {
+        files.insert(0, f);
+    }
+    let mut out = Vec::new();
+    for f in files {
+        let rel = f
+            .path
+            .strip_prefix(&format!("{dir}/"))
+            .unwrap_or(&f.path)
+            .to_string();
+        let text = f
+            .text()
+            .ok_or_else(|| format!("{} could not be read (too large or not UTF-8)", f.path))?;
+        let tags = xml::scan(text).map_err(|e| format!("{}: {e}", f.path))?;
+        let mut current: Option<User> = None;
+        for t in &tags {
+            match (t.name.as_str(), t.kind) {
+                ("user", TagKind::Start) => {
+                    current = t.attr("id").map(|a| User {
+                        id: a.value.clone(),
+                        password: None,
+                        vm_password: None,
+                        toll_allow: None,
+                        file: rel.clone(),
+                        line: line_of(text, t.span.start),
+                    });
+                }
+                // Group members (`type="pointer"`) refer to users defined elsewhere.
+                ("user", TagKind::Empty) if t.attr("type").is_none_or(|a| a.value != "pointer") => {
+                    if let Some(a) = t.attr("id") {
+                        out.push(User {
+                            id: a.value.clone(),
+                            password: None,
+                            vm_password: None,
+                            toll_allow: None,
+                            file: rel.clone(),
+                            line: line_of(text, t.span.start),
+                        });
+                    }
+                }
+                ("user", TagKind::End) => out.extend(current.take()),
+                ("param", TagKind::Start | TagKind::Empty) if t.parent() == Some("params") => {
+                    if let (Some(u), Some(n), Some(v)) =
+                        (current.as_mut(), t.attr("name"), t.attr("value"))
+                    {
+                        match n.value.as_str() {
+                            "password" => u.password = Some(v.value.clone()),
+                            "vm-password" => u.vm_password = Some(v.value.clone()),
+                            _ => {}
+                        }
+                    }
+                }
+                ("variable", TagKind::Start | TagKind::Empty)
+                    if t.parent() == Some("variables") =>
+                {
+                    if let (Some(u), Some(n), Some(v)) =
+                        (current.as_mut(), t.attr("name"), t.attr("value"))
+                        && n.value == "toll_allow"
+                    {
+                        u.toll_allow = Some(v.value.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// 1-based line number of a byte offset.
+pub fn line_of(text: &str, pos: usize) -> usize {
+    text.get(..pos).map_or(0, |t| t.matches('\n').count()) + 1
+}
+
+/// `1000, 1001, ..., 1019` shortened to `1000-1019` when consecutive.
+pub fn compact_ids(ids: &[&str]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < ids.len() {
+        let mut j = i;
+        while let (Some(a), Some(b)) = (
+            ids[j].parse::<u64>().ok(),
+            ids.get(j + 1).and_then(|n| n.parse::<u64>().ok()),
+        ) {
+            if b != a + 1 {
+                break;
+            }
+            j += 1;
+        }
+        if j > i + 1 {
+            out.push(format!("{}-{}", ids[i], ids[j]));
+        } else {
+            out.extend(ids[i..=j].iter().map(|s| s.to_string()));
+        }
+        i = j + 1;
+    }
+    out.join(", ")
+}
+
+fn stock_users(ev: &Evidence) -> Finding {
+    let users = match users(ev) {
+        Ok(u) => u,
+        Err(e) => return Finding::error(e),
+    };
+    let stock: Vec<&str> = users
+        .iter()
+        .map(|u| u.id.as_str())
+        .filter(|id| {
+            matches!(*id, "brian" | "default")
+                || id.parse::<u32>().is_ok_and(|n| (1000..=1019).contains(&n))
+        })
+        .collect();
+    if stock.is_empty() {
+        Finding::pass(vec![format!(
+            "{} directory users, none of the stock ones",
+            users.len()
+        )])
+    } else {
+        Finding::fail(vec![format!(
+            "stock users still defined in directory/default/: {}",
+            compact_ids(&stock)
+        )])
+    }
+}
+
+fn shared_password(ev: &Evidence) -> Finding {
+    let users = match users(ev) {
+        Ok(u) => u,
+        Err(e) => return Finding::error(e),
+    };
+    let shared: Vec<&str> = users
+        .iter()
+        .filter(|u| {
+            u.password
+                .as_deref()
+                .is_some_and(|p| p.contains("$${default_password}"))
+        })
+        .map(|u| u.id.as_str())
+        .collect();
+    if shared.is_empty() {
+        Finding::pass(vec![format!(
+            "no user of {} uses $${{default_password}}",
+            users.len()
+        )])
+    } else {
+        Finding::fail(vec![format!(
+            "{} users share $${{default_password}}: {}",
+            shared.len(),
+            compact_ids(&shared)
+        )])
+    }
+}
+
+fn vm_pin(ev: &Evidence) -> Finding {
+    let users = match users(ev) {
+        Ok(u) => u,
+        Err(e) => return Finding::error(e),
+    };
+    let same: Vec<&str> = users
+        .iter()
+        .filter(|u| {
+            u.vm_password
+                .as_deref()
+                .is_some_and(|p| ev.expand(p) == u.id)
+        })
+        .map(|u| u.id.as_str())
+        .collect();
+    if same.is_empty() {
+        Finding::pass(vec![format!(
+            "no voicemail PIN of {} users equals its extension",
+            users.len()
+        )])
+    } else {
+        Finding::fail(vec![format!(
+            "voicemail PIN equals the extension for {} users: {}",
+            same.len(),
+            compact_ids(&same)
+        )])
+    }
+}
+
+/// The SIP ports of every profile (`sip-port`, and `tls-sip-port` when TLS is on).
+pub fn sip_ports(ev: &Evidence) -> Result<Vec<u16>, String> {
+    let mut ports = Vec::new();
+    for (name, text) in ev.profiles()? {
+        let get = |p: &str| -> Result<Option<String>, String> {
+            xml::get_param(text, p)
+                .map(|v| v.map(|v| ev.expand(&v)))
+                .map_err(|e| format!("sip_profiles/{name}.xml: {e}"))
+        };
+        if let Some(p) = get("sip-port")?.and_then(|p| p.trim().parse().ok()) {
+            ports.push(p);
+        }
+        if get("tls")?.is_some_and(|v| switch_true(&v))
+            && let Some(p) = get("tls-sip-port")?.and_then(|p| p.trim().parse().ok())
+        {
+            ports.push(p);
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    Ok(ports)
+}
+
+fn sip_exposure(ev: &Evidence) -> Finding {
+    let ports = match sip_ports(ev) {
+        Ok(p) => p,
+        Err(e) => return Finding::error(e),
+    };
+    let mut bad = Vec::new();
+    let mut ok = Vec::new();
+    if ev.host.sip_allow_from.is_empty() {
+        bad.push(format!(
+            "inventory: no sip_allow_from for host {}, so harden allows SIP from anywhere",
+            ev.host.name
+        ));
+    } else {
+        let srcs: Vec<String> = ev
+            .host
+            .sip_allow_from
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        ok.push(format!("inventory: sip_allow_from {}", srcs.join(", ")));
+    }
+    match firewall::Ufw::from_evidence(ev) {
+        Err(e) => return Finding::error(e),
+        Ok(None) => bad.push("no firewall is active: SIP ports are reachable from anywhere".into()),
+        Ok(Some(ufw)) if !ufw.active => {
+            bad.push("ufw is inactive: SIP ports are reachable from anywhere".into())
+        }
+        Ok(Some(ufw)) => {
+            for p in &ports {
+                let open: Vec<&firewall::Rule> = ufw
+                    .allowing(*p, "udp")
+                    .into_iter()
+                    .chain(ufw.allowing(*p, "tcp"))
+                    .filter(|r| r.from_anywhere())
+                    .collect();
+                if let Some(r) = open.first() {
+                    bad.push(format!("ufw: port {p} allowed from anywhere ({})", r.line));
+                } else {
+                    ok.push(format!("ufw: port {p} not allowed from anywhere"));
+                }
+            }
+        }
+    }
+    Finding::fail_if(bad, ok)
+}
+
+fn tls(ev: &Evidence) -> Finding {
+    let profiles = match ev.profiles() {
+        Ok(p) => p,
+        Err(e) => return Finding::error(e),
+    };
+    let mut on = Vec::new();
+    for (name, text) in &profiles {
+        match xml::get_param(text, "tls") {
+            Err(e) => return Finding::error(format!("sip_profiles/{name}.xml: {e}")),
+            Ok(Some(v)) if switch_true(&ev.expand(&v)) => on.push(name.clone()),
+            Ok(_) => {}
+        }
+    }
+    if on.is_empty() {
+        Finding::fail(vec![format!(
+            "TLS is off on every profile ({})",
+            profiles
+                .iter()
+                .map(|p| p.0.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )])
+    } else {
+        Finding::pass(vec![format!("TLS is on for: {}", on.join(", "))])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::evidence::testing::*;
+    use super::super::{Live, Status};
+    use super::*;
+    use crate::conf::vars::set_var;
+    use crate::conf::xml::set_param;
+
+    fn eval(id: &str, ev: &Evidence) -> Finding {
+        (CONTROLS.iter().find(|c| c.id == id).unwrap().eval)(ev)
+    }
+
+    const UFW_OPEN: &str = "Status: active\nLogging: on (low)\nDefault: deny (incoming), allow (outgoing), disabled (routed)\nNew profiles: skip\n\nTo                         Action      From\n--                         ------      ----\n22/tcp                     ALLOW IN    Anywhere                   # fsfleet\n5060                       ALLOW IN    Anywhere                   # fsfleet\n5080                       ALLOW IN    Anywhere                   # fsfleet\n";
+    const UFW_ALLOW_LIST: &str = "Status: active\nDefault: deny (incoming), allow (outgoing), disabled (routed)\n\nTo                         Action      From\n--                         ------      ----\n22/tcp                     ALLOW IN    Anywhere\n5060                       ALLOW IN    198.51.100.0/24            # fsfleet\n5080                       ALLOW IN    198.51.100.0/24            # fsfleet\n";
+
+    #[test]
+    fn stock_tree_fails_password_logging_users_and_exposure() {
+        let ev = evidence(&stock_files(), &[("audit_ufw", "", 3)], Live::default());
+        let f = eval("FS-SIP-01", &ev);
+        assert_eq!(
+            (f.status, f.evidence.clone()),
+            (
+                Status::Fail,
+                vec!["vars.xml: default_password is 1234 (the stock default)".to_string()]
+            )
+        );
+        let f = eval("FS-SIP-02", &ev);
+        assert_eq!(f.status, Status::Fail);
+        assert_eq!(
+            f.evidence,
+            [
+                "sip_profiles/external-ipv6.xml: log-auth-failures is not set (off)",
+                "sip_profiles/external.xml: log-auth-failures is not set (off)",
+                "sip_profiles/internal-ipv6.xml: log-auth-failures is not set (off)",
+                "sip_profiles/internal.xml: log-auth-failures is false",
+            ]
+        );
+        let f = eval("FS-SIP-03", &ev);
+        assert_eq!(
+            f.evidence,
+            ["stock users still defined in directory/default/: 1000-1019, brian, default"]
+        );
+        assert_eq!(
+            eval("FS-SIP-04", &ev).evidence,
+            ["21 users share $${default_password}: 1000-1019, brian"]
+        );
+        assert_eq!(
+            eval("FS-SIP-05", &ev).evidence,
+            ["voicemail PIN equals the extension for 20 users: 1000-1019"]
+        );
+        let f = eval("FS-SIP-06", &ev);
+        assert_eq!(f.status, Status::Fail);
+        assert_eq!(
+            f.evidence,
+            [
+                "inventory: no sip_allow_from for host pbx1, so harden allows SIP from anywhere",
+                "no firewall is active: SIP ports are reachable from anywhere"
+            ]
+        );
+        let f = eval("FS-SIP-07", &ev);
+        assert_eq!(f.status, Status::Fail);
+        assert!(f.evidence[0].starts_with("TLS is off on every profile"));
+    }
+
+    #[test]
+    fn hardened_variants_pass() {
+        let mut files = stock_files();
+        edit(&mut files, "vars.xml", |t| {
+            set_var(t, "default_password", "k8Hq2ZrT5mNw9xLp")
+                .unwrap()
+                .unwrap()
+        });
+        for p in ["internal", "external", "internal-ipv6", "external-ipv6"] {
+            edit(&mut files, &format!("sip_profiles/{p}.xml"), |t| {
+                set_param(t, "log-auth-failures", "true").unwrap().unwrap()
+            });
+        }
+        let mut ev = evidence(&files, &[("audit_ufw", UFW_ALLOW_LIST, 0)], Live::default());
+        ev.host.sip_allow_from = vec!["198.51.100.0/24".parse().unwrap()];
+        let f = eval("FS-SIP-01", &ev);
+        assert_eq!(f.status, Status::Pass);
+        assert_eq!(
+            f.evidence,
+            ["vars.xml: default_password is not 1234 and is 16 characters"]
+        );
+        assert!(!format!("{f:?}").contains("k8Hq2ZrT5mNw9xLp"));
+        assert_eq!(eval("FS-SIP-02", &ev).status, Status::Pass);
+        let f = eval("FS-SIP-06", &ev);
+        assert_eq!(f.status, Status::Pass, "{:?}", f.evidence);
+        assert_eq!(
+            f.evidence,
+            [
+                "inventory: sip_allow_from 198.51.100.0/24",
+                "ufw: port 5060 not allowed from anywhere",
+                "ufw: port 5080 not allowed from anywhere"
+            ]
+        );
+        // A short password fails without showing it.
+        edit(&mut files, "vars.xml", |t| {
+            set_var(t, "default_password", "s3cr3t").unwrap().unwrap()
+        });
+        let ev = evidence(&files, &[("audit_ufw", UFW_OPEN, 0)], Live::default());
+        assert_eq!(
+            eval("FS-SIP-01", &ev).evidence,
+            ["vars.xml: default_password is 6 characters (fewer than 12)"]
+        );
+        let f = eval("FS-SIP-06", &ev);
+        assert_eq!(f.status, Status::Fail);
+        assert!(f.evidence[1].starts_with("ufw: port 5060 allowed from anywhere (5060"));
+    }
+
+    #[test]
+    fn compacts_runs_of_ids() {
+        assert_eq!(
+            compact_ids(&["1000", "1001", "1002", "brian"]),
+            "1000-1002, brian"
+        );
+        assert_eq!(compact_ids(&["1000", "1001", "1005"]), "1000, 1001, 1005");
+        assert!(switch_true("TRUE") && switch_true("1") && !switch_true("false"));
+    }
+}
