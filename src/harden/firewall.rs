@@ -378,15 +378,6 @@ fn rtp_range(f: &HostFacts, vars_text: Option<&str>) -> (Ports, Vec<String>) {
     (Ports { first, last }, warnings)
 }
 
-/// FreeSWITCH's truth test (`switch_true`).
-fn is_true(v: &str) -> bool {
-    let v = v.trim().to_ascii_lowercase();
-    matches!(
-        v.as_str(),
-        "yes" | "on" | "true" | "t" | "enabled" | "active" | "allow"
-    ) || v.parse::<i64>().is_ok_and(|n| n != 0)
-}
-
 /// The SIP (udp+tcp) and TLS (tcp, when enabled) ports of every profile in sip_profiles/*.xml
 /// (sofia.conf.xml loads them all).
 fn sip_ports(f: &HostFacts, vars_text: Option<&str>) -> (BTreeSet<(Proto, u16)>, Vec<String>) {
@@ -410,8 +401,8 @@ fn sip_ports(f: &HostFacts, vars_text: Option<&str>) -> (BTreeSet<(Proto, u16)>,
                 continue;
             }
         };
-        // (sip-port, tls, tls-sip-port) per <profile>, raw values.
-        let mut profiles: Vec<[Option<String>; 3]> = Vec::new();
+        // (sip-port, tls-sip-port) per <profile>, raw values.
+        let mut profiles: Vec<[Option<String>; 2]> = Vec::new();
         for t in &tags {
             if t.name == "profile" && t.kind != xml::TagKind::End {
                 profiles.push(Default::default());
@@ -431,13 +422,12 @@ fn sip_ports(f: &HostFacts, vars_text: Option<&str>) -> (BTreeSet<(Proto, u16)>,
             };
             let slot = match n.value.trim() {
                 "sip-port" => 0,
-                "tls" => 1,
-                "tls-sip-port" => 2,
+                "tls-sip-port" => 1,
                 _ => continue,
             };
             cur[slot] = Some(v.value.clone());
         }
-        for [sip, tls, tls_port] in profiles {
+        for [sip, tls_port] in profiles {
             let port =
                 |raw: Option<String>, param: &str, default: u16, ws: &mut Vec<String>| match raw {
                     None => default,
@@ -451,7 +441,6 @@ fn sip_ports(f: &HostFacts, vars_text: Option<&str>) -> (BTreeSet<(Proto, u16)>,
             out.insert((Proto::Tcp, p));
             // SIP-TLS is part of the baseline even while TLS is off in the profile: opening a
             // port nothing listens on costs nothing, and turning TLS on later then just works.
-            let _ = tls;
             let p = port(tls_port, "tls-sip-port", DEFAULT_TLS_PORT, &mut warnings);
             out.insert((Proto::Tcp, p));
         }
