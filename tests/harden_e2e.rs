@@ -236,6 +236,71 @@ fn harden_brings_a_mixed_fleet_to_the_baseline_idempotently_without_leaking_secr
         assert!(!text(&again).contains(s.as_str()));
     }
 
+    // audit after harden: every baseline control passes on every host; the risks the baseline
+    // leaves to the operator are still reported (exit 3) unless waived (exit 0).
+    let catalogue: serde_json::Value = serde_json::from_slice(
+        &Command::new(env!("CARGO_BIN_EXE_fsfleet"))
+            .args(["audit", "--list-controls", "--format", "json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let baseline: Vec<String> = catalogue
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["baseline"] == true)
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect();
+    let operator: Vec<String> = catalogue
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["baseline"] == false)
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        baseline.len() >= 15 && operator.contains(&"FS-DP-01".to_string()),
+        "{catalogue}"
+    );
+    let audit = fsfleet(&fleet, &["audit", "--format", "json"]);
+    assert_eq!(
+        audit.status.code(),
+        Some(3),
+        "operator-owned risks remain: {}",
+        text(&audit)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
+    for h in doc["hosts"].as_array().unwrap() {
+        for r in h["results"].as_array().unwrap() {
+            let id = r["id"].as_str().unwrap().to_string();
+            if baseline.contains(&id) {
+                assert_eq!(r["status"], "pass", "{} {id} after harden: {r}", h["name"]);
+            }
+        }
+        let dp = h["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == "FS-DP-01")
+            .unwrap();
+        assert_eq!(
+            dp["status"], "fail",
+            "the stock sip_uri extension is the operator's to remove"
+        );
+    }
+    let waive = operator.join(",");
+    let audit = fsfleet(&fleet, &["audit", "--waive", &waive]);
+    assert_eq!(audit.status.code(), Some(0), "{}", text(&audit));
+    assert!(
+        String::from_utf8_lossy(&audit.stdout).contains("waived"),
+        "waivers are reported, never hidden"
+    );
+    for s in &secrets {
+        assert!(!text(&audit).contains(s.as_str()));
+    }
+
     // creds show masks unless --reveal.
     let show = Command::new(env!("CARGO_BIN_EXE_fsfleet"))
         .args(["creds", "show", &fleet.hosts[0].name])
