@@ -108,7 +108,7 @@ fn the_shipped_example_is_valid_and_resolves() {
     );
     assert_eq!(eu2.connect_timeout, Duration::from_millis(2500));
     assert_eq!(eu2.fail2ban.bantime, 86400);
-    assert_eq!(eu2.waive, ["FS-LOG-02", "FS-TLS-01", "FS-SIP-03"]);
+    assert_eq!(eu2.waive, ["FS-MOD-01", "FS-SIP-07", "FS-SIP-03"]);
     assert_eq!(
         eu2.jump,
         Some(Jump::Host {

@@ -161,16 +161,17 @@ impl Connector {
         self.opts.host_key_policy.unwrap_or(host.host_key_policy)
     }
 
-    /// The known_hosts of a host: its user file (flag, inventory, else ~/.ssh/known_hosts), where
-    /// new keys are learned, plus the system-wide file.
+    /// The known_hosts of a host. `--known-hosts` replaces the user files; an inventory
+    /// `known_hosts` is read with ~/.ssh/known_hosts (and is where new keys are learned); the
+    /// system-wide file is always read.
     pub fn known_hosts_for(&self, host: &Host) -> Result<Arc<StdMutex<KnownHosts>>, SshError> {
-        let user_file = self
-            .opts
-            .known_hosts
-            .clone()
-            .or_else(|| host.known_hosts.clone())
-            .or_else(|| dirs::home_dir().map(|h| h.join(".ssh").join("known_hosts")));
-        let mut files: Vec<PathBuf> = user_file.iter().cloned().collect();
+        let home = dirs::home_dir().map(|h| h.join(".ssh").join("known_hosts"));
+        let mut files: Vec<PathBuf> = match (&self.opts.known_hosts, &host.known_hosts) {
+            (Some(flag), _) => vec![flag.clone()],
+            (None, Some(inv)) => std::iter::once(inv.clone()).chain(home).collect(),
+            (None, None) => home.into_iter().collect(),
+        };
+        let user_file = files.first().cloned();
         files.push(PathBuf::from("/etc/ssh/ssh_known_hosts"));
         let mut cache = self
             .known
