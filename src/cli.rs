@@ -11,7 +11,8 @@ Exit codes:
   0  success: every host reached and nothing failed
   2  usage or inventory error: nothing was touched
   3  audit findings at or above --fail-on (audit only)
-  4  at least one host failed or was unreachable (see the recap and .fsfleet/retry)";
+  4  at least one host failed or was unreachable (see the recap and .fsfleet/retry)
+  130 interrupted by Ctrl-C before every host ran (no host failed)";
 
 #[derive(Debug, Parser)]
 #[command(
