@@ -62,3 +62,19 @@ pub async fn connector(inv: &Inventory, hosts: &[Host], run: &RunArgs) -> Arc<Co
     ssh::confirm_new_host_keys(&connector, hosts, run.host_key_policy, run.forks as usize).await;
     Arc::new(connector)
 }
+
+/// Connect a host of a run; a failure is the host's report (unreachable when the host could not
+/// be reached or logged into, failed otherwise).
+pub async fn connect_or_report(
+    connector: &Connector,
+    host: &Host,
+) -> Result<ssh::Session, crate::report::HostReport> {
+    use crate::report::HostReport;
+    connector.connect(host).await.map_err(|e| {
+        if e.is_unreachable() {
+            HostReport::unreachable(host, e.to_string())
+        } else {
+            HostReport::failed(host, e.to_string())
+        }
+    })
+}

@@ -231,6 +231,21 @@ impl Default for Script {
     }
 }
 
+/// The config dirs to look for vars.xml in, in order, as shell words: the inventory's
+/// `conf_dir`, then the known layouts.
+pub fn conf_candidates(host: &Host) -> String {
+    let mut candidates: Vec<String> = Vec::new();
+    if let ConfDir::Path(p) = &host.conf_dir {
+        candidates.push(p.clone());
+    }
+    candidates.extend(LAYOUTS.iter().map(|(c, _, _)| c.to_string()));
+    candidates
+        .iter()
+        .map(|c| sh_quote(c))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The snippets of the base facts (what `fsfleet facts` prints and every command starts from).
 pub fn add_base_snippets(script: &mut Script, host: &Host) {
     script.add("os", "cat /etc/os-release");
@@ -240,16 +255,7 @@ pub fn add_base_snippets(script: &mut Script, host: &Host) {
         "ss -Hltnp 2>/dev/null | grep '\"sshd\"' | awk '{print $4}'",
     );
     script.add("sshd_t", "sshd -T 2>/dev/null | grep -i '^port '");
-    let mut candidates: Vec<String> = Vec::new();
-    if let ConfDir::Path(p) = &host.conf_dir {
-        candidates.push(p.clone());
-    }
-    candidates.extend(LAYOUTS.iter().map(|(c, _, _)| c.to_string()));
-    let list = candidates
-        .iter()
-        .map(|c| sh_quote(c))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let list = conf_candidates(host);
     script.add(
         "fs_conf",
         &format!("for d in {list}; do [ -f \"$d/vars.xml\" ] && echo \"$d\"; done; true"),
@@ -483,16 +489,7 @@ pub fn add_files_snippet(
     conf_globs: &[&str],
     abs_paths: &[String],
 ) {
-    let mut candidates: Vec<String> = Vec::new();
-    if let ConfDir::Path(p) = &host.conf_dir {
-        candidates.push(p.clone());
-    }
-    candidates.extend(LAYOUTS.iter().map(|(c, _, _)| c.to_string()));
-    let cands = candidates
-        .iter()
-        .map(|c| sh_quote(c))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let cands = conf_candidates(host);
     // Globs stay unquoted so the shell expands them; the conf dir part is quoted via "$c".
     let rel = conf_globs
         .iter()

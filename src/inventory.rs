@@ -184,6 +184,32 @@ mod duration_secs {
     }
 }
 
+impl Host {
+    /// A host with every built-in default (root on port 22, strict host keys, conf_dir auto):
+    /// what a one-line inventory entry resolves to, for programs and tests that build hosts.
+    pub fn with_defaults(name: &str, address: &str) -> Host {
+        Host {
+            name: name.to_string(),
+            address: address.to_string(),
+            port: 22,
+            user: "root".to_string(),
+            groups: Vec::new(),
+            identity_files: Vec::new(),
+            password_env: None,
+            sudo: false,
+            sudo_password_env: None,
+            jump: None,
+            conf_dir: ConfDir::Auto,
+            sip_allow_from: Vec::new(),
+            connect_timeout: Duration::from_secs(10),
+            known_hosts: None,
+            host_key_policy: HostKeyPolicy::Strict,
+            fail2ban: Fail2banSettings::default(),
+            waive: Vec::new(),
+        }
+    }
+}
+
 /// `fsfleet inventory check`: every selected host with its effective settings.
 pub fn render_hosts(inv: &Inventory, hosts: &[Host]) -> String {
     let mut out = format!(

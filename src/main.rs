@@ -10,7 +10,7 @@ use fsfleet::cli::{
     Cli, Command, CredsCommand, CredsExportArgs, CredsShowArgs, ExportFormat, FactsArgs, Format,
     HardenArgs, InventoryCheckArgs, InventoryCommand, RunArgs,
 };
-use fsfleet::cmd::{connector, fleet_options, select};
+use fsfleet::cmd::{connect_or_report, connector, fleet_options, select};
 use fsfleet::facts;
 use fsfleet::fleet;
 use fsfleet::harden::{self, HardenOptions};
@@ -86,12 +86,9 @@ async fn facts_command(args: FactsArgs) -> Result<u8, UsageError> {
         async move {
             let started = std::time::Instant::now();
             ctx.stage("connecting");
-            let session = match connector.connect(&ctx.host).await {
+            let session = match connect_or_report(&connector, &ctx.host).await {
                 Ok(s) => s,
-                Err(e) if e.is_unreachable() => {
-                    return HostReport::unreachable(&ctx.host, e.to_string());
-                }
-                Err(e) => return HostReport::failed(&ctx.host, e.to_string()),
+                Err(report) => return report,
             };
             ctx.stage("gathering facts");
             let result = facts::base_facts(&session, &ctx.host).await;

@@ -486,32 +486,13 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
 /// Builders shared by the unit tests of the runner and the report.
 #[cfg(test)]
 pub(crate) mod testing {
-    use std::time::Duration;
 
-    use crate::inventory::{ConfDir, Fail2banSettings, Host, HostKeyPolicy};
+    use crate::inventory::Host;
 
     use super::{StepReport, StepStatus};
 
     pub(crate) fn host(name: &str) -> Host {
-        Host {
-            name: name.to_string(),
-            address: format!("{name}.example.test"),
-            port: 22,
-            user: "root".to_string(),
-            groups: Vec::new(),
-            identity_files: Vec::new(),
-            password_env: None,
-            sudo: false,
-            sudo_password_env: None,
-            jump: None,
-            conf_dir: ConfDir::Auto,
-            sip_allow_from: Vec::new(),
-            connect_timeout: Duration::from_secs(10),
-            known_hosts: None,
-            host_key_policy: HostKeyPolicy::Strict,
-            fail2ban: Fail2banSettings::default(),
-            waive: Vec::new(),
-        }
+        Host::with_defaults(name, &format!("{name}.example.test"))
     }
 
     pub(crate) fn hosts(n: usize) -> Vec<Host> {

@@ -216,32 +216,16 @@ fn our_filter_loads_without_recursion_next_to_the_packaged_conf() {
 /// configuration it would start with, without starting anything).
 #[test]
 fn rendered_jail_is_what_fail2ban_loads() {
-    use fsfleet::inventory::{ConfDir, Fail2banSettings, Host, HostKeyPolicy};
-    let host = Host {
-        name: "pbx1".into(),
-        address: "192.0.2.10".into(),
-        port: 22,
-        user: "root".into(),
-        groups: vec![],
-        identity_files: vec![],
-        password_env: None,
-        sudo: false,
-        sudo_password_env: None,
-        jump: None,
-        conf_dir: ConfDir::Auto,
-        sip_allow_from: vec![
-            "203.0.113.0/24".parse().unwrap(),
-            "2001:db8::/32".parse().unwrap(),
-        ],
-        connect_timeout: std::time::Duration::from_secs(5),
-        known_hosts: None,
-        host_key_policy: HostKeyPolicy::Strict,
-        fail2ban: Fail2banSettings {
-            maxretry: 4,
-            findtime: 300,
-            bantime: 7200,
-        },
-        waive: vec![],
+    use fsfleet::inventory::{Fail2banSettings, Host};
+    let mut host = Host::with_defaults("pbx1", "192.0.2.10");
+    host.sip_allow_from = vec![
+        "203.0.113.0/24".parse().unwrap(),
+        "2001:db8::/32".parse().unwrap(),
+    ];
+    host.fail2ban = Fail2banSettings {
+        maxretry: 4,
+        findtime: 300,
+        bantime: 7200,
     };
     let conf = config_dir(true);
     let logdir = tempfile::tempdir().unwrap();

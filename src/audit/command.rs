@@ -255,12 +255,9 @@ pub async fn command(args: AuditArgs) -> Result<u8, AuditError> {
         async move {
             let started = Instant::now();
             ctx.stage("connecting");
-            let session = match connector.connect(&ctx.host).await {
+            let session = match crate::cmd::connect_or_report(&connector, &ctx.host).await {
                 Ok(s) => s,
-                Err(e) if e.is_unreachable() => {
-                    return HostReport::unreachable(&ctx.host, e.to_string());
-                }
-                Err(e) => return HostReport::failed(&ctx.host, e.to_string()),
+                Err(report) => return report,
             };
             ctx.stage("gathering evidence");
             let ev = audit_host(&session, &ctx.host).await;

@@ -14,7 +14,7 @@ use crate::conf::{vars, xml};
 use crate::esl::{EslClient, EslError, EslOptions};
 use crate::facts::{self, FactsError, Files, LAYOUTS, Script};
 use crate::harden::HostFacts;
-use crate::inventory::{ConfDir, Host};
+use crate::inventory::Host;
 use crate::secret::Secret;
 use crate::ssh::{Session, sh_quote};
 
@@ -92,16 +92,7 @@ pub struct Evidence {
 
 /// The shell that sets `$c` to the host's config dir (same search as the facts files snippet).
 fn conf_dir_shell(host: &Host) -> String {
-    let mut candidates: Vec<String> = Vec::new();
-    if let ConfDir::Path(p) = &host.conf_dir {
-        candidates.push(p.clone());
-    }
-    candidates.extend(LAYOUTS.iter().map(|(c, _, _)| c.to_string()));
-    let list = candidates
-        .iter()
-        .map(|c| sh_quote(c))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let list = crate::facts::conf_candidates(host);
     format!("c=''; for d in {list}; do if [ -f \"$d/vars.xml\" ]; then c=$d; break; fi; done")
 }
 

@@ -276,24 +276,5 @@ impl HostFacts {
 /// A host as the inventory resolves it with every default, for unit tests of plans.
 #[cfg(test)]
 pub(crate) fn test_host(name: &str) -> Host {
-    use crate::inventory::{ConfDir, Fail2banSettings, HostKeyPolicy};
-    Host {
-        name: name.to_string(),
-        address: "192.0.2.10".into(),
-        port: 22,
-        user: "root".into(),
-        groups: vec![],
-        identity_files: vec![],
-        password_env: None,
-        sudo: false,
-        sudo_password_env: None,
-        jump: None,
-        conf_dir: ConfDir::Auto,
-        sip_allow_from: vec![],
-        connect_timeout: Duration::from_secs(10),
-        known_hosts: None,
-        host_key_policy: HostKeyPolicy::Strict,
-        fail2ban: Fail2banSettings::default(),
-        waive: vec![],
-    }
+    Host::with_defaults(name, "192.0.2.10")
 }

@@ -164,10 +164,9 @@ pub async fn host(ctx: HostCtx, shared: Arc<Shared>) -> HostReport {
     let host = ctx.host.clone();
     let run_id = ctx.run_id().to_string();
     ctx.stage("connecting");
-    let session = match shared.connector.connect(&host).await {
+    let session = match crate::cmd::connect_or_report(&shared.connector, &host).await {
         Ok(s) => s,
-        Err(e) if e.is_unreachable() => return HostReport::unreachable(&host, e.to_string()),
-        Err(e) => return HostReport::failed(&host, e.to_string()),
+        Err(report) => return report,
     };
     let mut steps = Steps {
         reports: Vec::new(),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fsfleet::inventory::{ConfDir, Fail2banSettings, Host, HostKeyPolicy};
+use fsfleet::inventory::{Host, HostKeyPolicy};
 
 pub struct TestSshd {
     pub dir: tempfile::TempDir,
@@ -110,25 +110,12 @@ impl TestSshd {
 
     /// A `Host` that reaches this server as root with the user key, known_hosts in `kh`.
     pub fn host(&self, name: &str, kh: &Path, policy: HostKeyPolicy) -> Host {
-        Host {
-            name: name.into(),
-            address: "127.0.0.1".into(),
-            port: self.port,
-            user: "root".into(),
-            groups: vec![],
-            identity_files: vec![self.path("user_key")],
-            password_env: None,
-            sudo: false,
-            sudo_password_env: None,
-            jump: None,
-            conf_dir: ConfDir::Auto,
-            sip_allow_from: vec![],
-            connect_timeout: Duration::from_secs(10),
-            known_hosts: Some(kh.to_path_buf()),
-            host_key_policy: policy,
-            fail2ban: Fail2banSettings::default(),
-            waive: vec![],
-        }
+        let mut h = Host::with_defaults(name, "127.0.0.1");
+        h.port = self.port;
+        h.identity_files = vec![self.path("user_key")];
+        h.known_hosts = Some(kh.to_path_buf());
+        h.host_key_policy = policy;
+        h
     }
 }
 
