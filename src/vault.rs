@@ -311,6 +311,56 @@ impl Vault {
         self.save()
     }
 
+    /// The host was verified to use `value` now: it becomes active (the old active value, if
+    /// different, becomes previous) and any pending value is dropped (it is not in use).
+    pub fn confirm(
+        &mut self,
+        host: &str,
+        kind: CredKind,
+        value: &Secret,
+        run_id: &str,
+    ) -> Result<(), VaultError> {
+        let cred = self
+            .doc
+            .hosts
+            .entry(host.to_string())
+            .or_default()
+            .creds
+            .entry(kind)
+            .or_default();
+        let was_pending = cred.pending.take();
+        if cred
+            .active
+            .as_ref()
+            .is_some_and(|a| a.value == value.expose())
+        {
+            if was_pending.is_none() {
+                return Ok(());
+            }
+        } else {
+            // A verified pending value keeps its provenance (the run that generated it).
+            let run = match &was_pending {
+                Some(p) if p.value == value.expose() => p.run_id.clone(),
+                _ => run_id.to_string(),
+            };
+            cred.previous = cred.active.take();
+            cred.active = Some(Stamped {
+                value: value.expose().to_string(),
+                at: now(),
+                run_id: run,
+            });
+        }
+        self.save()
+    }
+
+    /// Whether a run left an unverified password for this host (it was interrupted).
+    pub fn has_pending(&self, host: &str) -> bool {
+        self.doc
+            .hosts
+            .get(host)
+            .is_some_and(|e| e.creds.values().any(|c| c.pending.is_some()))
+    }
+
     /// Every value the vault holds for a host's credential (pending first): what to try when
     /// the host's current password is in doubt after an interrupted run.
     pub fn candidates(&self, host: &str, kind: CredKind) -> Vec<Secret> {
@@ -410,6 +460,34 @@ mod tests {
             format!("{c:?}").find(pw2.expose()).is_none(),
             "Debug never shows a value"
         );
+    }
+
+    #[test]
+    fn confirm_makes_the_verified_value_active_and_drops_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut v = Vault::open(&dir.path().join("vault.json")).unwrap();
+        let (a, b) = (generate_password(32), generate_password(32));
+        v.set_pending("h", CredKind::SipPassword, &a, "run-1")
+            .unwrap();
+        assert!(v.has_pending("h"));
+        // The run died; the next one finds the host still on `b` and verifies it.
+        v.confirm("h", CredKind::SipPassword, &b, "run-2").unwrap();
+        let c = v.credential("h", CredKind::SipPassword).unwrap();
+        assert_eq!(
+            (
+                c.active.as_ref().unwrap().value.as_str(),
+                c.active.as_ref().unwrap().run_id.as_str()
+            ),
+            (b.expose(), "run-2")
+        );
+        assert!(c.pending.is_none() && !v.has_pending("h"));
+        // A verified pending value keeps the run that generated it.
+        v.set_pending("h", CredKind::SipPassword, &a, "run-3")
+            .unwrap();
+        v.confirm("h", CredKind::SipPassword, &a, "run-4").unwrap();
+        let c = v.credential("h", CredKind::SipPassword).unwrap();
+        assert_eq!(c.active.as_ref().unwrap().run_id, "run-3");
+        assert_eq!(c.previous.as_ref().unwrap().value, b.expose());
     }
 
     #[test]

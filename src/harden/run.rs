@@ -248,11 +248,13 @@ async fn run_steps(
     ctx.stage("facts");
     let t = Instant::now();
     let mut facts = gather(session, host).await?;
-    let candidates = shared
-        .vault
-        .lock()
-        .await
-        .candidates(&host.name, CredKind::EslPassword);
+    let (candidates, interrupted) = {
+        let vault = shared.vault.lock().await;
+        (
+            vault.candidates(&host.name, CredKind::EslPassword),
+            vault.has_pending(&host.name),
+        )
+    };
     ctx.stage("preflight");
     let mut pre = match preflight::run(session, &facts, &candidates, opts.offline_ok).await {
         Ok(p) => p,
@@ -398,11 +400,16 @@ async fn run_steps(
         if let Some(((p, _), t)) = &fs_cli_plan {
             steps.planned(fs_cli::NAME, p, true, *t);
         }
-        let reload_needs = reload::Needs {
-            reloadxml: edits.iter().any(|e| !e.path.ends_with(event_socket::FILE)),
+        let planned: Vec<&FileEdit> = edits.iter().collect();
+        let reload_needs = reload_needs(
+            &facts,
+            &planned,
             rescan,
-            event_socket: esl_changed,
-        };
+            esl_changed,
+            interrupted,
+            &pre,
+            &final_pw,
+        );
         if reload_needs.any() {
             steps.push(
                 reload::NAME,
@@ -496,13 +503,15 @@ async fn run_steps(
 
     // reload with the OLD password
     let t = Instant::now();
-    let needs = reload::Needs {
-        reloadxml: written
-            .iter()
-            .any(|e| !e.path.ends_with(event_socket::FILE)),
+    let needs = reload_needs(
+        &facts,
+        &written,
         rescan,
-        event_socket: esl_changed,
-    };
+        esl_changed,
+        interrupted,
+        &pre,
+        &final_pw,
+    );
     if !sel.runs(reload::NAME) {
         steps.skipped(
             reload::NAME,
@@ -596,28 +605,70 @@ async fn run_steps(
             return Err(format!("verify: {e}"));
         }
     }
-    let mut vault = shared.vault.lock().await;
-    for (kind, _) in &new_secrets {
-        vault
-            .promote(&host.name, *kind)
-            .map_err(|e| format!("vault: {e}"))?;
-    }
-    // Passwords fsfleet did not generate but verified are recorded too, so the vault can always
-    // let the operator in.
-    if !new_secrets.iter().any(|(k, _)| *k == CredKind::EslPassword) {
-        vault
-            .set_active(&host.name, CredKind::EslPassword, &final_pw, run_id)
-            .map_err(|e| format!("vault: {e}"))?;
-    }
-    if !new_secrets.iter().any(|(k, _)| *k == CredKind::SipPassword)
-        && let Ok((_, text)) = facts.conf_text("vars.xml")
-        && let Some(pw) = crate::conf::vars::get_var(text, "default_password")
+    // What the host verifiably uses now goes to the vault as active (pending values it did not
+    // take are dropped), so the vault can always let the operator in.
+    let sip_now = match new_secrets
+        .iter()
+        .find(|(k, _)| *k == CredKind::SipPassword)
     {
+        Some((_, pw)) => Some(pw.clone()),
+        None => facts
+            .conf_text("vars.xml")
+            .ok()
+            .and_then(|(_, text)| crate::conf::vars::get_var(text, "default_password"))
+            .map(Secret::new),
+    };
+    let mut vault = shared.vault.lock().await;
+    vault
+        .confirm(&host.name, CredKind::EslPassword, &final_pw, run_id)
+        .map_err(|e| format!("vault: {e}"))?;
+    if let Some(pw) = sip_now {
         vault
-            .set_active(&host.name, CredKind::SipPassword, &Secret::new(pw), run_id)
+            .confirm(&host.name, CredKind::SipPassword, &pw, run_id)
             .map_err(|e| format!("vault: {e}"))?;
     }
     Ok(())
+}
+
+/// The reloads the changes need. A run that was interrupted (the vault still holds a pending
+/// password for the host) may have written files without reloading them: reload everything. A
+/// running Event Socket password that differs from the file's means the same.
+fn reload_needs(
+    facts: &HostFacts,
+    written: &[&FileEdit],
+    rescan: Vec<String>,
+    esl_changed: bool,
+    interrupted: bool,
+    pre: &preflight::Preflight,
+    file_pw: &Secret,
+) -> reload::Needs {
+    let esl_stale = pre
+        .live_password
+        .as_ref()
+        .is_some_and(|live| live != file_pw);
+    if interrupted {
+        let all: Vec<String> = facts
+            .files
+            .conf_dir_files("sip_profiles", ".xml")
+            .iter()
+            .filter_map(|f| {
+                f.text()
+                    .and_then(|t| crate::conf::profile_name(t).ok().flatten())
+            })
+            .collect();
+        return reload::Needs {
+            reloadxml: true,
+            rescan: all,
+            event_socket: true,
+        };
+    }
+    reload::Needs {
+        reloadxml: written
+            .iter()
+            .any(|e| !e.path.ends_with(event_socket::FILE)),
+        rescan,
+        event_socket: esl_changed || esl_stale,
+    }
 }
 
 /// Put back the files written so far (exact old bytes).
