@@ -12,7 +12,7 @@
 //!   name per mutating test file; fleets are independent (own network, key, inventory).
 //! - Fleet names are global to the docker engine. When several checkouts share one engine (several
 //!   engineers on one machine), each sets `FSFLEET_TESTBED_PREFIX` (e.g. `alice-`): it is put in
-//!   front of every fleet name, and `docker/testbed` refuses to touch another checkout's fleet.
+//!   front of every fleet name, and `docker/testbed` takes over (recreates) a fleet another checkout created.
 //! - Passwords go to the attacker/phone through the environment, never argv.
 //!
 //! Not every test binary uses every helper.
