@@ -635,7 +635,7 @@ pub fn render_text(report: &crate::report::RunReport) -> String {
             continue;
         };
         out.push_str(&format!("{} ({})\n", h.name, h.address));
-        let row = |k: &str, v: String| format!("  {k:<12} {v}\n");
+        let row = |k: &str, v: String| format!("  {k:<14} {v}\n");
         out.push_str(&row(
             "os",
             format!("{} [{} {}]", f.os.pretty_name, f.os.id, f.os.version_id),
