@@ -148,3 +148,79 @@ fn inventory_errors_exit_2_naming_file_line_and_column() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("192.0.2.1:22"));
 }
+
+/// The default `ask` policy: without a terminal, unknown hosts are refused with a hint; on a
+/// terminal, every unknown host of the run is listed with its fingerprint and ONE question is
+/// asked; the answer records them all.
+#[test]
+fn ask_policy_asks_once_for_every_new_host_and_refuses_without_a_terminal() {
+    let a = TestSshd::start();
+    let b = TestSshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(a.path("user_key"), d.join("key")).unwrap();
+    // Both servers accept the same key.
+    std::fs::copy(a.path("user_key.pub"), b.path("authorized_keys")).unwrap();
+    let inv = format!(
+        "[defaults]\nuser = \"root\"\nidentity_file = \"key\"\nknown_hosts = \"known_hosts\"\n\n\
+         [[hosts]]\nname = \"pbx-a\"\naddress = \"127.0.0.1\"\nport = {}\n\n\
+         [[hosts]]\nname = \"pbx-b\"\naddress = \"127.0.0.1\"\nport = {}\n",
+        a.port, b.port
+    );
+    std::fs::write(d.join("inventory.toml"), inv).unwrap();
+
+    // No terminal: refused, with the way out in the message; nothing recorded.
+    let out = fsfleet(&["facts", "inventory.toml", "--format", "json"], d);
+    assert_eq!(out.status.code(), Some(4));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for h in json["hosts"].as_array().unwrap() {
+        assert_eq!(h["status"], "unreachable");
+        let e = h["error"].as_str().unwrap();
+        assert!(
+            e.contains("is unknown (SHA256:") && e.contains("accept-new"),
+            "{e}"
+        );
+    }
+    assert!(!d.join("known_hosts").exists());
+
+    // On a terminal (script(1) gives fsfleet a pty): one list, one question, both recorded.
+    let cmd = format!(
+        "{} facts inventory.toml --no-progress",
+        env!("CARGO_BIN_EXE_fsfleet")
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(d)
+        .env("HOME", d)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        stdin.write_all(b"y\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.matches("Trust and record these 2 host keys? [y/N]")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("[127.0.0.1]:{}", a.port))
+            && text.contains(&format!("[127.0.0.1]:{}", b.port)),
+        "{text}"
+    );
+    assert!(text.contains("SHA256:"), "{text}");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let kh = std::fs::read_to_string(d.join("known_hosts")).unwrap();
+    assert!(
+        kh.contains(&a.known_hosts_line()) && kh.contains(&b.known_hosts_line()),
+        "{kh}"
+    );
+    assert_eq!(kh.lines().count(), 2, "{kh}");
+}
