@@ -266,12 +266,21 @@ impl Vault {
             .creds
             .entry(kind)
             .or_default();
+        // A pending value now seen in use was rolled out by a run that was cut before it could
+        // promote it: it is active now, not pending.
+        let was_pending = cred
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.value == value.expose());
+        if was_pending {
+            cred.pending = None;
+        }
         if cred
             .active
             .as_ref()
             .is_some_and(|a| a.value == value.expose())
         {
-            return Ok(());
+            return if was_pending { self.save() } else { Ok(()) };
         }
         cred.previous = cred.active.take();
         cred.active = Some(Stamped {

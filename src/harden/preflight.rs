@@ -23,6 +23,10 @@ pub struct Preflight {
     pub esl: EventSocket,
     /// The password the RUNNING FreeSWITCH accepts (None: FreeSWITCH is down, --offline-ok).
     pub live_password: Option<Secret>,
+    /// The running FreeSWITCH accepted a vault password other than the one in its config file:
+    /// a previous run wrote the files but was cut before (or during) the reload. This run must
+    /// reload even when no file changes.
+    pub stale: bool,
     /// `global_getvar conf_dir` / `log_dir` when FreeSWITCH answered.
     pub conf_dir: Option<String>,
     pub log_dir: Option<String>,
@@ -124,9 +128,11 @@ pub async fn run(
                     status.version,
                     if i == 0 { "configured" } else { "vault's" }
                 ));
+                let stale = *pw != es.password;
                 return Ok(Preflight {
                     esl: es,
                     live_password: Some(pw.clone()),
+                    stale,
                     conf_dir,
                     log_dir,
                     evidence,
@@ -146,6 +152,7 @@ pub async fn run(
         return Ok(Preflight {
             esl: es,
             live_password: None,
+            stale: false,
             conf_dir: None,
             log_dir: None,
             evidence,

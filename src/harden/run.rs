@@ -21,7 +21,7 @@ use crate::fleet::HostCtx;
 use crate::inventory::{ConfDir, Host};
 use crate::report::{HostReport, StepReport, StepStatus};
 use crate::secret::Secret;
-use crate::ssh::{Connector, Session, UploadOptions};
+use crate::ssh::{Connector, Session};
 use crate::vault::{CredKind, Vault};
 
 /// Every step, in the order it runs. `--skip`/`--only` take these names.
@@ -363,6 +363,8 @@ async fn run_steps(
             let pw = es.password.clone();
             (es, pw)
         }
+        // Stale: FreeSWITCH still runs a vault password; after the reload it takes the file's.
+        _ if pre.stale => (pre.esl.clone(), pre.esl.password.clone()),
         _ => (
             pre.esl.clone(),
             pre.live_password
@@ -458,9 +460,27 @@ async fn run_steps(
         steps.skipped(backup::NAME, "nothing changes");
     }
 
-    // secrets to the vault BEFORE the host sees them
+    // secrets to the vault BEFORE the host sees them, next to the ones the host uses now: a run
+    // cut after the config edits but before the reload leaves FreeSWITCH on the old password,
+    // and the next run's preflight can only get in with what the vault holds.
     if !new_secrets.is_empty() {
         let mut vault = shared.vault.lock().await;
+        let current_sip = facts
+            .conf_text("vars.xml")
+            .ok()
+            .and_then(|(_, text)| crate::conf::vars::get_var(text, "default_password"))
+            .map(Secret::new);
+        for (kind, _) in &new_secrets {
+            let current = match kind {
+                CredKind::EslPassword => pre.live_password.clone(),
+                CredKind::SipPassword => current_sip.clone(),
+            };
+            if let Some(cur) = current {
+                vault
+                    .set_active(&host.name, *kind, &cur, run_id)
+                    .map_err(|e| format!("vault: {e}; nothing was changed on the host"))?;
+            }
+        }
         for (kind, pw) in &new_secrets {
             vault
                 .set_pending(&host.name, *kind, pw, run_id)
@@ -474,22 +494,22 @@ async fn run_steps(
         );
     }
 
-    // config edits, all or nothing
+    // config edits, all or nothing: staged beside their targets, then renamed in one command, so
+    // a cut connection or a full disk leaves the old files (FreeSWITCH never sees a mix).
     ctx.stage("config");
-    let mut written: Vec<&FileEdit> = Vec::new();
-    for edit in &edits {
-        if let Err(e) = session
-            .upload(&edit.path, &edit.new, &UploadOptions::default())
-            .await
-        {
-            let restored = restore(session, &written).await;
-            let msg = format!("writing {} failed: {e}; {restored}", edit.path);
+    let written: Vec<&FileEdit> = edits.iter().collect();
+    if !written.is_empty() {
+        let files: Vec<(&str, &[u8])> = written
+            .iter()
+            .map(|e| (e.path.as_str(), e.new.as_slice()))
+            .collect();
+        if let Err(e) = session.upload_all(&files).await {
+            let msg = format!("writing the config files failed: {e}; no config file was changed");
             for (name, _, t) in &plans {
                 steps.push(name, StepStatus::Failed, msg.clone(), vec![], *t);
             }
             return Err(msg);
         }
-        written.push(edit);
     }
     for (name, p, t) in &plans {
         steps.planned(name, p, false, *t);
@@ -646,7 +666,7 @@ fn reload_needs(
         .live_password
         .as_ref()
         .is_some_and(|live| live != file_pw);
-    if interrupted {
+    if interrupted || pre.stale {
         let all: Vec<String> = facts
             .files
             .conf_dir_files("sip_profiles", ".xml")
@@ -676,22 +696,15 @@ async fn restore(session: &Session, written: &[&FileEdit]) -> String {
     if written.is_empty() {
         return "no config file had been changed".into();
     }
-    let mut failed = Vec::new();
-    for edit in written.iter().rev() {
-        if let Err(e) = session
-            .upload(&edit.path, &edit.old, &UploadOptions::default())
-            .await
-        {
-            failed.push(format!("{} ({e})", edit.path));
-        }
-    }
-    if failed.is_empty() {
-        format!("the {} changed config files were restored", written.len())
-    } else {
-        format!(
-            "RESTORE FAILED for {}: restore them from the backup by hand",
-            failed.join(", ")
-        )
+    let files: Vec<(&str, &[u8])> = written
+        .iter()
+        .map(|e| (e.path.as_str(), e.old.as_slice()))
+        .collect();
+    match session.upload_all(&files).await {
+        Ok(()) => format!("the {} changed config files were restored", written.len()),
+        Err(e) => format!(
+            "RESTORE FAILED ({e}): the new config files stay; restore them from the backup by hand"
+        ),
     }
 }
 

@@ -728,6 +728,77 @@ impl Session {
         Ok(())
     }
 
+    /// Replace several files as one change: every new content is first staged beside its target
+    /// (same directory, owner and mode), then ONE command renames them all, ignoring hangups. A
+    /// connection cut or a full disk while staging leaves every target untouched; the renames
+    /// themselves need no space and take microseconds, so the files are all old or all new.
+    pub async fn upload_all(&self, files: &[(&str, &[u8])]) -> Result<(), SshError> {
+        let token: String = {
+            use rand::Rng;
+            rand::thread_rng()
+                .sample_iter(rand::distributions::Alphanumeric)
+                .take(8)
+                .map(char::from)
+                .collect()
+        };
+        let stage = |path: &str| sh_quote(&format!("{path}.fsfleet-stage-{token}"));
+        let cleanup = || {
+            let mut rm = String::from("rm -f");
+            for (p, _) in files {
+                rm.push(' ');
+                rm.push_str(&stage(p));
+            }
+            rm
+        };
+        for (path, content) in files {
+            // Stage files of an earlier run that was cut before its renames are dropped first.
+            let script = format!(
+                "set -e\nt={p}\ntmp={tmp}\nrm -f \"$t\".fsfleet-stage-*\ncat > \"$tmp\"\n\
+                 if [ -e \"$t\" ]; then chown --reference=\"$t\" \"$tmp\"; chmod --reference=\"$t\" \"$tmp\"; fi\n\
+                 sync \"$tmp\" 2>/dev/null || true\n",
+                p = sh_quote(path),
+                tmp = stage(path)
+            );
+            let failed = match self.run(&script, content, Duration::from_secs(60)).await {
+                Ok(out) if out.success() => None,
+                Ok(out) => Some(SshError::Other(format!(
+                    "{}: writing {path} failed (exit {}): {}",
+                    self.name,
+                    out.status,
+                    out.stderr_text().trim()
+                ))),
+                Err(e) => Some(e),
+            };
+            if let Some(e) = failed {
+                let _ = self.run(&cleanup(), b"", Duration::from_secs(30)).await;
+                return Err(e);
+            }
+        }
+        let mut commit = String::from(
+            "trap '' HUP PIPE INT TERM
+set -e
+",
+        );
+        for (p, _) in files {
+            commit.push_str(&format!(
+                "mv -f {} {}
+",
+                stage(p),
+                sh_quote(p)
+            ));
+        }
+        let out = self.run(&commit, b"", Duration::from_secs(60)).await?;
+        if !out.success() {
+            return Err(SshError::Other(format!(
+                "{}: renaming the staged config files into place failed (exit {}): {}",
+                self.name,
+                out.status,
+                out.stderr_text().trim()
+            )));
+        }
+        Ok(())
+    }
+
     /// A TCP stream to `127.0.0.1:port` as seen from the host (SSH direct-tcpip).
     pub async fn tunnel(&self, port: u16) -> Result<ChannelStream<client::Msg>, SshError> {
         self.tunnel_to("127.0.0.1", port).await
