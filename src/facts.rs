@@ -247,6 +247,13 @@ pub fn conf_candidates(host: &Host) -> String {
 }
 
 /// The snippets of the base facts (what `fsfleet facts` prints and every command starts from).
+/// `ufw status`'s first line without starting ufw (a Python program: ~80 ms of CPU per call,
+/// which adds up on a fleet): ufw reports active when ufw.conf says ENABLED=yes; the rules being
+/// loaded (its chain exists) is checked too. Prints nothing when ufw is not installed.
+pub const UFW_STATUS_SNIPPET: &str = "command -v ufw >/dev/null || exit 1\n\
+     if grep -qsi '^ENABLED=yes' /etc/ufw/ufw.conf && iptables -w -n -L ufw-user-input >/dev/null 2>&1; \
+     then echo 'Status: active'; else echo 'Status: inactive'; fi";
+
 pub fn add_base_snippets(script: &mut Script, host: &Host) {
     script.add("os", "cat /etc/os-release");
     script.add("hostname", "hostname 2>/dev/null || cat /etc/hostname");
@@ -279,10 +286,7 @@ pub fn add_base_snippets(script: &mut Script, host: &Host) {
         &format!("dpkg-query -W -f='${{Package}} ${{db:Status-Status}} ${{Version}}\\n' {} 2>/dev/null; true", PACKAGES.join(" ")),
     );
     script.add("fail2ban_active", "systemctl is-active fail2ban");
-    script.add(
-        "ufw_status",
-        "command -v ufw >/dev/null && ufw status | head -n 1",
-    );
+    script.add("ufw_status", UFW_STATUS_SNIPPET);
     script.add("iptables", "command -v iptables");
     script.add("nft", "command -v nft");
 }

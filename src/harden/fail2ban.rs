@@ -112,6 +112,12 @@ struct ServiceState {
     jails: Vec<String>,
 }
 
+/// Whether the facts show fail2ban running with the `freeswitch` jail (verify's no-change path).
+pub fn jail_up_in_facts(f: &HostFacts) -> bool {
+    let st = parse_state(f.section(PROBE));
+    st.active && st.jails.iter().any(|j| j == "freeswitch")
+}
+
 fn parse_state(text: &str) -> ServiceState {
     let mut st = ServiceState::default();
     for line in text.lines() {

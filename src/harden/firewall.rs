@@ -703,7 +703,9 @@ impl UfwState {
 pub fn probes(p: &mut Probes, _host: &Host) {
     p.snippet(
         STATUS_SNIPPET,
-        "command -v ufw >/dev/null || exit 0; LC_ALL=C ufw status verbose",
+        // Defaults and rules come from ufw's files (read below); only whether it is active is
+        // asked, without starting ufw's Python (see facts::UFW_STATUS_SNIPPET).
+        crate::facts::UFW_STATUS_SNIPPET,
     );
     p.file(USER_RULES).file(USER6_RULES).file(UFW_DEFAULTS);
 }
