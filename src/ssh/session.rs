@@ -774,12 +774,18 @@ impl Session {
                 return Err(e);
             }
         }
-        let mut commit = String::from("trap '' HUP PIPE INT TERM
+        let mut commit = String::from(
+            "trap '' HUP PIPE INT TERM
 set -e
-");
+",
+        );
         for (p, _) in files {
-            commit.push_str(&format!("mv -f {} {}
-", stage(p), sh_quote(p)));
+            commit.push_str(&format!(
+                "mv -f {} {}
+",
+                stage(p),
+                sh_quote(p)
+            ));
         }
         let out = self.run(&commit, b"", Duration::from_secs(60)).await?;
         if !out.success() {
