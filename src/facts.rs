@@ -803,3 +803,80 @@ mod tests {
         assert_eq!(p.keys().collect::<Vec<_>>(), vec!["fail2ban", "rsyslog"]);
     }
 }
+
+/// Hostile host output (truncated, huge, binary, forged markers) gives errors, never panics.
+#[cfg(test)]
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A well-formed facts output of two sections, for cutting and corrupting.
+    fn good(s: &Script) -> Vec<u8> {
+        let t = &s.token;
+        format!(
+            "@@{t} begin os@@\nID=debian\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n@@{t} end os 0@@\n\
+             @@{t} begin files@@\nC\t/etc/freeswitch\nF\t/etc/freeswitch/vars.xml\t644 root root 5\taGVsbG8=\n@@{t} end files 0@@\n"
+        )
+        .into_bytes()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
+        #[test]
+        fn truncated_output_is_an_error_or_a_prefix_of_the_sections(cut in 0usize..400) {
+            let mut s = Script::new();
+            s.add("os", "x").add("files", "y");
+            let out = good(&s);
+            let cut = cut.min(out.len());
+            if let Ok(sec) = s.parse(&out[..cut]) {
+                // Whatever parsed is complete sections only.
+                let _ = parse_base(&sec, "root", false);
+                let _ = Files::parse(sec.text("files"));
+            }
+        }
+
+        #[test]
+        fn binary_and_forged_output_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            let mut s = Script::new();
+            s.add("os", "x");
+            let t = s.token.clone();
+            let _ = s.parse(&bytes);
+            let mut forged = format!("@@{t} begin os@@\n").into_bytes();
+            forged.extend_from_slice(&bytes);
+            forged.extend_from_slice(format!("@@{t} end os 0@@\n").as_bytes());
+            if let Ok(sec) = s.parse(&forged) {
+                let _ = parse_base(&sec, "root", false);
+                let _ = Files::parse(sec.text("os"));
+                let _ = parse_os_release(sec.text("os"));
+                let _ = parse_listen_ports(sec.text("os"));
+                let _ = parse_status_line(sec.text("os"));
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = Files::parse(&text);
+            let _ = Files::parse(&format!("F\t{text}"));
+            let _ = Files::parse(&format!("F\t/p\t644 root root 1\t{text}"));
+        }
+    }
+
+    #[test]
+    fn huge_output_is_handled() {
+        let mut s = Script::new();
+        s.add("os", "x");
+        let t = s.token.clone();
+        let big = "A".repeat(8 * 1024 * 1024);
+        let out = format!("@@{t} begin os@@\n{big}\n@@{t} end os 0@@\n");
+        let sec = s.parse(out.as_bytes()).unwrap();
+        assert_eq!(sec.text("os").len(), big.len() + 1);
+        let _ = parse_base(&sec, "root", false);
+        // A file line with content that is not base64 is an error naming the file.
+        let e = Files::parse(&format!(
+            "F\t/etc/x\t644 root root 9\t{}",
+            "\u{1}".repeat(100)
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/etc/x"), "{e}");
+        // A truncated file line is an error, not a panic.
+        assert!(Files::parse("F\t/etc/x\t644 root").is_err());
+    }
+}

@@ -503,3 +503,191 @@ mod stock_tree {
         );
     }
 }
+
+/// The span editor over every stock file and mutated copies: it edits exactly the intended
+/// bytes (only value spans change, or one param line is inserted before `</settings>`), leaves
+/// every other param's effective value as it was, or refuses with a reason. Never panics.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use std::path::{Path, PathBuf};
+
+    fn stock_files() -> Vec<(PathBuf, String)> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "xml") {
+                    out.push(p);
+                }
+            }
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/reference/freeswitch-conf-1.10.12");
+        let mut files = Vec::new();
+        walk(&root, &mut files);
+        files.sort();
+        files
+            .into_iter()
+            .map(|p| {
+                let t = String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned();
+                (p, t)
+            })
+            .collect()
+    }
+
+    /// Every settings param name of a document.
+    fn param_names(text: &str) -> Vec<String> {
+        let Ok(tags) = scan(text) else { return vec![] };
+        let mut names: Vec<String> = tags
+            .iter()
+            .filter(|t| t.name == "param" && t.parent() == Some("settings"))
+            .filter_map(|t| t.attr("name").map(|a| a.value.trim().to_string()))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// The property: refused, or exactly the intended edit.
+    fn check_edit(text: &str, name: &str, value: &str) -> Result<(), String> {
+        let Ok(out) = set_param(text, name, value) else {
+            return Ok(()); // refused with a reason
+        };
+        let Some(out) = out else {
+            // "already so": every live occurrence says it.
+            let tags = scan(text).map_err(|e| e.to_string())?;
+            if settings_params(&tags, name).all(|p| p.value == value)
+                && settings_params(&tags, name).count() > 0
+            {
+                return Ok(());
+            }
+            return Err("None although not every live occurrence has the value".into());
+        };
+        let tags = scan(text).map_err(|e| e.to_string())?;
+        let live: Vec<Param> = settings_params(&tags, name).collect();
+        if live.is_empty() {
+            // One inserted param, nothing else.
+            let added = out.len() - text.len();
+            let diff_start = text
+                .bytes()
+                .zip(out.bytes())
+                .position(|(a, b)| a != b)
+                .unwrap_or(text.len());
+            let inserted = &out[diff_start..diff_start + added];
+            if !inserted.contains(&format!("<param name=\"{name}\" value=\"{value}\"/>"))
+                || inserted.matches('<').count() != 1
+                || format!("{}{}", &out[..diff_start], &out[diff_start + added..]) != text
+            {
+                return Err(format!("insert changed more than one param: {inserted:?}"));
+            }
+        } else {
+            // Same bytes outside the value spans.
+            let mut expect = text.to_string();
+            for p in live.iter().rev() {
+                expect.replace_range(p.value_span.clone(), value);
+            }
+            if expect != out {
+                return Err("bytes outside the value spans changed".into());
+            }
+        }
+        if get_param(&out, name).map_err(|e| e.to_string())?.as_deref() != Some(value) {
+            return Err("the edited file does not read back the value".into());
+        }
+        for other in param_names(text) {
+            if other != name && get_param(text, &other).ok() != get_param(&out, &other).ok() {
+                return Err(format!("param {other} reads differently after the edit"));
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn every_stock_file_every_param_is_edited_exactly_or_refused() {
+        let files = stock_files();
+        assert!(files.len() > 100);
+        for (path, text) in &files {
+            let mut names = param_names(text);
+            names.push("log-auth-failures".into());
+            names.push("apply-inbound-acl".into());
+            for n in names {
+                check_edit(text, &n, "fsfleetTEST1")
+                    .unwrap_or_else(|e| panic!("{} {n}: {e}", path.display()));
+            }
+        }
+    }
+
+    /// Mutations an operator's editor or a previous tool can leave behind.
+    fn mutate(text: &str, which: u8, at: usize) -> String {
+        let at = (0..=at.min(text.len()))
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        match which % 9 {
+            0 => text.replace('\n', "\r\n"),
+            1 => text.replace("  ", "\t"),
+            2 => text.trim_end_matches('\n').to_string(),
+            3 => format!("\u{feff}{text}"),
+            4 => text.replace('"', "'"),
+            5 => text.replacen("</settings>", "", 1),
+            6 => {
+                // A comment holding the same params, where a line starts.
+                let ls = text[..at].rfind('\n').map(|p| p + 1).unwrap_or(0);
+                let mut t = text.to_string();
+                t.insert_str(
+                    ls,
+                    "<!-- <param name=\"password\" value=\"x\"/> <param name=\"log-auth-failures\" value=\"false\"/> -->\n",
+                );
+                t
+            }
+            7 => {
+                // A duplicated param line.
+                let ls = text[..at].rfind('\n').map(|p| p + 1).unwrap_or(0);
+                let le = text[at..]
+                    .find('\n')
+                    .map(|p| at + p + 1)
+                    .unwrap_or(text.len());
+                let line = &text[ls..le];
+                let mut t = text.to_string();
+                t.insert_str(le, line);
+                t
+            }
+            _ => {
+                // Truncated anywhere.
+                text[..at].to_string()
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, .. ProptestConfig::default() })]
+        #[test]
+        fn mutated_stock_files_are_edited_exactly_or_refused(
+            idx in 0usize..10_000,
+            muts in proptest::collection::vec((0u8..9, 0usize..200_000), 1..4),
+            pick in 0usize..1000,
+        ) {
+            let files = stock_files();
+            let (_, text) = &files[idx % files.len()];
+            let mut t = text.clone();
+            for (w, at) in muts {
+                t = mutate(&t, w, at);
+            }
+            let mut names = param_names(&t);
+            names.extend(["password".to_string(), "log-auth-failures".to_string(), "listen-ip".to_string()]);
+            let name = &names[pick % names.len()];
+            prop_assert!(check_edit(&t, name, "127.0.0.1").is_ok(), "{:?}", check_edit(&t, name, "127.0.0.1"));
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(s in "\\PC{0,400}", name in "[a-z-]{1,12}") {
+            let _ = scan(&s);
+            let _ = get_param(&s, &name);
+            let _ = set_param(&s, &name, "v");
+            let _ = crate::conf::vars::set_var(&s, &name, "v");
+            let _ = crate::conf::vars::get_var(&s, &name);
+        }
+    }
+}
