@@ -74,8 +74,10 @@ fn harden_brings_a_mixed_fleet_to_the_baseline_idempotently_without_leaking_secr
     let after: Vec<String> = fleet.hosts.iter().map(|h| conf_sum(&fleet, h)).collect();
     assert_eq!(before, after, "--check changed a host");
 
-    // harden
+    // harden, while every process's argv on the hosts is sampled
+    let sampler = common::ArgvSampler::start(&fleet);
     let run = fsfleet(&fleet, &["harden", "--format", "json"]);
+    let argv = sampler.stop();
     assert_eq!(run.status.code(), Some(0), "{}", text(&run));
     let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("one JSON document");
     for h in report["hosts"].as_array().unwrap() {
@@ -188,10 +190,23 @@ fn harden_brings_a_mixed_fleet_to_the_baseline_idempotently_without_leaking_secr
         Register::Forbidden
     );
 
-    // Nothing secret in anything fsfleet printed.
+    // Nothing secret in anything fsfleet printed, nor in any command line on the hosts.
     let all = format!("{}{}", text(&check), text(&run));
     for s in &secrets {
         assert!(!all.contains(s.as_str()), "a generated secret was printed");
+    }
+    let sampled: usize = argv.iter().map(|(_, t)| t.lines().count()).sum();
+    assert!(
+        argv.iter().any(|(_, t)| t.contains("sh -c")),
+        "the sampler saw fsfleet's remote commands ({sampled} distinct command lines)"
+    );
+    for (container, lines) in &argv {
+        for s in &secrets {
+            assert!(
+                !lines.contains(s.as_str()),
+                "a generated secret was in a process's argv on {container}"
+            );
+        }
     }
 
     // Second run: nothing changes, nothing rotates, nothing reloads.

@@ -346,3 +346,59 @@ pub fn strip_sofia_reg_warning(rest: &str) -> Option<&str> {
 pub fn read_to_string(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
+
+/// Samples the command lines of every process on a fleet's hosts (every ~100 ms) until stopped:
+/// proof that no secret ever travels in argv on the hosts.
+pub struct ArgvSampler {
+    threads: Vec<(String, std::thread::JoinHandle<String>)>,
+}
+
+impl ArgvSampler {
+    /// Start sampling on every host of the fleet. Bounded: stops by itself after ~10 minutes.
+    pub fn start(fleet: &Fleet) -> ArgvSampler {
+        let threads = fleet
+            .hosts
+            .iter()
+            .map(|h| {
+                let container = h.container.clone();
+                let _ = Command::new("docker")
+                    .args(["exec", &container, "rm", "-f", "/run/fsfleet-test-stop-sampling"])
+                    .output();
+                let handle = std::thread::spawn(move || {
+                    let script = "i=0; while [ ! -e /run/fsfleet-test-stop-sampling ] && [ $i -lt 6000 ]; do \
+                                  for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < \"$f\" 2>/dev/null; echo; done; \
+                                  i=$((i+1)); sleep 0.1; done";
+                    let out = Command::new("docker")
+                        .args(["exec", &container, "sh", "-c", script])
+                        .output()
+                        .expect("docker exec the argv sampler");
+                    String::from_utf8_lossy(&out.stdout).into_owned()
+                });
+                (h.container.clone(), handle)
+            })
+            .collect();
+        ArgvSampler { threads }
+    }
+
+    /// Stop sampling; every distinct command line seen, per container.
+    pub fn stop(self) -> Vec<(String, String)> {
+        self.threads
+            .into_iter()
+            .map(|(container, handle)| {
+                let _ = Command::new("docker")
+                    .args([
+                        "exec",
+                        &container,
+                        "touch",
+                        "/run/fsfleet-test-stop-sampling",
+                    ])
+                    .output();
+                let text = handle.join().expect("sampler thread");
+                let mut lines: Vec<&str> = text.lines().collect();
+                lines.sort_unstable();
+                lines.dedup();
+                (container, lines.join("\n"))
+            })
+            .collect()
+    }
+}
