@@ -118,6 +118,10 @@ pub struct Host {
     pub known_hosts: Option<PathBuf>,
     pub host_key_policy: HostKeyPolicy,
     pub fail2ban: Fail2banSettings,
+    /// How long the packages step waits for another apt/dpkg (e.g. unattended-upgrades) to
+    /// release its lock before it fails.
+    #[serde(with = "duration_secs")]
+    pub apt_lock_timeout: Duration,
     /// Audit control IDs waived for this host (from `[audit]`, groups and host).
     pub waive: Vec<String>,
 }
@@ -205,10 +209,14 @@ impl Host {
             known_hosts: None,
             host_key_policy: HostKeyPolicy::Strict,
             fail2ban: Fail2banSettings::default(),
+            apt_lock_timeout: DEFAULT_APT_LOCK_TIMEOUT,
             waive: Vec::new(),
         }
     }
 }
+
+/// The packages step's default wait for the apt lock.
+pub const DEFAULT_APT_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// `fsfleet inventory check`: every selected host with its effective settings.
 pub fn render_hosts(inv: &Inventory, hosts: &[Host]) -> String {
@@ -303,6 +311,10 @@ pub fn render_hosts(inv: &Inventory, hosts: &[Host]) -> String {
                 "maxretry {}, findtime {} s, bantime {} s",
                 h.fail2ban.maxretry, h.fail2ban.findtime, h.fail2ban.bantime
             ),
+        ));
+        out.push_str(&row(
+            "apt lock wait",
+            format!("{} s", h.apt_lock_timeout.as_secs()),
         ));
         if !h.waive.is_empty() {
             out.push_str(&row("waived controls", h.waive.join(", ")));

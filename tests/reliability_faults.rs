@@ -307,3 +307,87 @@ fn a_held_apt_lock_is_waited_for_then_the_packages_install() {
         "dpkg installed while the lock was held, or no install: {order}"
     );
 }
+
+/// A lock held longer than the inventory's `apt_lock_timeout`: the packages step gives up with a
+/// message that says what holds it and what to do, and the config files written before it are
+/// put back (no reload happened, so FreeSWITCH and its files still agree).
+#[test]
+fn an_apt_lock_held_past_the_limit_fails_the_step_clearly_and_restores_the_configs() {
+    let fleet = Fleet::fresh("reliability-aptlimit", 1);
+    let _ = std::fs::remove_dir_all(fleet.dir.join(".fsfleet"));
+    let h = &fleet.hosts[0];
+    let inv = std::fs::read_to_string(fleet.inventory()).unwrap();
+    std::fs::write(
+        fleet.inventory(),
+        inv.replacen("[defaults]\n", "[defaults]\napt_lock_timeout = 3\n", 1),
+    )
+    .unwrap();
+    let before = fleet.ssh_root(
+        h,
+        &format!(
+            "cd {} && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum",
+            h.conf_dir
+        ),
+    );
+    docker(&[
+        "exec",
+        "-d",
+        &h.container,
+        "perl",
+        "-e",
+        "use Fcntl; open(my $f, '>>', '/var/lib/dpkg/lock-frontend') or die; \
+         my $l = pack('s s x4 q q i x4', F_WRLCK, 0, 0, 0, 0); fcntl($f, F_SETLKW, $l) or die; \
+         open(my $m, '>', '/run/lock-held') or die; close $m; sleep 90",
+    ]);
+    let t = Instant::now();
+    while fleet
+        .ssh_root(h, "ls /run/lock-held 2>/dev/null || true")
+        .trim()
+        .is_empty()
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "lock holder did not start"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let started = Instant::now();
+    let (code, out, err) = run(&fleet, &["harden", "--format", "json"]);
+    assert_eq!(code, Some(4), "{out}\n{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(80),
+        "gave up within the limit, not after the holder"
+    );
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let host = &json["hosts"][0];
+    let pkg = host["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "packages")
+        .unwrap();
+    assert_eq!(pkg["status"], "failed", "{host}");
+    let msg = pkg["message"].as_str().unwrap();
+    assert!(
+        msg.contains("held the package lock for more than 3 s") && msg.contains("apt_lock_timeout"),
+        "{msg}"
+    );
+    assert!(
+        host["error"].as_str().unwrap().contains("restored"),
+        "{host}"
+    );
+    let after = fleet.ssh_root(
+        h,
+        &format!(
+            "cd {} && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum",
+            h.conf_dir
+        ),
+    );
+    assert_eq!(before, after, "the config files were put back");
+    let st = fleet.ssh_root(h, "fs_cli -x status");
+    assert!(
+        st.contains("is ready"),
+        "FreeSWITCH still runs on its old settings: {st}"
+    );
+    docker(&["exec", &h.container, "pkill", "-f", "lock-held"]);
+}

@@ -21,14 +21,15 @@ pub const FIRST: &[&str] = &["iptables", "rsyslog", "logrotate", "python3-system
 /// Installed second: fail2ban starts from its postinst, by then with iptables present.
 pub const THEN: &[&str] = &["ufw", "fail2ban"];
 
-/// How long apt-get waits for another apt/dpkg (unattended-upgrades, cloud-init) to let go.
-pub const APT_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long apt-get waits for another apt/dpkg (unattended-upgrades, cloud-init) to let go,
+/// unless the inventory sets `apt_lock_timeout`.
+pub const APT_LOCK_TIMEOUT: Duration = crate::inventory::DEFAULT_APT_LOCK_TIMEOUT;
 
 /// Package lists older than this are refreshed before installing: mirrors drop superseded
 /// versions (security updates), so old lists point at .debs that are gone (404).
 pub const LISTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
-/// The whole step on the host: lock wait + update + two installs.
+/// The whole step on the host beyond the lock waits: update + two installs.
 const APPLY_LIMIT: Duration = Duration::from_secs(900);
 
 const PROBE: &str = "packages_state";
@@ -151,9 +152,9 @@ fn human_age(secs: u64) -> String {
 
 /// The one remote script. Package names are fixed constants of this module, never user input;
 /// they are still quoted.
-fn script(first: &[&str], then: &[&str], update: bool) -> String {
+fn script(first: &[&str], then: &[&str], update: bool, lock_wait: Duration) -> String {
     let q = |v: &[&str]| v.iter().map(|p| sh_quote(p)).collect::<Vec<_>>().join(" ");
-    let lock = APT_LOCK_TIMEOUT.as_secs();
+    let lock = lock_wait.as_secs().max(1);
     let mut s = format!(
         r#"set -u
 export DEBIAN_FRONTEND=noninteractive
@@ -180,6 +181,12 @@ round() {{
     [ $# -gt 0 ] || return 0
     install "$@" && return 0
     if [ "$updated" = no ] && stale; then update; install "$@" && return 0; fi
+    if grep -q 'Could not get lock' "$log"; then
+        echo "another apt/dpkg held the package lock for more than {lock} s (apt_lock_timeout):" >&2
+        grep -E '^E:' "$log" | head -n 1 >&2
+        echo "let it finish (e.g. unattended-upgrades), or raise apt_lock_timeout, then re-run" >&2
+        exit 22
+    fi
     echo "apt-get install $* failed:" >&2
     grep -E '^(E|W|Err):|^dpkg: error' "$log" | tail -n 5 >&2 || tail -n 5 "$log" >&2
     exit 21
@@ -229,7 +236,12 @@ pub async fn apply(ctx: &StepCtx<'_>, plan: &StepPlan) -> Result<Vec<String>, St
         [first.clone(), then.clone()].concat().join(", ")
     );
     let out = ctx
-        .run_checked(&what, &script(&first, &then, update), b"", APPLY_LIMIT)
+        .run_checked(
+            &what,
+            &script(&first, &then, update, ctx.host.apt_lock_timeout),
+            b"",
+            APPLY_LIMIT + 3 * ctx.host.apt_lock_timeout,
+        )
         .await?;
     let mut evidence = Vec::new();
     for line in out.stdout_text().lines() {
@@ -296,7 +308,7 @@ mod tests {
             p.changes,
             vec!["install iptables, python3-systemd, fail2ban (apt-get, no recommends)"]
         );
-        let s = script(&["iptables"], &["fail2ban"], false);
+        let s = script(&["iptables"], &["fail2ban"], false, APT_LOCK_TIMEOUT);
         let i = s.find("round 'iptables'").unwrap();
         let f = s.find("round 'fail2ban'").unwrap();
         assert!(i < f, "iptables must be installed before fail2ban starts");
@@ -327,7 +339,7 @@ mod tests {
         .unwrap();
         assert_eq!(old.data["update"], "yes");
         assert!(old.changes[0].contains("11 days old"), "{:?}", old.changes);
-        assert!(script(&[], &["ufw"], true).contains("\nupdate\nround 'ufw'\n"));
+        assert!(script(&[], &["ufw"], true, APT_LOCK_TIMEOUT).contains("\nupdate\nround 'ufw'\n"));
     }
 
     #[test]

@@ -36,6 +36,7 @@ const FIELD_KEYS: &[&str] = &[
     "fail2ban_maxretry",
     "fail2ban_findtime",
     "fail2ban_bantime",
+    "apt_lock_timeout",
     "waive",
 ];
 const TOP_KEYS: &[&str] = &["defaults", "groups", "hosts", "audit"];
@@ -67,6 +68,7 @@ struct Layer {
     fail2ban_maxretry: Option<At<u32>>,
     fail2ban_findtime: Option<At<u64>>,
     fail2ban_bantime: Option<At<u64>>,
+    apt_lock_timeout: Option<At<u64>>,
     waive: Option<At<Vec<String>>>,
 }
 
@@ -424,6 +426,9 @@ impl Resolver<'_> {
                     .map(|v| v.value)
                     .unwrap_or(f2b.bantime),
             },
+            apt_lock_timeout: pick!(layers, apt_lock_timeout)
+                .map(|v| Duration::from_secs(v.value))
+                .unwrap_or(crate::inventory::DEFAULT_APT_LOCK_TIMEOUT),
             waive,
         };
         (host, jump_span)
@@ -767,6 +772,7 @@ fn parse_fields(
             }
             "fail2ban_findtime" => l.fail2ban_findtime = positive(p, k, value),
             "fail2ban_bantime" => l.fail2ban_bantime = positive(p, k, value),
+            "apt_lock_timeout" => l.apt_lock_timeout = positive(p, k, value),
             "waive" => l.waive = parse_waive(p, value),
             other => {
                 let (what, keys): (String, Vec<&str>) = match level {
