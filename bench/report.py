@@ -28,7 +28,8 @@ def load(path):
     runs = defaultdict(list)
     for line in Path(path).read_text().splitlines():
         if line.strip():
-            r = json.loads(line)
+            # Older result lines wrote CPU seconds like `.53` (bc); JSON wants `0.53`.
+            r = json.loads(re.sub(r":\.(\d)", r":0.\1", line))
             runs[(r["tool"], r["op"], r["hosts"])].append(r)
     return runs
 
