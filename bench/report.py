@@ -79,14 +79,14 @@ def main():
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
     for ax, (op, label) in zip(axes, OPS):
-        for tool, style in zip(TOOLS, ["o-", "s--"]):
+        for tool, style, color in zip(TOOLS, ["o-", "s--"], ["C0", "C1"]):
             xs, ys, lo, hi = [], [], [], []
             for n in sizes:
                 s = stat(runs.get((tool, op, n), []), "wall_s")
                 if s:
                     xs.append(n); ys.append(s[0]); lo.append(s[0] - s[1]); hi.append(s[2] - s[0])
             if xs:
-                ax.errorbar(xs, ys, yerr=[lo, hi], fmt=style, capsize=3, label=tool)
+                ax.errorbar(xs, ys, yerr=[lo, hi], fmt=style, color=color, capsize=3, label=tool)
         ax.set_xscale("log"); ax.set_yscale("log")
         ax.set_xticks(sizes); ax.set_xticklabels([str(s) for s in sizes])
         ax.set_title(label); ax.set_xlabel("hosts"); ax.grid(True, which="both", alpha=0.3)
