@@ -3,7 +3,7 @@ SHELL := /bin/bash
 FLEET ?= fsfleet
 HOSTS ?= 5
 
-.PHONY: setup build test lint testbed testbed-down testbed-status demo
+.PHONY: setup build test lint testbed testbed-down testbed-status demo bench
 
 setup:
 	scripts/setup
@@ -32,3 +32,8 @@ testbed-status:
 demo: setup
 	scripts/demo
 
+
+# fsfleet against a tuned Ansible on fleets of 1..50 hosts (not part of `make test`; about an
+# hour on 2 cores). BENCH_SIZES / BENCH_REPS narrow it. Writes docs/performance.md and .png.
+bench: setup
+	bench/run

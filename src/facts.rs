@@ -129,8 +129,14 @@ impl Sections {
 }
 
 /// A script made of named snippets; each snippet's stdout and exit status become a section.
+///
+/// The snippets run concurrently (each in the background into a temp dir, printed in order
+/// afterwards): several are slow Python programs (fail2ban-client, ufw) that mostly wait, and on
+/// a busy host a long chain of small commands waits for the CPU once per command. Without a
+/// temp dir they run one after the other.
 pub struct Script {
     token: String,
+    snippets: Vec<(String, String)>,
     body: String,
 }
 
@@ -143,17 +149,45 @@ impl Script {
             .collect();
         Script {
             token,
-            body: String::from("exec 2>/dev/null\n"),
+            snippets: Vec::new(),
+            body: String::new(),
         }
     }
 
     /// Add a snippet. Its stderr is discarded; its stdout and exit status are kept.
     pub fn add(&mut self, name: &str, snippet: &str) -> &mut Self {
-        let t = &self.token;
-        self.body.push_str(&format!(
-            "echo '@@{t} begin {name}@@'\n( {snippet}\n)\necho \"@@{t} end {name} $?@@\"\n"
-        ));
+        self.snippets.push((name.to_string(), snippet.to_string()));
+        self.body = self.render();
         self
+    }
+
+    fn render(&self) -> String {
+        let t = &self.token;
+        let mut defs = String::from("exec 2>/dev/null\n");
+        let mut parallel = String::new();
+        let mut collect = String::new();
+        let mut sequential = String::new();
+        for (i, (name, snippet)) in self.snippets.iter().enumerate() {
+            // An empty function body is a syntax error in sh.
+            let snippet = if snippet.trim().is_empty() {
+                "true"
+            } else {
+                snippet
+            };
+            defs.push_str(&format!("s{i}() {{\n{snippet}\n}}\n"));
+            parallel.push_str(&format!(
+                "{{ ( s{i} ) >\"$d/{i}\" </dev/null; echo $? >\"$d/{i}.rc\"; }} &\n"
+            ));
+            collect.push_str(&format!(
+                "echo '@@{t} begin {name}@@'; cat \"$d/{i}\"; echo \"@@{t} end {name} $(cat \"$d/{i}.rc\")@@\"\n"
+            ));
+            sequential.push_str(&format!(
+                "echo '@@{t} begin {name}@@'\n( s{i} )\necho \"@@{t} end {name} $?@@\"\n"
+            ));
+        }
+        format!(
+            "{defs}if d=$(mktemp -d); then\ntrap 'rm -rf \"$d\"' EXIT\n{parallel}wait\n{collect}else\n{sequential}fi\n"
+        )
     }
 
     pub fn text(&self) -> &str {

@@ -169,6 +169,7 @@ pub async fn host(ctx: HostCtx, shared: Arc<Shared>) -> HostReport {
         Ok(s) => s,
         Err(report) => return report,
     };
+    let connect_time = connecting.elapsed();
     let mut steps = Steps {
         reports: Vec::new(),
         diff: shared.opts.diff,
@@ -177,10 +178,17 @@ pub async fn host(ctx: HostCtx, shared: Arc<Shared>) -> HostReport {
     let mut data = json!({
         "run_id": run_id,
         "check": shared.opts.check,
-        "timings": { "connect_ms": connecting.elapsed().as_millis() as u64 },
+        "timings": { "connect_ms": connect_time.as_millis() as u64 },
     });
     let outcome = run_steps(
-        &ctx, &host, &session, &shared, &run_id, &mut steps, &mut data,
+        &ctx,
+        &host,
+        &session,
+        &shared,
+        &run_id,
+        &mut steps,
+        &mut data,
+        connect_time,
     )
     .await;
     session.close().await;
@@ -247,6 +255,7 @@ async fn run_steps(
     run_id: &str,
     steps: &mut Steps,
     data: &mut serde_json::Value,
+    connect_time: std::time::Duration,
 ) -> Result<(), String> {
     let opts = &shared.opts;
     let sel = &shared.selection;
@@ -583,6 +592,7 @@ async fn run_steps(
             steps.planned(fs_cli::NAME, p, false, *t);
         } else {
             ctx.stage("fs-cli");
+            let t = &Instant::now();
             match fs_cli::apply(session, targets).await {
                 Ok(ev) => steps.push(
                     fs_cli::NAME,
@@ -619,6 +629,7 @@ async fn run_steps(
     let checks = verify::Checks {
         fail2ban: sel.runs(fail2ban::NAME),
         firewall: sel.runs(firewall::NAME),
+        probe_timeout: verify::probe_timeout(connect_time),
     };
     // A run that changed nothing verifies from what preflight and the facts already proved (no
     // second round trip, no outside probe waiting out a filtered port); anything the facts do not

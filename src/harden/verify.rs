@@ -81,9 +81,13 @@ pub fn from_facts(f: &HostFacts, es: &EventSocket, checks: &Checks) -> Option<Ve
 }
 
 /// What the controller sees on host:port: whether an Event Socket greeting arrives.
-pub async fn esl_greets_from_outside(address: &str, port: u16) -> Result<bool, String> {
+pub async fn esl_greets_from_outside(
+    address: &str,
+    port: u16,
+    connect_timeout: Duration,
+) -> Result<bool, String> {
     let connect = tokio::net::TcpStream::connect((address, port));
-    let mut stream = match tokio::time::timeout(Duration::from_secs(3), connect).await {
+    let mut stream = match tokio::time::timeout(connect_timeout, connect).await {
         Err(_) => return Ok(false), // filtered
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Ok(false),
         Ok(Err(e)) => return Err(format!("{address}:{port}: {e}")),
@@ -107,6 +111,16 @@ pub async fn esl_greets_from_outside(address: &str, port: u16) -> Result<bool, S
 pub struct Checks {
     pub fail2ban: bool,
     pub firewall: bool,
+    /// How long the outside probe waits for a TCP answer before calling the port filtered.
+    pub probe_timeout: Duration,
+}
+
+/// The outside probe's connect timeout from how long the SSH connection to the same address took
+/// (TCP handshake, key exchange and authentication: several round trips): ten times that, so a
+/// slow link is not mistaken for a filtered port, within 1 to 3 s (a filtered port answers
+/// nothing and costs the whole timeout).
+pub fn probe_timeout(ssh_connect: Duration) -> Duration {
+    (ssh_connect * 10).clamp(Duration::from_secs(1), Duration::from_secs(3))
 }
 
 pub async fn apply(
@@ -124,7 +138,7 @@ pub async fn apply(
         if host.jump.is_some() {
             None
         } else {
-            Some(esl_greets_from_outside(&host.address, es.listen_port).await)
+            Some(esl_greets_from_outside(&host.address, es.listen_port, checks.probe_timeout).await)
         }
     };
     let (outside, inband) = tokio::join!(outside, inband(session, es, password, checks));
@@ -238,6 +252,34 @@ mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
 
+    #[test]
+    fn probe_timeout_follows_the_link_within_bounds() {
+        assert_eq!(
+            probe_timeout(Duration::from_millis(20)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            probe_timeout(Duration::from_millis(150)),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            probe_timeout(Duration::from_secs(2)),
+            Duration::from_secs(3)
+        );
+    }
+
+    #[test]
+    fn listeners_on_loopback_only_are_told_apart() {
+        let ss = "LISTEN 0 128 127.0.0.1:8021 0.0.0.0:*\nLISTEN 0 128 0.0.0.0:22 0.0.0.0:*\n";
+        assert_eq!(listeners(ss, 8021), vec!["127.0.0.1"]);
+        assert!(listeners(ss, 8021).iter().all(|a| is_loopback(a)));
+        let open = "LISTEN 0 128 [::]:8021 [::]:*\nLISTEN 0 128 [::1]:8022 [::]:*\n";
+        assert_eq!(listeners(open, 8021), vec!["::"]);
+        assert!(!is_loopback("::"));
+        assert!(is_loopback("::1"));
+        assert!(!is_loopback("*"));
+    }
+
     #[tokio::test]
     async fn outside_probe_tells_a_greeting_from_a_refusal() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -249,21 +291,27 @@ mod tests {
                 .unwrap();
             tokio::time::sleep(Duration::from_secs(1)).await;
         });
-        assert_eq!(esl_greets_from_outside("127.0.0.1", port).await, Ok(true));
+        assert_eq!(
+            esl_greets_from_outside("127.0.0.1", port, Duration::from_secs(3)).await,
+            Ok(true)
+        );
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
         tokio::spawn(async move {
             let (mut s, _) = l.accept().await.unwrap();
             s.write_all(b"Content-Type: text/rude-rejection\nContent-Length: 24\n\nAccess Denied, go away.\n").await.unwrap();
         });
-        assert_eq!(esl_greets_from_outside("127.0.0.1", port).await, Ok(false));
+        assert_eq!(
+            esl_greets_from_outside("127.0.0.1", port, Duration::from_secs(3)).await,
+            Ok(false)
+        );
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         assert_eq!(
-            esl_greets_from_outside("127.0.0.1", port).await,
+            esl_greets_from_outside("127.0.0.1", port, Duration::from_secs(3)).await,
             Ok(false),
             "refused"
         );

@@ -1,0 +1,130 @@
+"""Turn bench/run's results into the table and plot of docs/performance.md.
+
+    python bench/report.py target/bench/results.jsonl docs
+
+Writes docs/performance.png and replaces what is between the `<!-- bench:begin -->` and
+`<!-- bench:end -->` markers of docs/performance.md (the rest of the page is written by hand).
+"""
+import json
+import platform
+import re
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+OPS = [("audit", "audit, fresh fleet"), ("harden-fresh", "harden, fresh fleet"),
+       ("harden-again", "harden again (no change)")]
+TOOLS = ["fsfleet", "ansible"]
+
+
+def load(path):
+    runs = defaultdict(list)
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            # Older result lines wrote CPU seconds like `.53` (bc); JSON wants `0.53`.
+            r = json.loads(re.sub(r":\.(\d)", r":0.\1", line))
+            runs[(r["tool"], r["op"], r["hosts"])].append(r)
+    return runs
+
+
+def stat(rs, key):
+    vals = [float(r[key]) for r in rs if r["ok"]]
+    if not vals:
+        return None
+    return statistics.median(vals), min(vals), max(vals), len(vals)
+
+
+def fmt_wall(s):
+    if s is None:
+        return "failed"
+    med, lo, hi, n = s
+    spread = f" ({lo:.1f}-{hi:.1f})" if n > 1 else ""
+    return f"{med:.1f}{spread} n={n}"
+
+
+def version(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return "?"
+
+
+def main():
+    results, docs = sys.argv[1], Path(sys.argv[2])
+    runs = load(results)
+    sizes = sorted({k[2] for k in runs})
+    repo = Path(__file__).resolve().parent.parent
+    venv_bin = Path(sys.executable).parent
+
+    lines = []
+    lines.append("| hosts | operation | fsfleet wall s | Ansible wall s | speed-up | fsfleet peak RSS MB | Ansible peak RSS MB | fsfleet CPU s | Ansible CPU s |")
+    lines.append("|---:|---|---|---|---:|---:|---:|---:|---:|")
+    for n in sizes:
+        for op, label in OPS:
+            f, a = runs.get(("fsfleet", op, n), []), runs.get(("ansible", op, n), [])
+            fw, aw = stat(f, "wall_s"), stat(a, "wall_s")
+            fr, ar = stat(f, "maxrss_kb"), stat(a, "maxrss_kb")
+            fc, ac = stat(f, "cpu_s"), stat(a, "cpu_s")
+            speed = f"{aw[0] / fw[0]:.1f}x" if fw and aw and fw[0] > 0 else "-"
+            mb = lambda s: f"{s[0] / 1024:.0f}" if s else "-"  # noqa: E731
+            cpu = lambda s: f"{s[0]:.2f}" if s else "-"  # noqa: E731
+            lines.append(f"| {n} | {label} | {fmt_wall(fw)} | {fmt_wall(aw)} | {speed} | {mb(fr)} | {mb(ar)} | {cpu(fc)} | {cpu(ac)} |")
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
+    for ax, (op, label) in zip(axes, OPS):
+        for tool, style, color in zip(TOOLS, ["o-", "s--"], ["C0", "C1"]):
+            xs, ys, lo, hi = [], [], [], []
+            for n in sizes:
+                s = stat(runs.get((tool, op, n), []), "wall_s")
+                if s:
+                    xs.append(n); ys.append(s[0]); lo.append(s[0] - s[1]); hi.append(s[2] - s[0])
+            if xs:
+                ax.errorbar(xs, ys, yerr=[lo, hi], fmt=style, color=color, capsize=3, label=tool)
+        ax.set_xscale("log"); ax.set_yscale("log")
+        ax.set_xticks(sizes); ax.set_xticklabels([str(s) for s in sizes])
+        ax.set_title(label); ax.set_xlabel("hosts"); ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("wall time, s (median, min-max)")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(docs / "performance.png", dpi=100)
+
+    cpu = "?"
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = "?"
+    try:
+        mem = f"{int(open('/proc/meminfo').readline().split()[1]) // 1024 // 1024} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    block = [
+        "<!-- bench:begin (written by bench/report.py from target/bench/results.jsonl) -->",
+        "",
+        f"Machine: {cpu}, {len(open('/proc/cpuinfo').read().split('processor')) - 1} cores, {mem} RAM, "
+        f"{platform.system()} {platform.release()}; the controller and every host container share it.",
+        f"Versions: {version([str(repo / 'target/release/fsfleet'), '--version'])} (release build); "
+        f"{version([str(venv_bin / 'ansible-playbook'), '--version'])}; "
+        f"{version(['docker', '--version'])}.",
+        "",
+        *lines,
+        "",
+        "![wall time vs hosts](performance.png)",
+        "",
+        "<!-- bench:end -->",
+    ]
+    page = docs / "performance.md"
+    text = page.read_text() if page.exists() else "# Performance\n\n<!-- bench:begin -->\n<!-- bench:end -->\n"
+    text = re.sub(r"<!-- bench:begin.*?<!-- bench:end -->", lambda _: "\n".join(block), text, flags=re.S)
+    page.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
