@@ -266,31 +266,7 @@ fn a_held_apt_lock_is_waited_for_then_the_packages_install() {
     // A real fcntl lock on dpkg's frontend lock, as apt/unattended-upgrades hold it (flock(1)
     // takes a different kind of lock that apt does not see).
     const HOLD: u64 = 25;
-    docker(&[
-        "exec",
-        "-d",
-        &h.container,
-        "perl",
-        "-e",
-        &format!(
-            "use Fcntl; open(my $f, '>>', '/var/lib/dpkg/lock-frontend') or die; \
-             my $l = pack('s s x4 q q i x4', F_WRLCK, 0, 0, 0, 0); fcntl($f, F_SETLKW, $l) or die; \
-             open(my $m, '>', '/run/lock-held') or die; close $m; sleep {HOLD}; \
-             open($m, '>', '/run/lock-released') or die; close $m"
-        ),
-    ]);
-    let t = Instant::now();
-    while fleet
-        .ssh_root(h, "ls /run/lock-held 2>/dev/null || true")
-        .trim()
-        .is_empty()
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "lock holder did not start"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    hold_apt_lock(&fleet, h, HOLD);
     let (code, out, err) = run(&fleet, &["harden", "--format", "json"]);
     assert_eq!(code, Some(0), "{out}\n{err}");
     // dpkg only ran after the holder let go: fsfleet waited instead of failing.
@@ -329,28 +305,7 @@ fn an_apt_lock_held_past_the_limit_fails_the_step_clearly_and_restores_the_confi
             h.conf_dir
         ),
     );
-    docker(&[
-        "exec",
-        "-d",
-        &h.container,
-        "perl",
-        "-e",
-        "use Fcntl; open(my $f, '>>', '/var/lib/dpkg/lock-frontend') or die; \
-         my $l = pack('s s x4 q q i x4', F_WRLCK, 0, 0, 0, 0); fcntl($f, F_SETLKW, $l) or die; \
-         open(my $m, '>', '/run/lock-held') or die; close $m; sleep 90",
-    ]);
-    let t = Instant::now();
-    while fleet
-        .ssh_root(h, "ls /run/lock-held 2>/dev/null || true")
-        .trim()
-        .is_empty()
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "lock holder did not start"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    hold_apt_lock(&fleet, h, 90);
     let started = Instant::now();
     let (code, out, err) = run(&fleet, &["harden", "--format", "json"]);
     assert_eq!(code, Some(4), "{out}\n{err}");
@@ -389,5 +344,36 @@ fn an_apt_lock_held_past_the_limit_fails_the_step_clearly_and_restores_the_confi
         st.contains("is ready"),
         "FreeSWITCH still runs on its old settings: {st}"
     );
-    docker(&["exec", &h.container, "pkill", "-f", "lock-held"]);
+    docker(&["exec", &h.container, "pkill", "-f", "lock-released"]);
+}
+
+/// Hold dpkg's frontend lock on the host for `secs` the way apt and unattended-upgrades do (a
+/// real fcntl lock: flock(1) takes a kind apt does not see); returns once it is held.
+/// `/run/lock-released` appears when it is let go.
+fn hold_apt_lock(fleet: &Fleet, h: &TestHost, secs: u64) {
+    docker(&[
+        "exec",
+        "-d",
+        &h.container,
+        "perl",
+        "-e",
+        &format!(
+            "use Fcntl; open(my $f, '>>', '/var/lib/dpkg/lock-frontend') or die; \
+             my $l = pack('s s x4 q q i x4', F_WRLCK, 0, 0, 0, 0); fcntl($f, F_SETLKW, $l) or die; \
+             open(my $m, '>', '/run/lock-held') or die; close $m; sleep {secs}; \
+             open($m, '>', '/run/lock-released') or die; close $m"
+        ),
+    ]);
+    let t = Instant::now();
+    while fleet
+        .ssh_root(h, "ls /run/lock-held 2>/dev/null || true")
+        .trim()
+        .is_empty()
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "lock holder did not start"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -91,15 +91,7 @@ pub(crate) async fn authenticate(
                         let AgentIdentity::PublicKey { key, .. } = id else {
                             continue;
                         };
-                        let hash = if matches!(key.algorithm(), Algorithm::Rsa { .. }) {
-                            handle
-                                .best_supported_rsa_hash()
-                                .await
-                                .map_err(proto)?
-                                .flatten()
-                        } else {
-                            None
-                        };
+                        let hash = rsa_hash(handle, &key.algorithm()).await.map_err(proto)?;
                         match handle
                             .authenticate_publickey_with(user, key, hash, &mut agent)
                             .await
@@ -126,15 +118,7 @@ pub(crate) async fn authenticate(
                 continue;
             }
         };
-        let hash = if matches!(key.algorithm(), Algorithm::Rsa { .. }) {
-            handle
-                .best_supported_rsa_hash()
-                .await
-                .map_err(proto)?
-                .flatten()
-        } else {
-            None
-        };
+        let hash = rsa_hash(handle, &key.algorithm()).await.map_err(proto)?;
         let r = handle
             .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key, hash))
             .await
@@ -170,4 +154,17 @@ pub(crate) async fn authenticate(
         host: host.name.clone(),
         tried: tried.join(", "),
     })
+}
+
+/// The signature hash for an RSA key: the best the server offers (SHA-2; OpenSSH >= 8.8 refuses
+/// SHA-1). None for other key types.
+async fn rsa_hash(
+    handle: &Handle<Verifier>,
+    alg: &Algorithm,
+) -> Result<Option<russh::keys::HashAlg>, russh::Error> {
+    if matches!(alg, Algorithm::Rsa { .. }) {
+        Ok(handle.best_supported_rsa_hash().await?.flatten())
+    } else {
+        Ok(None)
+    }
 }
