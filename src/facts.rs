@@ -855,7 +855,12 @@ mod hostile {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
+        // Fixed seed: reproducible in CI.
+        #![proptest_config(ProptestConfig {
+            cases: 300,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_fac7),
+            ..ProptestConfig::default()
+        })]
         #[test]
         fn truncated_output_is_an_error_or_a_prefix_of_the_sections(cut in 0usize..400) {
             let mut s = Script::new();

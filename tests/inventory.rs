@@ -584,7 +584,12 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(400))]
+        // Fixed seed: reproducible in CI.
+        #![proptest_config(ProptestConfig {
+            cases: 400,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_1417),
+            ..ProptestConfig::default()
+        })]
 
         #[test]
         fn arbitrary_text_never_panics(text in "\\PC*") {

@@ -569,19 +569,27 @@ mod fuzz {
         let tags = scan(text).map_err(|e| e.to_string())?;
         let live: Vec<Param> = settings_params(&tags, name).collect();
         if live.is_empty() {
-            // One inserted param, nothing else.
+            // One inserted param (the tag alone, or a whole line with its indentation),
+            // nothing else. Found by the tag, not by the first differing byte: an inserted line
+            // can start with the same bytes as the one it precedes.
             let added = out.len() - text.len();
-            let diff_start = text
-                .bytes()
-                .zip(out.bytes())
-                .position(|(a, b)| a != b)
-                .unwrap_or(text.len());
-            let inserted = &out[diff_start..diff_start + added];
-            if !inserted.contains(&format!("<param name=\"{name}\" value=\"{value}\"/>"))
-                || inserted.matches('<').count() != 1
-                || format!("{}{}", &out[..diff_start], &out[diff_start + added..]) != text
-            {
-                return Err(format!("insert changed more than one param: {inserted:?}"));
+            let tag = format!("<param name=\"{name}\" value=\"{value}\"/>");
+            let Some(pos) = out.find(&tag) else {
+                return Err(format!("no inserted {tag}"));
+            };
+            let ls = out[..pos].rfind('\n').map(|p| p + 1).unwrap_or(0);
+            let le = out[pos..]
+                .find('\n')
+                .map(|p| pos + p + 1)
+                .unwrap_or(out.len());
+            let exact = [(pos, pos + tag.len()), (ls, le)]
+                .iter()
+                .any(|&(a, b)| b - a == added && format!("{}{}", &out[..a], &out[b..]) == text);
+            if !exact {
+                return Err(format!(
+                    "insert changed more than one param: {:?}",
+                    &out[ls..le]
+                ));
             }
         } else {
             // Same bytes outside the value spans.
@@ -617,6 +625,23 @@ mod fuzz {
                     .unwrap_or_else(|e| panic!("{} {n}: {e}", path.display()));
             }
         }
+    }
+
+    /// The case the random fuzz first tripped on in CI: a tab-indented file where the inserted
+    /// line starts with the same bytes as the `</settings>` line it precedes.
+    #[test]
+    fn tab_indented_insert_is_exact() {
+        let files = stock_files();
+        let (_, text) = &files[8805 % files.len()];
+        let t = mutate(text, 1, 0);
+        let mut names = param_names(&t);
+        names.extend([
+            "password".to_string(),
+            "log-auth-failures".to_string(),
+            "listen-ip".to_string(),
+        ]);
+        let name = &names[402 % names.len()];
+        check_edit(&t, name, "127.0.0.1").unwrap();
     }
 
     /// Mutations an operator's editor or a previous tool can leave behind.
@@ -662,7 +687,12 @@ mod fuzz {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 400, .. ProptestConfig::default() })]
+        // A fixed seed: CI must not depend on luck; the 400 cases still roam the whole tree.
+        #![proptest_config(ProptestConfig {
+            cases: 400,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_f5f1),
+            ..ProptestConfig::default()
+        })]
         #[test]
         fn mutated_stock_files_are_edited_exactly_or_refused(
             idx in 0usize..10_000,
