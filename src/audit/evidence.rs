@@ -342,9 +342,7 @@ impl Evidence {
                     .unwrap_or(&f.path)
                     .trim_end_matches(".xml")
                     .to_string();
-                f.text()
-                    .map(|t| (name, t))
-                    .ok_or_else(|| format!("{} could not be read (too large or not UTF-8)", f.path))
+                f.readable_text().map(|t| (name, t))
             })
             .collect()
     }

@@ -177,14 +177,8 @@ pub fn users(ev: &Evidence) -> Result<Vec<User>, String> {
     }
     let mut out = Vec::new();
     for f in files {
-        let rel = f
-            .path
-            .strip_prefix(&format!("{dir}/"))
-            .unwrap_or(&f.path)
-            .to_string();
-        let text = f
-            .text()
-            .ok_or_else(|| format!("{} could not be read (too large or not UTF-8)", f.path))?;
+        let rel = f.rel_path(dir);
+        let text = f.readable_text()?;
         let tags = xml::scan(text).map_err(|e| format!("{}: {e}", f.path))?;
         let mut current: Option<User> = None;
         for t in &tags {
