@@ -202,9 +202,19 @@ pub async fn host(ctx: HostCtx, shared: Arc<Shared>) -> HostReport {
     report.with_data(data)
 }
 
+const STALE_STAGE: &str = "harden_stale_stage";
+
 /// Gather every step's facts in one round trip.
 async fn gather(session: &Session, host: &Host) -> Result<HostFacts, String> {
     let mut probes = Probes::new();
+    // Stage files a cut run left beside the configs (see Session::upload_all).
+    probes.snippet(
+        STALE_STAGE,
+        &format!(
+            "for d in {}; do [ -f \"$d/vars.xml\" ] && find \"$d\" -maxdepth 4 -name '*.fsfleet-stage-*' -type f; done; true",
+            facts::conf_candidates(host)
+        ),
+    );
     fs_cli::probes(&mut probes, host);
     verify::probes(&mut probes);
     extra_probes(&mut probes, host);
@@ -305,11 +315,49 @@ async fn run_steps(
     if let (Some(fs), Some(log)) = (facts.base.freeswitch.as_mut(), pre.log_dir.clone()) {
         fs.log_dir = Some(log);
     }
+    let mut evidence = pre.evidence.clone();
+    let stale: Vec<&str> = facts
+        .section(STALE_STAGE)
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.contains(".fsfleet-stage-"))
+        .collect();
+    if !stale.is_empty() {
+        if opts.check {
+            evidence.push(format!(
+                "would remove {} stage file(s) of an interrupted run",
+                stale.len()
+            ));
+        } else {
+            let list = stale
+                .iter()
+                .map(|p| crate::ssh::sh_quote(p))
+                .collect::<Vec<_>>()
+                .join(" ");
+            match session
+                .run(
+                    &format!("rm -f -- {list}"),
+                    b"",
+                    std::time::Duration::from_secs(30),
+                )
+                .await
+            {
+                Ok(out) if out.success() => evidence.push(format!(
+                    "removed {} stage file(s) of an interrupted run",
+                    stale.len()
+                )),
+                _ => evidence.push(format!(
+                    "could not remove stage files of an interrupted run: {}",
+                    stale.join(", ")
+                )),
+            }
+        }
+    }
     steps.push(
         preflight::NAME,
         StepStatus::Ok,
         "host can be hardened".into(),
-        pre.evidence.clone(),
+        evidence,
         t,
     );
     let conf_dir = facts.files.conf_dir.clone().unwrap_or_default();
