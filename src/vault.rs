@@ -51,8 +51,6 @@ pub enum VaultError {
     Corrupt { path: PathBuf, reason: String },
     #[error("vault {path} is in use by another fsfleet run (lock {lock}); wait for it to finish")]
     Locked { path: PathBuf, lock: PathBuf },
-    #[error("the vault has no {kind} for {host}")]
-    Missing { host: String, kind: &'static str },
 }
 
 /// One generated value and its provenance.
@@ -225,6 +223,16 @@ impl Vault {
         self.doc.hosts.get(host)?.creds.get(&kind)
     }
 
+    fn cred_mut(&mut self, host: &str, kind: CredKind) -> &mut Credential {
+        self.doc
+            .hosts
+            .entry(host.to_string())
+            .or_default()
+            .creds
+            .entry(kind)
+            .or_default()
+    }
+
     /// Record a new value as pending and write the file before returning.
     pub fn set_pending(
         &mut self,
@@ -233,15 +241,7 @@ impl Vault {
         value: &Secret,
         run_id: &str,
     ) -> Result<(), VaultError> {
-        let cred = self
-            .doc
-            .hosts
-            .entry(host.to_string())
-            .or_default()
-            .creds
-            .entry(kind)
-            .or_default();
-        cred.pending = Some(Stamped {
+        self.cred_mut(host, kind).pending = Some(Stamped {
             value: value.expose().to_string(),
             at: now(),
             run_id: run_id.to_string(),
@@ -249,8 +249,9 @@ impl Vault {
         self.save()
     }
 
-    /// Record a value the host is known to use right now (e.g. a password found on the host
-    /// that fsfleet did not rotate), without touching pending.
+    /// Record a value the host is known to use right now (e.g. the password before a rotation).
+    /// A pending value equal to it was rolled out by a run cut before it could confirm it: it is
+    /// active now, not pending. Another pending value stays.
     pub fn set_active(
         &mut self,
         host: &str,
@@ -258,66 +259,17 @@ impl Vault {
         value: &Secret,
         run_id: &str,
     ) -> Result<(), VaultError> {
-        let cred = self
-            .doc
-            .hosts
-            .entry(host.to_string())
-            .or_default()
-            .creds
-            .entry(kind)
-            .or_default();
-        // A pending value now seen in use was rolled out by a run that was cut before it could
-        // promote it: it is active now, not pending.
-        let was_pending = cred
+        let cred = self.cred_mut(host, kind);
+        let in_use = cred
             .pending
             .as_ref()
             .is_some_and(|p| p.value == value.expose());
-        if was_pending {
-            cred.pending = None;
+        let pending = if in_use { cred.pending.take() } else { None };
+        if activate(cred, value, run_id, pending.as_ref()) || in_use {
+            self.save()
+        } else {
+            Ok(())
         }
-        if cred
-            .active
-            .as_ref()
-            .is_some_and(|a| a.value == value.expose())
-        {
-            return if was_pending { self.save() } else { Ok(()) };
-        }
-        cred.previous = cred.active.take();
-        cred.active = Some(Stamped {
-            value: value.expose().to_string(),
-            at: now(),
-            run_id: run_id.to_string(),
-        });
-        self.save()
-    }
-
-    /// The pending value was verified on the host: it becomes active.
-    pub fn promote(&mut self, host: &str, kind: CredKind) -> Result<(), VaultError> {
-        let cred = self
-            .doc
-            .hosts
-            .get_mut(host)
-            .and_then(|e| e.creds.get_mut(&kind))
-            .ok_or(VaultError::Missing {
-                host: host.to_string(),
-                kind: kind.as_str(),
-            })?;
-        let Some(mut pending) = cred.pending.take() else {
-            return Err(VaultError::Missing {
-                host: host.to_string(),
-                kind: kind.as_str(),
-            });
-        };
-        pending.at = now();
-        if cred
-            .active
-            .as_ref()
-            .is_some_and(|a| a.value != pending.value)
-        {
-            cred.previous = cred.active.take();
-        }
-        cred.active = Some(pending);
-        self.save()
     }
 
     /// The host was verified to use `value` now: it becomes active (the old active value, if
@@ -329,37 +281,13 @@ impl Vault {
         value: &Secret,
         run_id: &str,
     ) -> Result<(), VaultError> {
-        let cred = self
-            .doc
-            .hosts
-            .entry(host.to_string())
-            .or_default()
-            .creds
-            .entry(kind)
-            .or_default();
-        let was_pending = cred.pending.take();
-        if cred
-            .active
-            .as_ref()
-            .is_some_and(|a| a.value == value.expose())
-        {
-            if was_pending.is_none() {
-                return Ok(());
-            }
+        let cred = self.cred_mut(host, kind);
+        let pending = cred.pending.take();
+        if activate(cred, value, run_id, pending.as_ref()) || pending.is_some() {
+            self.save()
         } else {
-            // A verified pending value keeps its provenance (the run that generated it).
-            let run = match &was_pending {
-                Some(p) if p.value == value.expose() => p.run_id.clone(),
-                _ => run_id.to_string(),
-            };
-            cred.previous = cred.active.take();
-            cred.active = Some(Stamped {
-                value: value.expose().to_string(),
-                at: now(),
-                run_id: run,
-            });
+            Ok(())
         }
-        self.save()
     }
 
     /// Whether a run left an unverified password for this host (it was interrupted).
@@ -418,6 +346,34 @@ impl Vault {
     }
 }
 
+/// Make `value` the active one (the old active, if different, becomes previous). A verified
+/// pending value keeps its provenance (the run that generated it). Whether anything changed.
+fn activate(
+    cred: &mut Credential,
+    value: &Secret,
+    run_id: &str,
+    pending: Option<&Stamped>,
+) -> bool {
+    if cred
+        .active
+        .as_ref()
+        .is_some_and(|a| a.value == value.expose())
+    {
+        return false;
+    }
+    let run = match pending {
+        Some(p) if p.value == value.expose() => p.run_id.clone(),
+        _ => run_id.to_string(),
+    };
+    cred.previous = cred.active.take();
+    cred.active = Some(Stamped {
+        value: value.expose().to_string(),
+        at: now(),
+        run_id: run,
+    });
+    true
+}
+
 /// Mask a secret for display: its length only.
 pub fn mask(value: &str) -> String {
     format!("******** ({} chars)", value.chars().count())
@@ -453,7 +409,8 @@ mod tests {
             v.candidates("pbx1", CredKind::EslPassword),
             vec![pw.clone()]
         );
-        v.promote("pbx1", CredKind::EslPassword).unwrap();
+        v.confirm("pbx1", CredKind::EslPassword, &pw, "run-9")
+            .unwrap();
         let c = v.credential("pbx1", CredKind::EslPassword).unwrap();
         assert!(c.pending.is_none());
         assert_eq!(c.active.as_ref().unwrap().value, pw.expose());
@@ -462,7 +419,8 @@ mod tests {
         let pw2 = generate_password(PASSWORD_LEN);
         v.set_pending("pbx1", CredKind::EslPassword, &pw2, "run-2")
             .unwrap();
-        v.promote("pbx1", CredKind::EslPassword).unwrap();
+        v.confirm("pbx1", CredKind::EslPassword, &pw2, "run-9")
+            .unwrap();
         let c = v.credential("pbx1", CredKind::EslPassword).unwrap();
         assert_eq!(c.previous.as_ref().unwrap().value, pw.expose());
         assert!(
