@@ -13,6 +13,17 @@ fn connector(hosts: &[fsfleet::inventory::Host]) -> Connector {
     Connector::new(hosts, ConnectOptions::default())
 }
 
+/// A session to `sshd` as host h1, its key already in known_hosts (strict policy).
+async fn trusted_session(sshd: &TestSshd) -> fsfleet::ssh::Session {
+    let kh = sshd.path("known_hosts");
+    std::fs::write(&kh, sshd.known_hosts_line()).unwrap();
+    let host = sshd.host("h1", &kh, HostKeyPolicy::Strict);
+    connector(std::slice::from_ref(&host))
+        .connect(&host)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn strict_refuses_an_unknown_key_before_authentication() {
     let sshd = TestSshd::start();
@@ -99,13 +110,7 @@ async fn a_changed_key_is_refused_naming_file_line_and_fingerprint() {
 #[tokio::test]
 async fn exec_reports_exit_codes_stderr_and_stdin() {
     let sshd = TestSshd::start();
-    let kh = sshd.path("known_hosts");
-    std::fs::write(&kh, sshd.known_hosts_line()).unwrap();
-    let host = sshd.host("h1", &kh, HostKeyPolicy::Strict);
-    let s = connector(std::slice::from_ref(&host))
-        .connect(&host)
-        .await
-        .unwrap();
+    let s = trusted_session(&sshd).await;
     let out = s.exec("echo out; echo err >&2; exit 7", b"").await.unwrap();
     assert_eq!(
         (
@@ -150,13 +155,7 @@ async fn exec_reports_exit_codes_stderr_and_stdin() {
 #[tokio::test]
 async fn a_lost_connection_is_an_error_not_exit_zero() {
     let sshd = TestSshd::start();
-    let kh = sshd.path("known_hosts");
-    std::fs::write(&kh, sshd.known_hosts_line()).unwrap();
-    let host = sshd.host("h1", &kh, HostKeyPolicy::Strict);
-    let s = connector(std::slice::from_ref(&host))
-        .connect(&host)
-        .await
-        .unwrap();
+    let s = trusted_session(&sshd).await;
     // Kill the sshd process serving this session from inside the session.
     let pid = s
         .exec("ps -o ppid= -p $PPID", b"")
@@ -175,13 +174,7 @@ async fn a_lost_connection_is_an_error_not_exit_zero() {
 #[tokio::test]
 async fn upload_is_atomic_and_keeps_owner_and_mode() {
     let sshd = TestSshd::start();
-    let kh = sshd.path("known_hosts");
-    std::fs::write(&kh, sshd.known_hosts_line()).unwrap();
-    let host = sshd.host("h1", &kh, HostKeyPolicy::Strict);
-    let s = connector(std::slice::from_ref(&host))
-        .connect(&host)
-        .await
-        .unwrap();
+    let s = trusted_session(&sshd).await;
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("vars.xml");
     std::fs::write(&target, "old").unwrap();
