@@ -14,7 +14,8 @@ mod reliability_support;
 
 use common::Fleet;
 use reliability_support::{
-    EDITED, Fault, STOCK_ESL, check_complete, check_consistent, run_with_faults, sums, vault,
+    EDITED, Fault, STOCK_ESL, active_esl_passwords, check_complete, check_consistent,
+    run_with_faults, sums, vault,
 };
 
 fn hosts_status(out: &reliability_support::RunOutput) -> Vec<(String, String)> {
@@ -71,17 +72,7 @@ fn a_cut_connection_at_any_step_boundary_never_mixes_configs_or_loses_a_password
 
     // Round 2, a rotation of hardened hosts: cut between reload and fs_cli, before verify, and
     // at the config edits.
-    let v = vault(&fleet);
-    let old: Vec<String> = fleet
-        .hosts
-        .iter()
-        .map(|h| {
-            v["hosts"][&h.name]["creds"]["esl_password"]["active"]["value"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let old = active_esl_passwords(&fleet);
     let before: Vec<Vec<String>> = fleet.hosts.iter().map(|h| sums(&fleet, h)).collect();
     let cut = run_with_faults(
         &fleet,
@@ -150,17 +141,7 @@ fn sigkill_of_the_controller_keeps_the_vault_whole_and_a_re_run_completes() {
     let again = run_with_faults(&fleet, &args, &[]);
     assert_eq!(again.code, Some(0), "{}", again.text());
     let before: Vec<Vec<String>> = fleet.hosts.iter().map(|h| sums(&fleet, h)).collect();
-    let v = vault(&fleet);
-    let old: Vec<String> = fleet
-        .hosts
-        .iter()
-        .map(|h| {
-            v["hosts"][&h.name]["creds"]["esl_password"]["active"]["value"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let old = active_esl_passwords(&fleet);
     let killed = run_with_faults(
         &fleet,
         &rotate,

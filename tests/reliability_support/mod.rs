@@ -215,6 +215,23 @@ pub fn vault(fleet: &Fleet) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{} is not valid JSON ({e}):\n{text}", p.display()))
 }
 
+/// The active Event Socket password of every host of the fleet, from the vault, in host order.
+pub fn active_esl_passwords(fleet: &Fleet) -> Vec<String> {
+    let v = vault(fleet);
+    fleet
+        .hosts
+        .iter()
+        .map(|h| {
+            v["hosts"][&h.name]["creds"]["esl_password"]["active"]["value"]
+                .as_str()
+                .unwrap_or_else(|| {
+                    panic!("{}: no active Event Socket password in the vault", h.name)
+                })
+                .to_string()
+        })
+        .collect()
+}
+
 /// Every value (pending, active, previous) the vault holds for a host's credential.
 pub fn vault_values(v: &serde_json::Value, host: &str, kind: &str) -> BTreeSet<String> {
     let c = &v["hosts"][host]["creds"][kind];
