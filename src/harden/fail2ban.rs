@@ -36,12 +36,47 @@ pub fn probes(p: &mut Probes, _host: &Host) {
     p.file(FILTER_PATH).file(JAIL_PATH);
     p.snippet(
         PROBE,
-        "command -v fail2ban-client >/dev/null && echo 'installed yes'\n\
-         echo \"active $(systemctl is-active fail2ban 2>/dev/null)\"\n\
-         echo \"enabled $(systemctl is-enabled fail2ban 2>/dev/null)\"\n\
-         timeout 10 fail2ban-client status 2>/dev/null | sed -n 's/.*Jail list:[[:space:]]*/jails /p'\n\
-         true",
+        &format!(
+            "command -v fail2ban-client >/dev/null && echo 'installed yes'\n\
+             echo \"active $(systemctl is-active fail2ban 2>/dev/null)\"\n\
+             echo \"enabled $(systemctl is-enabled fail2ban 2>/dev/null)\"\n\
+             {}\n\
+             true",
+            jails_snippet("/proc", "/var/log/fail2ban.log")
+        ),
     );
+}
+
+/// Prints `jails A, B` (the running jails, as `fail2ban-client status` lists them).
+///
+/// Asking fail2ban-client costs a Python start (about 50 ms of host CPU, most of a no-change
+/// run's budget), so the running server answers first, without Python: its process
+/// (`fail2ban-server`) has a filter and an action thread per running jail, named `f2b/f.JAIL`
+/// and `f2b/a.JAIL` (cut to 15 characters by the kernel), and its log names each jail it started
+/// or stopped with its PID (`fail2ban.jail [PID]: INFO Jail 'freeswitch' started`). A jail counts
+/// as running when the server's own log says it started it last and both threads exist; the
+/// names come from the log, so a cut thread name never stands for a longer jail. When that is
+/// not conclusive (no server, no such log lines, a missing thread), fail2ban-client is asked.
+fn jails_snippet(proc_root: &str, log: &str) -> String {
+    let proc_root = sh_quote(proc_root);
+    let log = sh_quote(log);
+    format!(
+        "p=''; for f in {proc_root}/[0-9]*/comm; do read -r n <\"$f\" 2>/dev/null || continue; \
+         if [ \"$n\" = fail2ban-server ]; then p=${{f%/comm}}; p=${{p##*/}}; break; fi; done\n\
+         j=''\n\
+         if [ -n \"$p\" ]; then\n\
+         th=$(cat {proc_root}/\"$p\"/task/*/comm 2>/dev/null | tr '\\n' '|')\n\
+         j=$(cat {log}.1 {log} 2>/dev/null | awk -v p=\"[$p]:\" -v th=\"|$th\" '\
+         $3 == \"fail2ban.jail\" && $4 == p && $6 == \"Jail\" && ($8 == \"started\" || $8 == \"stopped\") {{ \
+         n = $7; gsub(\"\\047\", \"\", n); up[n] = ($8 == \"started\") }} \
+         END {{ ok = 1; s = \"\"; for (n in up) if (up[n]) {{ \
+         if (!index(th, \"|\" substr(\"f2b/f.\" n, 1, 15) \"|\") || !index(th, \"|\" substr(\"f2b/a.\" n, 1, 15) \"|\")) ok = 0; \
+         s = s (s == \"\" ? \"\" : \", \") n }} \
+         if (ok && s != \"\") print s }}')\n\
+         fi\n\
+         if [ -n \"$j\" ]; then echo \"jails $j\"; \
+         else timeout 10 fail2ban-client status 2>/dev/null | sed -n 's/.*Jail list:[[:space:]]*/jails /p'; fi"
+    )
 }
 
 /// The jail file for this host: the FreeSWITCH jail on `logpath` and sshd on the journal.
@@ -437,6 +472,135 @@ pub async fn apply(ctx: &StepCtx<'_>, plan: &StepPlan) -> Result<Vec<String>, St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Run the jails snippet against a fake /proc and log, with a fake fail2ban-client on PATH
+    /// that answers `fallback` (so a test sees which path answered).
+    fn run_jails(procs: &[(&str, &str, &[&str])], log: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for (pid, comm, threads) in procs {
+            std::fs::create_dir_all(root.join("proc").join(pid)).unwrap();
+            std::fs::write(
+                root.join("proc").join(pid).join("comm"),
+                format!("{comm}\n"),
+            )
+            .unwrap();
+            for (i, t) in threads.iter().enumerate() {
+                let d = root
+                    .join("proc")
+                    .join(pid)
+                    .join("task")
+                    .join(format!("{}", 100 + i));
+                std::fs::create_dir_all(&d).unwrap();
+                std::fs::write(d.join("comm"), format!("{t}\n")).unwrap();
+            }
+        }
+        std::fs::write(root.join("fail2ban.log"), log).unwrap();
+        std::fs::create_dir(root.join("bin")).unwrap();
+        let client = root.join("bin/fail2ban-client");
+        std::fs::write(&client, "#!/bin/sh\necho '`- Jail list:\tfallback'\n").unwrap();
+        std::fs::set_permissions(&client, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let snippet = jails_snippet(
+            root.join("proc").to_str().unwrap(),
+            root.join("fail2ban.log").to_str().unwrap(),
+        );
+        let path = format!(
+            "{}:{}",
+            root.join("bin").display(),
+            std::env::var("PATH").unwrap()
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&snippet)
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    const THREADS: &[&str] = &[
+        "fail2ban-server",
+        "f2b/observer",
+        "f2b/f.sshd",
+        "f2b/a.sshd",
+        "f2b/f.freeswitc",
+        "f2b/a.freeswitc",
+    ];
+
+    fn log_line(pid: u32, jail: &str, what: &str) -> String {
+        format!(
+            "2026-11-24 22:08:18,452 fail2ban.jail           [{pid}]: INFO    Jail '{jail}' {what}\n"
+        )
+    }
+
+    #[test]
+    fn running_jails_come_from_the_servers_threads_and_log_without_python() {
+        let log = format!(
+            "{}{}{}",
+            // A previous server (another PID) started a jail that no longer runs.
+            log_line(41, "asterisk", "started"),
+            log_line(978, "sshd", "started"),
+            log_line(978, "freeswitch", "started"),
+        );
+        let procs: &[(&str, &str, &[&str])] = &[
+            ("1", "systemd", &["systemd"]),
+            ("978", "fail2ban-server", THREADS),
+        ];
+        let out = run_jails(procs, &log);
+        let jails: Vec<&str> = out
+            .trim()
+            .strip_prefix("jails ")
+            .unwrap()
+            .split(", ")
+            .collect();
+        assert_eq!(jails.len(), 2, "{out}");
+        assert!(
+            jails.contains(&"freeswitch") && jails.contains(&"sshd"),
+            "{out}"
+        );
+        assert!(
+            parse_state(&format!("active active\n{out}"))
+                .jails
+                .contains(&"freeswitch".to_string())
+        );
+    }
+
+    #[test]
+    fn a_stopped_jail_is_not_running_even_with_a_look_alike_thread() {
+        // freeswitch stopped; freeswitch-dos (same 15-character thread names) runs on.
+        let log = format!(
+            "{}{}{}",
+            log_line(978, "freeswitch", "started"),
+            log_line(978, "freeswitch-dos", "started"),
+            log_line(978, "freeswitch", "stopped"),
+        );
+        let procs: &[(&str, &str, &[&str])] = &[("978", "fail2ban-server", THREADS)];
+        assert_eq!(run_jails(procs, &log), "jails freeswitch-dos\n");
+    }
+
+    #[test]
+    fn fail2ban_client_answers_when_the_server_state_is_not_conclusive() {
+        let started = log_line(978, "freeswitch", "started");
+        // No server process.
+        assert_eq!(
+            run_jails(&[("1", "systemd", &["systemd"])], &started),
+            "jails fallback\n"
+        );
+        // The log says started but the jail's threads are gone.
+        let procs: &[(&str, &str, &[&str])] = &[(
+            "978",
+            "fail2ban-server",
+            &["fail2ban-server", "f2b/observer"],
+        )];
+        assert_eq!(run_jails(procs, &started), "jails fallback\n");
+        // The server logs elsewhere (nothing from its PID in this log).
+        let procs: &[(&str, &str, &[&str])] = &[("978", "fail2ban-server", THREADS)];
+        assert_eq!(
+            run_jails(procs, &log_line(41, "freeswitch", "started")),
+            "jails fallback\n"
+        );
+    }
     use crate::facts::{Facts, FileFact, Files, Freeswitch, Sections};
     use crate::harden::context::test_host;
     use crate::inventory::Fail2banSettings;

@@ -28,7 +28,8 @@ use crate::ssh::sh_quote;
 /// The step's name (`--skip firewall`).
 pub const NAME: &str = "firewall";
 
-const STATUS_SNIPPET: &str = "firewall_ufw_status";
+/// The base facts' section with whether ufw is active (facts::UFW_STATUS_SNIPPET).
+const STATUS_SNIPPET: &str = "ufw_status";
 pub const USER_RULES: &str = "/etc/ufw/user.rules";
 pub const USER6_RULES: &str = "/etc/ufw/user6.rules";
 pub const UFW_DEFAULTS: &str = "/etc/default/ufw";
@@ -701,12 +702,8 @@ impl UfwState {
 }
 
 pub fn probes(p: &mut Probes, _host: &Host) {
-    p.snippet(
-        STATUS_SNIPPET,
-        // Defaults and rules come from ufw's files (read below); only whether it is active is
-        // asked, without starting ufw's Python (see facts::UFW_STATUS_SNIPPET).
-        crate::facts::UFW_STATUS_SNIPPET,
-    );
+    // Defaults and rules come from ufw's files; whether it is active is in the base facts
+    // (asked without starting ufw's Python, see facts::UFW_STATUS_SNIPPET).
     p.file(USER_RULES).file(USER6_RULES).file(UFW_DEFAULTS);
 }
 
