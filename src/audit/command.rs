@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -15,7 +15,7 @@ use crate::inventory::Host;
 use crate::report::{HostReport, HostStatus, RunReport, StepReport, StepStatus};
 use crate::ssh::Session;
 
-use super::evidence::{self, Evidence, Live, OUTSIDE_PROBE_TIMEOUT, OutsideProbe};
+use super::evidence::{self, Evidence, Live, OutsideProbe};
 use super::{Control, Finding, Severity, Status, catalogue, render};
 
 /// Exit codes of `fsfleet audit`.
@@ -163,7 +163,12 @@ pub fn check_waivers(cli: &[String], hosts: &[Host]) -> Result<(), AuditError> {
 
 /// Gather the evidence of one host: ONE remote round trip for every file and snippet, then the
 /// Event Socket probes through the tunnel and the TCP probe from the controller, concurrently.
-pub async fn audit_host(session: &Session, host: &Host) -> Result<Evidence, FactsError> {
+/// `probe_limit` bounds the TCP probe: a filtered port answers nothing and costs all of it.
+pub async fn audit_host(
+    session: &Session,
+    host: &Host,
+    probe_limit: Duration,
+) -> Result<Evidence, FactsError> {
     let script = evidence::script(host);
     let sections = facts::gather(session, &script).await?;
     let facts = evidence::parse(sections, &session.user, session.uses_sudo())?;
@@ -181,7 +186,7 @@ pub async fn audit_host(session: &Session, host: &Host) -> Result<Evidence, Fact
                 host.name
             ))
         } else {
-            evidence::probe_outside(&host.address, port, OUTSIDE_PROBE_TIMEOUT).await
+            evidence::probe_outside(&host.address, port, probe_limit).await
         }
     };
     if let Err(why) = ev.conf_dir() {
@@ -259,8 +264,10 @@ pub async fn command(args: AuditArgs) -> Result<u8, AuditError> {
                 Ok(s) => s,
                 Err(report) => return report,
             };
+            // The same rule as harden's verify: ten times the SSH connect time, 1 to 3 s.
+            let probe_limit = crate::harden::verify::probe_timeout(started.elapsed());
             ctx.stage("gathering evidence");
-            let ev = audit_host(&session, &ctx.host).await;
+            let ev = audit_host(&session, &ctx.host, probe_limit).await;
             session.close().await;
             let ev = match ev {
                 Ok(ev) => ev,

@@ -22,9 +22,6 @@ use crate::ssh::{Session, sh_quote};
 /// extensions.
 pub const EXTRA_CONF_FILES: &[&str] = &["dialplan/default/*.xml", "dialplan/public/*.xml"];
 
-/// How long the controller waits for an Event Socket greeting from outside.
-pub const OUTSIDE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// The crafted auth-failure line uses this TEST-NET-1 address (RFC 5737): it can never be a real
 /// peer, so proving the filter bans nobody.
 pub const PROBE_IP: &str = "192.0.2.77";
@@ -127,17 +124,20 @@ pub fn script(host: &Host) -> Script {
     s.add(
         "audit_f2b_jail",
         "command -v fail2ban-client >/dev/null || exit 3\n\
-         timeout 10 fail2ban-client status freeswitch || exit 4\n\
+         out=$(timeout 10 fail2ban-client status freeswitch) || exit 4\n\
+         printf '%s\\n' \"$out\"\n\
          echo '@logpath'\n\
-         timeout 10 fail2ban-client get freeswitch logpath | sed -n 's/^[|`]- //p' | \
-         while IFS= read -r p; do if [ -f \"$p\" ]; then echo \"exists $p\"; else echo \"missing $p\"; fi; done",
+         printf '%s\\n' \"$out\" | sed -n 's/.*File list:[[:space:]]*//p' | tr ' \\t' '\\n\\n' | \
+         while IFS= read -r p; do [ -n \"$p\" ] || continue; if [ -f \"$p\" ]; then echo \"exists $p\"; else echo \"missing $p\"; fi; done",
     );
     let logs = default_logs();
     s.add(
         "audit_f2b_regex",
         &format!(
             "command -v fail2ban-regex >/dev/null || exit 3\n\
-             log=$(timeout 10 fail2ban-client get freeswitch logpath 2>/dev/null | sed -n 's/^[|`]- //p' | head -n 1)\n\
+             log=$(cat /etc/fail2ban/jail.conf /etc/fail2ban/jail.d/*.conf /etc/fail2ban/jail.local /etc/fail2ban/jail.d/*.local 2>/dev/null | \
+             awk '/^\\[/ {{ s = ($0 ~ /^\\[freeswitch\\][[:space:]]*$/) }} s && /^logpath[[:space:]]*=/ {{ sub(/^logpath[[:space:]]*=[[:space:]]*/, \"\"); p = $1 }} END {{ if (p !~ /%\\(/) print p }}')\n\
+             [ -f \"$log\" ] || log=''\n\
              if [ -z \"$log\" ]; then for l in {logs}; do [ -f \"$l\" ] && {{ log=$l; break; }}; done; fi\n\
              echo \"log $log\"\n\
              last=$( [ -n \"$log\" ] && tail -n 500 \"$log\" | grep -E '^([0-9a-f-]{{36}} )?[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}} ' | tail -n 1)\n\
