@@ -901,8 +901,11 @@ mod tests {
         std::fs::write(conf.join("real.xml"), "via link").unwrap();
         std::os::unix::fs::symlink(conf.join("real.xml"), conf.join("sip_profiles/linked.xml"))
             .unwrap();
-        std::fs::write(conf.join("sip_profiles/big.xml"), vec![b'x'; MAX_FILE as usize + 1])
-            .unwrap();
+        std::fs::write(
+            conf.join("sip_profiles/big.xml"),
+            vec![b'x'; MAX_FILE as usize + 1],
+        )
+        .unwrap();
         let nested = format!("sip_profiles/{long}/n.xml");
         std::fs::write(conf.join(&nested), "nested").unwrap();
         let abs = tmp.path().join("abs.conf");
@@ -933,16 +936,26 @@ mod tests {
             .unwrap();
         let sections = script.parse(&out.stdout).unwrap();
         let files = Files::parse(sections.text("files")).unwrap();
-        let me = std::process::Command::new("id").arg("-un").output().unwrap();
+        let me = std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap();
         let me = String::from_utf8_lossy(&me.stdout).trim().to_string();
 
         let dir = conf.to_str().unwrap();
         assert_eq!(files.conf_dir.as_deref(), Some(dir));
         let v = files.conf("vars.xml").unwrap();
         assert_eq!(v.content.as_deref(), Some(vars));
-        assert_eq!((v.mode, v.size, v.owner.as_str()), (0o640, vars.len() as u64, me.as_str()));
         assert_eq!(
-            files.conf("sip_profiles/linked.xml").unwrap().content.as_deref(),
+            (v.mode, v.size, v.owner.as_str()),
+            (0o640, vars.len() as u64, me.as_str())
+        );
+        assert_eq!(
+            files
+                .conf("sip_profiles/linked.xml")
+                .unwrap()
+                .content
+                .as_deref(),
             Some(b"via link".as_slice()),
             "symlinks are followed"
         );
@@ -973,7 +986,11 @@ mod tests {
             .output()
             .unwrap();
         let files = Files::parse(script.parse(&out.stdout).unwrap().text("files")).unwrap();
-        assert!(files.files.values().all(|f| !f.path.starts_with(dir)), "{:?}", files.files.keys());
+        assert!(
+            files.files.values().all(|f| !f.path.starts_with(dir)),
+            "{:?}",
+            files.files.keys()
+        );
     }
 
     #[test]

@@ -113,22 +113,31 @@ pub fn script(host: &Host) -> Script {
     let mut s = Script::new();
     let conf = conf_dir_shell(host);
     s.add("audit_ss", "ss -Hltn");
+    // An inactive ufw prints only its status: say it without starting ufw's Python.
     s.add(
         "audit_ufw",
-        "command -v ufw >/dev/null || exit 3; ufw status verbose",
+        &format!(
+            "command -v ufw >/dev/null || exit 3\n\
+             if [ \"$( {} )\" = 'Status: inactive' ]; then echo 'Status: inactive'; else ufw status verbose; fi",
+            facts::UFW_STATUS_SNIPPET
+        ),
     );
+    // No fail2ban-server process: no jail runs (status 5), without starting fail2ban-client.
+    let server = crate::harden::fail2ban::server_pid_snippet("/proc");
     s.add(
         "audit_iptables",
         "command -v iptables >/dev/null || exit 3; iptables -S INPUT | head -n 200",
     );
     s.add(
         "audit_f2b_jail",
+        &format!(
         "command -v fail2ban-client >/dev/null || exit 3\n\
+         {server}\n[ -n \"$p\" ] || exit 5\n\
          out=$(timeout 10 fail2ban-client status freeswitch) || exit 4\n\
          printf '%s\\n' \"$out\"\n\
          echo '@logpath'\n\
          printf '%s\\n' \"$out\" | sed -n 's/.*File list:[[:space:]]*//p' | tr ' \\t' '\\n\\n' | \
-         while IFS= read -r p; do [ -n \"$p\" ] || continue; if [ -f \"$p\" ]; then echo \"exists $p\"; else echo \"missing $p\"; fi; done",
+         while IFS= read -r p; do [ -n \"$p\" ] || continue; if [ -f \"$p\" ]; then echo \"exists $p\"; else echo \"missing $p\"; fi; done"),
     );
     let logs = default_logs();
     s.add(
@@ -153,11 +162,13 @@ pub fn script(host: &Host) -> Script {
     );
     s.add(
         "audit_f2b_sshd",
+        &format!(
         "command -v fail2ban-client >/dev/null || exit 3\n\
+         {server}\n[ -n \"$p\" ] || exit 5\n\
          out=$(timeout 10 fail2ban-client status sshd) || exit 4\n\
          printf '%s\\n' \"$out\"\n\
          printf '%s\\n' \"$out\" | sed -n 's/.*File list:[[:space:]]*//p' | tr ' \\t' '\\n\\n' | \
-         while IFS= read -r p; do [ -n \"$p\" ] || continue; if [ -f \"$p\" ]; then echo \"@exists $p\"; else echo \"@missing $p\"; fi; done",
+         while IFS= read -r p; do [ -n \"$p\" ] || continue; if [ -f \"$p\" ]; then echo \"@exists $p\"; else echo \"@missing $p\"; fi; done"),
     );
     s.add(
         "audit_creds",

@@ -81,6 +81,15 @@ fn running(ev: &Evidence) -> Finding {
     }
 }
 
+/// What systemd says of fail2ban, for a finding about a server that is not running.
+fn server_hint(ev: &Evidence) -> &'static str {
+    if ev.facts.base.fail2ban_active {
+        ""
+    } else {
+        " (systemctl is-active fail2ban: not active)"
+    }
+}
+
 /// The `Currently banned` / `Total failed` counters of `fail2ban-client status JAIL`.
 fn counters(status: &str) -> String {
     let get = |k: &str| {
@@ -100,6 +109,12 @@ fn jail(ev: &Evidence) -> Finding {
     let (text, status) = ev.section("audit_f2b_jail");
     match status {
         Some(3) => return Finding::fail(vec!["fail2ban-client is not installed".into()]),
+        Some(5) => {
+            return Finding::fail(vec![format!(
+                "no jail named freeswitch is running: fail2ban-server is not running{}",
+                server_hint(ev)
+            )]);
+        }
         Some(4) => {
             return Finding::fail(vec![
                 "no jail named freeswitch is running (`fail2ban-client status freeswitch` failed)"
@@ -217,6 +232,12 @@ fn sshd_jail(ev: &Evidence) -> Finding {
     let (text, status) = ev.section("audit_f2b_sshd");
     match status {
         Some(3) => return Finding::fail(vec!["fail2ban-client is not installed".into()]),
+        Some(5) => {
+            return Finding::fail(vec![format!(
+                "no jail named sshd is running: fail2ban-server is not running{}",
+                server_hint(ev)
+            )]);
+        }
         Some(4) => {
             return Finding::fail(vec![
                 "no jail named sshd is running (`fail2ban-client status sshd` failed)".into(),
@@ -304,6 +325,22 @@ mod tests {
                 (Status::Fail, "fail2ban-client is not installed".into()),
             ]
         );
+    }
+
+    #[test]
+    fn installed_but_stopped_fail2ban_fails_both_jails_naming_the_server() {
+        let ev = with(&[("audit_f2b_jail", "", 5), ("audit_f2b_sshd", "", 5)]);
+        for (id, jail) in [("FS-F2B-02", "freeswitch"), ("FS-F2B-05", "sshd")] {
+            let f = eval(id, &ev);
+            assert_eq!(f.status, Status::Fail);
+            assert_eq!(
+                f.evidence,
+                [format!(
+                    "no jail named {jail} is running: fail2ban-server is not running \
+                     (systemctl is-active fail2ban: not active)"
+                )]
+            );
+        }
     }
 
     #[test]

@@ -47,6 +47,16 @@ pub fn probes(p: &mut Probes, _host: &Host) {
     );
 }
 
+/// Sets `p` to the PID of the running fail2ban-server, or to nothing: shell builtins only, so
+/// a host without fail2ban running is told apart without starting Python.
+pub fn server_pid_snippet(proc_root: &str) -> String {
+    format!(
+        "p=''; for f in {}/[0-9]*/comm; do read -r n <\"$f\" 2>/dev/null || continue; \
+         if [ \"$n\" = fail2ban-server ]; then p=${{f%/comm}}; p=${{p##*/}}; break; fi; done",
+        sh_quote(proc_root)
+    )
+}
+
 /// Prints `jails A, B` (the running jails, as `fail2ban-client status` lists them).
 ///
 /// Asking fail2ban-client costs a Python start (about 50 ms of host CPU, most of a no-change
@@ -58,11 +68,11 @@ pub fn probes(p: &mut Probes, _host: &Host) {
 /// names come from the log, so a cut thread name never stands for a longer jail. When that is
 /// not conclusive (no server, no such log lines, a missing thread), fail2ban-client is asked.
 fn jails_snippet(proc_root: &str, log: &str) -> String {
+    let find_server = server_pid_snippet(proc_root);
     let proc_root = sh_quote(proc_root);
     let log = sh_quote(log);
     format!(
-        "p=''; for f in {proc_root}/[0-9]*/comm; do read -r n <\"$f\" 2>/dev/null || continue; \
-         if [ \"$n\" = fail2ban-server ]; then p=${{f%/comm}}; p=${{p##*/}}; break; fi; done\n\
+        "{find_server}\n\
          j=''\n\
          if [ -n \"$p\" ]; then\n\
          th=$(cat {proc_root}/\"$p\"/task/*/comm 2>/dev/null | tr '\\n' '|')\n\
