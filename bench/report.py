@@ -35,7 +35,7 @@ def load(path):
 
 
 def stat(rs, key):
-    vals = [float(r[key]) for r in rs if r["ok"]]
+    vals = [float(r[key]) for r in rs if r["ok"] and key in r]
     if not vals:
         return None
     return statistics.median(vals), min(vals), max(vals), len(vals)
@@ -64,18 +64,19 @@ def main():
     venv_bin = Path(sys.executable).parent
 
     lines = []
-    lines.append("| hosts | operation | fsfleet wall s | Ansible wall s | speed-up | fsfleet peak RSS MB | Ansible peak RSS MB | fsfleet CPU s | Ansible CPU s |")
-    lines.append("|---:|---|---|---|---:|---:|---:|---:|---:|")
+    lines.append("| hosts | operation | fsfleet wall s | Ansible wall s | speed-up | fsfleet peak RSS MB | Ansible peak RSS MB | fsfleet CPU s | Ansible CPU s | hosts' CPU s, fsfleet | hosts' CPU s, Ansible |")
+    lines.append("|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for n in sizes:
         for op, label in OPS:
             f, a = runs.get(("fsfleet", op, n), []), runs.get(("ansible", op, n), [])
             fw, aw = stat(f, "wall_s"), stat(a, "wall_s")
             fr, ar = stat(f, "maxrss_kb"), stat(a, "maxrss_kb")
             fc, ac = stat(f, "cpu_s"), stat(a, "cpu_s")
+            fh, ah = stat(f, "host_cpu_s"), stat(a, "host_cpu_s")
             speed = f"{aw[0] / fw[0]:.1f}x" if fw and aw and fw[0] > 0 else "-"
             mb = lambda s: f"{s[0] / 1024:.0f}" if s else "-"  # noqa: E731
             cpu = lambda s: f"{s[0]:.2f}" if s else "-"  # noqa: E731
-            lines.append(f"| {n} | {label} | {fmt_wall(fw)} | {fmt_wall(aw)} | {speed} | {mb(fr)} | {mb(ar)} | {cpu(fc)} | {cpu(ac)} |")
+            lines.append(f"| {n} | {label} | {fmt_wall(fw)} | {fmt_wall(aw)} | {speed} | {mb(fr)} | {mb(ar)} | {cpu(fc)} | {cpu(ac)} | {cpu(fh)} | {cpu(ah)} |")
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
     for ax, (op, label) in zip(axes, OPS):
