@@ -108,6 +108,20 @@ const STAT_FN: &str = "st() { while IFS= read -r f; do [ -n \"$f\" ] || continue
      while :; do stat -c 'D %a %U %G %n' \"$d\"; [ \"$d\" = / ] && break; d=$(dirname \"$d\"); done; \
      done; }";
 
+/// `fail2ban-client status JAIL`, then `@exists PATH` / `@missing PATH` for each file of its
+/// File list. Status 3: no fail2ban-client; 5: no fail2ban-server runs (`server` finds it
+/// without Python); 4: no such jail.
+fn jail_snippet(server: &str, jail: &str) -> String {
+    format!(
+        "command -v fail2ban-client >/dev/null || exit 3\n\
+         {server}\n[ -n \"$p\" ] || exit 5\n\
+         out=$(timeout 10 fail2ban-client status {jail}) || exit 4\n\
+         printf '%s\\n' \"$out\"\n\
+         printf '%s\\n' \"$out\" | sed -n 's/.*File list:[[:space:]]*//p' | tr ' \\t' '\\n\\n' | \
+         while IFS= read -r p; do [ -n \"$p\" ] || continue; if [ -f \"$p\" ]; then echo \"@exists $p\"; else echo \"@missing $p\"; fi; done"
+    )
+}
+
 /// Build the one audit script of a host: the audit snippets, the base facts, the config files.
 pub fn script(host: &Host) -> Script {
     let mut s = Script::new();
@@ -128,17 +142,7 @@ pub fn script(host: &Host) -> Script {
         "audit_iptables",
         "command -v iptables >/dev/null || exit 3; iptables -S INPUT | head -n 200",
     );
-    s.add(
-        "audit_f2b_jail",
-        &format!(
-        "command -v fail2ban-client >/dev/null || exit 3\n\
-         {server}\n[ -n \"$p\" ] || exit 5\n\
-         out=$(timeout 10 fail2ban-client status freeswitch) || exit 4\n\
-         printf '%s\\n' \"$out\"\n\
-         echo '@logpath'\n\
-         printf '%s\\n' \"$out\" | sed -n 's/.*File list:[[:space:]]*//p' | tr ' \\t' '\\n\\n' | \
-         while IFS= read -r p; do [ -n \"$p\" ] || continue; if [ -f \"$p\" ]; then echo \"exists $p\"; else echo \"missing $p\"; fi; done"),
-    );
+    s.add("audit_f2b_jail", &jail_snippet(&server, "freeswitch"));
     let logs = default_logs();
     s.add(
         "audit_f2b_regex",
@@ -160,16 +164,7 @@ pub fn script(host: &Host) -> Script {
              timeout 30 fail2ban-regex \"$line\" freeswitch | grep -E '^Lines:|ERROR|Error|No section'"
         ),
     );
-    s.add(
-        "audit_f2b_sshd",
-        &format!(
-        "command -v fail2ban-client >/dev/null || exit 3\n\
-         {server}\n[ -n \"$p\" ] || exit 5\n\
-         out=$(timeout 10 fail2ban-client status sshd) || exit 4\n\
-         printf '%s\\n' \"$out\"\n\
-         printf '%s\\n' \"$out\" | sed -n 's/.*File list:[[:space:]]*//p' | tr ' \\t' '\\n\\n' | \
-         while IFS= read -r p; do [ -n \"$p\" ] || continue; if [ -f \"$p\" ]; then echo \"@exists $p\"; else echo \"@missing $p\"; fi; done"),
-    );
+    s.add("audit_f2b_sshd", &jail_snippet(&server, "sshd"));
     s.add(
         "audit_creds",
         &format!(

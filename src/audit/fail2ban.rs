@@ -128,15 +128,14 @@ fn jail(ev: &Evidence) -> Finding {
             ));
         }
     }
-    let (st, paths) = text.split_once("@logpath\n").unwrap_or((text, ""));
     let mut bad = Vec::new();
-    let mut ok = vec![format!("jail freeswitch is running: {}", counters(st))];
+    let mut ok = vec![format!("jail freeswitch is running: {}", counters(text))];
     let mut watched = Vec::new();
-    for l in paths.lines() {
-        if let Some(p) = l.strip_prefix("exists ") {
+    for l in text.lines() {
+        if let Some(p) = l.strip_prefix("@exists ") {
             watched.push(p.to_string());
             ok.push(format!("watches {p} (exists)"));
-        } else if let Some(p) = l.strip_prefix("missing ") {
+        } else if let Some(p) = l.strip_prefix("@missing ") {
             bad.push(format!("watches {p}, which does not exist"));
         }
     }
@@ -284,7 +283,7 @@ mod tests {
         (CONTROLS.iter().find(|c| c.id == id).unwrap().eval)(ev)
     }
 
-    const JAIL: &str = "Status for the jail: freeswitch\n|- Filter\n|  |- Currently failed:\t0\n|  |- Total failed:\t3\n|  `- File list:\t/var/log/freeswitch/freeswitch.log\n`- Actions\n   |- Currently banned:\t1\n   |- Total banned:\t1\n   `- Banned IP list:\t203.0.113.9\n@logpath\nexists /var/log/freeswitch/freeswitch.log\n";
+    const JAIL: &str = "Status for the jail: freeswitch\n|- Filter\n|  |- Currently failed:\t0\n|  |- Total failed:\t3\n|  `- File list:\t/var/log/freeswitch/freeswitch.log\n`- Actions\n   |- Currently banned:\t1\n   |- Total banned:\t1\n   `- Banned IP list:\t203.0.113.9\n@exists /var/log/freeswitch/freeswitch.log\n";
 
     fn with(sections: &[(&str, &str, i32)]) -> Evidence {
         let mut s: Vec<(&str, &str, i32)> = vec![
@@ -348,7 +347,7 @@ mod tests {
         let ev = with(&[
             (
                 "audit_f2b_jail",
-                "Status for the jail: freeswitch\n@logpath\nmissing /var/log/freeswitch.log\n",
+                "Status for the jail: freeswitch\n@missing /var/log/freeswitch.log\n",
                 0,
             ),
             (
