@@ -286,18 +286,60 @@ pub const UFW_STATUS_SNIPPET: &str = "command -v ufw >/dev/null || exit 1\n\
      if grep -qsi '^ENABLED=yes' /etc/ufw/ufw.conf && iptables -w -n -L ufw-user-input >/dev/null 2>&1; \
      then echo 'Status: active'; else echo 'Status: inactive'; fi";
 
+/// The section with the host's TCP listeners: `ss -Hltnp` (column 4 is `ADDR:PORT`, the
+/// process is named on the line), then `port N` lines of `sshd -T` when ss shows no sshd
+/// (`sshd -T` parses the whole sshd config: only when needed). One `ss` serves the sshd
+/// ports, harden's verify and the audit's Event Socket check.
+pub const LISTEN: &str = "listen";
+const LISTEN_SNIPPET: &str = "l=$(ss -Hltnp 2>/dev/null); rc=$?\n\
+     printf '%s\\n' \"$l\"\n\
+     case \"$l\" in *'\"sshd\"'*) ;; *) sshd -T 2>/dev/null | grep -i '^port ' ;; esac\n\
+     exit $rc";
+
+/// `systemctl is-active freeswitch fail2ban` (one line per unit, in that order: one systemctl
+/// instead of two), then `pidof` when FreeSWITCH runs without its unit (built from source).
+pub const SERVICES: &str = "services";
+const SERVICES_SNIPPET: &str = "a=$(systemctl is-active freeswitch fail2ban 2>/dev/null)\n\
+     printf '%s\\n' \"$a\"\n\
+     case \"$a\" in active*) ;; *) pidof freeswitch >/dev/null && echo 'pidof freeswitch' ;; esac\n\
+     true";
+
+/// The SSH ports from the listen section: sshd's listeners, else `sshd -T`'s `port` lines.
+fn sshd_ports(listen: &str) -> Vec<u16> {
+    let mut ports: Vec<u16> = listen
+        .lines()
+        .filter(|l| l.contains("\"sshd\""))
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .flat_map(parse_listen_ports)
+        .collect();
+    if ports.is_empty() {
+        ports = listen
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                match (w.next(), w.next()) {
+                    (Some(k), Some(p)) if k.eq_ignore_ascii_case("port") => p.parse().ok(),
+                    _ => None,
+                }
+            })
+            .collect();
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// (FreeSWITCH active, fail2ban active) from the services section.
+fn services_active(text: &str) -> (bool, bool) {
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let fs = lines.first() == Some(&"active") || lines.contains(&"pidof freeswitch");
+    (fs, lines.get(1) == Some(&"active"))
+}
+
 pub fn add_base_snippets(script: &mut Script, host: &Host) {
     script.add("os", "cat /etc/os-release");
     script.add("hostname", "hostname 2>/dev/null || cat /etc/hostname");
-    script.add(
-        "sshd_ports",
-        "ss -Hltnp 2>/dev/null | grep '\"sshd\"' | awk '{print $4}'",
-    );
-    // `sshd -T` only when ss shows no sshd listening (it parses the whole sshd config).
-    script.add(
-        "sshd_t",
-        "ss -Hltnp 2>/dev/null | grep -q '\"sshd\"' || sshd -T 2>/dev/null | grep -i '^port '",
-    );
+    script.add(LISTEN, LISTEN_SNIPPET);
     let list = conf_candidates(host);
     script.add(
         "fs_conf",
@@ -312,7 +354,7 @@ pub fn add_base_snippets(script: &mut Script, host: &Host) {
         "fs_log",
         &format!("for d in {logs}; do [ -d \"$d\" ] && echo \"$d\"; done; true"),
     );
-    script.add("fs_active", "systemctl is-active freeswitch 2>/dev/null || { pidof freeswitch >/dev/null && echo active; }");
+    script.add(SERVICES, SERVICES_SNIPPET);
     script.add(
         "fs_status",
         "command -v fs_cli >/dev/null && timeout 5 fs_cli -x status",
@@ -321,7 +363,6 @@ pub fn add_base_snippets(script: &mut Script, host: &Host) {
         "packages",
         &format!("dpkg-query -W -f='${{Package}} ${{db:Status-Status}} ${{Version}}\\n' {} 2>/dev/null; true", PACKAGES.join(" ")),
     );
-    script.add("fail2ban_active", "systemctl is-active fail2ban");
     script.add("ufw_status", UFW_STATUS_SNIPPET);
     script.add("iptables", "command -v iptables");
     script.add("nft", "command -v nft");
@@ -330,17 +371,8 @@ pub fn add_base_snippets(script: &mut Script, host: &Host) {
 /// Parse the base facts from the sections.
 pub fn parse_base(s: &Sections, session_user: &str, uses_sudo: bool) -> Facts {
     let os = parse_os_release(s.text("os"));
-    let mut ports = parse_listen_ports(s.text("sshd_ports"));
-    if ports.is_empty() {
-        ports = s
-            .text("sshd_t")
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .collect();
-    }
-    ports.sort_unstable();
-    ports.dedup();
-
+    let ports = sshd_ports(s.text(LISTEN));
+    let (fs_active, fail2ban_active) = services_active(s.text(SERVICES));
     let freeswitch = s
         .text("fs_conf")
         .lines()
@@ -363,7 +395,7 @@ pub fn parse_base(s: &Sections, session_user: &str, uses_sudo: bool) -> Facts {
                 layout: layout
                     .map(|(_, _, n)| n.to_string())
                     .unwrap_or_else(|| "inventory".into()),
-                service_active: s.text("fs_active").trim() == "active",
+                service_active: fs_active,
                 version,
                 ready,
             }
@@ -381,7 +413,7 @@ pub fn parse_base(s: &Sections, session_user: &str, uses_sudo: bool) -> Facts {
         sshd_ports: ports,
         freeswitch,
         packages: parse_packages(s.text("packages")),
-        fail2ban_active: s.text("fail2ban_active").trim() == "active",
+        fail2ban_active,
         ufw_active: s.text("ufw_status").trim() == "Status: active",
         iptables: !s.text("iptables").trim().is_empty(),
         nft: !s.text("nft").trim().is_empty(),
@@ -1035,6 +1067,27 @@ mod tests {
             parse_listen_ports("0.0.0.0:22\n[::]:2222\n*:22\ngarbage\n"),
             vec![22, 2222, 22]
         );
+        // One ss for everything: sshd's listeners give the SSH ports, whatever else listens.
+        let ss = "LISTEN 0 128 0.0.0.0:2222 0.0.0.0:* users:((\"sshd\",pid=9,fd=3))\n\
+                  LISTEN 0 128 [::]:2222 [::]:* users:((\"sshd\",pid=9,fd=4))\n\
+                  LISTEN 0 5 127.0.0.1:8021 0.0.0.0:* users:((\"freeswitch\",pid=7,fd=30))\n";
+        assert_eq!(sshd_ports(ss), vec![2222]);
+        // No sshd listener seen (a socket-activated sshd): `sshd -T`'s port lines.
+        assert_eq!(
+            sshd_ports("LISTEN 0 5 127.0.0.1:8021 0.0.0.0:*\nport 22\nPort 2200\n"),
+            vec![22, 2200]
+        );
+        assert_eq!(sshd_ports(""), Vec::<u16>::new());
+        assert_eq!(services_active("active\ninactive\n"), (true, false));
+        assert_eq!(services_active("inactive\nactive\n"), (false, true));
+        // FreeSWITCH from source, no unit: pidof found it.
+        assert_eq!(
+            services_active("inactive\nfailed\npidof freeswitch\n"),
+            (true, false)
+        );
+        // No systemctl at all.
+        assert_eq!(services_active("\npidof freeswitch\n"), (true, false));
+        assert_eq!(services_active(""), (false, false));
         let status = "UP 0 years, 0 days\nFreeSWITCH (Version 1.10.12-release  64bit) is ready\n0 session(s)\n";
         assert_eq!(
             parse_status_line(status),

@@ -196,7 +196,7 @@ mod tests {
                     0,
                 ),
                 ("fs_conf", "/etc/freeswitch", 0),
-                ("fs_active", "active", 0),
+                (crate::facts::SERVICES, "active\ninactive\n", 0),
                 ("fs_status", "", 255),
             ],
             Live::default(),
@@ -235,7 +235,7 @@ mod tests {
                     0,
                 ),
                 ("fs_conf", "/etc/freeswitch", 0),
-                ("fs_active", "active", 0),
+                (crate::facts::SERVICES, "active\ninactive\n", 0),
                 (
                     "fs_status",
                     "UP 0 years\nFreeSWITCH (Version 1.10.12-release  64bit) is ready\n",

@@ -111,7 +111,7 @@ fn is_loopback(addr: &str) -> bool {
     a.starts_with("127.") || a == "::1" || a == "localhost" || a == "::ffff:127.0.0.1"
 }
 
-/// Local addresses listening on `port`, from `ss -Hltn`.
+/// Local addresses listening on `port`, from `ss -Hltnp` (column 4).
 pub fn listeners(ss: &str, port: u16) -> Vec<String> {
     ss.lines()
         .filter_map(|l| {
@@ -142,10 +142,10 @@ fn loopback_only(ev: &Evidence) -> Finding {
             "{ESL_CONF}: listen-ip is {shown}, not a loopback address"
         ));
     }
-    let (ss, status) = ev.section("audit_ss");
+    let (ss, status) = ev.section(crate::facts::LISTEN);
     if status != Some(0) {
         return Finding::error(format!(
-            "`ss -ltn` did not run on the host (status {status:?}); install iproute2 and re-run"
+            "`ss -ltnp` did not run on the host (status {status:?}); install iproute2 and re-run"
         ));
     }
     let live = listeners(ss, port);
@@ -275,7 +275,7 @@ mod tests {
         let ev = evidence(
             &stock_files(),
             &[(
-                "audit_ss",
+                crate::facts::LISTEN,
                 "LISTEN 0 128 *:8021 *:*\nLISTEN 0 128 0.0.0.0:22 0.0.0.0:*",
                 0,
             )],
@@ -310,7 +310,11 @@ mod tests {
     fn hardened_host_passes_and_never_shows_the_password() {
         let ev = evidence(
             &hardened_files(),
-            &[("audit_ss", "LISTEN 0 128 127.0.0.1:8021 0.0.0.0:*", 0)],
+            &[(
+                crate::facts::LISTEN,
+                "LISTEN 0 128 127.0.0.1:8021 0.0.0.0:*",
+                0,
+            )],
             live(
                 EslProbe::Refused,
                 OutsideProbe::NoConnection("Connection refused (os error 111)".into()),
@@ -338,7 +342,7 @@ mod tests {
     fn config_changed_but_not_reloaded_is_caught_live() {
         let ev = evidence(
             &hardened_files(),
-            &[("audit_ss", "LISTEN 0 128 *:8021 *:*", 0)],
+            &[(crate::facts::LISTEN, "LISTEN 0 128 *:8021 *:*", 0)],
             live(EslProbe::Accepted { status: None }, OutsideProbe::Greeting),
         );
         let f = eval("FS-ESL-01", &ev);

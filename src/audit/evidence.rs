@@ -126,7 +126,6 @@ fn jail_snippet(server: &str, jail: &str) -> String {
 pub fn script(host: &Host) -> Script {
     let mut s = Script::new();
     let conf = conf_dir_shell(host);
-    s.add("audit_ss", "ss -Hltn");
     // An inactive ufw prints only its status: say it without starting ufw's Python.
     s.add(
         "audit_ufw",

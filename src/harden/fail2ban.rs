@@ -34,12 +34,13 @@ const PROBE: &str = "fail2ban_state";
 
 pub fn probes(p: &mut Probes, _host: &Host) {
     p.file(FILTER_PATH).file(JAIL_PATH);
+    // One `systemctl show` answers is-active and is-enabled (same words) for one process.
     p.snippet(
         PROBE,
         &format!(
             "command -v fail2ban-client >/dev/null && echo 'installed yes'\n\
-             echo \"active $(systemctl is-active fail2ban 2>/dev/null)\"\n\
-             echo \"enabled $(systemctl is-enabled fail2ban 2>/dev/null)\"\n\
+             systemctl show -p ActiveState -p UnitFileState fail2ban 2>/dev/null | \
+             while IFS='=' read -r k v; do case $k in ActiveState) echo \"active $v\" ;; UnitFileState) echo \"enabled $v\" ;; esac; done\n\
              {}\n\
              true",
             jails_snippet("/proc", "/var/log/fail2ban.log")

@@ -216,7 +216,6 @@ async fn gather(session: &Session, host: &Host) -> Result<HostFacts, String> {
         ),
     );
     fs_cli::probes(&mut probes, host);
-    verify::probes(&mut probes);
     extra_probes(&mut probes, host);
     let script = probes.into_script(host);
     let sections = facts::gather(session, &script)

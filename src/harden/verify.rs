@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 use super::preflight::esl_connect;
-use super::{HostFacts, Probes, StepError, fail2ban, firewall};
+use super::{HostFacts, StepError, fail2ban, firewall};
 use crate::conf::EventSocket;
 use crate::inventory::Host;
 use crate::secret::Secret;
@@ -16,16 +16,7 @@ use crate::ssh::Session;
 
 pub const NAME: &str = "verify";
 
-/// The facts section with the host's TCP listeners (for the no-change path).
-const LISTEN: &str = "verify_listen";
-
-/// Read the TCP listeners with the facts, so a run that changes nothing verifies without a
-/// second round trip.
-pub fn probes(p: &mut Probes) {
-    p.snippet(LISTEN, "ss -Hltn");
-}
-
-/// The local addresses listening on `port` in `ss -Hltn` output (column 4, `ADDR:PORT`).
+/// The local addresses listening on `port` in `ss -Hltn[p]` output (column 4, `ADDR:PORT`).
 fn listeners(ss: &str, port: u16) -> Vec<String> {
     let suffix = format!(":{port}");
     ss.lines()
@@ -69,7 +60,7 @@ pub fn from_facts(f: &HostFacts, es: &EventSocket, checks: &Checks) -> Option<Ve
         }
         evidence.push("ufw active".into());
     }
-    let addrs = listeners(f.section(LISTEN), es.listen_port);
+    let addrs = listeners(f.section(crate::facts::LISTEN), es.listen_port);
     if addrs.is_empty() || !addrs.iter().all(|a| is_loopback(a)) {
         return None;
     }
