@@ -296,6 +296,35 @@ const LISTEN_SNIPPET: &str = "l=$(ss -Hltnp 2>/dev/null); rc=$?\n\
      case \"$l\" in *'\"sshd\"'*) ;; *) sshd -T 2>/dev/null | grep -i '^port ' ;; esac\n\
      exit $rc";
 
+/// Local addresses (`127.0.0.1`, `[::1]`, `*`) listening on TCP `port`, from the [`LISTEN`]
+/// section (column 4 of `ss`, `ADDR:PORT`).
+pub fn listeners(listen: &str, port: u16) -> Vec<String> {
+    listen
+        .lines()
+        .filter_map(|l| {
+            let local = l.split_whitespace().nth(3)?;
+            let (addr, p) = local.rsplit_once(':')?;
+            (p.parse::<u16>().ok()? == port).then(|| addr.to_string())
+        })
+        .collect()
+}
+
+/// A loopback address as `ss` prints it (`[::1]`, `127.0.0.1%lo`) or as FreeSWITCH's
+/// listen-ip takes it (`localhost`, `::ffff:127.0.0.1`).
+pub fn is_loopback(addr: &str) -> bool {
+    let a = addr.trim_start_matches('[').trim_end_matches(']');
+    // An interface scope (`%lo`): the address before it decides.
+    let a = a.split('%').next().unwrap_or(a);
+    a == "localhost"
+        || match a.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V6(v6)) => {
+                v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
+            Ok(ip) => ip.is_loopback(),
+            Err(_) => false,
+        }
+}
+
 /// `systemctl is-active freeswitch fail2ban` (one line per unit, in that order: one systemctl
 /// instead of two), then `pidof` when FreeSWITCH runs without its unit (built from source).
 pub const SERVICES: &str = "services";

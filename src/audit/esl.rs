@@ -2,6 +2,7 @@
 
 use super::evidence::{EslProbe, Evidence, OutsideProbe};
 use super::{Control, Finding, Severity};
+use crate::facts::{is_loopback, listeners};
 
 const ESL_CONF: &str = "autoload_configs/event_socket.conf.xml";
 
@@ -103,23 +104,6 @@ fn password_not_default(ev: &Evidence) -> Finding {
         ok.push(format!("live: the configured password is accepted: {line}"));
     }
     Finding::fail_if(bad, ok)
-}
-
-/// Loopback addresses as FreeSWITCH's listen-ip and `ss` print them.
-fn is_loopback(addr: &str) -> bool {
-    let a = addr.trim_start_matches('[').trim_end_matches(']');
-    a.starts_with("127.") || a == "::1" || a == "localhost" || a == "::ffff:127.0.0.1"
-}
-
-/// Local addresses listening on `port`, from `ss -Hltnp` (column 4).
-pub fn listeners(ss: &str, port: u16) -> Vec<String> {
-    ss.lines()
-        .filter_map(|l| {
-            let local = l.split_whitespace().nth(3)?;
-            let (addr, p) = local.rsplit_once(':')?;
-            (p.parse::<u16>().ok()? == port).then(|| addr.to_string())
-        })
-        .collect()
 }
 
 fn loopback_only(ev: &Evidence) -> Finding {

@@ -10,27 +10,19 @@ use tokio::io::AsyncReadExt;
 use super::preflight::esl_connect;
 use super::{HostFacts, StepError, fail2ban, firewall};
 use crate::conf::EventSocket;
+use crate::facts::{self, is_loopback};
 use crate::inventory::Host;
 use crate::secret::Secret;
 use crate::ssh::Session;
 
 pub const NAME: &str = "verify";
 
-/// The local addresses listening on `port` in `ss -Hltn[p]` output (column 4, `ADDR:PORT`).
-fn listeners(ss: &str, port: u16) -> Vec<String> {
-    let suffix = format!(":{port}");
-    ss.lines()
-        .filter_map(|l| l.split_whitespace().nth(3))
-        .filter_map(|a| a.strip_suffix(suffix.as_str()))
+/// The addresses listening on `port`, brackets dropped for the evidence line.
+fn listeners(listen: &str, port: u16) -> Vec<String> {
+    facts::listeners(listen, port)
+        .into_iter()
         .map(|a| a.trim_start_matches('[').trim_end_matches(']').to_string())
         .collect()
-}
-
-fn is_loopback(addr: &str) -> bool {
-    // ss prints an interface scope as `%lo`; the address before it decides.
-    let addr = addr.split('%').next().unwrap_or(addr);
-    addr.parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Verify a host on which this run changed nothing, from what the run already proved: preflight
@@ -60,7 +52,7 @@ pub fn from_facts(f: &HostFacts, es: &EventSocket, checks: &Checks) -> Option<Ve
         }
         evidence.push("ufw active".into());
     }
-    let addrs = listeners(f.section(crate::facts::LISTEN), es.listen_port);
+    let addrs = listeners(f.section(facts::LISTEN), es.listen_port);
     if addrs.is_empty() || !addrs.iter().all(|a| is_loopback(a)) {
         return None;
     }
