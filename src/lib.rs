@@ -8,6 +8,7 @@ pub mod esl;
 pub mod facts;
 pub mod fleet;
 pub mod harden;
+pub mod hostfs;
 pub mod inventory;
 pub mod progress;
 pub mod report;

@@ -4,8 +4,9 @@ mod support;
 
 use std::time::Duration;
 
+use fsfleet::hostfs;
 use fsfleet::inventory::{HostKeyPolicy, Jump};
-use fsfleet::ssh::{ConnectOptions, Connector, SshError, UploadOptions};
+use fsfleet::ssh::{ConnectOptions, Connector, SshError};
 use support::sshd::TestSshd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -172,23 +173,38 @@ async fn a_lost_connection_is_an_error_not_exit_zero() {
 }
 
 #[tokio::test]
-async fn upload_is_atomic_and_keeps_owner_and_mode() {
+async fn hostfs_writes_atomically_with_the_given_owner_and_mode_over_ssh() {
     let sshd = TestSshd::start();
     let s = trusted_session(&sshd).await;
     let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let target = dir.path().join("vars.xml");
     std::fs::write(&target, "old").unwrap();
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).unwrap();
-    std::os::unix::fs::chown(&target, Some(1), Some(1)).unwrap(); // daemon:daemon
     let ino_before = std::fs::metadata(&target).unwrap().ino();
-    s.upload(
-        target.to_str().unwrap(),
-        b"new content\n",
-        &UploadOptions::default(),
+    let fresh = dir.path().join("fs_cli.conf");
+    let lines = hostfs::apply(
+        &s,
+        &[
+            hostfs::Op::Write {
+                path: target.to_str().unwrap(),
+                content: b"new content\n",
+                user: "1",
+                group: "1",
+                mode: 0o640,
+            },
+            hostfs::Op::Write {
+                path: fresh.to_str().unwrap(),
+                content: b"x",
+                user: "root",
+                group: "root",
+                mode: 0o600,
+            },
+        ],
     )
     .await
     .unwrap();
+    assert_eq!(lines.len(), 2, "{lines:?}");
     let md = std::fs::metadata(&target).unwrap();
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "new content\n");
     assert_eq!((md.mode() & 0o7777, md.uid(), md.gid()), (0o640, 1, 1));
@@ -197,23 +213,22 @@ async fn upload_is_atomic_and_keeps_owner_and_mode() {
         ino_before,
         "replaced by rename, not rewritten in place"
     );
-    // A new file with an explicit mode.
-    let fresh = dir.path().join("fs_cli.conf");
-    let opts = UploadOptions {
-        mode: Some(0o600),
-        owner: Some("root:root".into()),
-    };
-    s.upload(fresh.to_str().unwrap(), b"x", &opts)
-        .await
-        .unwrap();
     assert_eq!(std::fs::metadata(&fresh).unwrap().mode() & 0o7777, 0o600);
-    // No temp file left behind, and a failed upload leaves the old file whole.
+    // A missing directory: an error naming it, and no stage file left anywhere.
     let bad = dir.path().join("missing-dir").join("f");
-    assert!(
-        s.upload(bad.to_str().unwrap(), b"x", &UploadOptions::default())
-            .await
-            .is_err()
-    );
+    let err = hostfs::apply(
+        &s,
+        &[hostfs::Op::Write {
+            path: bad.to_str().unwrap(),
+            content: b"x",
+            user: "root",
+            group: "root",
+            mode: 0o600,
+        }],
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("missing-dir"), "{err}");
     let names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())

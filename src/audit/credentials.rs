@@ -51,6 +51,21 @@ pub const CONTROLS: &[Control] = &[
         baseline: true,
         eval: fs_cli_connects,
     },
+    Control {
+        id: "FS-CRED-05",
+        family: "Credentials",
+        severity: Severity::High,
+        title: "Config files that hold secrets are readable only by root and FreeSWITCH",
+        rationale: "vars.xml (default_password), event_socket.conf.xml (the Event Socket \
+                    password), directory files with literal passwords and fs_cli configs are \
+                    world-readable on many installs: any local user, or any service that is \
+                    broken into, reads the passwords that rotate.",
+        remediation: "Run `fsfleet harden` (it makes them readable only by root and FreeSWITCH's \
+                      user and group, e.g. 0640 root:freeswitch), or `chmod o-rwx FILE` and give \
+                      the group to FreeSWITCH's.",
+        baseline: true,
+        eval: secret_file_modes,
+    },
 ];
 
 fn files_of(ev: &Evidence, section: &str) -> Result<Vec<Stat>, String> {
@@ -128,6 +143,58 @@ fn fs_cli_modes(ev: &Evidence) -> Finding {
     Finding::fail_if(bad, files.iter().map(|s| describe(s)).collect())
 }
 
+/// The files that hold a secret: vars.xml, event_socket.conf.xml, directory files that set a
+/// password literally (config facts), and the fs_cli configs (their own probe).
+fn secret_file_modes(ev: &Evidence) -> Finding {
+    use crate::harden::Meta;
+    let dir = match ev.conf_dir() {
+        Ok(d) => d,
+        Err(e) => return Finding::error(e),
+    };
+    let fs = ev.facts.fs_owner();
+    let mut checked = Vec::new();
+    let mut bad = Vec::new();
+    let mut conf: Vec<&crate::facts::FileFact> =
+        ["vars.xml", "autoload_configs/event_socket.conf.xml"]
+            .iter()
+            .filter_map(|rel| ev.facts.files.conf(rel))
+            .collect();
+    let mut dir_files = ev.facts.files.conf_dir_files("directory", ".xml");
+    dir_files.extend(ev.facts.files.conf_dir_files("directory/default", ".xml"));
+    conf.extend(
+        dir_files
+            .into_iter()
+            .filter(|f| f.text().is_some_and(crate::conf::holds_literal_password)),
+    );
+    for f in conf {
+        let m = Meta::of(f);
+        let line = format!("{} ({}:{} {:04o})", f.path, m.user, m.group, m.mode);
+        if m.exposes_secret(fs) {
+            bad.push(format!(
+                "{line} is readable by users other than root and FreeSWITCH"
+            ));
+        }
+        checked.push(line);
+    }
+    let fscli = match files_of(ev, "audit_fscli_conf") {
+        Ok(s) => s,
+        Err(e) => return Finding::error(e),
+    };
+    for s in fscli.iter().filter(|s| !s.dir) {
+        let line = describe(s);
+        if s.mode & 0o077 != 0 {
+            bad.push(format!("{line} is readable by users other than its owner"));
+        }
+        checked.push(line);
+    }
+    if checked.is_empty() {
+        return Finding::error(format!(
+            "no config file that holds a secret was read in {dir}"
+        ));
+    }
+    Finding::fail_if(bad, checked)
+}
+
 fn fs_cli_connects(ev: &Evidence) -> Finding {
     let Some(fs) = ev.facts.base.freeswitch.as_ref() else {
         return Finding::error(
@@ -172,6 +239,65 @@ mod tests {
 
     fn eval(id: &str, ev: &Evidence) -> Finding {
         (CONTROLS.iter().find(|c| c.id == id).unwrap().eval)(ev)
+    }
+
+    #[test]
+    fn secret_files_readable_by_others_fail_with_their_modes() {
+        let fscli = (
+            "audit_fscli_conf",
+            "F 600 root root /etc/fs_cli.conf\nD 755 root root /etc\n",
+            0,
+        );
+        // The test tree is 0640 freeswitch:freeswitch: nobody else reads it.
+        let ev = evidence(&stock_files(), &[fscli], Live::default());
+        let f = eval("FS-CRED-05", &ev);
+        assert_eq!(f.status, Status::Pass, "{:?}", f.evidence);
+        assert!(
+            f.evidence
+                .iter()
+                .any(|l| l.contains("vars.xml (freeswitch:freeswitch 0640)"))
+        );
+        // A world-readable vars.xml, a directory file with a literal password, a 0644 fs_cli.conf.
+        let mut files = stock_files();
+        edit(&mut files, "directory/default/1001.xml", |t| {
+            t.replace("$${default_password}", "by-hand-secret")
+        });
+        let mut section =
+            files_section(&files).replace("vars.xml\t640 freeswitch", "vars.xml\t644 freeswitch");
+        section = section.replace("1001.xml\t640", "1001.xml\t604");
+        let facts = crate::audit::evidence::parse(
+            sections(&[
+                ("files", &section, 0),
+                ("audit_fscli_conf", "F 644 root root /etc/fs_cli.conf\n", 0),
+            ]),
+            "root",
+            false,
+        )
+        .unwrap();
+        let ev = Evidence {
+            host: host(),
+            facts,
+            live: Live::default(),
+        };
+        let f = eval("FS-CRED-05", &ev);
+        assert_eq!(f.status, Status::Fail);
+        let text = f.evidence.join("\n");
+        assert!(
+            text.contains("/etc/freeswitch/vars.xml (freeswitch:freeswitch 0644) is readable"),
+            "{text}"
+        );
+        assert!(
+            text.contains("1001.xml (freeswitch:freeswitch 0604) is readable"),
+            "{text}"
+        );
+        assert!(
+            text.contains("/etc/fs_cli.conf (mode 644, root:root) is readable"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("1000.xml ("),
+            "a file with $${{default_password}} holds no secret: {text}"
+        );
     }
 
     #[test]

@@ -49,11 +49,9 @@ pub fn plan(f: &HostFacts) -> Result<Planned, StepError> {
             .plan
             .diffs
             .push(diff::masked_diff(&file.path, text, &out, &[]));
-        planned.edits.push(FileEdit {
-            path: file.path.clone(),
-            old: text.as_bytes().to_vec(),
-            new: out.into_bytes(),
-        });
+        if let Some(edit) = f.edit(&file.path, out.into_bytes(), false)? {
+            planned.edits.push(edit);
+        }
         planned.rescan.push(name);
     }
     Ok(planned)

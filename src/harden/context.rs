@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::facts::{self, Facts, FactsError, Files, Script, Sections};
+use crate::facts::{self, Facts, FactsError, FileFact, Files, Script, Sections};
 use crate::inventory::Host;
 use crate::ssh::{Connector, ExecOutput, Session, SshError};
 
@@ -177,13 +177,78 @@ impl StepCtx<'_> {
     }
 }
 
-/// One config file change: exact old and new bytes (the old ones restore the file if a later
-/// step fails before the reload).
+/// Owner, group and permission bits of a file, as names and bits (the way facts read them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    pub user: String,
+    pub group: String,
+    pub mode: u32,
+}
+
+impl Meta {
+    pub fn of(f: &FileFact) -> Meta {
+        Meta {
+            user: f.owner.clone(),
+            group: f.group.clone(),
+            mode: f.mode & 0o7777,
+        }
+    }
+
+    /// What a file holding a secret must be: readable by root and the FreeSWITCH user only.
+    /// The owner stays when it is root or that user (else root); the group keeps its bits only
+    /// when it is root's or FreeSWITCH's group; nobody else gets any bit; set-id and sticky
+    /// bits go. `fs`: FreeSWITCH's user and group, when known.
+    pub fn for_secret(&self, fs: Option<(&str, &str)>) -> Meta {
+        let Some((fs_user, fs_group)) = fs else {
+            // Without knowing FreeSWITCH's user, changing owner or group could lock it out of
+            // its own config: only the bits for everybody else go.
+            return Meta {
+                mode: self.mode & 0o770,
+                ..self.clone()
+            };
+        };
+        let user_ok = self.user == "root" || self.user == fs_user;
+        let group_ok = self.group == "root" || self.group == fs_group;
+        let mut mode = self.mode & 0o700;
+        let user = if user_ok {
+            self.user.clone()
+        } else {
+            // The owner was someone else: root takes the file, FreeSWITCH reads it by group.
+            mode = 0o600;
+            "root".to_string()
+        };
+        let group = if group_ok && user_ok {
+            mode |= self.mode & 0o070;
+            self.group.clone()
+        } else {
+            mode |= 0o040;
+            fs_group.to_string()
+        };
+        Meta { user, group, mode }
+    }
+
+    /// Whether users other than root and FreeSWITCH's can read the file (see [`Meta::for_secret`]).
+    pub fn exposes_secret(&self, fs: Option<(&str, &str)>) -> bool {
+        self.for_secret(fs) != *self
+    }
+}
+
+/// One config file change: exact old and new bytes and metadata (the old ones restore the
+/// file if a later step fails before the reload).
 #[derive(Clone)]
 pub struct FileEdit {
     pub path: String,
     pub old: Vec<u8>,
     pub new: Vec<u8>,
+    pub was: Meta,
+    pub want: Meta,
+}
+
+impl FileEdit {
+    /// Whether FreeSWITCH sees a difference (not only owner or mode).
+    pub fn content_changed(&self) -> bool {
+        self.old != self.new
+    }
 }
 
 impl std::fmt::Debug for FileEdit {
@@ -191,6 +256,8 @@ impl std::fmt::Debug for FileEdit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FileEdit")
             .field("path", &self.path)
+            .field("was", &self.was)
+            .field("want", &self.want)
             .finish_non_exhaustive()
     }
 }
@@ -215,6 +282,46 @@ impl HostFacts {
         })?;
         Ok((f.path.as_str(), text))
     }
+
+    /// FreeSWITCH's user and group, when known (the files holding secrets are theirs).
+    pub fn fs_owner(&self) -> Option<(&str, &str)> {
+        None
+    }
+
+    /// An edit of the file at `path` (read by the facts) to `new`; `secret`: the file holds a
+    /// secret, so it also ends readable only by root and FreeSWITCH (see [`Meta::for_secret`]).
+    /// None when neither content nor metadata would change.
+    pub fn edit(
+        &self,
+        path: &str,
+        new: Vec<u8>,
+        secret: bool,
+    ) -> Result<Option<FileEdit>, StepError> {
+        let f = self
+            .files
+            .files
+            .get(path)
+            .ok_or_else(|| StepError::Refused(format!("{path} was not read from the host")))?;
+        let old = f.content.clone().ok_or_else(|| {
+            StepError::Refused(format!("{path} is too large; fsfleet will not edit it"))
+        })?;
+        let was = Meta::of(f);
+        let want = if secret {
+            was.for_secret(self.fs_owner())
+        } else {
+            was.clone()
+        };
+        if old == new && was == want {
+            return Ok(None);
+        }
+        Ok(Some(FileEdit {
+            path: path.to_string(),
+            old,
+            new,
+            was,
+            want,
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -230,7 +337,7 @@ impl HostFacts {
                 path.clone(),
                 FileFact {
                     path,
-                    mode: 0o644,
+                    mode: 0o640,
                     owner: "freeswitch".into(),
                     group: "freeswitch".into(),
                     size: text.len() as u64,
@@ -277,4 +384,48 @@ impl HostFacts {
 #[cfg(test)]
 pub(crate) fn test_host(name: &str) -> Host {
     Host::with_defaults(name, "192.0.2.10")
+}
+
+#[cfg(test)]
+mod meta_tests {
+    use super::*;
+
+    fn m(user: &str, group: &str, mode: u32) -> Meta {
+        Meta {
+            user: user.into(),
+            group: group.into(),
+            mode,
+        }
+    }
+
+    #[test]
+    fn secret_files_end_readable_only_by_root_and_freeswitch() {
+        let fs = Some(("freeswitch", "freeswitch"));
+        // Stock package files are world-readable: the bits for others go, nothing else.
+        assert_eq!(
+            m("freeswitch", "freeswitch", 0o644).for_secret(fs),
+            m("freeswitch", "freeswitch", 0o640)
+        );
+        assert_eq!(
+            m("root", "freeswitch", 0o640).for_secret(fs),
+            m("root", "freeswitch", 0o640)
+        );
+        assert!(!m("root", "freeswitch", 0o640).exposes_secret(fs));
+        // Another group keeps no bits: FreeSWITCH's group takes it.
+        assert_eq!(
+            m("root", "users", 0o664).for_secret(fs),
+            m("root", "freeswitch", 0o640)
+        );
+        // Another owner: root takes the file, FreeSWITCH reads it through its group.
+        assert_eq!(
+            m("mallory", "mallory", 0o4777).for_secret(fs),
+            m("root", "freeswitch", 0o640)
+        );
+        // FreeSWITCH's user unknown: owner and group stay (it must still read its config).
+        assert_eq!(
+            m("freeswitch", "freeswitch", 0o644).for_secret(None),
+            m("freeswitch", "freeswitch", 0o640)
+        );
+        assert!(m("freeswitch", "freeswitch", 0o604).exposes_secret(None));
+    }
 }

@@ -67,21 +67,23 @@ pub fn plan(f: &HostFacts, opts: &HardenOptions) -> Result<Planned, StepError> {
             current.inbound_acl.as_deref().unwrap_or("unset")
         ));
     }
-    let edit = if out != text {
+    if out != text {
         let mut secrets: Vec<&Secret> = vec![&current.password];
         if let Some(p) = &new_password {
             secrets.push(p);
         }
         plan.diffs
             .push(diff::masked_diff(path, text, &out, &secrets));
-        Some(FileEdit {
-            path: path.to_string(),
-            old: text.as_bytes().to_vec(),
-            new: out.into_bytes(),
-        })
-    } else {
-        None
-    };
+    }
+    // The file holds the Event Socket password: it also ends readable only by root and
+    // FreeSWITCH, whether or not its content changes.
+    let edit = f.edit(path, out.into_bytes(), true)?;
+    if let Some(e) = &edit
+        && e.was != e.want
+    {
+        plan.changes
+            .push(super::sip_password::restrict_line(path, e));
+    }
     Ok(Planned {
         plan,
         edit,

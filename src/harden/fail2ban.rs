@@ -214,6 +214,9 @@ pub fn plan(f: &HostFacts, host: &Host, _opts: &HardenOptions) -> Result<StepPla
             host.name, fs.conf_dir, fs.layout
         )));
     };
+    // A host value that goes into fail2ban's configuration: refused unless it is a plain path.
+    crate::hostfs::check_host_dir(log_dir)
+        .map_err(|e| StepError::Refused(format!("FreeSWITCH's log directory: {e}")))?;
     let logpath = format!("{}/freeswitch.log", log_dir.trim_end_matches('/'));
     let jail = render_jail(host, &logpath);
     let st = parse_state(f.section(PROBE));
@@ -339,12 +342,6 @@ put() { # path base64: atomic, root 0644
         ));
     }
     s.push_str(&format!("log={}\n", sh_quote(logpath)));
-    // fail2ban will not start a jail whose log file is missing: create it as FreeSWITCH would
-    // (owned like its directory), or FreeSWITCH could no longer write it.
-    s.push_str(
-        "if [ ! -e \"$log\" ]; then touch \"$log\" && chown --reference=\"$(dirname \"$log\")\" \"$log\" \
-         || { echo \"cannot create $log\" >&2; exit 31; }; fi\n",
-    );
     if flag("enable") {
         s.push_str("systemctl enable fail2ban >/dev/null 2>&1 || { echo 'systemctl enable fail2ban failed' >&2; exit 32; }\n");
     }
@@ -471,6 +468,24 @@ pub async fn apply(ctx: &StepCtx<'_>, plan: &StepPlan) -> Result<Vec<String>, St
         return Ok(vec![]);
     }
     let script = apply_script(plan)?;
+    // fail2ban will not start a jail whose log file is missing: create it as FreeSWITCH would
+    // (owned like its directory, which must be root's or FreeSWITCH's), without following a
+    // link a user may have put there (hostfs).
+    let logpath = plan
+        .data
+        .get("logpath")
+        .ok_or_else(|| StepError::Failed("fail2ban plan has no log path".into()))?;
+    let fs_user = ctx.facts.fs_owner().map_or("freeswitch", |(u, _)| u);
+    crate::hostfs::apply(
+        ctx.session,
+        &[crate::hostfs::Op::Create {
+            path: logpath,
+            mode: 0o640,
+            dir_owners: &["root", fs_user],
+        }],
+    )
+    .await
+    .map_err(|e| StepError::Refused(format!("FreeSWITCH's log file: {e}")))?;
     // Restart + jail wait + fail2ban-regex (slow to start on small hosts).
     let limit = JAIL_WAIT + Duration::from_secs(120);
     let what = format!("{}: configuring fail2ban", ctx.host.name);

@@ -7,9 +7,10 @@
 use super::{HostFacts, Probes, StepError, StepPlan};
 use crate::conf::EventSocket;
 use crate::facts::FileFact;
+use crate::hostfs;
 use crate::inventory::Host;
 use crate::secret::Secret;
-use crate::ssh::{UploadOptions, sh_quote};
+use crate::ssh::sh_quote;
 
 pub const NAME: &str = "fs-cli";
 pub const SYSTEM_FILE: &str = "/etc/fs_cli.conf";
@@ -26,8 +27,8 @@ pub fn probes(p: &mut Probes, host: &Host) {
         HOMES,
         &format!(
             "for u in {users}; do e=$(getent passwd \"$u\") || continue; h=$(echo \"$e\" | cut -d: -f6); g=$(id -gn \"$u\"); \
-             if [ -f \"$h/.fs_cli_conf\" ]; then c=$(base64 -w0 \"$h/.fs_cli_conf\"); else c=-; fi; \
-             printf 'H\\t%s\\t%s\\t%s\\t%s\\n' \"$u\" \"$g\" \"$h\" \"$c\"; done"
+             m=-; if [ -f \"$h/.fs_cli_conf\" ]; then c=$(base64 -w0 \"$h/.fs_cli_conf\"); m=$(stat -c '%a:%U' \"$h/.fs_cli_conf\"); else c=-; fi; \
+             printf 'H\\t%s\\t%s\\t%s\\t%s\\t%s\\n' \"$u\" \"$g\" \"$h\" \"$c\" \"$m\"; done"
         ),
     );
 }
@@ -36,7 +37,8 @@ pub fn probes(p: &mut Probes, host: &Host) {
 #[derive(Clone)]
 pub struct Target {
     pub path: String,
-    pub owner: String,
+    pub user: String,
+    pub group: String,
     pub existed: bool,
     content: Vec<u8>,
 }
@@ -45,7 +47,7 @@ impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Target")
             .field("path", &self.path)
-            .field("owner", &self.owner)
+            .field("user", &self.user)
             .finish_non_exhaustive()
     }
 }
@@ -68,6 +70,14 @@ pub fn plan(
     es: &EventSocket,
     password: &Secret,
 ) -> Result<(StepPlan, Vec<Target>), StepError> {
+    // The file's format has no quoting: only an address literal goes into it.
+    let address = es.local_address();
+    if address.parse::<std::net::IpAddr>().is_err() {
+        return Err(StepError::Refused(format!(
+            "the Event Socket address {} is not an IP address; fsfleet will not write it into {SYSTEM_FILE}",
+            address.escape_debug()
+        )));
+    }
     let want = render(es, password).into_bytes();
     let mut plan = StepPlan::default();
     let mut targets = Vec::new();
@@ -79,17 +89,23 @@ pub fn plan(
         ));
         targets.push(Target {
             path: SYSTEM_FILE.into(),
-            owner: "root:root".into(),
+            user: "root".into(),
+            group: "root".into(),
             existed: system.is_some(),
             content: want.clone(),
         });
     }
     for line in f.section(HOMES).lines() {
         let parts: Vec<&str> = line.split('\t').collect();
-        let ["H", user, group, home, b64] = parts.as_slice() else {
-            continue;
+        let (user, group, home, b64, meta) = match parts.as_slice() {
+            ["H", u, g, h, c, m] => (u, g, h, c, *m),
+            ["H", u, g, h, c] => (u, g, h, c, "-"),
+            _ => continue,
         };
         let path = format!("{}/.fs_cli_conf", home.trim_end_matches('/'));
+        // Host values: a home that is not a clean absolute path is refused, never written to.
+        hostfs::check_path(&path)
+            .map_err(|e| StepError::Refused(format!("home of {}: {e}", user.escape_debug())))?;
         let existing = if *b64 == "-" {
             None
         } else {
@@ -99,7 +115,9 @@ pub fn plan(
         if existing.is_none() && (*user == "root" || host.user == "root") {
             continue;
         }
-        if existing.as_deref() == Some(want.as_slice()) {
+        // The file holds the Event Socket password: 0600 and its user's, or it is rewritten.
+        let meta_ok = meta == format!("600:{user}");
+        if existing.as_deref() == Some(want.as_slice()) && meta_ok {
             continue;
         }
         plan.changes.push(format!(
@@ -117,7 +135,8 @@ pub fn plan(
         ));
         targets.push(Target {
             path,
-            owner: format!("{user}:{group}"),
+            user: user.to_string(),
+            group: group.to_string(),
             existed: existing.is_some(),
             content: want.clone(),
         });
@@ -129,25 +148,29 @@ fn up_to_date(f: Option<&FileFact>, want: &[u8], mode: u32, owner: &str) -> bool
     f.is_some_and(|f| f.content.as_deref() == Some(want) && f.mode == mode && f.owner == owner)
 }
 
+/// Writes every target through [`hostfs`] (a home directory belongs to its user, who could
+/// otherwise redirect root's write), in one batch.
 pub async fn apply(
     session: &crate::ssh::Session,
     targets: &[Target],
 ) -> Result<Vec<String>, StepError> {
-    let mut evidence = Vec::new();
-    for t in targets {
-        session
-            .upload(
-                &t.path,
-                &t.content,
-                &UploadOptions {
-                    mode: Some(0o600),
-                    owner: Some(t.owner.clone()),
-                },
-            )
-            .await?;
-        evidence.push(format!("{} ({}, 0600)", t.path, t.owner));
-    }
-    Ok(evidence)
+    let ops: Vec<hostfs::Op> = targets
+        .iter()
+        .map(|t| hostfs::Op::Write {
+            path: &t.path,
+            content: &t.content,
+            user: &t.user,
+            group: &t.group,
+            mode: 0o600,
+        })
+        .collect();
+    hostfs::apply(session, &ops)
+        .await
+        .map_err(|e| StepError::Failed(format!("writing the fs_cli configs: {e}")))?;
+    Ok(targets
+        .iter()
+        .map(|t| format!("{} ({}:{}, 0600)", t.path, t.user, t.group))
+        .collect())
 }
 
 #[cfg(test)]
@@ -195,7 +218,9 @@ mod tests {
         let good = data_encoding::BASE64.encode(text.as_bytes());
         f.sections = crate::facts::Sections::from_pairs(&[(
             HOMES,
-            &format!("H\troot\troot\t/root\t-\nH\tadmin\tadmin\t/home/admin\t{good}\n"),
+            &format!(
+                "H\troot\troot\t/root\t-\t-\nH\tadmin\tadmin\t/home/admin\t{good}\t600:admin\n"
+            ),
             0,
         )]);
         f.files.files.insert(
@@ -211,5 +236,20 @@ mod tests {
         );
         let (plan, targets) = super::plan(&f, &host("admin"), &es, &pw).unwrap();
         assert!(plan.is_noop() && targets.is_empty(), "{:?}", plan.changes);
+        // The same content readable by others is rewritten 0600.
+        f.sections = crate::facts::Sections::from_pairs(&[(
+            HOMES,
+            &format!("H\tadmin\tadmin\t/home/admin\t{good}\t644:admin\n"),
+            0,
+        )]);
+        let (_, targets) = super::plan(&f, &host("admin"), &es, &pw).unwrap();
+        assert_eq!(targets.len(), 1);
+        // A home that is not a clean path is refused, never written to.
+        f.sections = crate::facts::Sections::from_pairs(&[(
+            HOMES,
+            "H\tadmin\tadmin\t/home/../etc\t-\t-\n",
+            0,
+        )]);
+        assert!(super::plan(&f, &host("admin"), &es, &pw).is_err());
     }
 }

@@ -13,7 +13,7 @@ pub mod fail2ban;
 pub mod firewall;
 pub mod packages;
 
-pub use context::{FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
+pub use context::{FileEdit, HardenOptions, HostFacts, Meta, Probes, StepCtx, StepError, StepPlan};
 pub mod auth_logging;
 pub mod backup;
 pub mod event_socket;

@@ -18,6 +18,7 @@ use super::{
 };
 use crate::facts;
 use crate::fleet::HostCtx;
+use crate::hostfs;
 use crate::inventory::{ConfDir, Host};
 use crate::report::{HostReport, StepReport, StepStatus};
 use crate::secret::Secret;
@@ -289,6 +290,19 @@ async fn run_steps(
             return Err(format!("preflight: {e}"));
         }
     };
+    // What the Event Socket says is host data: a directory that is not a plain absolute path
+    // refuses the host (it would shape commands and fail2ban's configuration).
+    for (what, value) in [("conf_dir", &pre.conf_dir), ("log_dir", &pre.log_dir)] {
+        if let Some(v) = value
+            && let Err(e) = hostfs::check_host_dir(v)
+        {
+            let e = StepError::Refused(format!(
+                "FreeSWITCH's {what} (global_getvar): {e}; fix FreeSWITCH's -conf/-log settings"
+            ));
+            steps.failed(preflight::NAME, &e, t);
+            return Err(format!("preflight: {e}"));
+        }
+    }
     // The running FreeSWITCH knows where its config really is.
     if let Some(live) = pre.conf_dir.clone()
         && facts.files.conf_dir.as_deref() != Some(live.as_str())
@@ -319,7 +333,7 @@ async fn run_steps(
         .section(STALE_STAGE)
         .lines()
         .map(str::trim)
-        .filter(|l| l.contains(".fsfleet-stage-"))
+        .filter(|l| l.contains(hostfs::STAGE_MARK) && hostfs::check_path(l).is_ok())
         .collect();
     if !stale.is_empty() {
         if opts.check {
@@ -328,26 +342,17 @@ async fn run_steps(
                 stale.len()
             ));
         } else {
-            let list = stale
+            let ops: Vec<hostfs::Op> = stale
                 .iter()
-                .map(|p| crate::ssh::sh_quote(p))
-                .collect::<Vec<_>>()
-                .join(" ");
-            match session
-                .run(
-                    &format!("rm -f -- {list}"),
-                    b"",
-                    std::time::Duration::from_secs(30),
-                )
-                .await
-            {
-                Ok(out) if out.success() => evidence.push(format!(
+                .map(|p| hostfs::Op::Remove { path: p })
+                .collect();
+            match hostfs::apply(session, &ops).await {
+                Ok(_) => evidence.push(format!(
                     "removed {} stage file(s) of an interrupted run",
                     stale.len()
                 )),
-                _ => evidence.push(format!(
-                    "could not remove stage files of an interrupted run: {}",
-                    stale.join(", ")
+                Err(e) => evidence.push(format!(
+                    "could not remove stage files of an interrupted run: {e}"
                 )),
             }
         }
@@ -379,11 +384,18 @@ async fn run_steps(
 
     let t = Instant::now();
     if sel.runs(sip_password::NAME) {
-        match sip_password::plan(&facts, opts) {
+        match sip_password::plan(&facts, opts).and_then(|(mut p, e)| {
+            let (changes, more) = sip_password::directory_modes(&facts)?;
+            p.changes.extend(changes);
+            edits.extend(more);
+            Ok((p, e))
+        }) {
             Ok((p, e)) => {
                 if let Some((edit, pw)) = e {
                     edits.push(edit);
-                    new_secrets.push((CredKind::SipPassword, pw));
+                    if let Some(pw) = pw {
+                        new_secrets.push((CredKind::SipPassword, pw));
+                    }
                 }
                 plans.push((sip_password::NAME, p, t));
             }
@@ -398,8 +410,8 @@ async fn run_steps(
     let mut esl_changed = false;
     if sel.runs(event_socket::NAME) {
         if let Some(edit) = esl_plan.edit.clone() {
+            esl_changed = edit.content_changed();
             edits.push(edit);
-            esl_changed = true;
         }
         if let Some(pw) = esl_plan.new_password.clone() {
             new_secrets.push((CredKind::EslPassword, pw));
@@ -563,11 +575,8 @@ async fn run_steps(
     ctx.stage("config");
     let written: Vec<&FileEdit> = edits.iter().collect();
     if !written.is_empty() {
-        let files: Vec<(&str, &[u8])> = written
-            .iter()
-            .map(|e| (e.path.as_str(), e.new.as_slice()))
-            .collect();
-        if let Err(e) = session.upload_all(&files).await {
+        let ops: Vec<hostfs::Op> = written.iter().map(|e| write_op(e, false)).collect();
+        if let Err(e) = hostfs::apply(session, &ops).await {
             let msg = format!("writing the config files failed: {e}; no config file was changed");
             for (name, _, t) in &plans {
                 steps.push(name, StepStatus::Failed, msg.clone(), vec![], *t);
@@ -767,23 +776,36 @@ fn reload_needs(
     reload::Needs {
         reloadxml: written
             .iter()
-            .any(|e| !e.path.ends_with(event_socket::FILE)),
+            .any(|e| e.content_changed() && !e.path.ends_with(event_socket::FILE)),
         rescan,
         event_socket: esl_changed || esl_stale,
     }
 }
 
-/// Put back the files written so far (exact old bytes).
+/// The hostfs write of an edit: its new content and metadata, or (`restore`) the old ones.
+fn write_op(e: &FileEdit, restore: bool) -> hostfs::Op<'_> {
+    let (content, meta) = if restore {
+        (&e.old, &e.was)
+    } else {
+        (&e.new, &e.want)
+    };
+    hostfs::Op::Write {
+        path: &e.path,
+        content,
+        user: &meta.user,
+        group: &meta.group,
+        mode: meta.mode,
+    }
+}
+
+/// Put back the files written so far (exact old bytes, owner and mode).
 async fn restore(session: &Session, written: &[&FileEdit]) -> String {
     if written.is_empty() {
         return "no config file had been changed".into();
     }
-    let files: Vec<(&str, &[u8])> = written
-        .iter()
-        .map(|e| (e.path.as_str(), e.old.as_slice()))
-        .collect();
-    match session.upload_all(&files).await {
-        Ok(()) => format!("the {} changed config files were restored", written.len()),
+    let ops: Vec<hostfs::Op> = written.iter().map(|e| write_op(e, true)).collect();
+    match hostfs::apply(session, &ops).await {
+        Ok(_) => format!("the {} changed config files were restored", written.len()),
         Err(e) => format!(
             "RESTORE FAILED ({e}): the new config files stay; restore them from the backup by hand"
         ),

@@ -12,11 +12,15 @@ use crate::vault;
 pub const NAME: &str = "sip-password";
 const VAR: &str = "default_password";
 
-/// The plan, the edit and the new password (None when nothing changes).
+/// The edit of vars.xml and the new password (None when only owner or mode change).
+pub type Rotation = (FileEdit, Option<Secret>);
+
+/// The plan, the edit and the new password (edit None when nothing changes; password None
+/// when only owner or mode change).
 pub fn plan(
     f: &HostFacts,
     opts: &HardenOptions,
-) -> Result<(StepPlan, Option<(FileEdit, Secret)>), StepError> {
+) -> Result<(StepPlan, Option<Rotation>), StepError> {
     let (path, text) = f.conf_text("vars.xml")?;
     let current = vars::get_var(text, VAR).ok_or_else(|| {
         StepError::Refused(format!(
@@ -25,34 +29,73 @@ pub fn plan(
     })?;
     let mut plan = StepPlan::default();
     let why = if current == "1234" {
-        "the stock 1234"
+        Some("the stock 1234")
     } else if conf::is_weak_password(&current) {
-        "shorter than 16 characters"
+        Some("shorter than 16 characters")
     } else if opts.rotate {
-        "--rotate"
+        Some("--rotate")
     } else {
+        None
+    };
+    let (out, new) = match why {
+        Some(why) => {
+            let new = vault::generate_password(vault::PASSWORD_LEN);
+            match vars::set_var(text, VAR, new.expose())
+                .map_err(|e| StepError::Refused(format!("{path}: {e}")))?
+            {
+                Some(out) => {
+                    plan.changes
+                        .push(format!("rotate {VAR} in {path} (was {why})"));
+                    plan.diffs.push(diff::masked_diff(
+                        path,
+                        text,
+                        &out,
+                        &[&new, &Secret::new(current.clone())],
+                    ));
+                    (out, Some(new))
+                }
+                None => (text.to_string(), None),
+            }
+        }
+        None => (text.to_string(), None),
+    };
+    let Some(edit) = f.edit(path, out.into_bytes(), true)? else {
         return Ok((plan, None));
     };
-    let new = vault::generate_password(vault::PASSWORD_LEN);
-    let out = vars::set_var(text, VAR, new.expose())
-        .map_err(|e| StepError::Refused(format!("{path}: {e}")))?;
-    let Some(out) = out else {
-        return Ok((plan, None));
-    };
-    plan.changes
-        .push(format!("rotate {VAR} in {path} (was {why})"));
-    plan.diffs.push(diff::masked_diff(
-        path,
-        text,
-        &out,
-        &[&new, &Secret::new(current.clone())],
-    ));
-    let edit = FileEdit {
-        path: path.to_string(),
-        old: text.as_bytes().to_vec(),
-        new: out.into_bytes(),
-    };
+    if edit.was != edit.want {
+        plan.changes.push(restrict_line(path, &edit));
+    }
     Ok((plan, Some((edit, new))))
+}
+
+/// Directory files that set a password literally and that others can read: the same content,
+/// readable only by root and FreeSWITCH (they are part of this step: SIP credentials at rest).
+pub fn directory_modes(f: &HostFacts) -> Result<(Vec<String>, Vec<FileEdit>), StepError> {
+    let mut changes = Vec::new();
+    let mut edits = Vec::new();
+    let mut files = f.files.conf_dir_files("directory", ".xml");
+    files.extend(f.files.conf_dir_files("directory/default", ".xml"));
+    for file in files {
+        let (Some(text), Some(bytes)) = (file.text(), file.content.as_ref()) else {
+            continue;
+        };
+        if !conf::holds_literal_password(text) {
+            continue;
+        }
+        if let Some(e) = f.edit(&file.path, bytes.clone(), true)? {
+            changes.push(restrict_line(&file.path, &e));
+            edits.push(e);
+        }
+    }
+    Ok((changes, edits))
+}
+
+/// The plan line for a file holding a secret that other users could read.
+pub fn restrict_line(path: &str, e: &FileEdit) -> String {
+    format!(
+        "make {path} readable only by root and FreeSWITCH ({}:{} {:04o}, was {}:{} {:04o})",
+        e.want.user, e.want.group, e.want.mode, e.was.user, e.was.group, e.was.mode
+    )
 }
 
 #[cfg(test)]
@@ -64,6 +107,7 @@ mod tests {
         let f = HostFacts::stock();
         let (plan, edit) = plan(&f, &HardenOptions::default()).unwrap();
         let (edit, pw) = edit.unwrap();
+        let pw = pw.unwrap();
         assert_eq!(
             plan.changes,
             vec!["rotate default_password in /etc/freeswitch/vars.xml (was the stock 1234)"]
@@ -91,6 +135,30 @@ mod tests {
         )
         .unwrap();
         p.is_noop() && e.is_none()
+    }
+
+    #[test]
+    fn a_strong_password_in_a_world_readable_file_gets_its_mode_fixed_only() {
+        let text = format!(
+            "<X-PRE-PROCESS cmd=\"set\" data=\"default_password={}\"/>\n",
+            "Ab3".repeat(8)
+        );
+        let mut f = HostFacts::with_conf("/etc/freeswitch", &[("vars.xml", &text)]);
+        f.files
+            .files
+            .get_mut("/etc/freeswitch/vars.xml")
+            .unwrap()
+            .mode = 0o644;
+        let (p, e) = plan(&f, &HardenOptions::default()).unwrap();
+        let (edit, pw) = e.unwrap();
+        assert!(pw.is_none() && !edit.content_changed());
+        assert_eq!(edit.want.mode, 0o640);
+        assert_eq!(p.changes.len(), 1);
+        assert!(
+            p.changes[0].contains("readable only by root and FreeSWITCH"),
+            "{:?}",
+            p.changes
+        );
     }
 
     #[test]

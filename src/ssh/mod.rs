@@ -7,7 +7,7 @@ pub mod known_hosts;
 mod session;
 
 pub use error::SshError;
-pub use session::{ConnectOptions, Connector, ExecOutput, Session, UploadOptions, sh_quote};
+pub use session::{ConnectOptions, Connector, ExecOutput, Session, sh_quote};
 
 use std::io::{BufRead, IsTerminal, Write};
 

@@ -477,15 +477,6 @@ impl ExecOutput {
     }
 }
 
-/// Owner and mode of an uploaded file. Unset fields keep those of the file being replaced
-/// (root-owned 0600 for a new file, as `mktemp` creates it).
-#[derive(Debug, Clone, Default)]
-pub struct UploadOptions {
-    pub mode: Option<u32>,
-    /// `user` or `user:group`.
-    pub owner: Option<String>,
-}
-
 /// An authenticated SSH connection to one host.
 pub struct Session {
     pub name: String,
@@ -689,114 +680,6 @@ impl Session {
         }
         out.status = status;
         Ok(out)
-    }
-
-    /// Write `content` to `path` atomically with root privileges: a temp file in the same
-    /// directory, flushed, then renamed over the target. Keeps the replaced file's owner and
-    /// mode unless `opts` says otherwise. Content travels on stdin (it may hold secrets).
-    pub async fn upload(
-        &self,
-        path: &str,
-        content: &[u8],
-        opts: &UploadOptions,
-    ) -> Result<(), SshError> {
-        let mut script = format!(
-            "set -e\n\
-             t={p}\n\
-             tmp=$(mktemp \"$t.fsfleet.XXXXXX\")\n\
-             trap 'rm -f \"$tmp\"' EXIT\n\
-             cat > \"$tmp\"\n\
-             if [ -e \"$t\" ]; then chown --reference=\"$t\" \"$tmp\"; chmod --reference=\"$t\" \"$tmp\"; fi\n",
-            p = sh_quote(path)
-        );
-        if let Some(owner) = &opts.owner {
-            script.push_str(&format!("chown {} \"$tmp\"\n", sh_quote(owner)));
-        }
-        if let Some(mode) = opts.mode {
-            script.push_str(&format!("chmod {mode:o} \"$tmp\"\n"));
-        }
-        script.push_str("sync \"$tmp\" 2>/dev/null || true\nmv -f \"$tmp\" \"$t\"\ntrap - EXIT\n");
-        let out = self.run(&script, content, Duration::from_secs(60)).await?;
-        if !out.success() {
-            return Err(SshError::Other(format!(
-                "{}: writing {path} failed (exit {}): {}",
-                self.name,
-                out.status,
-                out.stderr_text().trim()
-            )));
-        }
-        Ok(())
-    }
-
-    /// Replace several files as one change: every new content is first staged beside its target
-    /// (same directory, owner and mode), then ONE command renames them all, ignoring hangups. A
-    /// connection cut or a full disk while staging leaves every target untouched; the renames
-    /// themselves need no space and take microseconds, so the files are all old or all new.
-    pub async fn upload_all(&self, files: &[(&str, &[u8])]) -> Result<(), SshError> {
-        let token: String = {
-            use rand::Rng;
-            rand::thread_rng()
-                .sample_iter(rand::distributions::Alphanumeric)
-                .take(8)
-                .map(char::from)
-                .collect()
-        };
-        let stage = |path: &str| sh_quote(&format!("{path}.fsfleet-stage-{token}"));
-        let cleanup = || {
-            let mut rm = String::from("rm -f");
-            for (p, _) in files {
-                rm.push(' ');
-                rm.push_str(&stage(p));
-            }
-            rm
-        };
-        for (path, content) in files {
-            // Stage files of an earlier run that was cut before its renames are dropped first.
-            let script = format!(
-                "set -e\nt={p}\ntmp={tmp}\nrm -f \"$t\".fsfleet-stage-*\ncat > \"$tmp\"\n\
-                 if [ -e \"$t\" ]; then chown --reference=\"$t\" \"$tmp\"; chmod --reference=\"$t\" \"$tmp\"; fi\n\
-                 sync \"$tmp\" 2>/dev/null || true\n",
-                p = sh_quote(path),
-                tmp = stage(path)
-            );
-            let failed = match self.run(&script, content, Duration::from_secs(60)).await {
-                Ok(out) if out.success() => None,
-                Ok(out) => Some(SshError::Other(format!(
-                    "{}: writing {path} failed (exit {}): {}",
-                    self.name,
-                    out.status,
-                    out.stderr_text().trim()
-                ))),
-                Err(e) => Some(e),
-            };
-            if let Some(e) = failed {
-                let _ = self.run(&cleanup(), b"", Duration::from_secs(30)).await;
-                return Err(e);
-            }
-        }
-        let mut commit = String::from(
-            "trap '' HUP PIPE INT TERM
-set -e
-",
-        );
-        for (p, _) in files {
-            commit.push_str(&format!(
-                "mv -f {} {}
-",
-                stage(p),
-                sh_quote(p)
-            ));
-        }
-        let out = self.run(&commit, b"", Duration::from_secs(60)).await?;
-        if !out.success() {
-            return Err(SshError::Other(format!(
-                "{}: renaming the staged config files into place failed (exit {}): {}",
-                self.name,
-                out.status,
-                out.stderr_text().trim()
-            )));
-        }
-        Ok(())
     }
 
     /// A TCP stream to `127.0.0.1:port` as seen from the host (SSH direct-tcpip).

@@ -1,0 +1,272 @@
+//! Hostile hosts, files: a test acts as the `freeswitch` user (the one a SIP exploit gives) on
+//! fs01 before and during `fsfleet harden`, while fs02 is an ordinary host of the same run.
+//! Each scenario asserts that no file outside the intended set changed owner, mode or content
+//! (checksums of /etc, /root, /usr and /var, volatile directories pruned), that the attacker's
+//! target is untouched, that fs01 is refused with a message naming the cause (or hardened
+//! without harm), and that fs02 finishes. docs/security.md lists what each scenario proves.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output};
+
+use common::{Fleet, TestHost};
+
+/// Directories whose content changes on its own (logs, caches, package and service state) or
+/// that fsfleet owns (its backups).
+const PRUNE: &[&str] = &[
+    "/var/log",
+    "/var/cache",
+    "/var/tmp",
+    "/var/lib/apt",
+    "/var/lib/dpkg",
+    "/var/lib/systemd",
+    "/var/lib/fail2ban",
+    "/var/lib/private",
+    "/var/lib/freeswitch",
+    "/var/backups/fsfleet",
+    "/var/spool",
+    "/var/run",
+    "/var/lock",
+];
+
+/// path -> "mode owner group size sha256" of every file and link under /etc /root /usr /var.
+fn snapshot(fleet: &Fleet, h: &TestHost) -> BTreeMap<String, String> {
+    let prune = PRUNE
+        .iter()
+        .map(|p| format!("-path {p}"))
+        .collect::<Vec<_>>()
+        .join(" -o ");
+    let out = fleet.ssh_root(
+        h,
+        &format!(
+            "find /etc /root /usr /var -xdev \\( {prune} \\) -prune -o \\( -type f -o -type l \\) \
+             -printf '%p\\t%m %u %g %s %l\\n' | sort > /tmp/.snap.meta\n\
+             find /etc /root /usr /var -xdev \\( {prune} \\) -prune -o -type f -print0 | sort -z | \
+             xargs -0 sha256sum | awk '{{h=$1; $1=\"\"; sub(/^ /, \"\"); print $0 \"\\t\" h}}' > /tmp/.snap.sum\n\
+             cat /tmp/.snap.meta; echo '@@'; cat /tmp/.snap.sum; rm -f /tmp/.snap.meta /tmp/.snap.sum"
+        ),
+    );
+    let (meta, sums) = out.split_once("@@\n").expect("snapshot output");
+    let mut map: BTreeMap<String, String> = BTreeMap::new();
+    for l in meta.lines() {
+        if let Some((p, m)) = l.split_once('\t') {
+            map.insert(p.to_string(), m.to_string());
+        }
+    }
+    for l in sums.lines() {
+        if let Some((p, h)) = l.rsplit_once('\t')
+            && let Some(v) = map.get_mut(p)
+        {
+            v.push(' ');
+            v.push_str(h);
+        }
+    }
+    map
+}
+
+/// Paths that differ between two snapshots, except those `allowed` says may change.
+fn changed(
+    a: &BTreeMap<String, String>,
+    b: &BTreeMap<String, String>,
+    allowed: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (p, v) in a {
+        if b.get(p) != Some(v) && !allowed(p) {
+            out.push(format!("{p}: {v} -> {:?}", b.get(p)));
+        }
+    }
+    for p in b.keys() {
+        if !a.contains_key(p) && !allowed(p) {
+            out.push(format!("{p}: new"));
+        }
+    }
+    out
+}
+
+fn fsfleet(fleet: &Fleet, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fsfleet"))
+        .args(args)
+        .arg(fleet.inventory())
+        .args(["--no-progress", "--format", "json"])
+        .output()
+        .expect("run fsfleet")
+}
+
+fn report(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}):\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+fn host_report<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    doc["hosts"]
+        .as_array()
+        .and_then(|hs| hs.iter().find(|h| h["host"] == name))
+        .unwrap_or_else(|| panic!("no report for {name}: {doc}"))
+}
+
+fn as_freeswitch(fleet: &Fleet, h: &TestHost, script: &str) -> String {
+    fleet.ssh_root(
+        h,
+        &format!(
+            "runuser -u freeswitch -- sh -c {}",
+            fsfleet::ssh::sh_quote(script)
+        ),
+    )
+}
+
+const VICTIM: &str = "/etc/fsfleet-victim";
+
+#[test]
+fn a_hostile_freeswitch_user_gets_no_root_file_and_no_bad_value_into_fail2ban() {
+    let fleet = Fleet::fresh("hostile-files", 2);
+    let _ = std::fs::remove_dir_all(fleet.dir.join(".fsfleet"));
+    let fs01 = fleet.host("fs01");
+    // The baseline first (packages installed), so what changes later is only fsfleet's doing.
+    let first = fsfleet(&fleet, &["harden"]);
+    assert_eq!(first.status.code(), Some(0), "{}", report(&first));
+    fleet.ssh_root(
+        fs01,
+        &format!("printf victim > {VICTIM}; chmod 600 {VICTIM}; chown root:root {VICTIM}"),
+    );
+    let victim =
+        |fleet: &Fleet| fleet.ssh_root(fs01, &format!("stat -c '%U:%G %a' {VICTIM}; cat {VICTIM}"));
+    let victim_before = victim(&fleet);
+
+    // 1. The log file is a link to a root file that does not exist yet; fail2ban is down, so
+    //    the fail2ban step runs and needs the log file.
+    fleet.ssh_root(fs01, "systemctl stop fail2ban");
+    as_freeswitch(
+        &fleet,
+        fs01,
+        "rm -f /var/log/freeswitch/freeswitch.log && ln -s /etc/profile.d/fsfleet-pwn.sh /var/log/freeswitch/freeswitch.log",
+    );
+    let before = snapshot(&fleet, fs01);
+    let run = fsfleet(&fleet, &["harden"]);
+    let doc = report(&run);
+    assert_eq!(run.status.code(), Some(4), "fs01 must fail: {doc}");
+    let r1 = host_report(&doc, "fs01");
+    assert!(
+        r1.to_string().contains("freeswitch.log is a symbolic link"),
+        "the refusal names the cause: {r1}"
+    );
+    assert_ne!(host_report(&doc, "fs02")["status"], "failed", "{doc}");
+    let exists = fleet.ssh(fs01, "test -e /etc/profile.d/fsfleet-pwn.sh");
+    assert!(!exists.status.success(), "root created the link's target");
+    let diff = changed(&before, &snapshot(&fleet, fs01), |_| false);
+    assert!(diff.is_empty(), "a refused host changed: {diff:#?}");
+
+    // 2. The stage race: through a whole `--rotate` run, a loop as freeswitch replaces every
+    //    stage file beside the configs with a link to a root-only file.
+    as_freeswitch(&fleet, fs01, "rm -f /var/log/freeswitch/freeswitch.log");
+    fleet.ssh_root(fs01, "systemctl start fail2ban");
+    let racer = "cd /etc/freeswitch && end=$(($(date +%s) + 90)); \
+                 while [ $(date +%s) -lt $end ]; do \
+                 for f in $(find . -name '*.fsfleet-stage-*' -type f 2>/dev/null); do \
+                 ln -sfn /etc/fsfleet-victim \"$f.x\" 2>/dev/null && mv -f \"$f.x\" \"$f\" 2>/dev/null; done; done";
+    let mut race = fleet.ssh_command(fs01);
+    race.arg(format!(
+        "runuser -u freeswitch -- sh -c {} >/dev/null 2>&1 & echo $! > /tmp/.racer",
+        fsfleet::ssh::sh_quote(racer)
+    ));
+    assert!(race.status().expect("start the racer").success());
+    let before = snapshot(&fleet, fs01);
+    let run = fsfleet(&fleet, &["harden", "--rotate"]);
+    fleet.ssh_root(
+        fs01,
+        "pkill -u freeswitch -f fsfleet-stage || true; pkill -u freeswitch sh || true",
+    );
+    let doc = report(&run);
+    assert_eq!(host_report(&doc, "fs02")["status"], "changed", "{doc}");
+    let r1 = host_report(&doc, "fs01");
+    if r1["status"] == "failed" {
+        assert!(r1.to_string().contains("replaced"), "{r1}");
+    }
+    assert_eq!(victim(&fleet), victim_before, "the root file changed");
+    let conf = |p: &str| {
+        p.starts_with("/etc/freeswitch/")
+            || p == "/etc/fs_cli.conf"
+            || p == "/root/.fs_cli_conf"
+            || p.starts_with("/etc/fail2ban/")
+    };
+    let diff = changed(&before, &snapshot(&fleet, fs01), conf);
+    assert!(
+        diff.is_empty(),
+        "files outside the configs changed: {diff:#?}"
+    );
+    // Whatever the race did, no config is a link and none belongs to someone new.
+    let links = fleet.ssh_root(fs01, "find /etc/freeswitch -type l ! -name '*.fsfleet-stage-*'; find /etc/freeswitch ! -user freeswitch ! -user root");
+    assert_eq!(
+        links.trim(),
+        "",
+        "links or foreign owners in the config tree"
+    );
+    // The log file was created again, as FreeSWITCH's.
+    let log = fleet.ssh_root(fs01, "stat -c '%F %U' /var/log/freeswitch/freeswitch.log");
+    assert!(
+        log.contains("regular") && log.trim().ends_with("freeswitch"),
+        "{log}"
+    );
+
+    // 3. A fake Event Socket run as freeswitch (FreeSWITCH itself stopped) answers a log_dir
+    //    with a newline and a fail2ban action line.
+    fleet.ssh_root(
+        fs01,
+        "systemctl stop freeswitch; cp /usr/bin/perl /tmp/freeswitch; chmod 755 /tmp/freeswitch",
+    );
+    let fake = r#"use IO::Socket::INET;
+my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 8021, Listen => 5, ReuseAddr => 1) or die "bind: $!";
+$SIG{ALRM} = sub { exit 0 }; alarm 120;
+while (my $c = $s->accept) {
+  print $c "Content-Type: auth/request\n\n";
+  my $cmd = '';
+  while (defined(my $l = <$c>)) {
+    if ($l ne "\n") { $cmd = $l if $cmd eq ''; next; }
+    chomp $cmd; my $q = $cmd; $cmd = '';
+    if ($q =~ /^auth /) { print $c "Content-Type: command/reply\nReply-Text: +OK accepted\n\n"; next; }
+    if ($q =~ /^exit/) { print $c "Content-Type: command/reply\nReply-Text: +OK bye\n\n"; last; }
+    my $b = $q =~ /conf_dir/ ? "/etc/freeswitch"
+          : $q =~ /log_dir/ ? "/var/log/freeswitch\naction = iptables[actionstart=\"touch /etc/fsfleet-pwned\"]"
+          : $q =~ /^api status/ ? "UP 0 years, 0 days\nFreeSWITCH (Version 1.10.12-release  64bit) is ready\n"
+          : "-ERR nosuchcmd Command not found!\n";
+    print $c "Content-Type: api/response\nContent-Length: " . length($b) . "\n\n$b";
+  }
+  close $c;
+}
+"#;
+    fleet.ssh_root(
+        fs01,
+        &format!("cat > /tmp/fake-esl.pl <<'EOF'\n{fake}EOF\nchmod 644 /tmp/fake-esl.pl"),
+    );
+    let mut start = fleet.ssh_command(fs01);
+    start
+        .arg("runuser -u freeswitch -- /tmp/freeswitch /tmp/fake-esl.pl >/dev/null 2>&1 & sleep 1");
+    assert!(start.status().expect("start the fake").success());
+    let before = snapshot(&fleet, fs01);
+    let run = fsfleet(&fleet, &["harden"]);
+    fleet.ssh_root(
+        fs01,
+        "pkill -u freeswitch -x freeswitch || true; systemctl start freeswitch",
+    );
+    let doc = report(&run);
+    assert_eq!(run.status.code(), Some(4), "{doc}");
+    let r1 = host_report(&doc, "fs01").to_string();
+    assert!(r1.contains("log_dir"), "the refusal names the value: {r1}");
+    assert!(!r1.contains("log_dir\n"), "{r1}");
+    assert_ne!(host_report(&doc, "fs02")["status"], "failed", "{doc}");
+    let diff = changed(&before, &snapshot(&fleet, fs01), |_| false);
+    assert!(diff.is_empty(), "a refused host changed: {diff:#?}");
+    assert!(
+        !fleet
+            .ssh(fs01, "test -e /etc/fsfleet-pwned")
+            .status
+            .success()
+    );
+    assert_eq!(victim(&fleet), victim_before);
+}
