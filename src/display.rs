@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 /// Whether `c` must not reach a terminal raw: all of C0 (U+0000..U+001F, ESC and CR included),
 /// DEL, C1 (U+0080..U+009F), and the Unicode bidi controls that reorder what is shown (a line
 /// that reads differently from what it contains).
-fn is_unsafe(c: char) -> bool {
+pub(crate) fn is_unsafe(c: char) -> bool {
     matches!(c,
         '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}'
         | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')

@@ -51,6 +51,8 @@ pub enum VaultError {
     Corrupt { path: PathBuf, reason: String },
     #[error("vault {path} is in use by another fsfleet run (lock {lock}); wait for it to finish")]
     Locked { path: PathBuf, lock: PathBuf },
+    #[error("cannot export {what}: {why}")]
+    Export { what: String, why: String },
 }
 
 /// One generated value and its provenance.
@@ -374,6 +376,78 @@ fn activate(
     true
 }
 
+/// `FSFLEET_<HOST>_<KIND>` for a host name (anything but ASCII letters and digits becomes `_`).
+fn env_name(host: &str, kind: CredKind) -> String {
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("FSFLEET_{host}_{}", kind.as_str().to_ascii_uppercase())
+}
+
+/// A POSIX sh word whose value is exactly `value`, safe to `eval` whatever it holds: single
+/// quotes (inside them nothing is special; a `'` is written `'\''`). Characters a terminal
+/// would act on (ESC, CR, C1, ...) are not printed raw: each becomes `"$(printf '\NNN')"` (its
+/// UTF-8 bytes in octal), so showing the export on a terminal is harmless too. A newline stays
+/// raw inside the quotes (command substitution would strip it).
+fn sh_word(value: &str) -> String {
+    let mut out = String::from("'");
+    for c in value.chars() {
+        if c == '\'' {
+            out.push_str(r"'\''");
+        } else if c != '\n' && crate::display::is_unsafe(c) {
+            let mut buf = [0u8; 4];
+            let octal: String = c
+                .encode_utf8(&mut buf)
+                .bytes()
+                .map(|b| format!("\\{b:03o}"))
+                .collect();
+            out.push_str(&format!("'\"$(printf '{octal}')\"'"));
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Every host's active passwords as `FSFLEET_<HOST>_<KIND>='...'` lines for `eval` in sh or
+/// bash. Refuses (naming the hosts) two host names that map to one variable, and a value holding
+/// a NUL byte, which no shell variable can carry.
+pub fn export_env(vault: &Vault) -> Result<String, VaultError> {
+    let mut out = String::new();
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    for (host, entry) in vault.hosts() {
+        for (kind, c) in &entry.creds {
+            let Some(a) = &c.active else { continue };
+            let var = env_name(host, *kind);
+            if let Some(other) = seen.insert(var.clone(), host) {
+                return Err(VaultError::Export {
+                    what: format!("hosts {other} and {host}"),
+                    why: format!(
+                        "both become ${var}; use --format json, or rename one in the inventory"
+                    ),
+                });
+            }
+            if a.value.contains('\0') {
+                return Err(VaultError::Export {
+                    what: format!("the {} of {host}", kind.as_str()),
+                    why: "it holds a NUL byte, which a shell variable cannot; use --format json"
+                        .into(),
+                });
+            }
+            out.push_str(&format!("{var}={}\n", sh_word(&a.value)));
+        }
+    }
+    Ok(out)
+}
+
 /// Mask a secret for display: its length only.
 pub fn mask(value: &str) -> String {
     format!("******** ({} chars)", value.chars().count())
@@ -472,6 +546,92 @@ mod tests {
             "{err}"
         );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{ not json");
+    }
+
+    /// Feed `script` to `shell -c 'eval "$(cat)"; printf %s "$VAR"'` in `dir`.
+    fn eval_in(shell: &str, dir: &Path, script: &str, var: &str) -> (String, bool) {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new(shell)
+            .arg("-c")
+            .arg(format!("eval \"$(cat)\"; printf %s \"${var}\""))
+            .current_dir(dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (String::from_utf8(out.stdout).unwrap(), out.status.success())
+    }
+
+    fn stamp(value: &str) -> Stamped {
+        Stamped {
+            value: value.into(),
+            at: now(),
+            run_id: "r".into(),
+        }
+    }
+
+    #[test]
+    fn env_export_evals_to_the_exact_value_and_runs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        let pwned = work.join("pwned");
+        let p = pwned.display();
+        let values = [
+            format!("';touch {p};'"),
+            format!("$(touch {p})"),
+            format!("`touch {p}`"),
+            format!("\"; touch {p}; \""),
+            format!("a'b\"c\\d\n;touch {p}\n$HOME ${{x}} * '\\''"),
+            "\x1b]0;title\x07\x1b[2J\r\t\u{9b}\u{7f}é\u{202e}x".to_string(),
+            "''''".to_string(),
+            String::new(),
+            "\n\n".to_string(),
+        ];
+        for (i, value) in values.iter().enumerate() {
+            let mut v = Vault::open(&dir.path().join(format!("v{i}.json"))).unwrap();
+            v.cred_mut("fs-01.lab", CredKind::EslPassword).active = Some(stamp(value));
+            let script = export_env(&v).unwrap();
+            assert!(
+                script.starts_with("FSFLEET_FS_01_LAB_ESL_PASSWORD='"),
+                "{script}"
+            );
+            assert!(
+                !script
+                    .chars()
+                    .any(|c| c != '\n' && crate::display::is_unsafe(c)),
+                "no raw terminal controls: {script:?}"
+            );
+            for shell in ["sh", "bash"] {
+                let (got, ok) = eval_in(shell, &work, &script, "FSFLEET_FS_01_LAB_ESL_PASSWORD");
+                assert!(ok, "{shell}: {script}");
+                assert_eq!(&got, value, "{shell}: {script}");
+                assert!(!pwned.exists(), "{shell} ran a command from {script}");
+            }
+        }
+    }
+
+    #[test]
+    fn env_export_refuses_clashing_names_and_nul() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut v = Vault::open(&dir.path().join("v.json")).unwrap();
+        v.cred_mut("fs-1", CredKind::SipPassword).active = Some(stamp("a"));
+        v.cred_mut("fs_1", CredKind::SipPassword).active = Some(stamp("b"));
+        let e = export_env(&v).unwrap_err().to_string();
+        assert!(
+            e.contains("fs-1 and fs_1") && e.contains("$FSFLEET_FS_1_SIP_PASSWORD"),
+            "{e}"
+        );
+        let mut v = Vault::open(&dir.path().join("w.json")).unwrap();
+        v.cred_mut("h", CredKind::SipPassword).active = Some(stamp("a\0b"));
+        assert!(export_env(&v).unwrap_err().to_string().contains("NUL"));
     }
 
     #[test]
