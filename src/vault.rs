@@ -137,6 +137,12 @@ pub fn generate_password(len: usize) -> Secret {
     Secret::new(s)
 }
 
+/// Whether every character is one [`generate_password`] can produce (ASCII letters and digits):
+/// the only values the vault takes from a host, and the only ones a host may keep.
+pub fn is_generated_alphabet(s: &str) -> bool {
+    s.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
 /// Password length fsfleet generates (the baseline asks for at least 28).
 pub const PASSWORD_LEN: usize = 32;
 
@@ -253,7 +259,8 @@ impl Vault {
 
     /// Record a value the host is known to use right now (e.g. the password before a rotation).
     /// A pending value equal to it was rolled out by a run cut before it could confirm it: it is
-    /// active now, not pending. Another pending value stays.
+    /// active now, not pending. Another pending value stays. A value outside the generated
+    /// alphabet came from the host and is not recorded (see [`is_generated_alphabet`]).
     pub fn set_active(
         &mut self,
         host: &str,
@@ -261,6 +268,9 @@ impl Vault {
         value: &Secret,
         run_id: &str,
     ) -> Result<(), VaultError> {
+        if !is_generated_alphabet(value.expose()) {
+            return Ok(());
+        }
         let cred = self.cred_mut(host, kind);
         let in_use = cred
             .pending
@@ -275,7 +285,10 @@ impl Vault {
     }
 
     /// The host was verified to use `value` now: it becomes active (the old active value, if
-    /// different, becomes previous) and any pending value is dropped (it is not in use).
+    /// different, becomes previous) and any pending value is dropped (it is not in use). A value
+    /// outside the generated alphabet (a host's own, kept by `--skip`) is not recorded: the
+    /// vault only ever holds values fsfleet could have generated, so nothing a host chose can
+    /// reach `creds export` or a terminal.
     pub fn confirm(
         &mut self,
         host: &str,
@@ -285,6 +298,13 @@ impl Vault {
     ) -> Result<(), VaultError> {
         let cred = self.cred_mut(host, kind);
         let pending = cred.pending.take();
+        if !is_generated_alphabet(value.expose()) {
+            return if pending.is_some() {
+                self.save()
+            } else {
+                Ok(())
+            };
+        }
         if activate(cred, value, run_id, pending.as_ref()) || pending.is_some() {
             self.save()
         } else {
@@ -529,6 +549,27 @@ mod tests {
         let c = v.credential("h", CredKind::SipPassword).unwrap();
         assert_eq!(c.active.as_ref().unwrap().run_id, "run-3");
         assert_eq!(c.previous.as_ref().unwrap().value, b.expose());
+    }
+
+    #[test]
+    fn values_a_host_chose_outside_the_generated_alphabet_never_reach_the_vault() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.json");
+        let mut v = Vault::open(&path).unwrap();
+        let hostile = Secret::new("';touch /tmp/fsfleet-pwned;'");
+        v.set_active("h", CredKind::SipPassword, &hostile, "run-1")
+            .unwrap();
+        assert!(v.credential("h", CredKind::SipPassword).is_none());
+        let pw = generate_password(PASSWORD_LEN);
+        v.set_pending("h", CredKind::SipPassword, &pw, "run-1")
+            .unwrap();
+        // --skip kept the host's value: the pending one is dropped, the host's not recorded.
+        v.confirm("h", CredKind::SipPassword, &hostile, "run-1")
+            .unwrap();
+        let c = v.credential("h", CredKind::SipPassword).unwrap();
+        assert_eq!((&c.active, &c.pending, &c.previous), (&None, &None, &None));
+        drop(v);
+        assert!(!std::fs::read_to_string(&path).unwrap().contains("touch"));
     }
 
     #[test]
