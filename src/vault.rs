@@ -174,6 +174,7 @@ impl Vault {
             .truncate(false)
             .write(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&lock_path)
             .map_err(io)?;
         // SAFETY: flock on a file descriptor we own; no memory is involved.
@@ -335,6 +336,11 @@ impl Vault {
 
     /// Write atomically: a 0600 temp file in the same directory, fsync, rename, fsync the dir.
     fn save(&self) -> Result<(), VaultError> {
+        self.save_via(&mut temp_name)
+    }
+
+    /// [`Vault::save`] with the temp names to try (tests plant links at them).
+    fn save_via(&self, names: &mut dyn FnMut() -> String) -> Result<(), VaultError> {
         let io = |source| VaultError::Io {
             path: self.path.clone(),
             source,
@@ -346,26 +352,53 @@ impl Vault {
             .unwrap_or(Path::new("."));
         let bytes =
             serde_json::to_vec_pretty(&self.doc).map_err(|e| io(std::io::Error::other(e)))?;
-        let tmp = dir.join(format!(".vault.{}.tmp", std::process::id()));
-        {
-            let mut f = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io)?;
-            f.write_all(&bytes).map_err(io)?;
-            f.write_all(b"\n").map_err(io)?;
-            f.sync_all().map_err(io)?;
+        let (tmp, mut f) = create_temp(dir, names).map_err(io)?;
+        let written = (|| {
+            f.write_all(&bytes)?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+            drop(f);
+            std::fs::rename(&tmp, &self.path)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(e));
         }
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
         std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
         }
         Ok(())
     }
+}
+
+/// `.vault.<random>.tmp`: a name nobody can prepare a link at in advance.
+fn temp_name() -> String {
+    let n: u64 = rand::rngs::OsRng.r#gen();
+    format!(".vault.{n:016x}.tmp")
+}
+
+/// Create a new temp file in `dir`: O_CREAT|O_EXCL (an existing file or link of that name is an
+/// error, never opened), O_NOFOLLOW, mode 0600 from the first instant (the secrets are never
+/// readable by anyone else, not even between create and chmod). A name that exists is skipped
+/// for the next one.
+fn create_temp(dir: &Path, names: &mut dyn FnMut() -> String) -> std::io::Result<(PathBuf, File)> {
+    let mut last = None;
+    for _ in 0..8 {
+        let path = dir.join(names());
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+        {
+            Ok(f) => return Ok((path, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no temp file name left")))
 }
 
 /// Make `value` the active one (the old active, if different, becomes previous). A verified
@@ -570,6 +603,46 @@ mod tests {
         assert_eq!((&c.active, &c.pending, &c.previous), (&None, &None, &None));
         drop(v);
         assert!(!std::fs::read_to_string(&path).unwrap().contains("touch"));
+    }
+
+    #[test]
+    fn the_temp_file_is_new_private_and_never_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.json");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let mut v = Vault::open(&path).unwrap();
+        let pw = generate_password(PASSWORD_LEN);
+        // Links planted at the names the save tries first (a link to a file, a dangling one):
+        // both are skipped, never written through, and stay as they were.
+        std::os::unix::fs::symlink(&victim, dir.path().join(".vault.a.tmp")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), dir.path().join(".vault.b.tmp"))
+            .unwrap();
+        let mut names = [".vault.a.tmp", ".vault.b.tmp", ".vault.c.tmp"].into_iter();
+        v.cred_mut("h", CredKind::EslPassword).pending = Some(stamp(pw.expose()));
+        v.save_via(&mut || names.next().unwrap_or("x").to_string())
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(!dir.path().join("nowhere").exists());
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains(pw.expose())
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        assert!(!dir.path().join(".vault.c.tmp").exists(), "renamed away");
+        // Every name taken: the save fails and nothing is written through any link.
+        let mut taken = std::iter::repeat(".vault.a.tmp");
+        let e = v
+            .save_via(&mut || taken.next().unwrap().to_string())
+            .unwrap_err();
+        assert!(e.to_string().contains("vault.json"), "{e}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        // The real names are random: two saves never use the same one.
+        assert_ne!(temp_name(), temp_name());
+        // Created 0600 (the umask can only take bits away).
+        let (p, _f) = create_temp(dir.path(), &mut || ".vault.d.tmp".into()).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
     }
 
     #[test]
