@@ -807,8 +807,13 @@ pub fn render_text(report: &crate::report::RunReport) -> String {
         let Ok(f) = serde_json::from_value::<Facts>(data.clone()) else {
             continue;
         };
-        out.push_str(&format!("{} ({})\n", h.name, h.address));
-        let row = |k: &str, v: String| format!("  {k:<14} {v}\n");
+        out.push_str(&format!(
+            "{} ({})\n",
+            crate::display::line(&h.name),
+            crate::display::line(&h.address)
+        ));
+        // Every value below came from the host: escaped where it is printed.
+        let row = |k: &str, v: String| format!("  {k:<14} {}\n", crate::display::line(&v));
         out.push_str(&row(
             "os",
             format!("{} [{} {}]", f.os.pretty_name, f.os.id, f.os.version_id),

@@ -128,9 +128,8 @@ fn check_name(name: &str) -> Result<(), HostFsError> {
     }
 }
 
-/// Host text made printable (it may end up in a terminal): control characters escaped.
 fn escape(s: &str) -> String {
-    s.chars().flat_map(char::escape_debug).collect()
+    crate::display::line(s).into_owned()
 }
 
 /// The program's stdin for `ops`; `token` names the stage files.

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod cli;
 pub mod cmd;
 pub mod conf;
+pub mod display;
 pub mod esl;
 pub mod facts;
 pub mod fleet;

@@ -200,7 +200,8 @@ fn creds_show(args: CredsShowArgs) -> Result<u8, UsageError> {
         ] {
             if let Some(v) = v {
                 let shown = if args.reveal {
-                    v.value.clone()
+                    // A vault written by an older fsfleet may hold a value copied from a host.
+                    fsfleet::display::line(&v.value).into_owned()
                 } else {
                     vault::mask(&v.value)
                 };
@@ -242,29 +243,7 @@ fn creds_export(args: CredsExportArgs) -> Result<u8, UsageError> {
                 serde_json::to_string_pretty(&map).context("encoding JSON")?
             );
         }
-        ExportFormat::Env => {
-            for (host, entry) in vault.hosts() {
-                let var: String = host
-                    .chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() {
-                            c.to_ascii_uppercase()
-                        } else {
-                            '_'
-                        }
-                    })
-                    .collect();
-                for (kind, c) in &entry.creds {
-                    if let Some(a) = &c.active {
-                        println!(
-                            "FSFLEET_{var}_{}='{}'",
-                            kind.as_str().to_ascii_uppercase(),
-                            a.value
-                        );
-                    }
-                }
-            }
-        }
+        ExportFormat::Env => print!("{}", vault::export_env(&vault)?),
     }
     Ok(0)
 }

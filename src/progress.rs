@@ -153,23 +153,23 @@ impl Progress {
 impl HostLine {
     pub(crate) fn stage(&self, msg: &str) {
         match self {
-            HostLine::Bar(bar) => bar.set_message(msg.to_string()),
+            HostLine::Bar(bar) => bar.set_message(crate::display::line(msg).into_owned()),
             HostLine::Text {
                 name,
                 sink,
                 verbosity,
             } => {
                 if *verbosity >= 1 {
-                    write_line(sink, &format!("{name}: {msg}"));
+                    write_line(sink, &format!("{name}: {}", crate::display::line(msg)));
                 }
             }
         }
     }
 }
 
-fn finish_line(r: &HostReport) -> String {
+pub(crate) fn finish_line(r: &HostReport) -> String {
     let secs = r.elapsed_ms as f64 / 1000.0;
-    match (&r.error, r.status) {
+    let line = match (&r.error, r.status) {
         (Some(err), HostStatus::Failed | HostStatus::Unreachable) => {
             format!(
                 "{}: {} ({secs:.1}s): {}",
@@ -192,7 +192,9 @@ fn finish_line(r: &HostReport) -> String {
             )
         }
         _ => format!("{}: {} ({secs:.1}s)", r.name, r.status),
-    }
+    };
+    // Errors quote what the host said: escaped before they reach the terminal.
+    crate::display::line(&line).into_owned()
 }
 
 fn write_line(sink: &Sink, line: &str) {

@@ -292,7 +292,7 @@ impl RunReport {
             let _ = writeln!(
                 out,
                 "{:<width$}  {status}  ok={} changed={} failed={} skipped={} unreachable={}",
-                h.name,
+                crate::display::line(&h.name),
                 c.ok,
                 c.changed,
                 c.failed,
@@ -306,7 +306,9 @@ impl RunReport {
                 } else {
                     "error"
                 };
-                for (i, line) in err.lines().enumerate() {
+                // Errors quote what hosts said: one escaped line each (a CR or ESC in them
+                // cannot repaint the terminal).
+                for (i, line) in err.lines().map(crate::display::line).enumerate() {
                     let head = if i == 0 {
                         format!("{label}: ")
                     } else {
@@ -316,7 +318,12 @@ impl RunReport {
                 }
             }
             for s in h.steps.iter().filter(|s| s.status == StepStatus::Failed) {
-                let _ = writeln!(out, "{indent}failed step {}: {}", s.name, s.message);
+                let _ = writeln!(
+                    out,
+                    "{indent}failed step {}: {}",
+                    s.name,
+                    crate::display::line(&s.message)
+                );
             }
         }
         let t = self.totals();

@@ -51,6 +51,8 @@ pub enum VaultError {
     Corrupt { path: PathBuf, reason: String },
     #[error("vault {path} is in use by another fsfleet run (lock {lock}); wait for it to finish")]
     Locked { path: PathBuf, lock: PathBuf },
+    #[error("cannot export {what}: {why}")]
+    Export { what: String, why: String },
 }
 
 /// One generated value and its provenance.
@@ -135,6 +137,12 @@ pub fn generate_password(len: usize) -> Secret {
     Secret::new(s)
 }
 
+/// Whether every character is one [`generate_password`] can produce (ASCII letters and digits):
+/// the only values the vault takes from a host, and the only ones a host may keep.
+pub fn is_generated_alphabet(s: &str) -> bool {
+    s.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
 /// Password length fsfleet generates (the baseline asks for at least 28).
 pub const PASSWORD_LEN: usize = 32;
 
@@ -166,6 +174,7 @@ impl Vault {
             .truncate(false)
             .write(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&lock_path)
             .map_err(io)?;
         // SAFETY: flock on a file descriptor we own; no memory is involved.
@@ -251,7 +260,8 @@ impl Vault {
 
     /// Record a value the host is known to use right now (e.g. the password before a rotation).
     /// A pending value equal to it was rolled out by a run cut before it could confirm it: it is
-    /// active now, not pending. Another pending value stays.
+    /// active now, not pending. Another pending value stays. A value outside the generated
+    /// alphabet came from the host and is not recorded (see [`is_generated_alphabet`]).
     pub fn set_active(
         &mut self,
         host: &str,
@@ -259,6 +269,9 @@ impl Vault {
         value: &Secret,
         run_id: &str,
     ) -> Result<(), VaultError> {
+        if !is_generated_alphabet(value.expose()) {
+            return Ok(());
+        }
         let cred = self.cred_mut(host, kind);
         let in_use = cred
             .pending
@@ -273,7 +286,10 @@ impl Vault {
     }
 
     /// The host was verified to use `value` now: it becomes active (the old active value, if
-    /// different, becomes previous) and any pending value is dropped (it is not in use).
+    /// different, becomes previous) and any pending value is dropped (it is not in use). A value
+    /// outside the generated alphabet (a host's own, kept by `--skip`) is not recorded: the
+    /// vault only ever holds values fsfleet could have generated, so nothing a host chose can
+    /// reach `creds export` or a terminal.
     pub fn confirm(
         &mut self,
         host: &str,
@@ -283,6 +299,13 @@ impl Vault {
     ) -> Result<(), VaultError> {
         let cred = self.cred_mut(host, kind);
         let pending = cred.pending.take();
+        if !is_generated_alphabet(value.expose()) {
+            return if pending.is_some() {
+                self.save()
+            } else {
+                Ok(())
+            };
+        }
         if activate(cred, value, run_id, pending.as_ref()) || pending.is_some() {
             self.save()
         } else {
@@ -313,6 +336,11 @@ impl Vault {
 
     /// Write atomically: a 0600 temp file in the same directory, fsync, rename, fsync the dir.
     fn save(&self) -> Result<(), VaultError> {
+        self.save_via(&mut temp_name)
+    }
+
+    /// [`Vault::save`] with the temp names to try (tests plant links at them).
+    fn save_via(&self, names: &mut dyn FnMut() -> String) -> Result<(), VaultError> {
         let io = |source| VaultError::Io {
             path: self.path.clone(),
             source,
@@ -324,26 +352,53 @@ impl Vault {
             .unwrap_or(Path::new("."));
         let bytes =
             serde_json::to_vec_pretty(&self.doc).map_err(|e| io(std::io::Error::other(e)))?;
-        let tmp = dir.join(format!(".vault.{}.tmp", std::process::id()));
-        {
-            let mut f = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io)?;
-            f.write_all(&bytes).map_err(io)?;
-            f.write_all(b"\n").map_err(io)?;
-            f.sync_all().map_err(io)?;
+        let (tmp, mut f) = create_temp(dir, names).map_err(io)?;
+        let written = (|| {
+            f.write_all(&bytes)?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+            drop(f);
+            std::fs::rename(&tmp, &self.path)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(e));
         }
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
         std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
         }
         Ok(())
     }
+}
+
+/// `.vault.<random>.tmp`: a name nobody can prepare a link at in advance.
+fn temp_name() -> String {
+    let n: u64 = rand::rngs::OsRng.r#gen();
+    format!(".vault.{n:016x}.tmp")
+}
+
+/// Create a new temp file in `dir`: O_CREAT|O_EXCL (an existing file or link of that name is an
+/// error, never opened), O_NOFOLLOW, mode 0600 from the first instant (the secrets are never
+/// readable by anyone else, not even between create and chmod). A name that exists is skipped
+/// for the next one.
+fn create_temp(dir: &Path, names: &mut dyn FnMut() -> String) -> std::io::Result<(PathBuf, File)> {
+    let mut last = None;
+    for _ in 0..8 {
+        let path = dir.join(names());
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+        {
+            Ok(f) => return Ok((path, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no temp file name left")))
 }
 
 /// Make `value` the active one (the old active, if different, becomes previous). A verified
@@ -372,6 +427,78 @@ fn activate(
         run_id: run,
     });
     true
+}
+
+/// `FSFLEET_<HOST>_<KIND>` for a host name (anything but ASCII letters and digits becomes `_`).
+fn env_name(host: &str, kind: CredKind) -> String {
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("FSFLEET_{host}_{}", kind.as_str().to_ascii_uppercase())
+}
+
+/// A POSIX sh word whose value is exactly `value`, safe to `eval` whatever it holds: single
+/// quotes (inside them nothing is special; a `'` is written `'\''`). Characters a terminal
+/// would act on (ESC, CR, C1, ...) are not printed raw: each becomes `"$(printf '\NNN')"` (its
+/// UTF-8 bytes in octal), so showing the export on a terminal is harmless too. A newline stays
+/// raw inside the quotes (command substitution would strip it).
+fn sh_word(value: &str) -> String {
+    let mut out = String::from("'");
+    for c in value.chars() {
+        if c == '\'' {
+            out.push_str(r"'\''");
+        } else if c != '\n' && crate::display::is_unsafe(c) {
+            let mut buf = [0u8; 4];
+            let octal: String = c
+                .encode_utf8(&mut buf)
+                .bytes()
+                .map(|b| format!("\\{b:03o}"))
+                .collect();
+            out.push_str(&format!("'\"$(printf '{octal}')\"'"));
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Every host's active passwords as `FSFLEET_<HOST>_<KIND>='...'` lines for `eval` in sh or
+/// bash. Refuses (naming the hosts) two host names that map to one variable, and a value holding
+/// a NUL byte, which no shell variable can carry.
+pub fn export_env(vault: &Vault) -> Result<String, VaultError> {
+    let mut out = String::new();
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    for (host, entry) in vault.hosts() {
+        for (kind, c) in &entry.creds {
+            let Some(a) = &c.active else { continue };
+            let var = env_name(host, *kind);
+            if let Some(other) = seen.insert(var.clone(), host) {
+                return Err(VaultError::Export {
+                    what: format!("hosts {other} and {host}"),
+                    why: format!(
+                        "both become ${var}; use --format json, or rename one in the inventory"
+                    ),
+                });
+            }
+            if a.value.contains('\0') {
+                return Err(VaultError::Export {
+                    what: format!("the {} of {host}", kind.as_str()),
+                    why: "it holds a NUL byte, which a shell variable cannot; use --format json"
+                        .into(),
+                });
+            }
+            out.push_str(&format!("{var}={}\n", sh_word(&a.value)));
+        }
+    }
+    Ok(out)
 }
 
 /// Mask a secret for display: its length only.
@@ -458,6 +585,67 @@ mod tests {
     }
 
     #[test]
+    fn values_a_host_chose_outside_the_generated_alphabet_never_reach_the_vault() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.json");
+        let mut v = Vault::open(&path).unwrap();
+        let hostile = Secret::new("';touch /tmp/fsfleet-pwned;'");
+        v.set_active("h", CredKind::SipPassword, &hostile, "run-1")
+            .unwrap();
+        assert!(v.credential("h", CredKind::SipPassword).is_none());
+        let pw = generate_password(PASSWORD_LEN);
+        v.set_pending("h", CredKind::SipPassword, &pw, "run-1")
+            .unwrap();
+        // --skip kept the host's value: the pending one is dropped, the host's not recorded.
+        v.confirm("h", CredKind::SipPassword, &hostile, "run-1")
+            .unwrap();
+        let c = v.credential("h", CredKind::SipPassword).unwrap();
+        assert_eq!((&c.active, &c.pending, &c.previous), (&None, &None, &None));
+        drop(v);
+        assert!(!std::fs::read_to_string(&path).unwrap().contains("touch"));
+    }
+
+    #[test]
+    fn the_temp_file_is_new_private_and_never_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.json");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let mut v = Vault::open(&path).unwrap();
+        let pw = generate_password(PASSWORD_LEN);
+        // Links planted at the names the save tries first (a link to a file, a dangling one):
+        // both are skipped, never written through, and stay as they were.
+        std::os::unix::fs::symlink(&victim, dir.path().join(".vault.a.tmp")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), dir.path().join(".vault.b.tmp"))
+            .unwrap();
+        let mut names = [".vault.a.tmp", ".vault.b.tmp", ".vault.c.tmp"].into_iter();
+        v.cred_mut("h", CredKind::EslPassword).pending = Some(stamp(pw.expose()));
+        v.save_via(&mut || names.next().unwrap_or("x").to_string())
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(!dir.path().join("nowhere").exists());
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains(pw.expose())
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        assert!(!dir.path().join(".vault.c.tmp").exists(), "renamed away");
+        // Every name taken: the save fails and nothing is written through any link.
+        let mut taken = std::iter::repeat(".vault.a.tmp");
+        let e = v
+            .save_via(&mut || taken.next().unwrap().to_string())
+            .unwrap_err();
+        assert!(e.to_string().contains("vault.json"), "{e}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        // The real names are random: two saves never use the same one.
+        assert_ne!(temp_name(), temp_name());
+        // Created 0600 (the umask can only take bits away).
+        let (p, _f) = create_temp(dir.path(), &mut || ".vault.d.tmp".into()).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+    }
+
+    #[test]
     fn a_second_run_is_refused_and_a_corrupt_vault_is_never_overwritten() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vault.json");
@@ -472,6 +660,92 @@ mod tests {
             "{err}"
         );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{ not json");
+    }
+
+    /// Feed `script` to `shell -c 'eval "$(cat)"; printf %s "$VAR"'` in `dir`.
+    fn eval_in(shell: &str, dir: &Path, script: &str, var: &str) -> (String, bool) {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new(shell)
+            .arg("-c")
+            .arg(format!("eval \"$(cat)\"; printf %s \"${var}\""))
+            .current_dir(dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (String::from_utf8(out.stdout).unwrap(), out.status.success())
+    }
+
+    fn stamp(value: &str) -> Stamped {
+        Stamped {
+            value: value.into(),
+            at: now(),
+            run_id: "r".into(),
+        }
+    }
+
+    #[test]
+    fn env_export_evals_to_the_exact_value_and_runs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        let pwned = work.join("pwned");
+        let p = pwned.display();
+        let values = [
+            format!("';touch {p};'"),
+            format!("$(touch {p})"),
+            format!("`touch {p}`"),
+            format!("\"; touch {p}; \""),
+            format!("a'b\"c\\d\n;touch {p}\n$HOME ${{x}} * '\\''"),
+            "\x1b]0;title\x07\x1b[2J\r\t\u{9b}\u{7f}é\u{202e}x".to_string(),
+            "''''".to_string(),
+            String::new(),
+            "\n\n".to_string(),
+        ];
+        for (i, value) in values.iter().enumerate() {
+            let mut v = Vault::open(&dir.path().join(format!("v{i}.json"))).unwrap();
+            v.cred_mut("fs-01.lab", CredKind::EslPassword).active = Some(stamp(value));
+            let script = export_env(&v).unwrap();
+            assert!(
+                script.starts_with("FSFLEET_FS_01_LAB_ESL_PASSWORD='"),
+                "{script}"
+            );
+            assert!(
+                !script
+                    .chars()
+                    .any(|c| c != '\n' && crate::display::is_unsafe(c)),
+                "no raw terminal controls: {script:?}"
+            );
+            for shell in ["sh", "bash"] {
+                let (got, ok) = eval_in(shell, &work, &script, "FSFLEET_FS_01_LAB_ESL_PASSWORD");
+                assert!(ok, "{shell}: {script}");
+                assert_eq!(&got, value, "{shell}: {script}");
+                assert!(!pwned.exists(), "{shell} ran a command from {script}");
+            }
+        }
+    }
+
+    #[test]
+    fn env_export_refuses_clashing_names_and_nul() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut v = Vault::open(&dir.path().join("v.json")).unwrap();
+        v.cred_mut("fs-1", CredKind::SipPassword).active = Some(stamp("a"));
+        v.cred_mut("fs_1", CredKind::SipPassword).active = Some(stamp("b"));
+        let e = export_env(&v).unwrap_err().to_string();
+        assert!(
+            e.contains("fs-1 and fs_1") && e.contains("$FSFLEET_FS_1_SIP_PASSWORD"),
+            "{e}"
+        );
+        let mut v = Vault::open(&dir.path().join("w.json")).unwrap();
+        v.cred_mut("h", CredKind::SipPassword).active = Some(stamp("a\0b"));
+        assert!(export_env(&v).unwrap_err().to_string().contains("NUL"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::command::{ControlResult, HostAudit, Outcome, summary_line};
 use super::{Severity, Status, catalogue, control};
+use crate::display;
 
 /// Version of the audit JSON document; bumped on incompatible change.
 pub const AUDIT_JSON_SCHEMA_VERSION: u32 = 1;
@@ -114,13 +115,18 @@ fn remediation_of(id: &str) -> &'static str {
 pub fn text(o: &Outcome, code: u8) -> String {
     let mut out = String::new();
     for h in &o.hosts {
-        let _ = writeln!(out, "{} ({})", h.name, h.address);
+        let _ = writeln!(
+            out,
+            "{} ({})",
+            display::line(&h.name),
+            display::line(&h.address)
+        );
         if !h.audited() {
             let _ = writeln!(
                 out,
                 "  NOT AUDITED ({}): {}\n",
                 h.status,
-                h.error.as_deref().unwrap_or("no reason recorded")
+                display::line(h.error.as_deref().unwrap_or("no reason recorded"))
             );
             continue;
         }
@@ -140,8 +146,9 @@ pub fn text(o: &Outcome, code: u8) -> String {
                 r.id,
                 title_of(r.id)
             );
+            // Evidence quotes the host's files and command output.
             for e in &r.evidence {
-                let _ = writeln!(out, "         - {e}");
+                let _ = writeln!(out, "         - {}", display::line(e));
             }
             if r.status == Status::Fail {
                 let _ = writeln!(out, "         fix: {}", remediation_of(r.id));
@@ -189,7 +196,7 @@ pub fn fleet_table(hosts: &[HostAudit]) -> String {
         .collect();
     let _ = write!(out, "{:<11} {:<8}", "CONTROL", "SEVERITY");
     for (h, w) in hosts.iter().zip(&widths) {
-        let _ = write!(out, "  {:<w$}", h.name);
+        let _ = write!(out, "  {:<w$}", display::line(&h.name));
     }
     out.push('\n');
     for c in catalogue() {
@@ -473,6 +480,25 @@ mod tests {
         assert!(t.contains("NOT AUDITED (unreachable): cannot connect"));
         assert!(t.contains("FS-SIP-01   critical  FAIL    n/a"), "{t}");
         assert!(t.ends_with("RESULT: 1 host(s) could not be audited (exit 4)\n"));
+    }
+
+    #[test]
+    fn text_escapes_what_hosts_said() {
+        let mut o = outcome();
+        let hostile = "conf\x1b]0;owned\x07\r\u{9b}2J\nfs09 pass";
+        o.hosts[0].results[0].status = Status::Fail;
+        o.hosts[0].results[0].evidence = vec![hostile.into()];
+        o.hosts[1].error = Some(hostile.into());
+        let t = text(&o, 4);
+        assert!(
+            !t.chars()
+                .any(|c| c != '\n' && (c.is_control() || ('\u{80}'..='\u{9f}').contains(&c))),
+            "{t}"
+        );
+        assert!(
+            t.contains("conf\\x1b]0;owned\\x07\\x0d\\u{9b}2J\\x0afs09 pass"),
+            "{t}"
+        );
     }
 
     #[test]

@@ -73,9 +73,25 @@ impl EventSocket {
     }
 }
 
-/// A password FreeSWITCH ships with or one too short to resist guessing.
-pub fn is_weak_password(p: &str) -> bool {
-    p.chars().count() < 16 || p == "1234" || p == ESL_DEFAULT_PASSWORD
+/// The shortest password read from a host that fsfleet keeps.
+pub const MIN_KEPT_PASSWORD_LEN: usize = 16;
+
+/// Why a password read from a host must be rotated, or None when it may be kept. A host's value
+/// is never trusted for being long: it is kept only when it is of the alphabet fsfleet generates
+/// (so it can go into XML, fs_cli.conf, the vault and a shell export with no escaping anywhere)
+/// and at least [`MIN_KEPT_PASSWORD_LEN`] long. The reason never shows the value.
+pub fn password_weakness(p: &str) -> Option<&'static str> {
+    if p == "1234" {
+        Some("the stock 1234")
+    } else if p == ESL_DEFAULT_PASSWORD {
+        Some("the stock ClueCon")
+    } else if p.chars().count() < MIN_KEPT_PASSWORD_LEN {
+        Some("shorter than 16 characters")
+    } else if !crate::vault::is_generated_alphabet(p) {
+        Some("has characters fsfleet does not generate")
+    } else {
+        None
+    }
 }
 
 /// The profile name of a sip_profiles/*.xml file (`<profile name="...">`).
@@ -111,5 +127,37 @@ mod password_tests {
         let hash =
             r#"<user id="1002"><params><param name="a1-hash" value="0123abcd"/></params></user>"#;
         assert!(super::holds_literal_password(hash));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_password_is_kept_only_when_generated_alphabet_and_long() {
+        assert_eq!(password_weakness("1234"), Some("the stock 1234"));
+        assert_eq!(password_weakness("ClueCon"), Some("the stock ClueCon"));
+        assert_eq!(
+            password_weakness("hunter2"),
+            Some("shorter than 16 characters")
+        );
+        for hostile in [
+            "';touch /tmp/fsfleet-pwned;'",
+            "$(touch /tmp/fsfleet-pwned)xx",
+            "aaaaaaaaaaaaaaaa\naction = x",
+            "correct horse battery staple",
+            "aaaaaaaaaaaaaaa\u{1b}",
+            "ÄÄÄÄÄÄÄÄÄÄÄÄÄÄÄÄ",
+        ] {
+            assert_eq!(
+                password_weakness(hostile),
+                Some("has characters fsfleet does not generate"),
+                "{hostile:?}"
+            );
+        }
+        assert_eq!(password_weakness("abcdefghijklmnop"), None);
+        let generated = crate::vault::generate_password(crate::vault::PASSWORD_LEN);
+        assert_eq!(password_weakness(generated.expose()), None);
     }
 }

@@ -29,10 +29,8 @@ pub fn plan(f: &HostFacts, opts: &HardenOptions) -> Result<Planned, StepError> {
     let edit_err = |e: conf::ConfError| StepError::Refused(format!("{path}: {e}"));
 
     let mut new_password = None;
-    let why = if current.password.expose() == conf::ESL_DEFAULT_PASSWORD {
-        Some("the stock ClueCon")
-    } else if conf::is_weak_password(current.password.expose()) {
-        Some("shorter than 16 characters")
+    let why = if let Some(why) = conf::password_weakness(current.password.expose()) {
+        Some(why)
     } else if opts.rotate {
         Some("--rotate")
     } else {
@@ -117,5 +115,37 @@ mod tests {
         let p2 = plan(&f2, &HardenOptions::default()).unwrap();
         assert!(p2.plan.is_noop() && p2.edit.is_none() && p2.new_password.is_none());
         assert_eq!(p2.current.password, pw);
+    }
+
+    #[test]
+    fn a_long_host_password_outside_the_generated_alphabet_is_rotated_not_shown() {
+        let conf = |pw: &str| {
+            format!(
+                "<configuration name=\"event_socket.conf\">\n  <settings>\n    \
+                 <param name=\"listen-ip\" value=\"127.0.0.1\"/>\n    \
+                 <param name=\"listen-port\" value=\"8021\"/>\n    \
+                 <param name=\"password\" value=\"{pw}\"/>\n    \
+                 <param name=\"apply-inbound-acl\" value=\"loopback.auto\"/>\n  \
+                 </settings>\n</configuration>\n"
+            )
+        };
+        let hostile = conf("correct horse `id` $(id) battery");
+        let f = HostFacts::with_conf("/etc/freeswitch", &[(FILE, &hostile)]);
+        let p = plan(&f, &HardenOptions::default()).unwrap();
+        assert_eq!(
+            p.plan.changes,
+            ["rotate the Event Socket password (was has characters fsfleet does not generate)"]
+        );
+        assert!(p.new_password.is_some());
+        assert!(!p.plan.diffs[0].contains("horse"), "{}", p.plan.diffs[0]);
+        // A long value of the generated alphabet is kept.
+        let kept = conf("abcdefghijklmnopqrstuvwxyz012345");
+        let f = HostFacts::with_conf("/etc/freeswitch", &[(FILE, &kept)]);
+        let p = plan(&f, &HardenOptions::default()).unwrap();
+        assert!(
+            p.plan.is_noop() && p.new_password.is_none(),
+            "{:?}",
+            p.plan.changes
+        );
     }
 }

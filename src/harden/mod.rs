@@ -24,6 +24,7 @@ pub mod run;
 pub mod sip_password;
 pub mod verify;
 
+use crate::display;
 use crate::report::{RunReport, StepStatus};
 
 /// The harden run as an operator reads it: per host, what changed or failed (every step with
@@ -31,14 +32,19 @@ use crate::report::{RunReport, StepStatus};
 pub fn render_text(report: &RunReport, verbose: bool) -> String {
     let mut out = String::new();
     for h in &report.hosts {
-        out.push_str(&format!("{} ({}): {}\n", h.name, h.address, h.status));
+        out.push_str(&format!(
+            "{} ({}): {}\n",
+            display::line(&h.name),
+            display::line(&h.address),
+            h.status
+        ));
         if let Some(dir) = h
             .data
             .as_ref()
             .and_then(|d| d.get("backup"))
             .and_then(|b| b.as_str())
         {
-            out.push_str(&format!("  backup: {dir}\n"));
+            out.push_str(&format!("  backup: {}\n", display::line(dir)));
         }
         for s in &h.steps {
             let show = verbose
@@ -56,17 +62,26 @@ pub fn render_text(report: &RunReport, verbose: bool) -> String {
                 StepStatus::Failed => "FAILED",
                 StepStatus::Skipped => "skipped",
             };
-            out.push_str(&format!("  {:<13} {:<8} {}\n", s.name, tag, s.message));
+            // Messages and evidence quote host text (paths, command output, os-release).
+            out.push_str(&format!(
+                "  {:<13} {:<8} {}\n",
+                s.name,
+                tag,
+                display::line(&s.message)
+            ));
             for e in &s.evidence {
                 if verbose || e.starts_with("warning:") || e.starts_with("---") {
                     for line in e.lines() {
-                        out.push_str(&format!("      {line}\n"));
+                        out.push_str(&format!("      {}\n", display::line(line)));
                     }
                 }
             }
         }
         if let Some(e) = &h.error {
-            out.push_str(&format!("  error: {e}\n"));
+            for (i, line) in e.lines().enumerate() {
+                let head = if i == 0 { "error: " } else { "  " };
+                out.push_str(&format!("  {head}{}\n", display::line(line)));
+            }
         }
     }
     out.push('\n');

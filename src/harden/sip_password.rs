@@ -28,10 +28,8 @@ pub fn plan(
         ))
     })?;
     let mut plan = StepPlan::default();
-    let why = if current == "1234" {
-        Some("the stock 1234")
-    } else if conf::is_weak_password(&current) {
-        Some("shorter than 16 characters")
+    let why = if let Some(why) = conf::password_weakness(&current) {
+        Some(why)
     } else if opts.rotate {
         Some("--rotate")
     } else {
@@ -183,5 +181,40 @@ mod tests {
                 .to_string()
                 .contains("sets no default_password")
         );
+    }
+
+    #[test]
+    fn a_long_host_password_outside_the_generated_alphabet_is_rotated_not_shown() {
+        let hostile = "';touch /tmp/fsfleet-pwned;'xxxxxxxx";
+        let f = HostFacts::with_conf(
+            "/c",
+            &[(
+                "vars.xml",
+                &format!("<X-PRE-PROCESS cmd=\"set\" data=\"default_password={hostile}\"/>\n"),
+            )],
+        );
+        let (p, e) = plan(&f, &HardenOptions::default()).unwrap();
+        assert_eq!(
+            p.changes,
+            [
+                "rotate default_password in /c/vars.xml (was has characters fsfleet does not generate)"
+            ]
+        );
+        assert!(!p.diffs[0].contains("touch"), "{}", p.diffs[0]);
+        let (edit, pw) = e.unwrap();
+        let new = String::from_utf8(edit.new).unwrap();
+        assert_eq!(
+            vars::get_var(&new, VAR).as_deref(),
+            Some(pw.unwrap().expose())
+        );
+        // A long value of the generated alphabet is kept.
+        let f = HostFacts::with_conf(
+            "/c",
+            &[(
+                "vars.xml",
+                "<X-PRE-PROCESS cmd=\"set\" data=\"default_password=abcdefghijklmnopq\"/>\n",
+            )],
+        );
+        assert!(plan_noop(&f, false));
     }
 }
