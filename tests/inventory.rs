@@ -107,6 +107,12 @@ fn the_shipped_example_is_valid_and_resolves() {
         ConfDir::Path("/usr/local/freeswitch/conf".into())
     );
     assert_eq!(eu2.connect_timeout, Duration::from_millis(2500));
+    assert_eq!(
+        eu2.fail2ban_ignore,
+        ["192.0.2.10/32".parse::<ipnet::IpNet>().unwrap()]
+    );
+    // fs-us-1 opens SIP to the world; that never becomes something fail2ban ignores.
+    assert!(inv.get("fs-us-1").unwrap().fail2ban_ignore.is_empty());
     assert_eq!(eu2.fail2ban.bantime, 86400);
     assert_eq!(eu2.waive, ["FS-MOD-01", "FS-SIP-07", "FS-SIP-03"]);
     assert_eq!(
