@@ -166,6 +166,15 @@ fn a_wide_sip_allow_list_still_bans_and_the_ban_covers_the_sip_port_really_open(
         Some(h.port.to_string().as_str()),
         "the sshd jail watches the port sshd listens on:\n{jail}"
     );
+    // The firewall opened the same port (from the same function).
+    let ufw = fleet.ssh_root(h, "ufw status");
+    for proto in ["udp", "tcp"] {
+        assert!(
+            ufw.lines()
+                .any(|l| l.starts_with(&format!("{SIP_PORT}/{proto} ")) && l.contains("ALLOW")),
+            "ufw does not open {SIP_PORT}/{proto}:\n{ufw}"
+        );
+    }
     // fail2ban's own view of the running jail.
     let live = fleet.ssh_root(h, "fail2ban-client get freeswitch ignoreip");
     assert!(!live.contains("0.0.0.0"), "{live}");
