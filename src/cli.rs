@@ -117,7 +117,8 @@ Steps, in order (names for --skip/--only):
   event-socket  rotate the ESL password when ClueCon or short, listen on 127.0.0.1, ACL loopback.auto
   auth-logging  log-auth-failures=true in every SIP profile
   packages      fail2ban, iptables, rsyslog, python3-systemd, ufw
-  fail2ban      FreeSWITCH filter that matches 1.10 log lines, jail on the real log path
+  fail2ban      FreeSWITCH filter that matches 1.10 log lines, jail on the real log path, banning on
+                the SIP ports the firewall opens and sshd's ports; ignoreip = fail2ban_ignore only
   firewall      ufw default deny; SSH, SIP, SIP-TLS, RTP open (SIP only from sip_allow_from if set)
   reload        reloadxml, sofia profile rescan, reload mod_event_socket, with the OLD password
   fs-cli        /etc/fs_cli.conf and ~/.fs_cli_conf so fs_cli keeps working

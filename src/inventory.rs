@@ -111,7 +111,12 @@ pub struct Host {
     pub sudo_password_env: Option<String>,
     pub jump: Option<Jump>,
     pub conf_dir: ConfDir,
+    /// Sources the firewall lets reach the SIP ports (empty: anywhere). Never fail2ban's
+    /// `ignoreip`: a wide allow-list there would switch banning off.
     pub sip_allow_from: Vec<IpNet>,
+    /// The ONLY addresses fail2ban never bans (besides loopback): validated by the inventory,
+    /// no network wider than /8 (IPv4) or /32 (IPv6).
+    pub fail2ban_ignore: Vec<IpNet>,
     #[serde(with = "duration_secs")]
     pub connect_timeout: Duration,
     /// Extra known_hosts file (absolute, resolved relative to the inventory file).
@@ -205,6 +210,7 @@ impl Host {
             jump: None,
             conf_dir: ConfDir::Auto,
             sip_allow_from: Vec::new(),
+            fail2ban_ignore: Vec::new(),
             connect_timeout: Duration::from_secs(10),
             known_hosts: None,
             host_key_policy: HostKeyPolicy::Strict,
@@ -312,6 +318,16 @@ pub fn render_hosts(inv: &Inventory, hosts: &[Host]) -> String {
                 h.fail2ban.maxretry, h.fail2ban.findtime, h.fail2ban.bantime
             ),
         ));
+        if !h.fail2ban_ignore.is_empty() {
+            out.push_str(&row(
+                "fail2ban ignore",
+                h.fail2ban_ignore
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ));
+        }
         out.push_str(&row(
             "apt lock wait",
             format!("{} s", h.apt_lock_timeout.as_secs()),

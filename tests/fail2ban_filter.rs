@@ -218,10 +218,12 @@ fn our_filter_loads_without_recursion_next_to_the_packaged_conf() {
 fn rendered_jail_is_what_fail2ban_loads() {
     use fsfleet::inventory::{Fail2banSettings, Host};
     let mut host = Host::with_defaults("pbx1", "192.0.2.10");
-    host.sip_allow_from = vec![
+    host.fail2ban_ignore = vec![
         "203.0.113.0/24".parse().unwrap(),
         "2001:db8::/32".parse().unwrap(),
     ];
+    // The firewall's business only: never in what fail2ban loads.
+    host.sip_allow_from = vec!["0.0.0.0/0".parse().unwrap()];
     host.fail2ban = Fail2banSettings {
         maxretry: 4,
         findtime: 300,
@@ -231,7 +233,11 @@ fn rendered_jail_is_what_fail2ban_loads() {
     let logdir = tempfile::tempdir().unwrap();
     let log = logdir.path().join("freeswitch.log");
     std::fs::write(&log, "").unwrap();
-    let jail = fsfleet::harden::fail2ban::render_jail(&host, &log.to_string_lossy());
+    let ports = fsfleet::harden::fail2ban::JailPorts {
+        sip: vec![5060, 5061, 5070, 5080, 5081],
+        ssh: vec![2222],
+    };
+    let jail = fsfleet::harden::fail2ban::render_jail(&host, &log.to_string_lossy(), &ports);
     std::fs::write(conf.path().join("jail.d/fsfleet-freeswitch.local"), jail).unwrap();
     let out = Command::new("fail2ban-client")
         .arg("-c")
@@ -260,13 +266,19 @@ fn rendered_jail_is_what_fail2ban_loads() {
     // Our filter, not the packaged one: the percent-tolerant prefix and no challenge regex.
     has(r"(?:\\d{1,3}\\.\\d+%\\s+)?");
     assert!(!dump.contains("SIP auth (?:failure|challenge)"));
-    // Both protocols banned on the SIP ports only.
+    assert!(
+        !dump.contains("0.0.0.0"),
+        "sip_allow_from reached fail2ban:\n{dump}"
+    );
+    // Both protocols banned on the SIP ports given, only those.
     for proto in ["tcp", "udp"] {
         has(&format!(
-            "-I INPUT -p $proto -m multiport --dports 5060,5061,5080,5081 -j f2b-freeswitch-{proto}"
+            "-I INPUT -p $proto -m multiport --dports 5060,5061,5070,5080,5081 -j f2b-freeswitch-{proto}"
         ));
         has(&format!("['protocol', '{proto}']"));
     }
     has("['add', 'sshd', 'systemd']");
+    // sshd banned on the port it listens on, not 22.
+    has("-m multiport --dports 2222 -j f2b-sshd");
     has("['start', 'freeswitch']");
 }

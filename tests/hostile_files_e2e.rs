@@ -107,7 +107,7 @@ fn report(o: &Output) -> serde_json::Value {
 fn host_report<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     doc["hosts"]
         .as_array()
-        .and_then(|hs| hs.iter().find(|h| h["host"] == name))
+        .and_then(|hs| hs.iter().find(|h| h["name"] == name))
         .unwrap_or_else(|| panic!("no report for {name}: {doc}"))
 }
 

@@ -107,6 +107,12 @@ fn the_shipped_example_is_valid_and_resolves() {
         ConfDir::Path("/usr/local/freeswitch/conf".into())
     );
     assert_eq!(eu2.connect_timeout, Duration::from_millis(2500));
+    assert_eq!(
+        eu2.fail2ban_ignore,
+        ["192.0.2.10/32".parse::<ipnet::IpNet>().unwrap()]
+    );
+    // fs-us-1 opens SIP to the world; that never becomes something fail2ban ignores.
+    assert!(inv.get("fs-us-1").unwrap().fail2ban_ignore.is_empty());
     assert_eq!(eu2.fail2ban.bantime, 86400);
     assert_eq!(eu2.waive, ["FS-MOD-01", "FS-SIP-07", "FS-SIP-03"]);
     assert_eq!(
@@ -346,6 +352,58 @@ fn built_in_defaults_apply_when_nothing_is_said() {
     );
 }
 
+/// `fail2ban_ignore` resolves like every per-host list (the most specific level replaces the
+/// others), accepts the narrowest networks allowed (/8, /32), and is independent of
+/// `sip_allow_from`, whose wide values stay legal because they only shape the firewall.
+#[test]
+fn fail2ban_ignore_resolves_by_precedence_and_never_comes_from_sip_allow_from() {
+    let text = r#"
+[defaults]
+sip_allow_from = ["0.0.0.0/0", "::/0"]
+fail2ban_ignore = ["10.0.0.0/8"]
+
+[groups.office]
+fail2ban_ignore = ["198.51.100.7", "2001:db8::/32"]
+
+[[hosts]]
+name = "fs1"
+
+[[hosts]]
+name = "fs2"
+groups = ["office"]
+
+[[hosts]]
+name = "fs3"
+groups = ["office"]
+fail2ban_ignore = []
+"#;
+    let inv = inv(text, None);
+    let nets = |name: &str| -> Vec<String> {
+        inv.get(name)
+            .unwrap()
+            .fail2ban_ignore
+            .iter()
+            .map(|n| n.to_string())
+            .collect()
+    };
+    assert_eq!(nets("fs1"), ["10.0.0.0/8"]);
+    assert_eq!(nets("fs2"), ["198.51.100.7/32", "2001:db8::/32"]);
+    assert!(nets("fs3").is_empty(), "an empty list on the host wins");
+    assert_eq!(inv.get("fs3").unwrap().sip_allow_from.len(), 2);
+    let hosts = inv.hosts.clone();
+    let shown = fsfleet::inventory::render_hosts(&inv, &hosts);
+    assert!(
+        shown.contains("fail2ban ignore  198.51.100.7/32, 2001:db8::/32"),
+        "{shown}"
+    );
+    // Nothing said: nothing ignored (the jail adds loopback itself).
+    assert!(
+        self::inv("[[hosts]]\nname = \"x\"\n", None).hosts[0]
+            .fail2ban_ignore
+            .is_empty()
+    );
+}
+
 #[test]
 fn jump_specs_with_user_port_and_ipv6() {
     let text = r#"
@@ -556,6 +614,7 @@ mod properties {
         "groups = [\"nope\"]\n",
         "password = \"x\"\n",
         "sip_allow_from = [\"1.2.3.4/40\"]\n",
+        "fail2ban_ignore = [\"0.0.0.0/0\", \"x\"]\n",
         "connect_timeout = 1e309\n",
         "connect_timeout = -1.0\n",
         "connect_timeout = nan\n",

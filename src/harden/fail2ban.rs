@@ -10,6 +10,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::harden::context::{HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
+use crate::harden::firewall;
 use crate::inventory::Host;
 use crate::ssh::sh_quote;
 
@@ -20,8 +21,8 @@ pub const JAIL_PATH: &str = "/etc/fail2ban/jail.d/fsfleet-freeswitch.local";
 /// The filter, byte for byte as installed.
 pub const FILTER: &str = include_str!("../../assets/fail2ban/filter.d/freeswitch.local");
 
-/// SIP signalling ports of the stock profiles: internal, internal TLS, external, external TLS.
-pub const SIP_PORTS: &str = "5060,5061,5080,5081";
+/// iptables' multiport match (fail2ban's default banaction on Debian) takes at most 15 ports.
+pub const MULTIPORT_MAX: usize = 15;
 
 /// How long to wait for `fail2ban-client status freeswitch` to answer after a restart.
 pub const JAIL_WAIT: Duration = Duration::from_secs(30);
@@ -90,11 +91,72 @@ fn jails_snippet(proc_root: &str, log: &str) -> String {
     )
 }
 
-/// The jail file for this host: the FreeSWITCH jail on `logpath` and sshd on the journal.
-pub fn render_jail(host: &Host, logpath: &str) -> String {
+/// The ports the host's jails ban on, from its facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JailPorts {
+    /// The SIP and SIP-TLS ports the firewall opens ([`firewall::sip_ports_opened`]), ascending.
+    pub sip: Vec<u16>,
+    /// The ports sshd listens on, or the one fsfleet is connected through when those are unknown.
+    pub ssh: Vec<u16>,
+}
+
+/// What the jails must ban on: the SIP ports from the same function the firewall opens them
+/// with, and the ports sshd really listens on. Also returns what the operator should know.
+pub fn jail_ports(f: &HostFacts, host: &Host) -> Result<(JailPorts, Vec<String>), StepError> {
+    let mut warnings = Vec::new();
+    // The firewall step reports the profile warnings; repeating them here adds nothing.
+    let sip = firewall::sip_ports_opened(f).numbers();
+    if sip.is_empty() {
+        return Err(StepError::Refused(format!(
+            "{}: no SIP port found in the profiles (sip_profiles/*.xml under {}): the freeswitch \
+             jail would have no port to ban on; fix the profiles (see the firewall step's \
+             warnings) or --skip {NAME}",
+            host.name,
+            f.files.conf_dir.as_deref().unwrap_or("the config dir")
+        )));
+    }
+    let mut ssh: Vec<u16> = f.base.sshd_ports.clone();
+    ssh.sort_unstable();
+    ssh.dedup();
+    if ssh.is_empty() {
+        ssh.push(host.port);
+        warnings.push(format!(
+            "could not read the ports sshd listens on (ss and sshd -T printed nothing): the sshd \
+             jail bans on port {}, the one fsfleet is connected through",
+            host.port
+        ));
+    }
+    for (jail, ports) in [("freeswitch", &sip), ("sshd", &ssh)] {
+        if ports.len() > MULTIPORT_MAX {
+            return Err(StepError::Refused(format!(
+                "{}: the {jail} jail would ban on {} ports ({}), more than the {MULTIPORT_MAX} one \
+                 iptables multiport rule takes, so no ban would be enforced; use fewer ports or \
+                 --skip {NAME}",
+                host.name,
+                ports.len(),
+                join_ports(ports)
+            )));
+        }
+    }
+    Ok((JailPorts { sip, ssh }, warnings))
+}
+
+fn join_ports(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The jail file for this host: the FreeSWITCH jail on `logpath` and sshd on the journal, each
+/// banning on `ports`. `ignoreip` is loopback plus the inventory's `fail2ban_ignore`, nothing
+/// else: `sip_allow_from` only shapes the firewall (a wide allow-list here would switch banning
+/// off, FACTS §5).
+pub fn render_jail(host: &Host, logpath: &str, ports: &JailPorts) -> String {
     let f = &host.fail2ban;
     let mut ignore: Vec<String> = vec!["127.0.0.1/8".into(), "::1".into()];
-    for net in &host.sip_allow_from {
+    for net in &host.fail2ban_ignore {
         let t = net.trunc();
         // A single address reads better without /32 or /128.
         let s = if t.prefix_len() == t.max_prefix_len() {
@@ -109,7 +171,7 @@ pub fn render_jail(host: &Host, logpath: &str) -> String {
     format!(
         "# Written by fsfleet for host {name}: `fsfleet harden` rewrites this file.\n\
          # Tune it in the inventory (fail2ban_maxretry, fail2ban_findtime, fail2ban_bantime,\n\
-         # sip_allow_from), not here. The filter is filter.d/freeswitch.local (also fsfleet's).\n\
+         # fail2ban_ignore), not here. The filter is filter.d/freeswitch.local (also fsfleet's).\n\
          \n\
          [freeswitch]\n\
          enabled  = true\n\
@@ -117,7 +179,8 @@ pub fn render_jail(host: &Host, logpath: &str) -> String {
          # FreeSWITCH writes its own file: read it (inotify or polling), never the journal.\n\
          backend  = auto\n\
          logpath  = {logpath}\n\
-         port     = {SIP_PORTS}\n\
+         # The SIP and SIP-TLS ports the firewall opens (every profile's sip-port and tls-sip-port).\n\
+         port     = {sip}\n\
          # SIP runs over UDP and TCP. A multiport rule needs one protocol, so one rule each, on\n\
          # the SIP ports only (an all-ports ban would also cut SSH for a site whose NAT address\n\
          # got banned), with the host's own banaction (iptables-multiport on Debian).\n\
@@ -126,15 +189,20 @@ pub fn render_jail(host: &Host, logpath: &str) -> String {
          maxretry = {maxretry}\n\
          findtime = {findtime}\n\
          bantime  = {bantime}\n\
-         # Loopback and the SIP allow-list: phones still on an old password must not ban their\n\
-         # own site's address.\n\
+         # Loopback and the inventory's fail2ban_ignore only (phones still on an old password must\n\
+         # not ban their own site's address). Never sip_allow_from: a wide allow-list would switch\n\
+         # banning off.\n\
          ignoreip = {ignore}\n\
          \n\
          [sshd]\n\
          enabled = true\n\
          # Minimal images log sshd only to the journal (needs python3-systemd).\n\
-         backend = systemd\n",
+         backend = systemd\n\
+         # The ports sshd listens on, not the default 22.\n\
+         port    = {ssh}\n",
         name = host.name,
+        sip = join_ports(&ports.sip),
+        ssh = join_ports(&ports.ssh),
         maxretry = f.maxretry,
         findtime = f.findtime,
         bantime = f.bantime,
@@ -218,10 +286,14 @@ pub fn plan(f: &HostFacts, host: &Host, _opts: &HardenOptions) -> Result<StepPla
     crate::hostfs::check_host_dir(log_dir)
         .map_err(|e| StepError::Refused(format!("FreeSWITCH's log directory: {e}")))?;
     let logpath = format!("{}/freeswitch.log", log_dir.trim_end_matches('/'));
-    let jail = render_jail(host, &logpath);
+    let (ports, warnings) = jail_ports(f, host)?;
+    let jail = render_jail(host, &logpath, &ports);
     let st = parse_state(f.section(PROBE));
 
-    let mut plan = StepPlan::default();
+    let mut plan = StepPlan {
+        warnings,
+        ..StepPlan::default()
+    };
     let write = |path: &str, want: &str, key: &str, plan: &mut StepPlan| {
         let have = f.files.files.get(path);
         let what = match have {
@@ -627,7 +699,7 @@ mod tests {
             "jails fallback\n"
         );
     }
-    use crate::facts::{Facts, FileFact, Files, Freeswitch, Sections};
+    use crate::facts::{Facts, FileFact, Freeswitch, Sections};
     use crate::harden::context::test_host;
     use crate::inventory::Fail2banSettings;
 
@@ -652,35 +724,57 @@ mod tests {
         )
     }
 
+    /// A stock 1.10.12 host (config tree, sshd on 22) with fail2ban in `state` and `files`.
     fn facts(state: &str, files: &[(String, FileFact)]) -> HostFacts {
-        HostFacts {
-            base: Facts {
-                freeswitch: Some(Freeswitch {
-                    conf_dir: "/etc/freeswitch".into(),
-                    log_dir: Some("/var/log/freeswitch".into()),
-                    layout: "package".into(),
-                    service_active: true,
-                    version: Some("1.10.12-release  64bit".into()),
-                    ready: Some(true),
-                }),
-                ..Facts::default()
-            },
-            files: Files {
-                conf_dir: Some("/etc/freeswitch".into()),
-                files: files.iter().cloned().collect(),
-            },
-            sections: Sections::from_pairs(&[(PROBE, state, 0)]),
-        }
+        let mut f = HostFacts::stock();
+        f.base = Facts {
+            freeswitch: Some(Freeswitch {
+                conf_dir: "/etc/freeswitch".into(),
+                log_dir: Some("/var/log/freeswitch".into()),
+                layout: "package".into(),
+                service_active: true,
+                version: Some("1.10.12-release  64bit".into()),
+                ready: Some(true),
+            }),
+            sshd_ports: vec![22],
+            ..Facts::default()
+        };
+        f.files.files.extend(files.iter().cloned());
+        f.sections = Sections::from_pairs(&[(PROBE, state, 0)]);
+        f
     }
 
+    /// The host after a harden run: fsfleet's filter and jail as this inventory entry renders them.
     fn hardened(h: &Host) -> HostFacts {
-        facts(
-            UP,
-            &[
-                file(FILTER_PATH, FILTER),
-                file(JAIL_PATH, &render_jail(h, LOG)),
-            ],
-        )
+        let mut f = facts(UP, &[file(FILTER_PATH, FILTER)]);
+        let (ports, _) = jail_ports(&f, h).unwrap();
+        let jail = render_jail(h, LOG, &ports);
+        f.files.files.extend([file(JAIL_PATH, &jail)]);
+        f
+    }
+
+    fn stock_jail(h: &Host) -> String {
+        let (ports, warnings) = jail_ports(&facts(UP, &[]), h).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        render_jail(h, LOG, &ports)
+    }
+
+    /// Replace a `set` line of the stock vars.xml (`internal_sip_port=5060` style).
+    fn set_var(f: &mut HostFacts, from: &str, to: &str) {
+        let path = "/etc/freeswitch/vars.xml";
+        let vars = f.file_text(path).unwrap().to_string();
+        assert!(vars.contains(from), "stock vars.xml has {from}");
+        f.files.files.extend([file(path, &vars.replace(from, to))]);
+    }
+
+    /// `key = value` in the first section named `section`.
+    fn in_section<'a>(jail: &'a str, section: &str, key: &str) -> &'a str {
+        let at = jail
+            .find(&format!("[{section}]\n"))
+            .unwrap_or_else(|| panic!("no [{section}] in\n{jail}"));
+        let body = &jail[at + section.len() + 3..];
+        let body = &body[..body.find("\n[").unwrap_or(body.len())];
+        line(body, key)
     }
 
     fn line<'a>(jail: &'a str, key: &str) -> &'a str {
@@ -691,7 +785,7 @@ mod tests {
 
     #[test]
     fn jail_has_the_baseline_defaults() {
-        let j = render_jail(&host(), LOG);
+        let j = stock_jail(&host());
         assert!(j.contains("[freeswitch]\nenabled  = true\nfilter   = freeswitch\n"));
         assert_eq!(
             line(&j, "logpath"),
@@ -700,23 +794,26 @@ mod tests {
         assert_eq!(line(&j, "maxretry"), "maxretry = 5");
         assert_eq!(line(&j, "findtime"), "findtime = 600");
         assert_eq!(line(&j, "bantime"), "bantime  = 3600");
+        // The stock profiles: internal 5060 (TLS 5061), external 5080 (TLS 5081); the IPv6
+        // profiles use the same variables.
         assert_eq!(line(&j, "port"), "port     = 5060,5061,5080,5081");
         assert_eq!(line(&j, "backend"), "backend  = auto");
         assert_eq!(line(&j, "ignoreip"), "ignoreip = 127.0.0.1/8 ::1");
         assert!(j.contains("protocol=\"tcp\"") && j.contains("protocol=\"udp\""));
-        let sshd = &j[j.find("[sshd]").unwrap()..];
-        assert!(sshd.contains("enabled = true") && sshd.contains("backend = systemd"));
+        assert_eq!(in_section(&j, "sshd", "enabled"), "enabled = true");
+        assert_eq!(in_section(&j, "sshd", "backend"), "backend = systemd");
+        assert_eq!(in_section(&j, "sshd", "port"), "port    = 22");
     }
 
     #[test]
-    fn jail_takes_inventory_overrides_and_sip_allow_from_v4_v6() {
+    fn jail_takes_inventory_overrides_and_fail2ban_ignore_v4_v6() {
         let mut h = host();
         h.fail2ban = Fail2banSettings {
             maxretry: 3,
             findtime: 120,
             bantime: 86400,
         };
-        h.sip_allow_from = [
+        h.fail2ban_ignore = [
             "203.0.113.7/32",
             "198.51.100.77/24",
             "2001:db8:5::/48",
@@ -727,7 +824,11 @@ mod tests {
         .iter()
         .map(|s| s.parse().unwrap())
         .collect();
-        let j = render_jail(&h, "/usr/local/freeswitch/log/freeswitch.log");
+        let ports = JailPorts {
+            sip: vec![5060],
+            ssh: vec![22],
+        };
+        let j = render_jail(&h, "/usr/local/freeswitch/log/freeswitch.log", &ports);
         assert_eq!(line(&j, "maxretry"), "maxretry = 3");
         assert_eq!(line(&j, "findtime"), "findtime = 120");
         assert_eq!(line(&j, "bantime"), "bantime  = 86400");
@@ -741,6 +842,119 @@ mod tests {
             "ignoreip = 127.0.0.1/8 ::1 203.0.113.7 198.51.100.0/24 2001:db8:5::/48 2001:db8::9"
         );
         assert!(j.contains("for host pbx1"));
+    }
+
+    #[test]
+    fn sip_allow_from_never_reaches_ignoreip() {
+        let mut h = host();
+        h.sip_allow_from = ["0.0.0.0/0", "::/0", "203.0.113.0/24", "198.51.100.9/32"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let j = stock_jail(&h);
+        assert_eq!(line(&j, "ignoreip"), "ignoreip = 127.0.0.1/8 ::1");
+        for leaked in ["0.0.0.0", "::/0", "203.0.113", "198.51.100.9"] {
+            assert!(!j.contains(leaked), "{leaked} leaked into\n{j}");
+        }
+        // With fail2ban_ignore set, that list and only that list joins loopback.
+        h.fail2ban_ignore = vec!["192.0.2.44/32".parse().unwrap()];
+        assert_eq!(
+            line(&stock_jail(&h), "ignoreip"),
+            "ignoreip = 127.0.0.1/8 ::1 192.0.2.44"
+        );
+    }
+
+    #[test]
+    fn jail_bans_on_the_ports_the_firewall_opens_sip_moved_and_tls_on() {
+        let h = host();
+        let mut f = facts(UP, &[]);
+        set_var(&mut f, "internal_sip_port=5060", "internal_sip_port=5070");
+        set_var(&mut f, "internal_tls_port=5061", "internal_tls_port=5071");
+        set_var(
+            &mut f,
+            "internal_ssl_enable=false",
+            "internal_ssl_enable=true",
+        );
+        let (ports, _) = jail_ports(&f, &h).unwrap();
+        let j = render_jail(&h, LOG, &ports);
+        assert_eq!(line(&j, "port"), "port     = 5070,5071,5080,5081");
+        // One function gives both: the firewall's SIP rules open exactly these port numbers.
+        let w = firewall::wanted_rules(&f, &h, h.port, true);
+        let opened: std::collections::BTreeSet<u16> = w
+            .rules
+            .iter()
+            .filter(|r| r.purpose == firewall::Purpose::Sip)
+            .map(|r| r.ports.first)
+            .collect();
+        assert_eq!(opened.into_iter().collect::<Vec<_>>(), ports.sip);
+    }
+
+    #[test]
+    fn a_sip_port_change_on_the_host_rewrites_the_jail() {
+        let h = host();
+        let mut f = hardened(&h);
+        assert!(plan(&f, &h, &HardenOptions::default()).unwrap().is_noop());
+        set_var(&mut f, "internal_sip_port=5060", "internal_sip_port=5070");
+        let p = plan(&f, &h, &HardenOptions::default()).unwrap();
+        assert_eq!(
+            p.changes,
+            vec![
+                format!("update {JAIL_PATH}"),
+                "restart fail2ban (configuration changed)".to_string()
+            ]
+        );
+        assert!(
+            p.diffs[0].contains("-port     = 5060,5061,5080,5081\n+port     = 5061,5070,5080,5081"),
+            "{}",
+            p.diffs[0]
+        );
+    }
+
+    #[test]
+    fn sshd_jail_bans_on_the_ports_sshd_listens_on() {
+        let mut h = host();
+        let mut f = facts(UP, &[]);
+        f.base.sshd_ports = vec![2222];
+        let (ports, warnings) = jail_ports(&f, &h).unwrap();
+        assert!(warnings.is_empty());
+        let j = render_jail(&h, LOG, &ports);
+        assert_eq!(in_section(&j, "sshd", "port"), "port    = 2222");
+        // The SIP jail is not affected.
+        assert_eq!(line(&j, "port"), "port     = 5060,5061,5080,5081");
+        f.base.sshd_ports = vec![2222, 22, 2222];
+        let (ports, _) = jail_ports(&f, &h).unwrap();
+        assert_eq!(ports.ssh, [22, 2222]);
+        // Unknown: the port fsfleet is connected through, and the report says so.
+        f.base.sshd_ports.clear();
+        h.port = 2200;
+        let (ports, warnings) = jail_ports(&f, &h).unwrap();
+        assert_eq!(ports.ssh, [2200]);
+        assert!(
+            warnings[0].contains("sshd listens on") && warnings[0].contains("port 2200"),
+            "{warnings:?}"
+        );
+        let p = plan(&f, &h, &HardenOptions::default()).unwrap();
+        assert_eq!(p.warnings, warnings);
+    }
+
+    #[test]
+    fn no_sip_port_or_more_than_multiport_takes_is_refused() {
+        let h = host();
+        let mut f = facts(UP, &[]);
+        f.files
+            .files
+            .retain(|path, _| !path.contains("/sip_profiles/"));
+        let err = plan(&f, &h, &HardenOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pbx1") && err.contains("no SIP port"), "{err}");
+        let mut f = facts(UP, &[]);
+        f.base.sshd_ports = (2200..2216).collect();
+        let err = jail_ports(&f, &h).unwrap_err().to_string();
+        assert!(
+            err.contains("sshd jail would ban on 16 ports") && err.contains("15"),
+            "{err}"
+        );
     }
 
     #[test]

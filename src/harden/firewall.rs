@@ -207,11 +207,9 @@ pub fn wanted_rules(f: &HostFacts, host: &Host, connected_port: u16, ipv6: bool)
         ));
     }
 
-    if let Some(esl) = f.files.conf("autoload_configs/event_socket.conf.xml") {
-        let (port, warn) = conf_port(esl, "listen-port", vars_text, DEFAULT_ESL_PORT);
-        w.esl_port = port;
-        w.warnings.extend(warn);
-    }
+    let sip = sip_ports_opened(f);
+    w.esl_port = sip.esl_port;
+    w.warnings.extend(sip.warnings);
     if ssh.contains(&w.esl_port) {
         w.warnings.push(format!(
             "sshd listens on {}/tcp, the Event Socket port: it stays open for SSH; move one of them",
@@ -237,16 +235,9 @@ pub fn wanted_rules(f: &HostFacts, host: &Host, connected_port: u16, ipv6: bool)
         from: None,
     });
 
-    let (sip, warn) = sip_ports(f, vars_text);
-    w.warnings.extend(warn);
+    let sip = sip.ports;
     let mut sip_rules = Vec::new();
     for (proto, port) in &sip {
-        if *proto == Proto::Tcp && *port == w.esl_port {
-            w.warnings.push(format!(
-                "a SIP profile is configured on {port}/tcp, the Event Socket port: not opened"
-            ));
-            continue;
-        }
         if host.sip_allow_from.is_empty() {
             sip_rules.push(Rule {
                 purpose: Purpose::Sip,
@@ -295,6 +286,51 @@ pub fn wanted_rules(f: &HostFacts, host: &Host, connected_port: u16, ipv6: bool)
     let mut seen = BTreeSet::new();
     w.rules.retain(|r| seen.insert((r.proto, r.ports, r.from)));
     w
+}
+
+/// The SIP and SIP-TLS ports the firewall opens on a host, with what it had to assume.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SipPorts {
+    pub ports: BTreeSet<(Proto, u16)>,
+    /// The Event Socket's listen-port (never opened, so never a SIP port here).
+    pub esl_port: u16,
+    pub warnings: Vec<String>,
+}
+
+impl SipPorts {
+    /// Each port number once, ascending, whatever the protocol.
+    pub fn numbers(&self) -> Vec<u16> {
+        let set: BTreeSet<u16> = self.ports.iter().map(|(_, p)| *p).collect();
+        set.into_iter().collect()
+    }
+}
+
+/// The one answer to "which SIP ports are open on this host": the firewall opens exactly these
+/// and the fail2ban jail bans on exactly these, so a profile moved to another port (or TLS on
+/// another port) is both opened and banned on, never one without the other.
+pub fn sip_ports_opened(f: &HostFacts) -> SipPorts {
+    let vars_text = f.files.conf("vars.xml").and_then(|v| v.text());
+    let mut out = SipPorts {
+        esl_port: DEFAULT_ESL_PORT,
+        ..SipPorts::default()
+    };
+    if let Some(esl) = f.files.conf("autoload_configs/event_socket.conf.xml") {
+        let (port, warn) = conf_port(esl, "listen-port", vars_text, DEFAULT_ESL_PORT);
+        out.esl_port = port;
+        out.warnings.extend(warn);
+    }
+    let (sip, warn) = sip_ports(f, vars_text);
+    out.warnings.extend(warn);
+    for (proto, port) in sip {
+        if proto == Proto::Tcp && port == out.esl_port {
+            out.warnings.push(format!(
+                "a SIP profile is configured on {port}/tcp, the Event Socket port: not opened"
+            ));
+            continue;
+        }
+        out.ports.insert((proto, port));
+    }
+    out
 }
 
 /// Substitute `$${var}` from vars.xml; None when a variable is not set there.

@@ -36,6 +36,7 @@ const FIELD_KEYS: &[&str] = &[
     "fail2ban_maxretry",
     "fail2ban_findtime",
     "fail2ban_bantime",
+    "fail2ban_ignore",
     "apt_lock_timeout",
     "waive",
 ];
@@ -68,6 +69,7 @@ struct Layer {
     fail2ban_maxretry: Option<At<u32>>,
     fail2ban_findtime: Option<At<u64>>,
     fail2ban_bantime: Option<At<u64>>,
+    fail2ban_ignore: Option<At<Vec<IpNet>>>,
     apt_lock_timeout: Option<At<u64>>,
     waive: Option<At<Vec<String>>>,
 }
@@ -406,6 +408,9 @@ impl Resolver<'_> {
                 .map(|c| c.value.clone())
                 .unwrap_or(ConfDir::Auto),
             sip_allow_from: pick!(layers, sip_allow_from)
+                .map(|s| s.value.clone())
+                .unwrap_or_default(),
+            fail2ban_ignore: pick!(layers, fail2ban_ignore)
                 .map(|s| s.value.clone())
                 .unwrap_or_default(),
             connect_timeout: pick!(layers, connect_timeout)
@@ -772,6 +777,7 @@ fn parse_fields(
             }
             "fail2ban_findtime" => l.fail2ban_findtime = positive(p, k, value),
             "fail2ban_bantime" => l.fail2ban_bantime = positive(p, k, value),
+            "fail2ban_ignore" => l.fail2ban_ignore = parse_fail2ban_ignore(p, value),
             "apt_lock_timeout" => l.apt_lock_timeout = positive(p, k, value),
             "waive" => l.waive = parse_waive(p, value),
             other => {
@@ -792,6 +798,76 @@ fn parse_net(s: &str) -> Option<IpNet> {
         return Some(net);
     }
     s.parse::<std::net::IpAddr>().ok().map(IpNet::from)
+}
+
+/// `fail2ban_ignore`: addresses and networks fail2ban must never ban. Each one switches banning
+/// off for everyone inside it, so a network wider than a /8 (IPv4) or a /32 (IPv6) is refused, as
+/// is anything fail2ban would not read as an address (it looks names up in DNS).
+fn parse_fail2ban_ignore(p: &mut Problems, value: &Value<'_>) -> Option<At<Vec<IpNet>>> {
+    let items = string_list(p, "fail2ban_ignore", value)?;
+    let mut nets = Vec::new();
+    let mut ok = true;
+    for item in items {
+        match check_ignore(&item.value) {
+            Ok(n) => nets.push(n),
+            Err(why) => {
+                ok = false;
+                p.add(item.span, why);
+            }
+        }
+    }
+    ok.then(|| At {
+        value: nets,
+        span: value.span(),
+    })
+}
+
+/// The smallest IPv4 and IPv6 prefixes `fail2ban_ignore` accepts.
+pub(crate) const IGNORE_MIN_PREFIX_V4: u8 = 8;
+pub(crate) const IGNORE_MIN_PREFIX_V6: u8 = 32;
+
+fn check_ignore(raw: &str) -> Result<IpNet, String> {
+    const WHAT: &str = "list only the addresses or networks of your own sites (office, NAT gateway), \
+                        e.g. \"203.0.113.7\" or \"198.51.100.0/24\"";
+    let shown = raw.escape_debug();
+    let Some(net) = parse_net(raw.trim()) else {
+        return Err(format!(
+            "fail2ban_ignore `{shown}` is not an IP address or CIDR network (fail2ban would look a \
+             name up in DNS): {WHAT}"
+        ));
+    };
+    let (family, min) = match net {
+        IpNet::V4(_) => ("IPv4", IGNORE_MIN_PREFIX_V4),
+        IpNet::V6(_) => ("IPv6", IGNORE_MIN_PREFIX_V6),
+    };
+    if net.prefix_len() == 0 {
+        return Err(format!(
+            "fail2ban_ignore `{shown}` is every {family} address: fail2ban would never ban anyone \
+             (the jail is switched off); {WHAT}"
+        ));
+    }
+    if net.prefix_len() < min {
+        return Err(format!(
+            "fail2ban_ignore `{shown}` is wider than a /{min}: fail2ban would never ban anyone in \
+             it; {WHAT}"
+        ));
+    }
+    if let IpNet::V6(v6) = net
+        && v6.addr().to_ipv4_mapped().is_some()
+    {
+        // fail2ban reads a bare ::ffff:a.b.c.d as IPv4 but a network of them as IPv6, which then
+        // matches no IPv4 peer: only the IPv4 spelling means what it says.
+        return Err(format!(
+            "fail2ban_ignore `{shown}` is an IPv4-mapped IPv6 address: write it as IPv4 \
+             (a.b.c.d or a.b.c.d/NN)"
+        ));
+    }
+    if net.addr().is_unspecified() && net.prefix_len() == net.max_prefix_len() {
+        return Err(format!(
+            "fail2ban_ignore `{shown}` is the unspecified address, no peer has it; {WHAT}"
+        ));
+    }
+    Ok(net)
 }
 
 fn parse_waive(p: &mut Problems, value: &Value<'_>) -> Option<At<Vec<String>>> {
