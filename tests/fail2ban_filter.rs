@@ -9,35 +9,68 @@ use std::process::Command;
 const FILTER: &str = include_str!("../assets/fail2ban/filter.d/freeswitch.local");
 const CORPUS: &str = include_str!("../assets/fail2ban/testcases/freeswitch.log");
 
-/// A line of the corpus and what the filter must do with it.
+/// The line FreeSWITCH writes right after `Can't find user [...] from IP`, in the same write.
+const CONTINUATION: &str = "You must define a domain called 'x' in your directory and add a user \
+                            with the id=\"b\" attribute";
+
+/// A case of the corpus: the lines FreeSWITCH writes at once, and what the filter must do.
 struct Case {
-    line: String,
-    /// Some(address to ban) or None (must not match).
+    lines: Vec<String>,
+    /// Some(the one address to ban) or None (must not match).
     ban: Option<String>,
 }
 
 fn corpus() -> Vec<Case> {
-    let mut cases = Vec::new();
-    let mut expect: Option<Option<String>> = None;
+    let mut cases: Vec<Case> = Vec::new();
+    let mut open: Option<Case> = None;
     for line in CORPUS.lines() {
-        if line.starts_with("##") || line.is_empty() {
+        if line.is_empty() || line.starts_with('#') {
+            if let Some(c) = open.take() {
+                assert!(!c.lines.is_empty(), "an expectation without lines");
+                cases.push(c);
+            }
+            if let Some(ip) = line.strip_prefix("# match: ") {
+                open = Some(Case {
+                    lines: Vec::new(),
+                    ban: Some(ip.trim().to_string()),
+                });
+            } else if line == "# no-match" {
+                open = Some(Case {
+                    lines: Vec::new(),
+                    ban: None,
+                });
+            } else {
+                assert!(
+                    line.is_empty() || line.starts_with("##"),
+                    "unknown corpus directive: {line}"
+                );
+            }
             continue;
         }
-        if let Some(ip) = line.strip_prefix("# match: ") {
-            expect = Some(Some(ip.trim().to_string()));
-        } else if line.starts_with("# no-match") {
-            expect = Some(None);
-        } else {
-            let ban = expect
-                .take()
-                .unwrap_or_else(|| panic!("corpus line without an expectation: {line}"));
-            cases.push(Case {
-                line: line.to_string(),
-                ban,
-            });
-        }
+        open.as_mut()
+            .unwrap_or_else(|| panic!("corpus line without an expectation: {line}"))
+            .lines
+            .push(line.to_string());
+    }
+    if let Some(c) = open.take() {
+        assert!(!c.lines.is_empty(), "an expectation without lines");
+        cases.push(c);
     }
     cases
+}
+
+/// What a live log has between two writes: a line of some other module, so that no case is
+/// matched together with its neighbour (the filter reads two lines at a time).
+const BETWEEN: &str = "2026-11-24 19:30:31.000001 99.00% [INFO] switch_core.c:1 (another module)";
+
+/// The cases' lines with [`BETWEEN`] around each case.
+fn apart(cases: &[&Case]) -> Vec<String> {
+    let mut out = vec![BETWEEN.to_string()];
+    for c in cases {
+        out.extend(c.lines.iter().cloned());
+        out.push(BETWEEN.to_string());
+    }
+    out
 }
 
 fn fail2ban_regex() -> PathBuf {
@@ -102,28 +135,37 @@ fn every_failure_line_bans_the_sender_and_nothing_else_matches() {
     let cases = corpus();
     let bad: Vec<&Case> = cases.iter().filter(|c| c.ban.is_some()).collect();
     let benign: Vec<&Case> = cases.iter().filter(|c| c.ban.is_none()).collect();
-    assert!(bad.len() >= 15 && benign.len() >= 10, "corpus too small");
+    assert!(bad.len() >= 15 && benign.len() >= 15, "corpus too small");
 
-    // One run per line would take minutes; one run per file keeps order, so a missed line shows
-    // up as a shifted list. Check line by line only to name the culprit.
-    let lines: Vec<&str> = bad.iter().map(|c| c.line.as_str()).collect();
+    // One run per case would take a minute; one run per file keeps order, so a missed case shows
+    // up as a shifted list. Check case by case only to name the culprit.
+    let lines = apart(&bad);
     let want: Vec<String> = bad.iter().filter_map(|c| c.ban.clone()).collect();
-    let got = matched_ips(conf.path(), &lines);
+    let got = matched_ips(
+        conf.path(),
+        &lines.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     if got != want {
         for c in &bad {
-            let one = matched_ips(conf.path(), &[c.line.as_str()]);
+            let one = matched_ips(
+                conf.path(),
+                &c.lines.iter().map(String::as_str).collect::<Vec<_>>(),
+            );
             assert_eq!(
                 one,
                 vec![c.ban.clone().unwrap()],
-                "wrong or no ban for: {}",
-                c.line
+                "wrong or no ban for:\n{}",
+                c.lines.join("\n")
             );
         }
     }
     assert_eq!(got, want);
 
-    let lines: Vec<&str> = benign.iter().map(|c| c.line.as_str()).collect();
-    let got = matched_ips(conf.path(), &lines);
+    let lines = apart(&benign);
+    let got = matched_ips(
+        conf.path(),
+        &lines.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     assert!(
         got.is_empty(),
         "benign lines matched (would ban {got:?}); lines:\n{}",
@@ -134,7 +176,8 @@ fn every_failure_line_bans_the_sender_and_nothing_else_matches() {
 #[test]
 fn corpus_covers_every_shape_the_filter_promises() {
     let cases = corpus();
-    let bad = |pred: &dyn Fn(&str) -> bool| cases.iter().any(|c| c.ban.is_some() && pred(&c.line));
+    let bad =
+        |pred: &dyn Fn(&str) -> bool| cases.iter().any(|c| c.ban.is_some() && pred(&c.lines[0]));
     assert!(bad(&|l| l.contains("% [WARNING]")), "1.10.7+ percent lines");
     assert!(
         bad(&|l| l.contains(".123456 [WARNING]")),
@@ -156,8 +199,86 @@ fn corpus_covers_every_shape_the_filter_promises() {
     assert!(
         cases
             .iter()
-            .any(|c| c.ban.is_none() && c.line.contains("SIP auth challenge (REGISTER)")),
+            .any(|c| c.ban.is_none() && c.lines[0].contains("SIP auth challenge (REGISTER)")),
         "challenges must be in the no-match set"
+    );
+    // The injections of FACTS §4, each in a case that must not match.
+    let injected = |pred: &dyn Fn(&str) -> bool| {
+        cases
+            .iter()
+            .any(|c| c.ban.is_none() && c.lines.iter().any(|l| pred(l)))
+    };
+    let victim = |l: &str| l.contains("from 192.0.2.") || l.contains("from ip 192.0.2.");
+    assert!(
+        injected(&|l| l.starts_with(" 2026-") && victim(l)),
+        "CRLF + space fold"
+    );
+    assert!(
+        injected(&|l| l.starts_with("\t2026-") && victim(l)),
+        "CRLF + tab fold"
+    );
+    assert!(
+        injected(&|l| l.starts_with("\t97.00% ") && victim(l)),
+        "undated fold line"
+    );
+    assert!(
+        injected(&|l| l.starts_with(" Nov ") && victim(l)),
+        "fake syslog line"
+    );
+    assert!(
+        injected(&|l| l.starts_with(" 2026-11-29T") && victim(l)),
+        "fake rsyslog line"
+    );
+    assert!(
+        injected(&|l| l.starts_with("2026-") && l.contains("Can't find user") && victim(l)),
+        "a victim at the end of FreeSWITCH's own first line"
+    );
+    assert!(
+        injected(&|l| l.starts_with("You must define")
+            && l.contains("id=\"x")
+            && !l.ends_with("attribute")),
+        "the id=\"...\" continuation line carrying a fold"
+    );
+    assert!(
+        cases.iter().any(|c| c.ban.is_some()
+            && c.lines[0].contains("%0D%0A")
+            && c.lines[0].contains("192.0.2.")),
+        "escaped forms stay on one line and ban the sender"
+    );
+    assert!(
+        cases
+            .iter()
+            .any(|c| c.ban.is_some()
+                && c.lines[0].contains("Can't find user [1000] from ip 192.0.2.")),
+        "] from ip VICTIM inside the brackets"
+    );
+}
+
+/// The bytes FreeSWITCH writes for one crafted INVITE (FACTS §4), CRs before the folds included,
+/// through the installed filter: the sender counts once, through its auth failure line, and
+/// neither victim ever does.
+#[test]
+fn folded_username_as_freeswitch_writes_it_bans_only_the_sender() {
+    let conf = config_dir(true);
+    let fake = "2026-11-29 17:38:18.000000 97.00% [WARNING] sofia_reg.c:3210 Can't find user [x@h] from 192.0.2.31";
+    let user = format!("x@h] from 192.0.2.33\r\n {fake}\r\n\t{fake}\r\n y");
+    let ts = "2026-11-29 17:38:18.114003 97.00%";
+    let log = format!(
+        "{ts} [WARNING] sofia_reg.c:1842 SIP auth challenge (INVITE) on sofia profile 'internal' for [1000@10.0.0.5] from ip 203.0.113.60\n\
+         {ts} [WARNING] sofia_reg.c:3210 Can't find user [{user}@10.0.0.5] from 203.0.113.60\n\
+         You must define a domain called '10.0.0.5' in your directory and add a user with the id=\"{user}\" attribute\n\
+         and you must configure your device to use the proper domain in its authentication credentials.\n\
+         {ts} [WARNING] sofia_reg.c:1787 SIP auth failure (INVITE) on sofia profile 'internal' for [1000@10.0.0.5] from ip 203.0.113.60"
+    );
+    assert_eq!(log.matches("\r\n").count(), 6);
+    assert_eq!(matched_ips(conf.path(), &[&log]), vec!["203.0.113.60"]);
+    // The same bytes through the packaged Debian filter: its `{^LN-BEG}` date and `^\s*` prefix
+    // take the fold lines as FreeSWITCH's own (pre-1.10.7 dates, the ones it can read).
+    let old = log.replace(" 97.00% [", " [");
+    let packaged = matched_ips(config_dir(false).path(), &[&old]);
+    assert!(
+        packaged.iter().any(|ip| ip.starts_with("192.0.2.")),
+        "the packaged filter bans a victim: {packaged:?}"
     );
 }
 
@@ -170,7 +291,10 @@ fn a_user_name_cannot_redirect_the_ban() {
     assert_eq!(matched_ips(conf.path(), &[line]), vec!["203.0.113.99"]);
     let line = "2026-11-24 19:30:31.066257 98.13% [WARNING] sofia_reg.c:3210 Can't find user \
                 [a] from 192.0.2.77 [b@x] from 203.0.113.98";
-    assert_eq!(matched_ips(conf.path(), &[line]), vec!["203.0.113.98"]);
+    assert_eq!(
+        matched_ips(conf.path(), &[line, CONTINUATION]),
+        vec!["203.0.113.98"]
+    );
 }
 
 /// Why fsfleet ships its own filter: Debian 12's packaged one misses every 1.10.7+ line (the
@@ -181,8 +305,8 @@ fn packaged_debian_filter_misses_percent_lines_and_bans_challenges() {
     let cases = corpus();
     let percent: Vec<&str> = cases
         .iter()
-        .filter(|c| c.ban.is_some() && c.line.contains("% [WARNING]"))
-        .map(|c| c.line.as_str())
+        .filter(|c| c.ban.is_some() && c.lines[0].contains("% [WARNING]"))
+        .flat_map(|c| c.lines.iter().map(String::as_str))
         .collect();
     assert!(percent.len() >= 5);
     assert_eq!(matched_ips(conf.path(), &percent), Vec::<String>::new());
@@ -209,7 +333,10 @@ fn our_filter_loads_without_recursion_next_to_the_packaged_conf() {
     assert!(conf.path().join("filter.d/freeswitch.conf").exists());
     let line = "2026-11-24 19:30:31.066257 98.13% [WARNING] sofia_reg.c:3210 Can't find user \
                 [9999@127.0.0.1] from 203.0.113.2";
-    assert_eq!(matched_ips(conf.path(), &[line]), vec!["203.0.113.2"]);
+    assert_eq!(
+        matched_ips(conf.path(), &[line, CONTINUATION]),
+        vec!["203.0.113.2"]
+    );
 }
 
 /// The jail fsfleet renders, as fail2ban itself resolves it (`fail2ban-client -d` dumps the
@@ -264,7 +391,15 @@ fn rendered_jail_is_what_fail2ban_loads() {
         "['set', 'freeswitch', 'addignoreip', '127.0.0.1/8', '::1', '203.0.113.0/24', '2001:db8::/32']",
     );
     // Our filter, not the packaged one: the percent-tolerant prefix and no challenge regex.
-    has(r"(?:\\d{1,3}\\.\\d+%\\s+)?");
+    has(r"(?:\\d{1,3}\\.\\d+% )?");
+    // Two lines at a time, set before the failregexes are compiled (multi-line needs it then).
+    let maxlines = dump.find("['set', 'freeswitch', 'maxlines', 2]");
+    let failregex = dump.find("['multi-set', 'freeswitch', 'addfailregex'");
+    assert!(
+        maxlines.is_some() && maxlines < failregex,
+        "maxlines 2 before the failregexes:\n{dump}"
+    );
+    has("['set', 'freeswitch', 'prefregex', '']");
     assert!(!dump.contains("SIP auth (?:failure|challenge)"));
     assert!(
         !dump.contains("0.0.0.0"),

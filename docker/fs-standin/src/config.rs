@@ -171,6 +171,9 @@ pub struct ProfileConf {
     pub sip_port: u16,
     pub log_auth_failures: bool,
     pub force_register_domain: Option<String>,
+    /// `inbound-reg-force-matching-username` (stock internal: true): a REGISTER whose digest
+    /// username differs from its To user is refused before the directory is searched.
+    pub force_matching_username: bool,
 }
 
 impl ProfileConf {
@@ -183,6 +186,7 @@ impl ProfileConf {
             sip_port: 5060,
             log_auth_failures: false,
             force_register_domain: None,
+            force_matching_username: false,
         };
         if let Some(settings) = p.child("settings") {
             for (k, v) in settings.params() {
@@ -192,6 +196,9 @@ impl ProfileConf {
                     "log-auth-failures" => conf.log_auth_failures = xml::is_true(&v),
                     "force-register-domain" if !v.is_empty() => {
                         conf.force_register_domain = Some(v)
+                    }
+                    "inbound-reg-force-matching-username" => {
+                        conf.force_matching_username = xml::is_true(&v)
                     }
                     _ => {}
                 }
@@ -374,9 +381,11 @@ mod tests {
         assert_eq!(internal.sip_ip, "10.9.8.7");
         assert!(!internal.log_auth_failures);
         assert_eq!(internal.force_register_domain.as_deref(), Some("10.9.8.7"));
+        assert!(internal.force_matching_username);
         let external = snap.profiles.iter().find(|p| p.name == "external").unwrap();
         assert_eq!(external.sip_port, 5080);
         assert!(!external.log_auth_failures);
+        assert!(!external.force_matching_username);
         // No local_ip_v6 var given: the IPv6 profiles get an empty sip-ip.
         let v6 = snap
             .profiles

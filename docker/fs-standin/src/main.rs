@@ -1,4 +1,4 @@
-//! fs-standin: `serve`, `fs_cli` (also as argv[0]), `register`.
+//! fs-standin: `serve`, `fs_cli` (also as argv[0]), `register`, `sip-raw`.
 
 use fs_standin::config::Secret;
 use fs_standin::sip::{self, Outcome, RegisterOpts};
@@ -8,7 +8,10 @@ const USAGE: &str = "usage:
   fs-standin serve [--conf-dir DIR] [--log-dir DIR]
   fs-standin fs_cli [-H HOST] [-P PORT] [-p PASSWORD] [-x COMMAND] [PROFILE]
   fs-standin register --target HOST:PORT --user USER [--password PW | env SIP_PASSWORD]
-                      [--domain D] [--timeout-ms N] [--attempts N]";
+                      [--domain D] [--timeout-ms N] [--attempts N]
+  fs-standin sip-raw --target HOST:PORT [--timeout-ms N]   < request
+      sends stdin as ONE UDP datagram, byte for byte, and prints the first final answer;
+      exit 0 answered, 2 no answer in time, 3 error";
 
 /// Exit code for bad command lines (sysexits EX_USAGE), distinct from the SIP outcomes.
 const EX_USAGE: i32 = 64;
@@ -28,6 +31,7 @@ fn main() {
             Some("fs_cli") => fs_standin::fs_cli::main(&args[2..]),
             Some("serve") => serve(&args[2..]),
             Some("register") => register(&args[2..]),
+            Some("sip-raw") => sip_raw(&args[2..]),
             _ => {
                 eprintln!("{USAGE}");
                 EX_USAGE
@@ -156,4 +160,80 @@ fn register(args: &[String]) -> i32 {
         };
     }
     code
+}
+
+/// `sip-raw`: what a hostile SIP peer sends, exactly (tests craft folds, bare CRs and escapes
+/// that no well-behaved client would produce).
+fn sip_raw(args: &[String]) -> i32 {
+    use std::io::Read;
+    let mut target = None;
+    let mut timeout_ms: u64 = 3000;
+    let mut i = 0;
+    while i < args.len() {
+        let (name, inline) = match args[i].split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (args[i].clone(), None),
+        };
+        let value = match inline {
+            Some(v) => Some(v),
+            None => {
+                i += 1;
+                args.get(i).cloned()
+            }
+        };
+        let Some(value) = value else {
+            eprintln!("fs-standin sip-raw: {name} needs a value\n{USAGE}");
+            return EX_USAGE;
+        };
+        match name.as_str() {
+            "--target" => target = Some(value),
+            "--timeout-ms" => match value.parse::<u64>() {
+                Ok(n) => timeout_ms = n.max(1),
+                Err(_) => {
+                    eprintln!("fs-standin sip-raw: --timeout-ms wants a number, got {value:?}");
+                    return EX_USAGE;
+                }
+            },
+            other => {
+                eprintln!("fs-standin sip-raw: unknown option {other:?}\n{USAGE}");
+                return EX_USAGE;
+            }
+        }
+        i += 1;
+    }
+    let Some(target) = target else {
+        eprintln!("fs-standin sip-raw: --target is required\n{USAGE}");
+        return EX_USAGE;
+    };
+    let mut request = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut request) {
+        eprintln!("fs-standin sip-raw: cannot read the request from stdin: {e}");
+        return 3;
+    }
+    if request.is_empty() || request.len() > 65_507 {
+        eprintln!(
+            "fs-standin sip-raw: the request must be 1..65507 bytes (one UDP datagram), got {}",
+            request.len()
+        );
+        return EX_USAGE;
+    }
+    let Some(rt) = runtime() else { return 3 };
+    match rt.block_on(sip::send_raw(
+        &target,
+        &request,
+        Duration::from_millis(timeout_ms),
+    )) {
+        Ok(Some(answer)) => {
+            print!("{answer}");
+            0
+        }
+        Ok(None) => {
+            println!("timeout: no final answer from {target} within {timeout_ms} ms");
+            2
+        }
+        Err(e) => {
+            eprintln!("fs-standin sip-raw: {e}");
+            3
+        }
+    }
 }

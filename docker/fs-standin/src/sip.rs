@@ -44,16 +44,71 @@ fn full_name(name: &str) -> &str {
     }
 }
 
+/// RFC 3261 `token`: what a header name is made of.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
+}
+
+/// The header block cut where sofia-sip ends a line: at CRLF, at a bare LF and at a bare CR.
+/// Each line comes with the terminator that ended the line before it (empty for the first).
+fn physical_lines(head: &str) -> Vec<(&str, &str)> {
+    let b = head.as_bytes();
+    let mut out = Vec::new();
+    let (mut start, mut i, mut prev_term) = (0, 0, "");
+    while i < b.len() {
+        let term = match b[i] {
+            b'\r' if b.get(i + 1) == Some(&b'\n') => 2,
+            b'\r' | b'\n' => 1,
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.push((&head[start..i], prev_term));
+        prev_term = &head[i..i + term];
+        i += term;
+        start = i;
+    }
+    out.push((&head[start..], prev_term));
+    out
+}
+
+/// Headers whose folds are kept byte for byte. sofia-sip keeps a folded quoted string as is, and
+/// FreeSWITCH logs the digest username from it raw (FACTS §4); in From/To a line break decides the
+/// answer (400). Everywhere else a fold is just whitespace.
+fn keeps_folds(name: &str) -> bool {
+    ["Authorization", "Proxy-Authorization", "From", "To"]
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// A header value with its folds turned into single spaces.
+fn unfold(v: &str) -> String {
+    v.split(['\r', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 impl Message {
     /// Parse a datagram; None for anything that is not a SIP message.
+    ///
+    /// Lines end as sofia-sip ends them (CRLF, LF or CR). A line starting with a space or tab
+    /// continues the header before it (a fold). A line that is not `token: value` is an error
+    /// header that sofia-sip ignores, with its continuations: so a bare LF or CR that is not
+    /// followed by a space or tab cuts a header in two, and what is left of it fails to parse
+    /// and is dropped (FACTS §4, checked on a real 1.10.12 with a Proxy-Authorization header).
     pub fn parse(data: &[u8]) -> Option<Message> {
         let text = std::str::from_utf8(data).ok()?;
         let (head, body) = match text.find("\r\n\r\n") {
             Some(p) => (&text[..p], &text[p + 4..]),
             None => (text.find("\n\n").map(|p| &text[..p]).unwrap_or(text), ""),
         };
-        let mut lines = head.lines().map(|l| l.trim_end_matches('\r'));
-        let first = lines.next()?;
+        let mut lines = physical_lines(head).into_iter();
+        let (first, _) = lines.next()?;
         let start = if let Some(rest) = first.strip_prefix("SIP/2.0 ") {
             let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
             let code: u16 = code.parse().ok().filter(|c| (100..700).contains(c))?;
@@ -77,17 +132,33 @@ impl Message {
             }
         };
         let mut headers: Vec<(String, String)> = Vec::new();
-        for line in lines {
+        // False while the lines belong to an error header (ignored with its continuations).
+        let mut in_header = false;
+        for (line, term) in lines {
             if line.starts_with([' ', '\t']) {
-                // Folded continuation of the previous header.
-                if let Some(last) = headers.last_mut() {
-                    last.1.push(' ');
-                    last.1.push_str(line.trim());
+                if in_header && let Some(last) = headers.last_mut() {
+                    last.1.push_str(term);
+                    last.1.push_str(line);
                 }
                 continue;
             }
-            let (k, v) = line.split_once(':')?;
-            headers.push((full_name(k.trim()).to_string(), v.trim().to_string()));
+            in_header = false;
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
+            let k = k.trim_end_matches([' ', '\t']);
+            if !is_token(k) {
+                continue;
+            }
+            headers.push((full_name(k).to_string(), v.to_string()));
+            in_header = true;
+        }
+        for (k, v) in &mut headers {
+            *v = if keeps_folds(k) {
+                v.trim().to_string()
+            } else {
+                unfold(v)
+            };
         }
         Some(Message {
             start,
@@ -141,27 +212,59 @@ pub fn uri_user_host(v: &str) -> (String, String) {
     (user.to_string(), host.to_string())
 }
 
-/// Parameters of a `Digest k=v, k="v"` header value.
+/// Parameters of a `Digest k=v, k="v"` header value, as FreeSWITCH gets them (FACTS §4).
+///
+/// sofia-sip splits the parameters: commas and `\"` inside a quoted string do not split, line
+/// folds between parameters are whitespace, and a folded quoted string is kept as is, CRLF and
+/// the space or tab after it included. sofia_reg.c then takes each value after `=`, drops the
+/// leading quotes and cuts it at the next quote (no unescaping): that is the username it logs in
+/// `Can't find user [%s@%s]`. None when the value does not parse (an unterminated quoted string,
+/// what a bare CR or LF leaves): sofia-sip drops such a header.
 pub fn parse_digest(v: &str) -> Option<HashMap<String, String>> {
-    let rest = v.trim();
-    let (scheme, params) = rest.split_once(char::is_whitespace)?;
+    let lws = |c: char| matches!(c, ' ' | '\t' | '\r' | '\n');
+    let v = v.trim_start_matches(lws);
+    let (scheme, mut rest) = v.split_at(v.find(lws)?);
     if !scheme.eq_ignore_ascii_case("digest") {
         return None;
     }
     let mut out = HashMap::new();
-    let mut s = params.trim();
-    while !s.is_empty() {
-        let (k, after) = s.split_once('=')?;
-        let after = after.trim_start();
-        let (val, rest) = if let Some(q) = after.strip_prefix('"') {
-            let end = q.find('"')?;
-            (&q[..end], &q[end + 1..])
-        } else {
-            let end = after.find(',').unwrap_or(after.len());
-            (after[..end].trim(), &after[end..])
-        };
-        out.insert(k.trim().to_ascii_lowercase(), val.to_string());
-        s = rest.trim_start().trim_start_matches(',').trim_start();
+    loop {
+        rest = rest.trim_start_matches(|c| lws(c) || c == ',');
+        if rest.is_empty() {
+            break;
+        }
+        let end = rest
+            .find(|c: char| c == '=' || c == ',' || lws(c))
+            .unwrap_or(rest.len());
+        let name = &rest[..end];
+        rest = rest[end..].trim_start_matches(lws);
+        let mut value = String::new();
+        if let Some(after) = rest.strip_prefix('=') {
+            rest = after.trim_start_matches(lws);
+            let bytes = rest.as_bytes();
+            let end = if bytes.first() == Some(&b'"') {
+                let mut i = 1;
+                loop {
+                    match bytes.get(i) {
+                        None => return None,
+                        Some(b'\\') => i += 2,
+                        Some(b'"') => break i + 1,
+                        Some(_) => i += 1,
+                    }
+                }
+            } else {
+                rest.find(|c: char| c == ',' || lws(c))
+                    .unwrap_or(rest.len())
+            };
+            // sofia_reg.c: `while (*val == '"') *val++ = '\0'; if ((p = strchr(val, '"'))) *p = '\0';`
+            let raw = rest[..end].trim_start_matches('"');
+            value = raw.split('"').next().unwrap_or(raw).to_string();
+            rest = &rest[end..];
+        }
+        if name.is_empty() {
+            return None;
+        }
+        out.insert(name.to_ascii_lowercase(), value);
     }
     Some(out)
 }
@@ -217,9 +320,10 @@ fn response(req: &Message, src: SocketAddr, code: u16, reason: &str, extra: &[St
         out.push_str(&format!("Via: {via}\r\n"));
     }
     if let Some(f) = req.header("From") {
-        out.push_str(&format!("From: {f}\r\n"));
+        out.push_str(&format!("From: {}\r\n", unfold(f)));
     }
     if let Some(t) = req.header("To") {
+        let t = unfold(t);
         if t.contains(";tag=") || code < 101 {
             out.push_str(&format!("To: {t}\r\n"));
         } else {
@@ -246,6 +350,7 @@ pub struct Registrar {
     core: Arc<Core>,
     profile: String,
     force_register_domain: Option<String>,
+    force_matching_username: bool,
     nonces: HashMap<String, Instant>,
 }
 
@@ -255,6 +360,7 @@ impl Registrar {
             core,
             profile: p.name.clone(),
             force_register_domain: p.force_register_domain.clone(),
+            force_matching_username: p.force_matching_username,
             nonces: HashMap::new(),
         }
     }
@@ -267,6 +373,16 @@ impl Registrar {
         };
         for h in ["Via", "From", "To", "Call-ID", "CSeq"] {
             msg.header(h)?;
+        }
+        // A line break inside From or To (a fold, or a bare CR or LF that cut the URI short) gets
+        // 400 from sofia-sip before FreeSWITCH sees the request (FACTS §4): attacker text never
+        // reaches the log from these headers.
+        let broken = |v: &str| v.contains(['\r', '\n']) || (v.contains('<') && !v.contains('>'));
+        if ["From", "To"]
+            .iter()
+            .any(|h| msg.header(h).is_some_and(broken))
+        {
+            return Some(response(&msg, src, 400, "Bad Request", &[]));
         }
         match method.as_str() {
             "REGISTER" => Some(self.authenticate(&msg, src, "REGISTER", uri)),
@@ -324,7 +440,7 @@ impl Registrar {
             let (u, _) = uri_user_host(ruri);
             (u, to_host.clone())
         } else {
-            (to_user, to_host)
+            (to_user.clone(), to_host)
         };
         let (_, realm) = msg.header("From").map(uri_user_host).unwrap_or_default();
         let (auth_hdr, challenge_code, challenge_reason, challenge_hdr) = if regtype == "INVITE" {
@@ -370,8 +486,21 @@ impl Registrar {
             .clone()
             .unwrap_or_else(|| get("realm").to_string());
         let snap = self.core.snapshot();
+        // inbound-reg-force-matching-username (stock internal profile): sofia_reg.c refuses a
+        // REGISTER whose digest username is not its To user before it searches the directory, so
+        // no `Can't find user` line is written; INVITEs are not checked (FACTS §4). The URI user
+        // is compared as sent: `%0D%0A` stays escaped, here and in every log line.
+        let mismatch = regtype == "REGISTER"
+            && self.force_matching_username
+            && (username.is_empty()
+                || to_user.is_empty()
+                || !to_user.eq_ignore_ascii_case(username));
         let ok = match snap.directory.user(&domain_name, username) {
+            _ if mismatch => false,
             None => {
+                // FreeSWITCH prints the username raw (FACTS §4): a fold inside it (CRLF plus a
+                // space or tab) starts a new line of freeswitch.log with that space or tab, in
+                // this line and in the `id="..."` continuation line.
                 let uname = if username.is_empty() {
                     "nobody"
                 } else {
@@ -618,25 +747,81 @@ pub struct RegisterOpts {
     pub timeout: Duration,
 }
 
-/// One full REGISTER exchange: send, answer a digest challenge once, return the final status.
-pub async fn register(opts: &RegisterOpts) -> Result<Outcome, ClientError> {
-    let target = tokio::net::lookup_host(&opts.target)
+/// A UDP socket connected to `target` (HOST:PORT) from an ephemeral port.
+async fn connect_udp(target: &str) -> Result<(UdpSocket, SocketAddr), ClientError> {
+    let addr = tokio::net::lookup_host(target)
         .await
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| ClientError::Target(opts.target.clone()))?;
-    let io = |source| ClientError::Io { target, source };
-    let bind: SocketAddr = if target.is_ipv4() {
-        "0.0.0.0:0"
-            .parse()
-            .map_err(|_| ClientError::Target(opts.target.clone()))?
+        .ok_or_else(|| ClientError::Target(target.to_string()))?;
+    let io = |source| ClientError::Io {
+        target: addr,
+        source,
+    };
+    let bind = if addr.is_ipv4() {
+        SocketAddr::from(([0u8; 4], 0))
     } else {
-        "[::]:0"
-            .parse()
-            .map_err(|_| ClientError::Target(opts.target.clone()))?
+        SocketAddr::from(([0u16; 8], 0))
     };
     let sock = UdpSocket::bind(bind).await.map_err(io)?;
-    sock.connect(target).await.map_err(io)?;
+    sock.connect(addr).await.map_err(io)?;
+    Ok((sock, addr))
+}
+
+/// Send `request` exactly as given (folds, bare CRs and LFs, escapes: whatever a test crafted)
+/// in one datagram, and return the first final answer to it, or None after `timeout`.
+///
+/// Sent once, never retransmitted: the stand-in has no transaction layer, so a retransmission
+/// would be handled, and logged, a second time. A request with a Call-ID only takes answers
+/// carrying it; one without (crafted garbage) takes any final answer.
+pub async fn send_raw(
+    target: &str,
+    request: &[u8],
+    timeout: Duration,
+) -> Result<Option<String>, ClientError> {
+    let (sock, addr) = connect_udp(target).await?;
+    let io = |source| ClientError::Io {
+        target: addr,
+        source,
+    };
+    let call_id = Message::parse(request).and_then(|m| m.header("Call-ID").map(str::to_string));
+    sock.send(request).await.map_err(io)?;
+    let deadline = Instant::now() + timeout;
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        let n = match tokio::time::timeout(left, sock.recv(&mut buf)).await {
+            Err(_) => return Ok(None),
+            // ICMP port unreachable: nobody listens (yet); the deadline decides.
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                tokio::time::sleep(left.min(Duration::from_millis(50))).await;
+                continue;
+            }
+            Ok(Err(e)) => return Err(io(e)),
+            Ok(Ok(n)) => n,
+        };
+        let Some(m) = Message::parse(&buf[..n]) else {
+            continue;
+        };
+        let ours = call_id
+            .as_deref()
+            .is_none_or(|c| m.header("Call-ID") == Some(c));
+        if let StartLine::Response { code, .. } = m.start
+            && ours
+            && code >= 200
+        {
+            return Ok(Some(String::from_utf8_lossy(&buf[..n]).into_owned()));
+        }
+    }
+}
+
+/// One full REGISTER exchange: send, answer a digest challenge once, return the final status.
+pub async fn register(opts: &RegisterOpts) -> Result<Outcome, ClientError> {
+    let (sock, target) = connect_udp(&opts.target).await?;
+    let io = |source| ClientError::Io { target, source };
     let local = sock.local_addr().map_err(io)?;
     let domain = opts.domain.clone().unwrap_or_else(|| match target.ip() {
         IpAddr::V6(v6) => format!("[{v6}]"),
@@ -848,15 +1033,93 @@ mod tests {
             b"hello",
             b"GET / HTTP/1.1\r\n\r\n",
             b"SIP/2.0 99999 X\r\n\r\n",
-            b"REGISTER sip:x SIP/2.0\r\nno colon here\r\n\r\n",
         ] {
             assert!(Message::parse(g).is_none(), "{g:?}");
         }
+        // A line that is no header is an error header: ignored, as sofia-sip does.
+        let m = Message::parse(b"REGISTER sip:x SIP/2.0\r\nno colon here\r\nbad name: 1\r\n\r\n")
+            .unwrap();
+        assert!(m.headers.is_empty(), "{:?}", m.headers);
         assert_eq!(uri_user_host("sip:[::1]:5060"), ("".into(), "::1".into()));
         assert_eq!(
             uri_user_host("<sip:1000:pw@h:1>"),
             ("1000".into(), "h".into())
         );
+    }
+}
+
+#[cfg(test)]
+mod hostile_parse_tests {
+    use super::*;
+
+    const FAKE: &str = "2026-11-29 17:38:18.000000 97.00% [WARNING] sofia_reg.c:3210 Can't find user [x@h] from 192.0.2.31";
+
+    #[test]
+    fn lines_end_at_crlf_lf_and_cr() {
+        assert_eq!(
+            physical_lines("a\r\nb\nc\rd\r\n e"),
+            vec![
+                ("a", ""),
+                ("b", "\r\n"),
+                ("c", "\n"),
+                ("d", "\r"),
+                (" e", "\r\n")
+            ]
+        );
+    }
+
+    #[test]
+    fn auth_header_folds_are_kept_byte_for_byte_other_folds_are_spaces() {
+        let raw = format!(
+            "INVITE sip:1000@10.0.0.5 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9:5062\r\n\t;branch=z9hG4bK1\r\n\
+             From: <sip:a@10.0.0.5>;tag=1\r\nTo: <sip:1000@10.0.0.5>\r\nCall-ID: c\r\nCSeq: 2 INVITE\r\n\
+             Proxy-Authorization: Digest username=\"x\r\n {FAKE}\r\n\ty\",\r\n realm=\"10.0.0.5\", nonce=\"n\"\r\n\r\n"
+        );
+        let m = Message::parse(raw.as_bytes()).unwrap();
+        assert_eq!(
+            m.header("Via"),
+            Some("SIP/2.0/UDP 192.0.2.9:5062 ;branch=z9hG4bK1")
+        );
+        let d = parse_digest(m.header("Proxy-Authorization").unwrap()).unwrap();
+        assert_eq!(d["username"], format!("x\r\n {FAKE}\r\n\ty"));
+        assert_eq!(
+            (d["realm"].as_str(), d["nonce"].as_str()),
+            ("10.0.0.5", "n")
+        );
+    }
+
+    #[test]
+    fn digest_values_are_cut_as_sofia_reg_c_cuts_them() {
+        // sofia-sip does not split at a comma or an escaped quote inside a quoted string;
+        // FreeSWITCH then cuts the value at its first quote without unescaping.
+        let d = parse_digest(r#"Digest username="a\"b, c", realm=r, nc=00000001"#).unwrap();
+        assert_eq!(d["username"], "a\\");
+        assert_eq!((d["realm"].as_str(), d["nc"].as_str()), ("r", "00000001"));
+        let d = parse_digest("Digest username=\"x%0D%0Ay\"").unwrap();
+        assert_eq!(d["username"], "x%0D%0Ay", "escapes are not decoded");
+        // An unterminated quoted string (what a bare CR or LF leaves of the header) drops it.
+        assert!(parse_digest("Digest username=\"x").is_none());
+        assert!(parse_digest("Basic dXNlcjpwdw==").is_none());
+    }
+
+    #[test]
+    fn a_bare_cr_or_lf_drops_the_auth_header() {
+        for cut in ["\n", "\r"] {
+            let raw = format!(
+                "INVITE sip:1000@h SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9\r\nFrom: <sip:a@h>;tag=1\r\n\
+                 To: <sip:1000@h>\r\nCall-ID: c\r\nCSeq: 2 INVITE\r\n\
+                 Proxy-Authorization: Digest username=\"x{cut}{FAKE}\", realm=\"h\", nonce=\"n\"\r\n\r\n"
+            );
+            let m = Message::parse(raw.as_bytes()).unwrap();
+            assert!(
+                m.header("Proxy-Authorization")
+                    .and_then(parse_digest)
+                    .is_none(),
+                "{cut:?}: {:?}",
+                m.headers
+            );
+            assert_eq!(m.header("Call-ID"), Some("c"));
+        }
     }
 }
 
@@ -1006,6 +1269,210 @@ mod registrar_tests {
         ] {
             assert!(r.handle(g, src).is_none());
         }
+    }
+
+    /// A request as a hostile peer writes it; `auth` is a whole header line, sent as is.
+    fn request(method: &str, ruri_user: &str, to_user: &str, cseq: u32, auth: &str) -> Vec<u8> {
+        format!(
+            "{method} sip:{ruri_user}@127.0.0.1 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK{cseq}x;rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:mallory@127.0.0.1>;tag=f{cseq}\r\n\
+             To: <sip:{to_user}@127.0.0.1>\r\nCall-ID: hostile-{cseq}@127.0.0.1\r\n\
+             CSeq: {cseq} {method}\r\n{auth}Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    async fn raw(target: SocketAddr, req: &[u8]) -> String {
+        send_raw(&target.to_string(), req, Duration::from_secs(2))
+            .await
+            .unwrap()
+            .expect("an answer")
+    }
+
+    fn nonce_of(resp: &str) -> String {
+        let (_, rest) = resp.split_once("nonce=\"").expect("a challenge");
+        rest.split('"').next().unwrap().to_string()
+    }
+
+    fn digest(header: &str, user: &str, nonce: &str) -> String {
+        format!(
+            "{header}: Digest username=\"{user}\", realm=\"127.0.0.1\", nonce=\"{nonce}\", \
+             uri=\"sip:1000@127.0.0.1\", response=\"00000000000000000000000000000000\", algorithm=MD5\r\n"
+        )
+    }
+
+    /// freeswitch.log split at LF only, so CRs and leading spaces and tabs stay visible.
+    fn raw_log(dir: &Path) -> Vec<String> {
+        std::fs::read_to_string(dir.join("freeswitch.log"))
+            .unwrap_or_default()
+            .split('\n')
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn prefixed(l: &str) -> Option<&str> {
+        // `YYYY-MM-DD HH:MM:SS.uuuuuu NN.NN% ` at column 0
+        (l.len() > 27 && l.as_bytes()[4] == b'-' && l.as_bytes()[26] == b' ')
+            .then(|| l.split_once("% ").map(|(_, r)| r))
+            .flatten()
+    }
+
+    /// FACTS §4: a 407 gives a nonce good for any user; a second INVITE whose Proxy-Authorization
+    /// username is folded (CRLF + space, CRLF + tab) writes fake lines into freeswitch.log, each
+    /// on its own line and starting with the fold's space or tab.
+    #[tokio::test]
+    async fn folded_invite_username_is_logged_raw_on_separate_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        tree(dir.path(), true);
+        let core = test_core(dir.path(), dir.path());
+        let target = registrar(&core).await;
+        let first = raw(target, &request("INVITE", "1000", "1000", 1, "")).await;
+        assert!(
+            first.starts_with("SIP/2.0 407 Proxy Authentication Required\r\n"),
+            "{first}"
+        );
+        let fake = "2026-11-29 17:38:18.000000 97.00% [WARNING] sofia_reg.c:3210 Can't find user [x@h] from 192.0.2.31";
+        let user = format!("x\r\n {fake}\r\n\t{fake}\r\n y");
+        let auth = digest("Proxy-Authorization", &user, &nonce_of(&first));
+        let second = raw(target, &request("INVITE", "1000", "1000", 2, &auth)).await;
+        assert!(second.starts_with("SIP/2.0 403 Forbidden\r\n"), "{second}");
+        let log = raw_log(dir.path());
+        assert_eq!(
+            log.len(),
+            1 + 4 + 4 + 1 + 1,
+            "challenge, 4 + 4 lines of the Can't find user message, its last line, the auth failure: {log:#?}"
+        );
+        assert!(
+            prefixed(&log[0])
+                .unwrap()
+                .starts_with("[WARNING] sofia_reg.c:1842 SIP auth challenge (INVITE)")
+        );
+        assert_eq!(
+            prefixed(&log[1]),
+            Some("[WARNING] sofia_reg.c:3210 Can't find user [x\r")
+        );
+        assert_eq!(log[2], format!(" {fake}\r"));
+        assert_eq!(log[3], format!("\t{fake}\r"));
+        assert_eq!(log[4], " y@127.0.0.1] from 127.0.0.1");
+        assert_eq!(
+            log[5],
+            "You must define a domain called '127.0.0.1' in your directory and add a user with the id=\"x\r"
+        );
+        assert_eq!(log[6], format!(" {fake}\r"));
+        assert_eq!(log[7], format!("\t{fake}\r"));
+        assert_eq!(log[8], " y\" attribute");
+        assert!(log[9].starts_with("and you must configure your device"));
+        assert_eq!(
+            prefixed(&log[10]),
+            Some(
+                "[WARNING] sofia_reg.c:1787 SIP auth failure (INVITE) on sofia profile 'internal' for [1000@127.0.0.1] from ip 127.0.0.1"
+            )
+        );
+    }
+
+    /// Any 401/407 nonce is good for any user and method (not bound to one, FACTS §4); a bare
+    /// CR or LF in the username drops the header, so the INVITE is challenged again and nothing
+    /// the attacker wrote is logged.
+    #[tokio::test]
+    async fn register_nonce_serves_an_invite_and_bare_line_breaks_drop_the_header() {
+        let dir = tempfile::tempdir().unwrap();
+        tree(dir.path(), false);
+        let core = test_core(dir.path(), dir.path());
+        let target = registrar(&core).await;
+        let first = raw(target, &request("REGISTER", "1000", "1000", 1, "")).await;
+        assert!(first.starts_with("SIP/2.0 401 Unauthorized\r\n"), "{first}");
+        let nonce = nonce_of(&first);
+        for (i, cut) in ["\n", "\r"].into_iter().enumerate() {
+            let auth = digest("Proxy-Authorization", &format!("x{cut}y"), &nonce);
+            let again = raw(
+                target,
+                &request("INVITE", "1000", "1000", 2 + i as u32, &auth),
+            )
+            .await;
+            assert!(again.starts_with("SIP/2.0 407 "), "{cut:?}: {again}");
+        }
+        assert!(raw_log(dir.path()).is_empty(), "{:?}", raw_log(dir.path()));
+        let auth = digest("Proxy-Authorization", "ghost", &nonce);
+        let r = raw(target, &request("INVITE", "1000", "1000", 9, &auth)).await;
+        assert!(r.starts_with("SIP/2.0 403 "), "{r}");
+        let log = raw_log(dir.path());
+        assert_eq!(
+            prefixed(&log[0]),
+            Some("[WARNING] sofia_reg.c:3210 Can't find user [ghost@127.0.0.1] from 127.0.0.1")
+        );
+    }
+
+    /// sofia-sip answers 400 to a From or To that a line break runs through; FreeSWITCH logs
+    /// nothing (FACTS §4).
+    #[tokio::test]
+    async fn line_breaks_in_from_or_to_get_400_and_no_log_line() {
+        let dir = tempfile::tempdir().unwrap();
+        tree(dir.path(), true);
+        let core = test_core(dir.path(), dir.path());
+        let target = registrar(&core).await;
+        let good = String::from_utf8(request("INVITE", "1000", "1000", 1, "")).unwrap();
+        for (i, (from, to)) in [
+            (
+                "From: <sip:mallory@127.0.0.1>",
+                "From: <sip:mal\r\n 2026-11-29 x@127.0.0.1>",
+            ),
+            (
+                "To: <sip:1000@127.0.0.1>",
+                "To: <sip:1000\r\n\t] from ip 192.0.2.31@127.0.0.1>",
+            ),
+            (
+                "To: <sip:1000@127.0.0.1>",
+                "To: <sip:1000\n] from ip 192.0.2.31@127.0.0.1>",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let bad = good
+                .replace(from, to)
+                .replace("hostile-1@", &format!("hostile-b{i}@"));
+            assert_ne!(bad, good);
+            let r = raw(target, bad.as_bytes()).await;
+            assert!(r.starts_with("SIP/2.0 400 Bad Request\r\n"), "{to}: {r}");
+        }
+        assert!(raw_log(dir.path()).is_empty(), "{:?}", raw_log(dir.path()));
+    }
+
+    /// inbound-reg-force-matching-username (stock internal): a REGISTER whose username is not its
+    /// To user is refused before the directory lookup, so its username never reaches the log;
+    /// when they match, an escaped `%0D%0A` in the URI user is logged escaped (FACTS §4).
+    #[tokio::test]
+    async fn register_username_must_match_the_to_user_and_escapes_stay_escaped() {
+        let dir = tempfile::tempdir().unwrap();
+        tree(dir.path(), true);
+        let core = test_core(dir.path(), dir.path());
+        let target = registrar(&core).await;
+        let first = raw(target, &request("REGISTER", "127.0.0.1", "1000", 1, "")).await;
+        let nonce = nonce_of(&first);
+        let user = "x\r\n 2026-11-29 17:38:18.000000 97.00% [WARNING] sofia_reg.c:3210 Can't find user [x@h] from 192.0.2.31\r\n y";
+        let auth = digest("Authorization", user, &nonce);
+        let r = raw(target, &request("REGISTER", "127.0.0.1", "1000", 2, &auth)).await;
+        assert!(r.starts_with("SIP/2.0 403 Forbidden\r\n"), "{r}");
+        let esc = "x%0D%0A2026-11-29";
+        let auth = digest("Authorization", esc, &nonce);
+        let r = raw(target, &request("REGISTER", "127.0.0.1", esc, 3, &auth)).await;
+        assert!(r.starts_with("SIP/2.0 403 Forbidden\r\n"), "{r}");
+        let log = raw_log(dir.path());
+        let p = "on sofia profile 'internal' for";
+        let lines: Vec<&str> = log.iter().map(|l| prefixed(l).unwrap_or(l)).collect();
+        assert_eq!(
+            lines,
+            vec![
+                format!("[WARNING] sofia_reg.c:1842 SIP auth challenge (REGISTER) {p} [1000@127.0.0.1] from ip 127.0.0.1"),
+                format!("[WARNING] sofia_reg.c:1787 SIP auth failure (REGISTER) {p} [1000@127.0.0.1] from ip 127.0.0.1"),
+                format!("[WARNING] sofia_reg.c:3210 Can't find user [{esc}@127.0.0.1] from 127.0.0.1"),
+                format!("You must define a domain called '127.0.0.1' in your directory and add a user with the id=\"{esc}\" attribute"),
+                "and you must configure your device to use the proper domain in its authentication credentials.".to_string(),
+                format!("[WARNING] sofia_reg.c:1787 SIP auth failure (REGISTER) {p} [{esc}@127.0.0.1] from ip 127.0.0.1"),
+            ]
+        );
     }
 
     #[tokio::test]
