@@ -329,11 +329,22 @@ async fn run_steps(
         fs.log_dir = Some(log);
     }
     let mut evidence = pre.evidence.clone();
+    // Names come from the host (a file name may hold a newline): only stage names inside the
+    // config dir are removed.
+    let stale_root = format!(
+        "{}/",
+        facts.files.conf_dir.as_deref().unwrap_or("/nonexistent")
+    );
     let stale: Vec<&str> = facts
         .section(STALE_STAGE)
         .lines()
-        .map(str::trim)
-        .filter(|l| l.contains(hostfs::STAGE_MARK) && hostfs::check_path(l).is_ok())
+        .filter(|l| {
+            l.starts_with(&stale_root)
+                && l.rsplit('/')
+                    .next()
+                    .is_some_and(|n| n.contains(hostfs::STAGE_MARK))
+                && hostfs::check_path(l).is_ok()
+        })
         .collect();
     if !stale.is_empty() {
         if opts.check {
