@@ -289,6 +289,46 @@ impl Attacker {
     }
 }
 
+impl Attacker {
+    /// Send `request` byte for byte (folds, bare CRs, escapes: whatever the test crafted) as one
+    /// UDP datagram to `target:port` with the stand-in's `sip-raw`, fed through stdin; the first
+    /// final answer, or None when none came within 3 s.
+    pub fn sip_raw(&self, target: &str, port: u16, request: &[u8]) -> Option<String> {
+        use std::io::Write;
+        let mut child = Command::new("docker")
+            .args([
+                "exec",
+                "-i",
+                &self.container,
+                "/usr/bin/freeswitch",
+                "sip-raw",
+            ])
+            .arg("--target")
+            .arg(format!("{target}:{port}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("docker exec sip-raw");
+        child
+            .stdin
+            .take()
+            .expect("child stdin")
+            .write_all(request)
+            .expect("write the request to sip-raw");
+        let out = child.wait_with_output().expect("wait for sip-raw");
+        match out.status.code() {
+            Some(0) => Some(String::from_utf8_lossy(&out.stdout).into_owned()),
+            Some(2) => None,
+            other => panic!(
+                "sip-raw in {} exited {other:?}: {}",
+                self.container,
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+    }
+}
+
 /// What the controller gets from a TCP port: refused, or everything the peer sends until it
 /// closes (or `wait` passes).
 pub fn tcp_probe(addr: SocketAddr, wait: Duration) -> Result<String, std::io::Error> {
