@@ -25,6 +25,8 @@ pub struct Verifier {
     address: String,
     port: u16,
     policy: HostKeyPolicy,
+    /// Record a learned key hashed (`HashKnownHosts yes` for this host).
+    hash_known_hosts: bool,
     known: Arc<StdMutex<KnownHosts>>,
     /// Why the key was refused, read back after the handshake fails.
     refusal: Arc<StdMutex<Option<SshError>>>,
@@ -81,16 +83,18 @@ impl client::Handler for Verifier {
                 Ok(false)
             }
             HostKeyStatus::Unknown => match self.policy {
-                HostKeyPolicy::AcceptNew => match known.learn(&self.address, self.port, &key) {
-                    Ok(()) => Ok(true),
-                    Err(source) => {
-                        self.refuse(SshError::KnownHostsWrite {
-                            host: self.host.clone(),
-                            source,
-                        });
-                        Ok(false)
+                HostKeyPolicy::AcceptNew => {
+                    match known.learn(&self.address, self.port, &key, self.hash_known_hosts) {
+                        Ok(()) => Ok(true),
+                        Err(source) => {
+                            self.refuse(SshError::KnownHostsWrite {
+                                host: self.host.clone(),
+                                source,
+                            });
+                            Ok(false)
+                        }
                     }
-                },
+                }
                 HostKeyPolicy::Strict => {
                     self.refuse(SshError::HostKeyUnknown {
                         host: self.host.clone(),
@@ -244,7 +248,7 @@ impl Connector {
         let mut k = known
             .lock()
             .map_err(|_| SshError::Other("known_hosts poisoned".into()))?;
-        k.learn(&host.address, host.port, key)
+        k.learn(&host.address, host.port, key, host.hash_known_hosts)
             .map_err(|source| SshError::KnownHostsWrite {
                 host: host.name.clone(),
                 source,
@@ -269,6 +273,7 @@ impl Connector {
             address: host.address.clone(),
             port: host.port,
             policy: self.policy(host),
+            hash_known_hosts: host.hash_known_hosts,
             known,
             refusal: refusal.clone(),
             seen: scan,
