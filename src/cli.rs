@@ -113,8 +113,10 @@ Steps, in order (names for --skip/--only):
   preflight     refuse hosts that are not Debian/Ubuntu, have no FreeSWITCH config, or whose running
                 FreeSWITCH refuses the Event Socket password in its config (always runs)
   backup        /var/backups/fsfleet/<run-id>/: tarball of the config tree + every changed file
-  sip-password  rotate default_password in vars.xml when it is 1234 or short (or --rotate)
-  event-socket  rotate the ESL password when ClueCon or short, listen on 127.0.0.1, ACL loopback.auto
+  sip-password  rotate default_password in vars.xml when it is 1234, short or has characters fsfleet
+                does not generate (or --rotate)
+  event-socket  rotate the ESL password when ClueCon, short or has characters fsfleet does not
+                generate; listen on 127.0.0.1, ACL loopback.auto
   auth-logging  log-auth-failures=true in every SIP profile
   packages      fail2ban, iptables, rsyslog, python3-systemd, ufw
   fail2ban      FreeSWITCH filter that matches 1.10 log lines, jail on the real log path
@@ -126,6 +128,8 @@ Steps, in order (names for --skip/--only):
 New passwords are generated here, stored in the vault (default .fsfleet/vault.json beside the
 inventory) as pending BEFORE a host is touched, and marked active once verified. See them with
 `fsfleet creds show HOST`. A failure before the reload puts the changed config files back.
+The vault's passwords are bound to the host's SSH key: a host presenting another key is refused
+and sent none of them (see `fsfleet creds forget --help`).
 
 Exit codes:
   0  every host hardened (or already was)
