@@ -113,8 +113,10 @@ Steps, in order (names for --skip/--only):
   preflight     refuse hosts that are not Debian/Ubuntu, have no FreeSWITCH config, or whose running
                 FreeSWITCH refuses the Event Socket password in its config (always runs)
   backup        /var/backups/fsfleet/<run-id>/: tarball of the config tree + every changed file
-  sip-password  rotate default_password in vars.xml when it is 1234 or short (or --rotate)
-  event-socket  rotate the ESL password when ClueCon or short, listen on 127.0.0.1, ACL loopback.auto
+  sip-password  rotate default_password in vars.xml when it is 1234, short or has characters fsfleet
+                does not generate (or --rotate)
+  event-socket  rotate the ESL password when ClueCon, short or has characters fsfleet does not
+                generate; listen on 127.0.0.1, ACL loopback.auto
   auth-logging  log-auth-failures=true in every SIP profile
   packages      fail2ban, iptables, rsyslog, python3-systemd, ufw
   fail2ban      FreeSWITCH filter that matches 1.10 log lines, jail on the real log path, banning on
@@ -127,6 +129,8 @@ Steps, in order (names for --skip/--only):
 New passwords are generated here, stored in the vault (default .fsfleet/vault.json beside the
 inventory) as pending BEFORE a host is touched, and marked active once verified. See them with
 `fsfleet creds show HOST`. A failure before the reload puts the changed config files back.
+The vault's passwords are bound to the host's SSH key: a host presenting another key is refused
+and sent none of them (see `fsfleet creds forget --help`).
 
 Exit codes:
   0  every host hardened (or already was)
@@ -171,7 +175,31 @@ pub enum CredsCommand {
     Show(CredsShowArgs),
     /// Every host's active passwords, as shell variables or JSON, for a password manager.
     Export(CredsExportArgs),
+    /// Drop everything the vault holds for one host, and the host key it is bound to.
+    #[command(long_about = CREDS_FORGET_HELP)]
+    Forget(CredsForgetArgs),
 }
+
+pub const CREDS_FORGET_HELP: &str = "\
+Drop everything the vault holds for one host: its passwords (active, pending, previous) and the
+SSH host key they are bound to.
+
+The vault binds a host's passwords to the SSH host key they were created with: they are only sent
+to a host that presents that key. When an inventory name reaches a machine with another key,
+`fsfleet harden` refuses it and sends nothing:
+
+  the vault's passwords for fs01 belong to host key SHA256:AAA...; this host presents SHA256:BBB...
+
+If fs01 was really reinstalled or replaced (check the new key on its console: `ssh-keygen -lf
+/etc/ssh/ssh_host_ed25519_key.pub`), forget it, then harden it again: it is treated as a new host
+and what the vault records for it from then on is bound to its new key.
+
+  fsfleet creds show fs01 --reveal   # keep a copy first if the old machine still exists
+  fsfleet creds forget fs01
+  fsfleet harden inventory.toml --limit fs01
+
+If you did not expect a new key, do not forget anything: find out why the name reaches another
+machine (DNS, a reused address, a changed inventory) first.";
 
 #[derive(Debug, Args)]
 pub struct CredsShowArgs {
@@ -182,6 +210,17 @@ pub struct CredsShowArgs {
     /// Print the passwords themselves.
     #[arg(long)]
     pub reveal: bool,
+    /// The credential vault [default: .fsfleet/vault.json beside the inventory].
+    #[arg(long, value_name = "PATH")]
+    pub vault: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CredsForgetArgs {
+    /// The host's inventory name.
+    pub host: String,
+    #[command(flatten)]
+    pub inventory: InventoryArg,
     /// The credential vault [default: .fsfleet/vault.json beside the inventory].
     #[arg(long, value_name = "PATH")]
     pub vault: Option<PathBuf>,

@@ -122,6 +122,9 @@ pub struct Host {
     /// Extra known_hosts file (absolute, resolved relative to the inventory file).
     pub known_hosts: Option<PathBuf>,
     pub host_key_policy: HostKeyPolicy,
+    /// `HashKnownHosts yes` in ~/.ssh/config for this host: keys learned for it are recorded
+    /// hashed (`|1|salt|hash`), as `ssh` would.
+    pub hash_known_hosts: bool,
     pub fail2ban: Fail2banSettings,
     /// How long the packages step waits for another apt/dpkg (e.g. unattended-upgrades) to
     /// release its lock before it fails.
@@ -214,6 +217,7 @@ impl Host {
             connect_timeout: Duration::from_secs(10),
             known_hosts: None,
             host_key_policy: HostKeyPolicy::Strict,
+            hash_known_hosts: false,
             fail2ban: Fail2banSettings::default(),
             apt_lock_timeout: DEFAULT_APT_LOCK_TIMEOUT,
             waive: Vec::new(),
@@ -299,12 +303,17 @@ pub fn render_hosts(inv: &Inventory, hosts: &[Host]) -> String {
         out.push_str(&row(
             "host keys",
             format!(
-                "{:?} policy, known_hosts {}",
+                "{:?} policy, known_hosts {}{}",
                 h.host_key_policy,
                 h.known_hosts
                     .as_ref()
                     .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "~/.ssh/known_hosts".into())
+                    .unwrap_or_else(|| "~/.ssh/known_hosts".into()),
+                if h.hash_known_hosts {
+                    " (new keys recorded hashed)"
+                } else {
+                    ""
+                }
             ),
         ));
         out.push_str(&row(

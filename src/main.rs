@@ -7,8 +7,8 @@ use anyhow::Context;
 use clap::Parser;
 
 use fsfleet::cli::{
-    Cli, Command, CredsCommand, CredsExportArgs, CredsShowArgs, ExportFormat, FactsArgs, Format,
-    HardenArgs, InventoryCheckArgs, InventoryCommand, RunArgs,
+    Cli, Command, CredsCommand, CredsExportArgs, CredsForgetArgs, CredsShowArgs, ExportFormat,
+    FactsArgs, Format, HardenArgs, InventoryCheckArgs, InventoryCommand, RunArgs,
 };
 use fsfleet::cmd::{connect_or_report, connector, fleet_options, select};
 use fsfleet::facts;
@@ -39,6 +39,7 @@ async fn main() -> ExitCode {
         Command::Inventory(InventoryCommand::Check(args)) => inventory_check(args),
         Command::Creds(CredsCommand::Show(args)) => creds_show(args),
         Command::Creds(CredsCommand::Export(args)) => creds_export(args),
+        Command::Creds(CredsCommand::Forget(args)) => creds_forget(args),
         Command::Audit(args) => fsfleet::audit::command(args)
             .await
             .map_err(UsageError::from),
@@ -189,6 +190,13 @@ fn creds_show(args: CredsShowArgs) -> Result<u8, UsageError> {
         )
     })?;
     println!("{}", args.host);
+    println!(
+        "  host key      {}",
+        entry
+            .host_key
+            .as_deref()
+            .unwrap_or("(not bound yet: the next harden binds it to the key it verifies)")
+    );
     for kind in CredKind::ALL {
         let Some(c) = entry.creds.get(&kind) else {
             continue;
@@ -218,6 +226,37 @@ fn creds_show(args: CredsShowArgs) -> Result<u8, UsageError> {
     if !args.reveal {
         eprintln!("(masked: add --reveal to print the passwords)");
     }
+    Ok(0)
+}
+
+fn creds_forget(args: CredsForgetArgs) -> Result<u8, UsageError> {
+    let mut vault = open_vault(&args.inventory, &args.vault)?;
+    let Some(entry) = vault.forget(&args.host)? else {
+        return Err(anyhow::anyhow!(
+            "the vault {} has nothing for {}: nothing to forget",
+            vault.path().display(),
+            args.host
+        )
+        .into());
+    };
+    let n: usize = entry
+        .creds
+        .values()
+        .map(|c| {
+            [&c.active, &c.pending, &c.previous]
+                .iter()
+                .filter(|v| v.is_some())
+                .count()
+        })
+        .sum();
+    println!(
+        "forgot {}: {n} password(s){}; the next `fsfleet harden` treats it as a new host",
+        args.host,
+        entry
+            .host_key
+            .map(|k| format!(", bound to host key {k}"))
+            .unwrap_or_default()
+    );
     Ok(0)
 }
 

@@ -4,6 +4,13 @@
 //! *active* once verified, so a crash at any moment never leaves a host with a password nobody
 //! knows. The file is JSON, 0600 in a 0700 directory, replaced atomically (temp file, fsync,
 //! rename), and locked against a second fsfleet run using the same vault.
+//!
+//! Secrets belong to a host, not to a name: each entry records the SHA256 fingerprint of the SSH
+//! host key they were created with or confirmed on, and they are handed out only to a session
+//! that verified that same key. An inventory name pointed at another machine (a reinstall, a
+//! reused address, a typo, an attacker's box accepted by `accept-new`) gets none of them, and the
+//! entry can only be rebound by the operator (`fsfleet creds forget`). An entry written before
+//! fingerprints were recorded is bound on its first use (the host key that session verified).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -53,6 +60,42 @@ pub enum VaultError {
     Locked { path: PathBuf, lock: PathBuf },
     #[error("cannot export {what}: {why}")]
     Export { what: String, why: String },
+    #[error("{0}")]
+    KeyMismatch(KeyMismatch),
+}
+
+/// The vault holds secrets for a name, bound to another host key than the one presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyMismatch {
+    pub host: String,
+    pub bound: String,
+    pub presented: String,
+}
+
+impl std::fmt::Display for KeyMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the vault's passwords for {h} belong to host key {b}; this host presents {p}: they \
+             are not sent, and nothing is changed. If {h} was reinstalled or replaced and {p} is \
+             really its key, run `fsfleet creds forget {h}` and re-run: it is then hardened as a \
+             new host",
+            h = self.host,
+            b = self.bound,
+            p = self.presented
+        )
+    }
+}
+
+/// How a host's vault entry relates to the key a session presents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyBinding {
+    /// No secret stored yet: the key is recorded with the first one.
+    New,
+    /// The entry is bound to this key.
+    Bound,
+    /// The entry predates key binding: the first run to use it binds it.
+    Unbound,
 }
 
 /// One generated value and its provenance.
@@ -89,8 +132,20 @@ pub struct Credential {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Entry {
+    /// `SHA256:...` of the SSH host key these secrets belong to (None: written before keys were
+    /// recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
     #[serde(default)]
     pub creds: BTreeMap<CredKind, Credential>,
+}
+
+impl Entry {
+    fn holds_secrets(&self) -> bool {
+        self.creds
+            .values()
+            .any(|c| c.active.is_some() || c.pending.is_some() || c.previous.is_some())
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -232,6 +287,54 @@ impl Vault {
         self.doc.hosts.get(host)?.creds.get(&kind)
     }
 
+    /// Whether this host's secrets may go to a session that verified `host_key`.
+    pub fn check_host_key(&self, host: &str, host_key: &str) -> Result<KeyBinding, KeyMismatch> {
+        let Some(entry) = self.doc.hosts.get(host).filter(|e| e.holds_secrets()) else {
+            return Ok(KeyBinding::New);
+        };
+        match &entry.host_key {
+            None => Ok(KeyBinding::Unbound),
+            Some(k) if k == host_key => Ok(KeyBinding::Bound),
+            Some(k) => Err(KeyMismatch {
+                host: host.to_string(),
+                bound: k.clone(),
+                presented: host_key.to_string(),
+            }),
+        }
+    }
+
+    /// Bind the host's entry to `host_key` (written at once) unless it is bound already: to
+    /// this key (nothing to do) or to another (refused).
+    pub fn bind(&mut self, host: &str, host_key: &str) -> Result<(), VaultError> {
+        if self.bind_entry(host, host_key)? {
+            self.save()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The entry of `host`, bound to `host_key` (recorded if it had none). Whether it changed.
+    fn bind_entry(&mut self, host: &str, host_key: &str) -> Result<bool, VaultError> {
+        self.check_host_key(host, host_key)
+            .map_err(VaultError::KeyMismatch)?;
+        let entry = self.doc.hosts.entry(host.to_string()).or_default();
+        if entry.host_key.as_deref() == Some(host_key) {
+            return Ok(false);
+        }
+        entry.host_key = Some(host_key.to_string());
+        Ok(true)
+    }
+
+    /// Drop everything the vault holds for `host` (the operator's way out of a key mismatch
+    /// after a reinstall). Returns the entry that was removed, if any.
+    pub fn forget(&mut self, host: &str) -> Result<Option<Entry>, VaultError> {
+        let removed = self.doc.hosts.remove(host);
+        if removed.is_some() {
+            self.save()?;
+        }
+        Ok(removed)
+    }
+
     fn cred_mut(&mut self, host: &str, kind: CredKind) -> &mut Credential {
         self.doc
             .hosts
@@ -242,14 +345,17 @@ impl Vault {
             .or_default()
     }
 
-    /// Record a new value as pending and write the file before returning.
+    /// Record a new value as pending and write the file before returning. `host_key` is the key
+    /// of the session that will send it (the entry is bound to it; another one is refused).
     pub fn set_pending(
         &mut self,
         host: &str,
+        host_key: &str,
         kind: CredKind,
         value: &Secret,
         run_id: &str,
     ) -> Result<(), VaultError> {
+        self.bind_entry(host, host_key)?;
         self.cred_mut(host, kind).pending = Some(Stamped {
             value: value.expose().to_string(),
             at: now(),
@@ -265,6 +371,7 @@ impl Vault {
     pub fn set_active(
         &mut self,
         host: &str,
+        host_key: &str,
         kind: CredKind,
         value: &Secret,
         run_id: &str,
@@ -272,13 +379,14 @@ impl Vault {
         if !is_generated_alphabet(value.expose()) {
             return Ok(());
         }
+        let bound = self.bind_entry(host, host_key)?;
         let cred = self.cred_mut(host, kind);
         let in_use = cred
             .pending
             .as_ref()
             .is_some_and(|p| p.value == value.expose());
         let pending = if in_use { cred.pending.take() } else { None };
-        if activate(cred, value, run_id, pending.as_ref()) || in_use {
+        if activate(cred, value, run_id, pending.as_ref()) || in_use || bound {
             self.save()
         } else {
             Ok(())
@@ -293,20 +401,22 @@ impl Vault {
     pub fn confirm(
         &mut self,
         host: &str,
+        host_key: &str,
         kind: CredKind,
         value: &Secret,
         run_id: &str,
     ) -> Result<(), VaultError> {
+        let bound = self.bind_entry(host, host_key)?;
         let cred = self.cred_mut(host, kind);
         let pending = cred.pending.take();
         if !is_generated_alphabet(value.expose()) {
-            return if pending.is_some() {
+            return if pending.is_some() || bound {
                 self.save()
             } else {
                 Ok(())
             };
         }
-        if activate(cred, value, run_id, pending.as_ref()) || pending.is_some() {
+        if activate(cred, value, run_id, pending.as_ref()) || pending.is_some() || bound {
             self.save()
         } else {
             Ok(())
@@ -322,8 +432,13 @@ impl Vault {
     }
 
     /// Every value the vault holds for a host's credential (pending first): what to try when
-    /// the host's current password is in doubt after an interrupted run.
-    pub fn candidates(&self, host: &str, kind: CredKind) -> Vec<Secret> {
+    /// the host's current password is in doubt after an interrupted run. Nothing unless the
+    /// session presenting `host_key` is the host they belong to (or the entry is not bound yet:
+    /// see the module docs).
+    pub fn candidates(&self, host: &str, host_key: &str, kind: CredKind) -> Vec<Secret> {
+        if self.check_host_key(host, host_key).is_err() {
+            return vec![];
+        }
         let Some(c) = self.credential(host, kind) else {
             return vec![];
         };
@@ -511,6 +626,24 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
+    /// Open a vault this test closed a moment ago. A process another test spawns in that
+    /// moment holds a copy of the lock's descriptor between its fork and its exec, so the lock
+    /// can stay taken for a few milliseconds after the drop.
+    fn reopen(path: &Path) -> Result<Vault, VaultError> {
+        for _ in 0..100 {
+            match Vault::open(path) {
+                Err(VaultError::Locked { .. }) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                other => return other,
+            }
+        }
+        Vault::open(path)
+    }
+
+    const K: &str = "SHA256:hostkeyofpbx1";
+    const OTHER: &str = "SHA256:someothermachine";
+
     #[test]
     fn pending_then_active_survives_reopen_with_tight_permissions() {
         let dir = tempfile::tempdir().unwrap();
@@ -520,7 +653,7 @@ mod tests {
         assert!(pw.expose().chars().all(|c| c.is_ascii_alphanumeric()));
         {
             let mut v = Vault::open(&path).unwrap();
-            v.set_pending("pbx1", CredKind::EslPassword, &pw, "run-1")
+            v.set_pending("pbx1", K, CredKind::EslPassword, &pw, "run-1")
                 .unwrap();
         }
         // Written before anything else happens: a crash now leaves it on disk.
@@ -531,12 +664,12 @@ mod tests {
             std::fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777,
             0o700
         );
-        let mut v = Vault::open(&path).unwrap();
+        let mut v = reopen(&path).unwrap();
         assert_eq!(
-            v.candidates("pbx1", CredKind::EslPassword),
+            v.candidates("pbx1", K, CredKind::EslPassword),
             vec![pw.clone()]
         );
-        v.confirm("pbx1", CredKind::EslPassword, &pw, "run-9")
+        v.confirm("pbx1", K, CredKind::EslPassword, &pw, "run-9")
             .unwrap();
         let c = v.credential("pbx1", CredKind::EslPassword).unwrap();
         assert!(c.pending.is_none());
@@ -544,9 +677,9 @@ mod tests {
         assert_eq!(c.active.as_ref().unwrap().run_id, "run-1");
         // Rotating again keeps the old value as previous.
         let pw2 = generate_password(PASSWORD_LEN);
-        v.set_pending("pbx1", CredKind::EslPassword, &pw2, "run-2")
+        v.set_pending("pbx1", K, CredKind::EslPassword, &pw2, "run-2")
             .unwrap();
-        v.confirm("pbx1", CredKind::EslPassword, &pw2, "run-9")
+        v.confirm("pbx1", K, CredKind::EslPassword, &pw2, "run-9")
             .unwrap();
         let c = v.credential("pbx1", CredKind::EslPassword).unwrap();
         assert_eq!(c.previous.as_ref().unwrap().value, pw.expose());
@@ -561,11 +694,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut v = Vault::open(&dir.path().join("vault.json")).unwrap();
         let (a, b) = (generate_password(32), generate_password(32));
-        v.set_pending("h", CredKind::SipPassword, &a, "run-1")
+        v.set_pending("h", K, CredKind::SipPassword, &a, "run-1")
             .unwrap();
         assert!(v.has_pending("h"));
         // The run died; the next one finds the host still on `b` and verifies it.
-        v.confirm("h", CredKind::SipPassword, &b, "run-2").unwrap();
+        v.confirm("h", K, CredKind::SipPassword, &b, "run-2")
+            .unwrap();
         let c = v.credential("h", CredKind::SipPassword).unwrap();
         assert_eq!(
             (
@@ -576,9 +710,10 @@ mod tests {
         );
         assert!(c.pending.is_none() && !v.has_pending("h"));
         // A verified pending value keeps the run that generated it.
-        v.set_pending("h", CredKind::SipPassword, &a, "run-3")
+        v.set_pending("h", K, CredKind::SipPassword, &a, "run-3")
             .unwrap();
-        v.confirm("h", CredKind::SipPassword, &a, "run-4").unwrap();
+        v.confirm("h", K, CredKind::SipPassword, &a, "run-4")
+            .unwrap();
         let c = v.credential("h", CredKind::SipPassword).unwrap();
         assert_eq!(c.active.as_ref().unwrap().run_id, "run-3");
         assert_eq!(c.previous.as_ref().unwrap().value, b.expose());
@@ -590,14 +725,14 @@ mod tests {
         let path = dir.path().join("vault.json");
         let mut v = Vault::open(&path).unwrap();
         let hostile = Secret::new("';touch /tmp/fsfleet-pwned;'");
-        v.set_active("h", CredKind::SipPassword, &hostile, "run-1")
+        v.set_active("h", K, CredKind::SipPassword, &hostile, "run-1")
             .unwrap();
         assert!(v.credential("h", CredKind::SipPassword).is_none());
         let pw = generate_password(PASSWORD_LEN);
-        v.set_pending("h", CredKind::SipPassword, &pw, "run-1")
+        v.set_pending("h", K, CredKind::SipPassword, &pw, "run-1")
             .unwrap();
         // --skip kept the host's value: the pending one is dropped, the host's not recorded.
-        v.confirm("h", CredKind::SipPassword, &hostile, "run-1")
+        v.confirm("h", K, CredKind::SipPassword, &hostile, "run-1")
             .unwrap();
         let c = v.credential("h", CredKind::SipPassword).unwrap();
         assert_eq!((&c.active, &c.pending, &c.previous), (&None, &None, &None));
@@ -646,6 +781,116 @@ mod tests {
     }
 
     #[test]
+    fn secrets_follow_the_host_key_not_the_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.json");
+        let mut v = Vault::open(&path).unwrap();
+        assert_eq!(v.check_host_key("fs01", K), Ok(KeyBinding::New));
+        let (a, b, c) = (
+            generate_password(32),
+            generate_password(32),
+            generate_password(32),
+        );
+        v.set_active("fs01", K, CredKind::EslPassword, &a, "run-1")
+            .unwrap();
+        v.set_pending("fs01", K, CredKind::EslPassword, &b, "run-1")
+            .unwrap();
+        v.confirm("fs01", K, CredKind::EslPassword, &b, "run-1")
+            .unwrap();
+        v.set_pending("fs01", K, CredKind::EslPassword, &c, "run-2")
+            .unwrap();
+        assert_eq!(
+            v.candidates("fs01", K, CredKind::EslPassword),
+            vec![c.clone(), b.clone(), a.clone()],
+            "pending, active, previous: all on the right host"
+        );
+        drop(v);
+        let mut v = reopen(&path).unwrap();
+        assert_eq!(v.entry("fs01").unwrap().host_key.as_deref(), Some(K));
+        assert_eq!(v.check_host_key("fs01", K), Ok(KeyBinding::Bound));
+
+        // The name now reaches another machine: nothing is handed out, nothing can be written.
+        let m = v.check_host_key("fs01", OTHER).unwrap_err();
+        let msg = m.to_string();
+        assert!(
+            msg.contains(&format!("belong to host key {K}"))
+                && msg.contains(&format!("this host presents {OTHER}"))
+                && msg.contains("`fsfleet creds forget fs01`"),
+            "{msg}"
+        );
+        assert!(
+            v.candidates("fs01", OTHER, CredKind::EslPassword)
+                .is_empty()
+        );
+        assert!(
+            v.candidates("fs01", OTHER, CredKind::SipPassword)
+                .is_empty()
+        );
+        let d = generate_password(32);
+        for e in [
+            v.set_pending("fs01", OTHER, CredKind::EslPassword, &d, "r"),
+            v.set_active("fs01", OTHER, CredKind::SipPassword, &d, "r"),
+            v.confirm("fs01", OTHER, CredKind::EslPassword, &d, "r"),
+            v.bind("fs01", OTHER),
+        ] {
+            assert!(matches!(e, Err(VaultError::KeyMismatch(_))), "{e:?}");
+        }
+        let c1 = v.credential("fs01", CredKind::EslPassword).unwrap().clone();
+        assert_eq!(
+            (
+                c1.pending.map(|s| s.value),
+                c1.active.map(|s| s.value),
+                c1.previous.map(|s| s.value)
+            ),
+            (
+                Some(c.expose().to_string()),
+                Some(b.expose().to_string()),
+                Some(a.expose().to_string())
+            ),
+            "the other machine changed nothing"
+        );
+
+        // The operator's way out: forget the host; the name starts again, bound to the new key.
+        let gone = v.forget("fs01").unwrap().unwrap();
+        assert_eq!(gone.host_key.as_deref(), Some(K));
+        assert!(v.forget("fs01").unwrap().is_none());
+        assert_eq!(v.check_host_key("fs01", OTHER), Ok(KeyBinding::New));
+        v.set_pending("fs01", OTHER, CredKind::EslPassword, &d, "r")
+            .unwrap();
+        drop(v);
+        let v = reopen(&path).unwrap();
+        assert_eq!(v.entry("fs01").unwrap().host_key.as_deref(), Some(OTHER));
+        assert!(!std::fs::read_to_string(&path).unwrap().contains(a.expose()));
+    }
+
+    #[test]
+    fn an_entry_from_before_key_binding_is_bound_on_first_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.json");
+        let pw = generate_password(32);
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"version":1,"hosts":{{"fs01":{{"creds":{{"esl_password":{{"active":{{"value":"{}","at":"2026-01-01T00:00:00Z","run_id":"old"}}}}}}}}}}}}"#,
+                pw.expose()
+            ),
+        )
+        .unwrap();
+        let mut v = Vault::open(&path).unwrap();
+        assert_eq!(v.check_host_key("fs01", K), Ok(KeyBinding::Unbound));
+        assert_eq!(v.candidates("fs01", K, CredKind::EslPassword), vec![pw]);
+        v.bind("fs01", K).unwrap();
+        drop(v);
+        let v = reopen(&path).unwrap();
+        assert_eq!(v.check_host_key("fs01", K), Ok(KeyBinding::Bound));
+        assert!(v.check_host_key("fs01", OTHER).is_err());
+        assert!(
+            v.candidates("fs01", OTHER, CredKind::EslPassword)
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn a_second_run_is_refused_and_a_corrupt_vault_is_never_overwritten() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vault.json");
@@ -654,7 +899,7 @@ mod tests {
         assert!(err.contains("in use by another fsfleet run"), "{err}");
         drop(_first);
         std::fs::write(&path, "{ not json").unwrap();
-        let err = Vault::open(&path).unwrap_err().to_string();
+        let err = reopen(&path).unwrap_err().to_string();
         assert!(
             err.contains(&path.display().to_string()) && err.contains("not valid"),
             "{err}"

@@ -320,6 +320,26 @@ fn ssh_config_blocks_for_the_address_fill_gaps() {
     let h = inv(text, Some(&cfg)).hosts.remove(0);
     // The alias's own block wins; the address's block supplies what the alias does not say.
     assert_eq!((h.port, h.user.as_str()), (2300, "by-address"));
+    assert!(!h.hash_known_hosts, "not said anywhere: plain entries");
+}
+
+#[test]
+fn hash_known_hosts_follows_the_ssh_config_per_host() {
+    let cfg = ssh(
+        "Host 10.9.9.9\n  HashKnownHosts yes\nHost plain\n  HashKnownHosts no\nHost *\n  HashKnownHosts yes\n",
+    );
+    let text = "[[hosts]]\nname = \"a\"\naddress = \"10.9.9.9\"\n\n[[hosts]]\nname = \"plain\"\naddress = \"10.9.9.9\"\n\n[[hosts]]\nname = \"other\"\n";
+    let i = inv(text, Some(&cfg));
+    let hashed: Vec<bool> = i.hosts.iter().map(|h| h.hash_known_hosts).collect();
+    // `plain`'s own block says no and wins over the address's; `other` gets `Host *`.
+    assert_eq!(hashed, [true, false, true]);
+    let err = SshConfig::parse("HashKnownHosts maybe\n", Path::new("/test/.ssh/config"))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "/test/.ssh/config:1: bad HashKnownHosts `maybe`: use yes or no"
+    );
 }
 
 #[test]

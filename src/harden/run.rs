@@ -23,7 +23,7 @@ use crate::inventory::{ConfDir, Host};
 use crate::report::{HostReport, StepReport, StepStatus};
 use crate::secret::Secret;
 use crate::ssh::{Connector, Session};
-use crate::vault::{CredKind, Vault};
+use crate::vault::{CredKind, KeyBinding, Vault};
 
 /// Every step, in the order it runs. `--skip`/`--only` take these names.
 pub const STEPS: &[&str] = &[
@@ -275,11 +275,31 @@ async fn run_steps(
     let t = Instant::now();
     let mut facts = gather(session, host).await?;
     data["timings"]["facts_ms"] = json!(t.elapsed().as_millis() as u64);
-    let (candidates, interrupted) = {
-        let vault = shared.vault.lock().await;
+    // The vault's secrets go only to the host whose SSH key they belong to (finding 9): a name
+    // now pointing at another machine is refused before anything is sent to it.
+    let key = session.host_key();
+    let (candidates, interrupted, key_note) = {
+        let mut vault = shared.vault.lock().await;
+        let note = match vault.check_host_key(&host.name, key) {
+            Err(mismatch) => {
+                let e = StepError::Refused(mismatch.to_string());
+                steps.failed(preflight::NAME, &e, t);
+                return Err(format!("preflight: {e}"));
+            }
+            Ok(KeyBinding::Unbound) if !opts.check => {
+                vault
+                    .bind(&host.name, key)
+                    .map_err(|e| format!("vault: {e}; nothing was changed on the host"))?;
+                Some(format!(
+                    "the vault's passwords for this host are now bound to host key {key}"
+                ))
+            }
+            Ok(_) => None,
+        };
         (
-            vault.candidates(&host.name, CredKind::EslPassword),
+            vault.candidates(&host.name, key, CredKind::EslPassword),
             vault.has_pending(&host.name),
+            note,
         )
     };
     ctx.stage("preflight");
@@ -329,6 +349,7 @@ async fn run_steps(
         fs.log_dir = Some(log);
     }
     let mut evidence = pre.evidence.clone();
+    evidence.extend(key_note);
     // Names come from the host (a file name may hold a newline): only stage names inside the
     // config dir are removed.
     let stale_root = format!(
@@ -564,13 +585,13 @@ async fn run_steps(
             };
             if let Some(cur) = current {
                 vault
-                    .set_active(&host.name, *kind, &cur, run_id)
+                    .set_active(&host.name, key, *kind, &cur, run_id)
                     .map_err(|e| format!("vault: {e}; nothing was changed on the host"))?;
             }
         }
         for (kind, pw) in &new_secrets {
             vault
-                .set_pending(&host.name, *kind, pw, run_id)
+                .set_pending(&host.name, key, *kind, pw, run_id)
                 .map_err(|e| format!("vault: {e}; nothing was changed on the host"))?;
         }
         data["rotated"] = json!(
@@ -742,11 +763,11 @@ async fn run_steps(
     };
     let mut vault = shared.vault.lock().await;
     vault
-        .confirm(&host.name, CredKind::EslPassword, &final_pw, run_id)
+        .confirm(&host.name, key, CredKind::EslPassword, &final_pw, run_id)
         .map_err(|e| format!("vault: {e}"))?;
     if let Some(pw) = sip_now {
         vault
-            .confirm(&host.name, CredKind::SipPassword, &pw, run_id)
+            .confirm(&host.name, key, CredKind::SipPassword, &pw, run_id)
             .map_err(|e| format!("vault: {e}"))?;
     }
     Ok(())

@@ -420,6 +420,7 @@ impl Resolver<'_> {
             host_key_policy: pick!(layers, host_key_policy)
                 .map(|p| p.value)
                 .unwrap_or(HostKeyPolicy::Ask),
+            hash_known_hosts: ssh_host.hash_known_hosts.unwrap_or(false),
             fail2ban: Fail2banSettings {
                 maxretry: pick!(layers, fail2ban_maxretry)
                     .map(|v| v.value)
@@ -515,6 +516,9 @@ fn fill_gaps(into: &mut SshHostConfig, other: SshHostConfig) {
     }
     if into.proxy_jump.is_none() {
         into.proxy_jump = other.proxy_jump;
+    }
+    if into.hash_known_hosts.is_none() {
+        into.hash_known_hosts = other.hash_known_hosts;
     }
     for f in other.identity_files {
         if !into.identity_files.contains(&f) {

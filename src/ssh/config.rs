@@ -1,5 +1,6 @@
 //! A reader for the OpenSSH client configuration (`~/.ssh/config`), limited to what fsfleet needs
-//! to reach a host the way `ssh ALIAS` would: HostName, User, Port, IdentityFile and ProxyJump.
+//! to reach a host the way `ssh ALIAS` would: HostName, User, Port, IdentityFile and ProxyJump,
+//! and HashKnownHosts for how a learned host key is recorded.
 //!
 //! Semantics follow ssh_config(5):
 //! - `Host` lines take several patterns (`*`, `?`, `!negation`), matched case-insensitively; a
@@ -46,6 +47,8 @@ pub struct SshHostConfig {
     pub identity_files: Vec<PathBuf>,
     /// The raw `ProxyJump` value (`none` means no jump and is reported as `None`).
     pub proxy_jump: Option<String>,
+    /// `HashKnownHosts`: record learned host keys with the host name hashed.
+    pub hash_known_hosts: Option<bool>,
 }
 
 /// A parsed client configuration, ready for [`SshConfig::lookup`].
@@ -82,6 +85,7 @@ enum Keyword {
     Port,
     IdentityFile,
     ProxyJump,
+    HashKnownHosts,
 }
 
 impl SshConfig {
@@ -134,6 +138,12 @@ impl SshConfig {
                     }
                 }
                 Keyword::ProxyJump => set_first(&mut out.proxy_jump, value),
+                Keyword::HashKnownHosts => {
+                    if out.hash_known_hosts.is_none() {
+                        // Validated at parse time.
+                        out.hash_known_hosts = parse_flag(value);
+                    }
+                }
             },
         );
         out.hostname = raw_hostname.map(|h| expand_percent_h(&h, alias));
@@ -145,6 +155,15 @@ impl SshConfig {
             out.proxy_jump = None;
         }
         out
+    }
+}
+
+/// An ssh_config yes/no flag (OpenSSH also takes true/false).
+fn parse_flag(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "yes" | "true" => Some(true),
+        "no" | "false" => Some(false),
+        _ => None,
     }
 }
 
@@ -340,6 +359,20 @@ fn parse_items(
                 keyword: Keyword::ProxyJump,
                 value: first()?,
             }),
+            "hashknownhosts" => {
+                let value = first()?;
+                if parse_flag(&value).is_none() {
+                    return Err(syntax(
+                        path,
+                        lineno,
+                        format!("bad HashKnownHosts `{value}`: use yes or no"),
+                    ));
+                }
+                items.push(Item::Set {
+                    keyword: Keyword::HashKnownHosts,
+                    value,
+                });
+            }
             "include" => {
                 if args.is_empty() {
                     return Err(syntax(path, lineno, "`Include` needs a file name"));

@@ -139,8 +139,16 @@ impl KnownHosts {
         }
     }
 
-    /// Append the key to the learn file and remember it for the rest of the run.
-    pub fn learn(&mut self, host: &str, port: u16, key: &PublicKey) -> std::io::Result<()> {
+    /// Append the key to the learn file and remember it for the rest of the run. `hashed`
+    /// (`HashKnownHosts yes`) writes the host name as OpenSSH does, `|1|salt|hash`, so the file
+    /// does not list the hosts this controller manages.
+    pub fn learn(
+        &mut self,
+        host: &str,
+        port: u16,
+        key: &PublicKey,
+        hashed: bool,
+    ) -> std::io::Result<()> {
         let Some(file) = self.learn_file.clone() else {
             return Err(std::io::Error::other(
                 "no known_hosts file to record new host keys in (no home directory): pass --known-hosts",
@@ -150,6 +158,13 @@ impl KnownHosts {
             .to_openssh()
             .map_err(|e| std::io::Error::other(format!("cannot encode host key: {e}")))?;
         let name = host_port_name(host, port);
+        let name = if hashed {
+            let mut salt = [0u8; 20];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut salt);
+            hash_host_name(&name, &salt)
+        } else {
+            name
+        };
         append_line(&file, &format!("{name} {openssh}"))?;
         let line = std::fs::read_to_string(&file)
             .map(|t| t.lines().count())
@@ -242,6 +257,21 @@ fn matches_patterns(name: &str, patterns: &str) -> bool {
     matched
 }
 
+/// `|1|base64(salt)|base64(HMAC-SHA1(salt, name))`: OpenSSH's hashed host name (hostfile.c),
+/// of the lowercased name as ssh(1) looks it up.
+fn hash_host_name(name: &str, salt: &[u8]) -> String {
+    let hash = <Hmac<Sha1> as KeyInit>::new_from_slice(salt)
+        .map(|mac| {
+            mac.chain_update(name.to_ascii_lowercase().as_bytes())
+                .finalize()
+                .into_bytes()
+                .to_vec()
+        })
+        // HMAC takes a key of any length: this cannot fail.
+        .unwrap_or_default();
+    format!("|1|{}|{}", BASE64.encode(salt), BASE64.encode(&hash))
+}
+
 fn hashed_matches(name: &str, hashed: &str) -> bool {
     let mut parts = hashed.splitn(2, '|');
     let (Some(salt), Some(hash)) = (parts.next(), parts.next()) else {
@@ -256,7 +286,8 @@ fn hashed_matches(name: &str, hashed: &str) -> bool {
     let Ok(mac) = <Hmac<Sha1> as KeyInit>::new_from_slice(&salt) else {
         return false;
     };
-    mac.chain_update(name.as_bytes())
+    // ssh(1) lowercases the name before hashing it.
+    mac.chain_update(name.to_ascii_lowercase().as_bytes())
         .verify_slice(&hash)
         .is_ok()
 }
@@ -363,7 +394,7 @@ mod tests {
     fn learn_appends_and_is_remembered() {
         let (_d, mut kh, path) = load("10.0.0.1 ssh-ed25519 AAAA-not-a-key"); // junk line, no newline
         assert_eq!(kh.check("10.0.0.9", 2222, &key(K2)), HostKeyStatus::Unknown);
-        kh.learn("10.0.0.9", 2222, &key(K2)).unwrap();
+        kh.learn("10.0.0.9", 2222, &key(K2), false).unwrap();
         assert_eq!(kh.check("10.0.0.9", 2222, &key(K2)), HostKeyStatus::Known);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.ends_with(&format!("[10.0.0.9]:2222 {K2}\n")), "{text}");
@@ -372,6 +403,67 @@ mod tests {
             reread.check("10.0.0.9", 2222, &key(K2)),
             HostKeyStatus::Known
         );
+    }
+
+    #[test]
+    fn hashed_learning_writes_no_plain_name_and_is_matched_after_a_reread() {
+        let (_d, mut kh, path) = load("");
+        kh.learn("Pbx-7.Example", 2222, &key(K1), true).unwrap();
+        kh.learn("pbx-8.example", 22, &key(K2), true).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.to_lowercase().contains("pbx"), "{text}");
+        assert!(!text.contains("2222"), "{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        for (line, k) in lines.iter().zip([K1, K2]) {
+            let (name, rest) = line.split_once(' ').unwrap();
+            assert_eq!(rest, k);
+            let parts: Vec<&str> = name.split('|').collect();
+            assert_eq!((parts.len(), parts[0], parts[1]), (4, "", "1"), "{name}");
+            assert_eq!(BASE64.decode(parts[2].as_bytes()).unwrap().len(), 20);
+            assert_eq!(BASE64.decode(parts[3].as_bytes()).unwrap().len(), 20);
+        }
+        // Salts are random: the same name never hashes the same twice.
+        let (_d2, mut kh2, path2) = load("");
+        kh2.learn("pbx-8.example", 22, &key(K2), true).unwrap();
+        assert_ne!(
+            std::fs::read_to_string(&path2).unwrap(),
+            lines[1].to_string() + "\n"
+        );
+        // Matched by this checker (case-insensitively, like ssh) after a fresh read...
+        let reread = KnownHosts::load(std::slice::from_ref(&path), None).unwrap();
+        assert_eq!(
+            reread.check("pbx-7.example", 2222, &key(K1)),
+            HostKeyStatus::Known
+        );
+        assert_eq!(
+            reread.check("pbx-8.example", 22, &key(K2)),
+            HostKeyStatus::Known
+        );
+        assert!(matches!(
+            reread.check("pbx-8.example", 22, &key(K1)),
+            HostKeyStatus::Changed { line: 2, .. }
+        ));
+        assert_eq!(
+            reread.check("pbx-7.example", 22, &key(K1)),
+            HostKeyStatus::Unknown
+        );
+        // ...and by russh's own reader (an independent implementation of the format).
+        let found =
+            russh::keys::known_hosts::known_host_keys_path("pbx-8.example", 22, &path).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].1, key(K2));
+        // ...and by OpenSSH itself.
+        let out = std::process::Command::new("ssh-keygen")
+            .args(["-F", "[pbx-7.example]:2222", "-f"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ssh-keygen -F did not find the hashed entry"
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains(K1));
     }
 
     #[test]

@@ -25,11 +25,15 @@ pub struct Verifier {
     address: String,
     port: u16,
     policy: HostKeyPolicy,
+    /// Record a learned key hashed (`HashKnownHosts yes` for this host).
+    hash_known_hosts: bool,
     known: Arc<StdMutex<KnownHosts>>,
     /// Why the key was refused, read back after the handshake fails.
     refusal: Arc<StdMutex<Option<SshError>>>,
     /// In scan mode the key is recorded and refused (no authentication ever follows).
     seen: Option<Arc<StdMutex<Option<PublicKey>>>>,
+    /// The SHA256 fingerprint of the key that was accepted, for [`Session::host_key`].
+    accepted: Arc<StdMutex<Option<String>>>,
 }
 
 impl client::Handler for Verifier {
@@ -56,6 +60,9 @@ impl client::Handler for Verifier {
             return Ok(false);
         }
         let fp = fingerprint(&key);
+        if let Ok(mut a) = self.accepted.lock() {
+            *a = Some(fp.clone());
+        }
         let mut known = match self.known.lock() {
             Ok(k) => k,
             Err(_) => return Ok(false),
@@ -81,16 +88,18 @@ impl client::Handler for Verifier {
                 Ok(false)
             }
             HostKeyStatus::Unknown => match self.policy {
-                HostKeyPolicy::AcceptNew => match known.learn(&self.address, self.port, &key) {
-                    Ok(()) => Ok(true),
-                    Err(source) => {
-                        self.refuse(SshError::KnownHostsWrite {
-                            host: self.host.clone(),
-                            source,
-                        });
-                        Ok(false)
+                HostKeyPolicy::AcceptNew => {
+                    match known.learn(&self.address, self.port, &key, self.hash_known_hosts) {
+                        Ok(()) => Ok(true),
+                        Err(source) => {
+                            self.refuse(SshError::KnownHostsWrite {
+                                host: self.host.clone(),
+                                source,
+                            });
+                            Ok(false)
+                        }
                     }
-                },
+                }
                 HostKeyPolicy::Strict => {
                     self.refuse(SshError::HostKeyUnknown {
                         host: self.host.clone(),
@@ -244,7 +253,7 @@ impl Connector {
         let mut k = known
             .lock()
             .map_err(|_| SshError::Other("known_hosts poisoned".into()))?;
-        k.learn(&host.address, host.port, key)
+        k.learn(&host.address, host.port, key, host.hash_known_hosts)
             .map_err(|source| SshError::KnownHostsWrite {
                 host: host.name.clone(),
                 source,
@@ -264,14 +273,17 @@ impl Connector {
             self.config(host, &k)
         };
         let refusal = Arc::new(StdMutex::new(None));
+        let accepted = Arc::new(StdMutex::new(None));
         let verifier = Verifier {
             host: host.name.clone(),
             address: host.address.clone(),
             port: host.port,
             policy: self.policy(host),
+            hash_known_hosts: host.hash_known_hosts,
             known,
             refusal: refusal.clone(),
             seen: scan,
+            accepted: accepted.clone(),
         };
         let limit = host.connect_timeout;
         let secs = limit.as_secs().max(1);
@@ -342,6 +354,11 @@ impl Connector {
         if let Some(e) = refused() {
             return Err(e);
         }
+        let host_key = accepted
+            .lock()
+            .ok()
+            .and_then(|mut a| a.take())
+            .ok_or_else(|| SshError::Other(format!("{}: no host key was verified", host.name)))?;
         tokio::time::timeout(
             limit.max(Duration::from_secs(30)),
             authenticate(&mut handle, host, &self.keys),
@@ -374,6 +391,7 @@ impl Connector {
             Privilege::Sudo
         };
         Ok(Session {
+            host_key,
             name: host.name.clone(),
             user: host.user.clone(),
             port: host.port,
@@ -487,6 +505,8 @@ pub struct Session {
     privilege: Privilege,
     /// Keeps the bastion connection alive as long as a target uses it.
     _bastion: Option<Arc<Session>>,
+    /// SHA256 fingerprint of the host key verified during the handshake.
+    host_key: String,
 }
 
 impl std::fmt::Debug for Session {
@@ -509,6 +529,11 @@ const SUDO_OK: &str = "fsfleet-sudo-ok";
 const SUDO_PROMPT: &str = "[fsfleet-sudo-prompt]";
 
 impl Session {
+    /// `SHA256:...` of the host key this session verified (the vault binds secrets to it).
+    pub fn host_key(&self) -> &str {
+        &self.host_key
+    }
+
     pub fn is_closed(&self) -> bool {
         self.handle.is_closed()
     }
