@@ -5,6 +5,7 @@ pub mod cli;
 pub mod cmd;
 pub mod conf;
 pub mod esl;
+pub mod esl_target;
 pub mod facts;
 pub mod fleet;
 pub mod harden;
