@@ -326,67 +326,93 @@ pub(crate) const LISTEN_SNIPPET: &str = "l=$(ss -Hltnpe 2>/dev/null); rc=$?\n\
 pub const FS_PROCESS: &str = "fs_process";
 
 /// Shell function `fs_proc`: prints `via systemd|pidof`, then `proc PID UID GID` (effective
-/// ids) per candidate process. `pidof` only when the host has no `freeswitch` unit at all: with a
-/// unit and no main PID, FreeSWITCH is not running, whatever else is called freeswitch.
-pub(crate) const FS_PROC_FN: &str = "fs_proc() {\n\
-     m=$(systemctl show -p LoadState -p MainPID freeswitch 2>/dev/null)\n\
-     s=$(printf '%s\\n' \"$m\" | sed -n 's/^LoadState=//p')\n\
-     if [ -n \"$s\" ] && [ \"$s\" != not-found ]; then echo 'via systemd'; p=$(printf '%s\\n' \"$m\" | sed -n 's/^MainPID=//p')\n\
-     else echo 'via pidof'; p=$(pidof freeswitch); fi\n\
-     for q in $p; do case \"$q\" in ''|0|*[!0-9]*) continue ;; esac\n\
-     awk -v p=\"$q\" '/^Uid:/ && u == \"\" {u = $3} /^Gid:/ && g == \"\" {g = $3} END {if (u != \"\" && g != \"\") print \"proc\", p, u, g}' \"/proc/$q/status\"\n\
-     done\n\
-     }";
+/// ids, from `PROC/PID/status`) per candidate process. `pidof` only when the host has no
+/// `freeswitch` unit at all: with a unit and no main PID, FreeSWITCH is not running, whatever
+/// else is called freeswitch. `proc` is `/proc` but in tests.
+fn fs_proc_fn(proc: &str) -> String {
+    let proc = sh_quote(proc);
+    format!(
+        "fs_proc() {{\n\
+         m=$(systemctl show -p LoadState -p MainPID freeswitch 2>/dev/null)\n\
+         s=$(printf '%s\\n' \"$m\" | sed -n 's/^LoadState=//p')\n\
+         if [ -n \"$s\" ] && [ \"$s\" != not-found ]; then echo 'via systemd'; p=$(printf '%s\\n' \"$m\" | sed -n 's/^MainPID=//p')\n\
+         else echo 'via pidof'; p=$(pidof freeswitch); fi\n\
+         for q in $p; do case \"$q\" in ''|0|*[!0-9]*) continue ;; esac\n\
+         awk -v p=\"$q\" '/^Uid:/ && u == \"\" {{u = $3}} /^Gid:/ && g == \"\" {{g = $3}} END {{if (u != \"\" && g != \"\") print \"proc\", p, u, g}}' {proc}/\"$q/status\"\n\
+         done\n\
+         }}"
+    )
+}
 
 pub(crate) fn fs_process_snippet() -> String {
+    fs_process_snippet_in("/proc")
+}
+
+fn fs_process_snippet_in(proc: &str) -> String {
     format!(
-        "{FS_PROC_FN}\n\
+        "{}\n\
          o=$(fs_proc); printf '%s\\n' \"$o\"\n\
          printf '%s\\n' \"$o\" | awk '$1 == \"proc\" {{print $3, $4}}' | sort -u | while read -r u g; do\n\
          printf 'user %s %s\\n' \"$u\" \"$(getent passwd \"$u\" | cut -d: -f1)\"\n\
          printf 'group %s %s\\n' \"$g\" \"$(getent group \"$g\" | cut -d: -f1)\"\n\
-         done; true"
+         done; true",
+        fs_proc_fn(proc)
     )
 }
 
 /// The section with the host's own addresses (`addr IP` per interface address) and the names
 /// of the users owning TCP listeners (`name UID NAME`), for the Event Socket proof and its
-/// messages.
+/// messages. The owners come from `/proc/net/tcp{,6}` (state 0A, column 8): a second `ss -e`
+/// would walk the cgroup tree again (~40 ms of system CPU on the testbed).
 pub const NET: &str = "net";
 pub(crate) const NET_SNIPPET: &str = "ip -o addr show 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == \"inet\" || $i == \"inet6\") {a = $(i + 1); sub(/\\/.*/, \"\", a); print \"addr\", a}}'\n\
-     ss -Hltne 2>/dev/null | awk '$6 ~ /^uid:[0-9]+$/ {print substr($6, 5)}' | sort -un | while read -r u; do\n\
+     awk '$4 == \"0A\" && $8 ~ /^[0-9]+$/ {print $8}' /proc/net/tcp /proc/net/tcp6 2>/dev/null | sort -un | while read -r u; do\n\
      printf 'name %s %s\\n' \"$u\" \"$(getent passwd \"$u\" | cut -d: -f1)\"; done; true";
 
-/// Shell function `fscli_gate` (needs [`FS_PROC_FN`]): succeeds only when the Event Socket that
+/// Shell function `fscli_gate` (needs `fs_proc`): succeeds only when the Event Socket that
 /// `fs_cli` would send its stored password to is FreeSWITCH's own: every host in root's fs_cli
 /// config (the first of `$HOME/.fs_cli_conf`, `/etc/fs_cli.conf`, FACTS §3) is loopback, and every
 /// TCP listener on each of its ports (8021 by default) belongs to the running FreeSWITCH's user.
 /// Otherwise it prints why (`fsfleet: fs_cli not run: ...`) and fails. Stricter than the proof
-/// the Event Socket client makes (any foreign listener on the port refuses), and without `-p`, so
-/// no process name a user chose is on the lines it reads.
-pub(crate) const FSCLI_GATE_FN: &str = "fscli_gate() {\n\
-     u=$(fs_proc | awk '$1 == \"proc\" {n++; if (u == \"\") u = $3; else if (u != $3) bad = 1} END {if (n > 0 && !bad) print u}')\n\
-     [ -n \"$u\" ] || { echo 'fsfleet: fs_cli not run: the running FreeSWITCH process could not be identified'; return 1; }\n\
-     f=''; for c in \"$HOME/.fs_cli_conf\" /etc/fs_cli.conf; do [ -e \"$c\" ] && { f=$c; break; }; done\n\
-     kv=''; [ -n \"$f\" ] && kv=$(awk '/^[#;]/ {next} {l = $0; sub(/^[ \\t]+/, \"\", l); lk = tolower(l)} lk ~ /^(host|port)[ \\t]*=/ {k = lk; sub(/[ \\t]*=.*/, \"\", k); v = l; sub(/^[A-Za-z]+[ \\t]*=>?[ \\t]*/, \"\", v); sub(/[ \\t\\r]+$/, \"\", v); print k, v}' \"$f\")\n\
-     h=$(printf '%s\\n' \"$kv\" | awk '$1 == \"host\" {print $2}'); p=$(printf '%s\\n' \"$kv\" | awk '$1 == \"port\" {print $2}')\n\
-     for x in ${h:-127.0.0.1}; do case \"$x\" in 127.0.0.1|::1|localhost) ;; *) echo \"fsfleet: fs_cli not run: its config points it at $x, not this host's loopback\"; return 1 ;; esac; done\n\
-     for x in ${p:-8021}; do case \"$x\" in *[!0-9]*) echo \"fsfleet: fs_cli not run: its config has port $x\"; return 1 ;; esac\n\
-     ss -Hltne \"sport = :$x\" | awk -v u=\"$u\" 'BEGIN {n = 0; ok = 1} {n++; if (!($6 == \"uid:\" u || (u == \"0\" && $6 ~ /^ino:/))) ok = 0} END {exit !(n > 0 && ok)}' || \
-     { echo \"fsfleet: fs_cli not run: TCP port $x on this host is not held by FreeSWITCH (uid $u) alone\"; return 1; }\n\
-     done\n\
-     }";
+/// the Event Socket client makes (any other listener on the port refuses). The owners are the
+/// kernel's own `PROC/net/tcp{,6}` (listening state 0A, port in hex, uid in column 8): no text a
+/// user chose (process names, cgroup paths) is on those lines.
+fn fscli_gate_fn(proc: &str) -> String {
+    let proc = sh_quote(proc);
+    format!(
+        "fscli_gate() {{\n\
+         u=$(fs_proc | awk '$1 == \"proc\" {{n++; if (u == \"\") u = $3; else if (u != $3) bad = 1}} END {{if (n > 0 && !bad) print u}}')\n\
+         [ -n \"$u\" ] || {{ echo 'fsfleet: fs_cli not run: the running FreeSWITCH process could not be identified'; return 1; }}\n\
+         f=''; for c in \"$HOME/.fs_cli_conf\" /etc/fs_cli.conf; do [ -e \"$c\" ] && {{ f=$c; break; }}; done\n\
+         kv=''; [ -n \"$f\" ] && kv=$(awk '/^[#;]/ {{next}} {{l = $0; sub(/^[ \\t]+/, \"\", l); lk = tolower(l)}} lk ~ /^(host|port)[ \\t]*=/ {{k = lk; sub(/[ \\t]*=.*/, \"\", k); v = l; sub(/^[A-Za-z]+[ \\t]*=>?[ \\t]*/, \"\", v); sub(/[ \\t\\r]+$/, \"\", v); print k, v}}' \"$f\")\n\
+         h=$(printf '%s\\n' \"$kv\" | awk '$1 == \"host\" {{print $2}}'); p=$(printf '%s\\n' \"$kv\" | awk '$1 == \"port\" {{print $2}}')\n\
+         for x in ${{h:-127.0.0.1}}; do case \"$x\" in 127.0.0.1|::1|localhost) ;; *) echo \"fsfleet: fs_cli not run: its config points it at $x, not this host's loopback\"; return 1 ;; esac; done\n\
+         for x in ${{p:-8021}}; do case \"$x\" in ''|*[!0-9]*) echo \"fsfleet: fs_cli not run: its config has port $x\"; return 1 ;; esac\n\
+         [ \"$x\" -le 65535 ] || {{ echo \"fsfleet: fs_cli not run: its config has port $x\"; return 1; }}\n\
+         x16=$(printf '%04X' \"$x\")\n\
+         awk -v u=\"$u\" -v p=\":$x16\" 'BEGIN {{n = 0; ok = 1}} $4 == \"0A\" && substr($2, length($2) - 4) == p {{n++; if ($8 != u) ok = 0}} END {{exit !(n > 0 && ok)}}' {proc}/net/tcp {proc}/net/tcp6 2>/dev/null || \
+         {{ echo \"fsfleet: fs_cli not run: TCP port $x on this host is not held by FreeSWITCH (uid $u) alone\"; return 1; }}\n\
+         done\n\
+         }}"
+    )
+}
 
-/// Exit status of the fs_status snippet (and verify's fs_cli check) when [`FSCLI_GATE_FN`]
-/// kept fs_cli from running.
+/// Exit status of the fs_status snippet (and verify's fs_cli check) when the gate kept fs_cli
+/// from running.
 pub const FSCLI_GATED: i32 = 7;
 
-/// `fs_cli -x status`, only through [`FSCLI_GATE_FN`]: fs_cli sends the password of its config
-/// to whatever listens where that config says.
+/// `fs_cli -x status`, only through the gate (see [`fscli_gate_fn`]): fs_cli sends the password
+/// of its config to whatever listens where that config says.
 pub fn fs_cli_status_snippet(limit_secs: u32) -> String {
+    fs_cli_status_snippet_in(limit_secs, "/proc")
+}
+
+fn fs_cli_status_snippet_in(limit_secs: u32, proc: &str) -> String {
     format!(
-        "command -v fs_cli >/dev/null || exit 1\n{FS_PROC_FN}\n{FSCLI_GATE_FN}\n\
-         fscli_gate || exit {FSCLI_GATED}\ntimeout {limit_secs} fs_cli -x status"
+        "command -v fs_cli >/dev/null || exit 1\n{}\n{}\n\
+         fscli_gate || exit {FSCLI_GATED}\ntimeout {limit_secs} fs_cli -x status",
+        fs_proc_fn(proc),
+        fscli_gate_fn(proc)
     )
 }
 
@@ -1811,31 +1837,41 @@ port 22\n";
         assert_eq!(net.owner(7), "uid 7");
     }
 
-    /// The fs_cli gate, run by the local shell with stand-ins for systemctl (naming this test's
-    /// process as FreeSWITCH), ss and fs_cli: fs_cli runs only when every listener on its port is
-    /// FreeSWITCH's user's and its config names loopback.
+    /// The fs_cli gate, run by the local shell with stand-ins for systemctl (FreeSWITCH is pid
+    /// 4242, uid 999) and fs_cli, on a scratch proc tree: fs_cli runs only when every listener on
+    /// its port is FreeSWITCH's user's and its config names loopback.
     #[test]
     fn fs_cli_runs_only_towards_freeswitchs_own_listener() {
         use std::os::unix::fs::PermissionsExt;
-        let me = std::process::id();
-        let out = std::process::Command::new("id").arg("-u").output().unwrap();
-        let uid = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let run = |ss: &str, conf: Option<&str>| {
+        // /proc/net/tcp lines: (local address in hex, uid, state).
+        let tcp = |rows: &[(&str, u32, &str)]| {
+            let mut t = String::from(
+                "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n",
+            );
+            for (i, (local, uid, st)) in rows.iter().enumerate() {
+                t.push_str(&format!(
+                    "   {i}: {local} 00000000:0000 {st} 00000000:00000000 00:00000000 00000000   {uid}        0 1234{i} 1 0000000000000000 100 0 0 10 0\n"
+                ));
+            }
+            t
+        };
+        let run = |v4: &[(&str, u32, &str)], v6: &[(&str, u32, &str)], conf: Option<&str>| {
             let dir = tempfile::tempdir().unwrap();
             let bin = dir.path().join("bin");
+            let proc = dir.path().join("proc");
+            std::fs::create_dir_all(proc.join("4242")).unwrap();
+            std::fs::create_dir_all(proc.join("net")).unwrap();
             std::fs::create_dir(&bin).unwrap();
+            std::fs::write(
+                proc.join("4242/status"),
+                "Name:\tfreeswitch\nUid:\t999\t999\t999\t999\nGid:\t997\t997\t997\t997\n",
+            )
+            .unwrap();
+            std::fs::write(proc.join("net/tcp"), tcp(v4)).unwrap();
+            std::fs::write(proc.join("net/tcp6"), tcp(v6)).unwrap();
             for (name, body) in [
-                (
-                    "systemctl",
-                    format!("printf 'MainPID={me}\\nLoadState=loaded\\n'"),
-                ),
-                (
-                    "ss",
-                    format!(
-                        "case \"$2\" in 'sport = :'*) p=${{2#sport = :}} ;; esac\nprintf '%s' '{ss}' | grep \":$p \"; true"
-                    ),
-                ),
-                ("fs_cli", "echo \"fs_cli $*\"".to_string()),
+                ("systemctl", "printf 'MainPID=4242\\nLoadState=loaded\\n'"),
+                ("fs_cli", "echo \"fs_cli $*\""),
             ] {
                 let p = bin.join(name);
                 std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
@@ -1851,7 +1887,7 @@ port 22\n";
             );
             let out = std::process::Command::new("sh")
                 .arg("-c")
-                .arg(fs_cli_status_snippet(5))
+                .arg(fs_cli_status_snippet_in(5, proc.to_str().unwrap()))
                 .env("PATH", path)
                 .env("HOME", dir.path())
                 .output()
@@ -1861,28 +1897,44 @@ port 22\n";
                 String::from_utf8_lossy(&out.stdout).into_owned(),
             )
         };
-        let own = format!("LISTEN 0 5 127.0.0.1:8021 0.0.0.0:* uid:{uid} ino:1 sk:1 <->\n");
-        assert_eq!(run(&own, None), (Some(0), "fs_cli -x status\n".into()));
-        let theirs = format!("{own}LISTEN 0 5 127.0.0.2:8021 0.0.0.0:* uid:4242 ino:2 sk:2 <->\n");
-        let (code, text) = run(&theirs, None);
+        const LO: &str = "0100007F:1F55"; // 127.0.0.1:8021
+        const LO2: &str = "0200007F:1F55"; // 127.0.0.2:8021
+        const ANY6: &str = "00000000000000000000000000000000:1F55"; // [::]:8021
+        let own = [(LO, 999, "0A")];
+        assert_eq!(run(&own, &[], None), (Some(0), "fs_cli -x status\n".into()));
+        assert_eq!(
+            run(&[], &[(ANY6, 999, "0A")], None).0,
+            Some(0),
+            "stock `::`"
+        );
+        // An established connection of another user on the port is no listener.
+        assert_eq!(
+            run(&[(LO, 999, "0A"), (LO2, 1001, "01")], &[], None).0,
+            Some(0)
+        );
+        let (code, text) = run(&[(LO, 999, "0A"), (LO2, 1001, "0A")], &[], None);
         assert_eq!(code, Some(FSCLI_GATED), "{text}");
         assert!(
-            text.contains("TCP port 8021") && !text.contains("fs_cli -x"),
+            text.contains("TCP port 8021 on this host is not held by FreeSWITCH (uid 999) alone")
+                && !text.contains("fs_cli -x"),
             "{text}"
         );
-        // A cgroup path holding ` uid:ME ` does not make another user's socket FreeSWITCH's.
-        let forged = format!(
-            "LISTEN 0 5 127.0.0.1:8021 0.0.0.0:* uid:4242 ino:2 sk:2 cgroup:/u/ uid:{uid} <->\n"
-        );
-        assert_eq!(run(&forged, None).0, Some(FSCLI_GATED));
-        assert_eq!(run("", None).0, Some(FSCLI_GATED), "nothing listens");
+        assert_eq!(run(&own, &[(ANY6, 1001, "0A")], None).0, Some(FSCLI_GATED));
+        assert_eq!(run(&[], &[], None).0, Some(FSCLI_GATED), "nothing listens");
         // The config's port and host are the ones checked.
         let conf = "[default]\nhost => 127.0.0.1\nport => 8022\npassword => x\n";
-        assert_eq!(run(&own, Some(conf)).0, Some(FSCLI_GATED));
-        let own22 = own.replace(":8021", ":8022");
-        assert_eq!(run(&own22, Some(conf)).0, Some(0));
-        for bad in ["HOST = 127.0.0.2\n", "host=10.0.0.5\n", "port => 80x\n"] {
-            let (code, text) = run(&own, Some(bad));
+        assert_eq!(run(&own, &[], Some(conf)).0, Some(FSCLI_GATED));
+        assert_eq!(
+            run(&[("0100007F:1F56", 999, "0A")], &[], Some(conf)).0,
+            Some(0)
+        );
+        for bad in [
+            "HOST = 127.0.0.2\n",
+            "host=10.0.0.5\n",
+            "port => 80x\n",
+            "port => 73557\n",
+        ] {
+            let (code, text) = run(&own, &[], Some(bad));
             assert_eq!(code, Some(FSCLI_GATED), "{bad}: {text}");
         }
     }
