@@ -119,6 +119,11 @@ pub async fn run(
     let target = match esl_target::from_sections(&f.sections, &es.listen_ip, es.listen_port) {
         Ok(t) => t,
         Err(r) if offline_ok && r.is_absence() => return offline(evidence, es, r.to_string()),
+        Err(r) if r.is_absence() => {
+            return Err(StepError::Refused(format!(
+                "{r}; start FreeSWITCH, or re-run with --offline-ok to edit configs without reloading"
+            )));
+        }
         Err(r) => return Err(StepError::Refused(r.to_string())),
     };
     evidence.push(target.evidence.clone());
