@@ -193,7 +193,7 @@ fn notice_suffix(notice: &Option<String>) -> String {
 
 impl EslError {
     /// Worth another connection attempt while FreeSWITCH restarts its Event Socket listener.
-    fn is_transient(&self) -> bool {
+    pub fn is_transient(&self) -> bool {
         matches!(
             self,
             EslError::Connect { .. }

@@ -84,6 +84,27 @@ pub struct Freeswitch {
     pub ready: Option<bool>,
 }
 
+/// The running FreeSWITCH process: who it runs as. Read from systemd's main PID of the
+/// `freeswitch` unit (systemd tracks it: no local user can fake it), else, on hosts without that
+/// unit (source builds), from `pidof freeswitch` when every such process runs as the same user.
+/// The uid and gid are the effective ones of `/proc/PID/status` (readable without ptrace).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsProcess {
+    pub pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// The user name of `uid` (getent), or the number when it has none.
+    pub user: String,
+    /// The group name of `gid` (getent), or the number when it has none.
+    pub group: String,
+}
+
+impl std::fmt::Display for FsProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pid {} as {}, uid {}", self.pid, self.user, self.uid)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Facts {
     pub os: OsInfo,
@@ -95,6 +116,9 @@ pub struct Facts {
     pub sshd_ports: Vec<u16>,
     /// None: no FreeSWITCH config found (a fact, not a failure).
     pub freeswitch: Option<Freeswitch>,
+    /// None: no running FreeSWITCH could be identified (see [`parse_fs_process`] for why).
+    #[serde(default)]
+    pub fs_process: Option<FsProcess>,
     /// Installed Debian packages among [`PACKAGES`], with versions.
     pub packages: BTreeMap<String, String>,
     pub fail2ban_active: bool,
@@ -286,15 +310,111 @@ pub const UFW_STATUS_SNIPPET: &str = "command -v ufw >/dev/null || exit 1\n\
      if grep -qsi '^ENABLED=yes' /etc/ufw/ufw.conf && iptables -w -n -L ufw-user-input >/dev/null 2>&1; \
      then echo 'Status: active'; else echo 'Status: inactive'; fi";
 
-/// The section with the host's TCP listeners: `ss -Hltnp` (column 4 is `ADDR:PORT`, the
-/// process is named on the line), then `port N` lines of `sshd -T` when ss shows no sshd
-/// (`sshd -T` parses the whole sshd config: only when needed). One `ss` serves the sshd
-/// ports, harden's verify and the audit's Event Socket check.
+/// The section with the host's TCP listeners: `ss -Hltnpe` (column 4 is `ADDR:PORT`, the
+/// process is named on the line when root may see it, and `-e` gives the socket's owner `uid:N`
+/// even where root lacks CAP_SYS_PTRACE and `-p` shows nothing, as in containers; ss leaves the
+/// uid out for root), then `port N` lines of `sshd -T` when ss shows no sshd (`sshd -T` parses
+/// the whole sshd config: only when needed). One `ss` serves the sshd ports, harden's verify, the
+/// audit's Event Socket checks and the proof of whose Event Socket fsfleet talks to.
 pub const LISTEN: &str = "listen";
-const LISTEN_SNIPPET: &str = "l=$(ss -Hltnp 2>/dev/null); rc=$?\n\
+pub(crate) const LISTEN_SNIPPET: &str = "l=$(ss -Hltnpe 2>/dev/null); rc=$?\n\
      printf '%s\\n' \"$l\"\n\
      case \"$l\" in *'\"sshd\"'*) ;; *) sshd -T 2>/dev/null | grep -i '^port ' ;; esac\n\
      exit $rc";
+
+/// The section naming the running FreeSWITCH process (see [`FsProcess`], [`parse_fs_process`]).
+pub const FS_PROCESS: &str = "fs_process";
+
+/// Shell function `fs_proc`: prints `via systemd|pidof`, then `proc PID UID GID` (effective
+/// ids, from `PROC/PID/status`) per candidate process. `pidof` only when the host has no
+/// `freeswitch` unit at all: with a unit and no main PID, FreeSWITCH is not running, whatever
+/// else is called freeswitch. `proc` is `/proc` but in tests.
+fn fs_proc_fn(proc: &str) -> String {
+    let proc = sh_quote(proc);
+    format!(
+        "fs_proc() {{\n\
+         m=$(systemctl show -p LoadState -p MainPID freeswitch 2>/dev/null)\n\
+         s=$(printf '%s\\n' \"$m\" | sed -n 's/^LoadState=//p')\n\
+         if [ -n \"$s\" ] && [ \"$s\" != not-found ]; then echo 'via systemd'; p=$(printf '%s\\n' \"$m\" | sed -n 's/^MainPID=//p')\n\
+         else echo 'via pidof'; p=$(pidof freeswitch); fi\n\
+         for q in $p; do case \"$q\" in ''|0|*[!0-9]*) continue ;; esac\n\
+         awk -v p=\"$q\" '/^Uid:/ && u == \"\" {{u = $3}} /^Gid:/ && g == \"\" {{g = $3}} END {{if (u != \"\" && g != \"\") print \"proc\", p, u, g}}' {proc}/\"$q/status\"\n\
+         done\n\
+         }}"
+    )
+}
+
+pub(crate) fn fs_process_snippet() -> String {
+    fs_process_snippet_in("/proc")
+}
+
+fn fs_process_snippet_in(proc: &str) -> String {
+    format!(
+        "{}\n\
+         o=$(fs_proc); printf '%s\\n' \"$o\"\n\
+         printf '%s\\n' \"$o\" | awk '$1 == \"proc\" {{print $3, $4}}' | sort -u | while read -r u g; do\n\
+         printf 'user %s %s\\n' \"$u\" \"$(getent passwd \"$u\" | cut -d: -f1)\"\n\
+         printf 'group %s %s\\n' \"$g\" \"$(getent group \"$g\" | cut -d: -f1)\"\n\
+         done; true",
+        fs_proc_fn(proc)
+    )
+}
+
+/// The section with the host's own addresses (`addr IP` per interface address) and the names
+/// of the users owning TCP listeners (`name UID NAME`), for the Event Socket proof and its
+/// messages. The owners come from `/proc/net/tcp{,6}` (state 0A, column 8): a second `ss -e`
+/// would walk the cgroup tree again (~40 ms of system CPU on the testbed).
+pub const NET: &str = "net";
+pub(crate) const NET_SNIPPET: &str = "ip -o addr show 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == \"inet\" || $i == \"inet6\") {a = $(i + 1); sub(/\\/.*/, \"\", a); print \"addr\", a}}'\n\
+     awk '$4 == \"0A\" && $8 ~ /^[0-9]+$/ {print $8}' /proc/net/tcp /proc/net/tcp6 2>/dev/null | sort -un | while read -r u; do\n\
+     printf 'name %s %s\\n' \"$u\" \"$(getent passwd \"$u\" | cut -d: -f1)\"; done; true";
+
+/// Shell function `fscli_gate` (needs `fs_proc`): succeeds only when the Event Socket that
+/// `fs_cli` would send its stored password to is FreeSWITCH's own: every host in root's fs_cli
+/// config (the first of `$HOME/.fs_cli_conf`, `/etc/fs_cli.conf`, FACTS §3) is loopback, and every
+/// TCP listener on each of its ports (8021 by default) belongs to the running FreeSWITCH's user.
+/// Otherwise it prints why (`fsfleet: fs_cli not run: ...`) and fails. Stricter than the proof
+/// the Event Socket client makes (any other listener on the port refuses). The owners are the
+/// kernel's own `PROC/net/tcp{,6}` (listening state 0A, port in hex, uid in column 8): no text a
+/// user chose (process names, cgroup paths) is on those lines.
+fn fscli_gate_fn(proc: &str) -> String {
+    let proc = sh_quote(proc);
+    format!(
+        "fscli_gate() {{\n\
+         u=$(fs_proc | awk '$1 == \"proc\" {{n++; if (u == \"\") u = $3; else if (u != $3) bad = 1}} END {{if (n > 0 && !bad) print u}}')\n\
+         [ -n \"$u\" ] || {{ echo 'fsfleet: fs_cli not run: the running FreeSWITCH process could not be identified'; return 1; }}\n\
+         f=''; for c in \"$HOME/.fs_cli_conf\" /etc/fs_cli.conf; do [ -e \"$c\" ] && {{ f=$c; break; }}; done\n\
+         kv=''; [ -n \"$f\" ] && kv=$(awk '/^[#;]/ {{next}} {{l = $0; sub(/^[ \\t]+/, \"\", l); lk = tolower(l)}} lk ~ /^(host|port)[ \\t]*=/ {{k = lk; sub(/[ \\t]*=.*/, \"\", k); v = l; sub(/^[A-Za-z]+[ \\t]*=>?[ \\t]*/, \"\", v); sub(/[ \\t\\r]+$/, \"\", v); print k, v}}' \"$f\")\n\
+         h=$(printf '%s\\n' \"$kv\" | awk '$1 == \"host\" {{print $2}}'); p=$(printf '%s\\n' \"$kv\" | awk '$1 == \"port\" {{print $2}}')\n\
+         for x in ${{h:-127.0.0.1}}; do case \"$x\" in 127.0.0.1|::1|localhost) ;; *) echo \"fsfleet: fs_cli not run: its config points it at $x, not this host's loopback\"; return 1 ;; esac; done\n\
+         for x in ${{p:-8021}}; do case \"$x\" in ''|*[!0-9]*) echo \"fsfleet: fs_cli not run: its config has port $x\"; return 1 ;; esac\n\
+         [ \"$x\" -le 65535 ] || {{ echo \"fsfleet: fs_cli not run: its config has port $x\"; return 1; }}\n\
+         x16=$(printf '%04X' \"$x\")\n\
+         awk -v u=\"$u\" -v p=\":$x16\" 'BEGIN {{n = 0; ok = 1}} $4 == \"0A\" && substr($2, length($2) - 4) == p {{n++; if ($8 != u) ok = 0}} END {{exit !(n > 0 && ok)}}' {proc}/net/tcp {proc}/net/tcp6 2>/dev/null || \
+         {{ echo \"fsfleet: fs_cli not run: TCP port $x on this host is not held by FreeSWITCH (uid $u) alone\"; return 1; }}\n\
+         done\n\
+         }}"
+    )
+}
+
+/// Exit status of the fs_status snippet (and verify's fs_cli check) when the gate kept fs_cli
+/// from running.
+pub const FSCLI_GATED: i32 = 7;
+
+/// `fs_cli -x status`, only through the gate (see [`fscli_gate_fn`]): fs_cli sends the password
+/// of its config to whatever listens where that config says.
+pub fn fs_cli_status_snippet(limit_secs: u32) -> String {
+    fs_cli_status_snippet_in(limit_secs, "/proc")
+}
+
+fn fs_cli_status_snippet_in(limit_secs: u32, proc: &str) -> String {
+    format!(
+        "command -v fs_cli >/dev/null || exit 1\n{}\n{}\n\
+         fscli_gate || exit {FSCLI_GATED}\ntimeout {limit_secs} fs_cli -x status",
+        fs_proc_fn(proc),
+        fscli_gate_fn(proc)
+    )
+}
 
 /// Local addresses (`127.0.0.1`, `[::1]`, `*`) listening on TCP `port`, from the [`LISTEN`]
 /// section (column 4 of `ss`, `ADDR:PORT`).
@@ -325,6 +445,302 @@ pub fn is_loopback(addr: &str) -> bool {
         }
 }
 
+/// Why no [`FsProcess`] could be read from the [`FS_PROCESS`] section.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FsProcessError {
+    #[error(
+        "the freeswitch unit has no main process (systemctl show -p MainPID): FreeSWITCH is not running"
+    )]
+    NotRunningUnit,
+    #[error("no process named freeswitch runs (pidof; the host has no freeswitch unit)")]
+    NotRunning,
+    #[error(
+        "processes named freeswitch run as several users (uids {0}): cannot tell which one is FreeSWITCH"
+    )]
+    SeveralUsers(String),
+    #[error("the FreeSWITCH process could not be read on the host: {0}")]
+    Unreadable(String),
+}
+
+/// A user or group name as shown to the operator: what getent printed when it is a plain name,
+/// else the number.
+fn account_name(name: Option<&str>, id: u32) -> String {
+    match name {
+        Some(n)
+            if !n.is_empty()
+                && n.len() <= 64
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '$')) =>
+        {
+            n.to_string()
+        }
+        _ => id.to_string(),
+    }
+}
+
+/// Parse the [`FS_PROCESS`] section: `via systemd|pidof`, `proc PID UID GID` lines, then
+/// `user UID NAME` / `group GID NAME`. With systemd exactly one process (the unit's main PID);
+/// with pidof every process must run as the same uid (the lowest pid is reported), so a
+/// look-alike process named freeswitch run by another user makes the fact absent, never wrong.
+pub fn parse_fs_process(text: &str) -> Result<FsProcess, FsProcessError> {
+    let bad = |what: &str| FsProcessError::Unreadable(what.to_string());
+    let mut via: Option<&str> = None;
+    let mut procs: Vec<(u32, u32, u32)> = Vec::new();
+    let mut users: BTreeMap<u32, String> = BTreeMap::new();
+    let mut groups: BTreeMap<u32, String> = BTreeMap::new();
+    for line in text.lines() {
+        let mut w = line.split_whitespace();
+        match w.next() {
+            Some("via") => {
+                let v = w.next().ok_or_else(|| bad("empty via line"))?;
+                if via.is_some() || w.next().is_some() || !matches!(v, "systemd" | "pidof") {
+                    return Err(bad("unexpected via line"));
+                }
+                via = Some(v);
+            }
+            Some("proc") => {
+                let nums: Vec<u32> = w
+                    .map(|x| x.parse::<u32>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| bad("a process line that is not numbers"))?;
+                let [pid, uid, gid] = nums[..] else {
+                    return Err(bad("a process line without pid, uid and gid"));
+                };
+                if pid == 0 {
+                    return Err(bad("pid 0"));
+                }
+                procs.push((pid, uid, gid));
+            }
+            Some(kind @ ("user" | "group")) => {
+                let Some(Ok(id)) = w.next().map(str::parse::<u32>) else {
+                    continue;
+                };
+                let name = account_name(w.next(), id);
+                if kind == "user" {
+                    users.insert(id, name);
+                } else {
+                    groups.insert(id, name);
+                }
+            }
+            _ => {}
+        }
+    }
+    let chosen = match via {
+        None => return Err(bad("no systemd or pidof answer")),
+        Some("systemd") => match procs[..] {
+            [] => return Err(FsProcessError::NotRunningUnit),
+            [one] => one,
+            _ => return Err(bad("several main processes for one unit")),
+        },
+        Some(_) => {
+            let mut uids: Vec<u32> = procs.iter().map(|p| p.1).collect();
+            uids.sort_unstable();
+            uids.dedup();
+            match uids[..] {
+                [] => return Err(FsProcessError::NotRunning),
+                [_] => procs
+                    .iter()
+                    .copied()
+                    .min_by_key(|p| p.0)
+                    .unwrap_or_default(),
+                _ => {
+                    let list = uids
+                        .iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return Err(FsProcessError::SeveralUsers(list));
+                }
+            }
+        }
+    };
+    let (pid, uid, gid) = chosen;
+    Ok(FsProcess {
+        pid,
+        uid,
+        gid,
+        user: users.get(&uid).cloned().unwrap_or_else(|| uid.to_string()),
+        group: groups.get(&gid).cloned().unwrap_or_else(|| gid.to_string()),
+    })
+}
+
+/// A process `ss -p` names on a listener line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SsProcess {
+    /// The process name (`comm`): chosen by whoever runs it, never proof of anything.
+    pub name: String,
+    pub pid: u32,
+}
+
+/// One TCP listener of the [`LISTEN`] section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// The local address as ss prints it, without interface and port: `127.0.0.1`, `[::1]`,
+    /// `0.0.0.0`, `*` (IPv6 any, dual-stack), `[::]` (IPv6 any, v6-only).
+    pub address: String,
+    pub port: u16,
+    /// The socket's owner (ss `-e`; no `uid:` means root). None: the line's details could not be
+    /// read, so nobody may be assumed to own it.
+    pub uid: Option<u32>,
+    /// The processes holding the socket, when ss may see them (`-p`).
+    pub processes: Vec<SsProcess>,
+}
+
+impl Listener {
+    /// The address as an IP, when it is one (not a wildcard). IPv4-mapped IPv6 addresses are
+    /// the IPv4 address they carry.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        let a = self.address.trim_start_matches('[').trim_end_matches(']');
+        let ip: std::net::IpAddr = a.parse().ok()?;
+        Some(ip.to_canonical())
+    }
+
+    /// `127.0.0.1:8021`, `[::1]:8021`, `*:8021`.
+    pub fn socket(&self) -> String {
+        format!("{}:{}", self.address, self.port)
+    }
+}
+
+/// The next whitespace-separated token and the rest after it.
+fn token(s: &str) -> Option<(&str, &str)> {
+    let s = s.trim_start();
+    if s.is_empty() {
+        return None;
+    }
+    let end = s.find(char::is_whitespace).unwrap_or(s.len());
+    Some((&s[..end], &s[end..]))
+}
+
+/// `users:(("name",pid=N,fd=N),...)`: the entries, read from the right where ss's own text
+/// is (a process name may hold spaces, quotes and commas, never `)`: ss reads it with
+/// `%[^)]`). None when the text is not that shape.
+fn parse_users(inner: &str) -> Option<Vec<SsProcess>> {
+    inner
+        .split("),(")
+        .map(|e| {
+            let e = e.strip_prefix('"')?;
+            let (rest, fd) = e.rsplit_once(",fd=")?;
+            fd.parse::<u32>().ok()?;
+            let (name, pid) = rest.rsplit_once("\",pid=")?;
+            Some(SsProcess {
+                name: name.to_string(),
+                pid: pid.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// The owner and processes of a listener from what follows its peer column: optional
+/// `users:((...))`, then `uid:N` (absent for root) and `ino:N` right after. Anything else gives
+/// an unknown owner: later fields (`cgroup:PATH`) hold text a user may choose.
+fn parse_details(rest: &str) -> (Option<u32>, Vec<SsProcess>) {
+    let mut rest = rest.trim_start();
+    let mut processes = Vec::new();
+    if let Some(users) = rest.strip_prefix("users:((") {
+        let Some(end) = users.find("))") else {
+            return (None, Vec::new());
+        };
+        match parse_users(&users[..end]) {
+            Some(p) => processes = p,
+            None => return (None, Vec::new()),
+        }
+        rest = &users[end + 2..];
+        if !rest.is_empty() && !rest.starts_with(char::is_whitespace) {
+            return (None, processes);
+        }
+    }
+    let number = |t: &str, key: &str| t.strip_prefix(key).and_then(|n| n.parse::<u64>().ok());
+    let uid = match token(rest) {
+        Some((t, after)) if t.starts_with("uid:") => {
+            let Some(uid) = number(t, "uid:").and_then(|u| u32::try_from(u).ok()) else {
+                return (None, processes);
+            };
+            match token(after) {
+                Some((ino, _)) if number(ino, "ino:").is_some() => Some(uid),
+                _ => None,
+            }
+        }
+        Some((t, _)) if number(t, "ino:").is_some() => Some(0),
+        _ => None,
+    };
+    (uid, processes)
+}
+
+/// Every TCP listener of the [`LISTEN`] section (`ss -Hltnpe`). Lines that do not start with
+/// `LISTEN` (`sshd -T`'s `port N`) are skipped; a `LISTEN` line without a readable address and
+/// port is an error (a listener that cannot be placed must not be overlooked); a line whose
+/// owner cannot be read gives `uid: None`.
+pub fn parse_listeners(listen: &str) -> Result<Vec<Listener>, FactsError> {
+    let mut out = Vec::new();
+    for line in listen.lines() {
+        let Some(("LISTEN", rest)) = token(line) else {
+            continue;
+        };
+        let bad = || FactsError::Malformed(format!("unreadable ss line {:?}", truncate(line, 120)));
+        let (recv_q, rest) = token(rest).ok_or_else(bad)?;
+        let (send_q, rest) = token(rest).ok_or_else(bad)?;
+        let (local, rest) = token(rest).ok_or_else(bad)?;
+        let (_peer, rest) = token(rest).ok_or_else(bad)?;
+        if recv_q.parse::<u64>().is_err() || send_q.parse::<u64>().is_err() {
+            return Err(bad());
+        }
+        let (addr, port) = local.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        // `127.0.0.1%lo`, `[fe80::1]%eth0`: bound to an interface; the address decides.
+        let address = addr.split('%').next().unwrap_or(addr);
+        if address.is_empty() {
+            return Err(bad());
+        }
+        let (uid, processes) = parse_details(rest);
+        out.push(Listener {
+            address: address.to_string(),
+            port,
+            uid,
+            processes,
+        });
+    }
+    Ok(out)
+}
+
+/// The [`NET`] section: the host's interface addresses and the names of listener owners.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostNet {
+    pub addrs: Vec<std::net::IpAddr>,
+    pub names: BTreeMap<u32, String>,
+}
+
+impl HostNet {
+    pub fn parse(text: &str) -> HostNet {
+        let mut net = HostNet::default();
+        net.names.insert(0, "root".into());
+        for line in text.lines() {
+            let mut w = line.split_whitespace();
+            match w.next() {
+                Some("addr") => {
+                    if let Some(Ok(ip)) = w.next().map(str::parse::<std::net::IpAddr>) {
+                        net.addrs.push(ip.to_canonical());
+                    }
+                }
+                Some("name") => {
+                    if let Some(Ok(uid)) = w.next().map(str::parse::<u32>) {
+                        net.names.insert(uid, account_name(w.next(), uid));
+                    }
+                }
+                _ => {}
+            }
+        }
+        net
+    }
+
+    /// `uid 1001 (mallory)`, or `uid 1001` when it has no name.
+    pub fn owner(&self, uid: u32) -> String {
+        match self.names.get(&uid) {
+            Some(n) if *n != uid.to_string() => format!("uid {uid} ({n})"),
+            _ => format!("uid {uid}"),
+        }
+    }
+}
+
 /// `systemctl is-active freeswitch fail2ban` (one line per unit, in that order: one systemctl
 /// instead of two), then `pidof` when FreeSWITCH runs without its unit (built from source).
 pub const SERVICES: &str = "services";
@@ -333,13 +749,15 @@ const SERVICES_SNIPPET: &str = "a=$(systemctl is-active freeswitch fail2ban 2>/d
      case \"$a\" in active*) ;; *) pidof freeswitch >/dev/null && echo 'pidof freeswitch' ;; esac\n\
      true";
 
-/// The SSH ports from the listen section: sshd's listeners, else `sshd -T`'s `port` lines.
+/// The SSH ports from the listen section: sshd's listeners, else `sshd -T`'s `port` lines. A
+/// listener counts as sshd's only when ss names a process `sshd` AND the socket is root's: any
+/// user can name a process sshd.
 fn sshd_ports(listen: &str) -> Vec<u16> {
-    let mut ports: Vec<u16> = listen
-        .lines()
-        .filter(|l| l.contains("\"sshd\""))
-        .filter_map(|l| l.split_whitespace().nth(3))
-        .flat_map(parse_listen_ports)
+    let mut ports: Vec<u16> = parse_listeners(listen)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|l| l.uid == Some(0) && l.processes.iter().any(|p| p.name == "sshd"))
+        .map(|l| l.port)
         .collect();
     if ports.is_empty() {
         ports = listen
@@ -384,10 +802,9 @@ pub fn add_base_snippets(script: &mut Script, host: &Host) {
         &format!("for d in {logs}; do [ -d \"$d\" ] && echo \"$d\"; done; true"),
     );
     script.add(SERVICES, SERVICES_SNIPPET);
-    script.add(
-        "fs_status",
-        "command -v fs_cli >/dev/null && timeout 5 fs_cli -x status",
-    );
+    script.add(FS_PROCESS, &fs_process_snippet());
+    script.add(NET, NET_SNIPPET);
+    script.add("fs_status", &fs_cli_status_snippet(5));
     script.add(
         "packages",
         &format!("dpkg-query -W -f='${{Package}} ${{db:Status-Status}} ${{Version}}\\n' {} 2>/dev/null; true", PACKAGES.join(" ")),
@@ -441,6 +858,7 @@ pub fn parse_base(s: &Sections, session_user: &str, uses_sudo: bool) -> Facts {
         },
         sshd_ports: ports,
         freeswitch,
+        fs_process: parse_fs_process(s.text(FS_PROCESS)).ok(),
         packages: parse_packages(s.text("packages")),
         fail2ban_active,
         ufw_active: s.text("ufw_status").trim() == "Status: active",
@@ -861,6 +1279,16 @@ pub fn render_text(report: &crate::report::RunReport) -> String {
             None => "not found (no vars.xml in the known layouts)".into(),
         };
         out.push_str(&row("freeswitch", fs));
+        out.push_str(&row(
+            "fs process",
+            match &f.fs_process {
+                Some(p) => format!(
+                    "pid {}, uid {} ({}), gid {} ({})",
+                    p.pid, p.uid, p.user, p.gid, p.group
+                ),
+                None => "not identified (not running, or not one user's)".into(),
+            },
+        ));
         let pkg = |name: &str| {
             f.packages
                 .get(name)
@@ -1101,10 +1529,13 @@ mod tests {
             parse_listen_ports("0.0.0.0:22\n[::]:2222\n*:22\ngarbage\n"),
             vec![22, 2222, 22]
         );
-        // One ss for everything: sshd's listeners give the SSH ports, whatever else listens.
-        let ss = "LISTEN 0 128 0.0.0.0:2222 0.0.0.0:* users:((\"sshd\",pid=9,fd=3))\n\
-                  LISTEN 0 128 [::]:2222 [::]:* users:((\"sshd\",pid=9,fd=4))\n\
-                  LISTEN 0 5 127.0.0.1:8021 0.0.0.0:* users:((\"freeswitch\",pid=7,fd=30))\n";
+        // One ss for everything: sshd's listeners give the SSH ports, whatever else listens. A
+        // process any user may call sshd counts only on a socket of root's.
+        let ss = "LISTEN 0 128 0.0.0.0:2222 0.0.0.0:* users:((\"sshd\",pid=9,fd=3)) ino:17 sk:1 cgroup:/system.slice/ssh.service <->\n\
+                  LISTEN 0 128 [::]:2222 [::]:* users:((\"sshd\",pid=9,fd=4)) ino:18 sk:2 v6only:1 <->\n\
+                  LISTEN 0 5 127.0.0.1:8021 0.0.0.0:* users:((\"freeswitch\",pid=7,fd=30)) uid:999 ino:19 sk:3 <->\n\
+                  LISTEN 0 5 0.0.0.0:4444 0.0.0.0:* users:((\"sshd\",pid=66,fd=3)) uid:1001 ino:20 sk:4 <->\n\
+                  LISTEN 0 5 0.0.0.0:4445 0.0.0.0:* uid:1001 ino:21 sk:5 cgroup:/user.slice/\"sshd\" <->\n";
         assert_eq!(sshd_ports(ss), vec![2222]);
         // No sshd listener seen (a socket-activated sshd): `sshd -T`'s port lines.
         assert_eq!(
@@ -1136,6 +1567,381 @@ mod tests {
             "fail2ban installed 1.0.2-2\nufw not-installed \nrsyslog installed 8.2302.0-1\n",
         );
         assert_eq!(p.keys().collect::<Vec<_>>(), vec!["fail2ban", "rsyslog"]);
+    }
+}
+
+/// The FreeSWITCH process and listener owners, from real and hostile host output.
+#[cfg(test)]
+mod owners {
+    use super::*;
+
+    fn fsp(pid: u32, uid: u32, gid: u32, user: &str, group: &str) -> FsProcess {
+        FsProcess {
+            pid,
+            uid,
+            gid,
+            user: user.into(),
+            group: group.into(),
+        }
+    }
+
+    #[test]
+    fn fs_process_from_systemd_or_from_pidof_when_one_user_runs_every_freeswitch() {
+        assert_eq!(
+            parse_fs_process(
+                "via systemd\nproc 57 999 997\nuser 999 freeswitch\ngroup 997 freeswitch\n"
+            ),
+            Ok(fsp(57, 999, 997, "freeswitch", "freeswitch"))
+        );
+        assert_eq!(
+            parse_fs_process("via systemd\n"),
+            Err(FsProcessError::NotRunningUnit)
+        );
+        // A source build without a unit: several threads of one user, the lowest pid reported.
+        assert_eq!(
+            parse_fs_process("via pidof\nproc 900 0 0\nproc 812 0 0\nuser 0 root\ngroup 0 root\n"),
+            Ok(fsp(812, 0, 0, "root", "root"))
+        );
+        assert_eq!(
+            parse_fs_process("via pidof\n"),
+            Err(FsProcessError::NotRunning)
+        );
+        // A look-alike named freeswitch run by another user: no fact, never a wrong uid.
+        assert_eq!(
+            parse_fs_process(
+                "via pidof\nproc 57 999 997\nproc 4242 1001 1001\nuser 999 freeswitch\nuser 1001 mallory\n"
+            ),
+            Err(FsProcessError::SeveralUsers("999, 1001".into()))
+        );
+        // Names are shown only when they are plain names.
+        assert_eq!(
+            parse_fs_process("via systemd\nproc 57 999 997\nuser 999 \u{1b}[31mx\ngroup 997\n"),
+            Ok(fsp(57, 999, 997, "999", "997"))
+        );
+    }
+
+    #[test]
+    fn fs_process_parser_refuses_hostile_output() {
+        for text in [
+            "",
+            "garbage\n",
+            "proc 57 999 997\n",
+            "via systemd\nvia pidof\nproc 57 999 997\n",
+            "via systemd\nproc 57 999 997\nproc 58 999 997\n",
+            "via systemd\nproc 57 999\n",
+            "via systemd\nproc 57 999 997 5\n",
+            "via systemd\nproc -57 999 997\n",
+            "via systemd\nproc 57 99999999999 997\n",
+            "via systemd\nproc 0 0 0\n",
+            "via upstart\nproc 57 999 997\n",
+            "via systemd extra\nproc 57 999 997\n",
+            "via pidof\nproc 57 0x3e7 997\n",
+        ] {
+            assert!(
+                matches!(parse_fs_process(text), Err(FsProcessError::Unreadable(_))),
+                "{text:?}: {:?}",
+                parse_fs_process(text)
+            );
+        }
+    }
+
+    /// The snippet itself, run by the local shell with stand-ins for systemctl and pidof that
+    /// name this test's own process: the effective uid and gid of /proc/PID/status come back.
+    #[test]
+    fn fs_process_snippet_reads_proc_status_of_the_unit_or_of_pidof() {
+        use std::os::unix::fs::PermissionsExt;
+        let me = std::process::id();
+        let id = |flag: &str| -> u32 {
+            let out = std::process::Command::new("id").arg(flag).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+        };
+        let (uid, gid) = (id("-u"), id("-g"));
+        let run = |systemctl: &str, pidof: &str| {
+            let bin = tempfile::tempdir().unwrap();
+            for (name, body) in [("systemctl", systemctl), ("pidof", pidof)] {
+                let p = bin.path().join(name);
+                std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+                std::fs::set_permissions(&p, PermissionsExt::from_mode(0o755)).unwrap();
+            }
+            let mut s = Script::new();
+            s.add(FS_PROCESS, &fs_process_snippet());
+            let path = format!(
+                "{}:{}",
+                bin.path().display(),
+                std::env::var("PATH").unwrap_or_default()
+            );
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(s.text())
+                .env("PATH", path)
+                .output()
+                .unwrap();
+            parse_fs_process(s.parse(&out.stdout).unwrap().text(FS_PROCESS))
+        };
+        let unit = run(
+            &format!("printf 'MainPID={me}\\nLoadState=loaded\\n'"),
+            "echo 1",
+        )
+        .unwrap();
+        assert_eq!((unit.pid, unit.uid, unit.gid), (me, uid, gid));
+        assert!(!unit.user.is_empty());
+        // A unit that exists but has no main process: not running, whatever pidof says.
+        assert_eq!(
+            run(
+                "printf 'MainPID=0\\nLoadState=loaded\\n'",
+                &format!("echo {me}")
+            ),
+            Err(FsProcessError::NotRunningUnit)
+        );
+        // No unit at all (source build): pidof.
+        let src = run(
+            "printf 'MainPID=0\\nLoadState=not-found\\n'",
+            &format!("echo {me}"),
+        )
+        .unwrap();
+        assert_eq!((src.pid, src.uid), (me, uid));
+        // No systemd: pidof too; a pid that is gone is no process.
+        assert_eq!(
+            run("exit 1", "echo 999999999").unwrap_err(),
+            FsProcessError::NotRunning
+        );
+    }
+
+    /// Real `ss -Hltnpe` lines of a testbed host (root without CAP_SYS_PTRACE: no process for
+    /// FreeSWITCH's sockets, only their uid).
+    const TESTBED: &str = "LISTEN 0      128       0.0.0.0:22    0.0.0.0:* users:((\"sshd\",pid=62,fd=3)) ino:171870 sk:101b cgroup:/docker/de86/system.slice/ssh.service <->         \n\
+LISTEN 0      128    172.20.0.2:5080  0.0.0.0:* uid:999 ino:171005 sk:101c cgroup:/docker/de86/system.slice/freeswitch.service <->                       \n\
+LISTEN 0      4096   127.0.0.11:46859 0.0.0.0:* ino:171092 sk:101e cgroup:/ <->\n\
+LISTEN 0      128          [::]:22       [::]:* users:((\"sshd\",pid=62,fd=4)) ino:171881 sk:101f cgroup:/docker/de86/system.slice/ssh.service v6only:1 <->\n\
+LISTEN 0      128             *:8021        *:* uid:999 ino:171008 sk:1020 cgroup:/docker/de86/system.slice/freeswitch.service v6only:0 <->              \n\
+port 22\n";
+
+    #[test]
+    fn listeners_parse_with_owner_and_process_and_the_old_helpers_still_work() {
+        let l = parse_listeners(TESTBED).unwrap();
+        type Row<'a> = (&'a str, u16, Option<u32>, Vec<(&'a str, u32)>);
+        let got: Vec<Row> = l
+            .iter()
+            .map(|l| {
+                (
+                    l.address.as_str(),
+                    l.port,
+                    l.uid,
+                    l.processes
+                        .iter()
+                        .map(|p| (p.name.as_str(), p.pid))
+                        .collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("0.0.0.0", 22, Some(0), vec![("sshd", 62)]),
+                ("172.20.0.2", 5080, Some(999), vec![]),
+                ("127.0.0.11", 46859, Some(0), vec![]),
+                ("[::]", 22, Some(0), vec![("sshd", 62)]),
+                ("*", 8021, Some(999), vec![]),
+            ]
+        );
+        assert_eq!(listeners(TESTBED, 8021), vec!["*"]);
+        assert_eq!(sshd_ports(TESTBED), vec![22]);
+        assert_eq!(l[4].ip(), None);
+        assert_eq!(l[1].ip(), Some("172.20.0.2".parse().unwrap()));
+        assert_eq!(l[4].socket(), "*:8021");
+        // An interface scope, IPv6, a v4-mapped address, several processes.
+        let l = parse_listeners(
+            "LISTEN 0 5 127.0.0.1%lo:8021 0.0.0.0:* uid:999 ino:1 sk:1 <->\n\
+             LISTEN 0 5 [fe80::1]%eth0:8021 [::]:* uid:999 ino:2 sk:2 <->\n\
+             LISTEN 0 5 [::ffff:127.0.0.1]:8021 [::]:* users:((\"freeswitch\",pid=57,fd=30),(\"sh\",pid=99,fd=30)) uid:999 ino:3 sk:3 <->\n",
+        )
+        .unwrap();
+        assert_eq!(l[0].address, "127.0.0.1");
+        assert_eq!(l[1].address, "[fe80::1]");
+        assert_eq!(l[2].ip(), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(
+            l[2].processes,
+            vec![
+                SsProcess {
+                    name: "freeswitch".into(),
+                    pid: 57
+                },
+                SsProcess {
+                    name: "sh".into(),
+                    pid: 99
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_process_name_or_cgroup_a_user_chose_never_forges_an_owner() {
+        // Names with spaces, quotes and `uid:` inside; the socket's own uid is what counts.
+        let l = parse_listeners(
+            "LISTEN 0 5 127.0.0.2:8021 0.0.0.0:* users:((\"x\\\" uid:999 ino:1\",pid=4242,fd=3)) uid:1001 ino:9 sk:9 <->\n",
+        )
+        .unwrap();
+        assert_eq!(l[0].uid, Some(1001));
+        assert_eq!(l[0].processes[0].pid, 4242);
+        // A cgroup path (a delegated subtree's user may name it) comes after uid and ino.
+        let l = parse_listeners(
+            "LISTEN 0 5 127.0.0.2:8021 0.0.0.0:* uid:1001 ino:9 sk:9 cgroup:/user.slice/x uid:999 ino:1 <->\n\
+             LISTEN 0 5 127.0.0.3:8021 0.0.0.0:* ino:9 sk:9 cgroup:/user.slice/ uid:999 <->\n",
+        )
+        .unwrap();
+        assert_eq!((l[0].uid, l[1].uid), (Some(1001), Some(0)));
+        // A name with a newline splits the line: the real listener keeps no owner (so it is
+        // nobody's to trust), the rest is not a listener line.
+        let l = parse_listeners(
+            "LISTEN 0 5 127.0.0.2:8021 0.0.0.0:* users:((\"a\n1 2 3 *:8021 \",pid=4242,fd=3)) uid:1001 ino:9 sk:9 <->\n",
+        )
+        .unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!((l[0].port, l[0].uid), (8021, None));
+        // Details that are not ss's shape: owner unknown.
+        for rest in [
+            "",
+            "users:((\"x\",pid=1,fd=3)",
+            "users:((x,pid=1,fd=3)) uid:5 ino:1",
+            "users:((\"x\",pid=one,fd=3)) ino:1",
+            "users:((\"x\",pid=1,fd=3))uid:5 ino:1",
+            "uid:5",
+            "uid:5 sk:1",
+            "uid:-5 ino:1",
+            "uid:99999999999 ino:1",
+            "cgroup:/ uid:999 ino:1",
+        ] {
+            let l =
+                parse_listeners(&format!("LISTEN 0 5 127.0.0.1:8021 0.0.0.0:* {rest}\n")).unwrap();
+            assert_eq!(l[0].uid, None, "{rest:?}");
+        }
+        // A LISTEN line without a readable place is an error, never skipped.
+        for line in [
+            "LISTEN 0 5 127.0.0.1 0.0.0.0:*",
+            "LISTEN 0 5 127.0.0.1:80211 0.0.0.0:*",
+            "LISTEN x 5 127.0.0.1:8021 0.0.0.0:*",
+            "LISTEN 0 5 :8021 0.0.0.0:*",
+            "LISTEN 0 5",
+        ] {
+            assert!(parse_listeners(line).is_err(), "{line}");
+        }
+    }
+
+    #[test]
+    fn host_addresses_and_owner_names() {
+        let net = HostNet::parse(
+            "addr 127.0.0.1\naddr ::1\naddr 172.20.0.2\naddr fe80::42:acff:fe14:2\naddr bogus\n\
+             name 999 freeswitch\nname 1001 mallory\nname 1002 \nname 1003 a;b\nname x y\n",
+        );
+        assert_eq!(net.addrs.len(), 4);
+        assert!(net.addrs.contains(&"172.20.0.2".parse().unwrap()));
+        assert_eq!(net.owner(1001), "uid 1001 (mallory)");
+        assert_eq!(net.owner(0), "uid 0 (root)");
+        assert_eq!(net.owner(1002), "uid 1002");
+        assert_eq!(net.owner(1003), "uid 1003");
+        assert_eq!(net.owner(7), "uid 7");
+    }
+
+    /// The fs_cli gate, run by the local shell with stand-ins for systemctl (FreeSWITCH is pid
+    /// 4242, uid 999) and fs_cli, on a scratch proc tree: fs_cli runs only when every listener on
+    /// its port is FreeSWITCH's user's and its config names loopback.
+    #[test]
+    fn fs_cli_runs_only_towards_freeswitchs_own_listener() {
+        use std::os::unix::fs::PermissionsExt;
+        // /proc/net/tcp lines: (local address in hex, uid, state).
+        let tcp = |rows: &[(&str, u32, &str)]| {
+            let mut t = String::from(
+                "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n",
+            );
+            for (i, (local, uid, st)) in rows.iter().enumerate() {
+                t.push_str(&format!(
+                    "   {i}: {local} 00000000:0000 {st} 00000000:00000000 00:00000000 00000000   {uid}        0 1234{i} 1 0000000000000000 100 0 0 10 0\n"
+                ));
+            }
+            t
+        };
+        let run = |v4: &[(&str, u32, &str)], v6: &[(&str, u32, &str)], conf: Option<&str>| {
+            let dir = tempfile::tempdir().unwrap();
+            let bin = dir.path().join("bin");
+            let proc = dir.path().join("proc");
+            std::fs::create_dir_all(proc.join("4242")).unwrap();
+            std::fs::create_dir_all(proc.join("net")).unwrap();
+            std::fs::create_dir(&bin).unwrap();
+            std::fs::write(
+                proc.join("4242/status"),
+                "Name:\tfreeswitch\nUid:\t999\t999\t999\t999\nGid:\t997\t997\t997\t997\n",
+            )
+            .unwrap();
+            std::fs::write(proc.join("net/tcp"), tcp(v4)).unwrap();
+            std::fs::write(proc.join("net/tcp6"), tcp(v6)).unwrap();
+            for (name, body) in [
+                ("systemctl", "printf 'MainPID=4242\\nLoadState=loaded\\n'"),
+                ("fs_cli", "echo \"fs_cli $*\""),
+            ] {
+                let p = bin.join(name);
+                std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+                std::fs::set_permissions(&p, PermissionsExt::from_mode(0o755)).unwrap();
+            }
+            if let Some(c) = conf {
+                std::fs::write(dir.path().join(".fs_cli_conf"), c).unwrap();
+            }
+            let path = format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            );
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(fs_cli_status_snippet_in(5, proc.to_str().unwrap()))
+                .env("PATH", path)
+                .env("HOME", dir.path())
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        };
+        const LO: &str = "0100007F:1F55"; // 127.0.0.1:8021
+        const LO2: &str = "0200007F:1F55"; // 127.0.0.2:8021
+        const ANY6: &str = "00000000000000000000000000000000:1F55"; // [::]:8021
+        let own = [(LO, 999, "0A")];
+        assert_eq!(run(&own, &[], None), (Some(0), "fs_cli -x status\n".into()));
+        assert_eq!(
+            run(&[], &[(ANY6, 999, "0A")], None).0,
+            Some(0),
+            "stock `::`"
+        );
+        // An established connection of another user on the port is no listener.
+        assert_eq!(
+            run(&[(LO, 999, "0A"), (LO2, 1001, "01")], &[], None).0,
+            Some(0)
+        );
+        let (code, text) = run(&[(LO, 999, "0A"), (LO2, 1001, "0A")], &[], None);
+        assert_eq!(code, Some(FSCLI_GATED), "{text}");
+        assert!(
+            text.contains("TCP port 8021 on this host is not held by FreeSWITCH (uid 999) alone")
+                && !text.contains("fs_cli -x"),
+            "{text}"
+        );
+        assert_eq!(run(&own, &[(ANY6, 1001, "0A")], None).0, Some(FSCLI_GATED));
+        assert_eq!(run(&[], &[], None).0, Some(FSCLI_GATED), "nothing listens");
+        // The config's port and host are the ones checked.
+        let conf = "[default]\nhost => 127.0.0.1\nport => 8022\npassword => x\n";
+        assert_eq!(run(&own, &[], Some(conf)).0, Some(FSCLI_GATED));
+        assert_eq!(
+            run(&[("0100007F:1F56", 999, "0A")], &[], Some(conf)).0,
+            Some(0)
+        );
+        for bad in [
+            "HOST = 127.0.0.2\n",
+            "host=10.0.0.5\n",
+            "port => 80x\n",
+            "port => 73557\n",
+        ] {
+            let (code, text) = run(&own, &[], Some(bad));
+            assert_eq!(code, Some(FSCLI_GATED), "{bad}: {text}");
+        }
     }
 }
 
@@ -1190,11 +1996,18 @@ mod hostile {
                 let _ = parse_os_release(sec.text("os"));
                 let _ = parse_listen_ports(sec.text("os"));
                 let _ = parse_status_line(sec.text("os"));
+                let _ = parse_listeners(sec.text("os"));
+                let _ = parse_fs_process(sec.text("os"));
+                let _ = HostNet::parse(sec.text("os"));
+                let _ = sshd_ports(sec.text("os"));
             }
             let text = String::from_utf8_lossy(&bytes);
             let _ = Files::parse(&text);
             let _ = Files::parse(&format!("F\t{text}"));
             let _ = Files::parse(&format!("F\t/p\t644 root root 1\t{text}"));
+            let _ = parse_listeners(&format!("LISTEN 0 5 127.0.0.1:8021 *:* {text}"));
+            let _ = parse_listeners(&format!("LISTEN 0 5 127.0.0.1:8021 *:* users:(({text}"));
+            let _ = parse_fs_process(&format!("via systemd\nproc {text}"));
         }
     }
 

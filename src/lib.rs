@@ -6,6 +6,7 @@ pub mod cmd;
 pub mod conf;
 pub mod display;
 pub mod esl;
+pub mod esl_target;
 pub mod facts;
 pub mod fleet;
 pub mod harden;

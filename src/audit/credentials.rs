@@ -215,6 +215,10 @@ fn fs_cli_connects(ev: &Evidence) -> Finding {
         (Some(1), _, _) if text.trim().is_empty() => {
             Finding::skipped("fs_cli is not installed on the host")
         }
+        (Some(crate::facts::FSCLI_GATED), _, _) => Finding::error(format!(
+            "{} (fs_cli would send its stored password there)",
+            text.trim()
+        )),
         _ if !fs.service_active => Finding::error(
             "FreeSWITCH is not running (systemctl is-active freeswitch), so fs_cli cannot be \
              tested; start it and re-run",
@@ -342,6 +346,25 @@ mod tests {
         let f = eval("FS-CRED-04", &ev);
         assert_eq!(f.status, Status::Fail);
         assert!(f.evidence[0].contains("exit 255"));
+    }
+
+    /// fs_cli kept from running (its Event Socket is not FreeSWITCH's alone): an error that
+    /// says why, not a failing fs_cli config.
+    #[test]
+    fn fs_cli_not_run_towards_a_foreign_listener_is_an_error_with_the_reason() {
+        let why = "fsfleet: fs_cli not run: TCP port 8021 on this host is not held by FreeSWITCH (uid 999) alone";
+        let ev = evidence(
+            &stock_files(),
+            &[
+                ("fs_conf", "/etc/freeswitch", 0),
+                (crate::facts::SERVICES, "active\ninactive\n", 0),
+                ("fs_status", why, crate::facts::FSCLI_GATED),
+            ],
+            Live::default(),
+        );
+        let f = eval("FS-CRED-04", &ev);
+        assert_eq!(f.status, Status::Error);
+        assert!(f.evidence[0].starts_with(why), "{:?}", f.evidence);
     }
 
     #[test]

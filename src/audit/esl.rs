@@ -2,6 +2,7 @@
 
 use super::evidence::{EslProbe, Evidence, OutsideProbe};
 use super::{Control, Finding, Severity};
+use crate::esl_target::Refusal;
 use crate::facts::{is_loopback, listeners};
 
 const ESL_CONF: &str = "autoload_configs/event_socket.conf.xml";
@@ -90,6 +91,14 @@ fn password_not_default(ev: &Evidence) -> Finding {
         EslProbe::AclRejected(m) => ok.push(format!(
             "live: the ACL rejected the loopback probe before any login ({m})"
         )),
+        EslProbe::NotProven(why) => {
+            if bad.is_empty() {
+                return Finding::error(format!(
+                    "the live Event Socket was not asked (no password was sent): {why}"
+                ));
+            }
+            bad.push(format!("live: not checked, no password was sent: {why}"));
+        }
         EslProbe::NotRun(why) | EslProbe::Unavailable(why) => {
             if bad.is_empty() {
                 return Finding::error(format!(
@@ -140,6 +149,15 @@ fn loopback_only(ev: &Evidence) -> Finding {
         ok.push(format!("live: port {port} listens on {}", live.join(", ")));
     } else {
         bad.push(format!("live: port {port} listens on {}", live.join(", ")));
+    }
+    // Whose listeners these are: another user's where the config points, or in the way of
+    // FreeSWITCH's own, is a trap for the password.
+    let listen_ip = if ip.is_empty() { "127.0.0.1" } else { &ip };
+    match crate::esl_target::from_sections(&ev.facts.sections, listen_ip, port) {
+        Ok(t) => ok.push(format!("live: {}", t.evidence)),
+        Err(r @ Refusal::Foreign(_)) => bad.push(format!("live: {r}")),
+        Err(r @ Refusal::Unreadable(_)) => return Finding::error(r.to_string()),
+        Err(_) => {}
     }
     Finding::fail_if(bad, ok)
 }
@@ -353,6 +371,87 @@ mod tests {
         assert!(f.evidence[0].contains("start FreeSWITCH and re-run"));
         assert_eq!(eval("FS-ESL-02", &ev).status, Status::Error, "no ss output");
         assert_eq!(eval("FS-ESL-03", &ev).status, Status::Skipped);
+    }
+
+    /// Another user's listener where listen-ip points: FS-ESL-02 names it, FS-ESL-01 says no
+    /// password was sent (fail when the config alone already fails, error otherwise).
+    #[test]
+    fn a_trap_listener_is_named_and_never_asked() {
+        let trap = [
+            (
+                crate::facts::LISTEN,
+                "LISTEN 0 5 127.0.0.1:8021 0.0.0.0:* uid:999 ino:1 sk:1 <->\n\
+                 LISTEN 0 5 127.0.0.2:8021 0.0.0.0:* uid:1001 ino:2 sk:2 <->\n",
+                0,
+            ),
+            (
+                crate::facts::FS_PROCESS,
+                "via systemd\nproc 57 999 997\nuser 999 freeswitch\n",
+                0,
+            ),
+            (crate::facts::NET, "addr 127.0.0.1\nname 1001 mallory\n", 0),
+        ];
+        let why = "listen-ip ... where uid 1001 (mallory) listens".to_string();
+        let live = Live {
+            esl_port: 8021,
+            cluecon: EslProbe::NotProven(why.clone()),
+            configured: EslProbe::NotProven(why.clone()),
+            outside: OutsideProbe::NoConnection("refused".into()),
+        };
+        let mut files = stock_files();
+        edit(&mut files, ESL_CONF, |t| {
+            set_param(t, "listen-ip", "127.0.0.2").unwrap().unwrap()
+        });
+        let ev = evidence(&files, &trap, live.clone());
+        let f = eval("FS-ESL-02", &ev);
+        assert_eq!(f.status, Status::Fail, "{:?}", f.evidence);
+        let text = f.evidence.join("\n");
+        assert!(
+            text.contains("127.0.0.2:8021") && text.contains("uid 1001 (mallory)"),
+            "{text}"
+        );
+        let f = eval("FS-ESL-01", &ev);
+        assert_eq!(f.status, Status::Fail);
+        assert!(
+            f.evidence[1].contains("no password was sent") && f.evidence[1].contains("mallory")
+        );
+        let mut strong = files.clone();
+        edit(&mut strong, ESL_CONF, |t| {
+            set_param(t, "password", "Zx9Q2mK7pL4wT8vR")
+                .unwrap()
+                .unwrap()
+        });
+        let f = eval("FS-ESL-01", &evidence(&strong, &trap, live));
+        assert_eq!(f.status, Status::Error);
+        assert!(
+            f.evidence[0].contains("no password was sent"),
+            "{:?}",
+            f.evidence
+        );
+        // FreeSWITCH's own listener only: the proof is evidence of the pass.
+        let own = [trap[0], trap[1], trap[2]].map(|(n, t, s)| {
+            (
+                n,
+                if n == crate::facts::LISTEN {
+                    "LISTEN 0 5 127.0.0.1:8021 0.0.0.0:* uid:999 ino:1 sk:1 <->\n"
+                } else {
+                    t
+                },
+                s,
+            )
+        });
+        let f = eval(
+            "FS-ESL-02",
+            &evidence(&hardened_files(), &own, Live::default()),
+        );
+        assert_eq!(f.status, Status::Pass, "{:?}", f.evidence);
+        assert!(
+            f.evidence
+                .iter()
+                .any(|e| e.contains("FreeSWITCH (pid 57 as freeswitch, uid 999)'s own")),
+            "{:?}",
+            f.evidence
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::conf::{vars, xml};
 use crate::esl::{EslClient, EslError, EslOptions};
+use crate::esl_target::{self, Target};
 use crate::facts::{self, FactsError, Files, LAYOUTS, Script};
 use crate::harden::HostFacts;
 use crate::inventory::Host;
@@ -42,6 +43,9 @@ pub enum EslProbe {
     AclRejected(String),
     /// No listener, tunnel refused, timeout, protocol trouble: the reason.
     Unavailable(String),
+    /// Not attempted: the listener could not be proven to be the running FreeSWITCH's (another
+    /// user's listener where the password would go, or the listeners unreadable). The reason.
+    NotProven(String),
 }
 
 /// Result of the plain TCP connection from the controller to host:ESL-port.
@@ -369,6 +373,15 @@ impl Evidence {
         }))
     }
 
+    /// The Event Socket `listen-ip` of the config (empty or unset means 127.0.0.1).
+    pub fn esl_listen_ip(&self) -> String {
+        self.param("autoload_configs/event_socket.conf.xml", "listen-ip")
+            .ok()
+            .flatten()
+            .filter(|ip| !ip.is_empty())
+            .unwrap_or_else(|| "127.0.0.1".into())
+    }
+
     /// The Event Socket port of the config (default 8021).
     pub fn esl_port(&self) -> u16 {
         self.param("autoload_configs/event_socket.conf.xml", "listen-port")
@@ -379,17 +392,19 @@ impl Evidence {
     }
 }
 
-/// The outcome of an Event Socket login through the tunnel (then `status` when asked).
-async fn esl_try(session: &Session, port: u16, password: &Secret, status: bool) -> EslProbe {
+/// The outcome of an Event Socket login through the tunnel (then `status` when asked), at a
+/// listener proven to be FreeSWITCH's.
+async fn esl_try(session: &Session, target: &Target, password: &Secret, status: bool) -> EslProbe {
     let opts = EslOptions {
         timeout: Duration::from_secs(5),
         ..EslOptions::default()
     };
-    let stream = match session.tunnel(port).await {
+    let stream = match session.tunnel_to(&target.address, target.port).await {
         Ok(s) => s,
         Err(e) => {
             return EslProbe::Unavailable(format!(
-                "nothing accepted a connection on 127.0.0.1:{port} on the host ({e})"
+                "nothing accepted a connection on {}:{} on the host ({e})",
+                target.address, target.port
             ));
         }
     };
@@ -417,16 +432,31 @@ async fn esl_try(session: &Session, port: u16, password: &Secret, status: bool) 
 }
 
 /// The Event Socket probes through the tunnel: `auth ClueCon` (must be refused), then the
-/// configured password with `api status` (skipped when the configured one IS ClueCon).
+/// configured password with `api status` (skipped when the configured one IS ClueCon). Neither
+/// runs unless the facts prove the listener is FreeSWITCH's own ([`esl_target`]).
 pub async fn probe_esl(session: &Session, ev: &Evidence) -> (EslProbe, EslProbe) {
-    let port = ev.esl_port();
-    let cluecon = esl_try(session, port, &Secret::new("ClueCon"), false).await;
+    let target =
+        match esl_target::from_sections(&ev.facts.sections, &ev.esl_listen_ip(), ev.esl_port()) {
+            Ok(t) => t,
+            Err(r) if r.is_absence() => {
+                let why = r.to_string();
+                return (
+                    EslProbe::Unavailable(why.clone()),
+                    EslProbe::Unavailable(why),
+                );
+            }
+            Err(r) => {
+                let why = r.to_string();
+                return (EslProbe::NotProven(why.clone()), EslProbe::NotProven(why));
+            }
+        };
+    let cluecon = esl_try(session, &target, &Secret::new("ClueCon"), false).await;
     let configured = match ev.esl_password() {
         Err(e) => EslProbe::NotRun(e),
         Ok(pw) if pw.expose() == "ClueCon" => {
             EslProbe::NotRun("the configured password is ClueCon itself".into())
         }
-        Ok(pw) => esl_try(session, port, &pw, true).await,
+        Ok(pw) => esl_try(session, &target, &pw, true).await,
     };
     (cluecon, configured)
 }

@@ -285,7 +285,10 @@ impl HostFacts {
 
     /// FreeSWITCH's user and group, when known (the files holding secrets are theirs).
     pub fn fs_owner(&self) -> Option<(&str, &str)> {
-        None
+        self.base
+            .fs_process
+            .as_ref()
+            .map(|p| (p.user.as_str(), p.group.as_str()))
     }
 
     /// An edit of the file at `path` (read by the facts) to `new`; `secret`: the file holds a

@@ -1,6 +1,8 @@
 //! Step `preflight`: refuse, for this host only and with a clear reason, what fsfleet must not
-//! touch; prove the Event Socket accepts the password in its config BEFORE anything changes (the
-//! reload needs it later); take the config and log dirs from the running FreeSWITCH.
+//! touch; prove that the Event Socket listener is the running FreeSWITCH's own (no password goes
+//! anywhere else, see [`crate::esl_target`]), then that it accepts the password in its config
+//! BEFORE anything changes (the reload needs it later); take the config and log dirs from the
+//! running FreeSWITCH.
 
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use russh::client::Msg;
 use super::{HostFacts, StepError};
 use crate::conf::EventSocket;
 use crate::esl::{EslClient, EslError, EslOptions};
+use crate::esl_target::{self, Target};
 use crate::secret::Secret;
 use crate::ssh::Session;
 
@@ -21,6 +24,8 @@ pub type Esl = EslClient<ChannelStream<Msg>>;
 pub struct Preflight {
     /// The Event Socket settings in the config file.
     pub esl: EventSocket,
+    /// Where FreeSWITCH's own Event Socket was proven to be (None: --offline-ok, not running).
+    pub target: Option<Target>,
     /// The password the RUNNING FreeSWITCH accepts (None: FreeSWITCH is down, --offline-ok).
     pub live_password: Option<Secret>,
     /// The running FreeSWITCH accepted a vault password other than the one in its config file:
@@ -33,14 +38,15 @@ pub struct Preflight {
     pub evidence: Vec<String>,
 }
 
-/// Open an authenticated Event Socket connection through the SSH session.
+/// Open an authenticated Event Socket connection through the SSH session, to a listener
+/// proven to be FreeSWITCH's ([`esl_target`]): the only way fsfleet sends a password.
 pub async fn esl_connect(
     session: &Session,
-    es: &EventSocket,
+    target: &Target,
     password: &Secret,
 ) -> Result<Esl, EslError> {
     let stream = session
-        .tunnel_to(&es.local_address(), es.listen_port)
+        .tunnel_to(&target.address, target.port)
         .await
         .map_err(|e| EslError::Connect {
             cause: e.to_string().into(),
@@ -96,11 +102,36 @@ pub async fn run(
         f.files.conf_dir.as_deref().unwrap_or("?")
     )];
     let fs_active = f.base.freeswitch.as_ref().is_some_and(|x| x.service_active);
+    let offline = |mut evidence: Vec<String>, es: EventSocket, why: String| {
+        evidence.push(format!(
+            "FreeSWITCH not reachable ({why}); --offline-ok: configs will be edited, nothing reloaded"
+        ));
+        Ok(Preflight {
+            esl: es,
+            target: None,
+            live_password: None,
+            stale: false,
+            conf_dir: None,
+            log_dir: None,
+            evidence,
+        })
+    };
+    let target = match esl_target::from_sections(&f.sections, &es.listen_ip, es.listen_port) {
+        Ok(t) => t,
+        Err(r) if offline_ok && r.is_absence() => return offline(evidence, es, r.to_string()),
+        Err(r) if r.is_absence() => {
+            return Err(StepError::Refused(format!(
+                "{r}; start FreeSWITCH, or re-run with --offline-ok to edit configs without reloading"
+            )));
+        }
+        Err(r) => return Err(StepError::Refused(r.to_string())),
+    };
+    evidence.push(target.evidence.clone());
     let mut tried: Vec<Secret> = vec![es.password.clone()];
     tried.extend(candidates.iter().filter(|c| **c != es.password).cloned());
     let mut last_err = None;
     for (i, pw) in tried.iter().enumerate() {
-        match esl_connect(session, &es, pw).await {
+        match esl_connect(session, &target, pw).await {
             Ok(mut client) => {
                 let conf_dir = client
                     .global_getvar("conf_dir")
@@ -131,6 +162,7 @@ pub async fn run(
                 let stale = *pw != es.password;
                 return Ok(Preflight {
                     esl: es,
+                    target: Some(target),
                     live_password: Some(pw.clone()),
                     stale,
                     conf_dir,
@@ -148,15 +180,7 @@ pub async fn run(
     let auth_refused = matches!(last_err, Some(EslError::AuthRejected));
     let err = last_err.map(|e| e.to_string()).unwrap_or_default();
     if offline_ok && !auth_refused {
-        evidence.push(format!("FreeSWITCH not reachable ({err}); --offline-ok: configs will be edited, nothing reloaded"));
-        return Ok(Preflight {
-            esl: es,
-            live_password: None,
-            stale: false,
-            conf_dir: None,
-            log_dir: None,
-            evidence,
-        });
+        return offline(evidence, es, err);
     }
     Err(StepError::Refused(if auth_refused {
         format!(
@@ -172,8 +196,7 @@ pub async fn run(
     } else {
         format!(
             "cannot reach the Event Socket at {}:{} on the host: {err}",
-            es.local_address(),
-            es.listen_port
+            target.address, target.port
         )
     }))
 }

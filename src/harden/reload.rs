@@ -2,13 +2,21 @@
 //! authenticated with the OLD password, in the order that works (FACTS §2): `reloadxml` (vars,
 //! directory), `sofia profile NAME rescan` (log-auth-failures), and LAST `reload mod_event_socket`
 //! (it drops every client), then reconnect with the NEW password. Only the reloads the changes need.
+//!
+//! Every connection first proves, with a fresh `ss` on the host, that the listener is still
+//! FreeSWITCH's ([`esl_target::prove`]): minutes may have passed since the facts, and after
+//! `reload mod_event_socket` the port is free for 0.1-0.2 s, long enough for any local user to
+//! bind it and wait for the new password.
 
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::StepError;
 use super::preflight::{Esl, esl_connect};
 use crate::conf::EventSocket;
-use crate::esl::{self, EslOptions};
+use crate::esl::{self, EslError, RetryPolicy};
+use crate::esl_target::{self, Target};
 use crate::secret::Secret;
 use crate::ssh::Session;
 
@@ -38,7 +46,10 @@ pub async fn apply(
 ) -> Result<Vec<String>, StepError> {
     let mut evidence = Vec::new();
     let failed = |what: &str, e: esl::EslError| StepError::Failed(format!("{what}: {e}"));
-    let mut client: Esl = esl_connect(session, old, old_pw)
+    let target = esl_target::prove(session, &old.listen_ip, old.listen_port)
+        .await
+        .map_err(|r| StepError::Refused(r.to_string()))?;
+    let mut client: Esl = esl_connect(session, &target, old_pw)
         .await
         .map_err(|e| failed("Event Socket (old password)", e))?;
     // A profile's rescan re-reads its XML, but reloadxml first makes vars and the directory
@@ -80,37 +91,84 @@ pub async fn apply(
             .reload_event_socket()
             .await
             .map_err(|e| failed("reload mod_event_socket", e))?;
-        let new_pw = new.password.clone();
-        let mut reconnected = esl::connect_with_retry(
-            || async {
-                session
-                    .tunnel_to(&new.local_address(), new.listen_port)
-                    .await
-            },
-            &new_pw,
-            EslOptions::default(),
-            RECONNECT,
-        )
-        .await
-        .map_err(|e| {
-            StepError::Failed(format!(
-                "Event Socket did not come back with the new settings within {} s: {e}",
-                RECONNECT.as_secs()
-            ))
-        })?;
+        let (mut reconnected, target) =
+            reconnect(session, new, &new.password, &RetryPolicy::within(RECONNECT)).await?;
         let status = reconnected
             .status()
             .await
             .map_err(|e| failed("status after reload", e))?;
         let _ = reconnected.exit().await;
         evidence.push(format!(
-            "reload mod_event_socket: back on {}:{} with the new password ({})",
-            new.listen_ip,
-            new.listen_port,
-            if status.ready { "ready" } else { "NOT ready" }
+            "reload mod_event_socket: back on {}:{} with the new password ({}); {}",
+            target.address,
+            target.port,
+            if status.ready { "ready" } else { "NOT ready" },
+            target.evidence
         ));
     } else {
         let _ = client.exit().await;
     }
     Ok(evidence)
+}
+
+/// Reconnect with the NEW password after `reload mod_event_socket`, retrying like
+/// [`esl::connect_with_retry`] (transient failures until `policy.total`, a refused password
+/// `policy.auth_retries` times), but proving before EACH attempt, with one `ss` on the host, that
+/// the listener is FreeSWITCH's again. While nothing listens (the 0.1-0.2 s gap) it waits; a
+/// listener of anyone else stops it at once, before any password is sent.
+async fn reconnect(
+    session: &Session,
+    new: &EventSocket,
+    password: &Secret,
+    policy: &RetryPolicy,
+) -> Result<(Esl, Target), StepError> {
+    let started = Instant::now();
+    let deadline = started + policy.total;
+    let mut backoff = policy.first_backoff;
+    let mut attempts = 0u32;
+    let mut auth_rejections = 0u32;
+    loop {
+        attempts += 1;
+        let last = match esl_target::prove(session, &new.listen_ip, new.listen_port).await {
+            Err(r) if r.is_absence() => r.to_string(),
+            Err(r) => {
+                return Err(StepError::Refused(format!(
+                    "after reload mod_event_socket: {r} (the new password is pending in the vault)"
+                )));
+            }
+            Ok(target) => {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(remaining, esl_connect(session, &target, password)).await
+                {
+                    Ok(Ok(client)) => return Ok((client, target)),
+                    Ok(Err(EslError::AuthRejected)) => {
+                        auth_rejections += 1;
+                        if auth_rejections > policy.auth_retries {
+                            return Err(StepError::Failed(format!(
+                                "the Event Socket refuses the new password after reload mod_event_socket ({})",
+                                EslError::AuthRejected
+                            )));
+                        }
+                        EslError::AuthRejected.to_string()
+                    }
+                    Ok(Err(e)) if !e.is_transient() => {
+                        return Err(StepError::Failed(format!(
+                            "Event Socket after reload mod_event_socket: {e}"
+                        )));
+                    }
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => "no answer in time".to_string(),
+                }
+            }
+        };
+        let now = Instant::now();
+        if now + backoff >= deadline {
+            return Err(StepError::Failed(format!(
+                "Event Socket did not come back with the new settings within {} s ({attempts} attempts): {last}",
+                policy.total.as_secs()
+            )));
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(policy.max_backoff);
+    }
 }

@@ -10,6 +10,7 @@ use tokio::io::AsyncReadExt;
 use super::preflight::esl_connect;
 use super::{HostFacts, StepError, fail2ban, firewall};
 use crate::conf::EventSocket;
+use crate::esl_target;
 use crate::facts::{self, is_loopback};
 use crate::inventory::Host;
 use crate::secret::Secret;
@@ -159,7 +160,16 @@ async fn inband(
 ) -> Result<(Vec<String>, Vec<String>), StepError> {
     let mut evidence = Vec::new();
     let mut problems = Vec::new();
-    match esl_connect(session, es, password).await {
+    let connected = match esl_target::prove(session, &es.listen_ip, es.listen_port).await {
+        Ok(target) => {
+            evidence.push(target.evidence.clone());
+            esl_connect(session, &target, password)
+                .await
+                .map_err(|e| format!("Event Socket with the vault's password: {e}"))
+        }
+        Err(r) => Err(format!("Event Socket not checked: {r}")),
+    };
+    match connected {
         Ok(mut c) => {
             match c.status().await {
                 Ok(s) if s.ready => evidence.push(format!(
@@ -171,11 +181,14 @@ async fn inband(
             }
             let _ = c.exit().await;
         }
-        Err(e) => problems.push(format!("Event Socket with the vault's password: {e}")),
+        Err(e) => problems.push(e),
     }
 
-    let mut script =
-        String::from("echo '== fs_cli'; timeout 10 fs_cli -x status 2>&1; echo \"rc=$?\"\n");
+    // fs_cli sends the password of its config: only through the same gate as the facts.
+    let mut script = format!(
+        "echo '== fs_cli'; ( {} ) 2>&1; echo \"rc=$?\"\n",
+        facts::fs_cli_status_snippet(10)
+    );
     if checks.fail2ban {
         script.push_str("echo '== fail2ban'; timeout 10 fail2ban-client status freeswitch 2>&1; echo \"rc=$?\"\n");
     }

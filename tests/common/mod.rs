@@ -442,3 +442,93 @@ impl ArgvSampler {
             .collect()
     }
 }
+
+/// Directories a [`Snapshot`] skips: what the system changes by itself while fsfleet runs
+/// (logs, caches, package and systemd state, sudo's timestamps, fail2ban's and FreeSWITCH's
+/// runtime databases, mail and spools) and fsfleet's own backups.
+pub const SNAPSHOT_VOLATILE: &[&str] = &[
+    "/var/log",
+    "/var/cache",
+    "/var/tmp",
+    "/var/lib/apt",
+    "/var/lib/dpkg",
+    "/var/lib/systemd",
+    "/var/lib/sudo",
+    "/var/lib/fail2ban",
+    "/var/lib/freeswitch",
+    "/var/spool",
+    "/var/mail",
+    "/var/backups/fsfleet",
+];
+
+/// Every directory, regular file and symlink under /etc /root /usr /var of a host (minus
+/// [`SNAPSHOT_VOLATILE`]): type, mode, owner, group, and the sha256 of a file or the target of a
+/// link. Taken with `docker exec` as root, so taking it logs nobody in and changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub entries: std::collections::BTreeMap<String, String>,
+}
+
+impl Snapshot {
+    pub fn take(host: &TestHost) -> Snapshot {
+        let prune = SNAPSHOT_VOLATILE
+            .iter()
+            .map(|d| format!("-path {d}"))
+            .collect::<Vec<_>>()
+            .join(" -o ");
+        let roots = "/etc /root /usr /var";
+        let script = format!(
+            "find {roots} \\( {prune} \\) -prune -o \\( -type f -printf 'f\\t%m %u %g %s\\t%p\\n' \
+             -o -type l -printf 'l\\t%m %u %g %l\\t%p\\n' -o -type d -printf 'd\\t%m %u %g\\t%p\\n' \\) \
+             && echo '@@sha' && find {roots} \\( {prune} \\) -prune -o -type f -print0 | xargs -0 -r sha256sum"
+        );
+        let out = Command::new("docker")
+            .args(["exec", &host.container, "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .output()
+            .expect("docker exec the snapshot");
+        assert!(
+            out.status.success(),
+            "snapshot of {}: {}",
+            host.container,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (listing, sums) = text.split_once("@@sha\n").expect("snapshot output");
+        let mut entries = std::collections::BTreeMap::new();
+        for line in listing.lines() {
+            let mut f = line.splitn(3, '\t');
+            if let (Some(kind), Some(meta), Some(path)) = (f.next(), f.next(), f.next()) {
+                entries.insert(path.to_string(), format!("{kind} {meta}"));
+            }
+        }
+        for line in sums.lines() {
+            if let Some((sum, path)) = line.split_once("  ")
+                && let Some(e) = entries.get_mut(path)
+            {
+                e.push(' ');
+                e.push_str(sum);
+            }
+        }
+        Snapshot { entries }
+    }
+
+    /// The paths added, removed or changed (type, mode, owner, group, size, content, link
+    /// target) since `self`, each with what it was and is.
+    pub fn changed(&self, after: &Snapshot) -> Vec<String> {
+        let mut out = Vec::new();
+        for (path, was) in &self.entries {
+            match after.entries.get(path) {
+                None => out.push(format!("{path}: removed (was {was})")),
+                Some(now) if now != was => out.push(format!("{path}: {was} -> {now}")),
+                Some(_) => {}
+            }
+        }
+        for (path, now) in &after.entries {
+            if !self.entries.contains_key(path) {
+                out.push(format!("{path}: added ({now})"));
+            }
+        }
+        out
+    }
+}
