@@ -7,82 +7,16 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::process::{Command, Output};
 
-use common::{Fleet, TestHost};
+use common::{Fleet, Snapshot, TestHost};
 
-/// Directories whose content changes on its own (logs, caches, package and service state) or
-/// that fsfleet owns (its backups).
-const PRUNE: &[&str] = &[
-    "/var/log",
-    "/var/cache",
-    "/var/tmp",
-    "/var/lib/apt",
-    "/var/lib/dpkg",
-    "/var/lib/systemd",
-    "/var/lib/fail2ban",
-    "/var/lib/private",
-    "/var/lib/freeswitch",
-    "/var/backups/fsfleet",
-    "/var/spool",
-    "/var/run",
-    "/var/lock",
-];
-
-/// path -> "mode owner group size sha256" of every file and link under /etc /root /usr /var.
-fn snapshot(fleet: &Fleet, h: &TestHost) -> BTreeMap<String, String> {
-    let prune = PRUNE
-        .iter()
-        .map(|p| format!("-path {p}"))
-        .collect::<Vec<_>>()
-        .join(" -o ");
-    let out = fleet.ssh_root(
-        h,
-        &format!(
-            "find /etc /root /usr /var -xdev \\( {prune} \\) -prune -o \\( -type f -o -type l \\) \
-             -printf '%p\\t%m %u %g %s %l\\n' | sort > /tmp/.snap.meta\n\
-             find /etc /root /usr /var -xdev \\( {prune} \\) -prune -o -type f -print0 | sort -z | \
-             xargs -0 sha256sum | awk '{{h=$1; $1=\"\"; sub(/^ /, \"\"); print $0 \"\\t\" h}}' > /tmp/.snap.sum\n\
-             cat /tmp/.snap.meta; echo '@@'; cat /tmp/.snap.sum; rm -f /tmp/.snap.meta /tmp/.snap.sum"
-        ),
-    );
-    let (meta, sums) = out.split_once("@@\n").expect("snapshot output");
-    let mut map: BTreeMap<String, String> = BTreeMap::new();
-    for l in meta.lines() {
-        if let Some((p, m)) = l.split_once('\t') {
-            map.insert(p.to_string(), m.to_string());
-        }
-    }
-    for l in sums.lines() {
-        if let Some((p, h)) = l.rsplit_once('\t')
-            && let Some(v) = map.get_mut(p)
-        {
-            v.push(' ');
-            v.push_str(h);
-        }
-    }
-    map
-}
-
-/// Paths that differ between two snapshots, except those `allowed` says may change.
-fn changed(
-    a: &BTreeMap<String, String>,
-    b: &BTreeMap<String, String>,
-    allowed: impl Fn(&str) -> bool,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    for (p, v) in a {
-        if b.get(p) != Some(v) && !allowed(p) {
-            out.push(format!("{p}: {v} -> {:?}", b.get(p)));
-        }
-    }
-    for p in b.keys() {
-        if !a.contains_key(p) && !allowed(p) {
-            out.push(format!("{p}: new"));
-        }
-    }
-    out
+/// Paths that changed between two snapshots, except those `allowed` says may change.
+fn changed(a: &Snapshot, b: &Snapshot, allowed: impl Fn(&str) -> bool) -> Vec<String> {
+    a.changed(b)
+        .into_iter()
+        .filter(|line| !allowed(line.split(':').next().unwrap_or(line)))
+        .collect()
 }
 
 fn fsfleet(fleet: &Fleet, args: &[&str]) -> Output {
@@ -147,7 +81,7 @@ fn a_hostile_freeswitch_user_gets_no_root_file_and_no_bad_value_into_fail2ban() 
         fs01,
         "rm -f /var/log/freeswitch/freeswitch.log && ln -s /etc/profile.d/fsfleet-pwn.sh /var/log/freeswitch/freeswitch.log",
     );
-    let before = snapshot(&fleet, fs01);
+    let before = Snapshot::take(fs01);
     let run = fsfleet(&fleet, &["harden"]);
     let doc = report(&run);
     assert_eq!(run.status.code(), Some(4), "fs01 must fail: {doc}");
@@ -159,7 +93,7 @@ fn a_hostile_freeswitch_user_gets_no_root_file_and_no_bad_value_into_fail2ban() 
     assert_ne!(host_report(&doc, "fs02")["status"], "failed", "{doc}");
     let exists = fleet.ssh(fs01, "test -e /etc/profile.d/fsfleet-pwn.sh");
     assert!(!exists.status.success(), "root created the link's target");
-    let diff = changed(&before, &snapshot(&fleet, fs01), |_| false);
+    let diff = changed(&before, &Snapshot::take(fs01), |_| false);
     assert!(diff.is_empty(), "a refused host changed: {diff:#?}");
 
     // 2. The stage race: through a whole `--rotate` run, a loop as freeswitch replaces every
@@ -176,7 +110,7 @@ fn a_hostile_freeswitch_user_gets_no_root_file_and_no_bad_value_into_fail2ban() 
         fsfleet::ssh::sh_quote(racer)
     ));
     assert!(race.status().expect("start the racer").success());
-    let before = snapshot(&fleet, fs01);
+    let before = Snapshot::take(fs01);
     let run = fsfleet(&fleet, &["harden", "--rotate"]);
     fleet.ssh_root(
         fs01,
@@ -195,7 +129,7 @@ fn a_hostile_freeswitch_user_gets_no_root_file_and_no_bad_value_into_fail2ban() 
             || p == "/root/.fs_cli_conf"
             || p.starts_with("/etc/fail2ban/")
     };
-    let diff = changed(&before, &snapshot(&fleet, fs01), conf);
+    let diff = changed(&before, &Snapshot::take(fs01), conf);
     assert!(
         diff.is_empty(),
         "files outside the configs changed: {diff:#?}"
@@ -248,7 +182,7 @@ while (my $c = $s->accept) {
     start
         .arg("runuser -u freeswitch -- /tmp/freeswitch /tmp/fake-esl.pl >/dev/null 2>&1 & sleep 1");
     assert!(start.status().expect("start the fake").success());
-    let before = snapshot(&fleet, fs01);
+    let before = Snapshot::take(fs01);
     let run = fsfleet(&fleet, &["harden"]);
     fleet.ssh_root(
         fs01,
@@ -260,7 +194,7 @@ while (my $c = $s->accept) {
     assert!(r1.contains("log_dir"), "the refusal names the value: {r1}");
     assert!(!r1.contains("log_dir\n"), "{r1}");
     assert_ne!(host_report(&doc, "fs02")["status"], "failed", "{doc}");
-    let diff = changed(&before, &snapshot(&fleet, fs01), |_| false);
+    let diff = changed(&before, &Snapshot::take(fs01), |_| false);
     assert!(diff.is_empty(), "a refused host changed: {diff:#?}");
     assert!(
         !fleet

@@ -480,9 +480,18 @@ async fn run_steps(
                 .unwrap_or_else(|| pre.esl.password.clone()),
         ),
     };
+    // fs_cli's config names where FreeSWITCH listens: after an Event Socket reload, the file's
+    // (fsfleet's) address; otherwise the listener preflight proved to be FreeSWITCH's, never a
+    // listen-ip nobody proved (it may point at another user's listener).
+    let mut cli_es = new_es.clone();
+    let esl_reloads =
+        esl_changed || pre.stale || pre.live_password.as_ref().is_some_and(|l| *l != final_pw);
+    if !esl_reloads && let Some(t) = &pre.target {
+        cli_es.listen_ip = t.address.clone();
+    }
     let t = Instant::now();
     let fs_cli_plan = if sel.runs(fs_cli::NAME) {
-        match fs_cli::plan(&facts, host, &new_es, &final_pw) {
+        match fs_cli::plan(&facts, host, &cli_es, &final_pw) {
             Ok(p) => Some((p, t)),
             Err(e) => return plan_or_fail(steps, fs_cli::NAME, Err(e), t),
         }
