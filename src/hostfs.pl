@@ -22,15 +22,22 @@ use strict;
 use warnings;
 use Fcntl qw(O_WRONLY O_CREAT O_EXCL O_NOFOLLOW :mode);
 use IO::Handle ();
+use POSIX ();
 
 $| = 1;
 my $MAXLINKS = 16;
 
 sub fail { my ($code, $msg) = @_; print STDERR "$msg\n"; exit $code; }
 
-sub trusted_dir {    # the directory we are in: only root can add or replace its entries
+# Whether only root can replace or move the entry whose lstat is @$l in the directory we are
+# in: the directory is root's and writable by nobody else, or it is root's and sticky (/tmp)
+# and the entry is root's too.
+sub fixed_entry {
+    my ($l) = @_;
     my @s = stat(".") or return 0;
-    return $s[4] == 0 && !($s[2] & 022);
+    return 0 unless $s[4] == 0;
+    return 1 unless $s[2] & 022;
+    return ($s[2] & 01000) && $l->[4] == 0;
 }
 
 # chdir into the directory at absolute $path; returns an open handle on it.
@@ -38,33 +45,66 @@ sub enter {
     my ($path) = @_;
     my @todo = split m{/+}, $path;
     die "$path: not an absolute path\n" unless $path =~ m{^/};
+    die "$path: a . or .. component\n" if grep { $_ eq '.' || $_ eq '..' } @todo;
     chdir("/") or die "/: $!\n";
     my $links = 0;
+    # Whether no directory entered since "/" can have been moved by a user other than root:
+    # only then is the kernel's ".." the parent the path named.
+    my $fixed = 1;
     while (@todo) {
         my $c = shift @todo;
         next if $c eq '' || $c eq '.';
         if ($c eq '..') {
             # Only reached through a link target that root wrote (see below).
+            $fixed or die "$path: a link's target climbs out of a directory that a user other than root can change; fsfleet does not follow it\n";
             chdir("..") or die "$path: ..: $!\n";
             next;
         }
         my @l = lstat($c) or die "$path: $c: $!\n";
         if (S_ISLNK($l[2])) {
-            trusted_dir() or die "$path: $c is a symbolic link in a directory that a user other than root can change; fsfleet does not follow it\n";
+            fixed_entry(\@l) or die "$path: $c is a symbolic link in a directory that a user other than root can change; fsfleet does not follow it\n";
             ++$links <= $MAXLINKS or die "$path: too many symbolic links\n";
             my $t = readlink($c);
             defined $t or die "$path: $c: $!\n";
-            chdir("/") or die "/: $!\n" if $t =~ m{^/};
+            if ($t =~ m{^/}) { chdir("/") or die "/: $!\n"; $fixed = 1; }
             unshift @todo, split(m{/+}, $t);
             next;
         }
         S_ISDIR($l[2]) or die "$path: $c is not a directory\n";
+        $fixed &&= fixed_entry(\@l);
         chdir($c) or die "$path: $c: $!\n";
         my @s = stat(".") or die "$path: $c: $!\n";
         ($s[0] == $l[0] && $s[1] == $l[1]) or die "$path: $c changed while fsfleet was entering it\n";
     }
     opendir(my $dh, ".") or die "$path: $!\n";
     return $dh;
+}
+
+# The directory we are in belongs to one of @$owners (names or uids; unknown names match nobody).
+sub owned_by_one_of {
+    my ($label, $owners) = @_;
+    my @d = stat(".") or die "$label: $!\n";
+    my %ok;
+    for my $o (@$owners) {
+        my $u = $o =~ /^[0-9]+$/ ? $o : (getpwnam($o))[2];
+        $ok{$u} = 1 if defined $u;
+    }
+    $ok{ $d[4] } or die "$label is owned by uid $d[4], not by " . join(' or ', @$owners) . "; fsfleet will not work in it\n";
+}
+
+# A default ACL on the directory gives a new file named-user entries that fchmod's group bits
+# would open: remove the file's access ACL (x86_64 and aarch64 syscall numbers; elsewhere the
+# audit's FS-CRED-05 still reports a `+` mode).
+my %FREMOVEXATTR = (x86_64 => 199, aarch64 => 16);
+sub drop_acl {
+    my ($fh) = @_;
+    my ($arch) = (POSIX::uname())[4];
+    my $nr = $FREMOVEXATTR{$arch} or return;
+    my $name = "system.posix_acl_access";
+    syscall($nr, fileno($fh), $name) == 0 and return;
+    # ENODATA (no ACL) and EOPNOTSUPP (no ACLs on this filesystem) are the normal answers.
+    return if $!{ENODATA} || $!{EOPNOTSUPP};
+    die "removing the ACL of the new file: $!\n";
 }
 
 sub split_path {
@@ -105,12 +145,16 @@ while (defined(my $line = <STDIN>)) {
     if ($line eq '.') { $ended = 1; last; }
     my @f = split /\t/, $line, -1;
     if ($f[0] eq 'W' && @f == 7) {
+        ($f[4] =~ /^[0-7]{1,4}$/ && $f[5] =~ /^[0-9]{1,9}$/ && $f[6] =~ /^[A-Za-z0-9]{1,32}$/)
+          or fail(2, "bad write line; nothing was changed");
         my %op = (kind => 'W', path => $f[1], user => $f[2], group => $f[3], mode => oct($f[4]), token => $f[6]);
-        $f[5] =~ /^[0-9]+$/ or fail(2, "bad length; nothing was changed");
         $op{data} = readn($f[5]);
         push @ops, \%op;
     } elsif ($f[0] eq 'C' && @f == 4) {
+        $f[2] =~ /^[0-7]{1,4}$/ or fail(2, "bad create line; nothing was changed");
         push @ops, { kind => 'C', path => $f[1], mode => oct($f[2]), owners => [split /,/, $f[3]] };
+    } elsif ($f[0] eq 'K' && @f == 3) {
+        push @ops, { kind => 'K', path => $f[1], owners => [split /,/, $f[2]] };
     } elsif ($f[0] eq 'D' && @f == 2) {
         push @ops, { kind => 'D', path => $f[1] };
     } else {
@@ -123,6 +167,12 @@ $ended or fail(2, "input ended early; nothing was changed");
 my $err;
 for my $op (@ops) {
     eval {
+        if ($op->{kind} eq 'K') {
+            # A directory fsfleet works in must exist and belong to root or FreeSWITCH's user.
+            $op->{dir} = enter($op->{path});
+            owned_by_one_of($op->{path}, $op->{owners});
+            return 1;
+        }
         my ($d, $b) = split_path($op->{path});
         $op->{dir} = enter($d);
         $op->{base} = $b;
@@ -134,13 +184,7 @@ for my $op (@ops) {
         }
         if ($op->{kind} eq 'C') {
             # The file will belong to its directory's owner: only one fsfleet was told to expect.
-            my @d = stat(".") or die "$d: $!\n";
-            my %ok;
-            for my $o (@{ $op->{owners} }) {
-                my $u = $o =~ /^[0-9]+$/ ? $o : (getpwnam($o))[2];
-                $ok{$u} = 1 if defined $u;
-            }
-            $ok{ $d[4] } or die "$d is owned by uid $d[4], not by " . join(' or ', @{ $op->{owners} }) . "; fsfleet will not create files in it\n";
+            owned_by_one_of($d, $op->{owners});
         }
         if ($op->{kind} eq 'W') {
             my ($uid, $gid) = ids($op->{user}, $op->{group});
@@ -157,8 +201,10 @@ for my $op (@ops) {
                 $off += $w;
             }
             $fh->sync or die "$op->{path}: fsync: $!\n";
-            chmod($op->{mode}, $fh) or die "$op->{path}: fchmod: $!\n";
+            # chown first: it would clear set-id bits that chmod set.
             chown($uid, $gid, $fh) or die "$op->{path}: fchown: $!\n";
+            chmod($op->{mode}, $fh) or die "$op->{path}: fchmod: $!\n";
+            drop_acl($fh);
             close($fh) or die "$op->{path}: $!\n";
         }
         1;
@@ -179,7 +225,7 @@ if (defined $err) {
 # have replaced it): if one is not, none is installed.
 for my $op (@ops) {
     next unless $op->{stage};
-    chdir($op->{dir}) or last;
+    chdir($op->{dir}) or do { $err = "$op->{path}: $!"; last };
     my @s = lstat($op->{stage});
     next if @s && $s[0] == $op->{ino}[0] && $s[1] == $op->{ino}[1];
     $err = "$op->{path}: the stage file was replaced by someone else";
@@ -194,28 +240,47 @@ if (defined $err) {
     fail(3, "$err; nothing was changed");
 }
 
-# Phase 2: put everything in place; a hangup now must not stop half way.
+# Phase 2: put everything in place; a hangup now must not stop half way. The first rename
+# that fails (the directory's owner can make one fail) stops the batch: what was written is
+# listed, the rest is left as it was and its stage files removed, exit 4 ("partial").
 $SIG{$_} = 'IGNORE' for qw(HUP PIPE INT TERM);
 my $bad = 0;
 for my $op (@ops) {
     my $p = $op->{path};
+    if ($bad) {
+        if ($op->{stage} && chdir($op->{dir})) {
+            my @s = lstat($op->{stage});
+            unlink($op->{stage}) if @s && $s[0] == $op->{ino}[0] && $s[1] == $op->{ino}[1];
+        }
+        next;
+    }
+    next if $op->{kind} eq 'K';
     if (!chdir($op->{dir})) { print STDERR "$p: $!\n"; $bad = 1; next; }
     if ($op->{kind} eq 'W') {
-        my @s = lstat($op->{stage});
-        unless (@s && $s[0] == $op->{ino}[0] && $s[1] == $op->{ino}[1]) {
-            print STDERR "$p: the stage file was replaced by someone else; not installed\n";
-            unlink($op->{stage}) if @s && S_ISLNK($s[2]);
+        if (rename($op->{stage}, $op->{base})) {
+            # The directory's owner can swap the stage name between the check above and the
+            # rename: then what landed is not ours. Say so; never claim it was written.
+            my @n = lstat($op->{base});
+            unless (@n && $n[0] == $op->{ino}[0] && $n[1] == $op->{ino}[1]) {
+                print STDERR "$p: the stage file was replaced by someone else during the rename; what is there now is not fsfleet's\n";
+                $bad = 1;
+                next;
+            }
+            print "written $p\n";
+            # The rename itself is durable once the directory is.
+            if (sysopen(my $dfh, ".", Fcntl::O_RDONLY())) { $dfh->sync; close($dfh); }
+        } else {
+            print STDERR "$p: rename: $!\n";
+            my @s = lstat($op->{stage});
+            unlink($op->{stage}) if @s && $s[0] == $op->{ino}[0] && $s[1] == $op->{ino}[1];
             $bad = 1;
-            next;
         }
-        if (rename($op->{stage}, $op->{base})) { print "written $p\n"; }
-        else { print STDERR "$p: rename: $!\n"; $bad = 1; }
     } elsif ($op->{kind} eq 'C') {
         if (sysopen(my $fh, $op->{base}, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600)) {
             my @d = stat(".");
-            chmod($op->{mode}, $fh) && chown($d[4], $d[5], $fh) or do { print STDERR "$p: $!\n"; $bad = 1; };
+            if (chown($d[4], $d[5], $fh) && chmod($op->{mode}, $fh)) { print "created $p\n"; }
+            else { print STDERR "$p: $!\n"; $bad = 1; }
             close($fh);
-            print "created $p\n";
         } else {
             my @t = lstat($op->{base});
             if (@t && S_ISREG($t[2])) { print "exists $p\n"; }

@@ -27,9 +27,18 @@ pub enum HostFsError {
     BadPath { path: String, why: &'static str },
     #[error(transparent)]
     Ssh(#[from] SshError),
-    /// The program refused or failed; `message` is its stderr (paths, never content).
+    /// The program refused or failed before any change; `message` is its stderr (paths,
+    /// never content).
     #[error("{host}: {message}")]
     Refused { host: String, message: String },
+    /// A rename failed after others succeeded (the directory's owner can make one fail):
+    /// `written` were replaced, the rest were not. The caller puts the written ones back.
+    #[error("{host}: {message} (after {} of the files were replaced)", written.len())]
+    Partial {
+        host: String,
+        message: String,
+        written: Vec<String>,
+    },
 }
 
 /// One file operation.
@@ -51,12 +60,22 @@ pub enum Op<'a> {
     },
     /// Remove `path` (a file or a link, never followed) if it exists.
     Remove { path: &'a str },
+    /// Refuse the whole batch unless the directory `path` exists (reached as above) and belongs
+    /// to one of `owners`: a directory fsfleet writes in that belongs to anyone else is not
+    /// FreeSWITCH's.
+    CheckDir {
+        path: &'a str,
+        owners: &'a [&'a str],
+    },
 }
 
 impl Op<'_> {
     fn path(&self) -> &str {
         match self {
-            Op::Write { path, .. } | Op::Create { path, .. } | Op::Remove { path } => path,
+            Op::Write { path, .. }
+            | Op::Create { path, .. }
+            | Op::Remove { path }
+            | Op::CheckDir { path, .. } => path,
         }
     }
 }
@@ -176,6 +195,12 @@ pub fn encode(ops: &[Op<'_>], token: &str) -> Result<Vec<u8>, HostFsError> {
             Op::Remove { path } => {
                 let _ = writeln!(line, "D\t{path}");
             }
+            Op::CheckDir { path, owners } => {
+                for o in owners.iter() {
+                    check_name(o)?;
+                }
+                let _ = writeln!(line, "K\t{path}\t{}", owners.join(","));
+            }
         }
         out.extend_from_slice(line.as_bytes());
     }
@@ -219,13 +244,28 @@ pub async fn apply(session: &Session, ops: &[Op<'_>]) -> Result<Vec<String>, Hos
             .rev()
             .collect::<Vec<_>>()
             .join(" | ");
-        return Err(HostFsError::Refused {
-            host: session.name.clone(),
-            message: if msg.is_empty() {
-                format!("file operation failed (exit {})", out.status)
-            } else {
-                escape(&msg)
-            },
+        let message = if msg.is_empty() {
+            format!("file operation failed (exit {})", out.status)
+        } else {
+            escape(&msg)
+        };
+        let written: Vec<String> = out
+            .stdout_text()
+            .lines()
+            .filter_map(|l| l.strip_prefix("written "))
+            .map(str::to_string)
+            .collect();
+        return Err(if out.status == 4 && !written.is_empty() {
+            HostFsError::Partial {
+                host: session.name.clone(),
+                message,
+                written,
+            }
+        } else {
+            HostFsError::Refused {
+                host: session.name.clone(),
+                message,
+            }
         });
     }
     Ok(out.stdout_text().lines().map(str::to_string).collect())
@@ -432,6 +472,185 @@ mod tests {
         assert!(out.contains("removed") && out.contains("absent"), "{out}");
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
         assert!(std::fs::symlink_metadata(&stage).is_err());
+    }
+
+    #[test]
+    fn a_links_dotdot_is_followed_only_through_directories_nobody_else_can_move() {
+        let (t, d) = hostile_tree();
+        // root's link, in a root-only directory, whose target climbs out of the user's one.
+        let sub = d.join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        chown(&sub, NOBODY);
+        let rootdir = t.path().join("r");
+        std::fs::create_dir(&rootdir).unwrap();
+        std::fs::set_permissions(&rootdir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        symlink(format!("{}/../x", sub.display()), rootdir.join("l")).unwrap();
+        std::fs::create_dir(d.join("x")).unwrap();
+        let (code, _, err) = run(&[Op::Write {
+            path: s(&rootdir.join("l").join("f")),
+            content: b"x",
+            user: "root",
+            group: "root",
+            mode: 0o600,
+        }]);
+        assert_eq!(code, 3, "{err}");
+        assert!(err.contains("climbs out of a directory"), "{err}");
+        // The same climb through root's own directories is followed.
+        let a = t.path().join("a");
+        std::fs::create_dir_all(a.join("b")).unwrap();
+        std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(a.join("b"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        symlink(format!("{}/b/../b", a.display()), rootdir.join("m")).unwrap();
+        let (code, _, err) = run(&[Op::Write {
+            path: s(&rootdir.join("m").join("f")),
+            content: b"y",
+            user: "root",
+            group: "root",
+            mode: 0o600,
+        }]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(std::fs::read(a.join("b").join("f")).unwrap(), b"y");
+    }
+
+    #[test]
+    fn check_dir_refuses_a_directory_of_someone_else() {
+        let (_t, d) = hostile_tree();
+        let f = d.join("vars.xml");
+        std::fs::write(&f, "old").unwrap();
+        let write = Op::Write {
+            path: s(&f),
+            content: b"new",
+            user: "root",
+            group: "root",
+            mode: 0o600,
+        };
+        let (code, _, err) = run(&[
+            Op::CheckDir {
+                path: s(&d),
+                owners: &["root", "freeswitch-nobody-here"],
+            },
+            write,
+        ]);
+        assert_eq!(code, 3, "{err}");
+        assert!(err.contains("owned by uid 65534"), "{err}");
+        assert_eq!(std::fs::read(&f).unwrap(), b"old");
+        let (code, _, err) = run(&[
+            Op::CheckDir {
+                path: s(&d),
+                owners: &["root", "65534"],
+            },
+            Op::Write {
+                path: s(&f),
+                content: b"new",
+                user: "root",
+                group: "root",
+                mode: 0o600,
+            },
+        ]);
+        assert_eq!(code, 0, "{err}");
+    }
+
+    #[test]
+    fn a_rename_the_directory_owner_makes_fail_stops_the_batch_and_says_what_was_written() {
+        let (_t, d) = hostile_tree();
+        let a = d.join("a.xml");
+        let b = d.join("b.xml");
+        std::fs::write(&a, "old a").unwrap();
+        std::fs::write(&b, "old b").unwrap();
+        let c = d.join("c.xml");
+        std::fs::write(&c, "old c").unwrap();
+        // The directory's owner turns b.xml into a directory while its stage is being written.
+        let dir = d.clone();
+        let racer = std::thread::spawn(move || {
+            for _ in 0..20_000 {
+                let staged = std::fs::read_dir(&dir).unwrap().any(|e| {
+                    e.unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with("b.xml.fsfleet-stage-")
+                });
+                if staged {
+                    std::fs::remove_file(dir.join("b.xml")).unwrap();
+                    std::fs::create_dir(dir.join("b.xml")).unwrap();
+                    return true;
+                }
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            false
+        });
+        let big = vec![b'x'; 64 << 20];
+        let (code, out, err) = run(&[
+            Op::Write {
+                path: s(&a),
+                content: b"new a",
+                user: "root",
+                group: "root",
+                mode: 0o600,
+            },
+            Op::Write {
+                path: s(&b),
+                content: &big,
+                user: "root",
+                group: "root",
+                mode: 0o600,
+            },
+            Op::Write {
+                path: s(&c),
+                content: b"new c",
+                user: "root",
+                group: "root",
+                mode: 0o600,
+            },
+        ]);
+        assert!(racer.join().unwrap(), "the racer never saw the stage file");
+        assert_eq!(code, 4, "{err}");
+        assert_eq!(out.trim(), format!("written {}", a.display()));
+        assert!(err.contains("b.xml: rename"), "{err}");
+        assert_eq!(
+            std::fs::read(&c).unwrap(),
+            b"old c",
+            "nothing after the failure"
+        );
+        let left: Vec<String> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(STAGE_MARK))
+            .collect();
+        assert!(left.is_empty(), "stage files left: {left:?}");
+    }
+
+    #[test]
+    fn bad_numbers_in_the_input_change_nothing() {
+        let (_t, d) = hostile_tree();
+        let f = d.join("vars.xml");
+        std::fs::write(&f, "old").unwrap();
+        for line in [
+            format!("W\t{}\troot\troot\t0x1ff\t3\tT\n", f.display()),
+            format!("W\t{}\troot\troot\t9\t3\tT\n", f.display()),
+            format!(
+                "W\t{}\troot\troot\t600\t99999999999999999999\tT\n",
+                f.display()
+            ),
+            format!("W\t{}\troot\troot\t600\t3\t../x\n", f.display()),
+        ] {
+            let input = format!("fsfleet-hostfs 1\n{line}new.\n");
+            let mut child = Command::new("perl")
+                .arg("-e")
+                .arg(PROGRAM)
+                .stdin(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(out.status.code(), Some(2), "{line:?}");
+            assert_eq!(std::fs::read(&f).unwrap(), b"old");
+        }
     }
 
     #[test]

@@ -119,8 +119,9 @@ fn a_hostile_freeswitch_user_gets_no_root_file_and_no_bad_value_into_fail2ban() 
     let doc = report(&run);
     assert_eq!(host_report(&doc, "fs02")["status"], "changed", "{doc}");
     let r1 = host_report(&doc, "fs01");
-    if r1["status"] == "failed" {
-        assert!(r1.to_string().contains("replaced"), "{r1}");
+    let raced = r1["status"] == "failed";
+    if raced {
+        assert!(r1.to_string().contains("replaced by someone else"), "{r1}");
     }
     assert_eq!(victim(&fleet), victim_before, "the root file changed");
     let conf = |p: &str| {
@@ -134,13 +135,21 @@ fn a_hostile_freeswitch_user_gets_no_root_file_and_no_bad_value_into_fail2ban() 
         diff.is_empty(),
         "files outside the configs changed: {diff:#?}"
     );
-    // Whatever the race did, no config is a link and none belongs to someone new.
-    let links = fleet.ssh_root(fs01, "find /etc/freeswitch -type l ! -name '*.fsfleet-stage-*'; find /etc/freeswitch ! -user freeswitch ! -user root");
-    assert_eq!(
-        links.trim(),
-        "",
-        "links or foreign owners in the config tree"
-    );
+    // Nothing in the config tree belongs to someone new; unless fs01 was refused (the racer
+    // may put its own link where a stage was), every config is a file fsfleet wrote.
+    let foreign = fleet.ssh_root(fs01, "find /etc/freeswitch ! -user freeswitch ! -user root");
+    assert_eq!(foreign.trim(), "", "foreign owners in the config tree");
+    if !raced {
+        let links = fleet.ssh_root(
+            fs01,
+            "find /etc/freeswitch -type l ! -name '*.fsfleet-stage-*'",
+        );
+        assert_eq!(
+            links.trim(),
+            "",
+            "a config became a link yet fs01 reported success"
+        );
+    }
     // The log file was created again, as FreeSWITCH's.
     let log = fleet.ssh_root(fs01, "stat -c '%F %U' /var/log/freeswitch/freeswitch.log");
     assert!(
@@ -148,12 +157,9 @@ fn a_hostile_freeswitch_user_gets_no_root_file_and_no_bad_value_into_fail2ban() 
         "{log}"
     );
 
-    // 3. A fake Event Socket run as freeswitch (FreeSWITCH itself stopped) answers a log_dir
-    //    with a newline and a fail2ban action line.
-    fleet.ssh_root(
-        fs01,
-        "systemctl stop freeswitch; cp /usr/bin/perl /tmp/freeswitch; chmod 755 /tmp/freeswitch",
-    );
+    // 3. FreeSWITCH itself is hostile (the exploit runs inside it): its Event Socket, run by
+    //    the freeswitch unit as its main process (so it is "FreeSWITCH's own listener"),
+    //    answers a log_dir with a newline and a fail2ban action line.
     let fake = r#"use IO::Socket::INET;
 my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 8021, Listen => 5, ReuseAddr => 1) or die "bind: $!";
 $SIG{ALRM} = sub { exit 0 }; alarm 120;
@@ -178,15 +184,20 @@ while (my $c = $s->accept) {
         fs01,
         &format!("cat > /tmp/fake-esl.pl <<'EOF'\n{fake}EOF\nchmod 644 /tmp/fake-esl.pl"),
     );
-    let mut start = fleet.ssh_command(fs01);
-    start
-        .arg("runuser -u freeswitch -- /tmp/freeswitch /tmp/fake-esl.pl >/dev/null 2>&1 & sleep 1");
-    assert!(start.status().expect("start the fake").success());
-    let before = Snapshot::take(fs01);
-    let run = fsfleet(&fleet, &["harden"]);
+    let dropin = "/etc/systemd/system/freeswitch.service.d";
     fleet.ssh_root(
         fs01,
-        "pkill -u freeswitch -x freeswitch || true; systemctl start freeswitch",
+        &format!(
+            "mkdir -p {dropin} && printf '[Service]\\nExecStart=\\nExecStart=/usr/bin/perl /tmp/fake-esl.pl\\n' > {dropin}/zz-fake.conf \
+             && systemctl daemon-reload && systemctl restart freeswitch && sleep 1"
+        ),
+    );
+    let before = Snapshot::take(fs01);
+    let run = fsfleet(&fleet, &["harden"]);
+    let after = Snapshot::take(fs01);
+    fleet.ssh_root(
+        fs01,
+        &format!("rm -rf {dropin} && systemctl daemon-reload && systemctl restart freeswitch"),
     );
     let doc = report(&run);
     assert_eq!(run.status.code(), Some(4), "{doc}");
@@ -194,7 +205,7 @@ while (my $c = $s->accept) {
     assert!(r1.contains("log_dir"), "the refusal names the value: {r1}");
     assert!(!r1.contains("log_dir\n"), "{r1}");
     assert_ne!(host_report(&doc, "fs02")["status"], "failed", "{doc}");
-    let diff = changed(&before, &Snapshot::take(fs01), |_| false);
+    let diff = changed(&before, &after, |_| false);
     assert!(diff.is_empty(), "a refused host changed: {diff:#?}");
     assert!(
         !fleet

@@ -194,42 +194,49 @@ impl Meta {
         }
     }
 
-    /// What a file holding a secret must be: readable by root and the FreeSWITCH user only.
-    /// The owner stays when it is root or that user (else root); the group keeps its bits only
-    /// when it is root's or FreeSWITCH's group; nobody else gets any bit; set-id and sticky
-    /// bits go. `fs`: FreeSWITCH's user and group, when known.
+    /// What a file holding a secret must be: readable by root and the FreeSWITCH user only,
+    /// and still readable by FreeSWITCH. `fs`: FreeSWITCH's user and group.
+    /// - owner: kept when it is root or FreeSWITCH's user, else root (with rw);
+    /// - FreeSWITCH reads it as its owner, or else through its group: the group becomes
+    ///   FreeSWITCH's with read (a root:root 0644 file FreeSWITCH read as "other" becomes
+    ///   root:freeswitch 0640, not an unreadable 0640 root:root);
+    /// - another group keeps no bits; nobody else gets any; set-id and sticky bits go.
+    ///
+    /// Unknown FreeSWITCH user (not running): nothing changes, since any guess could lock
+    /// FreeSWITCH out of its own config; the audit still reports bits for others.
     pub fn for_secret(&self, fs: Option<(&str, &str)>) -> Meta {
         let Some((fs_user, fs_group)) = fs else {
-            // Without knowing FreeSWITCH's user, changing owner or group could lock it out of
-            // its own config: only the bits for everybody else go.
-            return Meta {
-                mode: self.mode & 0o770,
-                ..self.clone()
-            };
+            return self.clone();
         };
-        let user_ok = self.user == "root" || self.user == fs_user;
-        let group_ok = self.group == "root" || self.group == fs_group;
-        let mut mode = self.mode & 0o700;
-        let user = if user_ok {
-            self.user.clone()
+        let (user, mut mode) = if self.user == "root" || self.user == fs_user {
+            (self.user.clone(), (self.mode & 0o700) | 0o400)
         } else {
-            // The owner was someone else: root takes the file, FreeSWITCH reads it by group.
-            mode = 0o600;
-            "root".to_string()
+            ("root".to_string(), 0o600)
         };
-        let group = if group_ok && user_ok {
-            mode |= self.mode & 0o070;
+        let group = if user == fs_user {
+            // FreeSWITCH reads it as its owner; its own group (or root's) may keep its bits.
+            if self.group == fs_group || self.group == "root" {
+                mode |= self.mode & 0o070;
+            }
             self.group.clone()
         } else {
-            mode |= 0o040;
+            mode |= (self.mode & 0o070 & if self.group == fs_group { 0o070 } else { 0 }) | 0o040;
             fs_group.to_string()
         };
         Meta { user, group, mode }
     }
 
-    /// Whether users other than root and FreeSWITCH's can read the file (see [`Meta::for_secret`]).
+    /// Whether users other than root and FreeSWITCH's may read the file: bits for others, or
+    /// group bits for a group that is neither (FreeSWITCH's user unknown: bits for others only).
     pub fn exposes_secret(&self, fs: Option<(&str, &str)>) -> bool {
-        self.for_secret(fs) != *self
+        match fs {
+            None => self.mode & 0o007 != 0,
+            Some((u, g)) => {
+                self.mode & 0o007 != 0
+                    || (self.user != "root" && self.user != u)
+                    || (self.mode & 0o070 != 0 && self.group != "root" && self.group != g)
+            }
+        }
     }
 }
 
@@ -334,6 +341,14 @@ impl HostFacts {
         use crate::facts::FileFact;
         let mut hf = HostFacts::default();
         hf.files.conf_dir = Some(dir.to_string());
+        // FreeSWITCH runs as `freeswitch`, as on the testbed and package installs.
+        hf.base.fs_process = Some(crate::facts::FsProcess {
+            pid: 100,
+            uid: 999,
+            gid: 999,
+            user: "freeswitch".into(),
+            group: "freeswitch".into(),
+        });
         for (rel, text) in files {
             let path = format!("{dir}/{rel}");
             hf.files.files.insert(
@@ -402,7 +417,7 @@ mod meta_tests {
     }
 
     #[test]
-    fn secret_files_end_readable_only_by_root_and_freeswitch() {
+    fn secret_files_end_readable_only_by_root_and_freeswitch_and_still_by_freeswitch() {
         let fs = Some(("freeswitch", "freeswitch"));
         // Stock package files are world-readable: the bits for others go, nothing else.
         assert_eq!(
@@ -414,21 +429,62 @@ mod meta_tests {
             m("root", "freeswitch", 0o640)
         );
         assert!(!m("root", "freeswitch", 0o640).exposes_secret(fs));
+        // FreeSWITCH read a root:root 0644 file as "other": it reads it through its group now.
+        assert_eq!(
+            m("root", "root", 0o644).for_secret(fs),
+            m("root", "freeswitch", 0o640)
+        );
+        assert_eq!(
+            m("root", "freeswitch", 0o604).for_secret(fs),
+            m("root", "freeswitch", 0o640)
+        );
         // Another group keeps no bits: FreeSWITCH's group takes it.
         assert_eq!(
             m("root", "users", 0o664).for_secret(fs),
             m("root", "freeswitch", 0o640)
         );
+        assert!(m("root", "users", 0o660).exposes_secret(fs));
+        assert_eq!(
+            m("freeswitch", "users", 0o664).for_secret(fs),
+            m("freeswitch", "users", 0o600)
+        );
         // Another owner: root takes the file, FreeSWITCH reads it through its group.
+        assert_eq!(
+            m("deploy", "deploy", 0o644).for_secret(fs),
+            m("root", "freeswitch", 0o640)
+        );
+        assert!(m("deploy", "freeswitch", 0o600).exposes_secret(fs));
         assert_eq!(
             m("mallory", "mallory", 0o4777).for_secret(fs),
             m("root", "freeswitch", 0o640)
         );
-        // FreeSWITCH's user unknown: owner and group stay (it must still read its config).
+        // Whatever goes in, the result never exposes the secret and FreeSWITCH can read it.
+        for user in ["root", "freeswitch", "other"] {
+            for group in ["root", "freeswitch", "users"] {
+                for mode in [
+                    0o000, 0o400, 0o600, 0o640, 0o644, 0o604, 0o660, 0o666, 0o777, 0o6755,
+                ] {
+                    let out = m(user, group, mode).for_secret(fs);
+                    assert!(
+                        !out.exposes_secret(fs),
+                        "{user}:{group} {mode:o} -> {out:?}"
+                    );
+                    let fs_reads = (out.user == "freeswitch" && out.mode & 0o400 != 0)
+                        || (out.group == "freeswitch" && out.mode & 0o040 != 0);
+                    assert!(
+                        fs_reads,
+                        "{user}:{group} {mode:o} -> {out:?} locks FreeSWITCH out"
+                    );
+                    assert_eq!(out.for_secret(fs), out, "stable");
+                }
+            }
+        }
+        // FreeSWITCH's user unknown: nothing is changed (a guess could lock it out).
         assert_eq!(
-            m("freeswitch", "freeswitch", 0o644).for_secret(None),
-            m("freeswitch", "freeswitch", 0o640)
+            m("root", "root", 0o644).for_secret(None),
+            m("root", "root", 0o644)
         );
-        assert!(m("freeswitch", "freeswitch", 0o604).exposes_secret(None));
+        assert!(m("root", "root", 0o604).exposes_secret(None));
+        assert!(!m("root", "root", 0o640).exposes_secret(None));
     }
 }

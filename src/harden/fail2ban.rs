@@ -439,7 +439,7 @@ done
 echo '@@status'; fail2ban-client status freeswitch
 echo '@@sshd'; timeout 5 fail2ban-client status sshd >/dev/null 2>&1 && echo up || echo down
 # The newest dated line tells the format: 1.10.7+ writes the idle cpu after the time.
-last=$(tail -n 200 "$log" 2>/dev/null | grep -E '^([0-9a-fA-F-]{{36}} )?[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}} ' | tail -n 1)
+last=$([ -f "$log" ] && [ ! -L "$log" ] && timeout 5 tail -n 200 "$log" 2>/dev/null | grep -E '^([0-9a-fA-F-]{{36}} )?[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}} ' | tail -n 1)
 if [ -z "$last" ]; then fmt={default}; src=version
 elif printf '%s\n' "$last" | grep -Eq '^([0-9a-fA-F-]{{36}} )?[0-9-]+ [0-9:.]+ [0-9]+\.[0-9]+% \['; then fmt=percent; src=log
 else fmt=plain; src=log; fi

@@ -616,9 +616,29 @@ async fn run_steps(
     ctx.stage("config");
     let written: Vec<&FileEdit> = edits.iter().collect();
     if !written.is_empty() {
-        let ops: Vec<hostfs::Op> = written.iter().map(|e| write_op(e, false)).collect();
+        // The config dir must be root's or FreeSWITCH's (checked on the host, in the same
+        // batch, before anything is staged).
+        let fs_user = facts.fs_owner().map_or("freeswitch", |(u, _)| u);
+        let owners = ["root", fs_user];
+        let mut ops = vec![hostfs::Op::CheckDir {
+            path: &conf_dir,
+            owners: &owners,
+        }];
+        ops.extend(written.iter().map(|e| write_op(e, false)));
         if let Err(e) = hostfs::apply(session, &ops).await {
-            let msg = format!("writing the config files failed: {e}; no config file was changed");
+            let msg = match &e {
+                // The directory's owner made a rename fail after others: put those back.
+                hostfs::HostFsError::Partial { written: done, .. } => {
+                    let back: Vec<&FileEdit> = written
+                        .iter()
+                        .filter(|w| done.contains(&w.path))
+                        .copied()
+                        .collect();
+                    let restored = restore(session, &back).await;
+                    format!("writing the config files failed: {e}; {restored}")
+                }
+                _ => format!("writing the config files failed: {e}; no config file was changed"),
+            };
             for (name, _, t) in &plans {
                 steps.push(name, StepStatus::Failed, msg.clone(), vec![], *t);
             }
