@@ -302,6 +302,17 @@ mod tests {
         )
     }
 
+    /// A write of a root-only file (what most cases need).
+    fn w<'a>(path: &'a str, content: &'a [u8]) -> Op<'a> {
+        Op::Write {
+            path,
+            content,
+            user: "root",
+            group: "root",
+            mode: 0o600,
+        }
+    }
+
     fn chown(p: &Path, uid: u32) {
         std::os::unix::fs::chown(p, Some(uid), Some(uid)).unwrap();
     }
@@ -352,13 +363,7 @@ mod tests {
         symlink(&victim, d.join("freeswitch.log")).unwrap();
         // A batch with a good write and a linked target: neither happens.
         let (code, _, err) = run(&[
-            Op::Write {
-                path: s(&ok),
-                content: b"new",
-                user: "root",
-                group: "root",
-                mode: 0o600,
-            },
+            w(s(&ok), b"new"),
             Op::Write {
                 path: s(&d.join("freeswitch.log")),
                 content: b"x",
@@ -410,13 +415,7 @@ mod tests {
         std::fs::create_dir(&root_dir).unwrap();
         std::fs::set_permissions(&root_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         symlink(&etc, root_dir.join("conf")).unwrap();
-        let (code, _, err) = run(&[Op::Write {
-            path: s(&root_dir.join("conf").join("a.xml")),
-            content: b"y",
-            user: "root",
-            group: "root",
-            mode: 0o600,
-        }]);
+        let (code, _, err) = run(&[w(s(&root_dir.join("conf").join("a.xml")), b"y")]);
         assert_eq!(code, 0, "{err}");
         assert_eq!(std::fs::read(etc.join("a.xml")).unwrap(), b"y");
     }
@@ -486,13 +485,7 @@ mod tests {
         std::fs::set_permissions(&rootdir, std::fs::Permissions::from_mode(0o755)).unwrap();
         symlink(format!("{}/../x", sub.display()), rootdir.join("l")).unwrap();
         std::fs::create_dir(d.join("x")).unwrap();
-        let (code, _, err) = run(&[Op::Write {
-            path: s(&rootdir.join("l").join("f")),
-            content: b"x",
-            user: "root",
-            group: "root",
-            mode: 0o600,
-        }]);
+        let (code, _, err) = run(&[w(s(&rootdir.join("l").join("f")), b"x")]);
         assert_eq!(code, 3, "{err}");
         assert!(err.contains("climbs out of a directory"), "{err}");
         // The same climb through root's own directories is followed.
@@ -501,13 +494,7 @@ mod tests {
         std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(a.join("b"), std::fs::Permissions::from_mode(0o755)).unwrap();
         symlink(format!("{}/b/../b", a.display()), rootdir.join("m")).unwrap();
-        let (code, _, err) = run(&[Op::Write {
-            path: s(&rootdir.join("m").join("f")),
-            content: b"y",
-            user: "root",
-            group: "root",
-            mode: 0o600,
-        }]);
+        let (code, _, err) = run(&[w(s(&rootdir.join("m").join("f")), b"y")]);
         assert_eq!(code, 0, "{err}");
         assert_eq!(std::fs::read(a.join("b").join("f")).unwrap(), b"y");
     }
@@ -517,13 +504,7 @@ mod tests {
         let (_t, d) = hostile_tree();
         let f = d.join("vars.xml");
         std::fs::write(&f, "old").unwrap();
-        let write = Op::Write {
-            path: s(&f),
-            content: b"new",
-            user: "root",
-            group: "root",
-            mode: 0o600,
-        };
+        let write = w(s(&f), b"new");
         let (code, _, err) = run(&[
             Op::CheckDir {
                 path: s(&d),
@@ -539,13 +520,7 @@ mod tests {
                 path: s(&d),
                 owners: &["root", "65534"],
             },
-            Op::Write {
-                path: s(&f),
-                content: b"new",
-                user: "root",
-                group: "root",
-                mode: 0o600,
-            },
+            w(s(&f), b"new"),
         ]);
         assert_eq!(code, 0, "{err}");
     }
@@ -579,29 +554,7 @@ mod tests {
             false
         });
         let big = vec![b'x'; 64 << 20];
-        let (code, out, err) = run(&[
-            Op::Write {
-                path: s(&a),
-                content: b"new a",
-                user: "root",
-                group: "root",
-                mode: 0o600,
-            },
-            Op::Write {
-                path: s(&b),
-                content: &big,
-                user: "root",
-                group: "root",
-                mode: 0o600,
-            },
-            Op::Write {
-                path: s(&c),
-                content: b"new c",
-                user: "root",
-                group: "root",
-                mode: 0o600,
-            },
-        ]);
+        let (code, out, err) = run(&[w(s(&a), b"new a"), w(s(&b), &big), w(s(&c), b"new c")]);
         assert!(racer.join().unwrap(), "the racer never saw the stage file");
         assert_eq!(code, 4, "{err}");
         assert_eq!(out.trim(), format!("written {}", a.display()));
@@ -658,17 +611,7 @@ mod tests {
         let (_t, d) = hostile_tree();
         let f = d.join("vars.xml");
         std::fs::write(&f, "old").unwrap();
-        let input = encode(
-            &[Op::Write {
-                path: s(&f),
-                content: b"0123456789",
-                user: "root",
-                group: "root",
-                mode: 0o600,
-            }],
-            "T",
-        )
-        .unwrap();
+        let input = encode(&[w(s(&f), b"0123456789")], "T").unwrap();
         let cut = &input[..input.len() - 6];
         let mut child = Command::new("perl")
             .arg("-e")
