@@ -534,10 +534,6 @@ impl Session {
         &self.host_key
     }
 
-    pub fn is_closed(&self) -> bool {
-        self.handle.is_closed()
-    }
-
     /// Whether privileged commands go through sudo.
     pub fn uses_sudo(&self) -> bool {
         !matches!(self.privilege, Privilege::Direct)
