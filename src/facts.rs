@@ -1962,10 +1962,14 @@ mod hostile {
     }
 
     proptest! {
-        // Fixed seed: reproducible in CI.
+        // Fixed seed: reproducible in CI. Failures found elsewhere are saved (and committed) in
+        // proptest-regressions/facts.txt and replayed first.
         #![proptest_config(ProptestConfig {
             cases: 300,
             rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_fac7),
+            failure_persistence: Some(Box::new(
+                proptest::test_runner::FileFailurePersistence::SourceParallel("proptest-regressions"),
+            )),
             ..ProptestConfig::default()
         })]
         #[test]
@@ -1973,9 +1977,25 @@ mod hostile {
             let mut s = Script::new();
             s.add("os", "x").add("files", "y");
             let out = good(&s);
+            let full = s.parse(&out).unwrap();
+            let order = ["os", "files"];
+            prop_assert_eq!(full.map.keys().count(), order.len());
             let cut = cut.min(out.len());
             if let Ok(sec) = s.parse(&out[..cut]) {
-                // Whatever parsed is complete sections only.
+                // Whatever parsed is the first sections of the full output, each one whole
+                // (same text, same status): never a cut section passed off as complete.
+                let n = sec.map.len();
+                prop_assert!(n <= order.len());
+                let names: Vec<&str> = sec.map.keys().map(String::as_str).collect();
+                let mut want = order[..n].to_vec();
+                want.sort_unstable();
+                prop_assert_eq!(names, want, "not a prefix of the sections");
+                for name in &order[..n] {
+                    prop_assert_eq!(sec.map.get(*name), full.map.get(*name), "section {} cut", name);
+                }
+                if cut == out.len() {
+                    prop_assert_eq!(n, order.len());
+                }
                 let _ = parse_base(&sec, "root", false);
                 let _ = Files::parse(sec.text("files"));
             }

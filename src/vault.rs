@@ -56,6 +56,14 @@ pub enum VaultError {
         "vault {path} is not valid ({reason}); it was left untouched: restore it from a backup or move it away"
     )]
     Corrupt { path: PathBuf, reason: String },
+    /// The parser's message comes from the error chain (the CLI prints it after this one).
+    #[error(
+        "vault {path} is not valid JSON (it was left untouched: restore it from a backup or move it away)"
+    )]
+    Unparsable {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("vault {path} is in use by another fsfleet run (lock {lock}); wait for it to finish")]
     Locked { path: PathBuf, lock: PathBuf },
     #[error("cannot export {what}: {why}")]
@@ -243,9 +251,9 @@ impl Vault {
         let doc = match std::fs::read(path) {
             Ok(bytes) => {
                 let doc: Document =
-                    serde_json::from_slice(&bytes).map_err(|e| VaultError::Corrupt {
+                    serde_json::from_slice(&bytes).map_err(|source| VaultError::Unparsable {
                         path: path.to_path_buf(),
-                        reason: e.to_string(),
+                        source,
                     })?;
                 if doc.version != VERSION {
                     return Err(VaultError::Corrupt {
@@ -899,7 +907,11 @@ mod tests {
         assert!(err.contains("in use by another fsfleet run"), "{err}");
         drop(_first);
         std::fs::write(&path, "{ not json").unwrap();
-        let err = reopen(&path).unwrap_err().to_string();
+        let e = reopen(&path).unwrap_err();
+        // The JSON parser's own error stays attached, for the CLI's error chain.
+        let source = std::error::Error::source(&e).expect("the parse error as source");
+        assert!(source.is::<serde_json::Error>(), "{source:?}");
+        let err = e.to_string();
         assert!(
             err.contains(&path.display().to_string()) && err.contains("not valid"),
             "{err}"

@@ -90,10 +90,14 @@ fn fresh_fleet_fails_the_baseline_read_only_with_evidence() {
                 "FS-SIP-02",
                 "sip_profiles/internal.xml: log-auth-failures is false",
             ),
-            ("FS-F2B-01", "fail2ban"),
-            ("FS-F2B-02", ""),
-            ("FS-F2B-03", ""),
-            ("FS-FW-01", ""),
+            ("FS-F2B-01", "fail2ban is not installed"),
+            // Fresh hosts have neither fail2ban, ufw nor iptables (docs/testbed.md).
+            ("FS-F2B-02", "fail2ban-client is not installed"),
+            ("FS-F2B-03", "fail2ban-regex is not installed"),
+            (
+                "FS-FW-01",
+                "ufw is not installed; no iptables INPUT policy found",
+            ),
             ("FS-FW-02", "8021"),
         ];
         for (id, needle) in expect_fail {

@@ -663,10 +663,15 @@ mod properties {
     }
 
     proptest! {
-        // Fixed seed: reproducible in CI.
+        // Fixed seed: reproducible in CI. Failures found elsewhere are saved (and committed) in
+        // proptest-regressions/tests/inventory.txt and replayed first (tests/ has no lib.rs for
+        // proptest's default location to be found from).
         #![proptest_config(ProptestConfig {
             cases: 400,
             rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_1417),
+            failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::Direct(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/proptest-regressions/tests/inventory.txt"),
+            ))),
             ..ProptestConfig::default()
         })]
 

@@ -66,11 +66,6 @@ impl EventSocket {
                 .to_string(),
         }
     }
-
-    /// Whether only loopback can connect (listen address).
-    pub fn is_loopback_only(&self) -> bool {
-        matches!(self.listen_ip.as_str(), "127.0.0.1" | "::1") || self.listen_ip.starts_with("127.")
-    }
 }
 
 /// The shortest password read from a host that fsfleet keeps.

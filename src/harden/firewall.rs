@@ -671,27 +671,6 @@ fn shell_var<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
-/// Default policies as ufw reports them: (incoming, outgoing), e.g. ("deny", "allow").
-pub fn parse_status_defaults(status: &str) -> Option<(String, String)> {
-    let line = status
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Default:"))?;
-    let mut incoming = None;
-    let mut outgoing = None;
-    for part in line.split(',') {
-        let mut w = part.split_whitespace();
-        let (Some(policy), Some(dir)) = (w.next(), w.next()) else {
-            continue;
-        };
-        match dir {
-            "(incoming)" => incoming = Some(policy.to_string()),
-            "(outgoing)" => outgoing = Some(policy.to_string()),
-            _ => {}
-        }
-    }
-    Some((incoming?, outgoing?))
-}
-
 /// The default policies from /etc/default/ufw, spelled like `ufw status verbose`.
 fn file_defaults(text: &str) -> (String, String) {
     let word = |v: Option<&str>| match v.map(str::to_ascii_uppercase).as_deref() {
@@ -721,8 +700,9 @@ impl UfwState {
     pub fn from_facts(f: &HostFacts) -> UfwState {
         let status = f.section(STATUS_SNIPPET);
         let defaults_text = f.file_text(UFW_DEFAULTS).unwrap_or("");
-        let (incoming, outgoing) =
-            parse_status_defaults(status).unwrap_or_else(|| file_defaults(defaults_text));
+        // The status section says only whether ufw is active (asked without starting ufw's
+        // Python), so the default policies come from ufw's own file.
+        let (incoming, outgoing) = file_defaults(defaults_text);
         let mut tuples = parse_tuples(f.file_text(USER_RULES).unwrap_or(""), false);
         tuples.extend(parse_tuples(f.file_text(USER6_RULES).unwrap_or(""), true));
         UfwState {
@@ -1619,14 +1599,6 @@ mod tests {
                 "reload ufw"
             ]
         );
-        // The live status wins over the file when ufw reports it.
-        assert_eq!(
-            parse_status_defaults(
-                "Status: active\nLogging: on (low)\nDefault: deny (incoming), allow (outgoing), disabled (routed)\n"
-            ),
-            Some(("deny".to_string(), "allow".to_string()))
-        );
-        assert_eq!(parse_status_defaults("Status: inactive\n"), None);
     }
 
     #[test]

@@ -911,3 +911,250 @@ async fn apply_system(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conf::EventSocket;
+    use crate::harden::Meta;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn set(v: &[&str]) -> BTreeSet<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn step_names_are_checked_split_on_commas_and_trimmed() {
+        let sel = Selection::new(&names(&["fail2ban, firewall", "", "packages"]), &[]).unwrap();
+        assert_eq!(sel.skip, set(&["fail2ban", "firewall", "packages"]));
+        assert!(sel.only.is_empty());
+        for (skip, only, bad) in [
+            (names(&["firewal"]), vec![], "firewal"),
+            (vec![], names(&["fail2ban,Reload"]), "Reload"),
+        ] {
+            let e = Selection::new(&skip, &only).unwrap_err();
+            assert!(e.starts_with(&format!("unknown step {bad:?}")), "{e}");
+            assert!(
+                e.ends_with(&format!("the steps are: {}", STEPS.join(", "))),
+                "{e}"
+            );
+            for step in STEPS {
+                assert!(e.contains(step), "{step} missing from {e}");
+            }
+        }
+        // Every step name the runner knows is accepted.
+        let all: Vec<String> = STEPS
+            .iter()
+            .filter(|s| **s != preflight::NAME)
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            Selection::new(&all, &all).unwrap().skip.len(),
+            STEPS.len() - 1
+        );
+    }
+
+    #[test]
+    fn preflight_cannot_be_skipped_and_always_runs() {
+        let e = Selection::new(&names(&["firewall,preflight"]), &[]).unwrap_err();
+        assert!(e.starts_with("preflight cannot be skipped"), "{e}");
+        // --only never leaves preflight (nor the backup before a change) out.
+        let sel = Selection::new(&[], &names(&["firewall"])).unwrap();
+        assert!(sel.runs(preflight::NAME));
+        assert!(sel.runs(backup::NAME));
+        // Naming it in --only is fine.
+        let sel = Selection::new(&[], &names(&["preflight"])).unwrap();
+        assert!(sel.runs(preflight::NAME));
+        assert!(!sel.runs(firewall::NAME));
+    }
+
+    #[test]
+    fn only_and_skip_together() {
+        // Nothing chosen: every step runs.
+        let sel = Selection::new(&[], &[]).unwrap();
+        assert!(STEPS.iter().all(|s| sel.runs(s)));
+
+        // --skip alone: all but the skipped.
+        let sel = Selection::new(&names(&["fail2ban", "reload"]), &[]).unwrap();
+        let ran: Vec<&str> = STEPS.iter().copied().filter(|s| sel.runs(s)).collect();
+        assert_eq!(
+            ran,
+            [
+                preflight::NAME,
+                backup::NAME,
+                sip_password::NAME,
+                event_socket::NAME,
+                auth_logging::NAME,
+                packages::NAME,
+                firewall::NAME,
+                fs_cli::NAME,
+                verify::NAME,
+            ]
+        );
+
+        // --only alone: those, plus preflight and backup.
+        let sel = Selection::new(&[], &names(&["fail2ban,firewall"])).unwrap();
+        let ran: Vec<&str> = STEPS.iter().copied().filter(|s| sel.runs(s)).collect();
+        assert_eq!(
+            ran,
+            [
+                preflight::NAME,
+                backup::NAME,
+                fail2ban::NAME,
+                firewall::NAME
+            ]
+        );
+
+        // Both: --skip wins over --only.
+        let sel = Selection::new(&names(&["firewall"]), &names(&["fail2ban,firewall"])).unwrap();
+        let ran: Vec<&str> = STEPS.iter().copied().filter(|s| sel.runs(s)).collect();
+        assert_eq!(ran, [preflight::NAME, backup::NAME, fail2ban::NAME]);
+
+        // The backup is taken whenever something changes, whatever the lists say.
+        let sel = Selection::new(&names(&["backup"]), &[]).unwrap();
+        assert!(sel.runs(backup::NAME));
+    }
+
+    const FILE_PW: &str = "Z8fsfleetFilePassword1";
+
+    fn preflight_with(live: Option<&str>, stale: bool) -> preflight::Preflight {
+        preflight::Preflight {
+            esl: EventSocket {
+                password: Secret::new(FILE_PW),
+                listen_ip: "127.0.0.1".into(),
+                listen_port: 8021,
+                inbound_acl: None,
+            },
+            target: None,
+            live_password: live.map(Secret::new),
+            stale,
+            conf_dir: None,
+            log_dir: None,
+            evidence: vec![],
+        }
+    }
+
+    fn meta(mode: u32) -> Meta {
+        Meta {
+            user: "freeswitch".into(),
+            group: "freeswitch".into(),
+            mode,
+        }
+    }
+
+    /// An edit of `rel` under /etc/freeswitch: the content changes, or (`content: false`) only
+    /// the mode does.
+    fn edit(rel: &str, content: bool) -> FileEdit {
+        let old = b"<include/>\n".to_vec();
+        FileEdit {
+            path: format!("/etc/freeswitch/{rel}"),
+            new: if content {
+                b"<include><!-- edited --></include>\n".to_vec()
+            } else {
+                old.clone()
+            },
+            old,
+            was: meta(0o644),
+            want: meta(0o640),
+        }
+    }
+
+    fn needs(
+        written: &[&FileEdit],
+        rescan: &[&str],
+        esl_changed: bool,
+        interrupted: bool,
+        pre: &preflight::Preflight,
+    ) -> reload::Needs {
+        reload_needs(
+            &HostFacts::stock(),
+            written,
+            names(rescan),
+            esl_changed,
+            interrupted,
+            pre,
+            &Secret::new(FILE_PW),
+        )
+    }
+
+    fn shape(n: &reload::Needs) -> (bool, BTreeSet<String>, bool) {
+        (
+            n.reloadxml,
+            n.rescan.iter().cloned().collect(),
+            n.event_socket,
+        )
+    }
+
+    #[test]
+    fn nothing_written_nothing_reloaded() {
+        let pre = preflight_with(Some(FILE_PW), false);
+        let n = needs(&[], &[], false, false, &pre);
+        assert_eq!(shape(&n), (false, set(&[]), false));
+        assert!(!n.any());
+        // FreeSWITCH down (--offline-ok): no live password to compare either.
+        let n = needs(&[], &[], false, false, &preflight_with(None, false));
+        assert!(!n.any());
+    }
+
+    #[test]
+    fn an_interrupted_or_stale_run_reloads_everything() {
+        let every_profile = set(&["internal", "external", "internal-ipv6", "external-ipv6"]);
+        let esl = edit(event_socket::FILE, true);
+        for (interrupted, stale, written) in [
+            (true, false, vec![]),
+            (false, true, vec![]),
+            (true, true, vec![&esl]),
+        ] {
+            let pre = preflight_with(Some(FILE_PW), stale);
+            let n = needs(&written, &[], false, interrupted, &pre);
+            assert_eq!(
+                shape(&n),
+                (true, every_profile.clone(), true),
+                "interrupted {interrupted}, stale {stale}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_an_event_socket_change_reloads_only_the_event_socket() {
+        let pre = preflight_with(Some(FILE_PW), false);
+        let esl = edit(event_socket::FILE, true);
+        let n = needs(&[&esl], &[], true, false, &pre);
+        assert_eq!(shape(&n), (false, set(&[]), true));
+
+        // The running password differs from the file's, with no file written: the Event
+        // Socket must be reloaded all the same.
+        let pre = preflight_with(Some("Z8fsfleetOlderPassword01"), false);
+        let n = needs(&[], &[], false, false, &pre);
+        assert_eq!(shape(&n), (false, set(&[]), true));
+    }
+
+    #[test]
+    fn a_perms_only_edit_triggers_no_reloadxml() {
+        let pre = preflight_with(Some(FILE_PW), false);
+        let vars = edit("vars.xml", false);
+        assert!(!vars.content_changed());
+        let dir = edit("directory/default/1000.xml", false);
+        let n = needs(&[&vars, &dir], &[], false, false, &pre);
+        assert_eq!(shape(&n), (false, set(&[]), false));
+        assert!(!n.any());
+    }
+
+    #[test]
+    fn a_content_change_reloads_the_xml_and_rescans_what_the_steps_name() {
+        let pre = preflight_with(Some(FILE_PW), false);
+        let vars = edit("vars.xml", true);
+        let perms = edit("directory/default/1000.xml", false);
+        let n = needs(&[&perms, &vars], &[], false, false, &pre);
+        assert_eq!(shape(&n), (true, set(&[]), false));
+
+        let internal = edit("sip_profiles/internal.xml", true);
+        let esl = edit(event_socket::FILE, true);
+        let n = needs(&[&internal, &esl], &["internal"], true, false, &pre);
+        assert_eq!(shape(&n), (true, set(&["internal"]), true));
+        assert_eq!(n.rescan, ["internal"]);
+    }
+}

@@ -46,8 +46,15 @@ pub enum SshError {
         source: std::io::Error,
     },
 
-    #[error("{0}")]
-    KnownHostsRead(std::io::Error),
+    #[error("cannot read known_hosts file {}: {source}", file.display())]
+    KnownHostsRead {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// A direct-tcpip channel refused by a bastion or a host.
+    #[error("{what}: {source}")]
+    Tunnel { what: String, source: russh::Error },
 
     #[error("authentication as {user}@{host} failed; tried: {tried}")]
     AuthFailed {
@@ -80,6 +87,30 @@ impl SshError {
     /// Whether the host could not be reached or logged into at all (reported "unreachable"
     /// rather than "failed").
     pub fn is_unreachable(&self) -> bool {
-        !matches!(self, SshError::Sudo { .. } | SshError::Other(_))
+        !matches!(
+            self,
+            SshError::Sudo { .. } | SshError::Tunnel { .. } | SshError::Other(_)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_tunnel_keeps_russh_s_error_and_is_not_unreachable() {
+        let e = SshError::Tunnel {
+            what: "fs1: cannot open a tunnel to 127.0.0.1:8021 on the host".into(),
+            source: russh::Error::Disconnect,
+        };
+        assert!(!e.is_unreachable(), "the host was reached and logged into");
+        let source = std::error::Error::source(&e).expect("russh's error as source");
+        assert!(source.is::<russh::Error>(), "{source:?}");
+        assert!(
+            e.to_string()
+                .starts_with("fs1: cannot open a tunnel to 127.0.0.1:8021 on the host: "),
+            "{e}"
+        );
     }
 }

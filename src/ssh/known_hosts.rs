@@ -13,6 +13,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use russh::keys::ssh_key::{HashAlg, PublicKey};
 use sha1::Sha1;
 
+use super::SshError;
+
 /// One usable entry of a known_hosts file.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -61,17 +63,17 @@ pub fn fingerprint(key: &PublicKey) -> String {
 impl KnownHosts {
     /// Read `files` (missing files are skipped: a first run has none). `learn_file` is where
     /// accept-new and confirmed keys are recorded.
-    pub fn load(files: &[PathBuf], learn_file: Option<PathBuf>) -> std::io::Result<KnownHosts> {
+    pub fn load(files: &[PathBuf], learn_file: Option<PathBuf>) -> Result<KnownHosts, SshError> {
         let mut entries = Vec::new();
         for file in files {
             match std::fs::read(file) {
                 Ok(bytes) => entries.extend(parse(&String::from_utf8_lossy(&bytes), file)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(std::io::Error::new(
-                        e.kind(),
-                        format!("cannot read known_hosts file {}: {e}", file.display()),
-                    ));
+                Err(source) => {
+                    return Err(SshError::KnownHostsRead {
+                        file: file.clone(),
+                        source,
+                    });
                 }
             }
         }
@@ -329,6 +331,31 @@ mod tests {
 
     fn key(s: &str) -> PublicKey {
         PublicKey::from_openssh(s).unwrap()
+    }
+
+    #[test]
+    fn an_unreadable_file_names_itself_and_keeps_the_io_error() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the file should be: it exists, and reading it fails.
+        let path = dir.path().join("known_hosts");
+        std::fs::create_dir(&path).unwrap();
+        let e = KnownHosts::load(std::slice::from_ref(&path), None).unwrap_err();
+        let SshError::KnownHostsRead { file, source } = &e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(file, &path);
+        assert_eq!(source.kind(), std::io::ErrorKind::IsADirectory);
+        assert!(std::error::Error::source(&e).is_some());
+        assert!(
+            e.to_string().starts_with(&format!(
+                "cannot read known_hosts file {}: ",
+                path.display()
+            )),
+            "{e}"
+        );
+        // A missing file is a first run, not an error.
+        let missing = dir.path().join("absent");
+        assert!(KnownHosts::load(&[missing], None).is_ok());
     }
 
     fn load(text: &str) -> (tempfile::TempDir, KnownHosts, PathBuf) {

@@ -189,7 +189,7 @@ impl Connector {
         if let Some(k) = cache.get(&files) {
             return Ok(k.clone());
         }
-        let kh = KnownHosts::load(&files, user_file).map_err(SshError::KnownHostsRead)?;
+        let kh = KnownHosts::load(&files, user_file)?;
         let kh = Arc::new(StdMutex::new(kh));
         cache.insert(files, kh.clone());
         Ok(kh)
@@ -323,9 +323,10 @@ impl Connector {
                     .map_err(|e| SshError::Jump {
                         jump: bastion.name.clone(),
                         host: host.name.clone(),
-                        source: Box::new(SshError::Other(format!(
-                            "the bastion could not open a tunnel to {addr}: {e}"
-                        ))),
+                        source: Box::new(SshError::Tunnel {
+                            what: format!("the bastion could not open a tunnel to {addr}"),
+                            source: e,
+                        }),
                     })?;
                 let hs = tokio::time::timeout(
                     limit,
@@ -534,10 +535,6 @@ impl Session {
         &self.host_key
     }
 
-    pub fn is_closed(&self) -> bool {
-        self.handle.is_closed()
-    }
-
     /// Whether privileged commands go through sudo.
     pub fn uses_sudo(&self) -> bool {
         !matches!(self.privilege, Privilege::Direct)
@@ -722,11 +719,12 @@ impl Session {
             .handle
             .channel_open_direct_tcpip(address, u32::from(port), "127.0.0.1", 0)
             .await
-            .map_err(|e| {
-                SshError::Other(format!(
-                    "{}: cannot open a tunnel to {address}:{port} on the host: {e}",
+            .map_err(|source| SshError::Tunnel {
+                what: format!(
+                    "{}: cannot open a tunnel to {address}:{port} on the host",
                     self.name
-                ))
+                ),
+                source,
             })?;
         Ok(chan.into_stream())
     }
