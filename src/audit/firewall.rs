@@ -85,10 +85,11 @@ impl Ufw {
             rules: Vec::new(),
         };
         let mut in_rules = false;
+        ufw.active = crate::model::ufw_status_active(text);
         for line in text.lines() {
             let l = line.trim_end();
-            if let Some(s) = l.strip_prefix("Status: ") {
-                ufw.active = s.trim() == "active";
+            if l.starts_with("Status: ") {
+                continue;
             } else if let Some(d) = l.strip_prefix("Default: ") {
                 ufw.default_incoming = d
                     .split(',')
@@ -253,26 +254,16 @@ fn esl_port_closed(ev: &Evidence) -> Finding {
     }
 }
 
-/// The RTP range of switch.conf.xml (FreeSWITCH's defaults 16384-32768).
-pub fn rtp_range(ev: &Evidence) -> Result<(u16, u16), String> {
-    let conf = "autoload_configs/switch.conf.xml";
-    let get = |name: &str, default: u16| -> Result<u16, String> {
-        match ev.param(conf, name)? {
-            None => Ok(default),
-            Some(v) => v.trim().parse().map_err(|_| {
-                format!("{conf}: {name} is {v:?}, not a port number; fix it so FreeSWITCH and the audit agree")
-            }),
-        }
-    };
-    Ok((get("rtp-start-port", 16384)?, get("rtp-end-port", 32768)?))
-}
-
+/// The range checked is the host model's, the one harden opens: an unusable or inverted range
+/// in switch.conf.xml is FreeSWITCH's default, with a note.
 fn rtp_allowed(ev: &Evidence) -> Finding {
-    let (lo, hi) = match rtp_range(ev) {
-        Ok(r) => r,
-        Err(e) => return Finding::error(e),
-    };
-    match Ufw::from_evidence(ev) {
+    if let Err(e) = ev.conf_dir() {
+        return Finding::error(e);
+    }
+    let rtp = ev.model().rtp();
+    let (lo, hi) = (rtp.ports.first, rtp.ports.last);
+    let notes: Vec<String> = rtp.warnings.iter().map(|w| format!("note: {w}")).collect();
+    let finding = match Ufw::from_evidence(ev) {
         Err(e) => Finding::error(e),
         Ok(Some(ufw)) if ufw.active => {
             let missing: Vec<u16> = (lo..=hi)
@@ -291,7 +282,8 @@ fn rtp_allowed(ev: &Evidence) -> Finding {
         Ok(_) => Finding::pass(vec![format!(
             "ufw is not active: nothing blocks the RTP range {lo}:{hi}/udp (see FS-FW-01)"
         )]),
-    }
+    };
+    finding.with_notes(notes)
 }
 
 #[cfg(test)]

@@ -14,15 +14,14 @@
 //! if that fails within 20 s, disables ufw through the existing connection and fails the step.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
 
 use super::context::{HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
-use crate::conf::{vars, xml};
 use crate::inventory::Host;
+use crate::model::{self, HostModel};
 use crate::ssh::sh_quote;
 
 /// The step's name (`--skip firewall`).
@@ -36,11 +35,6 @@ pub const UFW_DEFAULTS: &str = "/etc/default/ufw";
 
 /// Comments of the rules fsfleet adds start with this word.
 const COMMENT_TAG: &str = "fsfleet";
-/// FreeSWITCH's own RTP range when switch.conf.xml does not set one.
-pub const DEFAULT_RTP: (u16, u16) = (16384, 32768);
-const DEFAULT_SIP_PORT: u16 = 5060;
-const DEFAULT_TLS_PORT: u16 = 5061;
-const DEFAULT_ESL_PORT: u16 = 8021;
 /// How long a NEW SSH connection may take after enabling ufw before fsfleet rolls back.
 const PROOF_LIMIT: Duration = Duration::from_secs(20);
 /// The on-host watchdog disables ufw this long after enabling unless fsfleet disarms it first
@@ -48,47 +42,7 @@ const PROOF_LIMIT: Duration = Duration::from_secs(20);
 const WATCHDOG_SECS: u64 = 120;
 const APPLY_LIMIT: Duration = Duration::from_secs(120);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
-
-impl Proto {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        }
-    }
-}
-
-/// A port or an inclusive range of ports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Ports {
-    pub first: u16,
-    pub last: u16,
-}
-
-impl Ports {
-    pub fn one(p: u16) -> Ports {
-        Ports { first: p, last: p }
-    }
-    pub fn contains(&self, p: u16) -> bool {
-        self.first <= p && p <= self.last
-    }
-}
-
-impl fmt::Display for Ports {
-    /// ufw's own spelling: `5060` or `16384:32768`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.first == self.last {
-            write!(f, "{}", self.first)
-        } else {
-            write!(f, "{}:{}", self.first, self.last)
-        }
-    }
-}
+pub use crate::model::{Ports, Proto, SipPorts};
 
 /// Why fsfleet opens a port; written into the rule's comment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -191,11 +145,11 @@ pub struct Wanted {
 /// fsfleet reaches sshd through).
 pub fn wanted_rules(f: &HostFacts, host: &Host, connected_port: u16, ipv6: bool) -> Wanted {
     let mut w = Wanted {
-        esl_port: DEFAULT_ESL_PORT,
+        esl_port: model::DEFAULT_ESL_PORT,
         sshd_ports_known: !f.base.sshd_ports.is_empty(),
         ..Wanted::default()
     };
-    let vars_text = f.files.conf("vars.xml").and_then(|v| v.text());
+    let m = HostModel::new(f);
 
     let mut ssh: BTreeSet<u16> = f.base.sshd_ports.iter().copied().collect();
     ssh.insert(connected_port);
@@ -207,7 +161,7 @@ pub fn wanted_rules(f: &HostFacts, host: &Host, connected_port: u16, ipv6: bool)
         ));
     }
 
-    let sip = sip_ports_opened(f);
+    let sip = m.sip_ports();
     w.esl_port = sip.esl_port;
     w.warnings.extend(sip.warnings);
     if ssh.contains(&w.esl_port) {
@@ -226,12 +180,12 @@ pub fn wanted_rules(f: &HostFacts, host: &Host, connected_port: u16, ipv6: bool)
         });
     }
 
-    let (rtp, warn) = rtp_range(f, vars_text);
-    w.warnings.extend(warn);
+    let rtp = m.rtp();
+    w.warnings.extend(rtp.warnings);
     w.rules.push(Rule {
         purpose: Purpose::Rtp,
         proto: Proto::Udp,
-        ports: rtp,
+        ports: rtp.ports,
         from: None,
     });
 
@@ -288,201 +242,11 @@ pub fn wanted_rules(f: &HostFacts, host: &Host, connected_port: u16, ipv6: bool)
     w
 }
 
-/// The SIP and SIP-TLS ports the firewall opens on a host, with what it had to assume.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SipPorts {
-    pub ports: BTreeSet<(Proto, u16)>,
-    /// The Event Socket's listen-port (never opened, so never a SIP port here).
-    pub esl_port: u16,
-    pub warnings: Vec<String>,
-}
-
-impl SipPorts {
-    /// Each port number once, ascending, whatever the protocol.
-    pub fn numbers(&self) -> Vec<u16> {
-        let set: BTreeSet<u16> = self.ports.iter().map(|(_, p)| *p).collect();
-        set.into_iter().collect()
-    }
-}
-
-/// The one answer to "which SIP ports are open on this host": the firewall opens exactly these
-/// and the fail2ban jail bans on exactly these, so a profile moved to another port (or TLS on
-/// another port) is both opened and banned on, never one without the other.
+/// The SIP and SIP-TLS ports the firewall opens: the model's, which the fail2ban jail and
+/// audit FS-SIP-06 also use, so a profile moved to another port (or TLS on another port) is
+/// opened, banned on and audited alike.
 pub fn sip_ports_opened(f: &HostFacts) -> SipPorts {
-    let vars_text = f.files.conf("vars.xml").and_then(|v| v.text());
-    let mut out = SipPorts {
-        esl_port: DEFAULT_ESL_PORT,
-        ..SipPorts::default()
-    };
-    if let Some(esl) = f.files.conf("autoload_configs/event_socket.conf.xml") {
-        let (port, warn) = conf_port(esl, "listen-port", vars_text, DEFAULT_ESL_PORT);
-        out.esl_port = port;
-        out.warnings.extend(warn);
-    }
-    let (sip, warn) = sip_ports(f, vars_text);
-    out.warnings.extend(warn);
-    for (proto, port) in sip {
-        if proto == Proto::Tcp && port == out.esl_port {
-            out.warnings.push(format!(
-                "a SIP profile is configured on {port}/tcp, the Event Socket port: not opened"
-            ));
-            continue;
-        }
-        out.ports.insert((proto, port));
-    }
-    out
-}
-
-/// Substitute `$${var}` from vars.xml; None when a variable is not set there.
-fn resolve(value: &str, vars_text: Option<&str>) -> Option<String> {
-    let mut out = String::new();
-    let mut rest = value;
-    while let Some(at) = rest.find("$${") {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 3..];
-        let end = after.find('}')?;
-        out.push_str(&vars::get_var(vars_text?, &after[..end])?);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Some(out)
-}
-
-fn parse_port(value: &str, vars_text: Option<&str>) -> Result<u16, String> {
-    let resolved = resolve(value, vars_text)
-        .ok_or_else(|| format!("'{value}' uses a variable that vars.xml does not set"))?;
-    match resolved.trim().parse::<u16>() {
-        Ok(p) if p > 0 => Ok(p),
-        _ => Err(format!("'{value}' is not a port number")),
-    }
-}
-
-/// A port param of a settings file, its default when absent or unreadable (with a warning).
-fn conf_port(
-    file: &crate::facts::FileFact,
-    param: &str,
-    vars_text: Option<&str>,
-    default: u16,
-) -> (u16, Option<String>) {
-    let Some(text) = file.text() else {
-        return (default, None);
-    };
-    match xml::get_param(text, param) {
-        Ok(None) => (default, None),
-        Ok(Some(v)) => match parse_port(&v, vars_text) {
-            Ok(p) => (p, None),
-            Err(e) => (
-                default,
-                Some(format!("{}: {param} {e}; assumed {default}", file.path)),
-            ),
-        },
-        Err(e) => (
-            default,
-            Some(format!("{}: {e}; assumed {param} {default}", file.path)),
-        ),
-    }
-}
-
-/// The RTP range of switch.conf.xml (FreeSWITCH's default 16384-32768 when not set).
-fn rtp_range(f: &HostFacts, vars_text: Option<&str>) -> (Ports, Vec<String>) {
-    let mut warnings = Vec::new();
-    let Some(sw) = f.files.conf("autoload_configs/switch.conf.xml") else {
-        return (
-            Ports {
-                first: DEFAULT_RTP.0,
-                last: DEFAULT_RTP.1,
-            },
-            warnings,
-        );
-    };
-    let (first, w1) = conf_port(sw, "rtp-start-port", vars_text, DEFAULT_RTP.0);
-    let (last, w2) = conf_port(sw, "rtp-end-port", vars_text, DEFAULT_RTP.1);
-    warnings.extend(w1);
-    warnings.extend(w2);
-    if first > last {
-        warnings.push(format!(
-            "{}: rtp-start-port {first} is above rtp-end-port {last}; opened the default {}-{}",
-            sw.path, DEFAULT_RTP.0, DEFAULT_RTP.1
-        ));
-        return (
-            Ports {
-                first: DEFAULT_RTP.0,
-                last: DEFAULT_RTP.1,
-            },
-            warnings,
-        );
-    }
-    (Ports { first, last }, warnings)
-}
-
-/// The SIP (udp+tcp) and TLS (tcp, when enabled) ports of every profile in sip_profiles/*.xml
-/// (sofia.conf.xml loads them all).
-fn sip_ports(f: &HostFacts, vars_text: Option<&str>) -> (BTreeSet<(Proto, u16)>, Vec<String>) {
-    let mut out = BTreeSet::new();
-    let mut warnings = Vec::new();
-    for file in f.files.conf_dir_files("sip_profiles", ".xml") {
-        let Some(text) = file.text() else {
-            warnings.push(format!(
-                "{}: not readable as text; its SIP ports are not opened",
-                file.path
-            ));
-            continue;
-        };
-        let tags = match xml::scan(text) {
-            Ok(t) => t,
-            Err(e) => {
-                warnings.push(format!(
-                    "{}: {e}; its SIP ports are not opened (FreeSWITCH cannot load it either)",
-                    file.path
-                ));
-                continue;
-            }
-        };
-        // (sip-port, tls-sip-port) per <profile>, raw values.
-        let mut profiles: Vec<[Option<String>; 2]> = Vec::new();
-        for t in &tags {
-            if t.name == "profile" && t.kind != xml::TagKind::End {
-                profiles.push(Default::default());
-                continue;
-            }
-            if t.name != "param"
-                || t.kind == xml::TagKind::End
-                || t.parent() != Some("settings")
-                || !t.parents.iter().any(|p| p == "profile")
-            {
-                continue;
-            }
-            let (Some(n), Some(v), Some(cur)) =
-                (t.attr("name"), t.attr("value"), profiles.last_mut())
-            else {
-                continue;
-            };
-            let slot = match n.value.trim() {
-                "sip-port" => 0,
-                "tls-sip-port" => 1,
-                _ => continue,
-            };
-            cur[slot] = Some(v.value.clone());
-        }
-        for [sip, tls_port] in profiles {
-            let port =
-                |raw: Option<String>, param: &str, default: u16, ws: &mut Vec<String>| match raw {
-                    None => default,
-                    Some(v) => parse_port(&v, vars_text).unwrap_or_else(|e| {
-                        ws.push(format!("{}: {param} {e}; assumed {default}", file.path));
-                        default
-                    }),
-                };
-            let p = port(sip, "sip-port", DEFAULT_SIP_PORT, &mut warnings);
-            out.insert((Proto::Udp, p));
-            out.insert((Proto::Tcp, p));
-            // SIP-TLS is part of the baseline even while TLS is off in the profile: opening a
-            // port nothing listens on costs nothing, and turning TLS on later then just works.
-            let p = port(tls_port, "tls-sip-port", DEFAULT_TLS_PORT, &mut warnings);
-            out.insert((Proto::Tcp, p));
-        }
-    }
-    (out, warnings)
+    HostModel::new(f).sip_ports()
 }
 
 /// One rule of /etc/ufw/user.rules or user6.rules (its `### tuple ###` line).
@@ -727,7 +491,7 @@ impl UfwState {
         tuples.extend(parse_tuples(f.file_text(USER6_RULES).unwrap_or(""), true));
         UfwState {
             installed: f.base.packages.contains_key("ufw") || !status.trim().is_empty(),
-            active: f.base.ufw_active || status.lines().any(|l| l.trim() == "Status: active"),
+            active: f.base.ufw_active || model::ufw_status_active(status),
             incoming,
             outgoing,
             // IPV6=yes is ufw's default; only an explicit "no" turns it off.

@@ -28,8 +28,8 @@ pub fn plan(
         ))
     })?;
     let mut plan = StepPlan::default();
-    let why = if let Some(why) = conf::password_weakness(&current) {
-        Some(why)
+    let why = if let Some(why) = crate::model::password_weakness(&current) {
+        Some(why.as_str())
     } else if opts.rotate {
         Some("--rotate")
     } else {
