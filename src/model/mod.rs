@@ -18,6 +18,9 @@ use crate::facts::{FileFact, Files};
 use crate::harden::HostFacts;
 use crate::secret::Secret;
 
+#[cfg(test)]
+mod property_tests;
+
 /// Where the Event Socket settings live, relative to the config dir.
 pub const ESL_CONF: &str = "autoload_configs/event_socket.conf.xml";
 /// Where the RTP range lives, relative to the config dir.
