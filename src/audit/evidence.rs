@@ -16,7 +16,7 @@ use crate::esl_target::{self, Target};
 use crate::facts::{self, FactsError, Files, LAYOUTS, Script};
 use crate::harden::HostFacts;
 use crate::inventory::Host;
-use crate::model::{ESL_CONF, EventSocket, HostModel};
+use crate::model::{ESL_CONF, EventSocket, HostModel, ufw};
 use crate::secret::Secret;
 use crate::ssh::{Session, sh_quote};
 
@@ -131,15 +131,6 @@ fn jail_snippet(server: &str, jail: &str) -> String {
 pub fn script(host: &Host) -> Script {
     let mut s = Script::new();
     let conf = conf_dir_shell(host);
-    // An inactive ufw prints only its status: say it without starting ufw's Python.
-    s.add(
-        "audit_ufw",
-        &format!(
-            "command -v ufw >/dev/null || exit 3\n\
-             if [ \"$( {} )\" = 'Status: inactive' ]; then echo 'Status: inactive'; else ufw status verbose; fi",
-            facts::UFW_STATUS_SNIPPET
-        ),
-    );
     // No fail2ban-server process: no jail runs (status 5), without starting fail2ban-client.
     let server = crate::harden::fail2ban::server_pid_snippet("/proc");
     s.add(
@@ -199,7 +190,12 @@ pub fn script(host: &Host) -> Script {
         ),
     );
     facts::add_base_snippets(&mut s, host);
-    facts::add_files_snippet(&mut s, "files", host, facts::CONF_FILES, &[]);
+    // ufw's rules and defaults from its own files, as harden reads them (no Python start).
+    let ufw_files: Vec<String> = [ufw::USER_RULES, ufw::USER6_RULES, ufw::UFW_DEFAULTS]
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    facts::add_files_snippet(&mut s, "files", host, facts::CONF_FILES, &ufw_files);
     facts::add_files_snippet(&mut s, "audit_files", host, EXTRA_CONF_FILES, &[]);
     s
 }
@@ -571,6 +567,31 @@ pub mod testing {
             host: host(),
             facts,
             live,
+        }
+    }
+
+    /// ufw's files as the model reads them: user.rules, user6.rules (their `### tuple ###`
+    /// lines) and /etc/default/ufw with the given incoming policy (`DROP`, `ACCEPT`...).
+    pub fn ufw_files(ev: &mut Evidence, rules: &str, rules6: &str, input_policy: &str) {
+        let defaults = format!(
+            "IPV6=yes\nDEFAULT_INPUT_POLICY=\"{input_policy}\"\nDEFAULT_OUTPUT_POLICY=\"ACCEPT\"\n"
+        );
+        for (path, text) in [
+            (ufw::USER_RULES, rules.to_string()),
+            (ufw::USER6_RULES, rules6.to_string()),
+            (ufw::UFW_DEFAULTS, defaults),
+        ] {
+            ev.facts.files.files.insert(
+                path.to_string(),
+                facts::FileFact {
+                    path: path.to_string(),
+                    mode: 0o640,
+                    owner: "root".into(),
+                    group: "root".into(),
+                    size: text.len() as u64,
+                    content: Some(text.into_bytes()),
+                },
+            );
         }
     }
 

@@ -391,7 +391,7 @@ fn sip_exposure(ev: &Evidence) -> Finding {
             .collect();
         ok.push(format!("inventory: sip_allow_from {}", srcs.join(", ")));
     }
-    match firewall::Ufw::from_evidence(ev) {
+    match firewall::ufw(ev) {
         Err(e) => return Finding::error(e),
         Ok(None) => bad.push("no firewall is active: SIP ports are reachable from anywhere".into()),
         Ok(Some(ufw)) if !ufw.active => {
@@ -399,14 +399,17 @@ fn sip_exposure(ev: &Evidence) -> Finding {
         }
         Ok(Some(ufw)) => {
             for p in &ports {
-                let open: Vec<&firewall::Rule> = ufw
-                    .allowing(*p, "udp")
+                let open: Vec<&crate::model::ufw::Tuple> = ufw
+                    .admitting(*p, "udp")
                     .into_iter()
-                    .chain(ufw.allowing(*p, "tcp"))
+                    .chain(ufw.admitting(*p, "tcp"))
                     .filter(|r| r.from_anywhere())
                     .collect();
                 if let Some(r) = open.first() {
-                    bad.push(format!("ufw: port {p} allowed from anywhere ({})", r.line));
+                    bad.push(format!(
+                        "ufw: port {p} allowed from anywhere ({})",
+                        r.describe()
+                    ));
                 } else {
                     ok.push(format!("ufw: port {p} not allowed from anywhere"));
                 }
@@ -452,12 +455,13 @@ mod tests {
         (CONTROLS.iter().find(|c| c.id == id).unwrap().eval)(ev)
     }
 
-    const UFW_OPEN: &str = "Status: active\nLogging: on (low)\nDefault: deny (incoming), allow (outgoing), disabled (routed)\nNew profiles: skip\n\nTo                         Action      From\n--                         ------      ----\n22/tcp                     ALLOW IN    Anywhere                   # fsfleet\n5060                       ALLOW IN    Anywhere                   # fsfleet\n5080                       ALLOW IN    Anywhere                   # fsfleet\n";
-    const UFW_ALLOW_LIST: &str = "Status: active\nDefault: deny (incoming), allow (outgoing), disabled (routed)\n\nTo                         Action      From\n--                         ------      ----\n22/tcp                     ALLOW IN    Anywhere\n5060                       ALLOW IN    198.51.100.0/24            # fsfleet\n5080                       ALLOW IN    198.51.100.0/24            # fsfleet\n";
+    const UFW_OPEN: &str = "### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n### tuple ### allow any 5060 0.0.0.0/0 any 0.0.0.0/0 in\n### tuple ### allow any 5080 0.0.0.0/0 any 0.0.0.0/0 in\n";
+    const UFW_ALLOW_LIST: &str = "### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n### tuple ### allow any 5060 0.0.0.0/0 any 198.51.100.0/24 in\n### tuple ### allow any 5080 0.0.0.0/0 any 198.51.100.0/24 in\n";
+    const ACTIVE: (&str, &str, i32) = ("ufw_status", "Status: active", 0);
 
     #[test]
     fn stock_tree_fails_password_logging_users_and_exposure() {
-        let ev = evidence(&stock_files(), &[("audit_ufw", "", 3)], Live::default());
+        let ev = evidence(&stock_files(), &[("ufw_status", "", 1)], Live::default());
         let f = eval("FS-SIP-01", &ev);
         assert_eq!(
             (f.status, f.evidence.clone()),
@@ -517,7 +521,8 @@ mod tests {
                 set_param(t, "log-auth-failures", "true").unwrap().unwrap()
             });
         }
-        let mut ev = evidence(&files, &[("audit_ufw", UFW_ALLOW_LIST, 0)], Live::default());
+        let mut ev = evidence(&files, &[ACTIVE], Live::default());
+        ufw_files(&mut ev, UFW_ALLOW_LIST, "", "DROP");
         ev.host.sip_allow_from = vec!["198.51.100.0/24".parse().unwrap()];
         let f = eval("FS-SIP-01", &ev);
         assert_eq!(f.status, Status::Pass);
@@ -544,14 +549,19 @@ mod tests {
         edit(&mut files, "vars.xml", |t| {
             set_var(t, "default_password", "s3cr3t").unwrap().unwrap()
         });
-        let ev = evidence(&files, &[("audit_ufw", UFW_OPEN, 0)], Live::default());
+        let mut ev = evidence(&files, &[ACTIVE], Live::default());
+        ufw_files(&mut ev, UFW_OPEN, "", "DROP");
         assert_eq!(
             eval("FS-SIP-01", &ev).evidence,
             ["vars.xml: default_password is 6 characters (fewer than 16)"]
         );
         let f = eval("FS-SIP-06", &ev);
         assert_eq!(f.status, Status::Fail);
-        assert!(f.evidence[1].starts_with("ufw: port 5060 allowed from anywhere (5060"));
+        assert!(
+            f.evidence[1].starts_with("ufw: port 5060 allowed from anywhere (allow 5060/any"),
+            "{:?}",
+            f.evidence
+        );
     }
 
     #[test]

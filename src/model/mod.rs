@@ -20,6 +20,7 @@ use crate::secret::Secret;
 
 #[cfg(test)]
 mod property_tests;
+pub mod ufw;
 
 /// Where the Event Socket settings live, relative to the config dir.
 pub const ESL_CONF: &str = "autoload_configs/event_socket.conf.xml";

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::audit::evidence::testing::{edit, evidence, stock_files};
+use crate::audit::evidence::testing::{edit, evidence, stock_files, ufw_files};
 use crate::audit::{EslProbe, Evidence, Finding, Live, Status, catalogue};
 use crate::harden::{HardenOptions, event_socket, fail2ban, firewall, sip_password};
 
@@ -16,9 +16,6 @@ type Files = Vec<(String, String)>;
 const SWITCH: &str = "autoload_configs/switch.conf.xml";
 const ESL: &str = "autoload_configs/event_socket.conf.xml";
 const INTERNAL: &str = "sip_profiles/internal.xml";
-
-/// An active ufw with no rule: the audit then names every port it checks.
-const UFW_EMPTY: &str = "Status: active\nLogging: on (low)\nDefault: deny (incoming), allow (outgoing), disabled (routed)\nNew profiles: skip\n\nTo                         Action      From\n--                         ------      ----\n";
 
 fn set_var(files: &mut Files, name: &str, value: &str) {
     edit(files, "vars.xml", |t| {
@@ -264,7 +261,13 @@ fn jail_firewall_and_audit_name_the_same_ports() {
     for v in variants() {
         let mut files = stock_files();
         (v.change)(&mut files);
-        let mut ev = evidence(&files, &[("audit_ufw", UFW_EMPTY, 0)], Live::default());
+        // An active ufw with no rule: the audit then names every port it checks.
+        let mut ev = evidence(
+            &files,
+            &[("ufw_status", "Status: active", 0)],
+            Live::default(),
+        );
+        ufw_files(&mut ev, "", "", "DROP");
         // With an allow-list FS-SIP-06 names every port it checks, failing or not.
         ev.host.sip_allow_from = vec!["198.51.100.0/24".parse().unwrap()];
         let want: BTreeSet<u16> = v.sip.iter().copied().collect();
