@@ -37,7 +37,7 @@ pub use crate::model::ufw::{
     Tuple, UFW_DEFAULTS, USER_RULES, USER6_RULES, UfwState, parse_status_defaults, parse_tuples,
 };
 use crate::model::ufw::{dport_covers, is_any};
-pub use crate::model::{Ports, Proto, SipPorts};
+pub use crate::model::{Ports, Proto};
 
 /// Why fsfleet opens a port; written into the rule's comment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -235,13 +235,6 @@ pub fn wanted_rules(f: &HostFacts, host: &Host, connected_port: u16, ipv6: bool)
     let mut seen = BTreeSet::new();
     w.rules.retain(|r| seen.insert((r.proto, r.ports, r.from)));
     w
-}
-
-/// The SIP and SIP-TLS ports the firewall opens: the model's, which the fail2ban jail and
-/// audit FS-SIP-06 also use, so a profile moved to another port (or TLS on another port) is
-/// opened, banned on and audited alike.
-pub fn sip_ports_opened(f: &HostFacts) -> SipPorts {
-    HostModel::new(f).sip_ports()
 }
 
 pub fn probes(p: &mut Probes, _host: &Host) {
