@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
-use crate::conf::xml;
 use crate::esl::{EslClient, EslError, EslOptions};
 use crate::esl_target::{self, Target};
 use crate::facts::{self, FactsError, Files, LAYOUTS, Script};
@@ -301,14 +300,6 @@ impl Evidence {
     /// The host model harden also plans from: every FreeSWITCH setting a control looks at.
     pub fn model(&self) -> HostModel<'_> {
         HostModel::new(&self.facts)
-    }
-
-    /// A settings param of a config file, `$${vars}` expanded by the model. Ok(None): not set.
-    pub fn param(&self, rel: &str, name: &str) -> Result<Option<String>, String> {
-        let text = self.conf(rel)?;
-        let dir = self.conf_dir()?;
-        let v = xml::get_param(text, name).map_err(|e| format!("{dir}/{rel}: {e}"))?;
-        Ok(v.map(|v| self.model().vars().expand_text(&v)))
     }
 
     /// The Event Socket settings (the model's one reader), or why they cannot be read.

@@ -143,8 +143,11 @@ fn rtp_allowed(ev: &Evidence) -> Finding {
     let finding = match ufw(ev) {
         Err(e) => Finding::error(e),
         Ok(Some(ufw)) if ufw.active => {
+            // Each family ufw filters must let RTP in: IPv4 packets meet only user.rules.
+            let open =
+                |p: u16, v6: bool| ufw.tuples.iter().any(|t| t.v6 == v6 && t.admits(p, "udp"));
             let missing: Vec<u16> = (lo..=hi)
-                .filter(|p| ufw.admitting(*p, "udp").is_empty())
+                .filter(|p| !open(*p, false) || (ufw.ipv6 && !open(*p, true)))
                 .collect();
             match (missing.first(), missing.last()) {
                 (None, _) | (_, None) => {
@@ -177,7 +180,8 @@ mod tests {
     const HARDENED: &str = "### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in comment=6673666c656574\n\
         ### tuple ### allow udp 16384:32768 0.0.0.0/0 any 0.0.0.0/0 in comment=6673666c656574\n\
         ### tuple ### allow udp 5060 0.0.0.0/0 any 0.0.0.0/0 in comment=6673666c656574\n";
-    const HARDENED6: &str = "### tuple ### allow tcp 22 ::/0 any ::/0 in comment=6673666c656574\n";
+    const HARDENED6: &str = "### tuple ### allow tcp 22 ::/0 any ::/0 in comment=6673666c656574\n\
+        ### tuple ### allow udp 16384:32768 ::/0 any ::/0 in comment=6673666c656574\n";
     const ACTIVE: (&str, &str, i32) = ("ufw_status", "Status: active", 0);
 
     fn ufw_ev(status: (&str, &str, i32), rules: &str, input: &str) -> Evidence {
@@ -255,7 +259,7 @@ mod tests {
             )
         });
         let mut ev = evidence(&files, &[ACTIVE], Live::default());
-        ufw_files(&mut ev, HARDENED, "", "DROP");
+        ufw_files(&mut ev, HARDENED, HARDENED6, "DROP");
         let f = eval("FS-FW-03", &ev);
         assert_eq!(f.status, Status::Pass, "{:?}", f.evidence);
         assert_eq!(f.evidence[0], "ufw allows the RTP range 16384:32768/udp");
@@ -291,5 +295,19 @@ mod tests {
         assert!(t[4].admits(5060, "udp"));
         assert!(!t[5].admits(5060, "udp"), "outbound");
         assert_eq!(u.admitting(5060, "udp").len(), 2);
+    }
+
+    #[test]
+    fn rtp_must_be_open_in_each_family_ufw_filters() {
+        let v6_only = ufw_ev(
+            ACTIVE,
+            &HARDENED.replace("16384:32768", "16384:16385"),
+            "DROP",
+        );
+        let f = eval("FS-FW-03", &v6_only);
+        assert_eq!(f.status, Status::Fail, "{:?}", f.evidence);
+        let mut v4_only = evidence(&stock_files(), &[ACTIVE], Live::default());
+        ufw_files(&mut v4_only, HARDENED, "", "DROP");
+        assert_eq!(eval("FS-FW-03", &v4_only).status, Status::Fail);
     }
 }

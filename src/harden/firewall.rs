@@ -619,6 +619,36 @@ async fn prove_new_connection(ctx: &StepCtx<'_>) -> Result<(), String> {
         .map_err(|_| format!("no new connection within {} s", PROOF_LIMIT.as_secs()))?
 }
 
+/// user.rules and user6.rules as ufw writes them once `rules` are added (for tests that apply
+/// a plan without a host).
+#[cfg(test)]
+pub(crate) fn user_rules_for(rules: &[Rule]) -> (String, String) {
+    let mut v4 = String::from("*filter\n### RULES ###\n");
+    let mut v6 = v4.clone();
+    for r in rules {
+        let hex: String = r
+            .purpose
+            .comment()
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        for fam6 in r.families(true) {
+            let (any, out) = if fam6 {
+                ("::/0", &mut v6)
+            } else {
+                ("0.0.0.0/0", &mut v4)
+            };
+            let src = r.from.map(|n| ufw_addr(&n)).unwrap_or(any.to_string());
+            out.push_str(&format!(
+                "\n### tuple ### allow {} {} {any} any {src} in comment={hex}\n-A ufw-user-input -j ACCEPT\n",
+                r.proto.as_str(),
+                r.ports
+            ));
+        }
+    }
+    (v4, v6)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -714,30 +744,7 @@ mod tests {
 
     /// The `### tuple ###` lines ufw writes for these rules (format checked against ufw 0.36.2).
     fn ufw_files(rules: &[Rule]) -> (String, String) {
-        let mut v4 = String::from("*filter\n### RULES ###\n");
-        let mut v6 = v4.clone();
-        for r in rules {
-            let hex: String = r
-                .purpose
-                .comment()
-                .bytes()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            for fam6 in r.families(true) {
-                let (any, out) = if fam6 {
-                    ("::/0", &mut v6)
-                } else {
-                    ("0.0.0.0/0", &mut v4)
-                };
-                let src = r.from.map(|n| ufw_addr(&n)).unwrap_or(any.to_string());
-                out.push_str(&format!(
-                    "\n### tuple ### allow {} {} {any} any {src} in comment={hex}\n-A ufw-user-input -j ACCEPT\n",
-                    r.proto.as_str(),
-                    r.ports
-                ));
-            }
-        }
-        (v4, v6)
+        super::user_rules_for(rules)
     }
 
     fn hardened(fx: Fixture, h: &Host) -> Fixture {

@@ -468,3 +468,61 @@ fn the_minimum_is_where_harden_and_audit_turn() {
         assert_eq!(eval("FS-ESL-01", &ev).status == Status::Fail, rotates);
     }
 }
+
+/// Firewall area: on a host without a firewall the audit fails and harden plans a change; once
+/// ufw holds exactly what harden plans, FS-FW-01/02/03 pass and a new plan is empty; a rule
+/// narrowed by hand fails FS-FW-03 and harden plans to restore it.
+#[test]
+fn firewall_after_harden_passes_and_replans_nothing() {
+    let opts = HardenOptions::default();
+    for v in variants() {
+        let mut files = stock_files();
+        (v.change)(&mut files);
+        let none = evidence(
+            &files,
+            &[
+                ("ufw_status", "", 1),
+                ("audit_iptables", "-P INPUT ACCEPT\n", 0),
+            ],
+            Live::default(),
+        );
+        assert_eq!(eval("FS-FW-01", &none).status, Status::Fail, "{}", v.name);
+        let p = firewall::plan(&none.facts, &none.host, &opts).unwrap();
+        assert!(!p.is_noop(), "{}", v.name);
+
+        let w = firewall::wanted_rules(&none.facts, &none.host, none.host.port, true);
+        let (v4, v6) = firewall::user_rules_for(&w.rules);
+        let mut done = evidence(
+            &files,
+            &[("ufw_status", "Status: active", 0)],
+            Live::default(),
+        );
+        ufw_files(&mut done, &v4, &v6, "DROP");
+        for id in ["FS-FW-01", "FS-FW-02", "FS-FW-03"] {
+            let f = eval(id, &done);
+            assert_eq!(f.status, Status::Pass, "{}: {id} {:?}", v.name, f.evidence);
+        }
+        let p = firewall::plan(&done.facts, &done.host, &opts).unwrap();
+        assert!(p.is_noop(), "{}: {:?}", v.name, p.changes);
+
+        let (lo, hi) = v.rtp;
+        let narrowed = v4.replace(&format!(" {lo}:{hi} "), &format!(" {lo}:{} ", lo + 10));
+        assert_ne!(narrowed, v4, "{}", v.name);
+        let mut part = evidence(
+            &files,
+            &[("ufw_status", "Status: active", 0)],
+            Live::default(),
+        );
+        ufw_files(&mut part, &narrowed, &v6, "DROP");
+        assert_eq!(eval("FS-FW-03", &part).status, Status::Fail, "{}", v.name);
+        let p = firewall::plan(&part.facts, &part.host, &opts).unwrap();
+        assert!(
+            p.changes
+                .iter()
+                .any(|c| c.contains(&format!("{lo}:{hi}/udp"))),
+            "{}: {:?}",
+            v.name,
+            p.changes
+        );
+    }
+}
