@@ -1,6 +1,7 @@
 //! SIP controls: the default password, auth-failure logging, stock users, exposure, TLS.
 
-use crate::conf::xml::{self, TagKind};
+pub use crate::model::DirectoryUser as User;
+pub use crate::model::line_of;
 use crate::model::{
     DEFAULT_PASSWORD_VAR, MIN_PASSWORD_LEN, SipProfile, Weakness, password_weakness, switch_true,
 };
@@ -172,90 +173,10 @@ fn auth_failures_logged(ev: &Evidence) -> Finding {
     Finding::fail_if(bad, ok)
 }
 
-/// A directory user: id, raw password param, raw vm-password param, file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    pub id: String,
-    pub password: Option<String>,
-    pub vm_password: Option<String>,
-    /// The `toll_allow` variable, raw.
-    pub toll_allow: Option<String>,
-    pub file: String,
-    /// 1-based line of the `<user>` tag.
-    pub line: usize,
-}
-
-/// The users of the config's directory files (directory/default.xml and directory/default/*.xml).
+/// The directory users of the host model, or why they cannot be read.
 pub fn users(ev: &Evidence) -> Result<Vec<User>, String> {
-    let dir = ev.conf_dir()?;
-    let mut files: Vec<&crate::facts::FileFact> =
-        ev.facts.files.conf_dir_files("directory/default", ".xml");
-    if let Some(f) = ev.facts.files.conf("directory/default.xml") {
-        files.insert(0, f);
-    }
-    let mut out = Vec::new();
-    for f in files {
-        let rel = f.rel_path(dir);
-        let text = f.readable_text()?;
-        let tags = xml::scan(text).map_err(|e| format!("{}: {e}", f.path))?;
-        let mut current: Option<User> = None;
-        for t in &tags {
-            match (t.name.as_str(), t.kind) {
-                ("user", TagKind::Start) => {
-                    current = t.attr("id").map(|a| User {
-                        id: a.value.clone(),
-                        password: None,
-                        vm_password: None,
-                        toll_allow: None,
-                        file: rel.clone(),
-                        line: line_of(text, t.span.start),
-                    });
-                }
-                // Group members (`type="pointer"`) refer to users defined elsewhere.
-                ("user", TagKind::Empty) if t.attr("type").is_none_or(|a| a.value != "pointer") => {
-                    if let Some(a) = t.attr("id") {
-                        out.push(User {
-                            id: a.value.clone(),
-                            password: None,
-                            vm_password: None,
-                            toll_allow: None,
-                            file: rel.clone(),
-                            line: line_of(text, t.span.start),
-                        });
-                    }
-                }
-                ("user", TagKind::End) => out.extend(current.take()),
-                ("param", TagKind::Start | TagKind::Empty) if t.parent() == Some("params") => {
-                    if let (Some(u), Some(n), Some(v)) =
-                        (current.as_mut(), t.attr("name"), t.attr("value"))
-                    {
-                        match n.value.as_str() {
-                            "password" => u.password = Some(v.value.clone()),
-                            "vm-password" => u.vm_password = Some(v.value.clone()),
-                            _ => {}
-                        }
-                    }
-                }
-                ("variable", TagKind::Start | TagKind::Empty)
-                    if t.parent() == Some("variables") =>
-                {
-                    if let (Some(u), Some(n), Some(v)) =
-                        (current.as_mut(), t.attr("name"), t.attr("value"))
-                        && n.value == "toll_allow"
-                    {
-                        u.toll_allow = Some(v.value.clone());
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// 1-based line number of a byte offset.
-pub fn line_of(text: &str, pos: usize) -> usize {
-    text.get(..pos).map_or(0, |t| t.matches('\n').count()) + 1
+    ev.conf_dir()?;
+    ev.model().directory_users().map_err(|e| e.to_string())
 }
 
 /// `1000, 1001, ..., 1019` shortened to `1000-1019` when consecutive.

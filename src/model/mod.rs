@@ -563,6 +563,101 @@ impl<'a> HostModel<'a> {
     }
 }
 
+/// A directory user: id, raw password param, raw vm-password param, file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryUser {
+    pub id: String,
+    pub password: Option<String>,
+    pub vm_password: Option<String>,
+    /// The `toll_allow` variable, raw.
+    pub toll_allow: Option<String>,
+    /// Relative to the config dir.
+    pub file: String,
+    /// 1-based line of the `<user>` tag.
+    pub line: usize,
+}
+
+impl HostModel<'_> {
+    /// The users of the config's directory files (directory/default.xml and
+    /// directory/default/*.xml), params as written.
+    pub fn directory_users(&self) -> Result<Vec<DirectoryUser>, ModelError> {
+        use xml::TagKind;
+        let dir = self
+            .files
+            .conf_dir
+            .as_deref()
+            .ok_or(ModelError::NoConfDir)?;
+        let mut files: Vec<&FileFact> = self.files.conf_dir_files("directory/default", ".xml");
+        if let Some(f) = self.files.conf("directory/default.xml") {
+            files.insert(0, f);
+        }
+        let mut out = Vec::new();
+        for f in files {
+            let rel = f.rel_path(dir);
+            let text = f
+                .text()
+                .ok_or_else(|| ModelError::Unreadable(f.path.clone()))?;
+            let tags = xml::scan(text).map_err(|source| ModelError::Conf {
+                path: f.path.clone(),
+                source,
+            })?;
+            let user = |id: &str, pos: usize| DirectoryUser {
+                id: id.to_string(),
+                password: None,
+                vm_password: None,
+                toll_allow: None,
+                file: rel.clone(),
+                line: line_of(text, pos),
+            };
+            let mut current: Option<DirectoryUser> = None;
+            for t in &tags {
+                match (t.name.as_str(), t.kind) {
+                    ("user", TagKind::Start) => {
+                        current = t.attr("id").map(|a| user(&a.value, t.span.start));
+                    }
+                    // Group members (`type="pointer"`) refer to users defined elsewhere.
+                    ("user", TagKind::Empty)
+                        if t.attr("type").is_none_or(|a| a.value != "pointer") =>
+                    {
+                        if let Some(a) = t.attr("id") {
+                            out.push(user(&a.value, t.span.start));
+                        }
+                    }
+                    ("user", TagKind::End) => out.extend(current.take()),
+                    ("param", TagKind::Start | TagKind::Empty) if t.parent() == Some("params") => {
+                        if let (Some(u), Some(n), Some(v)) =
+                            (current.as_mut(), t.attr("name"), t.attr("value"))
+                        {
+                            match n.value.as_str() {
+                                "password" => u.password = Some(v.value.clone()),
+                                "vm-password" => u.vm_password = Some(v.value.clone()),
+                                _ => {}
+                            }
+                        }
+                    }
+                    ("variable", TagKind::Start | TagKind::Empty)
+                        if t.parent() == Some("variables") =>
+                    {
+                        if let (Some(u), Some(n), Some(v)) =
+                            (current.as_mut(), t.attr("name"), t.attr("value"))
+                            && n.value == "toll_allow"
+                        {
+                            u.toll_allow = Some(v.value.clone());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// 1-based line number of a byte offset.
+pub fn line_of(text: &str, pos: usize) -> usize {
+    text.get(..pos).map_or(0, |t| t.matches('\n').count()) + 1
+}
+
 /// The vars.xml variable every stock user registers with.
 pub const DEFAULT_PASSWORD_VAR: &str = "default_password";
 
