@@ -526,3 +526,43 @@ fn firewall_after_harden_passes_and_replans_nothing() {
         );
     }
 }
+
+/// Event Socket area, where the listen address is concerned: harden binds the Event Socket to
+/// 127.0.0.1 iff FS-ESL-02 fails on the config (nothing listening yet, so only the config
+/// speaks). `::1` is left out: the audit passes it (loopback) while harden still moves it to
+/// 127.0.0.1, FreeSWITCH's IPv4 loopback that works without IPv6 (FACTS §2).
+#[test]
+fn harden_binds_the_event_socket_iff_the_audit_fails_its_address() {
+    let opts = HardenOptions::default();
+    // (listen-ip, listen-port, whether FreeSWITCH then listens beyond loopback)
+    for (ip, port, exposed) in [
+        ("::", "8021", true),
+        ("0.0.0.0", "8021", true),
+        ("192.168.1.20", "8021", true),
+        ("127.0.0.1", "8022", false),
+        ("", "8021", false),
+        ("$${esl_ip}", "8021", false),
+    ] {
+        let mut files = stock_files();
+        add_var(&mut files, "esl_ip", "127.0.0.1");
+        esl_param(&mut files, "listen-port", port);
+        edit(&mut files, ESL, |t| {
+            t.replace(
+                "<param name=\"listen-ip\" value=\"::\"/>",
+                &format!("<param name=\"listen-ip\" value=\"{ip}\"/>"),
+            )
+        });
+        let ev = evidence(&files, &[(crate::facts::LISTEN, "", 0)], live());
+        let p = event_socket::plan(&ev.facts, &opts).unwrap();
+        let binds = p
+            .plan
+            .changes
+            .iter()
+            .any(|c| c.starts_with("bind the Event Socket"));
+        let f = eval("FS-ESL-02", &ev);
+        assert_ne!(f.status, Status::Error, "{ip}: {:?}", f.evidence);
+        assert_eq!(binds, f.status == Status::Fail, "{ip}: {:?}", f.evidence);
+        assert_eq!(binds, exposed, "{ip}");
+        assert_eq!(ev.esl_port(), port.parse::<u16>().unwrap(), "{ip}");
+    }
+}
