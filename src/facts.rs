@@ -861,7 +861,7 @@ pub fn parse_base(s: &Sections, session_user: &str, uses_sudo: bool) -> Facts {
         fs_process: parse_fs_process(s.text(FS_PROCESS)).ok(),
         packages: parse_packages(s.text("packages")),
         fail2ban_active,
-        ufw_active: s.text("ufw_status").trim() == "Status: active",
+        ufw_active: crate::model::ufw_status_active(s.text("ufw_status")),
         iptables: !s.text("iptables").trim().is_empty(),
         nft: !s.text("nft").trim().is_empty(),
     }

@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod harden;
 pub mod hostfs;
 pub mod inventory;
+pub mod model;
 pub mod progress;
 pub mod report;
 pub mod secret;

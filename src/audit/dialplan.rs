@@ -167,9 +167,13 @@ fn international_users(ev: &Evidence) -> Finding {
     let intl: Vec<&str> = users
         .iter()
         .filter(|u| {
-            u.toll_allow
-                .as_deref()
-                .is_some_and(|t| ev.expand(t).split(',').any(|w| w.trim() == "international"))
+            u.toll_allow.as_deref().is_some_and(|t| {
+                ev.model()
+                    .vars()
+                    .expand_text(t)
+                    .split(',')
+                    .any(|w| w.trim() == "international")
+            })
         })
         .map(|u| u.id.as_str())
         .collect();

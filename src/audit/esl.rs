@@ -5,16 +5,18 @@ use super::{Control, Finding, Severity};
 use crate::esl_target::Refusal;
 use crate::facts::{is_loopback, listeners};
 
-const ESL_CONF: &str = "autoload_configs/event_socket.conf.xml";
+use crate::model::{ESL_CONF, MIN_PASSWORD_LEN, Weakness, password_weakness};
 
 pub const CONTROLS: &[Control] = &[
     Control {
         id: "FS-ESL-01",
         family: "Event Socket",
         severity: Severity::Critical,
-        title: "Event Socket password is not the default ClueCon",
+        title: "Event Socket password is not ClueCon, at least 16 characters, letters and digits only",
         rationale: "Anyone who reaches the Event Socket with ClueCon controls FreeSWITCH: \
-                    originate calls, run `system` commands as the freeswitch user (CVE-2019-19492).",
+                    originate calls, run `system` commands as the freeswitch user (CVE-2019-19492). \
+                    harden keeps exactly the passwords this control passes (letters and digits go \
+                    into XML, fs_cli.conf and the vault unescaped).",
         remediation: "Run `fsfleet harden` (rotates the password into the vault), or set a long random \
                       `password` in autoload_configs/event_socket.conf.xml and `reload mod_event_socket`.",
         baseline: true,
@@ -59,25 +61,29 @@ pub const CONTROLS: &[Control] = &[
 ];
 
 fn password_not_default(ev: &Evidence) -> Finding {
-    let conf = match ev.esl_password() {
-        Ok(pw) => pw,
+    let es = match ev.event_socket() {
+        Ok(es) => es,
         Err(e) => return Finding::error(e),
     };
     let mut bad = Vec::new();
     let mut ok = Vec::new();
-    let raw = ev.param(ESL_CONF, "password").ok().flatten();
-    if conf.expose() == "ClueCon" {
-        bad.push(match raw.as_deref() {
-            None | Some("") => {
-                format!("{ESL_CONF}: password is not set, so FreeSWITCH uses ClueCon")
-            }
-            Some(_) => format!("{ESL_CONF}: password is ClueCon"),
-        });
-    } else {
-        ok.push(format!(
-            "{ESL_CONF}: password is not ClueCon ({} characters)",
-            conf.expose().chars().count()
-        ));
+    let n = es.password.expose().chars().count();
+    match password_weakness(es.password.expose()) {
+        None => ok.push(format!(
+            "{ESL_CONF}: password is not ClueCon ({n} characters)"
+        )),
+        Some(Weakness::ClueCon) if es.password_defaulted => bad.push(format!(
+            "{ESL_CONF}: password is not set, so FreeSWITCH uses ClueCon"
+        )),
+        Some(Weakness::ClueCon) => bad.push(format!("{ESL_CONF}: password is ClueCon")),
+        Some(Weakness::Stock1234) => bad.push(format!("{ESL_CONF}: password is 1234")),
+        Some(Weakness::Short(n)) => bad.push(format!(
+            "{ESL_CONF}: password is {n} characters (fewer than {MIN_PASSWORD_LEN})"
+        )),
+        Some(Weakness::Alphabet) => bad.push(format!(
+            "{ESL_CONF}: password ({n} characters) has characters fsfleet does not generate \
+             (only letters and digits): harden rotates it"
+        )),
     }
     match &ev.live.cluecon {
         EslProbe::Accepted { .. } => bad.push(format!(
@@ -116,19 +122,19 @@ fn password_not_default(ev: &Evidence) -> Finding {
 }
 
 fn loopback_only(ev: &Evidence) -> Finding {
-    let ip = match ev.param(ESL_CONF, "listen-ip") {
-        Ok(v) => v.unwrap_or_default(),
+    let es = match ev.event_socket() {
+        Ok(es) => es,
         Err(e) => return Finding::error(e),
     };
-    let port = ev.esl_port();
+    let (ip, port) = (es.listen_ip.as_str(), es.listen_port);
     let mut bad = Vec::new();
     let mut ok = Vec::new();
-    let shown = if ip.is_empty() {
-        "empty (127.0.0.1)".to_string()
+    let shown = if es.listen_ip_defaulted {
+        format!("empty ({ip})")
     } else {
-        ip.clone()
+        ip.to_string()
     };
-    if ip.is_empty() || is_loopback(&ip) {
+    if is_loopback(ip) {
         ok.push(format!("{ESL_CONF}: listen-ip is {shown}"));
     } else {
         bad.push(format!(
@@ -152,8 +158,7 @@ fn loopback_only(ev: &Evidence) -> Finding {
     }
     // Whose listeners these are: another user's where the config points, or in the way of
     // FreeSWITCH's own, is a trap for the password.
-    let listen_ip = if ip.is_empty() { "127.0.0.1" } else { &ip };
-    match crate::esl_target::from_sections(&ev.facts.sections, listen_ip, port) {
+    match crate::esl_target::from_sections(&ev.facts.sections, ip, port) {
         Ok(t) => ok.push(format!("live: {}", t.evidence)),
         Err(r @ Refusal::Foreign(_)) => bad.push(format!("live: {r}")),
         Err(r @ Refusal::Unreadable(_)) => return Finding::error(r.to_string()),
@@ -189,8 +194,8 @@ const OPEN_ACLS: &[&str] = &[
 ];
 
 fn inbound_acl(ev: &Evidence) -> Finding {
-    let acl = match ev.param(ESL_CONF, "apply-inbound-acl") {
-        Ok(v) => v.unwrap_or_default(),
+    let acl = match ev.event_socket() {
+        Ok(es) => es.inbound_acl.unwrap_or_default(),
         Err(e) => return Finding::error(e),
     };
     if acl.trim().is_empty() {

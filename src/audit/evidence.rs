@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
-use crate::conf::{vars, xml};
 use crate::esl::{EslClient, EslError, EslOptions};
 use crate::esl_target::{self, Target};
 use crate::facts::{self, FactsError, Files, LAYOUTS, Script};
 use crate::harden::HostFacts;
 use crate::inventory::Host;
+use crate::model::{ESL_CONF, EventSocket, HostModel, ufw};
 use crate::secret::Secret;
 use crate::ssh::{Session, sh_quote};
 
@@ -130,15 +130,6 @@ fn jail_snippet(server: &str, jail: &str) -> String {
 pub fn script(host: &Host) -> Script {
     let mut s = Script::new();
     let conf = conf_dir_shell(host);
-    // An inactive ufw prints only its status: say it without starting ufw's Python.
-    s.add(
-        "audit_ufw",
-        &format!(
-            "command -v ufw >/dev/null || exit 3\n\
-             if [ \"$( {} )\" = 'Status: inactive' ]; then echo 'Status: inactive'; else ufw status verbose; fi",
-            facts::UFW_STATUS_SNIPPET
-        ),
-    );
     // No fail2ban-server process: no jail runs (status 5), without starting fail2ban-client.
     let server = crate::harden::fail2ban::server_pid_snippet("/proc");
     s.add(
@@ -198,7 +189,12 @@ pub fn script(host: &Host) -> Script {
         ),
     );
     facts::add_base_snippets(&mut s, host);
-    facts::add_files_snippet(&mut s, "files", host, facts::CONF_FILES, &[]);
+    // ufw's rules and defaults from its own files, as harden reads them (no Python start).
+    let ufw_files: Vec<String> = [ufw::USER_RULES, ufw::USER6_RULES, ufw::UFW_DEFAULTS]
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    facts::add_files_snippet(&mut s, "files", host, facts::CONF_FILES, &ufw_files);
     facts::add_files_snippet(&mut s, "audit_files", host, EXTRA_CONF_FILES, &[]);
     s
 }
@@ -301,94 +297,27 @@ impl Evidence {
         })
     }
 
-    /// A settings param of a config file, `$${vars}` expanded. Ok(None): not set.
-    pub fn param(&self, rel: &str, name: &str) -> Result<Option<String>, String> {
-        let text = self.conf(rel)?;
-        let dir = self.conf_dir()?;
-        let v = xml::get_param(text, name).map_err(|e| format!("{dir}/{rel}: {e}"))?;
-        Ok(v.map(|v| self.expand(&v)))
+    /// The host model harden also plans from: every FreeSWITCH setting a control looks at.
+    pub fn model(&self) -> HostModel<'_> {
+        HostModel::new(&self.facts)
     }
 
-    /// Replace `$${name}` by its vars.xml value (FreeSWITCH's preprocessor substitution).
-    pub fn expand(&self, value: &str) -> String {
-        let Ok(vars_text) = self.conf("vars.xml") else {
-            return value.to_string();
-        };
-        let mut out = String::new();
-        let mut rest = value;
-        while let Some(at) = rest.find("$${") {
-            out.push_str(&rest[..at]);
-            let after = &rest[at + 3..];
-            let Some(end) = after.find('}') else {
-                out.push_str(&rest[at..]);
-                return out;
-            };
-            let name = &after[..end];
-            match vars::get_var(vars_text, name) {
-                Some(v) => out.push_str(&v),
-                None => out.push_str(&rest[at..at + 3 + end + 1]),
-            }
-            rest = &after[end + 1..];
-        }
-        out.push_str(rest);
-        out
+    /// The Event Socket settings (the model's one reader), or why they cannot be read.
+    pub fn event_socket(&self) -> Result<EventSocket, String> {
+        self.conf(ESL_CONF)?;
+        self.model().event_socket().map_err(|e| e.to_string())
     }
 
-    /// Every SIP profile file (all of `sip_profiles/*.xml` are loaded), as (name, text).
-    pub fn profiles(&self) -> Result<Vec<(String, &str)>, String> {
-        let dir = self.conf_dir()?;
-        let files = self.facts.files.conf_dir_files("sip_profiles", ".xml");
-        if files.is_empty() {
-            return Err(format!("no SIP profile in {dir}/sip_profiles/"));
-        }
-        files
-            .into_iter()
-            .map(|f| {
-                let name = f
-                    .path
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or(&f.path)
-                    .trim_end_matches(".xml")
-                    .to_string();
-                f.readable_text().map(|t| (name, t))
-            })
-            .collect()
+    /// The Event Socket port the probes use: the config's, 8021 when unreadable (the
+    /// controls that need the config report why).
+    pub fn esl_port(&self) -> u16 {
+        self.event_socket()
+            .map_or(crate::esl::DEFAULT_PORT, |es| es.listen_port)
     }
 
     /// A snippet's output, or an error naming it when it did not run at all.
     pub fn section(&self, name: &str) -> (&str, Option<i32>) {
         (self.facts.section(name), self.facts.section_status(name))
-    }
-
-    /// The Event Socket password of the config (empty or unset means ClueCon, FACTS §1).
-    pub fn esl_password(&self) -> Result<Secret, String> {
-        let pw = self
-            .param("autoload_configs/event_socket.conf.xml", "password")?
-            .unwrap_or_default();
-        Ok(Secret::new(if pw.is_empty() {
-            "ClueCon".to_string()
-        } else {
-            pw
-        }))
-    }
-
-    /// The Event Socket `listen-ip` of the config (empty or unset means 127.0.0.1).
-    pub fn esl_listen_ip(&self) -> String {
-        self.param("autoload_configs/event_socket.conf.xml", "listen-ip")
-            .ok()
-            .flatten()
-            .filter(|ip| !ip.is_empty())
-            .unwrap_or_else(|| "127.0.0.1".into())
-    }
-
-    /// The Event Socket port of the config (default 8021).
-    pub fn esl_port(&self) -> u16 {
-        self.param("autoload_configs/event_socket.conf.xml", "listen-port")
-            .ok()
-            .flatten()
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or(crate::esl::DEFAULT_PORT)
     }
 }
 
@@ -435,28 +364,30 @@ async fn esl_try(session: &Session, target: &Target, password: &Secret, status: 
 /// configured password with `api status` (skipped when the configured one IS ClueCon). Neither
 /// runs unless the facts prove the listener is FreeSWITCH's own ([`esl_target`]).
 pub async fn probe_esl(session: &Session, ev: &Evidence) -> (EslProbe, EslProbe) {
-    let target =
-        match esl_target::from_sections(&ev.facts.sections, &ev.esl_listen_ip(), ev.esl_port()) {
-            Ok(t) => t,
-            Err(r) if r.is_absence() => {
-                let why = r.to_string();
-                return (
-                    EslProbe::Unavailable(why.clone()),
-                    EslProbe::Unavailable(why),
-                );
-            }
-            Err(r) => {
-                let why = r.to_string();
-                return (EslProbe::NotProven(why.clone()), EslProbe::NotProven(why));
-            }
-        };
-    let cluecon = esl_try(session, &target, &Secret::new("ClueCon"), false).await;
-    let configured = match ev.esl_password() {
-        Err(e) => EslProbe::NotRun(e),
-        Ok(pw) if pw.expose() == "ClueCon" => {
-            EslProbe::NotRun("the configured password is ClueCon itself".into())
+    let es = match ev.event_socket() {
+        Ok(es) => es,
+        Err(e) => return (EslProbe::NotRun(e.clone()), EslProbe::NotRun(e)),
+    };
+    let target = match esl_target::from_sections(&ev.facts.sections, &es.listen_ip, es.listen_port)
+    {
+        Ok(t) => t,
+        Err(r) if r.is_absence() => {
+            let why = r.to_string();
+            return (
+                EslProbe::Unavailable(why.clone()),
+                EslProbe::Unavailable(why),
+            );
         }
-        Ok(pw) => esl_try(session, &target, &pw, true).await,
+        Err(r) => {
+            let why = r.to_string();
+            return (EslProbe::NotProven(why.clone()), EslProbe::NotProven(why));
+        }
+    };
+    let cluecon = esl_try(session, &target, &Secret::new("ClueCon"), false).await;
+    let configured = if es.password.expose() == crate::model::ESL_DEFAULT_PASSWORD {
+        EslProbe::NotRun("the configured password is ClueCon itself".into())
+    } else {
+        esl_try(session, &target, &es.password, true).await
     };
     (cluecon, configured)
 }
@@ -630,6 +561,31 @@ pub mod testing {
         }
     }
 
+    /// ufw's files as the model reads them: user.rules, user6.rules (their `### tuple ###`
+    /// lines) and /etc/default/ufw with the given incoming policy (`DROP`, `ACCEPT`...).
+    pub fn ufw_files(ev: &mut Evidence, rules: &str, rules6: &str, input_policy: &str) {
+        let defaults = format!(
+            "IPV6=yes\nDEFAULT_INPUT_POLICY=\"{input_policy}\"\nDEFAULT_OUTPUT_POLICY=\"ACCEPT\"\n"
+        );
+        for (path, text) in [
+            (ufw::USER_RULES, rules.to_string()),
+            (ufw::USER6_RULES, rules6.to_string()),
+            (ufw::UFW_DEFAULTS, defaults),
+        ] {
+            ev.facts.files.files.insert(
+                path.to_string(),
+                facts::FileFact {
+                    path: path.to_string(),
+                    mode: 0o640,
+                    owner: "root".into(),
+                    group: "root".into(),
+                    size: text.len() as u64,
+                    content: Some(text.into_bytes()),
+                },
+            );
+        }
+    }
+
     /// The stock tree with no snippet output and no live probes.
     pub fn stock() -> Evidence {
         evidence(&stock_files(), &[], Live::default())
@@ -645,11 +601,18 @@ mod tests {
     fn expands_vars_and_reads_stock_params() {
         let ev = stock();
         assert_eq!(ev.conf_dir(), Ok("/etc/freeswitch"));
-        assert_eq!(ev.expand("$${internal_sip_port}/x"), "5060/x");
-        assert_eq!(ev.expand("$${no_such}"), "$${no_such}");
-        assert_eq!(ev.esl_password().unwrap().expose(), "ClueCon");
+        let m = ev.model();
+        assert_eq!(m.vars().expand_text("$${internal_sip_port}/x"), "5060/x");
+        // FreeSWITCH's preprocessor writes nothing for a variable no `set` defines.
+        assert_eq!(m.vars().expand_text("$${no_such}"), "");
+        assert_eq!(ev.event_socket().unwrap().password.expose(), "ClueCon");
         assert_eq!(ev.esl_port(), 8021);
-        let names: Vec<String> = ev.profiles().unwrap().into_iter().map(|p| p.0).collect();
+        let names: Vec<String> = m
+            .sip_profiles()
+            .profiles
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
         assert_eq!(
             names,
             ["external-ipv6", "external", "internal-ipv6", "internal"]

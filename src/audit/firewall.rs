@@ -2,6 +2,7 @@
 
 use super::evidence::Evidence;
 use super::{Control, Finding, Severity};
+use crate::model::ufw::{self, UfwState};
 
 pub const CONTROLS: &[Control] = &[
     Control {
@@ -42,137 +43,14 @@ pub const CONTROLS: &[Control] = &[
     },
 ];
 
-/// One rule line of `ufw status verbose`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    pub line: String,
-    /// Port ranges; empty means any port.
-    pub ports: Vec<(u16, u16)>,
-    /// `tcp`, `udp`, or None for both.
-    pub proto: Option<String>,
-    pub allow: bool,
-    pub from: String,
-    /// The `To` names an application profile fsfleet cannot resolve.
-    pub unknown_to: bool,
-}
-
-impl Rule {
-    pub fn from_anywhere(&self) -> bool {
-        self.from.starts_with("Anywhere")
+/// ufw's state from the host model (the one harden plans from). Ok(None): ufw is not
+/// installed. Err: the status probe did not run.
+pub fn ufw(ev: &Evidence) -> Result<Option<UfwState>, String> {
+    if ev.facts.section_status(ufw::STATUS_SECTION).is_none() {
+        return Err("the ufw status probe did not run on the host (status None)".into());
     }
-
-    pub fn covers(&self, port: u16, proto: &str) -> bool {
-        !self.unknown_to
-            && self.proto.as_deref().is_none_or(|p| p == proto)
-            && (self.ports.is_empty() || self.ports.iter().any(|(a, b)| (*a..=*b).contains(&port)))
-    }
-}
-
-/// What `ufw status verbose` says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ufw {
-    pub active: bool,
-    /// `deny`, `reject`, `allow` (incoming), when shown.
-    pub default_incoming: Option<String>,
-    pub rules: Vec<Rule>,
-}
-
-impl Ufw {
-    pub fn parse(text: &str) -> Ufw {
-        let mut ufw = Ufw {
-            active: false,
-            default_incoming: None,
-            rules: Vec::new(),
-        };
-        let mut in_rules = false;
-        for line in text.lines() {
-            let l = line.trim_end();
-            if let Some(s) = l.strip_prefix("Status: ") {
-                ufw.active = s.trim() == "active";
-            } else if let Some(d) = l.strip_prefix("Default: ") {
-                ufw.default_incoming = d
-                    .split(',')
-                    .find(|p| p.contains("(incoming)"))
-                    .and_then(|p| p.split_whitespace().next())
-                    .map(str::to_string);
-            } else if l.starts_with("--") {
-                in_rules = true;
-            } else if in_rules
-                && !l.trim().is_empty()
-                && let Some(r) = parse_rule(l)
-            {
-                ufw.rules.push(r);
-            }
-        }
-        ufw
-    }
-
-    /// Allow/limit rules that let `port/proto` in.
-    pub fn allowing(&self, port: u16, proto: &str) -> Vec<&Rule> {
-        self.rules
-            .iter()
-            .filter(|r| r.allow && r.covers(port, proto))
-            .collect()
-    }
-
-    /// Ok(None): ufw is not installed. Err: the snippet did not run.
-    pub fn from_evidence(ev: &Evidence) -> Result<Option<Ufw>, String> {
-        match ev.section("audit_ufw") {
-            (_, Some(3)) => Ok(None),
-            (text, Some(0)) => Ok(Some(Ufw::parse(text))),
-            (text, status) => Err(format!(
-                "`ufw status verbose` failed on the host (status {status:?}): {}",
-                text.lines().next().unwrap_or("no output")
-            )),
-        }
-    }
-}
-
-fn parse_rule(line: &str) -> Option<Rule> {
-    // Columns are separated by two or more spaces; a trailing `# comment` is not a column.
-    let body = line.split(" # ").next().unwrap_or(line);
-    let cols: Vec<&str> = body
-        .split("  ")
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .collect();
-    let [to, action, from, ..] = cols.as_slice() else {
-        return None;
-    };
-    if action.contains("OUT") {
-        return None;
-    }
-    let to = to.trim_end_matches(" (v6)");
-    let to = to.split(" on ").next().unwrap_or(to);
-    let (spec, proto) = match to.rsplit_once('/') {
-        Some((s, p)) => (s, Some(p.to_string())),
-        None => (to, None),
-    };
-    let mut ports = Vec::new();
-    let mut unknown_to = false;
-    if spec == "Anywhere" {
-    } else if spec == "OpenSSH" {
-        ports.push((22, 22));
-    } else {
-        for part in spec.split(',') {
-            let r = match part.split_once(':') {
-                Some((a, b)) => a.parse().ok().zip(b.parse().ok()),
-                None => part.parse().ok().map(|p| (p, p)),
-            };
-            match r {
-                Some(r) => ports.push(r),
-                None => unknown_to = true,
-            }
-        }
-    }
-    Some(Rule {
-        line: line.split_whitespace().collect::<Vec<_>>().join(" "),
-        ports,
-        proto,
-        allow: action.starts_with("ALLOW") || action.starts_with("LIMIT"),
-        from: from.to_string(),
-        unknown_to,
-    })
+    let state = UfwState::from_facts(&ev.facts);
+    Ok(state.installed.then_some(state))
 }
 
 /// The INPUT policy of `iptables -S INPUT` (`-P INPUT DROP`).
@@ -187,10 +65,10 @@ fn iptables_policy(ev: &Evidence) -> Option<String> {
 }
 
 fn active_default_deny(ev: &Evidence) -> Finding {
-    match Ufw::from_evidence(ev) {
+    match ufw(ev) {
         Err(e) => Finding::error(e),
         Ok(Some(ufw)) if ufw.active => {
-            let d = ufw.default_incoming.as_deref().unwrap_or("unknown");
+            let d = ufw.incoming.as_str();
             let line = format!("ufw is active, default {d} (incoming)");
             if matches!(d, "deny" | "reject") {
                 Finding::pass(vec![line])
@@ -217,17 +95,17 @@ fn active_default_deny(ev: &Evidence) -> Finding {
 
 fn esl_port_closed(ev: &Evidence) -> Finding {
     let port = ev.esl_port();
-    match Ufw::from_evidence(ev) {
+    match ufw(ev) {
         Err(e) => Finding::error(e),
         Ok(Some(ufw)) if ufw.active => {
-            let rules = ufw.allowing(port, "tcp");
+            let rules = ufw.admitting(port, "tcp");
             if rules.is_empty() {
                 Finding::pass(vec![format!("ufw: no rule allows TCP port {port}")])
             } else {
                 Finding::fail(
                     rules
                         .iter()
-                        .map(|r| format!("ufw: TCP port {port} allowed by `{}`", r.line))
+                        .map(|r| format!("ufw: TCP port {port} allowed by `{}`", r.describe()))
                         .collect(),
                 )
             }
@@ -253,30 +131,23 @@ fn esl_port_closed(ev: &Evidence) -> Finding {
     }
 }
 
-/// The RTP range of switch.conf.xml (FreeSWITCH's defaults 16384-32768).
-pub fn rtp_range(ev: &Evidence) -> Result<(u16, u16), String> {
-    let conf = "autoload_configs/switch.conf.xml";
-    let get = |name: &str, default: u16| -> Result<u16, String> {
-        match ev.param(conf, name)? {
-            None => Ok(default),
-            Some(v) => v.trim().parse().map_err(|_| {
-                format!("{conf}: {name} is {v:?}, not a port number; fix it so FreeSWITCH and the audit agree")
-            }),
-        }
-    };
-    Ok((get("rtp-start-port", 16384)?, get("rtp-end-port", 32768)?))
-}
-
+/// The range checked is the host model's, the one harden opens: an unusable or inverted range
+/// in switch.conf.xml is FreeSWITCH's default, with a note.
 fn rtp_allowed(ev: &Evidence) -> Finding {
-    let (lo, hi) = match rtp_range(ev) {
-        Ok(r) => r,
-        Err(e) => return Finding::error(e),
-    };
-    match Ufw::from_evidence(ev) {
+    if let Err(e) = ev.conf_dir() {
+        return Finding::error(e);
+    }
+    let rtp = ev.model().rtp();
+    let (lo, hi) = (rtp.ports.first, rtp.ports.last);
+    let notes: Vec<String> = rtp.warnings.iter().map(|w| format!("note: {w}")).collect();
+    let finding = match ufw(ev) {
         Err(e) => Finding::error(e),
         Ok(Some(ufw)) if ufw.active => {
+            // Each family ufw filters must let RTP in: IPv4 packets meet only user.rules.
+            let open =
+                |p: u16, v6: bool| ufw.tuples.iter().any(|t| t.v6 == v6 && t.admits(p, "udp"));
             let missing: Vec<u16> = (lo..=hi)
-                .filter(|p| ufw.allowing(*p, "udp").is_empty())
+                .filter(|p| !open(*p, false) || (ufw.ipv6 && !open(*p, true)))
                 .collect();
             match (missing.first(), missing.last()) {
                 (None, _) | (_, None) => {
@@ -291,7 +162,8 @@ fn rtp_allowed(ev: &Evidence) -> Finding {
         Ok(_) => Finding::pass(vec![format!(
             "ufw is not active: nothing blocks the RTP range {lo}:{hi}/udp (see FS-FW-01)"
         )]),
-    }
+    };
+    finding.with_notes(notes)
 }
 
 #[cfg(test)]
@@ -304,14 +176,26 @@ mod tests {
         (CONTROLS.iter().find(|c| c.id == id).unwrap().eval)(ev)
     }
 
-    const HARDENED: &str = "Status: active\nLogging: on (low)\nDefault: deny (incoming), allow (outgoing), disabled (routed)\nNew profiles: skip\n\nTo                         Action      From\n--                         ------      ----\n22/tcp                     ALLOW IN    Anywhere                   # fsfleet\n16384:32768/udp            ALLOW IN    Anywhere                   # fsfleet\n5060/udp                   ALLOW IN    Anywhere                   # fsfleet\n22/tcp (v6)                ALLOW IN    Anywhere (v6)              # fsfleet\n";
+    /// What ufw writes for fsfleet's rules (comments hex-encoded).
+    const HARDENED: &str = "### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in comment=6673666c656574\n\
+        ### tuple ### allow udp 16384:32768 0.0.0.0/0 any 0.0.0.0/0 in comment=6673666c656574\n\
+        ### tuple ### allow udp 5060 0.0.0.0/0 any 0.0.0.0/0 in comment=6673666c656574\n";
+    const HARDENED6: &str = "### tuple ### allow tcp 22 ::/0 any ::/0 in comment=6673666c656574\n\
+        ### tuple ### allow udp 16384:32768 ::/0 any ::/0 in comment=6673666c656574\n";
+    const ACTIVE: (&str, &str, i32) = ("ufw_status", "Status: active", 0);
+
+    fn ufw_ev(status: (&str, &str, i32), rules: &str, input: &str) -> Evidence {
+        let mut ev = evidence(&stock_files(), &[status], Live::default());
+        ufw_files(&mut ev, rules, HARDENED6, input);
+        ev
+    }
 
     #[test]
     fn fresh_host_without_firewall_fails() {
         let ev = evidence(
             &stock_files(),
             &[
-                ("audit_ufw", "", 3),
+                ("ufw_status", "", 1),
                 ("audit_iptables", "-P INPUT ACCEPT\n", 0),
             ],
             Live::default(),
@@ -333,24 +217,20 @@ mod tests {
 
     #[test]
     fn hardened_ufw_passes_and_bad_rules_are_named() {
-        let ev = evidence(
-            &stock_files(),
-            &[("audit_ufw", HARDENED, 0)],
-            Live::default(),
-        );
+        let ev = ufw_ev(ACTIVE, HARDENED, "DROP");
         for id in ["FS-FW-01", "FS-FW-02", "FS-FW-03"] {
             assert_eq!(eval(id, &ev).status, Status::Pass, "{id}");
         }
-        let opened = format!("{HARDENED}8021/tcp                   ALLOW IN    Anywhere\n")
-            .replace("16384:32768/udp", "16384:20000/udp");
-        let ev = evidence(
-            &stock_files(),
-            &[("audit_ufw", &opened, 0)],
-            Live::default(),
+        assert_eq!(
+            eval("FS-FW-01", &ev).evidence,
+            ["ufw is active, default deny (incoming)"]
         );
+        let opened = format!("{HARDENED}### tuple ### allow tcp 8021 0.0.0.0/0 any 0.0.0.0/0 in\n")
+            .replace("16384:32768", "16384:20000");
+        let ev = ufw_ev(ACTIVE, &opened, "DROP");
         assert_eq!(
             eval("FS-FW-02", &ev).evidence,
-            ["ufw: TCP port 8021 allowed by `8021/tcp ALLOW IN Anywhere`"]
+            ["ufw: TCP port 8021 allowed by `allow 8021/tcp from anywhere`"]
         );
         assert_eq!(
             eval("FS-FW-03", &ev).evidence,
@@ -358,33 +238,76 @@ mod tests {
                 "ufw does not allow 12768 of the RTP ports 16384:32768/udp (first 20001, last 32768): calls will have no audio"
             ]
         );
-        let inactive = "Status: inactive\n";
-        let ev = evidence(
-            &stock_files(),
-            &[("audit_ufw", inactive, 0)],
-            Live::default(),
-        );
+        let ev = ufw_ev(("ufw_status", "Status: inactive", 0), HARDENED, "DROP");
         assert_eq!(
             eval("FS-FW-01", &ev).evidence,
             ["ufw is installed but inactive; no iptables INPUT policy found"]
         );
-        let allow = HARDENED.replace("deny (incoming)", "allow (incoming)");
-        let ev = evidence(&stock_files(), &[("audit_ufw", &allow, 0)], Live::default());
+        let ev = ufw_ev(ACTIVE, HARDENED, "ACCEPT");
         assert_eq!(eval("FS-FW-01", &ev).status, Status::Fail);
         let ev = evidence(&stock_files(), &[], Live::default());
         assert_eq!(eval("FS-FW-01", &ev).status, Status::Error);
     }
 
     #[test]
-    fn parses_rule_shapes() {
-        let u = Ufw::parse(
-            "Status: active\nTo Action From\n-- ------ ----\nAnywhere                   ALLOW IN    10.0.0.0/8\n80,443/tcp                 ALLOW IN    Anywhere\nOpenSSH                    LIMIT IN    Anywhere\nApache Full                ALLOW IN    Anywhere\n5060 on eth0               ALLOW IN    Anywhere\nAnywhere                   ALLOW OUT   Anywhere on eth0\n",
+    fn rtp_range_is_the_one_harden_opens_with_what_was_assumed() {
+        let mut files = stock_files();
+        edit(&mut files, "autoload_configs/switch.conf.xml", |t| {
+            t.replace(
+                "<!-- <param name=\"rtp-start-port\" value=\"16384\"/> -->",
+                "<param name=\"rtp-start-port\" value=\"40000\"/>",
+            )
+        });
+        let mut ev = evidence(&files, &[ACTIVE], Live::default());
+        ufw_files(&mut ev, HARDENED, HARDENED6, "DROP");
+        let f = eval("FS-FW-03", &ev);
+        assert_eq!(f.status, Status::Pass, "{:?}", f.evidence);
+        assert_eq!(f.evidence[0], "ufw allows the RTP range 16384:32768/udp");
+        assert!(
+            f.evidence[1].starts_with("note: /etc/freeswitch/autoload_configs/switch.conf.xml: rtp-start-port 40000 is above rtp-end-port 32768"),
+            "{:?}",
+            f.evidence
         );
-        assert_eq!(u.rules.len(), 5);
-        assert!(u.rules[0].covers(8021, "tcp") && !u.rules[0].from_anywhere());
-        assert!(u.rules[1].covers(443, "tcp") && !u.rules[1].covers(443, "udp"));
-        assert!(u.rules[2].covers(22, "tcp") && u.rules[2].allow);
-        assert!(!u.rules[3].covers(80, "tcp"), "unknown app profile");
-        assert!(u.rules[4].covers(5060, "udp"));
+    }
+
+    #[test]
+    fn rule_shapes_of_user_rules() {
+        let mut ev = evidence(&stock_files(), &[ACTIVE], Live::default());
+        ufw_files(
+            &mut ev,
+            "### tuple ### allow any any 0.0.0.0/0 any 10.0.0.0/8 in\n\
+             ### tuple ### allow tcp 80,443 0.0.0.0/0 any 0.0.0.0/0 in\n\
+             ### tuple ### limit tcp 22 0.0.0.0/0 any 0.0.0.0/0 OpenSSH - in\n\
+             ### tuple ### allow tcp 8080,8443 0.0.0.0/0 any 0.0.0.0/0 Apache%20Full - in\n\
+             ### tuple ### allow any 5060 0.0.0.0/0 any 0.0.0.0/0 in_eth0\n\
+             ### tuple ### allow any any 0.0.0.0/0 any 0.0.0.0/0 out_eth0\n",
+            "",
+            "DROP",
+        );
+        let u = ufw(&ev).unwrap().unwrap();
+        let t = &u.tuples;
+        assert_eq!(t.len(), 6);
+        assert!(t[0].admits(8021, "tcp") && !t[0].from_anywhere());
+        assert!(t[1].admits(443, "tcp") && !t[1].admits(443, "udp"));
+        assert!(t[2].admits(22, "tcp") && t[2].action == "limit");
+        // user.rules names an application profile's ports: they count.
+        assert!(t[3].admits(8443, "tcp"));
+        assert!(t[4].admits(5060, "udp"));
+        assert!(!t[5].admits(5060, "udp"), "outbound");
+        assert_eq!(u.admitting(5060, "udp").len(), 2);
+    }
+
+    #[test]
+    fn rtp_must_be_open_in_each_family_ufw_filters() {
+        let v6_only = ufw_ev(
+            ACTIVE,
+            &HARDENED.replace("16384:32768", "16384:16385"),
+            "DROP",
+        );
+        let f = eval("FS-FW-03", &v6_only);
+        assert_eq!(f.status, Status::Fail, "{:?}", f.evidence);
+        let mut v4_only = evidence(&stock_files(), &[ACTIVE], Live::default());
+        ufw_files(&mut v4_only, HARDENED, "", "DROP");
+        assert_eq!(eval("FS-FW-03", &v4_only).status, Status::Fail);
     }
 }

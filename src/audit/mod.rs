@@ -134,6 +134,13 @@ impl Finding {
             Finding::fail(failures)
         }
     }
+    /// Add what the host model had to assume (a pass or fail stays one).
+    pub fn with_notes(mut self, notes: Vec<String>) -> Finding {
+        if matches!(self.status, Status::Pass | Status::Fail) {
+            self.evidence.extend(notes);
+        }
+        self
+    }
 }
 
 /// One control of the catalogue.

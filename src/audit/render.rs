@@ -472,7 +472,7 @@ mod tests {
         let t = text(&o, code);
         assert!(t.contains("pbx1 (192.0.2.5)\n  "), "{t}");
         assert!(t.contains(
-            "  FAIL critical FS-ESL-01 Event Socket password is not the default ClueCon\n         - autoload_configs/event_socket.conf.xml: password is ClueCon\n         - live: not checked (live probes were not run)\n         fix: Run `fsfleet harden`"
+            "  FAIL critical FS-ESL-01 Event Socket password is not ClueCon, at least 16 characters, letters and digits only\n         - autoload_configs/event_socket.conf.xml: password is ClueCon\n         - live: not checked (live probes were not run)\n         fix: Run `fsfleet harden`"
         ), "{t}");
         assert!(t.contains(
             "waived FS-MOD-01 No unused service-exposing modules are loaded (would be fail)"

@@ -1,23 +1,25 @@
 //! SIP controls: the default password, auth-failure logging, stock users, exposure, TLS.
 
-use crate::conf::vars;
-use crate::conf::xml::{self, TagKind};
+pub use crate::model::DirectoryUser as User;
+pub use crate::model::line_of;
+use crate::model::{
+    DEFAULT_PASSWORD_VAR, MIN_PASSWORD_LEN, SipProfile, Weakness, password_weakness, switch_true,
+};
 
 use super::evidence::Evidence;
 use super::firewall;
 use super::{Control, Finding, Severity};
-
-/// Shorter SIP passwords fall to online guessing well within fail2ban's patience.
-pub const MIN_SIP_PASSWORD: usize = 12;
 
 pub const CONTROLS: &[Control] = &[
     Control {
         id: "FS-SIP-01",
         family: "SIP",
         severity: Severity::Critical,
-        title: "SIP default_password is not 1234 and not short",
+        title: "SIP default_password is not 1234, at least 16 characters, letters and digits only",
         rationale: "Every stock user registers with $${default_password}; 1234 is the first password \
-                    every SIP scanner tries, and a registered attacker places calls at your expense.",
+                    every SIP scanner tries, shorter ones fall to online guessing, and a registered \
+                    attacker places calls at your expense. harden keeps exactly the passwords this \
+                    control passes (letters and digits go into XML and the vault unescaped).",
         remediation: "Run `fsfleet harden` (rotates default_password into the vault), or set a long \
                       random default_password in vars.xml and `reloadxml`.",
         baseline: true,
@@ -97,147 +99,84 @@ pub const CONTROLS: &[Control] = &[
     },
 ];
 
-/// FreeSWITCH's `switch_true`.
-pub fn switch_true(v: &str) -> bool {
-    let v = v.trim().to_ascii_lowercase();
-    matches!(
-        v.as_str(),
-        "yes" | "on" | "true" | "t" | "enabled" | "active" | "allow"
-    ) || v.parse::<i64>().is_ok_and(|n| n != 0)
-}
-
 fn default_password(ev: &Evidence) -> Finding {
-    let text = match ev.conf("vars.xml") {
-        Ok(t) => t,
-        Err(e) => return Finding::error(e),
-    };
-    let Some(pw) = vars::get_var(text, "default_password") else {
+    if let Err(e) = ev.conf("vars.xml") {
+        return Finding::error(e);
+    }
+    let model = ev.model();
+    let Some(pw) = model.vars().get(DEFAULT_PASSWORD_VAR) else {
         return Finding::pass(vec![
             "vars.xml sets no default_password (users need their own passwords)".into(),
         ]);
     };
     let n = pw.chars().count();
-    if pw == "1234" {
-        Finding::fail(vec![
-            "vars.xml: default_password is 1234 (the stock default)".into(),
-        ])
-    } else if n < MIN_SIP_PASSWORD {
-        Finding::fail(vec![format!(
-            "vars.xml: default_password is {n} characters (fewer than {MIN_SIP_PASSWORD})"
-        )])
-    } else {
-        Finding::pass(vec![format!(
+    match password_weakness(pw) {
+        None => Finding::pass(vec![format!(
             "vars.xml: default_password is not 1234 and is {n} characters"
-        )])
+        )]),
+        Some(Weakness::Stock1234) => Finding::fail(vec![
+            "vars.xml: default_password is 1234 (the stock default)".into(),
+        ]),
+        Some(Weakness::ClueCon) => Finding::fail(vec![
+            "vars.xml: default_password is ClueCon (a stock password)".into(),
+        ]),
+        Some(Weakness::Short(n)) => Finding::fail(vec![format!(
+            "vars.xml: default_password is {n} characters (fewer than {MIN_PASSWORD_LEN})"
+        )]),
+        Some(Weakness::Alphabet) => Finding::fail(vec![format!(
+            "vars.xml: default_password ({n} characters) has characters fsfleet does not \
+             generate (only letters and digits): harden rotates it"
+        )]),
     }
 }
 
+/// The profiles of the host model, or why FreeSWITCH cannot load them all.
+fn profiles(ev: &Evidence) -> Result<Vec<SipProfile>, String> {
+    let dir = ev.conf_dir()?;
+    let p = ev.model().sip_profiles();
+    if !p.unloadable.is_empty() {
+        return Err(p.unloadable.join("; "));
+    }
+    if p.profiles.is_empty() {
+        return Err(format!("no SIP profile in {dir}/sip_profiles/"));
+    }
+    Ok(p.profiles)
+}
+
+/// A profile's file as operators name it (`sip_profiles/internal.xml`).
+fn rel(ev: &Evidence, p: &SipProfile) -> String {
+    let dir = ev.conf_dir().unwrap_or_default();
+    p.file
+        .strip_prefix(&format!("{dir}/"))
+        .unwrap_or(&p.file)
+        .to_string()
+}
+
 fn auth_failures_logged(ev: &Evidence) -> Finding {
-    let profiles = match ev.profiles() {
+    let profiles = match profiles(ev) {
         Ok(p) => p,
         Err(e) => return Finding::error(e),
     };
+    let model = ev.model();
     let mut bad = Vec::new();
     let mut ok = Vec::new();
-    for (name, text) in profiles {
-        match xml::get_param(text, "log-auth-failures") {
-            Err(e) => return Finding::error(format!("sip_profiles/{name}.xml: {e}")),
-            Ok(None) => bad.push(format!(
-                "sip_profiles/{name}.xml: log-auth-failures is not set (off)"
-            )),
-            Ok(Some(v)) if !switch_true(&ev.expand(&v)) => {
-                bad.push(format!("sip_profiles/{name}.xml: log-auth-failures is {v}"))
+    for p in &profiles {
+        let file = rel(ev, p);
+        match &p.log_auth_failures {
+            None => bad.push(format!("{file}: log-auth-failures is not set (off)")),
+            Some(v) if !switch_true(&model.vars().expand_text(v)) => {
+                bad.push(format!("{file}: log-auth-failures is {v}"))
             }
-            Ok(Some(v)) => ok.push(format!("sip_profiles/{name}.xml: log-auth-failures is {v}")),
+            Some(v) => ok.push(format!("{file}: log-auth-failures is {v}")),
         }
     }
     Finding::fail_if(bad, ok)
 }
 
-/// A directory user: id, raw password param, raw vm-password param, file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    pub id: String,
-    pub password: Option<String>,
-    pub vm_password: Option<String>,
-    /// The `toll_allow` variable, raw.
-    pub toll_allow: Option<String>,
-    pub file: String,
-    /// 1-based line of the `<user>` tag.
-    pub line: usize,
-}
-
-/// The users of the config's directory files (directory/default.xml and directory/default/*.xml).
+/// The directory users of the host model, or why they cannot be read.
 pub fn users(ev: &Evidence) -> Result<Vec<User>, String> {
-    let dir = ev.conf_dir()?;
-    let mut files: Vec<&crate::facts::FileFact> =
-        ev.facts.files.conf_dir_files("directory/default", ".xml");
-    if let Some(f) = ev.facts.files.conf("directory/default.xml") {
-        files.insert(0, f);
-    }
-    let mut out = Vec::new();
-    for f in files {
-        let rel = f.rel_path(dir);
-        let text = f.readable_text()?;
-        let tags = xml::scan(text).map_err(|e| format!("{}: {e}", f.path))?;
-        let mut current: Option<User> = None;
-        for t in &tags {
-            match (t.name.as_str(), t.kind) {
-                ("user", TagKind::Start) => {
-                    current = t.attr("id").map(|a| User {
-                        id: a.value.clone(),
-                        password: None,
-                        vm_password: None,
-                        toll_allow: None,
-                        file: rel.clone(),
-                        line: line_of(text, t.span.start),
-                    });
-                }
-                // Group members (`type="pointer"`) refer to users defined elsewhere.
-                ("user", TagKind::Empty) if t.attr("type").is_none_or(|a| a.value != "pointer") => {
-                    if let Some(a) = t.attr("id") {
-                        out.push(User {
-                            id: a.value.clone(),
-                            password: None,
-                            vm_password: None,
-                            toll_allow: None,
-                            file: rel.clone(),
-                            line: line_of(text, t.span.start),
-                        });
-                    }
-                }
-                ("user", TagKind::End) => out.extend(current.take()),
-                ("param", TagKind::Start | TagKind::Empty) if t.parent() == Some("params") => {
-                    if let (Some(u), Some(n), Some(v)) =
-                        (current.as_mut(), t.attr("name"), t.attr("value"))
-                    {
-                        match n.value.as_str() {
-                            "password" => u.password = Some(v.value.clone()),
-                            "vm-password" => u.vm_password = Some(v.value.clone()),
-                            _ => {}
-                        }
-                    }
-                }
-                ("variable", TagKind::Start | TagKind::Empty)
-                    if t.parent() == Some("variables") =>
-                {
-                    if let (Some(u), Some(n), Some(v)) =
-                        (current.as_mut(), t.attr("name"), t.attr("value"))
-                        && n.value == "toll_allow"
-                    {
-                        u.toll_allow = Some(v.value.clone());
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// 1-based line number of a byte offset.
-pub fn line_of(text: &str, pos: usize) -> usize {
-    text.get(..pos).map_or(0, |t| t.matches('\n').count()) + 1
+    ev.conf_dir()?;
+    ev.model().directory_users().map_err(|e| e.to_string())
 }
 
 /// `1000, 1001, ..., 1019` shortened to `1000-1019` when consecutive.
@@ -324,12 +263,13 @@ fn vm_pin(ev: &Evidence) -> Finding {
         Ok(u) => u,
         Err(e) => return Finding::error(e),
     };
+    let model = ev.model();
     let same: Vec<&str> = users
         .iter()
         .filter(|u| {
             u.vm_password
                 .as_deref()
-                .is_some_and(|p| ev.expand(p) == u.id)
+                .is_some_and(|p| model.vars().expand_text(p) == u.id)
         })
         .map(|u| u.id.as_str())
         .collect();
@@ -347,35 +287,16 @@ fn vm_pin(ev: &Evidence) -> Finding {
     }
 }
 
-/// The SIP ports of every profile (`sip-port`, and `tls-sip-port` when TLS is on).
-pub fn sip_ports(ev: &Evidence) -> Result<Vec<u16>, String> {
-    let mut ports = Vec::new();
-    for (name, text) in ev.profiles()? {
-        let get = |p: &str| -> Result<Option<String>, String> {
-            xml::get_param(text, p)
-                .map(|v| v.map(|v| ev.expand(&v)))
-                .map_err(|e| format!("sip_profiles/{name}.xml: {e}"))
-        };
-        if let Some(p) = get("sip-port")?.and_then(|p| p.trim().parse().ok()) {
-            ports.push(p);
-        }
-        if get("tls")?.is_some_and(|v| switch_true(&v))
-            && let Some(p) = get("tls-sip-port")?.and_then(|p| p.trim().parse().ok())
-        {
-            ports.push(p);
-        }
-    }
-    ports.sort_unstable();
-    ports.dedup();
-    Ok(ports)
-}
-
+/// The ports checked are the host model's: the ones harden opens and the jail bans on (the
+/// TLS port of every profile included, TLS on or not).
 fn sip_exposure(ev: &Evidence) -> Finding {
-    let ports = match sip_ports(ev) {
-        Ok(p) => p,
-        Err(e) => return Finding::error(e),
-    };
+    if let Err(e) = ev.conf_dir() {
+        return Finding::error(e);
+    }
+    let sip = ev.model().sip_ports();
+    let ports = sip.numbers();
     let mut bad = Vec::new();
+    let notes: Vec<String> = sip.warnings.iter().map(|w| format!("note: {w}")).collect();
     let mut ok = Vec::new();
     if ev.host.sip_allow_from.is_empty() {
         bad.push(format!(
@@ -391,7 +312,7 @@ fn sip_exposure(ev: &Evidence) -> Finding {
             .collect();
         ok.push(format!("inventory: sip_allow_from {}", srcs.join(", ")));
     }
-    match firewall::Ufw::from_evidence(ev) {
+    match firewall::ufw(ev) {
         Err(e) => return Finding::error(e),
         Ok(None) => bad.push("no firewall is active: SIP ports are reachable from anywhere".into()),
         Ok(Some(ufw)) if !ufw.active => {
@@ -399,42 +320,42 @@ fn sip_exposure(ev: &Evidence) -> Finding {
         }
         Ok(Some(ufw)) => {
             for p in &ports {
-                let open: Vec<&firewall::Rule> = ufw
-                    .allowing(*p, "udp")
+                let open: Vec<&crate::model::ufw::Tuple> = ufw
+                    .admitting(*p, "udp")
                     .into_iter()
-                    .chain(ufw.allowing(*p, "tcp"))
+                    .chain(ufw.admitting(*p, "tcp"))
                     .filter(|r| r.from_anywhere())
                     .collect();
                 if let Some(r) = open.first() {
-                    bad.push(format!("ufw: port {p} allowed from anywhere ({})", r.line));
+                    bad.push(format!(
+                        "ufw: port {p} allowed from anywhere ({})",
+                        r.describe()
+                    ));
                 } else {
                     ok.push(format!("ufw: port {p} not allowed from anywhere"));
                 }
             }
         }
     }
-    Finding::fail_if(bad, ok)
+    Finding::fail_if(bad, ok).with_notes(notes)
 }
 
 fn tls(ev: &Evidence) -> Finding {
-    let profiles = match ev.profiles() {
+    let profiles = match profiles(ev) {
         Ok(p) => p,
         Err(e) => return Finding::error(e),
     };
-    let mut on = Vec::new();
-    for (name, text) in &profiles {
-        match xml::get_param(text, "tls") {
-            Err(e) => return Finding::error(format!("sip_profiles/{name}.xml: {e}")),
-            Ok(Some(v)) if switch_true(&ev.expand(&v)) => on.push(name.clone()),
-            Ok(_) => {}
-        }
-    }
+    let on: Vec<&str> = profiles
+        .iter()
+        .filter(|p| p.tls)
+        .map(|p| p.name.as_str())
+        .collect();
     if on.is_empty() {
         Finding::fail(vec![format!(
             "TLS is off on every profile ({})",
             profiles
                 .iter()
-                .map(|p| p.0.as_str())
+                .map(|p| p.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
         )])
@@ -455,12 +376,13 @@ mod tests {
         (CONTROLS.iter().find(|c| c.id == id).unwrap().eval)(ev)
     }
 
-    const UFW_OPEN: &str = "Status: active\nLogging: on (low)\nDefault: deny (incoming), allow (outgoing), disabled (routed)\nNew profiles: skip\n\nTo                         Action      From\n--                         ------      ----\n22/tcp                     ALLOW IN    Anywhere                   # fsfleet\n5060                       ALLOW IN    Anywhere                   # fsfleet\n5080                       ALLOW IN    Anywhere                   # fsfleet\n";
-    const UFW_ALLOW_LIST: &str = "Status: active\nDefault: deny (incoming), allow (outgoing), disabled (routed)\n\nTo                         Action      From\n--                         ------      ----\n22/tcp                     ALLOW IN    Anywhere\n5060                       ALLOW IN    198.51.100.0/24            # fsfleet\n5080                       ALLOW IN    198.51.100.0/24            # fsfleet\n";
+    const UFW_OPEN: &str = "### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n### tuple ### allow any 5060 0.0.0.0/0 any 0.0.0.0/0 in\n### tuple ### allow any 5080 0.0.0.0/0 any 0.0.0.0/0 in\n";
+    const UFW_ALLOW_LIST: &str = "### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n### tuple ### allow any 5060 0.0.0.0/0 any 198.51.100.0/24 in\n### tuple ### allow any 5080 0.0.0.0/0 any 198.51.100.0/24 in\n";
+    const ACTIVE: (&str, &str, i32) = ("ufw_status", "Status: active", 0);
 
     #[test]
     fn stock_tree_fails_password_logging_users_and_exposure() {
-        let ev = evidence(&stock_files(), &[("audit_ufw", "", 3)], Live::default());
+        let ev = evidence(&stock_files(), &[("ufw_status", "", 1)], Live::default());
         let f = eval("FS-SIP-01", &ev);
         assert_eq!(
             (f.status, f.evidence.clone()),
@@ -520,7 +442,8 @@ mod tests {
                 set_param(t, "log-auth-failures", "true").unwrap().unwrap()
             });
         }
-        let mut ev = evidence(&files, &[("audit_ufw", UFW_ALLOW_LIST, 0)], Live::default());
+        let mut ev = evidence(&files, &[ACTIVE], Live::default());
+        ufw_files(&mut ev, UFW_ALLOW_LIST, "", "DROP");
         ev.host.sip_allow_from = vec!["198.51.100.0/24".parse().unwrap()];
         let f = eval("FS-SIP-01", &ev);
         assert_eq!(f.status, Status::Pass);
@@ -532,26 +455,34 @@ mod tests {
         assert_eq!(eval("FS-SIP-02", &ev).status, Status::Pass);
         let f = eval("FS-SIP-06", &ev);
         assert_eq!(f.status, Status::Pass, "{:?}", f.evidence);
+        // The ports harden opens and the jail bans on: the TLS ports count with TLS off.
         assert_eq!(
             f.evidence,
             [
                 "inventory: sip_allow_from 198.51.100.0/24",
                 "ufw: port 5060 not allowed from anywhere",
-                "ufw: port 5080 not allowed from anywhere"
+                "ufw: port 5061 not allowed from anywhere",
+                "ufw: port 5080 not allowed from anywhere",
+                "ufw: port 5081 not allowed from anywhere"
             ]
         );
         // A short password fails without showing it.
         edit(&mut files, "vars.xml", |t| {
             set_var(t, "default_password", "s3cr3t").unwrap().unwrap()
         });
-        let ev = evidence(&files, &[("audit_ufw", UFW_OPEN, 0)], Live::default());
+        let mut ev = evidence(&files, &[ACTIVE], Live::default());
+        ufw_files(&mut ev, UFW_OPEN, "", "DROP");
         assert_eq!(
             eval("FS-SIP-01", &ev).evidence,
-            ["vars.xml: default_password is 6 characters (fewer than 12)"]
+            ["vars.xml: default_password is 6 characters (fewer than 16)"]
         );
         let f = eval("FS-SIP-06", &ev);
         assert_eq!(f.status, Status::Fail);
-        assert!(f.evidence[1].starts_with("ufw: port 5060 allowed from anywhere (5060"));
+        assert!(
+            f.evidence[1].starts_with("ufw: port 5060 allowed from anywhere (allow 5060/any"),
+            "{:?}",
+            f.evidence
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! The OLD password is kept by the orchestrator: the reload must authenticate with it.
 
 use super::{FileEdit, HardenOptions, HostFacts, StepError, StepPlan};
-use crate::conf::{self, EventSocket, diff, xml};
+use crate::conf::{self, diff, xml};
+use crate::model::{self, EventSocket, HostModel};
 use crate::secret::Secret;
 use crate::vault;
 
@@ -16,21 +17,24 @@ pub struct Planned {
     pub edit: Option<FileEdit>,
     /// The password FreeSWITCH uses now (needed for the reload).
     pub current: EventSocket,
+    /// The settings FreeSWITCH runs with once the edit is applied and reloaded.
+    pub after: EventSocket,
     /// A new password, when rotating.
     pub new_password: Option<Secret>,
 }
 
 pub fn plan(f: &HostFacts, opts: &HardenOptions) -> Result<Planned, StepError> {
     let (path, text) = f.conf_text(FILE)?;
+    let m = HostModel::new(f);
     let current =
-        EventSocket::parse(text).map_err(|e| StepError::Refused(format!("{path}: {e}")))?;
+        EventSocket::parse(text, path, m.vars()).map_err(|e| StepError::Refused(e.to_string()))?;
     let mut plan = StepPlan::default();
     let mut out = text.to_string();
     let edit_err = |e: conf::ConfError| StepError::Refused(format!("{path}: {e}"));
 
     let mut new_password = None;
-    let why = if let Some(why) = conf::password_weakness(current.password.expose()) {
-        Some(why)
+    let why = if let Some(why) = model::password_weakness(current.password.expose()) {
+        Some(why.as_str())
     } else if opts.rotate {
         Some("--rotate")
     } else {
@@ -82,10 +86,18 @@ pub fn plan(f: &HostFacts, opts: &HardenOptions) -> Result<Planned, StepError> {
         plan.changes
             .push(super::sip_password::restrict_line(path, e));
     }
+    let after = match &edit {
+        Some(e) if e.content_changed() => {
+            EventSocket::parse(&String::from_utf8_lossy(&e.new), path, m.vars())
+                .map_err(|e| StepError::Refused(e.to_string()))?
+        }
+        _ => current.clone(),
+    };
     Ok(Planned {
         plan,
         edit,
         current,
+        after,
         new_password,
     })
 }
@@ -102,7 +114,8 @@ mod tests {
         assert_eq!(p.plan.changes.len(), 3, "{:?}", p.plan.changes);
         let pw = p.new_password.clone().unwrap();
         let new = String::from_utf8(p.edit.unwrap().new).unwrap();
-        let after = EventSocket::parse(&new).unwrap();
+        let after = EventSocket::parse(&new, FILE, &model::Vars::default()).unwrap();
+        assert_eq!(after, p.after);
         assert_eq!(after.password, pw);
         assert_eq!(after.listen_ip, "127.0.0.1");
         assert_eq!(after.inbound_acl.as_deref(), Some("loopback.auto"));

@@ -10,7 +10,6 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::harden::context::{HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
-use crate::harden::firewall;
 use crate::inventory::Host;
 use crate::ssh::sh_quote;
 
@@ -94,7 +93,7 @@ fn jails_snippet(proc_root: &str, log: &str) -> String {
 /// The ports the host's jails ban on, from its facts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JailPorts {
-    /// The SIP and SIP-TLS ports the firewall opens ([`firewall::sip_ports_opened`]), ascending.
+    /// The SIP and SIP-TLS ports of the host model, the ones the firewall opens, ascending.
     pub sip: Vec<u16>,
     /// The ports sshd listens on, or the one fsfleet is connected through when those are unknown.
     pub ssh: Vec<u16>,
@@ -105,7 +104,7 @@ pub struct JailPorts {
 pub fn jail_ports(f: &HostFacts, host: &Host) -> Result<(JailPorts, Vec<String>), StepError> {
     let mut warnings = Vec::new();
     // The firewall step reports the profile warnings; repeating them here adds nothing.
-    let sip = firewall::sip_ports_opened(f).numbers();
+    let sip = crate::model::HostModel::new(f).sip_ports().numbers();
     if sip.is_empty() {
         return Err(StepError::Refused(format!(
             "{}: no SIP port found in the profiles (sip_profiles/*.xml under {}): the freeswitch \
@@ -570,6 +569,7 @@ pub async fn apply(ctx: &StepCtx<'_>, plan: &StepPlan) -> Result<Vec<String>, St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::harden::firewall;
 
     /// Run the jails snippet against a fake /proc and log, with a fake fail2ban-client on PATH
     /// that answers `fallback` (so a test sees which path answered).

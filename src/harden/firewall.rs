@@ -14,33 +14,18 @@
 //! if that fails within 20 s, disables ufw through the existing connection and fails the step.
 
 use std::collections::BTreeSet;
-use std::fmt;
-use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
 
 use super::context::{HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
-use crate::conf::{vars, xml};
 use crate::inventory::Host;
+use crate::model::{self, HostModel};
 use crate::ssh::sh_quote;
 
 /// The step's name (`--skip firewall`).
 pub const NAME: &str = "firewall";
 
-/// The base facts' section with whether ufw is active (facts::UFW_STATUS_SNIPPET).
-const STATUS_SNIPPET: &str = "ufw_status";
-pub const USER_RULES: &str = "/etc/ufw/user.rules";
-pub const USER6_RULES: &str = "/etc/ufw/user6.rules";
-pub const UFW_DEFAULTS: &str = "/etc/default/ufw";
-
-/// Comments of the rules fsfleet adds start with this word.
-const COMMENT_TAG: &str = "fsfleet";
-/// FreeSWITCH's own RTP range when switch.conf.xml does not set one.
-pub const DEFAULT_RTP: (u16, u16) = (16384, 32768);
-const DEFAULT_SIP_PORT: u16 = 5060;
-const DEFAULT_TLS_PORT: u16 = 5061;
-const DEFAULT_ESL_PORT: u16 = 8021;
 /// How long a NEW SSH connection may take after enabling ufw before fsfleet rolls back.
 const PROOF_LIMIT: Duration = Duration::from_secs(20);
 /// The on-host watchdog disables ufw this long after enabling unless fsfleet disarms it first
@@ -48,47 +33,9 @@ const PROOF_LIMIT: Duration = Duration::from_secs(20);
 const WATCHDOG_SECS: u64 = 120;
 const APPLY_LIMIT: Duration = Duration::from_secs(120);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
-
-impl Proto {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        }
-    }
-}
-
-/// A port or an inclusive range of ports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Ports {
-    pub first: u16,
-    pub last: u16,
-}
-
-impl Ports {
-    pub fn one(p: u16) -> Ports {
-        Ports { first: p, last: p }
-    }
-    pub fn contains(&self, p: u16) -> bool {
-        self.first <= p && p <= self.last
-    }
-}
-
-impl fmt::Display for Ports {
-    /// ufw's own spelling: `5060` or `16384:32768`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.first == self.last {
-            write!(f, "{}", self.first)
-        } else {
-            write!(f, "{}:{}", self.first, self.last)
-        }
-    }
-}
+pub use crate::model::ufw::{Tuple, UFW_DEFAULTS, USER_RULES, USER6_RULES, UfwState, parse_tuples};
+use crate::model::ufw::{dport_covers, is_any};
+pub use crate::model::{Ports, Proto};
 
 /// Why fsfleet opens a port; written into the rule's comment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -191,11 +138,11 @@ pub struct Wanted {
 /// fsfleet reaches sshd through).
 pub fn wanted_rules(f: &HostFacts, host: &Host, connected_port: u16, ipv6: bool) -> Wanted {
     let mut w = Wanted {
-        esl_port: DEFAULT_ESL_PORT,
+        esl_port: model::DEFAULT_ESL_PORT,
         sshd_ports_known: !f.base.sshd_ports.is_empty(),
         ..Wanted::default()
     };
-    let vars_text = f.files.conf("vars.xml").and_then(|v| v.text());
+    let m = HostModel::new(f);
 
     let mut ssh: BTreeSet<u16> = f.base.sshd_ports.iter().copied().collect();
     ssh.insert(connected_port);
@@ -207,7 +154,7 @@ pub fn wanted_rules(f: &HostFacts, host: &Host, connected_port: u16, ipv6: bool)
         ));
     }
 
-    let sip = sip_ports_opened(f);
+    let sip = m.sip_ports();
     w.esl_port = sip.esl_port;
     w.warnings.extend(sip.warnings);
     if ssh.contains(&w.esl_port) {
@@ -226,12 +173,12 @@ pub fn wanted_rules(f: &HostFacts, host: &Host, connected_port: u16, ipv6: bool)
         });
     }
 
-    let (rtp, warn) = rtp_range(f, vars_text);
-    w.warnings.extend(warn);
+    let rtp = m.rtp();
+    w.warnings.extend(rtp.warnings);
     w.rules.push(Rule {
         purpose: Purpose::Rtp,
         proto: Proto::Udp,
-        ports: rtp,
+        ports: rtp.ports,
         from: None,
     });
 
@@ -288,260 +235,14 @@ pub fn wanted_rules(f: &HostFacts, host: &Host, connected_port: u16, ipv6: bool)
     w
 }
 
-/// The SIP and SIP-TLS ports the firewall opens on a host, with what it had to assume.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SipPorts {
-    pub ports: BTreeSet<(Proto, u16)>,
-    /// The Event Socket's listen-port (never opened, so never a SIP port here).
-    pub esl_port: u16,
-    pub warnings: Vec<String>,
+pub fn probes(p: &mut Probes, _host: &Host) {
+    // Defaults and rules come from ufw's files; whether it is active is in the base facts
+    // (asked without starting ufw's Python, see facts::UFW_STATUS_SNIPPET).
+    p.file(USER_RULES).file(USER6_RULES).file(UFW_DEFAULTS);
 }
 
-impl SipPorts {
-    /// Each port number once, ascending, whatever the protocol.
-    pub fn numbers(&self) -> Vec<u16> {
-        let set: BTreeSet<u16> = self.ports.iter().map(|(_, p)| *p).collect();
-        set.into_iter().collect()
-    }
-}
-
-/// The one answer to "which SIP ports are open on this host": the firewall opens exactly these
-/// and the fail2ban jail bans on exactly these, so a profile moved to another port (or TLS on
-/// another port) is both opened and banned on, never one without the other.
-pub fn sip_ports_opened(f: &HostFacts) -> SipPorts {
-    let vars_text = f.files.conf("vars.xml").and_then(|v| v.text());
-    let mut out = SipPorts {
-        esl_port: DEFAULT_ESL_PORT,
-        ..SipPorts::default()
-    };
-    if let Some(esl) = f.files.conf("autoload_configs/event_socket.conf.xml") {
-        let (port, warn) = conf_port(esl, "listen-port", vars_text, DEFAULT_ESL_PORT);
-        out.esl_port = port;
-        out.warnings.extend(warn);
-    }
-    let (sip, warn) = sip_ports(f, vars_text);
-    out.warnings.extend(warn);
-    for (proto, port) in sip {
-        if proto == Proto::Tcp && port == out.esl_port {
-            out.warnings.push(format!(
-                "a SIP profile is configured on {port}/tcp, the Event Socket port: not opened"
-            ));
-            continue;
-        }
-        out.ports.insert((proto, port));
-    }
-    out
-}
-
-/// Substitute `$${var}` from vars.xml; None when a variable is not set there.
-fn resolve(value: &str, vars_text: Option<&str>) -> Option<String> {
-    let mut out = String::new();
-    let mut rest = value;
-    while let Some(at) = rest.find("$${") {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 3..];
-        let end = after.find('}')?;
-        out.push_str(&vars::get_var(vars_text?, &after[..end])?);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Some(out)
-}
-
-fn parse_port(value: &str, vars_text: Option<&str>) -> Result<u16, String> {
-    let resolved = resolve(value, vars_text)
-        .ok_or_else(|| format!("'{value}' uses a variable that vars.xml does not set"))?;
-    match resolved.trim().parse::<u16>() {
-        Ok(p) if p > 0 => Ok(p),
-        _ => Err(format!("'{value}' is not a port number")),
-    }
-}
-
-/// A port param of a settings file, its default when absent or unreadable (with a warning).
-fn conf_port(
-    file: &crate::facts::FileFact,
-    param: &str,
-    vars_text: Option<&str>,
-    default: u16,
-) -> (u16, Option<String>) {
-    let Some(text) = file.text() else {
-        return (default, None);
-    };
-    match xml::get_param(text, param) {
-        Ok(None) => (default, None),
-        Ok(Some(v)) => match parse_port(&v, vars_text) {
-            Ok(p) => (p, None),
-            Err(e) => (
-                default,
-                Some(format!("{}: {param} {e}; assumed {default}", file.path)),
-            ),
-        },
-        Err(e) => (
-            default,
-            Some(format!("{}: {e}; assumed {param} {default}", file.path)),
-        ),
-    }
-}
-
-/// The RTP range of switch.conf.xml (FreeSWITCH's default 16384-32768 when not set).
-fn rtp_range(f: &HostFacts, vars_text: Option<&str>) -> (Ports, Vec<String>) {
-    let mut warnings = Vec::new();
-    let Some(sw) = f.files.conf("autoload_configs/switch.conf.xml") else {
-        return (
-            Ports {
-                first: DEFAULT_RTP.0,
-                last: DEFAULT_RTP.1,
-            },
-            warnings,
-        );
-    };
-    let (first, w1) = conf_port(sw, "rtp-start-port", vars_text, DEFAULT_RTP.0);
-    let (last, w2) = conf_port(sw, "rtp-end-port", vars_text, DEFAULT_RTP.1);
-    warnings.extend(w1);
-    warnings.extend(w2);
-    if first > last {
-        warnings.push(format!(
-            "{}: rtp-start-port {first} is above rtp-end-port {last}; opened the default {}-{}",
-            sw.path, DEFAULT_RTP.0, DEFAULT_RTP.1
-        ));
-        return (
-            Ports {
-                first: DEFAULT_RTP.0,
-                last: DEFAULT_RTP.1,
-            },
-            warnings,
-        );
-    }
-    (Ports { first, last }, warnings)
-}
-
-/// The SIP (udp+tcp) and TLS (tcp, when enabled) ports of every profile in sip_profiles/*.xml
-/// (sofia.conf.xml loads them all).
-fn sip_ports(f: &HostFacts, vars_text: Option<&str>) -> (BTreeSet<(Proto, u16)>, Vec<String>) {
-    let mut out = BTreeSet::new();
-    let mut warnings = Vec::new();
-    for file in f.files.conf_dir_files("sip_profiles", ".xml") {
-        let Some(text) = file.text() else {
-            warnings.push(format!(
-                "{}: not readable as text; its SIP ports are not opened",
-                file.path
-            ));
-            continue;
-        };
-        let tags = match xml::scan(text) {
-            Ok(t) => t,
-            Err(e) => {
-                warnings.push(format!(
-                    "{}: {e}; its SIP ports are not opened (FreeSWITCH cannot load it either)",
-                    file.path
-                ));
-                continue;
-            }
-        };
-        // (sip-port, tls-sip-port) per <profile>, raw values.
-        let mut profiles: Vec<[Option<String>; 2]> = Vec::new();
-        for t in &tags {
-            if t.name == "profile" && t.kind != xml::TagKind::End {
-                profiles.push(Default::default());
-                continue;
-            }
-            if t.name != "param"
-                || t.kind == xml::TagKind::End
-                || t.parent() != Some("settings")
-                || !t.parents.iter().any(|p| p == "profile")
-            {
-                continue;
-            }
-            let (Some(n), Some(v), Some(cur)) =
-                (t.attr("name"), t.attr("value"), profiles.last_mut())
-            else {
-                continue;
-            };
-            let slot = match n.value.trim() {
-                "sip-port" => 0,
-                "tls-sip-port" => 1,
-                _ => continue,
-            };
-            cur[slot] = Some(v.value.clone());
-        }
-        for [sip, tls_port] in profiles {
-            let port =
-                |raw: Option<String>, param: &str, default: u16, ws: &mut Vec<String>| match raw {
-                    None => default,
-                    Some(v) => parse_port(&v, vars_text).unwrap_or_else(|e| {
-                        ws.push(format!("{}: {param} {e}; assumed {default}", file.path));
-                        default
-                    }),
-                };
-            let p = port(sip, "sip-port", DEFAULT_SIP_PORT, &mut warnings);
-            out.insert((Proto::Udp, p));
-            out.insert((Proto::Tcp, p));
-            // SIP-TLS is part of the baseline even while TLS is off in the profile: opening a
-            // port nothing listens on costs nothing, and turning TLS on later then just works.
-            let p = port(tls_port, "tls-sip-port", DEFAULT_TLS_PORT, &mut warnings);
-            out.insert((Proto::Tcp, p));
-        }
-    }
-    (out, warnings)
-}
-
-/// One rule of /etc/ufw/user.rules or user6.rules (its `### tuple ###` line).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tuple {
-    pub action: String,
-    pub proto: String,
-    pub dport: String,
-    pub dst: String,
-    pub sport: String,
-    pub src: String,
-    /// `in`, `out`, or `in_eth0` style with an interface.
-    pub direction: String,
-    /// Decoded comment.
-    pub comment: Option<String>,
-    pub v6: bool,
-}
-
+/// How fsfleet's own rules are matched against ufw's (the state itself is the model's).
 impl Tuple {
-    fn is_fsfleet(&self) -> bool {
-        self.comment
-            .as_deref()
-            .is_some_and(|c| c == COMMENT_TAG || c.starts_with("fsfleet "))
-    }
-
-    fn describe(&self) -> String {
-        let src = if is_any(&self.src) {
-            "anywhere".to_string()
-        } else {
-            self.src.clone()
-        };
-        let dport = if self.dport == "any" {
-            "any port".to_string()
-        } else {
-            self.dport.clone()
-        };
-        let comment = self
-            .comment
-            .as_deref()
-            .map(|c| format!(" # {c}"))
-            .unwrap_or_default();
-        format!(
-            "{} {dport}/{} from {src}{}{comment}",
-            self.action,
-            self.proto,
-            if self.v6 { " (v6)" } else { "" }
-        )
-    }
-
-    /// A plain inbound rule to any local address from any source port: the only shape fsfleet
-    /// writes and the only one it counts as opening a port.
-    fn plain_inbound(&self) -> bool {
-        self.direction == "in" && is_any(&self.dst) && self.sport == "any"
-    }
-
-    fn src_net(&self) -> Option<IpNet> {
-        parse_net(&self.src)
-    }
-
     /// Does this tuple allow `rule` (for the family of this file)?
     fn allows(&self, rule: &Rule) -> bool {
         let action_ok = self.action.starts_with("allow") || self.action.starts_with("limit");
@@ -563,164 +264,6 @@ impl Tuple {
             && self.proto == rule.proto.as_str()
             && self.dport == rule.ports.to_string()
     }
-
-    /// Does this tuple deny/reject tcp to `port` from anywhere (an SSH lock-out waiting)?
-    fn blocks_tcp(&self, port: u16) -> bool {
-        (self.action.starts_with("deny") || self.action.starts_with("reject"))
-            && self.direction == "in"
-            && is_any(&self.dst)
-            && is_any(&self.src)
-            && self.sport == "any"
-            && (self.proto == "tcp" || self.proto == "any")
-            && (self.dport == "any" || dport_covers(&self.dport, Ports::one(port)))
-    }
-
-    /// `ufw delete ...` arguments for this tuple (fsfleet's rules only have the plain shape).
-    fn delete_args(&self) -> Option<String> {
-        if !self.plain_inbound() || self.action != "allow" {
-            return None;
-        }
-        let mut s = String::from("delete allow");
-        if self.proto != "any" {
-            s.push_str(&format!(" proto {}", self.proto));
-        }
-        if !is_any(&self.src) {
-            s.push_str(&format!(" from {}", self.src));
-        }
-        s.push_str(" to any");
-        if self.dport != "any" {
-            s.push_str(&format!(" port {}", self.dport));
-        }
-        Some(s)
-    }
-}
-
-fn is_any(addr: &str) -> bool {
-    matches!(addr, "0.0.0.0/0" | "::/0" | "any")
-}
-
-fn parse_net(s: &str) -> Option<IpNet> {
-    s.parse::<IpNet>()
-        .ok()
-        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
-}
-
-/// ufw's dport field: `any`, `5060`, `16384:32768`, `80,443,8000:8100`.
-fn dport_covers(dport: &str, want: Ports) -> bool {
-    dport.split(',').any(|part| {
-        let (a, b) = part.split_once(':').unwrap_or((part, part));
-        match (a.trim().parse::<u16>(), b.trim().parse::<u16>()) {
-            (Ok(a), Ok(b)) => a <= want.first && want.last <= b,
-            _ => false,
-        }
-    })
-}
-
-fn hex_decode(s: &str) -> Option<String> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect();
-    String::from_utf8(bytes?).ok()
-}
-
-/// The `### tuple ###` lines of a user.rules file.
-pub fn parse_tuples(text: &str, v6: bool) -> Vec<Tuple> {
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("### tuple ###"))
-        .filter_map(|rest| {
-            let mut words: Vec<&str> = rest.split_whitespace().collect();
-            let comment = match words.last() {
-                Some(w) if w.starts_with("comment=") => {
-                    let hex = &w["comment=".len()..];
-                    let c = hex_decode(hex).unwrap_or_else(|| hex.to_string());
-                    words.pop();
-                    Some(c)
-                }
-                _ => None,
-            };
-            // 7 fields, or 9 with application names (dapp sapp) before the direction.
-            let direction = match words.len() {
-                7 => words[6],
-                9 => words[8],
-                _ => return None,
-            };
-            Some(Tuple {
-                action: words[0].to_string(),
-                proto: words[1].to_string(),
-                dport: words[2].to_string(),
-                dst: words[3].to_string(),
-                sport: words[4].to_string(),
-                src: words[5].to_string(),
-                direction: direction.to_string(),
-                comment,
-                v6,
-            })
-        })
-        .collect()
-}
-
-/// `KEY="value"` of /etc/default/ufw.
-fn shell_var<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.lines().rev().find_map(|l| {
-        let (k, v) = l.trim().split_once('=')?;
-        (k.trim() == key).then(|| v.trim().trim_matches('"').trim_matches('\''))
-    })
-}
-
-/// The default policies from /etc/default/ufw, spelled like `ufw status verbose`.
-fn file_defaults(text: &str) -> (String, String) {
-    let word = |v: Option<&str>| match v.map(str::to_ascii_uppercase).as_deref() {
-        Some("DROP") => "deny".to_string(),
-        Some("ACCEPT") => "allow".to_string(),
-        Some("REJECT") => "reject".to_string(),
-        _ => "unknown".to_string(),
-    };
-    (
-        word(shell_var(text, "DEFAULT_INPUT_POLICY")),
-        word(shell_var(text, "DEFAULT_OUTPUT_POLICY")),
-    )
-}
-
-/// What ufw looks like on the host now.
-#[derive(Debug, Clone, Default)]
-pub struct UfwState {
-    pub installed: bool,
-    pub active: bool,
-    pub incoming: String,
-    pub outgoing: String,
-    pub ipv6: bool,
-    pub tuples: Vec<Tuple>,
-}
-
-impl UfwState {
-    pub fn from_facts(f: &HostFacts) -> UfwState {
-        let status = f.section(STATUS_SNIPPET);
-        let defaults_text = f.file_text(UFW_DEFAULTS).unwrap_or("");
-        // The status section says only whether ufw is active (asked without starting ufw's
-        // Python), so the default policies come from ufw's own file.
-        let (incoming, outgoing) = file_defaults(defaults_text);
-        let mut tuples = parse_tuples(f.file_text(USER_RULES).unwrap_or(""), false);
-        tuples.extend(parse_tuples(f.file_text(USER6_RULES).unwrap_or(""), true));
-        UfwState {
-            installed: f.base.packages.contains_key("ufw") || !status.trim().is_empty(),
-            active: f.base.ufw_active || status.lines().any(|l| l.trim() == "Status: active"),
-            incoming,
-            outgoing,
-            // IPV6=yes is ufw's default; only an explicit "no" turns it off.
-            ipv6: !shell_var(defaults_text, "IPV6").is_some_and(|v| v.eq_ignore_ascii_case("no")),
-            tuples,
-        }
-    }
-}
-
-pub fn probes(p: &mut Probes, _host: &Host) {
-    // Defaults and rules come from ufw's files; whether it is active is in the base facts
-    // (asked without starting ufw's Python, see facts::UFW_STATUS_SNIPPET).
-    p.file(USER_RULES).file(USER6_RULES).file(UFW_DEFAULTS);
 }
 
 /// Plan data keys read by [`apply`].
@@ -1074,6 +617,36 @@ async fn prove_new_connection(ctx: &StepCtx<'_>) -> Result<(), String> {
         .map_err(|_| format!("no new connection within {} s", PROOF_LIMIT.as_secs()))?
 }
 
+/// user.rules and user6.rules as ufw writes them once `rules` are added (for tests that apply
+/// a plan without a host).
+#[cfg(test)]
+pub(crate) fn user_rules_for(rules: &[Rule]) -> (String, String) {
+    let mut v4 = String::from("*filter\n### RULES ###\n");
+    let mut v6 = v4.clone();
+    for r in rules {
+        let hex: String = r
+            .purpose
+            .comment()
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        for fam6 in r.families(true) {
+            let (any, out) = if fam6 {
+                ("::/0", &mut v6)
+            } else {
+                ("0.0.0.0/0", &mut v4)
+            };
+            let src = r.from.map(|n| ufw_addr(&n)).unwrap_or(any.to_string());
+            out.push_str(&format!(
+                "\n### tuple ### allow {} {} {any} any {src} in comment={hex}\n-A ufw-user-input -j ACCEPT\n",
+                r.proto.as_str(),
+                r.ports
+            ));
+        }
+    }
+    (v4, v6)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -1169,30 +742,7 @@ mod tests {
 
     /// The `### tuple ###` lines ufw writes for these rules (format checked against ufw 0.36.2).
     fn ufw_files(rules: &[Rule]) -> (String, String) {
-        let mut v4 = String::from("*filter\n### RULES ###\n");
-        let mut v6 = v4.clone();
-        for r in rules {
-            let hex: String = r
-                .purpose
-                .comment()
-                .bytes()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            for fam6 in r.families(true) {
-                let (any, out) = if fam6 {
-                    ("::/0", &mut v6)
-                } else {
-                    ("0.0.0.0/0", &mut v4)
-                };
-                let src = r.from.map(|n| ufw_addr(&n)).unwrap_or(any.to_string());
-                out.push_str(&format!(
-                    "\n### tuple ### allow {} {} {any} any {src} in comment={hex}\n-A ufw-user-input -j ACCEPT\n",
-                    r.proto.as_str(),
-                    r.ports
-                ));
-            }
-        }
-        (v4, v6)
+        super::user_rules_for(rules)
     }
 
     fn hardened(fx: Fixture, h: &Host) -> Fixture {

@@ -5,10 +5,10 @@
 //! so those are replaced too, and a non-root login user gets one of their own (0600).
 
 use super::{HostFacts, Probes, StepError, StepPlan};
-use crate::conf::EventSocket;
 use crate::facts::FileFact;
 use crate::hostfs;
 use crate::inventory::Host;
+use crate::model::EventSocket;
 use crate::secret::Secret;
 use crate::ssh::sh_quote;
 
@@ -188,6 +188,8 @@ mod tests {
     fn writes_system_file_and_replaces_stale_home_files_then_nothing() {
         let es = EventSocket::parse(
             "<c><settings><param name=\"listen-ip\" value=\"127.0.0.1\"/></settings></c>",
+            "event_socket.conf.xml",
+            &crate::model::Vars::default(),
         )
         .unwrap();
         let pw = Secret::new("A".repeat(32));

@@ -10,9 +10,9 @@ use russh::ChannelStream;
 use russh::client::Msg;
 
 use super::{HostFacts, StepError};
-use crate::conf::EventSocket;
 use crate::esl::{EslClient, EslError, EslOptions};
 use crate::esl_target::{self, Target};
+use crate::model::EventSocket;
 use crate::secret::Secret;
 use crate::ssh::Session;
 
@@ -81,8 +81,9 @@ pub fn check_facts(f: &HostFacts) -> Result<EventSocket, StepError> {
                 .into(),
         ));
     }
-    let (path, text) = f.conf_text(super::event_socket::FILE)?;
-    EventSocket::parse(text).map_err(|e| StepError::Refused(format!("{path}: {e}")))
+    crate::model::HostModel::new(f)
+        .event_socket()
+        .map_err(|e| StepError::Refused(e.to_string()))
 }
 
 /// Authenticate to the running FreeSWITCH with the config's password, else with the vault's

@@ -14,9 +14,9 @@ use tokio::time::Instant;
 
 use super::StepError;
 use super::preflight::{Esl, esl_connect};
-use crate::conf::EventSocket;
 use crate::esl::{self, EslError, RetryPolicy};
 use crate::esl_target::{self, Target};
+use crate::model::EventSocket;
 use crate::secret::Secret;
 use crate::ssh::Session;
 

@@ -464,13 +464,7 @@ async fn run_steps(
     }
     // The Event Socket FreeSWITCH will run with, and its password.
     let (new_es, final_pw) = match (esl_changed, &esl_plan.edit) {
-        (true, Some(edit)) => {
-            let text = String::from_utf8_lossy(&edit.new).into_owned();
-            let es =
-                crate::conf::EventSocket::parse(&text).map_err(|e| format!("event-socket: {e}"))?;
-            let pw = es.password.clone();
-            (es, pw)
-        }
+        (true, Some(_)) => (esl_plan.after.clone(), esl_plan.after.password.clone()),
         // Stale: FreeSWITCH still runs a vault password; after the reload it takes the file's.
         _ if pre.stale => (pre.esl.clone(), pre.esl.password.clone()),
         _ => (
@@ -915,8 +909,8 @@ async fn apply_system(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conf::EventSocket;
     use crate::harden::Meta;
+    use crate::model::EventSocket;
 
     fn names(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
@@ -1024,7 +1018,9 @@ mod tests {
         preflight::Preflight {
             esl: EventSocket {
                 password: Secret::new(FILE_PW),
+                password_defaulted: false,
                 listen_ip: "127.0.0.1".into(),
+                listen_ip_defaulted: false,
                 listen_port: 8021,
                 inbound_acl: None,
             },

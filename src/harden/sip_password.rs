@@ -6,11 +6,12 @@
 
 use super::{FileEdit, HardenOptions, HostFacts, StepError, StepPlan};
 use crate::conf::{self, diff, vars};
+use crate::model::{self, HostModel};
 use crate::secret::Secret;
 use crate::vault;
 
 pub const NAME: &str = "sip-password";
-const VAR: &str = "default_password";
+const VAR: &str = model::DEFAULT_PASSWORD_VAR;
 
 /// The edit of vars.xml and the new password (None when only owner or mode change).
 pub type Rotation = (FileEdit, Option<Secret>);
@@ -22,14 +23,17 @@ pub fn plan(
     opts: &HardenOptions,
 ) -> Result<(StepPlan, Option<Rotation>), StepError> {
     let (path, text) = f.conf_text("vars.xml")?;
-    let current = vars::get_var(text, VAR).ok_or_else(|| {
-        StepError::Refused(format!(
-            "{path} sets no {VAR}; add `<X-PRE-PROCESS cmd=\"set\" data=\"{VAR}=...\"/>` by hand"
-        ))
-    })?;
+    let current = HostModel::new(f)
+        .default_password()
+        .map_err(|e| StepError::Refused(e.to_string()))?
+        .ok_or_else(|| {
+            StepError::Refused(format!(
+                "{path} sets no {VAR}; add `<X-PRE-PROCESS cmd=\"set\" data=\"{VAR}=...\"/>` by hand"
+            ))
+        })?;
     let mut plan = StepPlan::default();
-    let why = if let Some(why) = conf::password_weakness(&current) {
-        Some(why)
+    let why = if let Some(why) = model::password_weakness(current.expose()) {
+        Some(why.as_str())
     } else if opts.rotate {
         Some("--rotate")
     } else {
@@ -44,12 +48,8 @@ pub fn plan(
                 Some(out) => {
                     plan.changes
                         .push(format!("rotate {VAR} in {path} (was {why})"));
-                    plan.diffs.push(diff::masked_diff(
-                        path,
-                        text,
-                        &out,
-                        &[&new, &Secret::new(current.clone())],
-                    ));
+                    plan.diffs
+                        .push(diff::masked_diff(path, text, &out, &[&new, &current]));
                     (out, Some(new))
                 }
                 None => (text.to_string(), None),

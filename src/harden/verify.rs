@@ -9,10 +9,10 @@ use tokio::io::AsyncReadExt;
 
 use super::preflight::esl_connect;
 use super::{HostFacts, StepError, fail2ban, firewall};
-use crate::conf::EventSocket;
 use crate::esl_target;
 use crate::facts::{self, is_loopback};
 use crate::inventory::Host;
+use crate::model::EventSocket;
 use crate::secret::Secret;
 use crate::ssh::Session;
 
@@ -230,7 +230,7 @@ async fn inband(
     }
     if checks.firewall {
         let ufw = part("ufw");
-        if ufw.starts_with("Status: active") {
+        if crate::model::ufw_status_active(&ufw) {
             evidence.push("ufw active".into());
         } else {
             problems.push(format!(
