@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::cli::RunArgs;
-use crate::fleet::{FleetOptions, ProgressMode, Serial, SerialError};
+use crate::fleet::{FleetOptions, HostError, ProgressMode, Serial, SerialError};
 use crate::inventory::{Host, Inventory, InventoryError, Limit};
 use crate::ssh::{self, ConnectOptions, Connector};
 
@@ -63,18 +63,24 @@ pub async fn connector(inv: &Inventory, hosts: &[Host], run: &RunArgs) -> Arc<Co
     Arc::new(connector)
 }
 
-/// Connect a host of a run; a failure is the host's report (unreachable when the host could not
-/// be reached or logged into, failed otherwise).
+/// Connect a host of a run; a failure says whether the host could not be reached or logged
+/// into (unreachable) or failed otherwise.
+pub async fn connect(connector: &Connector, host: &Host) -> Result<ssh::Session, HostError> {
+    connector.connect(host).await.map_err(|e| {
+        if e.is_unreachable() {
+            HostError::Unreachable(e.to_string())
+        } else {
+            HostError::Failed(e.to_string())
+        }
+    })
+}
+
+/// [`connect`], the failure as the host's report.
 pub async fn connect_or_report(
     connector: &Connector,
     host: &Host,
 ) -> Result<ssh::Session, crate::report::HostReport> {
-    use crate::report::HostReport;
-    connector.connect(host).await.map_err(|e| {
-        if e.is_unreachable() {
-            HostReport::unreachable(host, e.to_string())
-        } else {
-            HostReport::failed(host, e.to_string())
-        }
-    })
+    connect(connector, host)
+        .await
+        .map_err(|e| e.into_report(host))
 }

@@ -109,6 +109,7 @@ mod tests {
     #[test]
     fn every_text_output_escapes_host_text() {
         use crate::facts::{Facts, OsInfo};
+        use crate::fleet::HostOutput;
         use crate::report::testing::{host, step};
         use crate::report::{HostReport, RunReport, StepStatus};
 
@@ -136,9 +137,14 @@ mod tests {
             aborted: None,
             interrupted: false,
         };
-        assert_clean(&crate::facts::render_text(&run));
+        assert_clean(&crate::facts::render_text([(&host("fs01"), &facts)]));
         assert_clean(&run.render_recap(false));
         assert_clean(&crate::harden::render_text(&run, true));
-        assert_clean(&crate::progress::finish_line(&errored));
+        assert_clean(&crate::progress::finish_line(
+            &errored.name,
+            errored.elapsed_ms,
+            errored.status(),
+            errored.failure().as_deref(),
+        ));
     }
 }

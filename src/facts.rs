@@ -1218,13 +1218,9 @@ fn yes_no(b: bool) -> &'static str {
 }
 
 /// The facts of every host that answered, as an operator reads them.
-pub fn render_text(report: &crate::report::RunReport) -> String {
+pub fn render_text<'a>(hosts: impl IntoIterator<Item = (&'a Host, &'a Facts)>) -> String {
     let mut out = String::new();
-    for h in &report.hosts {
-        let Some(data) = &h.data else { continue };
-        let Ok(f) = serde_json::from_value::<Facts>(data.clone()) else {
-            continue;
-        };
+    for (h, f) in hosts {
         out.push_str(&format!(
             "{} ({})\n",
             crate::display::line(&h.name),

@@ -1,6 +1,9 @@
 //! The fleet runner: one tokio task per host, at most `--forks` at once, in `--serial` batches,
-//! stopped early by `--max-fail-percent` or Ctrl-C. It knows nothing about SSH: a command hands
-//! it a closure that turns a [`HostCtx`] into a [`HostReport`].
+//! stopped early by `--max-fail-percent` or Ctrl-C. It knows nothing about SSH nor about what a
+//! command does: a command hands it a closure that turns a [`HostCtx`] into the command's own
+//! per-host output (harden's [`HostReport`], audit's control results, facts' typed facts), and
+//! gets every host's output back, typed, in a [`FleetRun`]. Of that output the runner only reads
+//! what [`HostOutput`] exposes: how the host ended, and why it failed.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -19,7 +22,199 @@ use tokio::task::JoinSet;
 use crate::inventory::Host;
 pub use crate::progress::ProgressMode;
 use crate::progress::{HostLine, Progress};
-use crate::report::{HostReport, RunReport};
+use crate::report::{HostReport, HostStatus, RunReport};
+
+/// What the runner reads from a host's output: enough for `--max-fail-percent`, the progress
+/// line, the retry file and the exit code, nothing of the command's payload.
+pub trait HostOutput {
+    /// How the host ended: ok, changed, failed or unreachable (skipped is the runner's own word
+    /// for hosts it never started).
+    fn status(&self) -> HostStatus;
+    /// Why the host failed or was unreachable, one line for its progress line; None when it did
+    /// not fail.
+    fn failure(&self) -> Option<String>;
+}
+
+/// Harden's output: the status follows from the steps.
+impl HostOutput for HostReport {
+    fn status(&self) -> HostStatus {
+        self.status
+    }
+
+    fn failure(&self) -> Option<String> {
+        match (&self.error, self.status) {
+            (Some(err), HostStatus::Failed | HostStatus::Unreachable) => Some(err.clone()),
+            (None, HostStatus::Failed) => {
+                let steps: Vec<&str> = self
+                    .steps
+                    .iter()
+                    .filter(|s| s.status == crate::report::StepStatus::Failed)
+                    .map(|s| s.name.as_str())
+                    .collect();
+                Some(format!("failed steps: {}", steps.join(", ")))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A host that produced no output: it could not be reached or logged into, or its command
+/// failed on it. One line for the operator, never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum HostError {
+    #[error("{0}")]
+    Unreachable(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl HostError {
+    /// The host's report in the shape harden and facts print.
+    pub fn into_report(self, host: &Host) -> HostReport {
+        match self {
+            HostError::Unreachable(e) => HostReport::unreachable(host, e),
+            HostError::Failed(e) => HostReport::failed(host, e),
+        }
+    }
+}
+
+/// The output of a command that either produced its payload (ok) or none (see [`HostError`]).
+impl<T> HostOutput for Result<T, HostError> {
+    fn status(&self) -> HostStatus {
+        match self {
+            Ok(_) => HostStatus::Ok,
+            Err(HostError::Unreachable(_)) => HostStatus::Unreachable,
+            Err(HostError::Failed(_)) => HostStatus::Failed,
+        }
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.as_ref().err().map(ToString::to_string)
+    }
+}
+
+/// How one host's task ended, as the runner saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostOutcome<T> {
+    /// The task returned this output.
+    Finished(T),
+    /// The task returned nothing: it panicked, or a second Ctrl-C aborted it. A failure, why.
+    Aborted(String),
+    /// The host was never started (`--max-fail-percent`, Ctrl-C): why.
+    NotStarted(String),
+}
+
+/// One host of a run: the inventory's host (the source of truth for identity), the runner's
+/// timing, and how its task ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostRun<T> {
+    pub host: Host,
+    pub elapsed_ms: u64,
+    pub outcome: HostOutcome<T>,
+}
+
+impl<T: HostOutput> HostRun<T> {
+    pub fn status(&self) -> HostStatus {
+        match &self.outcome {
+            HostOutcome::Finished(out) => out.status(),
+            HostOutcome::Aborted(_) => HostStatus::Failed,
+            HostOutcome::NotStarted(_) => HostStatus::Skipped,
+        }
+    }
+
+    /// Why the host failed, was unreachable or was not started; None when it did not fail.
+    pub fn error(&self) -> Option<String> {
+        match &self.outcome {
+            HostOutcome::Finished(out) => out.failure(),
+            HostOutcome::Aborted(why) | HostOutcome::NotStarted(why) => Some(why.clone()),
+        }
+    }
+}
+
+impl<T> HostRun<T> {
+    /// The output, when the task returned one.
+    pub fn output(&self) -> Option<&T> {
+        match &self.outcome {
+            HostOutcome::Finished(out) => Some(out),
+            _ => None,
+        }
+    }
+}
+
+/// What a run is, whatever its hosts produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunInfo {
+    /// `20261124T193001Z-ab12`: start time (UTC) plus 4 random hex digits.
+    pub run_id: String,
+    /// The fsfleet command (`facts`, `harden`, `audit`).
+    pub command: String,
+    pub started: DateTime<Utc>,
+    pub elapsed_ms: u64,
+    /// Why new hosts stopped being started (`--max-fail-percent`, Ctrl-C); None when all ran.
+    pub aborted: Option<String>,
+    /// The operator pressed Ctrl-C during the run.
+    pub interrupted: bool,
+}
+
+/// Everything a run produced: one [`HostRun`] per host, in inventory order, including the hosts
+/// that were never started. Each command builds its report from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetRun<T> {
+    pub info: RunInfo,
+    pub hosts: Vec<HostRun<T>>,
+}
+
+impl<T: HostOutput> FleetRun<T> {
+    /// Names of the hosts that failed or were unreachable, in inventory order: the retry file.
+    pub fn failed_hosts(&self) -> Vec<&str> {
+        self.hosts
+            .iter()
+            .filter(|h| h.status().is_failure())
+            .map(|h| h.host.name.as_str())
+            .collect()
+    }
+}
+
+impl<T> FleetRun<T> {
+    /// The run as the report harden and facts print: `report` turns a finished host's output
+    /// (with its host and elapsed time) into its [`HostReport`]; hosts aborted or never started
+    /// become failed or skipped reports. Identity and timing come from the inventory and the
+    /// runner, whatever the output says.
+    pub fn into_report(self, mut report: impl FnMut(&Host, u64, T) -> HostReport) -> RunReport {
+        let hosts = self
+            .hosts
+            .into_iter()
+            .map(|h| {
+                let mut r = match h.outcome {
+                    HostOutcome::Finished(out) => report(&h.host, h.elapsed_ms, out),
+                    HostOutcome::Aborted(why) => HostReport::failed(&h.host, why),
+                    HostOutcome::NotStarted(why) => HostReport::skipped(&h.host, why),
+                };
+                r.name = h.host.name;
+                r.address = h.host.address;
+                r.elapsed_ms = h.elapsed_ms;
+                r
+            })
+            .collect();
+        let RunInfo {
+            run_id,
+            command,
+            started,
+            elapsed_ms,
+            aborted,
+            interrupted,
+        } = self.info;
+        RunReport {
+            run_id,
+            command,
+            started,
+            elapsed_ms,
+            hosts,
+            aborted,
+            interrupted,
+        }
+    }
+}
 
 /// `--serial`: how many hosts per batch; batches run one after the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,38 +351,46 @@ impl HostCtx {
 }
 
 /// Run `task` on every host (see [`run_with_interrupts`]), with Ctrl-C as the interrupt source.
-pub async fn run<F, Fut>(command: &str, hosts: Vec<Host>, opts: &FleetOptions, task: F) -> RunReport
+pub async fn run<T, F, Fut>(
+    command: &str,
+    hosts: Vec<Host>,
+    opts: &FleetOptions,
+    task: F,
+) -> FleetRun<T>
 where
+    T: HostOutput + Send + 'static,
     F: Fn(HostCtx) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = HostReport> + Send + 'static,
+    Fut: Future<Output = T> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(4);
     let listener = tokio::spawn(forward_interrupts(tx));
     let progress = Progress::new(opts.progress, opts.verbosity, hosts.len());
-    let report = run_inner(command, hosts, opts, rx, progress, task).await;
+    let run = run_inner(command, hosts, opts, rx, progress, task).await;
     listener.abort();
-    report
+    run
 }
 
-/// Run `task` once per host and collect the reports in inventory order.
+/// Run `task` once per host and collect the outputs in inventory order.
 ///
 /// - at most `forks` tasks at once; with `serial`, batch after batch;
 /// - `max_fail_percent`: checked each time a host ends, against the hosts started in the current
 ///   batch; once exceeded no new host (nor batch) is started;
 /// - each message on `interrupts` is a Ctrl-C: the first stops starting hosts and sets
-///   [`HostCtx::is_cancelled`]; the second aborts running tasks, reported failed "interrupted";
-/// - a panicking task becomes a failed report ("internal error"), the run goes on;
-/// - hosts never started are reported `skipped` with the reason.
-pub async fn run_with_interrupts<F, Fut>(
+///   [`HostCtx::is_cancelled`]; the second aborts running tasks, [`HostOutcome::Aborted`]
+///   "interrupted";
+/// - a panicking task becomes [`HostOutcome::Aborted`] ("internal error"), the run goes on;
+/// - hosts never started are [`HostOutcome::NotStarted`] with the reason.
+pub async fn run_with_interrupts<T, F, Fut>(
     command: &str,
     hosts: Vec<Host>,
     opts: &FleetOptions,
     interrupts: mpsc::Receiver<()>,
     task: F,
-) -> RunReport
+) -> FleetRun<T>
 where
+    T: HostOutput + Send + 'static,
     F: Fn(HostCtx) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = HostReport> + Send + 'static,
+    Fut: Future<Output = T> + Send + 'static,
 {
     let progress = Progress::new(opts.progress, opts.verbosity, hosts.len());
     run_inner(command, hosts, opts, interrupts, progress, task).await
@@ -199,17 +402,18 @@ struct Running {
     started: Instant,
 }
 
-pub(crate) async fn run_inner<F, Fut>(
+pub(crate) async fn run_inner<T, F, Fut>(
     command: &str,
     hosts: Vec<Host>,
     opts: &FleetOptions,
     mut interrupts: mpsc::Receiver<()>,
     progress: Progress,
     task: F,
-) -> RunReport
+) -> FleetRun<T>
 where
+    T: HostOutput + Send + 'static,
     F: Fn(HostCtx) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = HostReport> + Send + 'static,
+    Fut: Future<Output = T> + Send + 'static,
 {
     let started = Utc::now();
     let t0 = Instant::now();
@@ -217,7 +421,7 @@ where
     let forks = opts.forks.max(1);
     let task = Arc::new(task);
     let cancel = Arc::new(AtomicBool::new(false));
-    let mut results: Vec<Option<HostReport>> = vec![None; hosts.len()];
+    let mut results: Vec<Option<HostRun<T>>> = hosts.iter().map(|_| None).collect();
     let mut aborted: Option<String> = None;
     let mut interrupted = false;
     let mut interrupts_open = true;
@@ -226,7 +430,7 @@ where
         if aborted.is_some() {
             break;
         }
-        let mut set: JoinSet<HostReport> = JoinSet::new();
+        let mut set: JoinSet<T> = JoinSet::new();
         let mut running: HashMap<tokio::task::Id, Running> = HashMap::new();
         let mut next = batch.start;
         let mut started_in_batch = 0usize;
@@ -278,28 +482,34 @@ where
                 }
                 Some(joined) = set.join_next_with_id() => {
                     let (id, outcome) = match joined {
-                        Ok((id, report)) => (id, Ok(report)),
-                        Err(e) => (e.id(), Err(e)),
+                        Ok((id, out)) => (id, HostOutcome::Finished(out)),
+                        Err(e) if e.is_panic() => (e.id(), HostOutcome::Aborted(format!(
+                            "internal error: the task panicked ({}); please report this bug",
+                            panic_message(e)
+                        ))),
+                        Err(e) => (e.id(), HostOutcome::Aborted(
+                            "interrupted (Ctrl-C pressed twice)".to_string(),
+                        )),
                     };
                     let Some(run) = running.remove(&id) else { continue };
-                    let host = &hosts[run.index];
-                    let mut report = match outcome {
-                        Ok(report) => report,
-                        Err(e) if e.is_panic() => HostReport::failed(
-                            host,
-                            format!("internal error: the task panicked ({}); please report this bug", panic_message(e)),
-                        ),
-                        Err(_) => HostReport::failed(host, "interrupted (Ctrl-C pressed twice)"),
-                    };
                     // The inventory is the source of truth for identity; the runner owns timing.
-                    report.name.clone_from(&host.name);
-                    report.address.clone_from(&host.address);
-                    report.elapsed_ms = millis(run.started.elapsed());
-                    progress.host_finished(&run.line, &report);
-                    if report.status.is_failure() {
+                    let done = HostRun {
+                        host: hosts[run.index].clone(),
+                        elapsed_ms: millis(run.started.elapsed()),
+                        outcome,
+                    };
+                    let status = done.status();
+                    progress.host_finished(
+                        &run.line,
+                        &done.host.name,
+                        done.elapsed_ms,
+                        status,
+                        done.error().as_deref(),
+                    );
+                    if status.is_failure() {
                         failed_in_batch += 1;
                     }
-                    results[run.index] = Some(report);
+                    results[run.index] = Some(done);
                     if let Some(p) = opts.max_fail_percent
                         && aborted.is_none()
                         && failed_in_batch * 100 > usize::from(p) * started_in_batch
@@ -315,24 +525,30 @@ where
     }
     progress.finish();
 
-    let hosts: Vec<HostReport> = results
+    let hosts: Vec<HostRun<T>> = results
         .into_iter()
-        .zip(&hosts)
+        .zip(hosts)
         .map(|(r, host)| {
             r.unwrap_or_else(|| {
                 let why = aborted.as_deref().unwrap_or("the run stopped early");
-                HostReport::skipped(host, format!("not started: {why}"))
+                HostRun {
+                    host,
+                    elapsed_ms: 0,
+                    outcome: HostOutcome::NotStarted(format!("not started: {why}")),
+                }
             })
         })
         .collect();
-    RunReport {
-        run_id: run_id.to_string(),
-        command: command.to_string(),
-        started,
-        elapsed_ms: millis(t0.elapsed()),
+    FleetRun {
+        info: RunInfo {
+            run_id: run_id.to_string(),
+            command: command.to_string(),
+            started,
+            elapsed_ms: millis(t0.elapsed()),
+            aborted,
+            interrupted,
+        },
         hosts,
-        aborted,
-        interrupted,
     }
 }
 
@@ -438,19 +654,25 @@ mod tests {
     }
 
     /// The runner with progress captured, so failure lines do not clutter the test output.
-    async fn run_quiet<F, Fut>(
+    async fn run_quiet<T, F, Fut>(
         command: &str,
         hosts: Vec<Host>,
         opts: &FleetOptions,
         interrupts: mpsc::Receiver<()>,
         task: F,
-    ) -> RunReport
+    ) -> FleetRun<T>
     where
+        T: HostOutput + Send + 'static,
         F: Fn(HostCtx) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = HostReport> + Send + 'static,
+        Fut: Future<Output = T> + Send + 'static,
     {
         let (progress, _cap) = captured(opts.verbosity);
         run_inner(command, hosts, opts, interrupts, progress, task).await
+    }
+
+    /// Harden's view of a run: its hosts' reports as they are.
+    fn reports(run: FleetRun<HostReport>) -> RunReport {
+        run.into_report(|_, _, r| r)
     }
 
     #[test]
@@ -504,6 +726,7 @@ mod tests {
             }
         })
         .await;
+        let report = reports(report);
         assert_eq!(max.load(Ordering::SeqCst), 3);
         assert!(report.hosts.iter().all(|h| h.status == HostStatus::Ok));
         assert_eq!(report.hosts.len(), 20);
@@ -534,6 +757,7 @@ mod tests {
             }
         })
         .await;
+        let report = reports(report);
         let log = log.lock().unwrap();
         let pos = |e: Ev| log.iter().position(|x| *x == e).unwrap();
         for (batch, next) in [([0, 1], [2, 3]), ([2, 3], [4, 4])] {
@@ -568,6 +792,7 @@ mod tests {
             }
         })
         .await;
+        let report = reports(report);
         // h1 is 1 failure of 2 started: 50% > 20%.
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         assert_eq!(report.hosts[0].status, HostStatus::Ok);
@@ -599,6 +824,7 @@ mod tests {
             }
         })
         .await;
+        let report = reports(report);
         // 2 of 10 is 20%, which does not exceed 20%.
         assert!(report.aborted.is_none());
         assert_eq!(
@@ -628,6 +854,7 @@ mod tests {
             }
         })
         .await;
+        let report = reports(report);
         let statuses: Vec<HostStatus> = report.hosts.iter().map(|h| h.status).collect();
         use HostStatus::*;
         assert_eq!(statuses, [Failed, Ok, Skipped, Skipped, Skipped, Skipped]);
@@ -647,6 +874,7 @@ mod tests {
             }
         })
         .await;
+        let report = reports(report);
         assert_eq!(report.hosts[0].status, HostStatus::Ok);
         for h in &report.hosts[1..] {
             assert_eq!(h.status, HostStatus::Failed);
@@ -689,6 +917,7 @@ mod tests {
                 }
             })
             .await
+            .into_report(|_, _, r| r)
         });
         started_rx.recv().await.unwrap();
         started_rx.recv().await.unwrap();
@@ -735,6 +964,7 @@ mod tests {
                 }
             })
             .await
+            .into_report(|_, _, r| r)
         });
         started_rx.recv().await.unwrap();
         started_rx.recv().await.unwrap();
@@ -777,6 +1007,7 @@ mod tests {
             },
         )
         .await;
+        let report = reports(report);
         let names: Vec<&str> = report.hosts.iter().map(|h| h.name.as_str()).collect();
         assert_eq!(names, ["h0", "h1", "h2", "h3"]);
         assert_eq!(report.hosts[0].address, "h0.example.test");
@@ -832,6 +1063,212 @@ mod tests {
         assert!(quiet.starts_with("h1: unreachable"));
     }
 
+    /// An output that is not a [`HostReport`]: what a probe of one host measured.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Probe {
+        index: usize,
+        refused: bool,
+    }
+
+    impl HostOutput for Probe {
+        fn status(&self) -> HostStatus {
+            if self.refused {
+                HostStatus::Unreachable
+            } else {
+                HostStatus::Ok
+            }
+        }
+
+        fn failure(&self) -> Option<String> {
+            self.refused
+                .then(|| format!("probe {} refused", self.index))
+        }
+    }
+
+    fn index(ctx: &HostCtx) -> usize {
+        ctx.host.name[1..].parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_typed_output_comes_back_as_is_and_its_failures_stop_the_run() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let o = FleetOptions {
+            max_fail_percent: Some(20),
+            ..opts(1)
+        };
+        let (progress, cap) = captured(0);
+        let run = run_inner(
+            "probe",
+            hosts(10),
+            &o,
+            no_interrupts(),
+            progress,
+            move |ctx| {
+                c.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let i = index(&ctx);
+                    Probe {
+                        index: i,
+                        refused: i == 1,
+                    }
+                }
+            },
+        )
+        .await;
+        // h1 is 1 failure of 2 started: 50% > 20%.
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            run.hosts[0].outcome,
+            HostOutcome::Finished(Probe {
+                index: 0,
+                refused: false
+            })
+        );
+        assert_eq!(run.hosts[1].status(), HostStatus::Unreachable);
+        assert_eq!(run.hosts[1].error().as_deref(), Some("probe 1 refused"));
+        for h in &run.hosts[2..] {
+            assert_eq!(h.status(), HostStatus::Skipped, "{}", h.host.name);
+            assert!(h.output().is_none());
+            let HostOutcome::NotStarted(reason) = &h.outcome else {
+                panic!("{h:?}");
+            };
+            assert!(
+                reason.contains("not started") && reason.contains("--max-fail-percent 20"),
+                "{reason}"
+            );
+        }
+        assert_eq!(run.failed_hosts(), ["h1"]);
+        assert!(run.info.aborted.as_deref().unwrap().contains("1 of 2"));
+        assert_eq!(run.info.command, "probe");
+        // The progress line says why, from the output's own words.
+        let text = cap.text();
+        assert!(text.contains("h1: unreachable ("), "{text}");
+        assert!(text.contains("): probe 1 refused"), "{text}");
+        assert!(text.contains("h0: ok ("), "{text}");
+    }
+
+    #[tokio::test]
+    async fn serial_batches_and_their_abort_hold_for_a_result_output() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = log.clone();
+        let o = FleetOptions {
+            serial: Some(Serial::Count(2)),
+            ..opts(50)
+        };
+        let run = run_quiet("probe", hosts(5), &o, no_interrupts(), move |ctx| {
+            let l = l.clone();
+            async move {
+                let i = index(&ctx);
+                l.lock().unwrap().push(("start", i));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                l.lock().unwrap().push(("end", i));
+                Ok::<usize, HostError>(i * 10)
+            }
+        })
+        .await;
+        let log = log.lock().unwrap().clone();
+        let pos = |e: (&str, usize)| log.iter().position(|x| *x == e).unwrap();
+        for (batch, next) in [([0, 1], [2, 3]), ([2, 3], [4, 4])] {
+            for done in batch {
+                for later in next {
+                    assert!(pos(("end", done)) < pos(("start", later)), "{log:?}");
+                }
+            }
+        }
+        let outputs: Vec<Option<&usize>> = run
+            .hosts
+            .iter()
+            .map(|h| h.output().and_then(|r| r.as_ref().ok()))
+            .collect();
+        assert_eq!(
+            outputs,
+            [Some(&0), Some(&10), Some(&20), Some(&30), Some(&40)]
+        );
+        assert!(run.info.aborted.is_none());
+        assert!(run.failed_hosts().is_empty());
+
+        // One failure in the first batch of two exceeds 40%: the next batches never start.
+        let o = FleetOptions {
+            max_fail_percent: Some(40),
+            ..o
+        };
+        let run = run_quiet("probe", hosts(6), &o, no_interrupts(), |ctx| async move {
+            if ctx.host.name == "h0" {
+                Err(HostError::Failed("boom".into()))
+            } else {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                Ok(index(&ctx))
+            }
+        })
+        .await;
+        let statuses: Vec<HostStatus> = run.hosts.iter().map(HostRun::status).collect();
+        let skipped = HostStatus::Skipped;
+        assert_eq!(
+            statuses,
+            [
+                HostStatus::Failed,
+                HostStatus::Ok,
+                skipped,
+                skipped,
+                skipped,
+                skipped
+            ]
+        );
+        assert_eq!(run.hosts[0].error().as_deref(), Some("boom"));
+        assert_eq!(run.hosts[1].output(), Some(&Result::Ok(1)));
+        assert_eq!(run.failed_hosts(), ["h0"]);
+    }
+
+    #[tokio::test]
+    async fn into_report_maps_every_outcome_and_keeps_the_inventory_identity() {
+        let run = run_quiet(
+            "facts",
+            hosts(3),
+            &opts(5),
+            no_interrupts(),
+            |ctx| async move {
+                match ctx.host.name.as_str() {
+                    "h0" => Ok(7u32),
+                    "h1" => Err(HostError::Unreachable("connection refused".into())),
+                    _ => panic!("parser bug"),
+                }
+            },
+        )
+        .await;
+        let report = run.into_report(|host, elapsed_ms, out| match out {
+            Ok(n) => {
+                let mut r = HostReport::from_steps(
+                    &crate::report::testing::host("wrong"),
+                    vec![step("facts", StepStatus::Ok, &n.to_string())],
+                );
+                r.steps[0].elapsed_ms = elapsed_ms;
+                r
+            }
+            Err(e) => e.into_report(host),
+        });
+        let names: Vec<&str> = report.hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["h0", "h1", "h2"]);
+        assert_eq!(report.hosts[0].address, "h0.example.test");
+        assert_eq!(report.hosts[0].steps[0].message, "7");
+        assert_eq!(
+            report.hosts[0].steps[0].elapsed_ms,
+            report.hosts[0].elapsed_ms
+        );
+        assert_eq!(report.hosts[1].status, HostStatus::Unreachable);
+        assert_eq!(report.hosts[1].error.as_deref(), Some("connection refused"));
+        assert_eq!(report.hosts[2].status, HostStatus::Failed);
+        assert!(
+            report.hosts[2]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("internal error")
+        );
+        assert_eq!(report.failed_hosts(), ["h1", "h2"]);
+        assert_eq!(report.exit_code(), 4);
+    }
+
     #[tokio::test]
     async fn an_empty_inventory_is_an_empty_ok_run() {
         let report = run_with_interrupts(
@@ -842,6 +1279,7 @@ mod tests {
             |ctx| async move { ok_report(&ctx) },
         )
         .await;
+        let report = reports(report);
         assert!(report.hosts.is_empty());
         assert_eq!(report.exit_code(), 0);
         assert_eq!(report.command, "facts");

@@ -10,9 +10,9 @@ use fsfleet::cli::{
     Cli, Command, CredsCommand, CredsExportArgs, CredsForgetArgs, CredsShowArgs, ExportFormat,
     FactsArgs, Format, HardenArgs, InventoryCheckArgs, InventoryCommand, RunArgs,
 };
-use fsfleet::cmd::{connect_or_report, connector, fleet_options, select};
+use fsfleet::cmd::{connect, connector, fleet_options, select};
 use fsfleet::facts;
-use fsfleet::fleet;
+use fsfleet::fleet::{self, HostError};
 use fsfleet::harden::{self, HardenOptions};
 use fsfleet::inventory::Inventory;
 use fsfleet::report::{HostReport, RunReport, StepReport, StepStatus};
@@ -82,37 +82,40 @@ async fn facts_command(args: FactsArgs) -> Result<u8, UsageError> {
     let (inv, hosts) = select(&path, args.run.limit.as_deref())?;
     let opts = fleet_options(&args.run)?;
     let connector = connector(&inv, &hosts, &args.run).await;
-    let report = fleet::run("facts", hosts, &opts, move |ctx| {
+    let run = fleet::run("facts", hosts, &opts, move |ctx| {
         let connector = connector.clone();
         async move {
-            let started = std::time::Instant::now();
             ctx.stage("connecting");
-            let session = match connect_or_report(&connector, &ctx.host).await {
-                Ok(s) => s,
-                Err(report) => return report,
-            };
+            let session = connect(&connector, &ctx.host).await?;
             ctx.stage("gathering facts");
             let result = facts::base_facts(&session, &ctx.host).await;
             session.close().await;
-            match result {
-                Ok(f) => {
-                    let step = StepReport {
-                        name: "facts".into(),
-                        status: StepStatus::Ok,
-                        message: facts::summary(&f),
-                        evidence: vec![],
-                        elapsed_ms: started.elapsed().as_millis() as u64,
-                    };
-                    let data = serde_json::to_value(&f).unwrap_or(serde_json::Value::Null);
-                    HostReport::from_steps(&ctx.host, vec![step]).with_data(data)
-                }
-                Err(e) => HostReport::failed(&ctx.host, e.to_string()),
-            }
+            result.map_err(|e| HostError::Failed(e.to_string()))
         }
     })
     .await;
+    let text = facts::render_text(
+        run.hosts
+            .iter()
+            .filter_map(|h| Some((&h.host, h.output()?.as_ref().ok()?))),
+    );
+    let report = run.into_report(|host, elapsed_ms, out| match out {
+        Ok(f) => {
+            let step = StepReport {
+                name: "facts".into(),
+                status: StepStatus::Ok,
+                message: facts::summary(&f),
+                evidence: vec![],
+                elapsed_ms,
+            };
+            // The JSON report carries the facts as they are typed (schema in docs).
+            let data = serde_json::to_value(&f).unwrap_or(serde_json::Value::Null);
+            HostReport::from_steps(host, vec![step]).with_data(data)
+        }
+        Err(e) => e.into_report(host),
+    });
     finish(&report, &inv, &args.run, |r| {
-        format!("{}\n{}", facts::render_text(r), r.recap_text())
+        format!("{text}\n{}", r.recap_text())
     })
 }
 
@@ -156,7 +159,8 @@ async fn harden_command(args: HardenArgs) -> Result<u8, UsageError> {
     let report = fleet::run("harden", hosts, &opts, move |ctx| {
         harden::run::host(ctx, shared.clone())
     })
-    .await;
+    .await
+    .into_report(|_, _, report| report);
     let verbose = args.run.verbosity() > 0;
     finish(&report, &inv, &args.run, |r| {
         harden::render_text(r, verbose)

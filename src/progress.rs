@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::report::{HostReport, HostStatus};
+use crate::report::HostStatus;
 
 /// `--no-progress` maps to `Never`; `Auto` draws bars only when stderr is a terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -100,8 +100,16 @@ impl Progress {
         }
     }
 
-    pub(crate) fn host_finished(&self, line: &HostLine, report: &HostReport) {
-        let text = finish_line(report);
+    /// A host ended: its line, with `failure` (why it failed) when it did.
+    pub(crate) fn host_finished(
+        &self,
+        line: &HostLine,
+        name: &str,
+        elapsed_ms: u64,
+        status: HostStatus,
+        failure: Option<&str>,
+    ) {
+        let text = finish_line(name, elapsed_ms, status, failure);
         match (self, line) {
             (
                 Progress::Bars {
@@ -114,7 +122,7 @@ impl Progress {
                 bar.finish_and_clear();
                 multi.remove(bar);
                 overall.inc(1);
-                if report.status.is_failure() {
+                if status.is_failure() {
                     let n = failed.fetch_add(1, Ordering::Relaxed) + 1;
                     overall.set_message(format!("{n} failed"));
                 }
@@ -123,7 +131,7 @@ impl Progress {
             }
             (Progress::Lines { sink, verbosity }, _) => {
                 // Quiet mode still shows what went wrong.
-                if *verbosity >= 0 || report.status.is_failure() {
+                if *verbosity >= 0 || status.is_failure() {
                     write_line(sink, &text);
                 }
             }
@@ -167,31 +175,21 @@ impl HostLine {
     }
 }
 
-pub(crate) fn finish_line(r: &HostReport) -> String {
-    let secs = r.elapsed_ms as f64 / 1000.0;
-    let line = match (&r.error, r.status) {
-        (Some(err), HostStatus::Failed | HostStatus::Unreachable) => {
+pub(crate) fn finish_line(
+    name: &str,
+    elapsed_ms: u64,
+    status: HostStatus,
+    failure: Option<&str>,
+) -> String {
+    let secs = elapsed_ms as f64 / 1000.0;
+    let line = match failure {
+        Some(why) if status.is_failure() => {
             format!(
-                "{}: {} ({secs:.1}s): {}",
-                r.name,
-                r.status,
-                err.replace('\n', " / ")
+                "{name}: {status} ({secs:.1}s): {}",
+                why.replace('\n', " / ")
             )
         }
-        (None, HostStatus::Failed) => {
-            let steps: Vec<&str> = r
-                .steps
-                .iter()
-                .filter(|s| s.status == crate::report::StepStatus::Failed)
-                .map(|s| s.name.as_str())
-                .collect();
-            format!(
-                "{}: failed ({secs:.1}s): failed steps: {}",
-                r.name,
-                steps.join(", ")
-            )
-        }
-        _ => format!("{}: {} ({secs:.1}s)", r.name, r.status),
+        _ => format!("{name}: {status} ({secs:.1}s)"),
     };
     // Errors quote what the host said: escaped before they reach the terminal.
     crate::display::line(&line).into_owned()

@@ -94,8 +94,9 @@ pub struct StepCounts {
     pub skipped: usize,
 }
 
-/// Everything one host's task produced. `name`, `address` and `elapsed_ms` are (re)filled by the
-/// fleet runner, so a task only has to get `status`, `steps`, `error` and `data` right.
+/// One host of a harden or facts run. `name`, `address` and `elapsed_ms` are (re)filled from the
+/// inventory and the runner ([`crate::fleet::FleetRun::into_report`]), so a task only has to get
+/// `status`, `steps`, `error` and `data` right.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HostReport {
     pub name: String,
@@ -408,40 +409,51 @@ impl RunReport {
         serde_json::to_value(doc).unwrap_or(serde_json::Value::Null)
     }
 
-    /// Write `.fsfleet/retry` in `inventory_dir`: the failed and unreachable hosts, one name per
-    /// line, usable as `--limit @.fsfleet/retry`. The file is replaced atomically (temp file +
-    /// rename) in a 0700 directory. When nothing failed, a stale retry file is removed and
-    /// `Ok(None)` returned. Errors name the file.
+    /// Write the retry file of this run (see [`write_retry_file`]).
     pub fn write_retry_file(&self, inventory_dir: &Path) -> io::Result<Option<PathBuf>> {
-        let dir = inventory_dir.join(RETRY_DIR);
-        let path = dir.join(RETRY_FILE);
-        let failed = self.failed_hosts();
-        if failed.is_empty() {
-            return match fs::remove_file(&path) {
-                Ok(()) => Ok(None),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(io_context(e, "cannot remove the stale retry file", &path)),
-            };
-        }
-        create_private_dir(&dir)?;
-        let mut content = failed.join("\n");
-        content.push('\n');
-        let tmp = dir.join(format!(".{RETRY_FILE}.{}.tmp", std::process::id()));
-        let written = (|| {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(content.as_bytes())?;
-            f.sync_all()
-        })();
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_context(e, "cannot write the retry file", &tmp));
-        }
-        if let Err(e) = fs::rename(&tmp, &path) {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_context(e, "cannot write the retry file", &path));
-        }
-        Ok(Some(path))
+        write_retry_file(inventory_dir, &self.failed_hosts())
     }
+}
+
+/// Write `.fsfleet/retry` in `inventory_dir`: the `failed` hosts (failed and unreachable), one
+/// name per line, usable as `--limit @.fsfleet/retry`. The file is replaced atomically (a temp
+/// file renamed) in a 0700 directory. When nothing failed, a stale retry file is removed and
+/// `Ok(None)` returned. Errors name the file.
+pub fn write_retry_file<S: AsRef<str>>(
+    inventory_dir: &Path,
+    failed: &[S],
+) -> io::Result<Option<PathBuf>> {
+    let dir = inventory_dir.join(RETRY_DIR);
+    let path = dir.join(RETRY_FILE);
+    if failed.is_empty() {
+        return match fs::remove_file(&path) {
+            Ok(()) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_context(e, "cannot remove the stale retry file", &path)),
+        };
+    }
+    create_private_dir(&dir)?;
+    let mut content = failed
+        .iter()
+        .map(AsRef::as_ref)
+        .collect::<Vec<&str>>()
+        .join("\n");
+    content.push('\n');
+    let tmp = dir.join(format!(".{RETRY_FILE}.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(content.as_bytes())?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_context(e, "cannot write the retry file", &tmp));
+    }
+    if let Err(e) = fs::rename(&tmp, &path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_context(e, "cannot write the retry file", &path));
+    }
+    Ok(Some(path))
 }
 
 /// The directory beside the inventory where fsfleet keeps run state.

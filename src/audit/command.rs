@@ -1,8 +1,7 @@
 //! Running an audit: evidence per host (one round trip + live probes), evaluation, waivers,
 //! output and the exit code.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -10,9 +9,8 @@ use serde::Serialize;
 use crate::cli::{AuditArgs, AuditFormat};
 use crate::cmd::{self, CmdError};
 use crate::facts::{self, FactsError};
-use crate::fleet;
+use crate::fleet::{self, HostError, HostOutcome, HostRun, RunInfo};
 use crate::inventory::Host;
-use crate::report::{HostReport, HostStatus, RunReport, StepReport, StepStatus};
 use crate::ssh::Session;
 
 use super::evidence::{self, Evidence, Live, OutsideProbe};
@@ -55,6 +53,10 @@ pub struct ControlResult {
     pub evidence: Vec<String>,
 }
 
+/// What the audit of one host returns to the runner: every control's result, or why there are
+/// none.
+pub type Audited = Result<Vec<ControlResult>, HostError>;
+
 /// The audit of one host.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HostAudit {
@@ -70,6 +72,25 @@ pub struct HostAudit {
 }
 
 impl HostAudit {
+    /// A host as the runner returns it: audited when its evidence was gathered, else the fleet
+    /// status (`unreachable`, `failed`, `skipped`) and why.
+    pub fn from_run(h: HostRun<Audited>) -> HostAudit {
+        let status = h.status();
+        let error = h.error();
+        let (status, results) = match h.outcome {
+            HostOutcome::Finished(Ok(results)) => ("audited".to_string(), results),
+            _ => (status.as_str().to_string(), Vec::new()),
+        };
+        HostAudit {
+            name: h.host.name,
+            address: h.host.address,
+            status,
+            error,
+            elapsed_ms: h.elapsed_ms,
+            results,
+        }
+    }
+
     pub fn audited(&self) -> bool {
         self.status == "audited"
     }
@@ -89,7 +110,7 @@ impl HostAudit {
 /// Everything a finished audit run produced.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    pub run: RunReport,
+    pub run: RunInfo,
     pub hosts: Vec<HostAudit>,
     pub fail_on: Severity,
 }
@@ -250,78 +271,36 @@ pub async fn command(args: AuditArgs) -> Result<u8, AuditError> {
     check_waivers(&args.waive, &hosts)?;
     let opts = cmd::fleet_options(&args.run)?;
     let connector = cmd::connector(&inv, &hosts, &args.run).await;
-    let results: Arc<Mutex<BTreeMap<String, Vec<ControlResult>>>> = Arc::default();
     let cli_waive = Arc::new(args.waive.clone());
-    let sink = results.clone();
     let run = fleet::run("audit", hosts, &opts, move |ctx| {
         let connector = connector.clone();
-        let sink = sink.clone();
         let cli_waive = cli_waive.clone();
         async move {
             let started = Instant::now();
             ctx.stage("connecting");
-            let session = match crate::cmd::connect_or_report(&connector, &ctx.host).await {
-                Ok(s) => s,
-                Err(report) => return report,
-            };
+            let session = cmd::connect(&connector, &ctx.host).await?;
             // The same rule as harden's verify: ten times the SSH connect time, 1 to 3 s.
             let probe_limit = crate::harden::verify::probe_timeout(started.elapsed());
             ctx.stage("gathering evidence");
             let ev = audit_host(&session, &ctx.host, probe_limit).await;
             session.close().await;
-            let ev = match ev {
-                Ok(ev) => ev,
-                Err(e) => {
-                    return HostReport::failed(
-                        &ctx.host,
-                        format!("{}: cannot gather the audit evidence: {e}", ctx.host.name),
-                    );
-                }
-            };
+            let ev = ev.map_err(|e| {
+                HostError::Failed(format!(
+                    "{}: cannot gather the audit evidence: {e}",
+                    ctx.host.name
+                ))
+            })?;
             ctx.stage("evaluating");
             let mut waived: Vec<String> = ctx.host.waive.clone();
             waived.extend(cli_waive.iter().cloned());
-            let res = evaluate(&ev, &waived);
-            let step = StepReport {
-                name: "audit".into(),
-                status: StepStatus::Ok,
-                message: summary_line(&res),
-                evidence: vec![],
-                elapsed_ms: started.elapsed().as_millis() as u64,
-            };
-            if let Ok(mut m) = sink.lock() {
-                m.insert(ctx.host.name.clone(), res);
-            }
-            HostReport::from_steps(&ctx.host, vec![step])
+            Ok(evaluate(&ev, &waived))
         }
     })
     .await;
-    let mut map = results.lock().map(|m| m.clone()).unwrap_or_default();
-    let hosts: Vec<HostAudit> = run
-        .hosts
-        .iter()
-        .map(|h| {
-            let audited = matches!(h.status, HostStatus::Ok | HostStatus::Changed);
-            HostAudit {
-                name: h.name.clone(),
-                address: h.address.clone(),
-                status: if audited {
-                    "audited".into()
-                } else {
-                    h.status.as_str().into()
-                },
-                error: h.error.clone(),
-                elapsed_ms: h.elapsed_ms,
-                results: if audited {
-                    map.remove(&h.name).unwrap_or_default()
-                } else {
-                    vec![]
-                },
-            }
-        })
-        .collect();
+    let retry: Vec<String> = run.failed_hosts().into_iter().map(String::from).collect();
+    let hosts: Vec<HostAudit> = run.hosts.into_iter().map(HostAudit::from_run).collect();
     let outcome = Outcome {
-        run,
+        run: run.info,
         hosts,
         fail_on: args.fail_on.into(),
     };
@@ -333,7 +312,7 @@ pub async fn command(args: AuditArgs) -> Result<u8, AuditError> {
         AuditFormat::Text | AuditFormat::Markdown => render::text(&outcome, code),
     };
     std::io::stdout().write_all(out.as_bytes())?;
-    if let Ok(Some(p)) = outcome.run.write_retry_file(&inv.dir())
+    if let Ok(Some(p)) = crate::report::write_retry_file(&inv.dir(), &retry)
         && args.run.verbosity() >= 0
     {
         eprintln!("retry the hosts not audited with: --limit @{}", p.display());
@@ -392,6 +371,53 @@ mod tests {
             4,
             "unreachable wins"
         );
+    }
+
+    #[test]
+    fn a_host_is_audited_only_when_the_runner_brought_back_its_results() {
+        let run = |outcome: HostOutcome<Audited>| HostRun {
+            host: super::super::evidence::testing::host(),
+            elapsed_ms: 12,
+            outcome,
+        };
+        let results = vec![r("FS-MOD-01", Severity::Low, Status::Fail)];
+        let a = HostAudit::from_run(run(HostOutcome::Finished(Ok(results.clone()))));
+        assert_eq!(
+            (a.status.as_str(), a.error, a.results, a.elapsed_ms),
+            ("audited", None, results, 12)
+        );
+        assert_eq!(a.name, "pbx1");
+        for (outcome, status, error) in [
+            (
+                HostOutcome::Finished(Err(HostError::Unreachable("refused".into()))),
+                "unreachable",
+                "refused",
+            ),
+            (
+                HostOutcome::Finished(Err(HostError::Failed("no evidence".into()))),
+                "failed",
+                "no evidence",
+            ),
+            (
+                HostOutcome::Aborted("internal error".into()),
+                "failed",
+                "internal error",
+            ),
+            (
+                HostOutcome::NotStarted("not started: interrupted by Ctrl-C".into()),
+                "skipped",
+                "not started: interrupted by Ctrl-C",
+            ),
+        ] {
+            let a = HostAudit::from_run(run(outcome));
+            assert!(!a.audited());
+            assert_eq!(
+                (a.status.as_str(), a.error.as_deref()),
+                (status, Some(error))
+            );
+            assert!(a.results.is_empty());
+            assert_eq!(exit_code(&[a], Severity::Critical), EXIT_NOT_AUDITED);
+        }
     }
 
     #[test]

@@ -414,7 +414,7 @@ mod tests {
     use super::super::command::{evaluate, exit_code};
     use super::super::evidence::testing::*;
     use super::*;
-    use crate::report::RunReport;
+    use crate::fleet::RunInfo;
 
     fn outcome() -> Outcome {
         let ev = stock();
@@ -438,12 +438,11 @@ mod tests {
             },
         ];
         Outcome {
-            run: RunReport {
+            run: RunInfo {
                 run_id: "20260101T000000Z-abcd".into(),
                 command: "audit".into(),
                 started: chrono::Utc::now(),
                 elapsed_ms: 20,
-                hosts: vec![],
                 aborted: None,
                 interrupted: false,
             },
