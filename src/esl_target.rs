@@ -5,7 +5,7 @@
 //! FreeSWITCH listens on 127.0.0.1 only) and, as the `freeswitch` user or anyone who can edit
 //! `event_socket.conf.xml`, point `listen-ip` there; the Event Socket has no server
 //! authentication, so `auth <password>` would go to whoever answers. Before every connection
-//! that sends a password, the facts (`ss -Hltnpe`, the FreeSWITCH process, the host's addresses)
+//! that sends a password, the facts (`ss -Hltnp` with the owners from `/proc/net/tcp{,6}`, the FreeSWITCH process, the host's addresses)
 //! must prove that every socket the kernel could hand the connection to belongs to FreeSWITCH
 //! (its uid, or ss naming its pid); the address to connect to is chosen from FreeSWITCH's own
 //! listener, never from the config's `listen-ip`.
@@ -268,7 +268,7 @@ fn sock(ip: IpAddr, port: u16) -> String {
 pub fn from_sections(s: &Sections, config_ip: &str, port: u16) -> Result<Target, Refusal> {
     if s.status(facts::LISTEN) != Some(0) {
         return Err(Refusal::Unreadable(format!(
-            "`ss -Hltnpe` did not run on the host (status {:?}): fsfleet cannot prove whose \
+            "`ss -Hltnp` did not run on the host (status {:?}): fsfleet cannot prove whose \
              Event Socket it would talk to; install iproute2 and re-run",
             s.status(facts::LISTEN)
         )));

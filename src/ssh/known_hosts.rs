@@ -438,8 +438,24 @@ mod tests {
         kh.learn("Pbx-7.Example", 2222, &key(K1), true).unwrap();
         kh.learn("pbx-8.example", 22, &key(K2), true).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(!text.to_lowercase().contains("pbx"), "{text}");
-        assert!(!text.contains("2222"), "{text}");
+        // The salt and hash are random base64: test for the names and port as they would be
+        // written in plain (`pbx-7.example`, `[pbx-7.example]:2222`), never for substrings a
+        // random hash may hold.
+        let lower = text.to_lowercase();
+        assert!(
+            !lower.contains("pbx-7.example")
+                && !lower.contains("pbx-8.example")
+                && !text.contains("]:2222"),
+            "{text}"
+        );
+        for line in text.lines() {
+            let host = line.split_whitespace().next().unwrap_or("");
+            let parts: Vec<&str> = host.split('|').collect();
+            assert!(
+                parts.len() == 4 && parts[0].is_empty() && parts[1] == "1",
+                "not a hashed entry: {line}"
+            );
+        }
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);
         for (line, k) in lines.iter().zip([K1, K2]) {
