@@ -310,12 +310,12 @@ pub const UFW_STATUS_SNIPPET: &str = "command -v ufw >/dev/null || exit 1\n\
      if grep -qsi '^ENABLED=yes' /etc/ufw/ufw.conf && iptables -w -n -L ufw-user-input >/dev/null 2>&1; \
      then echo 'Status: active'; else echo 'Status: inactive'; fi";
 
-/// The section with the host's TCP listeners: `ss -Hltnpe` (column 4 is `ADDR:PORT`, the
-/// process is named on the line when root may see it, and `-e` gives the socket's owner `uid:N`
-/// even where root lacks CAP_SYS_PTRACE and `-p` shows nothing, as in containers; ss leaves the
-/// uid out for root), then `port N` lines of `sshd -T` when ss shows no sshd (`sshd -T` parses
-/// the whole sshd config: only when needed). One `ss` serves the sshd ports, harden's verify, the
-/// audit's Event Socket checks and the proof of whose Event Socket fsfleet talks to.
+/// The section with the host's TCP listeners: `ss -Hltnp` (column 4 is `ADDR:PORT`, the
+/// process is named on the line when root may see it), then `port N` lines of `sshd -T` when ss
+/// shows no sshd (`sshd -T` parses the whole sshd config: only when needed), then the owners of
+/// listening sockets from the kernel (see [`LISTEN_SNIPPET`]). One section serves the sshd
+/// ports, harden's verify, the audit's Event Socket checks and the proof of whose Event Socket
+/// fsfleet talks to.
 pub const LISTEN: &str = "listen";
 /// The owners of listening sockets come from the kernel's `/proc/net/tcp{,6}` (`L ADDR:PORT UID`
 /// lines, state 0A), not from `ss -e`: that option also resolves every socket's cgroup path,
@@ -1766,7 +1766,8 @@ mod owners {
         );
     }
 
-    /// Real `ss -Hltnpe` lines of a testbed host (root without CAP_SYS_PTRACE: no process for
+    /// Real `ss -Hltnpe` lines of a testbed host (what an older snippet printed; still parsed:
+    /// root without CAP_SYS_PTRACE sees no process for
     /// FreeSWITCH's sockets, only their uid).
     const TESTBED: &str = "LISTEN 0      128       0.0.0.0:22    0.0.0.0:* users:((\"sshd\",pid=62,fd=3)) ino:171870 sk:101b cgroup:/docker/de86/system.slice/ssh.service <->         \n\
 LISTEN 0      128    172.20.0.2:5080  0.0.0.0:* uid:999 ino:171005 sk:101c cgroup:/docker/de86/system.slice/freeswitch.service <->                       \n\
