@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 
 use super::{
     FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan, auth_logging, backup,
-    event_socket, fail2ban, firewall, fs_cli, packages, preflight, reload, sip_password, verify,
+    event_socket, fail2ban, firewall, fs_cli, preflight, reload, sip_password, step, verify,
 };
 use crate::facts;
 use crate::fleet::HostCtx;
@@ -25,20 +25,40 @@ use crate::secret::Secret;
 use crate::ssh::{Connector, Session};
 use crate::vault::{CredKind, KeyBinding, Vault};
 
-/// Every step, in the order it runs. `--skip`/`--only` take these names.
-pub const STEPS: &[&str] = &[
+/// The steps before the system steps, in the order they run.
+const BEFORE_SYSTEM: [&str; 5] = [
     preflight::NAME,
     backup::NAME,
     sip_password::NAME,
     event_socket::NAME,
     auth_logging::NAME,
-    packages::NAME,
-    fail2ban::NAME,
-    firewall::NAME,
-    reload::NAME,
-    fs_cli::NAME,
-    verify::NAME,
 ];
+/// The steps after the system steps.
+const AFTER_SYSTEM: [&str; 3] = [reload::NAME, fs_cli::NAME, verify::NAME];
+
+/// Every step, in the order it runs (the system steps as their registry lists them).
+/// `--skip`/`--only` take these names.
+pub const STEPS: &[&str] = &{
+    let mut out = [""; BEFORE_SYSTEM.len() + step::SYSTEM.len() + AFTER_SYSTEM.len()];
+    let mut i = 0;
+    while i < BEFORE_SYSTEM.len() {
+        out[i] = BEFORE_SYSTEM[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < step::SYSTEM.len() {
+        out[i] = step::SYSTEM[j].name;
+        i += 1;
+        j += 1;
+    }
+    let mut k = 0;
+    while k < AFTER_SYSTEM.len() {
+        out[i] = AFTER_SYSTEM[k];
+        i += 1;
+        k += 1;
+    }
+    out
+};
 
 /// Which steps run.
 #[derive(Debug, Clone, Default)]
@@ -217,7 +237,9 @@ async fn gather(session: &Session, host: &Host) -> Result<HostFacts, String> {
         ),
     );
     fs_cli::probes(&mut probes, host);
-    extra_probes(&mut probes, host);
+    for s in step::SYSTEM {
+        (s.probes)(&mut probes, host);
+    }
     let script = probes.into_script(host);
     let sections = facts::gather(session, &script)
         .await
@@ -226,34 +248,29 @@ async fn gather(session: &Session, host: &Host) -> Result<HostFacts, String> {
         .map_err(|e| format!("gathering facts: {e}"))
 }
 
-/// Probes of the steps that install packages and configure fail2ban and the firewall.
-fn extra_probes(p: &mut Probes, host: &Host) {
-    packages::probes(p, host);
-    fail2ban::probes(p, host);
-    firewall::probes(p, host);
-}
+/// A system step planned on the controller: its name, its plan (or why it cannot run), and
+/// when planning began (the report's time of a step that changes nothing).
+type SystemPlan = (
+    &'static str,
+    Result<Box<dyn step::Planned>, StepError>,
+    Instant,
+);
 
-/// The system steps (packages, fail2ban, firewall), planned on the controller.
+/// The selected system steps, planned on the controller in registry order.
 fn plan_system(
     facts: &HostFacts,
     host: &Host,
     opts: &HardenOptions,
     sel: &Selection,
-) -> Vec<(&'static str, Result<StepPlan, StepError>, Instant)> {
-    let mut out = Vec::new();
-    if sel.runs(packages::NAME) {
-        let t = Instant::now();
-        out.push((packages::NAME, packages::plan(facts, host, opts), t));
-    }
-    if sel.runs(fail2ban::NAME) {
-        let t = Instant::now();
-        out.push((fail2ban::NAME, fail2ban::plan(facts, host, opts), t));
-    }
-    if sel.runs(firewall::NAME) {
-        let t = Instant::now();
-        out.push((firewall::NAME, firewall::plan(facts, host, opts), t));
-    }
-    out
+) -> Vec<SystemPlan> {
+    step::SYSTEM
+        .iter()
+        .filter(|s| sel.runs(s.name))
+        .map(|s| {
+            let t = Instant::now();
+            (s.name, (s.plan)(facts, host, opts), t)
+        })
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -498,7 +515,7 @@ async fn run_steps(
         || fs_cli_plan.as_ref().is_some_and(|((p, _), _)| !p.is_noop())
         || system
             .iter()
-            .any(|(_, p, _)| p.as_ref().is_ok_and(|p| !p.is_noop()));
+            .any(|(_, p, _)| p.as_ref().is_ok_and(|p| !p.outline().is_noop()));
 
     if opts.check {
         for (name, p, t) in &plans {
@@ -506,7 +523,7 @@ async fn run_steps(
         }
         for (name, plan, t) in &system {
             match plan {
-                Ok(p) => steps.planned(name, p, true, *t),
+                Ok(p) => steps.planned(name, p.outline(), true, *t),
                 Err(e) => steps.failed(name, e, *t),
             }
         }
@@ -870,7 +887,7 @@ async fn restore(session: &Session, written: &[&FileEdit]) -> String {
 /// Apply the system steps in order; the first failure stops them.
 async fn apply_system(
     ctx: &StepCtx<'_>,
-    plans: Vec<(&'static str, Result<StepPlan, StepError>, Instant)>,
+    plans: Vec<SystemPlan>,
     steps: &mut Steps,
 ) -> Result<(), String> {
     for (name, plan, t) in plans {
@@ -881,21 +898,16 @@ async fn apply_system(
                 return Err(format!("{name}: {e}"));
             }
         };
-        if plan.is_noop() {
-            steps.planned(name, &plan, false, t);
+        let outline = plan.outline();
+        if outline.is_noop() {
+            steps.planned(name, outline, false, t);
             continue;
         }
         let t = Instant::now();
-        let apply = match name {
-            packages::NAME => packages::apply(ctx, &plan).await,
-            fail2ban::NAME => fail2ban::apply(ctx, &plan).await,
-            firewall::NAME => firewall::apply(ctx, &plan).await,
-            _ => Err(StepError::Failed(format!("no such step {name}"))),
-        };
-        match apply {
+        match plan.apply(ctx).await {
             Ok(mut ev) => {
-                ev.extend(plan.warnings.iter().map(|w| format!("warning: {w}")));
-                steps.push(name, StepStatus::Changed, plan.changes.join("; "), ev, t);
+                ev.extend(outline.warnings.iter().map(|w| format!("warning: {w}")));
+                steps.push(name, StepStatus::Changed, outline.changes.join("; "), ev, t);
             }
             Err(e) => {
                 steps.failed(name, &e, t);
@@ -909,7 +921,7 @@ async fn apply_system(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::harden::Meta;
+    use crate::harden::{Meta, packages};
     use crate::model::EventSocket;
 
     fn names(v: &[&str]) -> Vec<String> {
