@@ -181,7 +181,7 @@ impl Steps {
     }
 }
 
-/// Harden one host. Never panics on host data; every failure is a report.
+/// Stage files a cut run left beside the configs (the facts section listing them).
 const STALE_STAGE: &str = "harden_stale_stage";
 
 /// Gather every step's facts in one round trip.
@@ -232,6 +232,7 @@ fn plan_system(
         .collect()
 }
 
+/// Harden one host. Never panics on host data; every failure is a report.
 pub async fn host(ctx: HostCtx, shared: Arc<Shared>) -> HostReport {
     let host = ctx.host.clone();
     let run_id = ctx.run_id().to_string();
