@@ -1,6 +1,5 @@
 //! What every harden step works with: the facts of its host, the session, the options.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::facts::{self, Facts, FactsError, FileFact, Files, Script, Sections};
@@ -120,8 +119,6 @@ pub struct StepPlan {
     pub warnings: Vec<String>,
     /// Masked diffs for `--diff`.
     pub diffs: Vec<String>,
-    /// Step-specific values computed by `plan` for `apply` (no secrets).
-    pub data: BTreeMap<String, String>,
 }
 
 impl StepPlan {

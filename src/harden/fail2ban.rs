@@ -5,11 +5,13 @@
 //! something changed or it is down, waits for the jail, then runs `fail2ban-regex` on the host
 //! against a failure line in the host's own log format. See docs/fail2ban.md.
 
+use std::future::Future;
 use std::time::Duration;
 
 use ipnet::IpNet;
 
 use crate::harden::context::{HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
+use crate::harden::step::{Plan, Step};
 use crate::inventory::Host;
 use crate::ssh::sh_quote;
 
@@ -266,7 +268,57 @@ pub fn version_logs_percent(version: Option<&str>) -> bool {
     }
 }
 
-pub fn plan(f: &HostFacts, host: &Host, _opts: &HardenOptions) -> Result<StepPlan, StepError> {
+/// The step in the registry.
+pub struct Fail2ban;
+
+impl Step for Fail2ban {
+    const NAME: &'static str = NAME;
+    type Action = Configure;
+
+    fn probes(p: &mut Probes, host: &Host) {
+        probes(p, host)
+    }
+
+    fn plan(
+        f: &HostFacts,
+        host: &Host,
+        opts: &HardenOptions,
+    ) -> Result<Plan<Configure>, StepError> {
+        plan(f, host, opts)
+    }
+
+    fn apply<'a>(
+        ctx: &'a StepCtx<'a>,
+        action: &'a Configure,
+    ) -> impl Future<Output = Result<Vec<String>, StepError>> + Send + 'a {
+        apply(ctx, action)
+    }
+}
+
+/// What the fail2ban step does on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Configure {
+    /// Install [`FILTER`] at [`FILTER_PATH`].
+    pub write_filter: bool,
+    /// The jail file to install at [`JAIL_PATH`], when it must be (re)written.
+    pub jail: Option<String>,
+    /// Restart (or start) fail2ban.
+    pub restart: bool,
+    /// Enable fail2ban at boot.
+    pub enable: bool,
+    /// FreeSWITCH's log file, under a directory checked to be a plain absolute path
+    /// (hostfs::check_host_dir): created through hostfs before fail2ban starts.
+    pub logpath: String,
+    /// The log format to prove the filter with when the log has no dated line yet: with the
+    /// idle-cpu percent (1.10.7+).
+    pub percent_default: bool,
+}
+
+pub fn plan(
+    f: &HostFacts,
+    host: &Host,
+    _opts: &HardenOptions,
+) -> Result<Plan<Configure>, StepError> {
     let Some(fs) = &f.base.freeswitch else {
         return Err(StepError::Refused(format!(
             "{}: no FreeSWITCH configuration found, so no log to watch; set conf_dir in the \
@@ -293,7 +345,8 @@ pub fn plan(f: &HostFacts, host: &Host, _opts: &HardenOptions) -> Result<StepPla
         warnings,
         ..StepPlan::default()
     };
-    let write = |path: &str, want: &str, key: &str, plan: &mut StepPlan| {
+    // Whether `path` must be written (also a change line and, for an existing file, a diff).
+    let write = |path: &str, want: &str, plan: &mut StepPlan| -> bool {
         let have = f.files.files.get(path);
         let what = match have {
             None => Some("create"),
@@ -301,20 +354,20 @@ pub fn plan(f: &HostFacts, host: &Host, _opts: &HardenOptions) -> Result<StepPla
             Some(h) if h.mode != 0o644 || h.owner != "root" => Some("fix owner/mode of"),
             Some(_) => None,
         };
-        if let Some(what) = what {
-            plan.changes.push(format!("{what} {path}"));
-            if let Some(h) = have.and_then(|h| h.text()) {
-                plan.diffs.push(diff(path, h, want));
-            }
-            plan.data.insert(key.into(), "yes".into());
+        let Some(what) = what else { return false };
+        plan.changes.push(format!("{what} {path}"));
+        if let Some(h) = have.and_then(|h| h.text()) {
+            plan.diffs.push(diff(path, h, want));
         }
+        true
     };
-    write(FILTER_PATH, FILTER, "write_filter", &mut plan);
-    write(JAIL_PATH, &jail, "write_jail", &mut plan);
+    let write_filter = write(FILTER_PATH, FILTER, &mut plan);
+    let write_jail = write(JAIL_PATH, &jail, &mut plan);
 
     let files_changed = !plan.changes.is_empty();
     let jail_up = st.active && st.jails.iter().any(|j| j == "freeswitch");
-    if files_changed || !jail_up {
+    let restart = files_changed || !jail_up;
+    if restart {
         let why = if !st.installed {
             "start fail2ban (once the packages step has installed it)".to_string()
         } else if !st.active {
@@ -325,28 +378,22 @@ pub fn plan(f: &HostFacts, host: &Host, _opts: &HardenOptions) -> Result<StepPla
             "restart fail2ban (the freeswitch jail is not running)".to_string()
         };
         plan.changes.push(why);
-        plan.data.insert("restart".into(), "yes".into());
     }
     if !st.enabled {
         plan.changes
             .push("enable fail2ban at boot (systemctl enable)".into());
-        plan.data.insert("enable".into(), "yes".into());
     }
-    if plan.is_noop() {
-        return Ok(plan);
-    }
-    plan.data.insert("logpath".into(), logpath);
-    plan.data.insert("jail".into(), jail);
-    plan.data.insert(
-        "percent_default".into(),
-        if version_logs_percent(fs.version.as_deref()) {
-            "yes"
-        } else {
-            "no"
-        }
-        .into(),
-    );
-    Ok(plan)
+    Ok(Plan {
+        outline: plan,
+        action: Configure {
+            write_filter,
+            jail: write_jail.then_some(jail),
+            restart,
+            enable: !st.enabled,
+            logpath,
+            percent_default: version_logs_percent(fs.version.as_deref()),
+        },
+    })
 }
 
 /// A short line diff for `--diff` (these files hold no secret).
@@ -377,11 +424,7 @@ pub fn sample_lines(percent: bool) -> (String, String) {
     )
 }
 
-fn apply_script(plan: &StepPlan) -> Result<String, StepError> {
-    let get = |k: &str| plan.data.get(k).map(String::as_str);
-    let flag = |k: &str| get(k) == Some("yes");
-    let logpath =
-        get("logpath").ok_or_else(|| StepError::Failed("fail2ban plan has no log path".into()))?;
+fn apply_script(action: &Configure) -> String {
     let mut s = String::from(
         r#"set -u
 command -v fail2ban-client >/dev/null 2>&1 || {
@@ -396,27 +439,25 @@ put() { # path base64: atomic, root 0644
 "#,
     );
     let b64 = |t: &str| data_encoding::BASE64.encode(t.as_bytes());
-    if flag("write_filter") {
+    if action.write_filter {
         s.push_str(&format!(
             "put {} {}\n",
             sh_quote(FILTER_PATH),
             sh_quote(&b64(FILTER))
         ));
     }
-    if flag("write_jail") {
-        let jail =
-            get("jail").ok_or_else(|| StepError::Failed("fail2ban plan has no jail".into()))?;
+    if let Some(jail) = &action.jail {
         s.push_str(&format!(
             "put {} {}\n",
             sh_quote(JAIL_PATH),
             sh_quote(&b64(jail))
         ));
     }
-    s.push_str(&format!("log={}\n", sh_quote(logpath)));
-    if flag("enable") {
+    s.push_str(&format!("log={}\n", sh_quote(&action.logpath)));
+    if action.enable {
         s.push_str("systemctl enable fail2ban >/dev/null 2>&1 || { echo 'systemctl enable fail2ban failed' >&2; exit 32; }\n");
     }
-    if flag("restart") {
+    if action.restart {
         s.push_str(
             "if ! systemctl restart fail2ban; then echo 'systemctl restart fail2ban failed:' >&2; \
              journalctl -u fail2ban -n 5 --no-pager -o cat >&2; exit 32; fi\n",
@@ -449,13 +490,13 @@ if [ "$fmt" = percent ]; then printf '%s\n%s\n' {pf} {pc} >"$sample"; else print
 echo '@@regex'; timeout 60 fail2ban-regex --out ip "$sample" freeswitch || {{ echo "fail2ban-regex failed" >&2; exit 34; }}
 "#,
         wait = JAIL_WAIT.as_secs(),
-        default = if flag("percent_default") { "percent" } else { "plain" },
+        default = if action.percent_default { "percent" } else { "plain" },
         pf = sh_quote(&pf),
         pc = sh_quote(&pc),
         nf = sh_quote(&nf),
         nc = sh_quote(&nc),
     ));
-    Ok(s)
+    s
 }
 
 /// The apply script's output, by `@@name` section.
@@ -534,18 +575,12 @@ fn evidence(host: &str, out: &str) -> Result<Vec<String>, StepError> {
     Ok(ev)
 }
 
-pub async fn apply(ctx: &StepCtx<'_>, plan: &StepPlan) -> Result<Vec<String>, StepError> {
-    if plan.is_noop() {
-        return Ok(vec![]);
-    }
-    let script = apply_script(plan)?;
+pub async fn apply(ctx: &StepCtx<'_>, action: &Configure) -> Result<Vec<String>, StepError> {
+    let script = apply_script(action);
     // fail2ban will not start a jail whose log file is missing: create it as FreeSWITCH would
     // (owned like its directory, which must be root's or FreeSWITCH's), without following a
     // link a user may have put there (hostfs).
-    let logpath = plan
-        .data
-        .get("logpath")
-        .ok_or_else(|| StepError::Failed("fail2ban plan has no log path".into()))?;
+    let logpath = &action.logpath;
     let fs_user = ctx.facts.fs_owner().map_or("freeswitch", |(u, _)| u);
     crate::hostfs::apply(
         ctx.session,
@@ -561,9 +596,7 @@ pub async fn apply(ctx: &StepCtx<'_>, plan: &StepPlan) -> Result<Vec<String>, St
     let limit = JAIL_WAIT + Duration::from_secs(120);
     let what = format!("{}: configuring fail2ban", ctx.host.name);
     let out = ctx.run_checked(&what, &script, b"", limit).await?;
-    let mut ev: Vec<String> = plan.changes.clone();
-    ev.extend(evidence(&ctx.host.name, &out.stdout_text())?);
-    Ok(ev)
+    evidence(&ctx.host.name, &out.stdout_text())
 }
 
 #[cfg(test)]
@@ -977,9 +1010,9 @@ mod tests {
                 "enable fail2ban at boot (systemctl enable)".to_string(),
             ]
         );
-        assert_eq!(p.data["logpath"], LOG);
-        assert_eq!(p.data["percent_default"], "yes");
-        let s = apply_script(&p).unwrap();
+        assert_eq!(p.action.logpath, LOG);
+        assert!(p.action.percent_default);
+        let s = apply_script(&p.action);
         assert!(s.contains("put '/etc/fail2ban/filter.d/freeswitch.local'"));
         assert!(
             s.contains("systemctl restart fail2ban") && s.contains("systemctl enable fail2ban")
@@ -1014,7 +1047,7 @@ mod tests {
             "{}",
             p.diffs[0]
         );
-        let s = apply_script(&p).unwrap();
+        let s = apply_script(&p.action);
         assert!(
             !s.contains("put '/etc/fail2ban/filter.d/"),
             "filter unchanged: not rewritten"
@@ -1041,7 +1074,7 @@ mod tests {
             Sections::from_pairs(&[(PROBE, "installed yes\nactive failed\nenabled enabled\n", 0)]);
         let p = plan(&f, &h, &HardenOptions::default()).unwrap();
         assert_eq!(p.changes, vec!["start fail2ban (not active)"]);
-        assert!(!apply_script(&p).unwrap().contains("put '"));
+        assert!(!apply_script(&p.action).contains("put '"));
     }
 
     #[test]

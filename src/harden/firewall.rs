@@ -14,11 +14,13 @@
 //! if that fails within 20 s, disables ufw through the existing connection and fails the step.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::time::Duration;
 
 use ipnet::IpNet;
 
 use super::context::{HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
+use super::step::{Plan, Step};
 use crate::inventory::Host;
 use crate::model::{self, HostModel};
 use crate::ssh::sh_quote;
@@ -266,14 +268,103 @@ impl Tuple {
     }
 }
 
-/// Plan data keys read by [`apply`].
-const DATA_COMMANDS: &str = "commands";
-const DATA_ADDED: &str = "added";
-const DATA_SSH_PORTS: &str = "ssh_ports";
+/// The step in the registry.
+pub struct Firewall;
+
+impl Step for Firewall {
+    const NAME: &'static str = NAME;
+    type Action = UfwChange;
+
+    fn probes(p: &mut Probes, host: &Host) {
+        probes(p, host)
+    }
+
+    fn plan(
+        f: &HostFacts,
+        host: &Host,
+        opts: &HardenOptions,
+    ) -> Result<Plan<UfwChange>, StepError> {
+        plan(f, host, opts)
+    }
+
+    fn apply<'a>(
+        ctx: &'a StepCtx<'a>,
+        action: &'a UfwChange,
+    ) -> impl Future<Output = Result<Vec<String>, StepError>> + Send + 'a {
+        apply(ctx, action)
+    }
+}
+
+/// An fsfleet rule on the host that no wanted rule accounts for, and how ufw deletes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stale {
+    pub tuple: Tuple,
+    /// `delete allow ...`: only rules ufw can delete by their spec become a `Stale`.
+    args: String,
+}
+
+impl Stale {
+    fn of(tuple: &Tuple) -> Option<Stale> {
+        Some(Stale {
+            args: tuple.delete_args()?,
+            tuple: tuple.clone(),
+        })
+    }
+}
+
+/// One ufw command of the firewall step, in the order they run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UfwCommand {
+    /// `ufw --force reset` (`--firewall-reset`): drop every rule first.
+    Reset,
+    Allow(Rule),
+    Delete(Stale),
+    DefaultDenyIncoming,
+    DefaultAllowOutgoing,
+}
+
+impl UfwCommand {
+    /// The arguments of `ufw` for this command.
+    pub fn args(&self) -> String {
+        match self {
+            UfwCommand::Reset => "--force reset".into(),
+            UfwCommand::Allow(r) => r.ufw_args(),
+            UfwCommand::Delete(s) => s.args.clone(),
+            UfwCommand::DefaultDenyIncoming => "default deny incoming".into(),
+            UfwCommand::DefaultAllowOutgoing => "default allow outgoing".into(),
+        }
+    }
+}
+
+/// What the firewall step does: these commands, then enable (or reload) ufw, then prove a new
+/// SSH connection works.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UfwChange {
+    pub commands: Vec<UfwCommand>,
+    /// The SSH ports the plan allows (the session's is added at apply when missing).
+    pub ssh_ports: Vec<u16>,
+}
+
+impl UfwChange {
+    /// The rules this change adds, for the operator.
+    fn added(&self) -> Vec<String> {
+        self.commands
+            .iter()
+            .filter_map(|c| match c {
+                UfwCommand::Allow(r) => Some(r.describe()),
+                _ => None,
+            })
+            .collect()
+    }
+}
 
 /// Pure: what ufw needs on this host. No change when ufw is active, denies incoming by default
 /// and every wanted rule is present (and, with `--firewall-reset`, no other rule exists).
-pub fn plan(f: &HostFacts, host: &Host, opts: &HardenOptions) -> Result<StepPlan, StepError> {
+pub fn plan(
+    f: &HostFacts,
+    host: &Host,
+    opts: &HardenOptions,
+) -> Result<Plan<UfwChange>, StepError> {
     let state = UfwState::from_facts(f);
     plan_with(&state, f, host, opts, host.port)
 }
@@ -284,7 +375,7 @@ fn plan_with(
     host: &Host,
     opts: &HardenOptions,
     connected_port: u16,
-) -> Result<StepPlan, StepError> {
+) -> Result<Plan<UfwChange>, StepError> {
     let wanted = wanted_rules(f, host, connected_port, state.ipv6);
     let mut plan = StepPlan {
         warnings: wanted.warnings.clone(),
@@ -336,8 +427,7 @@ fn plan_with(
         .filter(|t| !(t.proto != "udp" && dport_covers(&t.dport, Ports::one(connected_port))))
         .collect();
 
-    let mut commands: Vec<String> = Vec::new();
-    let mut added: Vec<String> = Vec::new();
+    let mut commands: Vec<UfwCommand> = Vec::new();
 
     if opts.firewall_reset {
         let foreign: Vec<&Tuple> = state
@@ -347,7 +437,7 @@ fn plan_with(
             .collect();
         let missing = wanted.rules.iter().any(|r| !is_present(r, true));
         if !foreign.is_empty() || missing {
-            commands.push("--force reset".into());
+            commands.push(UfwCommand::Reset);
             plan.changes.push(format!(
                 "reset ufw (--firewall-reset): drop {} existing rule(s){}",
                 foreign.len(),
@@ -365,26 +455,24 @@ fn plan_with(
                 }
             ));
             for r in &wanted.rules {
-                commands.push(r.ufw_args());
-                added.push(r.describe());
+                commands.push(UfwCommand::Allow(r.clone()));
                 plan.changes.push(format!("allow {}", r.describe()));
             }
         }
     } else {
         for r in &wanted.rules {
             if !is_present(r, false) {
-                commands.push(r.ufw_args());
-                added.push(r.describe());
+                commands.push(UfwCommand::Allow(r.clone()));
                 plan.changes.push(format!("allow {}", r.describe()));
             }
         }
         let mut deletes = BTreeSet::new();
         for t in &stale {
-            let Some(args) = t.delete_args() else {
+            let Some(del) = Stale::of(t) else {
                 continue;
             };
-            if deletes.insert(args.clone()) {
-                commands.push(args);
+            if deletes.insert(del.args.clone()) {
+                commands.push(UfwCommand::Delete(del));
                 plan.changes
                     .push(format!("delete stale fsfleet rule {}", t.describe()));
             }
@@ -422,9 +510,9 @@ fn plan_with(
         }
     }
 
-    let reset = commands.first().is_some_and(|c| c == "--force reset");
+    let reset = commands.first() == Some(&UfwCommand::Reset);
     if reset || (state.incoming != "deny" && state.incoming != "reject") {
-        commands.push("default deny incoming".into());
+        commands.push(UfwCommand::DefaultDenyIncoming);
         if state.incoming != "deny" && state.incoming != "reject" {
             plan.changes.push(format!(
                 "default policy for incoming: deny (was {})",
@@ -433,7 +521,7 @@ fn plan_with(
         }
     }
     if reset || state.outgoing != "allow" {
-        commands.push("default allow outgoing".into());
+        commands.push(UfwCommand::DefaultAllowOutgoing);
         if state.outgoing != "allow" {
             plan.changes.push(format!(
                 "default policy for outgoing: allow (was {})",
@@ -451,20 +539,18 @@ fn plan_with(
         plan.changes.push("reload ufw".into());
     }
 
-    if !plan.changes.is_empty() {
-        plan.data.insert(DATA_COMMANDS.into(), commands.join("\n"));
-        plan.data.insert(DATA_ADDED.into(), added.join("\n"));
-        plan.data.insert(
-            DATA_SSH_PORTS.into(),
-            wanted
-                .ssh_ports
-                .iter()
-                .map(u16::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-        );
-    }
-    Ok(plan)
+    let action = if plan.changes.is_empty() {
+        UfwChange::default()
+    } else {
+        UfwChange {
+            commands,
+            ssh_ports: wanted.ssh_ports,
+        }
+    };
+    Ok(Plan {
+        outline: plan,
+        action,
+    })
 }
 
 /// The on-host flag the watchdog checks; removing it disarms the watchdog. The nonce keeps a
@@ -507,29 +593,17 @@ fn apply_script(commands: &[String], flag: &str) -> String {
 }
 
 /// Change ufw, then prove a NEW SSH connection works; roll back (disable ufw) when it does not.
-pub async fn apply(ctx: &StepCtx<'_>, plan: &StepPlan) -> Result<Vec<String>, StepError> {
-    if plan.is_noop() {
-        return Ok(vec!["ufw already as wanted".into()]);
-    }
-    let mut commands: Vec<String> = plan
-        .data
-        .get(DATA_COMMANDS)
-        .map(|c| c.lines().map(str::to_string).collect())
-        .unwrap_or_default();
-    let ssh_ports: Vec<u16> = plan
-        .data
-        .get(DATA_SSH_PORTS)
-        .map(|s| s.split(',').filter_map(|p| p.parse().ok()).collect())
-        .unwrap_or_default();
+pub async fn apply(ctx: &StepCtx<'_>, action: &UfwChange) -> Result<Vec<String>, StepError> {
+    let mut commands: Vec<String> = action.commands.iter().map(UfwCommand::args).collect();
     // The session is what must survive: allow its port even if the plan was made for another.
-    if !ssh_ports.contains(&ctx.session.port) {
+    if !action.ssh_ports.contains(&ctx.session.port) {
         let r = Rule {
             purpose: Purpose::Ssh,
             proto: Proto::Tcp,
             ports: Ports::one(ctx.session.port),
             from: None,
         };
-        let at = usize::from(commands.first().is_some_and(|c| c == "--force reset"));
+        let at = usize::from(action.commands.first() == Some(&UfwCommand::Reset));
         commands.insert(at, r.ufw_args());
     }
     let flag = watchdog_flag(ctx.run_id, rand::random());
@@ -543,11 +617,11 @@ pub async fn apply(ctx: &StepCtx<'_>, plan: &StepPlan) -> Result<Vec<String>, St
     )
     .await?;
 
-    let added = plan.data.get(DATA_ADDED).cloned().unwrap_or_default();
+    let added = action.added();
     let added_list = if added.is_empty() {
         "none".to_string()
     } else {
-        added.lines().collect::<Vec<_>>().join("; ")
+        added.join("; ")
     };
 
     if let Err(why) = prove_new_connection(ctx).await {
@@ -583,11 +657,10 @@ pub async fn apply(ctx: &StepCtx<'_>, plan: &StepPlan) -> Result<Vec<String>, St
         )
         .await?;
     let status = out.stdout_text();
-    let mut evidence: Vec<String> = plan.changes.clone();
-    evidence.push(format!(
+    let mut evidence = vec![format!(
         "a new SSH connection to port {} works with ufw enabled",
         ctx.session.port
-    ));
+    )];
     evidence.extend(
         status
             .lines()
@@ -654,6 +727,16 @@ mod tests {
     use super::*;
     use crate::facts::{Facts, FileFact, Files};
     use crate::report::testing::host;
+
+    /// The planned ufw commands, one a line, as apply sends them.
+    fn commands(p: &Plan<UfwChange>) -> String {
+        p.action
+            .commands
+            .iter()
+            .map(UfwCommand::args)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 
     const CONF: &str = "/etc/freeswitch";
     const STOCK_FILES: &[&str] = &[
@@ -854,8 +937,8 @@ mod tests {
         );
         let h = with_allow(&["2001:db8::/32", "198.51.100.0/24"]);
         let p = plan(&fx.facts, &h, &HardenOptions::default()).unwrap();
-        assert!(!p.data[DATA_COMMANDS].contains("2001:db8"));
-        assert!(p.data[DATA_COMMANDS].contains("from 198.51.100.0/24"));
+        assert!(!commands(&p).contains("2001:db8"));
+        assert!(commands(&p).contains("from 198.51.100.0/24"));
         assert!(
             p.warnings
                 .iter()
@@ -930,7 +1013,7 @@ mod tests {
                 "### tuple ### allow tcp 8000:8100 0.0.0.0/0 any 0.0.0.0/0 in\n",
             );
         let p = plan(&fx.facts, &host("fs1"), &HardenOptions::default()).unwrap();
-        let cmds = &p.data[DATA_COMMANDS];
+        let cmds = &commands(&p);
         assert!(!cmds.contains("proto tcp to any port 8021"), "{cmds}");
         assert!(
             cmds.contains("proto udp to any port 8021"),
@@ -967,7 +1050,7 @@ mod tests {
                 .contains(&"allow 2222/tcp from anywhere (SSH)".to_string())
         );
         assert_eq!(p.changes.last().map(String::as_str), Some("enable ufw"));
-        let cmds: Vec<String> = p.data[DATA_COMMANDS].lines().map(str::to_string).collect();
+        let cmds: Vec<String> = commands(&p).lines().map(str::to_string).collect();
         assert_eq!(
             cmds[0],
             "allow proto tcp to any port 2222 comment 'fsfleet ssh'"
@@ -1028,7 +1111,7 @@ mod tests {
         fx.facts.base.ufw_active = false;
         let p = plan(&fx.facts, &host("fs1"), &HardenOptions::default()).unwrap();
         assert_eq!(p.changes, ["enable ufw"]);
-        assert!(!p.data[DATA_COMMANDS].contains("delete"));
+        assert!(!commands(&p).contains("delete"));
     }
 
     #[test]
@@ -1036,7 +1119,8 @@ mod tests {
         let fx = hardened(Fixture::stock(&[22]), &host("fs1"));
         let h = with_allow(&["198.51.100.0/24"]);
         let p = plan(&fx.facts, &h, &HardenOptions::default()).unwrap();
-        let cmds: Vec<&str> = p.data[DATA_COMMANDS].lines().collect();
+        let all = commands(&p);
+        let cmds: Vec<&str> = all.lines().collect();
         let add = cmds
             .iter()
             .position(|c| {
@@ -1069,10 +1153,7 @@ mod tests {
         known.facts.files = fx.facts.files.clone();
         known.facts.base.ufw_active = true;
         let p = plan(&known.facts, &host("fs1"), &HardenOptions::default()).unwrap();
-        assert_eq!(
-            p.data[DATA_COMMANDS],
-            "delete allow proto tcp to any port 2222"
-        );
+        assert_eq!(commands(&p), "delete allow proto tcp to any port 2222");
         // Ports unreadable: nothing is known to be stale, nothing SSH is deleted.
         let mut unknown = Fixture::stock(&[]);
         unknown.facts.files = fx.facts.files.clone();
@@ -1101,9 +1182,7 @@ mod tests {
             ..HardenOptions::default()
         };
         let p = plan(&fx.facts, &h, &reset).unwrap();
-        assert!(
-            p.data[DATA_COMMANDS].starts_with("--force reset\nallow proto tcp to any port 2222")
-        );
+        assert!(commands(&p).starts_with("--force reset\nallow proto tcp to any port 2222"));
     }
 
     #[test]
@@ -1126,7 +1205,8 @@ mod tests {
         };
         let p = plan(&fx.facts, &h, &reset).unwrap();
         assert!(p.changes[0].contains("drop 1 existing rule(s): allow 3306/tcp from anywhere"));
-        let cmds: Vec<&str> = p.data[DATA_COMMANDS].lines().collect();
+        let all = commands(&p);
+        let cmds: Vec<&str> = all.lines().collect();
         assert_eq!(cmds[0], "--force reset");
         assert_eq!(cmds.iter().filter(|c| c.starts_with("allow ")).count(), 8);
         assert!(cmds.contains(&"default deny incoming"));
@@ -1158,7 +1238,7 @@ mod tests {
         fx.facts.files.files.remove(UFW_DEFAULTS);
         let p = plan(&fx.facts, &host("fs1"), &HardenOptions::default()).unwrap();
         assert!(p.changes.iter().any(|c| c.contains("not installed yet")));
-        assert!(p.data[DATA_COMMANDS].contains("default deny incoming"));
+        assert!(commands(&p).contains("default deny incoming"));
         assert_eq!(p.changes.last().map(String::as_str), Some("enable ufw"));
     }
 

@@ -6,6 +6,10 @@
 //! - `plan(&HostFacts, ..) -> StepPlan`: pure, on the controller: would it change anything, what;
 //! - `apply(..)`: send only what changes.
 //!
+//! The system steps (packages, fail2ban, firewall) implement [`step::Step`]: `plan` returns a
+//! typed action that `apply` takes as is, and [`step::SYSTEM`] is the one registry their names,
+//! probes, plans, `--check`, apply and report lines come from.
+//!
 //! The orchestration (order, backup, vault, rollback, reload) is in [`run`](self::run) below.
 
 pub mod context;
@@ -22,6 +26,7 @@ pub mod preflight;
 pub mod reload;
 pub mod run;
 pub mod sip_password;
+pub mod step;
 pub mod verify;
 
 use crate::display;

@@ -8,9 +8,11 @@
 //! and python3-systemd for fail2ban, logrotate for rsyslog, without which /var/log/syslog and
 //! auth.log grow until the disk is full); the rest (whois, mail helpers) is not wanted on a PBX.
 
+use std::future::Future;
 use std::time::Duration;
 
 use crate::harden::context::{HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
+use crate::harden::step::{Plan, Step};
 use crate::inventory::Host;
 use crate::ssh::sh_quote;
 
@@ -85,12 +87,50 @@ fn parse_state(text: &str) -> AptState {
     st
 }
 
-pub fn plan(f: &HostFacts, host: &Host, _opts: &HardenOptions) -> Result<StepPlan, StepError> {
+/// The step in the registry.
+pub struct Packages;
+
+impl Step for Packages {
+    const NAME: &'static str = NAME;
+    type Action = Install;
+
+    fn probes(p: &mut Probes, host: &Host) {
+        probes(p, host)
+    }
+
+    fn plan(f: &HostFacts, host: &Host, opts: &HardenOptions) -> Result<Plan<Install>, StepError> {
+        plan(f, host, opts)
+    }
+
+    fn apply<'a>(
+        ctx: &'a StepCtx<'a>,
+        action: &'a Install,
+    ) -> impl Future<Output = Result<Vec<String>, StepError>> + Send + 'a {
+        apply(ctx, action)
+    }
+}
+
+/// What to install. The names can only be this module's constants, so nothing the host says
+/// reaches apt-get's command line.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Install {
+    /// The missing ones of [`FIRST`], in that order.
+    pub first: Vec<&'static str>,
+    /// The missing ones of [`THEN`], installed once `first` is in.
+    pub then: Vec<&'static str>,
+    /// Refresh the package lists before installing.
+    pub update: bool,
+}
+
+pub fn plan(f: &HostFacts, host: &Host, _opts: &HardenOptions) -> Result<Plan<Install>, StepError> {
     let st = parse_state(f.section(PROBE));
-    let missing: Vec<&str> = required()
+    let missing: Vec<&'static str> = required()
         .filter(|p| !st.installed.iter().any(|i| i == p))
         .collect();
-    let mut plan = StepPlan::default();
+    let mut plan = Plan {
+        outline: StepPlan::default(),
+        action: Install::default(),
+    };
     if missing.is_empty() {
         return Ok(plan);
     }
@@ -115,12 +155,12 @@ pub fn plan(f: &HostFacts, host: &Host, _opts: &HardenOptions) -> Result<StepPla
         }
         Some(_) => None,
     };
-    let first: Vec<&str> = FIRST
+    let first: Vec<&'static str> = FIRST
         .iter()
         .copied()
         .filter(|p| missing.contains(p))
         .collect();
-    let then: Vec<&str> = THEN
+    let then: Vec<&'static str> = THEN
         .iter()
         .copied()
         .filter(|p| missing.contains(p))
@@ -133,12 +173,11 @@ pub fn plan(f: &HostFacts, host: &Host, _opts: &HardenOptions) -> Result<StepPla
             None => String::new(),
         }
     ));
-    plan.data.insert("first".into(), first.join(" "));
-    plan.data.insert("then".into(), then.join(" "));
-    plan.data.insert(
-        "update".into(),
-        if update.is_some() { "yes" } else { "no" }.into(),
-    );
+    plan.action = Install {
+        first,
+        then,
+        update: update.is_some(),
+    };
     Ok(plan)
 }
 
@@ -207,29 +246,15 @@ round() {{
     s
 }
 
-pub async fn apply(ctx: &StepCtx<'_>, plan: &StepPlan) -> Result<Vec<String>, StepError> {
-    if plan.is_noop() {
+pub async fn apply(ctx: &StepCtx<'_>, action: &Install) -> Result<Vec<String>, StepError> {
+    let Install {
+        first,
+        then,
+        update,
+    } = action;
+    if first.is_empty() && then.is_empty() {
         return Ok(vec![]);
     }
-    let words = |k: &str| -> Vec<&str> {
-        plan.data
-            .get(k)
-            .map(|v| v.split_whitespace().collect())
-            .unwrap_or_default()
-    };
-    let (first, then) = (words("first"), words("then"));
-    // Only names this module knows go to the host.
-    if let Some(bad) = first
-        .iter()
-        .chain(then.iter())
-        .find(|p| !required().any(|r| r == **p))
-    {
-        return Err(StepError::Failed(format!(
-            "{}: refusing to install {bad:?}: not a package of the {NAME} step",
-            ctx.host.name
-        )));
-    }
-    let update = plan.data.get("update").is_some_and(|v| v == "yes");
     let what = format!(
         "{}: installing {}",
         ctx.host.name,
@@ -238,7 +263,7 @@ pub async fn apply(ctx: &StepCtx<'_>, plan: &StepPlan) -> Result<Vec<String>, St
     let out = ctx
         .run_checked(
             &what,
-            &script(&first, &then, update, ctx.host.apt_lock_timeout),
+            &script(first, then, *update, ctx.host.apt_lock_timeout),
             b"",
             APPLY_LIMIT + 3 * ctx.host.apt_lock_timeout,
         )
@@ -301,9 +326,9 @@ mod tests {
                      pkg python3-systemd config-files\npkg ufw installed\n\
                      lists 4\nage 600\napt yes\n";
         let p = plan(&facts(probe), &host(), &HardenOptions::default()).unwrap();
-        assert_eq!(p.data["first"], "iptables python3-systemd");
-        assert_eq!(p.data["then"], "fail2ban");
-        assert_eq!(p.data["update"], "no");
+        assert_eq!(p.action.first, ["iptables", "python3-systemd"]);
+        assert_eq!(p.action.then, ["fail2ban"]);
+        assert!(!p.action.update);
         assert_eq!(
             p.changes,
             vec!["install iptables, python3-systemd, fail2ban (apt-get, no recommends)"]
@@ -325,7 +350,7 @@ mod tests {
             &HardenOptions::default(),
         )
         .unwrap();
-        assert_eq!(none.data["update"], "yes");
+        assert!(none.action.update);
         assert!(
             none.changes[0].contains("no package lists"),
             "{:?}",
@@ -337,7 +362,7 @@ mod tests {
             &HardenOptions::default(),
         )
         .unwrap();
-        assert_eq!(old.data["update"], "yes");
+        assert!(old.action.update);
         assert!(old.changes[0].contains("11 days old"), "{:?}", old.changes);
         assert!(script(&[], &["ufw"], true, APT_LOCK_TIMEOUT).contains("\nupdate\nround 'ufw'\n"));
     }

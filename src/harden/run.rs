@@ -7,38 +7,59 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::sync::Mutex;
 
 use super::{
     FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan, auth_logging, backup,
-    event_socket, fail2ban, firewall, fs_cli, packages, preflight, reload, sip_password, verify,
+    event_socket, fail2ban, firewall, fs_cli, preflight, reload, sip_password, step, verify,
 };
 use crate::facts;
 use crate::fleet::HostCtx;
 use crate::hostfs;
 use crate::inventory::{ConfDir, Host};
+use crate::model::EventSocket;
 use crate::report::{HostReport, StepReport, StepStatus};
 use crate::secret::Secret;
 use crate::ssh::{Connector, Session};
 use crate::vault::{CredKind, KeyBinding, Vault};
 
-/// Every step, in the order it runs. `--skip`/`--only` take these names.
-pub const STEPS: &[&str] = &[
+/// The steps before the system steps, in the order they run.
+const BEFORE_SYSTEM: [&str; 5] = [
     preflight::NAME,
     backup::NAME,
     sip_password::NAME,
     event_socket::NAME,
     auth_logging::NAME,
-    packages::NAME,
-    fail2ban::NAME,
-    firewall::NAME,
-    reload::NAME,
-    fs_cli::NAME,
-    verify::NAME,
 ];
+/// The steps after the system steps.
+const AFTER_SYSTEM: [&str; 3] = [reload::NAME, fs_cli::NAME, verify::NAME];
+
+/// Every step, in the order it runs (the system steps as their registry lists them).
+/// `--skip`/`--only` take these names.
+pub const STEPS: &[&str] = &{
+    let mut out = [""; BEFORE_SYSTEM.len() + step::SYSTEM.len() + AFTER_SYSTEM.len()];
+    let mut i = 0;
+    while i < BEFORE_SYSTEM.len() {
+        out[i] = BEFORE_SYSTEM[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < step::SYSTEM.len() {
+        out[i] = step::SYSTEM[j].name;
+        i += 1;
+        j += 1;
+    }
+    let mut k = 0;
+    while k < AFTER_SYSTEM.len() {
+        out[i] = AFTER_SYSTEM[k];
+        i += 1;
+        k += 1;
+    }
+    out
+};
 
 /// Which steps run.
 #[derive(Debug, Clone, Default)]
@@ -160,6 +181,57 @@ impl Steps {
     }
 }
 
+/// Stage files a cut run left beside the configs (the facts section listing them).
+const STALE_STAGE: &str = "harden_stale_stage";
+
+/// Gather every step's facts in one round trip.
+async fn gather(session: &Session, host: &Host) -> Result<HostFacts, String> {
+    let mut probes = Probes::new();
+    // Stage files a cut run left beside the configs (see Session::upload_all).
+    probes.snippet(
+        STALE_STAGE,
+        &format!(
+            "for d in {}; do [ -f \"$d/vars.xml\" ] && find \"$d\" -maxdepth 4 -name '*.fsfleet-stage-*' -type f; done; true",
+            facts::conf_candidates(host)
+        ),
+    );
+    fs_cli::probes(&mut probes, host);
+    for s in step::SYSTEM {
+        (s.probes)(&mut probes, host);
+    }
+    let script = probes.into_script(host);
+    let sections = facts::gather(session, &script)
+        .await
+        .map_err(|e| format!("gathering facts: {e}"))?;
+    HostFacts::parse(sections, &session.user, session.uses_sudo())
+        .map_err(|e| format!("gathering facts: {e}"))
+}
+
+/// A system step planned on the controller: its name, its plan (or why it cannot run), and
+/// when planning began (the report's time of a step that changes nothing).
+type SystemPlan = (
+    &'static str,
+    Result<Box<dyn step::Planned>, StepError>,
+    Instant,
+);
+
+/// The selected system steps, planned on the controller in registry order.
+fn plan_system(
+    facts: &HostFacts,
+    host: &Host,
+    opts: &HardenOptions,
+    sel: &Selection,
+) -> Vec<SystemPlan> {
+    step::SYSTEM
+        .iter()
+        .filter(|s| sel.runs(s.name))
+        .map(|s| {
+            let t = Instant::now();
+            (s.name, (s.plan)(facts, host, opts), t)
+        })
+        .collect()
+}
+
 /// Harden one host. Never panics on host data; every failure is a report.
 pub async fn host(ctx: HostCtx, shared: Arc<Shared>) -> HostReport {
     let host = ctx.host.clone();
@@ -181,17 +253,15 @@ pub async fn host(ctx: HostCtx, shared: Arc<Shared>) -> HostReport {
         "check": shared.opts.check,
         "timings": { "connect_ms": connect_time.as_millis() as u64 },
     });
-    let outcome = run_steps(
-        &ctx,
-        &host,
-        &session,
-        &shared,
-        &run_id,
-        &mut steps,
-        &mut data,
+    let run = Run {
+        ctx: &ctx,
+        host: &host,
+        session: &session,
+        shared: &shared,
+        run_id: &run_id,
         connect_time,
-    )
-    .await;
+    };
+    let outcome = run_steps(&run, &mut steps, &mut data).await;
     session.close().await;
     let mut report = HostReport::from_steps(&host, steps.reports);
     if let Err(e) = outcome {
@@ -203,88 +273,76 @@ pub async fn host(ctx: HostCtx, shared: Arc<Shared>) -> HostReport {
     report.with_data(data)
 }
 
-const STALE_STAGE: &str = "harden_stale_stage";
-
-/// Gather every step's facts in one round trip.
-async fn gather(session: &Session, host: &Host) -> Result<HostFacts, String> {
-    let mut probes = Probes::new();
-    // Stage files a cut run left beside the configs (see Session::upload_all).
-    probes.snippet(
-        STALE_STAGE,
-        &format!(
-            "for d in {}; do [ -f \"$d/vars.xml\" ] && find \"$d\" -maxdepth 4 -name '*.fsfleet-stage-*' -type f; done; true",
-            facts::conf_candidates(host)
-        ),
-    );
-    fs_cli::probes(&mut probes, host);
-    extra_probes(&mut probes, host);
-    let script = probes.into_script(host);
-    let sections = facts::gather(session, &script)
-        .await
-        .map_err(|e| format!("gathering facts: {e}"))?;
-    HostFacts::parse(sections, &session.user, session.uses_sudo())
-        .map_err(|e| format!("gathering facts: {e}"))
+/// What every phase of one host's run reads.
+struct Run<'a> {
+    ctx: &'a HostCtx,
+    host: &'a Host,
+    session: &'a Session,
+    shared: &'a Shared,
+    run_id: &'a str,
+    connect_time: Duration,
 }
 
-/// Probes of the steps that install packages and configure fail2ban and the firewall.
-fn extra_probes(p: &mut Probes, host: &Host) {
-    packages::probes(p, host);
-    fail2ban::probes(p, host);
-    firewall::probes(p, host);
+impl Run<'_> {
+    fn opts(&self) -> &HardenOptions {
+        &self.shared.opts
+    }
+
+    fn sel(&self) -> &Selection {
+        &self.shared.selection
+    }
 }
 
-/// The system steps (packages, fail2ban, firewall), planned on the controller.
-fn plan_system(
-    facts: &HostFacts,
-    host: &Host,
-    opts: &HardenOptions,
-    sel: &Selection,
-) -> Vec<(&'static str, Result<StepPlan, StepError>, Instant)> {
-    let mut out = Vec::new();
-    if sel.runs(packages::NAME) {
-        let t = Instant::now();
-        out.push((packages::NAME, packages::plan(facts, host, opts), t));
-    }
-    if sel.runs(fail2ban::NAME) {
-        let t = Instant::now();
-        out.push((fail2ban::NAME, fail2ban::plan(facts, host, opts), t));
-    }
-    if sel.runs(firewall::NAME) {
-        let t = Instant::now();
-        out.push((firewall::NAME, firewall::plan(facts, host, opts), t));
-    }
-    out
-}
-
-#[allow(clippy::too_many_arguments)]
+/// A host's run, in order: facts and preflight, every plan on the controller, then either the
+/// `--check` report or the changes, then the proof that the host is as planned.
 async fn run_steps(
-    ctx: &HostCtx,
-    host: &Host,
-    session: &Session,
-    shared: &Shared,
-    run_id: &str,
+    run: &Run<'_>,
     steps: &mut Steps,
     data: &mut serde_json::Value,
-    connect_time: std::time::Duration,
 ) -> Result<(), String> {
-    let opts = &shared.opts;
-    let sel = &shared.selection;
+    let ready = preflight(run, steps, data).await?;
+    let plan = plan_all(run, &ready, steps)?;
+    if run.opts().check {
+        render_check(&ready, &plan, steps);
+        return Ok(());
+    }
+    let needs = apply_all(run, &ready, &plan, steps, data).await?;
+    verify(run, &ready, &plan, &needs, steps).await
+}
 
-    // preflight
-    ctx.stage("facts");
+/// The host as preflight found it: its facts (with the live config and log dirs), what
+/// preflight proved, and what the vault knows of it.
+struct Ready {
+    facts: HostFacts,
+    pre: preflight::Preflight,
+    /// The vault holds a pending password for the host: an earlier run was interrupted.
+    interrupted: bool,
+    conf_dir: String,
+}
+
+/// Facts, the host key against the vault, preflight, and the stage files of a cut run.
+async fn preflight(
+    run: &Run<'_>,
+    steps: &mut Steps,
+    data: &mut serde_json::Value,
+) -> Result<Ready, String> {
+    let (host, session, opts) = (run.host, run.session, run.opts());
+    run.ctx.stage("facts");
     let t = Instant::now();
     let mut facts = gather(session, host).await?;
     data["timings"]["facts_ms"] = json!(t.elapsed().as_millis() as u64);
+    let refuse = |steps: &mut Steps, e: StepError| {
+        steps.failed(preflight::NAME, &e, t);
+        format!("preflight: {e}")
+    };
     // The vault's secrets go only to the host whose SSH key they belong to (finding 9): a name
     // now pointing at another machine is refused before anything is sent to it.
     let key = session.host_key();
     let (candidates, interrupted, key_note) = {
-        let mut vault = shared.vault.lock().await;
+        let mut vault = run.shared.vault.lock().await;
         let note = match vault.check_host_key(&host.name, key) {
             Err(mismatch) => {
-                let e = StepError::Refused(mismatch.to_string());
-                steps.failed(preflight::NAME, &e, t);
-                return Err(format!("preflight: {e}"));
+                return Err(refuse(steps, StepError::Refused(mismatch.to_string())));
             }
             Ok(KeyBinding::Unbound) if !opts.check => {
                 vault
@@ -302,14 +360,10 @@ async fn run_steps(
             note,
         )
     };
-    ctx.stage("preflight");
-    let mut pre = match preflight::run(session, &facts, &candidates, opts.offline_ok).await {
-        Ok(p) => p,
-        Err(e) => {
-            steps.failed(preflight::NAME, &e, t);
-            return Err(format!("preflight: {e}"));
-        }
-    };
+    run.ctx.stage("preflight");
+    let mut pre = preflight::run(session, &facts, &candidates, opts.offline_ok)
+        .await
+        .map_err(|e| refuse(steps, e))?;
     // What the Event Socket says is host data: a directory that is not a plain absolute path
     // refuses the host (it would shape commands and fail2ban's configuration).
     for (what, value) in [("conf_dir", &pre.conf_dir), ("log_dir", &pre.log_dir)] {
@@ -319,8 +373,7 @@ async fn run_steps(
             let e = StepError::Refused(format!(
                 "FreeSWITCH's {what} (global_getvar): {e}; fix FreeSWITCH's -conf/-log settings"
             ));
-            steps.failed(preflight::NAME, &e, t);
-            return Err(format!("preflight: {e}"));
+            return Err(refuse(steps, e));
         }
     }
     // The running FreeSWITCH knows where its config really is.
@@ -334,22 +387,38 @@ async fn run_steps(
             let e = StepError::Refused(format!(
                 "FreeSWITCH reports conf_dir {live}, but no vars.xml is there"
             ));
-            steps.failed(preflight::NAME, &e, t);
-            return Err(format!("preflight: {e}"));
+            return Err(refuse(steps, e));
         }
-        pre = match preflight::run(session, &facts, &candidates, opts.offline_ok).await {
-            Ok(p) => p,
-            Err(e) => {
-                steps.failed(preflight::NAME, &e, t);
-                return Err(format!("preflight: {e}"));
-            }
-        };
+        pre = preflight::run(session, &facts, &candidates, opts.offline_ok)
+            .await
+            .map_err(|e| refuse(steps, e))?;
     }
     if let (Some(fs), Some(log)) = (facts.base.freeswitch.as_mut(), pre.log_dir.clone()) {
         fs.log_dir = Some(log);
     }
     let mut evidence = pre.evidence.clone();
     evidence.extend(key_note);
+    evidence.extend(remove_stale_stages(session, &facts, opts.check).await);
+    steps.push(
+        preflight::NAME,
+        StepStatus::Ok,
+        "host can be hardened".into(),
+        evidence,
+        t,
+    );
+    let conf_dir = facts.files.conf_dir.clone().unwrap_or_default();
+    data["conf_dir"] = json!(conf_dir);
+    Ok(Ready {
+        facts,
+        pre,
+        interrupted,
+        conf_dir,
+    })
+}
+
+/// Remove (or, with `--check`, count) the stage files a cut run left beside the configs; the
+/// evidence line says what happened.
+async fn remove_stale_stages(session: &Session, facts: &HostFacts, check: bool) -> Option<String> {
     // Names come from the host (a file name may hold a newline): only stage names inside the
     // config dir are removed.
     let stale_root = format!(
@@ -367,78 +436,94 @@ async fn run_steps(
                 && hostfs::check_path(l).is_ok()
         })
         .collect();
-    if !stale.is_empty() {
-        if opts.check {
-            evidence.push(format!(
-                "would remove {} stage file(s) of an interrupted run",
-                stale.len()
-            ));
-        } else {
-            let ops: Vec<hostfs::Op> = stale
-                .iter()
-                .map(|p| hostfs::Op::Remove { path: p })
-                .collect();
-            match hostfs::apply(session, &ops).await {
-                Ok(_) => evidence.push(format!(
-                    "removed {} stage file(s) of an interrupted run",
-                    stale.len()
-                )),
-                Err(e) => evidence.push(format!(
-                    "could not remove stage files of an interrupted run: {e}"
-                )),
-            }
-        }
+    if stale.is_empty() {
+        return None;
     }
-    steps.push(
-        preflight::NAME,
-        StepStatus::Ok,
-        "host can be hardened".into(),
-        evidence,
-        t,
-    );
-    let conf_dir = facts.files.conf_dir.clone().unwrap_or_default();
-    data["conf_dir"] = json!(conf_dir);
+    if check {
+        return Some(format!(
+            "would remove {} stage file(s) of an interrupted run",
+            stale.len()
+        ));
+    }
+    let ops: Vec<hostfs::Op> = stale
+        .iter()
+        .map(|p| hostfs::Op::Remove { path: p })
+        .collect();
+    Some(match hostfs::apply(session, &ops).await {
+        Ok(_) => format!(
+            "removed {} stage file(s) of an interrupted run",
+            stale.len()
+        ),
+        Err(e) => format!("could not remove stage files of an interrupted run: {e}"),
+    })
+}
 
-    // plan everything on the controller
-    let plan_or_fail = |steps: &mut Steps,
-                        name: &str,
-                        r: Result<(), StepError>,
-                        t: Instant|
-     -> Result<(), String> {
-        r.map_err(|e| {
-            steps.failed(name, &e, t);
-            format!("{name}: {e}")
-        })
+/// Everything the host needs, planned on the controller before anything changes.
+struct HostPlan {
+    /// The config files to write, all or nothing.
+    edits: Vec<FileEdit>,
+    /// Passwords the edits set, for the vault before the host sees them.
+    new_secrets: Vec<(CredKind, Secret)>,
+    /// The config steps' report lines (their changes are `edits`).
+    config: Vec<(&'static str, StepPlan, Instant)>,
+    /// The Event Socket's file changes (it needs its own reload).
+    esl_changed: bool,
+    /// The SIP profiles to rescan.
+    rescan: Vec<String>,
+    /// The Event Socket FreeSWITCH will run with, and its password.
+    new_es: EventSocket,
+    final_pw: Secret,
+    fs_cli: Option<(FsCliPlan, Instant)>,
+    system: Vec<SystemPlan>,
+}
+
+type FsCliPlan = (StepPlan, Vec<fs_cli::Target>);
+
+impl HostPlan {
+    fn any_change(&self) -> bool {
+        !self.edits.is_empty()
+            || self.fs_cli.as_ref().is_some_and(|((p, _), _)| !p.is_noop())
+            || self
+                .system
+                .iter()
+                .any(|(_, p, _)| p.as_ref().is_ok_and(|p| !p.outline().is_noop()))
+    }
+}
+
+/// Plan every selected step from the facts (pure). A config step that cannot be planned
+/// stops the host; a system step's refusal is reported when it would run.
+fn plan_all(run: &Run<'_>, ready: &Ready, steps: &mut Steps) -> Result<HostPlan, String> {
+    let (host, opts, sel) = (run.host, run.opts(), run.sel());
+    let (facts, pre) = (&ready.facts, &ready.pre);
+    let fail = |steps: &mut Steps, name: &str, e: StepError, t: Instant| {
+        steps.failed(name, &e, t);
+        format!("{name}: {e}")
     };
     let mut edits: Vec<FileEdit> = Vec::new();
     let mut new_secrets: Vec<(CredKind, Secret)> = Vec::new();
-    let mut plans: Vec<(&str, StepPlan, Instant)> = Vec::new();
+    let mut config: Vec<(&'static str, StepPlan, Instant)> = Vec::new();
 
     let t = Instant::now();
     if sel.runs(sip_password::NAME) {
-        match sip_password::plan(&facts, opts).and_then(|(mut p, e)| {
-            let (changes, more) = sip_password::directory_modes(&facts)?;
-            p.changes.extend(changes);
-            edits.extend(more);
-            Ok((p, e))
-        }) {
-            Ok((p, e)) => {
-                if let Some((edit, pw)) = e {
-                    edits.push(edit);
-                    if let Some(pw) = pw {
-                        new_secrets.push((CredKind::SipPassword, pw));
-                    }
-                }
-                plans.push((sip_password::NAME, p, t));
+        let (p, e) = sip_password::plan(facts, opts)
+            .and_then(|(mut p, e)| {
+                let (changes, more) = sip_password::directory_modes(facts)?;
+                p.changes.extend(changes);
+                edits.extend(more);
+                Ok((p, e))
+            })
+            .map_err(|e| fail(steps, sip_password::NAME, e, t))?;
+        if let Some((edit, pw)) = e {
+            edits.push(edit);
+            if let Some(pw) = pw {
+                new_secrets.push((CredKind::SipPassword, pw));
             }
-            Err(e) => plan_or_fail(steps, sip_password::NAME, Err(e), t)?,
         }
+        config.push((sip_password::NAME, p, t));
     }
     let t = Instant::now();
-    let esl_plan = match event_socket::plan(&facts, opts) {
-        Ok(p) => p,
-        Err(e) => return plan_or_fail(steps, event_socket::NAME, Err(e), t),
-    };
+    let esl_plan =
+        event_socket::plan(facts, opts).map_err(|e| fail(steps, event_socket::NAME, e, t))?;
     let mut esl_changed = false;
     if sel.runs(event_socket::NAME) {
         if let Some(edit) = esl_plan.edit.clone() {
@@ -448,19 +533,15 @@ async fn run_steps(
         if let Some(pw) = esl_plan.new_password.clone() {
             new_secrets.push((CredKind::EslPassword, pw));
         }
-        plans.push((event_socket::NAME, esl_plan.plan.clone(), t));
+        config.push((event_socket::NAME, esl_plan.plan.clone(), t));
     }
     let t = Instant::now();
     let mut rescan = Vec::new();
     if sel.runs(auth_logging::NAME) {
-        match auth_logging::plan(&facts) {
-            Ok(p) => {
-                edits.extend(p.edits);
-                rescan = p.rescan;
-                plans.push((auth_logging::NAME, p.plan, t));
-            }
-            Err(e) => plan_or_fail(steps, auth_logging::NAME, Err(e), t)?,
-        }
+        let p = auth_logging::plan(facts).map_err(|e| fail(steps, auth_logging::NAME, e, t))?;
+        edits.extend(p.edits);
+        rescan = p.rescan;
+        config.push((auth_logging::NAME, p.plan, t));
     }
     // The Event Socket FreeSWITCH will run with, and its password.
     let (new_es, final_pw) = match (esl_changed, &esl_plan.edit) {
@@ -484,142 +565,204 @@ async fn run_steps(
         cli_es.listen_ip = t.address.clone();
     }
     let t = Instant::now();
-    let fs_cli_plan = if sel.runs(fs_cli::NAME) {
-        match fs_cli::plan(&facts, host, &cli_es, &final_pw) {
-            Ok(p) => Some((p, t)),
-            Err(e) => return plan_or_fail(steps, fs_cli::NAME, Err(e), t),
-        }
+    let fs_cli = if sel.runs(fs_cli::NAME) {
+        let p = fs_cli::plan(facts, host, &cli_es, &final_pw)
+            .map_err(|e| fail(steps, fs_cli::NAME, e, t))?;
+        Some((p, t))
     } else {
         None
     };
+    Ok(HostPlan {
+        edits,
+        new_secrets,
+        config,
+        esl_changed,
+        rescan,
+        new_es,
+        final_pw,
+        fs_cli,
+        system: plan_system(facts, host, opts, sel),
+    })
+}
 
-    let system = plan_system(&facts, host, opts, sel);
-    let any_change = !edits.is_empty()
-        || fs_cli_plan.as_ref().is_some_and(|((p, _), _)| !p.is_noop())
-        || system
-            .iter()
-            .any(|(_, p, _)| p.as_ref().is_ok_and(|p| !p.is_noop()));
-
-    if opts.check {
-        for (name, p, t) in &plans {
-            steps.planned(name, p, true, *t);
+/// `--check`: every plan as a report line, and whether FreeSWITCH would be reloaded.
+fn render_check(ready: &Ready, plan: &HostPlan, steps: &mut Steps) {
+    for (name, p, t) in &plan.config {
+        steps.planned(name, p, true, *t);
+    }
+    for (name, p, t) in &plan.system {
+        match p {
+            Ok(p) => steps.planned(name, p.outline(), true, *t),
+            Err(e) => steps.failed(name, e, *t),
         }
-        for (name, plan, t) in &system {
-            match plan {
-                Ok(p) => steps.planned(name, p, true, *t),
-                Err(e) => steps.failed(name, e, *t),
-            }
-        }
-        if let Some(((p, _), t)) = &fs_cli_plan {
-            steps.planned(fs_cli::NAME, p, true, *t);
-        }
-        let planned: Vec<&FileEdit> = edits.iter().collect();
-        let reload_needs = reload_needs(
-            &facts,
-            &planned,
-            rescan,
-            esl_changed,
-            interrupted,
-            &pre,
-            &final_pw,
+    }
+    if let Some(((p, _), t)) = &plan.fs_cli {
+        steps.planned(fs_cli::NAME, p, true, *t);
+    }
+    let planned: Vec<&FileEdit> = plan.edits.iter().collect();
+    if reload_needs_of(ready, plan, &planned).any() {
+        steps.push(
+            reload::NAME,
+            StepStatus::Changed,
+            "would reload FreeSWITCH".into(),
+            vec![],
+            Instant::now(),
         );
-        if reload_needs.any() {
-            steps.push(
-                reload::NAME,
-                StepStatus::Changed,
-                "would reload FreeSWITCH".into(),
-                vec![],
-                Instant::now(),
-            );
-        }
+    }
+}
+
+/// The reloads `plan` needs once `written` are on the host.
+fn reload_needs_of(ready: &Ready, plan: &HostPlan, written: &[&FileEdit]) -> reload::Needs {
+    reload_needs(
+        &ready.facts,
+        written,
+        plan.rescan.clone(),
+        plan.esl_changed,
+        ready.interrupted,
+        &ready.pre,
+        &plan.final_pw,
+    )
+}
+
+/// Make the planned changes: backup, secrets to the vault, config files, system steps, reload,
+/// fs_cli. Returns the reloads the changes needed.
+async fn apply_all(
+    run: &Run<'_>,
+    ready: &Ready,
+    plan: &HostPlan,
+    steps: &mut Steps,
+    data: &mut serde_json::Value,
+) -> Result<reload::Needs, String> {
+    let sctx = StepCtx {
+        host: run.host,
+        session: run.session,
+        connector: &run.shared.connector,
+        facts: &ready.facts,
+        opts: run.opts(),
+        run_id: run.run_id,
+    };
+    backup_if_changing(run, &sctx, ready, plan, steps, data).await?;
+    pending_secrets_to_vault(run, ready, plan, data).await?;
+    let written = write_configs(run, ready, plan, steps).await?;
+    // packages, fail2ban, firewall: a failure here restores the config files (no reload yet)
+    if let Err(e) = apply_system(&sctx, &plan.system, steps).await {
+        let restored = restore(run.session, &written).await;
+        return Err(format!("{e}; {restored}"));
+    }
+    let needs = reload_needs_of(ready, plan, &written);
+    reload_freeswitch(run, ready, plan, &needs, steps).await?;
+    write_fs_cli(run, plan, steps).await?;
+    Ok(needs)
+}
+
+/// The backup, before the first change.
+async fn backup_if_changing(
+    run: &Run<'_>,
+    sctx: &StepCtx<'_>,
+    ready: &Ready,
+    plan: &HostPlan,
+    steps: &mut Steps,
+    data: &mut serde_json::Value,
+) -> Result<(), String> {
+    if !plan.any_change() {
+        steps.skipped(backup::NAME, "nothing changes");
         return Ok(());
     }
-
-    // backup, before the first change
-    let sctx = StepCtx {
-        host,
-        session,
-        connector: &shared.connector,
-        facts: &facts,
-        opts,
-        run_id,
-    };
-    if any_change {
-        ctx.stage("backup");
-        let t = Instant::now();
-        let mut paths: Vec<String> = edits.iter().map(|e| e.path.clone()).collect();
-        if let Some(((_, targets), _)) = &fs_cli_plan {
-            paths.extend(targets.iter().filter(|t| t.existed).map(|t| t.path.clone()));
-        }
-        match backup::apply(&sctx, &conf_dir, &paths).await {
-            Ok((dir, ev)) => {
-                data["backup"] = json!(dir);
-                steps.push(
-                    backup::NAME,
-                    StepStatus::Changed,
-                    format!("backed up to {dir}"),
-                    ev,
-                    t,
-                );
-            }
-            Err(e) => {
-                steps.failed(backup::NAME, &e, t);
-                return Err(format!("backup: {e}; nothing was changed"));
-            }
-        }
-    } else {
-        steps.skipped(backup::NAME, "nothing changes");
+    run.ctx.stage("backup");
+    let t = Instant::now();
+    let mut paths: Vec<String> = plan.edits.iter().map(|e| e.path.clone()).collect();
+    if let Some(((_, targets), _)) = &plan.fs_cli {
+        paths.extend(targets.iter().filter(|t| t.existed).map(|t| t.path.clone()));
     }
-
-    // secrets to the vault BEFORE the host sees them, next to the ones the host uses now: a run
-    // cut after the config edits but before the reload leaves FreeSWITCH on the old password,
-    // and the next run's preflight can only get in with what the vault holds.
-    if !new_secrets.is_empty() {
-        let mut vault = shared.vault.lock().await;
-        let current_sip = facts
-            .conf_text("vars.xml")
-            .ok()
-            .and_then(|(_, text)| crate::conf::vars::get_var(text, "default_password"))
-            .map(Secret::new);
-        for (kind, _) in &new_secrets {
-            let current = match kind {
-                CredKind::EslPassword => pre.live_password.clone(),
-                CredKind::SipPassword => current_sip.clone(),
-            };
-            if let Some(cur) = current {
-                vault
-                    .set_active(&host.name, key, *kind, &cur, run_id)
-                    .map_err(|e| format!("vault: {e}; nothing was changed on the host"))?;
-            }
+    match backup::apply(sctx, &ready.conf_dir, &paths).await {
+        Ok((dir, ev)) => {
+            data["backup"] = json!(dir);
+            steps.push(
+                backup::NAME,
+                StepStatus::Changed,
+                format!("backed up to {dir}"),
+                ev,
+                t,
+            );
+            Ok(())
         }
-        for (kind, pw) in &new_secrets {
+        Err(e) => {
+            steps.failed(backup::NAME, &e, t);
+            Err(format!("backup: {e}; nothing was changed"))
+        }
+    }
+}
+
+/// Secrets to the vault BEFORE the host sees them, next to the ones the host uses now: a run
+/// cut after the config edits but before the reload leaves FreeSWITCH on the old password,
+/// and the next run's preflight can only get in with what the vault holds.
+async fn pending_secrets_to_vault(
+    run: &Run<'_>,
+    ready: &Ready,
+    plan: &HostPlan,
+    data: &mut serde_json::Value,
+) -> Result<(), String> {
+    if plan.new_secrets.is_empty() {
+        return Ok(());
+    }
+    let (host, key) = (run.host, run.session.host_key());
+    let mut vault = run.shared.vault.lock().await;
+    let current_sip = sip_password_in(&ready.facts);
+    for (kind, _) in &plan.new_secrets {
+        let current = match kind {
+            CredKind::EslPassword => ready.pre.live_password.clone(),
+            CredKind::SipPassword => current_sip.clone(),
+        };
+        if let Some(cur) = current {
             vault
-                .set_pending(&host.name, key, *kind, pw, run_id)
+                .set_active(&host.name, key, *kind, &cur, run.run_id)
                 .map_err(|e| format!("vault: {e}; nothing was changed on the host"))?;
         }
-        data["rotated"] = json!(
-            new_secrets
-                .iter()
-                .map(|(k, _)| k.as_str())
-                .collect::<Vec<_>>()
-        );
     }
+    for (kind, pw) in &plan.new_secrets {
+        vault
+            .set_pending(&host.name, key, *kind, pw, run.run_id)
+            .map_err(|e| format!("vault: {e}; nothing was changed on the host"))?;
+    }
+    data["rotated"] = json!(
+        plan.new_secrets
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>()
+    );
+    Ok(())
+}
 
-    // config edits, all or nothing: staged beside their targets, then renamed in one command, so
-    // a cut connection or a full disk leaves the old files (FreeSWITCH never sees a mix).
-    ctx.stage("config");
-    let written: Vec<&FileEdit> = edits.iter().collect();
+/// The SIP password vars.xml sets now.
+fn sip_password_in(facts: &HostFacts) -> Option<Secret> {
+    facts
+        .conf_text("vars.xml")
+        .ok()
+        .and_then(|(_, text)| crate::conf::vars::get_var(text, "default_password"))
+        .map(Secret::new)
+}
+
+/// Config edits, all or nothing: staged beside their targets, then renamed in one command, so
+/// a cut connection or a full disk leaves the old files (FreeSWITCH never sees a mix).
+async fn write_configs<'p>(
+    run: &Run<'_>,
+    ready: &Ready,
+    plan: &'p HostPlan,
+    steps: &mut Steps,
+) -> Result<Vec<&'p FileEdit>, String> {
+    run.ctx.stage("config");
+    let written: Vec<&FileEdit> = plan.edits.iter().collect();
     if !written.is_empty() {
         // The config dir must be root's or FreeSWITCH's (checked on the host, in the same
         // batch, before anything is staged).
-        let fs_user = facts.fs_owner().map_or("freeswitch", |(u, _)| u);
+        let fs_user = ready.facts.fs_owner().map_or("freeswitch", |(u, _)| u);
         let owners = ["root", fs_user];
         let mut ops = vec![hostfs::Op::CheckDir {
-            path: &conf_dir,
+            path: &ready.conf_dir,
             owners: &owners,
         }];
         ops.extend(written.iter().map(|e| write_op(e, false)));
-        if let Err(e) = hostfs::apply(session, &ops).await {
+        if let Err(e) = hostfs::apply(run.session, &ops).await {
             let msg = match &e {
                 // The directory's owner made a rename fail after others: put those back.
                 hostfs::HostFsError::Partial { written: done, .. } => {
@@ -628,44 +771,40 @@ async fn run_steps(
                         .filter(|w| done.contains(&w.path))
                         .copied()
                         .collect();
-                    let restored = restore(session, &back).await;
+                    let restored = restore(run.session, &back).await;
                     format!("writing the config files failed: {e}; {restored}")
                 }
                 _ => format!("writing the config files failed: {e}; no config file was changed"),
             };
-            for (name, _, t) in &plans {
+            for (name, _, t) in &plan.config {
                 steps.push(name, StepStatus::Failed, msg.clone(), vec![], *t);
             }
             return Err(msg);
         }
     }
-    for (name, p, t) in &plans {
+    for (name, p, t) in &plan.config {
         steps.planned(name, p, false, *t);
     }
+    Ok(written)
+}
 
-    // packages, fail2ban, firewall: a failure here restores the config files (no reload yet)
-    if let Err(e) = apply_system(&sctx, system, steps).await {
-        let restored = restore(session, &written).await;
-        return Err(format!("{e}; {restored}"));
-    }
-
-    // reload with the OLD password
+/// Reload what the changes need, with the OLD password.
+async fn reload_freeswitch(
+    run: &Run<'_>,
+    ready: &Ready,
+    plan: &HostPlan,
+    needs: &reload::Needs,
+    steps: &mut Steps,
+) -> Result<(), String> {
     let t = Instant::now();
-    let needs = reload_needs(
-        &facts,
-        &written,
-        rescan,
-        esl_changed,
-        interrupted,
-        &pre,
-        &final_pw,
-    );
-    if !sel.runs(reload::NAME) {
+    if !run.sel().runs(reload::NAME) {
         steps.skipped(
             reload::NAME,
             "skipped by --skip/--only: FreeSWITCH still runs the old settings",
         );
-    } else if !needs.any() {
+        return Ok(());
+    }
+    if !needs.any() {
         steps.push(
             reload::NAME,
             StepStatus::Ok,
@@ -673,54 +812,74 @@ async fn run_steps(
             vec![],
             t,
         );
-    } else if let Some(old_pw) = pre.live_password.clone() {
-        ctx.stage("reload");
-        match reload::apply(session, &needs, &pre.esl, &old_pw, &new_es).await {
-            Ok(ev) => steps.push(
+        return Ok(());
+    }
+    let Some(old_pw) = ready.pre.live_password.clone() else {
+        steps.skipped(
+            reload::NAME,
+            "--offline-ok: FreeSWITCH is not running; it reads the new configs when it starts",
+        );
+        return Ok(());
+    };
+    run.ctx.stage("reload");
+    match reload::apply(run.session, needs, &ready.pre.esl, &old_pw, &plan.new_es).await {
+        Ok(ev) => {
+            steps.push(
                 reload::NAME,
                 StepStatus::Changed,
                 "FreeSWITCH reloaded".into(),
                 ev,
                 t,
-            ),
-            Err(e) => {
-                steps.failed(reload::NAME, &e, t);
-                return Err(format!(
-                    "reload: {e} (the vault holds every password this host may use)"
-                ));
-            }
+            );
+            Ok(())
         }
-    } else {
-        steps.skipped(
-            reload::NAME,
-            "--offline-ok: FreeSWITCH is not running; it reads the new configs when it starts",
-        );
-    }
-
-    // fs_cli configs
-    if let Some(((p, targets), t)) = &fs_cli_plan {
-        if p.is_noop() {
-            steps.planned(fs_cli::NAME, p, false, *t);
-        } else {
-            ctx.stage("fs-cli");
-            let t = &Instant::now();
-            match fs_cli::apply(session, targets).await {
-                Ok(ev) => steps.push(
-                    fs_cli::NAME,
-                    StepStatus::Changed,
-                    p.changes.join("; "),
-                    ev,
-                    *t,
-                ),
-                Err(e) => {
-                    steps.failed(fs_cli::NAME, &e, *t);
-                    return Err(format!("fs-cli: {e}"));
-                }
-            }
+        Err(e) => {
+            steps.failed(reload::NAME, &e, t);
+            Err(format!(
+                "reload: {e} (the vault holds every password this host may use)"
+            ))
         }
     }
+}
 
-    // verify, then the new secrets become active
+/// fs_cli's configs, once FreeSWITCH runs the Event Socket they name.
+async fn write_fs_cli(run: &Run<'_>, plan: &HostPlan, steps: &mut Steps) -> Result<(), String> {
+    let Some(((p, targets), t)) = &plan.fs_cli else {
+        return Ok(());
+    };
+    if p.is_noop() {
+        steps.planned(fs_cli::NAME, p, false, *t);
+        return Ok(());
+    }
+    run.ctx.stage("fs-cli");
+    let t = Instant::now();
+    match fs_cli::apply(run.session, targets).await {
+        Ok(ev) => {
+            steps.push(
+                fs_cli::NAME,
+                StepStatus::Changed,
+                p.changes.join("; "),
+                ev,
+                t,
+            );
+            Ok(())
+        }
+        Err(e) => {
+            steps.failed(fs_cli::NAME, &e, t);
+            Err(format!("fs-cli: {e}"))
+        }
+    }
+}
+
+/// Prove the baseline, then the new secrets become active in the vault.
+async fn verify(
+    run: &Run<'_>,
+    ready: &Ready,
+    plan: &HostPlan,
+    needs: &reload::Needs,
+    steps: &mut Steps,
+) -> Result<(), String> {
+    let (sel, pre) = (run.sel(), &ready.pre);
     if !sel.runs(verify::NAME) {
         steps.skipped(
             verify::NAME,
@@ -735,28 +894,28 @@ async fn run_steps(
         );
         return Ok(());
     }
-    ctx.stage("verify");
+    run.ctx.stage("verify");
     let t = Instant::now();
     let checks = verify::Checks {
         fail2ban: sel.runs(fail2ban::NAME),
         firewall: sel.runs(firewall::NAME),
-        probe_timeout: verify::probe_timeout(connect_time),
+        probe_timeout: verify::probe_timeout(run.connect_time),
     };
     // A run that changed nothing verifies from what preflight and the facts already proved (no
     // second round trip, no outside probe waiting out a filtered port); anything the facts do not
     // prove falls back to the full verify.
-    let unchanged = !any_change
+    let unchanged = !plan.any_change()
         && !needs.any()
-        && new_secrets.is_empty()
+        && plan.new_secrets.is_empty()
         && pre.live_password.as_ref() == Some(&pre.esl.password);
     let quick = if unchanged {
-        verify::from_facts(&facts, &new_es, &checks)
+        verify::from_facts(&ready.facts, &plan.new_es, &checks)
     } else {
         None
     };
     let verified = match quick {
         Some(ev) => Ok(ev),
-        None => verify::apply(session, host, &new_es, &final_pw, &checks).await,
+        None => verify::apply(run.session, run.host, &plan.new_es, &plan.final_pw, &checks).await,
     };
     match verified {
         Ok(ev) => steps.push(
@@ -771,26 +930,34 @@ async fn run_steps(
             return Err(format!("verify: {e}"));
         }
     }
-    // What the host verifiably uses now goes to the vault as active (pending values it did not
-    // take are dropped), so the vault can always let the operator in.
-    let sip_now = match new_secrets
+    confirm_in_vault(run, ready, plan).await
+}
+
+/// What the host verifiably uses now goes to the vault as active (pending values it did not
+/// take are dropped), so the vault can always let the operator in.
+async fn confirm_in_vault(run: &Run<'_>, ready: &Ready, plan: &HostPlan) -> Result<(), String> {
+    let (host, key) = (run.host, run.session.host_key());
+    let sip_now = match plan
+        .new_secrets
         .iter()
         .find(|(k, _)| *k == CredKind::SipPassword)
     {
         Some((_, pw)) => Some(pw.clone()),
-        None => facts
-            .conf_text("vars.xml")
-            .ok()
-            .and_then(|(_, text)| crate::conf::vars::get_var(text, "default_password"))
-            .map(Secret::new),
+        None => sip_password_in(&ready.facts),
     };
-    let mut vault = shared.vault.lock().await;
+    let mut vault = run.shared.vault.lock().await;
     vault
-        .confirm(&host.name, key, CredKind::EslPassword, &final_pw, run_id)
+        .confirm(
+            &host.name,
+            key,
+            CredKind::EslPassword,
+            &plan.final_pw,
+            run.run_id,
+        )
         .map_err(|e| format!("vault: {e}"))?;
     if let Some(pw) = sip_now {
         vault
-            .confirm(&host.name, key, CredKind::SipPassword, &pw, run_id)
+            .confirm(&host.name, key, CredKind::SipPassword, &pw, run.run_id)
             .map_err(|e| format!("vault: {e}"))?;
     }
     Ok(())
@@ -870,32 +1037,27 @@ async fn restore(session: &Session, written: &[&FileEdit]) -> String {
 /// Apply the system steps in order; the first failure stops them.
 async fn apply_system(
     ctx: &StepCtx<'_>,
-    plans: Vec<(&'static str, Result<StepPlan, StepError>, Instant)>,
+    plans: &[SystemPlan],
     steps: &mut Steps,
 ) -> Result<(), String> {
     for (name, plan, t) in plans {
         let plan = match plan {
             Ok(p) => p,
             Err(e) => {
-                steps.failed(name, &e, t);
+                steps.failed(name, e, *t);
                 return Err(format!("{name}: {e}"));
             }
         };
-        if plan.is_noop() {
-            steps.planned(name, &plan, false, t);
+        let outline = plan.outline();
+        if outline.is_noop() {
+            steps.planned(name, outline, false, *t);
             continue;
         }
         let t = Instant::now();
-        let apply = match name {
-            packages::NAME => packages::apply(ctx, &plan).await,
-            fail2ban::NAME => fail2ban::apply(ctx, &plan).await,
-            firewall::NAME => firewall::apply(ctx, &plan).await,
-            _ => Err(StepError::Failed(format!("no such step {name}"))),
-        };
-        match apply {
+        match plan.apply(ctx).await {
             Ok(mut ev) => {
-                ev.extend(plan.warnings.iter().map(|w| format!("warning: {w}")));
-                steps.push(name, StepStatus::Changed, plan.changes.join("; "), ev, t);
+                ev.extend(outline.warnings.iter().map(|w| format!("warning: {w}")));
+                steps.push(name, StepStatus::Changed, outline.changes.join("; "), ev, t);
             }
             Err(e) => {
                 steps.failed(name, &e, t);
@@ -909,8 +1071,7 @@ async fn apply_system(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::harden::Meta;
-    use crate::model::EventSocket;
+    use crate::harden::{Meta, packages};
 
     fn names(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
