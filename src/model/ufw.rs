@@ -91,6 +91,24 @@ impl Tuple {
         if !self.plain_inbound() || self.action != "allow" {
             return None;
         }
+        // These words come from a file on the host and go into a root shell line: only the
+        // shapes ufw itself writes (a protocol name, an address or network, port numbers and
+        // ranges) are used; anything else leaves the rule alone.
+        let proto_ok = !self.proto.is_empty()
+            && self
+                .proto
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let src_ok = is_any(&self.src) || parse_net(&self.src).is_some();
+        let dport_ok = self.dport == "any"
+            || (!self.dport.is_empty()
+                && self
+                    .dport
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == ':' || c == ','));
+        if !(proto_ok && src_ok && dport_ok) {
+            return None;
+        }
         let mut s = String::from("delete allow");
         if self.proto != "any" {
             s.push_str(&format!(" proto {}", self.proto));
@@ -249,5 +267,27 @@ impl UfwState {
             .iter()
             .filter(|t| t.admits(port, proto))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod delete_args_tests {
+    use super::*;
+
+    #[test]
+    fn words_from_user_rules_reach_the_ufw_line_only_when_they_are_ufw_shaped() {
+        let rules = "### tuple ### allow udp 5060 0.0.0.0/0 any 198.51.100.0/24 in\n\
+                     ### tuple ### allow tcp 5060;touch${IFS}/x 0.0.0.0/0 any 0.0.0.0/0 in\n\
+                     ### tuple ### allow udp 5060 0.0.0.0/0 any $(id) in\n\
+                     ### tuple ### allow t`id` 5060 0.0.0.0/0 any 0.0.0.0/0 in\n";
+        let args: Vec<Option<String>> = parse_tuples(rules, false)
+            .iter()
+            .map(Tuple::delete_args)
+            .collect();
+        assert_eq!(
+            args[0].as_deref(),
+            Some("delete allow proto udp from 198.51.100.0/24 to any port 5060")
+        );
+        assert_eq!(&args[1..], &[None, None, None]);
     }
 }
