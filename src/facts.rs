@@ -179,10 +179,23 @@ impl Script {
     }
 
     /// Add a snippet. Its stderr is discarded; its stdout and exit status are kept.
+    ///
+    /// Panics when `name` is already in the script: two snippets would share one section and
+    /// one parser would read the other's output. That is a programming error, found when the
+    /// script of any command is first built (the tests build every command's script).
     pub fn add(&mut self, name: &str, snippet: &str) -> &mut Self {
+        assert!(
+            !self.snippets.iter().any(|(n, _)| n == name),
+            "fact section {name:?} is registered twice"
+        );
         self.snippets.push((name.to_string(), snippet.to_string()));
         self.body = self.render();
         self
+    }
+
+    /// The section names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.snippets.iter().map(|(n, _)| n.as_str())
     }
 
     fn render(&self) -> String {
@@ -1377,6 +1390,14 @@ pub fn render_text<'a>(hosts: impl IntoIterator<Item = (&'a Host, &'a Facts)>) -
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    #[should_panic(expected = "registered twice")]
+    fn a_fact_name_registered_twice_is_refused() {
+        let mut s = Script::new();
+        s.add("os", "cat /etc/os-release");
+        s.add("os", "uname -a");
+    }
+
     use super::*;
 
     #[test]

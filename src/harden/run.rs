@@ -186,8 +186,18 @@ const STALE_STAGE: &str = "harden_stale_stage";
 
 /// Gather every step's facts in one round trip.
 async fn gather(session: &Session, host: &Host) -> Result<HostFacts, String> {
+    let script = script(host);
+    let sections = facts::gather(session, &script)
+        .await
+        .map_err(|e| format!("gathering facts: {e}"))?;
+    HostFacts::parse(sections, &session.user, session.uses_sudo())
+        .map_err(|e| format!("gathering facts: {e}"))
+}
+
+/// The one facts script of a harden run: every step's snippets and files, then the base facts.
+fn script(host: &Host) -> facts::Script {
     let mut probes = Probes::new();
-    // Stage files a cut run left beside the configs (see Session::upload_all).
+    // Stage files a cut run left beside the configs (removed through hostfs in preflight).
     probes.snippet(
         STALE_STAGE,
         &format!(
@@ -199,12 +209,7 @@ async fn gather(session: &Session, host: &Host) -> Result<HostFacts, String> {
     for s in step::SYSTEM {
         (s.probes)(&mut probes, host);
     }
-    let script = probes.into_script(host);
-    let sections = facts::gather(session, &script)
-        .await
-        .map_err(|e| format!("gathering facts: {e}"))?;
-    HostFacts::parse(sections, &session.user, session.uses_sudo())
-        .map_err(|e| format!("gathering facts: {e}"))
+    probes.into_script(host)
 }
 
 /// A system step planned on the controller: its name, its plan (or why it cannot run), and
@@ -1070,6 +1075,16 @@ async fn apply_system(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_harden_and_audit_scripts_build_with_unique_fact_names() {
+        // Script::add refuses a name twice (two snippets would share one section).
+        let host = crate::harden::context::test_host("pbx");
+        let harden = script(&host);
+        let audit = crate::audit::evidence::script(&host);
+        assert!(harden.names().any(|n| n == facts::LISTEN));
+        assert!(audit.names().any(|n| n == facts::LISTEN));
+    }
+
     use super::*;
     use crate::harden::{Meta, packages};
 
