@@ -13,7 +13,7 @@
 # - A symbolic link on the way is followed only when the directory holding it is owned by
 #   root and writable by nobody else (only root could have put it there).
 # - Files are created with O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600, under a fresh random name;
-#   mode and owner are set on the open descriptor (fchmod, fchown), content is fsync'ed,
+#   owner and mode are set on the open descriptor (fchown, then fchmod), content is fsync'ed,
 #   then rename() puts it in place. A target that is a link, a directory or anything but a
 #   regular file is refused, never followed.
 # - All writes of one batch are staged first; only when every stage is complete are they
