@@ -110,9 +110,11 @@ pub enum FailOn {
 
 pub const HARDEN_HELP: &str = "\
 Steps, in order (names for --skip/--only):
-  preflight     refuse hosts that are not Debian/Ubuntu, have no FreeSWITCH config, or whose running
-                FreeSWITCH refuses the Event Socket password in its config (always runs)
+  preflight     refuse hosts that are not Debian/Ubuntu, have no FreeSWITCH config, whose Event
+                Socket listener is not FreeSWITCH's own, or whose running FreeSWITCH refuses the
+                Event Socket password in its config (always runs)
   backup        /var/backups/fsfleet/<run-id>/: tarball of the config tree + every changed file
+                (runs whenever something changes; cannot be skipped)
   sip-password  rotate default_password in vars.xml when it is 1234, short or has characters fsfleet
                 does not generate (or --rotate)
   event-socket  rotate the ESL password when ClueCon, short or has characters fsfleet does not

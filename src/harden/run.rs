@@ -98,6 +98,14 @@ impl Selection {
                     .into(),
             );
         }
+        // Accepting it and backing up anyway would say one thing and do another.
+        if sel.skip.contains(backup::NAME) {
+            return Err(
+                "backup cannot be skipped: it runs whenever something changes and is how a host \
+                 is restored (it keeps the last 5 runs in /var/backups/fsfleet)"
+                    .into(),
+            );
+        }
         Ok(sel)
     }
 
@@ -1115,16 +1123,19 @@ mod tests {
                 assert!(e.contains(step), "{step} missing from {e}");
             }
         }
-        // Every step name the runner knows is accepted.
+        // Every step name the runner knows is accepted (preflight and backup cannot be
+        // skipped, but may be named in --only).
         let all: Vec<String> = STEPS
             .iter()
-            .filter(|s| **s != preflight::NAME)
+            .filter(|s| **s != preflight::NAME && **s != backup::NAME)
             .map(|s| s.to_string())
             .collect();
         assert_eq!(
             Selection::new(&all, &all).unwrap().skip.len(),
-            STEPS.len() - 1
+            STEPS.len() - 2
         );
+        let every: Vec<String> = STEPS.iter().map(|s| s.to_string()).collect();
+        assert_eq!(Selection::new(&[], &every).unwrap().only.len(), STEPS.len());
     }
 
     #[test]
@@ -1183,9 +1194,9 @@ mod tests {
         let ran: Vec<&str> = STEPS.iter().copied().filter(|s| sel.runs(s)).collect();
         assert_eq!(ran, [preflight::NAME, backup::NAME, fail2ban::NAME]);
 
-        // The backup is taken whenever something changes, whatever the lists say.
-        let sel = Selection::new(&names(&["backup"]), &[]).unwrap();
-        assert!(sel.runs(backup::NAME));
+        // The backup is taken whenever something changes: --skip backup is refused, not ignored.
+        let e = Selection::new(&names(&["backup"]), &[]).unwrap_err();
+        assert!(e.starts_with("backup cannot be skipped"), "{e}");
     }
 
     const FILE_PW: &str = "Z8fsfleetFilePassword1";
