@@ -3,18 +3,8 @@
 
 mod support;
 
-use std::process::Command;
-
+use support::cli::{fsfleet, reachable_and_down_inventory};
 use support::sshd::TestSshd;
-
-fn fsfleet(args: &[&str], dir: &std::path::Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_fsfleet"))
-        .args(args)
-        .current_dir(dir)
-        .env("HOME", dir)
-        .output()
-        .unwrap()
-}
 
 /// The audited host comes back with one result per control, the unreachable one with its
 /// error and none; exit 4 and the retry file name the host not audited, and an audit of the
@@ -24,24 +14,7 @@ fn audit_results_and_the_hosts_not_audited_come_back_from_the_runner() {
     let sshd = TestSshd::start();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(d.join("known_hosts"), sshd.known_hosts_line()).unwrap();
-    let conf = d.join("fsconf");
-    std::fs::create_dir(&conf).unwrap();
-    std::fs::write(conf.join("vars.xml"), "<include/>\n").unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let inv = format!(
-        "[defaults]\nuser = \"root\"\nidentity_file = \"{key}\"\nknown_hosts = \"known_hosts\"\nhost_key_policy = \"strict\"\nconnect_timeout = 3\n\n\
-         [[hosts]]\nname = \"pbx-1\"\naddress = \"127.0.0.1\"\nport = {port}\nconf_dir = \"{conf}\"\n\n\
-         [[hosts]]\nname = \"pbx-down\"\naddress = \"127.0.0.1\"\nport = {closed}\n",
-        key = sshd.path("user_key").display(),
-        port = sshd.port,
-        conf = conf.display()
-    );
-    std::fs::write(d.join("inventory.toml"), inv).unwrap();
+    let (_, closed) = reachable_and_down_inventory(&sshd, d);
 
     let out = fsfleet(&["audit", "inventory.toml", "--format", "json"], d);
     let stdout = String::from_utf8_lossy(&out.stdout);

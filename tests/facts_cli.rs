@@ -4,40 +4,15 @@ mod support;
 
 use std::process::Command;
 
+use support::cli::{fsfleet, reachable_and_down_inventory};
 use support::sshd::TestSshd;
-
-fn fsfleet(args: &[&str], dir: &std::path::Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_fsfleet"))
-        .args(args)
-        .current_dir(dir)
-        .env("HOME", dir)
-        .output()
-        .unwrap()
-}
 
 #[test]
 fn facts_reports_the_host_in_one_json_document_and_unreachable_hosts_go_to_the_retry_file() {
     let sshd = TestSshd::start();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(d.join("known_hosts"), sshd.known_hosts_line()).unwrap();
-    let conf = d.join("fsconf");
-    std::fs::create_dir(&conf).unwrap();
-    std::fs::write(conf.join("vars.xml"), "<include/>\n").unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let inv = format!(
-        "[defaults]\nuser = \"root\"\nidentity_file = \"{key}\"\nknown_hosts = \"known_hosts\"\nhost_key_policy = \"strict\"\nconnect_timeout = 3\n\n\
-         [[hosts]]\nname = \"pbx-1\"\naddress = \"127.0.0.1\"\nport = {port}\nconf_dir = \"{conf}\"\n\n\
-         [[hosts]]\nname = \"pbx-down\"\naddress = \"127.0.0.1\"\nport = {closed}\n",
-        key = sshd.path("user_key").display(),
-        port = sshd.port,
-        conf = conf.display()
-    );
-    std::fs::write(d.join("inventory.toml"), inv).unwrap();
+    let (conf, closed) = reachable_and_down_inventory(&sshd, d);
 
     let out = fsfleet(&["facts", "inventory.toml", "--format", "json"], d);
     let stdout = String::from_utf8_lossy(&out.stdout);

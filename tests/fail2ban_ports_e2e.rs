@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{Attacker, Fleet, Register, TestHost};
+use common::{Attacker, Fleet, Register, TestHost, jail_value};
 
 const FLEET: &str = "f2bp";
 /// The inventory's default `fail2ban_maxretry`.
@@ -21,26 +21,6 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-/// The value of `key = value` in one `[section]` of the jail file.
-fn jail_value(jail: &str, section: &str, key: &str) -> Option<String> {
-    let header = format!("[{section}]");
-    let mut inside = false;
-    for line in jail.lines() {
-        let t = line.trim();
-        if t.starts_with('[') {
-            inside = t == header;
-            continue;
-        }
-        if let Some((k, v)) = t.split_once('=')
-            && inside
-            && k.trim() == key
-        {
-            return Some(v.trim().to_string());
-        }
-    }
-    None
 }
 
 /// The attacker's REGISTER with a wrong password, until the profile answers on the new port.

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{Attacker, Fleet, TestHost};
+use common::{Attacker, Fleet, TestHost, jail_value};
 
 const FLEET: &str = "variants";
 const INTERNAL_SIP_PORT: u16 = 5062;
@@ -92,26 +92,6 @@ impl Expect {
     fn jail_ports(&self) -> BTreeSet<u16> {
         self.sip.iter().chain(&self.tls).copied().collect()
     }
-}
-
-/// The value of `key = value` in one `[section]` of the jail file.
-fn jail_value(jail: &str, section: &str, key: &str) -> Option<String> {
-    let header = format!("[{section}]");
-    let mut inside = false;
-    for line in jail.lines() {
-        let t = line.trim();
-        if t.starts_with('[') {
-            inside = t == header;
-            continue;
-        }
-        if let Some((k, v)) = t.split_once('=')
-            && inside
-            && k.trim() == key
-        {
-            return Some(v.trim().to_string());
-        }
-    }
-    None
 }
 
 /// The ALLOW rules of `ufw status` as `PORT/PROTO` (IPv4 and v6 lines alike), SSH's port left

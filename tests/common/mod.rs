@@ -532,3 +532,23 @@ impl Snapshot {
         out
     }
 }
+
+/// The value of `key = value` in one `[section]` of the jail file.
+pub fn jail_value(jail: &str, section: &str, key: &str) -> Option<String> {
+    let header = format!("[{section}]");
+    let mut inside = false;
+    for line in jail.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            inside = t == header;
+            continue;
+        }
+        if let Some((k, v)) = t.split_once('=')
+            && inside
+            && k.trim() == key
+        {
+            return Some(v.trim().to_string());
+        }
+    }
+    None
+}
