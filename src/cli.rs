@@ -11,7 +11,8 @@ Exit codes:
   0  success: every host reached and nothing failed
   2  usage or inventory error: nothing was touched
   3  audit findings at or above --fail-on (audit only)
-  4  at least one host failed or was unreachable (see the recap and .fsfleet/retry)
+  4  at least one host failed or was unreachable (see the recap and
+     .fsfleet/retry)
   130 interrupted by Ctrl-C before every host ran (no host failed)";
 
 #[derive(Debug, Parser)]
@@ -56,10 +57,14 @@ pub enum Command {
 
 pub const AUDIT_EXIT_CODES: &str = "\
 Exit codes:
-  0  every host audited and no control at or above --fail-on failed (or errored)
-  2  usage or inventory error (unknown control ID in --waive, ...): nothing was touched
-  3  a control at or above --fail-on failed or could not be evaluated on some host
-  4  at least one host could not be audited (unreachable or failed): wins over 3";
+  0  every host audited and no control at or above --fail-on failed (or
+     errored)
+  2  usage or inventory error (unknown control ID in --waive, ...): nothing
+     was touched
+  3  a control at or above --fail-on failed or could not be evaluated on
+     some host
+  4  at least one host could not be audited (unreachable or failed): wins
+     over 3";
 
 /// `fsfleet audit`.
 #[derive(Debug, Args)]
@@ -110,34 +115,43 @@ pub enum FailOn {
 
 pub const HARDEN_HELP: &str = "\
 Steps, in order (names for --skip/--only):
-  preflight     refuse hosts that are not Debian/Ubuntu, have no FreeSWITCH config, whose Event
-                Socket listener is not FreeSWITCH's own, or whose running FreeSWITCH refuses the
-                Event Socket password in its config (always runs)
-  backup        /var/backups/fsfleet/<run-id>/: tarball of the config tree + every changed file
-                (runs whenever something changes; cannot be skipped)
-  sip-password  rotate default_password in vars.xml when it is 1234, short or has characters fsfleet
-                does not generate (or --rotate)
-  event-socket  rotate the ESL password when ClueCon, short or has characters fsfleet does not
-                generate; listen on 127.0.0.1, ACL loopback.auto
+  preflight     refuse hosts that are not Debian/Ubuntu, have no FreeSWITCH
+                config, whose Event Socket listener is not FreeSWITCH's own,
+                or whose running FreeSWITCH refuses the Event Socket password
+                in its config (always runs)
+  backup        /var/backups/fsfleet/<run-id>/: tarball of the config tree and
+                every changed file (runs whenever something changes; cannot
+                be skipped)
+  sip-password  rotate default_password in vars.xml when it is 1234, short or
+                has characters fsfleet does not generate (or --rotate)
+  event-socket  rotate the ESL password when ClueCon, short or has characters
+                fsfleet does not generate; listen on 127.0.0.1, ACL
+                loopback.auto
   auth-logging  log-auth-failures=true in every SIP profile
-  packages      fail2ban, iptables, rsyslog, python3-systemd, ufw
-  fail2ban      FreeSWITCH filter that matches 1.10 log lines, jail on the real log path, banning on
-                the SIP ports the firewall opens and sshd's ports; ignoreip = fail2ban_ignore only
-  firewall      ufw default deny; SSH, SIP, SIP-TLS, RTP open (SIP only from sip_allow_from if set)
-  reload        reloadxml, sofia profile rescan, reload mod_event_socket, with the OLD password
+  packages      iptables, rsyslog, logrotate, python3-systemd, ufw, fail2ban
+  fail2ban      FreeSWITCH filter that matches 1.10 log lines, jail on the
+                real log path, banning on the SIP ports the firewall opens
+                and sshd's ports; ignoreip = fail2ban_ignore only
+  firewall      ufw default deny; SSH, SIP, SIP-TLS, RTP open (SIP only from
+                sip_allow_from if set)
+  reload        reloadxml, sofia profile rescan, reload mod_event_socket, with
+                the OLD password
   fs-cli        /etc/fs_cli.conf and ~/.fs_cli_conf so fs_cli keeps working
-  verify        new ESL password works, fs_cli works, ESL not reachable from here, jail and ufw on
+  verify        new ESL password works, fs_cli works, ESL not reachable from
+                here, jail and ufw on
 
-New passwords are generated here, stored in the vault (default .fsfleet/vault.json beside the
-inventory) as pending BEFORE a host is touched, and marked active once verified. See them with
-`fsfleet creds show HOST`. A failure before the reload puts the changed config files back.
-The vault's passwords are bound to the host's SSH key: a host presenting another key is refused
-and sent none of them (see `fsfleet creds forget --help`).
+New passwords are generated here, stored in the vault (default
+.fsfleet/vault.json beside the inventory) as pending BEFORE a host is
+touched, and marked active once verified. See them with `fsfleet creds show
+HOST`. A failure before the reload puts the changed config files back. The
+vault's passwords are bound to the host's SSH key: a host presenting another
+key is refused and sent none of them (see `fsfleet creds forget --help`).
 
 Exit codes:
   0  every host hardened (or already was)
   2  usage or inventory error: nothing was touched
-  4  at least one host failed or was unreachable (see the recap and .fsfleet/retry)";
+  4  at least one host failed or was unreachable (see the recap and
+     .fsfleet/retry)";
 
 #[derive(Debug, Args)]
 pub struct HardenArgs {
@@ -146,10 +160,10 @@ pub struct HardenArgs {
     #[command(flatten)]
     pub run: RunArgs,
     /// Gather facts and show what each step would change; change nothing.
-    #[arg(long)]
+    #[arg(short = 'C', long)]
     pub check: bool,
     /// Show config diffs (secrets masked).
-    #[arg(long)]
+    #[arg(short = 'D', long)]
     pub diff: bool,
     /// Rotate the SIP and Event Socket passwords even when they are already strong.
     #[arg(long)]
@@ -183,25 +197,29 @@ pub enum CredsCommand {
 }
 
 pub const CREDS_FORGET_HELP: &str = "\
-Drop everything the vault holds for one host: its passwords (active, pending, previous) and the
-SSH host key they are bound to.
+Drop everything the vault holds for one host: its passwords (active, pending,
+previous) and the SSH host key they are bound to.
 
-The vault binds a host's passwords to the SSH host key they were created with: they are only sent
-to a host that presents that key. When an inventory name reaches a machine with another key,
-`fsfleet harden` refuses it and sends nothing:
+The vault binds a host's passwords to the SSH host key they were created
+with: they are only sent to a host that presents that key. When an inventory
+name reaches a machine with another key, `fsfleet harden` refuses it and
+sends nothing:
 
-  the vault's passwords for fs01 belong to host key SHA256:AAA...; this host presents SHA256:BBB...
+  the vault's passwords for fs01 belong to host key SHA256:AAA...;
+  this host presents SHA256:BBB...
 
-If fs01 was really reinstalled or replaced (check the new key on its console: `ssh-keygen -lf
-/etc/ssh/ssh_host_ed25519_key.pub`), forget it, then harden it again: it is treated as a new host
-and what the vault records for it from then on is bound to its new key.
+If fs01 was really reinstalled or replaced (check the new key on its
+console: `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`), forget it, then
+harden it again: it is treated as a new host and what the vault records for
+it from then on is bound to its new key.
 
-  fsfleet creds show fs01 --reveal   # keep a copy first if the old machine still exists
+  fsfleet creds show fs01 --reveal   # keep a copy if the old machine exists
   fsfleet creds forget fs01
   fsfleet harden inventory.toml --limit fs01
 
-If you did not expect a new key, do not forget anything: find out why the name reaches another
-machine (DNS, a reused address, a changed inventory) first.";
+If you did not expect a new key, do not forget anything: find out why the
+name reaches another machine (DNS, a reused address, a changed inventory)
+first.";
 
 #[derive(Debug, Args)]
 pub struct CredsShowArgs {
@@ -277,12 +295,21 @@ pub struct InventoryArg {
     /// The inventory file [default: $FSFLEET_INVENTORY, else ./inventory.toml]
     #[arg(value_name = "INVENTORY")]
     pub path: Option<PathBuf>,
+    /// The inventory file, as a flag (Ansible's habit); same as the positional INVENTORY.
+    #[arg(
+        short = 'i',
+        long = "inventory",
+        value_name = "INVENTORY",
+        conflicts_with = "path"
+    )]
+    pub flag: Option<PathBuf>,
 }
 
 impl InventoryArg {
     pub fn resolve(&self) -> PathBuf {
         self.path
             .clone()
+            .or_else(|| self.flag.clone())
             .or_else(|| {
                 std::env::var_os("FSFLEET_INVENTORY")
                     .filter(|v| !v.is_empty())
@@ -394,6 +421,78 @@ mod tests {
         assert_eq!(a.run.host_key_policy, Some(HostKeyPolicy::AcceptNew));
         assert!(Cli::try_parse_from(["fsfleet", "facts", "--forks", "0"]).is_err());
         assert!(Cli::try_parse_from(["fsfleet", "facts", "-v", "-q"]).is_err());
+    }
+
+    #[test]
+    fn ansible_habits_parse() {
+        let cli = Cli::try_parse_from(["fsfleet", "harden", "-i", "inv.toml", "-C", "-D"]).unwrap();
+        let Command::Harden(a) = cli.command else {
+            panic!("harden")
+        };
+        assert_eq!(a.inventory.resolve(), PathBuf::from("inv.toml"));
+        assert!(a.check && a.diff);
+        let cli = Cli::try_parse_from(["fsfleet", "audit", "--inventory", "x.toml"]).unwrap();
+        let Command::Audit(a) = cli.command else {
+            panic!("audit")
+        };
+        assert_eq!(a.inventory.resolve(), PathBuf::from("x.toml"));
+        // Two inventories is a mistake, not a silent choice of one.
+        assert!(Cli::try_parse_from(["fsfleet", "facts", "a.toml", "-i", "b.toml"]).is_err());
+    }
+
+    /// Renders every command's long help at `width` columns.
+    fn helps(width: usize) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut root = Cli::command().term_width(width);
+        root.build();
+        let mut stack = vec![(String::from("fsfleet"), root)];
+        while let Some((name, mut cmd)) = stack.pop() {
+            for sub in cmd.get_subcommands() {
+                if sub.get_name() != "help" {
+                    stack.push((format!("{name} {}", sub.get_name()), sub.clone()));
+                }
+            }
+            out.push((name, cmd.render_long_help().to_string()));
+        }
+        out
+    }
+
+    #[test]
+    fn help_texts_render_unwrapped_at_80_and_100_columns() {
+        // clap re-wraps a line longer than the terminal, which turned the step table's
+        // continuation words into what looked like step names.
+        for width in [80, 100] {
+            let all = helps(width);
+            for text in [EXIT_CODES, HARDEN_HELP, AUDIT_EXIT_CODES, CREDS_FORGET_HELP] {
+                assert!(
+                    all.iter().any(|(_, h)| h.contains(text)),
+                    "a help text was re-wrapped at {width} columns:\n{text}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_harden_help_lists_exactly_the_steps() {
+        let table: Vec<&str> = HARDEN_HELP
+            .lines()
+            .skip_while(|l| !l.starts_with("Steps"))
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .filter(|l| !l.starts_with("   "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(table, crate::harden::run::STEPS);
+        let packages = HARDEN_HELP
+            .lines()
+            .find(|l| l.trim_start().starts_with("packages "))
+            .unwrap_or_default();
+        for p in crate::harden::packages::FIRST
+            .iter()
+            .chain(crate::harden::packages::THEN)
+        {
+            assert!(packages.contains(p), "{p} missing from: {packages}");
+        }
     }
 
     #[test]

@@ -527,6 +527,9 @@ fn limit_names_groups_globs_and_exclusions() {
     assert_eq!(limit("!web-2").unwrap(), ["bastion", "web-1", "db-1"]);
     assert_eq!(limit("web-*,!web-1").unwrap(), ["web-2"]);
     assert_eq!(limit("*,!infra,!db").unwrap(), ["web-1", "web-2"]);
+    // Ansible's habit: `all` is every host, and can be narrowed like any pattern.
+    assert_eq!(limit("all").unwrap(), ["bastion", "web-1", "web-2", "db-1"]);
+    assert_eq!(limit("all,!infra").unwrap(), ["web-1", "web-2", "db-1"]);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //!
 //! A comma-separated list of patterns: host names, group names, globs on host names (`*`, `?`,
 //! `[abc]`, `[a-z]`, `[!abc]`), `!PATTERN` to exclude, `@FILE` for a list of patterns, one per
-//! line (`#` comments). The result is the union of the positive patterns (every host when there
+//! line (`#` comments), `all` for every host (no host or group may be named so). The result is the union of the positive patterns (every host when there
 //! are only exclusions) minus the exclusions, in inventory order. A pattern that matches nothing
 //! is an error: a typo must never silently run on zero hosts, or on the wrong ones.
 
@@ -140,7 +140,8 @@ fn select(inv: &Inventory, pattern: &str) -> Vec<bool> {
     inv.hosts
         .iter()
         .map(|h| {
-            h.name == pattern
+            pattern == "all"
+                || h.name == pattern
                 || h.groups.iter().any(|g| g == pattern)
                 || (is_glob && glob_match(pattern.as_bytes(), h.name.as_bytes()))
         })

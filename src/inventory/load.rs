@@ -725,7 +725,13 @@ fn parse_fields(
                     let mut ok = true;
                     for item in items {
                         match parse_net(&item.value) {
-                            Some(n) => nets.push(n),
+                            Some(n) => match host_bits_error("sip_allow_from", &item.value, &n) {
+                                None => nets.push(n),
+                                Some(why) => {
+                                    ok = false;
+                                    p.add(item.span, why);
+                                }
+                            },
                             None => {
                                 ok = false;
                                 p.add(
@@ -804,6 +810,22 @@ fn parse_net(s: &str) -> Option<IpNet> {
     s.parse::<std::net::IpAddr>().ok().map(IpNet::from)
 }
 
+/// A network written with bits set beyond its prefix (`198.51.100.1/24`) is ambiguous: ufw and
+/// fail2ban would silently widen it to the whole network, while the operator may have meant the
+/// one address. Say both readings instead of guessing.
+fn host_bits_error(key: &str, raw: &str, net: &IpNet) -> Option<String> {
+    let trunc = net.trunc();
+    (trunc != *net).then(|| {
+        format!(
+            "{key} `{}` has bits set beyond its /{} prefix: write the network `{trunc}` or the \
+             single address `{}`",
+            raw.escape_debug(),
+            net.prefix_len(),
+            net.addr()
+        )
+    })
+}
+
 /// `fail2ban_ignore`: addresses and networks fail2ban must never ban. Each one switches banning
 /// off for everyone inside it, so a network wider than a /8 (IPv4) or a /32 (IPv6) is refused, as
 /// is anything fail2ban would not read as an address (it looks names up in DNS).
@@ -840,6 +862,9 @@ fn check_ignore(raw: &str) -> Result<IpNet, String> {
              name up in DNS): {WHAT}"
         ));
     };
+    if let Some(why) = host_bits_error("fail2ban_ignore", raw, &net) {
+        return Err(why);
+    }
     let (family, min) = match net {
         IpNet::V4(_) => ("IPv4", IGNORE_MIN_PREFIX_V4),
         IpNet::V6(_) => ("IPv6", IGNORE_MIN_PREFIX_V6),
@@ -1082,6 +1107,9 @@ fn check_name(name: &str) -> Result<(), &'static str> {
     }
     if name.contains(|c: char| c.is_whitespace() || c.is_control()) {
         return Err("contains spaces: use letters, digits, `-`, `_` and `.`");
+    }
+    if name == "all" {
+        return Err("is reserved: --limit reads `all` as every host; rename it");
     }
     if name.contains([',', '*', '?', '[', ']']) || name.starts_with(['!', '@', '#']) {
         return Err(
