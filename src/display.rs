@@ -19,6 +19,16 @@ pub(crate) fn is_unsafe(c: char) -> bool {
         | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
+/// `address:port` as a reader (and `ssh`, `curl`, `ss`) writes it: an IPv6 address in brackets,
+/// so `2001:db8::21` port 2222 is `[2001:db8::21]:2222`, not the ambiguous `2001:db8::21:2222`.
+pub fn host_port(address: &str, port: u16) -> String {
+    if address.contains(':') && !address.starts_with('[') {
+        format!("[{address}]:{port}")
+    } else {
+        format!("{address}:{port}")
+    }
+}
+
 fn escape(s: &str, keep_newlines: bool) -> Cow<'_, str> {
     let unsafe_char = |c: char| is_unsafe(c) && !(keep_newlines && c == '\n');
     if !s.chars().any(unsafe_char) {
@@ -53,6 +63,14 @@ pub fn text(s: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_addresses_are_bracketed_next_to_a_port() {
+        assert_eq!(host_port("2001:db8::21", 2222), "[2001:db8::21]:2222");
+        assert_eq!(host_port("[::1]", 22), "[::1]:22");
+        assert_eq!(host_port("198.51.100.7", 22), "198.51.100.7:22");
+        assert_eq!(host_port("pbx.example", 2222), "pbx.example:2222");
+    }
 
     #[test]
     fn plain_text_is_borrowed_unchanged() {

@@ -239,7 +239,10 @@ pub fn render_hosts(inv: &Inventory, hosts: &[Host]) -> String {
     for h in hosts {
         out.push_str(&format!("\n{}\n", h.name));
         let row = |k: &str, v: String| format!("  {k:<16} {v}\n");
-        out.push_str(&row("address", format!("{}:{}", h.address, h.port)));
+        out.push_str(&row(
+            "address",
+            crate::display::host_port(&h.address, h.port),
+        ));
         out.push_str(&row(
             "user",
             format!("{}{}", h.user, if h.sudo { " (sudo)" } else { "" }),
@@ -261,8 +264,9 @@ pub fn render_hosts(inv: &Inventory, hosts: &[Host]) -> String {
             }) => out.push_str(&row(
                 "jump",
                 format!(
-                    "via {}{address}:{port}",
-                    user.as_ref().map(|u| format!("{u}@")).unwrap_or_default()
+                    "via {}{}",
+                    user.as_ref().map(|u| format!("{u}@")).unwrap_or_default(),
+                    crate::display::host_port(address, *port)
                 ),
             )),
             None => {}
@@ -303,8 +307,8 @@ pub fn render_hosts(inv: &Inventory, hosts: &[Host]) -> String {
         out.push_str(&row(
             "host keys",
             format!(
-                "{:?} policy, known_hosts {}{}",
-                h.host_key_policy,
+                "{} policy, known_hosts {}{}",
+                h.host_key_policy.as_str(),
                 h.known_hosts
                     .as_ref()
                     .map(|p| p.display().to_string())

@@ -2,6 +2,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::Command;
 
 use support::cli::{fsfleet, reachable_and_down_inventory};
@@ -124,6 +125,34 @@ fn inventory_errors_exit_2_naming_file_line_and_column() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("192.0.2.1:22"));
 }
 
+/// `fsfleet facts` in `dir` on a pseudo-terminal (script(1)), typing `answer` once it had time to
+/// ask: its exit code and everything it showed.
+fn on_a_terminal(dir: &Path, answer: &[u8]) -> (Option<i32>, String) {
+    let cmd = format!(
+        "{} facts inventory.toml --no-progress",
+        env!("CARGO_BIN_EXE_fsfleet")
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(dir)
+        .env("HOME", dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        stdin.write_all(answer).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 /// The default `ask` policy: without a terminal, unknown hosts are refused with a hint; on a
 /// terminal, every unknown host of the run is listed with its fingerprint and ONE question is
 /// asked; the answer records them all.
@@ -158,27 +187,28 @@ fn ask_policy_asks_once_for_every_new_host_and_refuses_without_a_terminal() {
     }
     assert!(!d.join("known_hosts").exists());
 
-    // On a terminal (script(1) gives fsfleet a pty): one list, one question, both recorded.
-    let cmd = format!(
-        "{} facts inventory.toml --no-progress",
-        env!("CARGO_BIN_EXE_fsfleet")
+    // On a terminal (script(1) gives fsfleet a pty), answering no: nothing recorded, and the
+    // refusal says the operator declined (not "run on a terminal", which they just did).
+    let text = on_a_terminal(d, b"n\n").1;
+    assert_eq!(
+        text.matches("Trust and record these 2 host keys? [y/N]")
+            .count(),
+        1,
+        "{text}"
     );
-    let mut child = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .current_dir(d)
-        .env("HOME", d)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        std::thread::sleep(std::time::Duration::from_secs(2));
-        stdin.write_all(b"y\n").unwrap();
+    for host in ["pbx-a", "pbx-b"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("{host}: unreachable"))
+                    && l.contains("you did not accept it at the prompt")),
+            "{text}"
+        );
     }
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("run on a terminal"), "{text}");
+    assert!(!d.join("known_hosts").exists());
+
+    // On a terminal, answering yes: one list, one question, both recorded.
+    let (status, text) = on_a_terminal(d, b"y\n");
     assert_eq!(
         text.matches("Trust and record these 2 host keys? [y/N]")
             .count(),
@@ -191,7 +221,7 @@ fn ask_policy_asks_once_for_every_new_host_and_refuses_without_a_terminal() {
         "{text}"
     );
     assert!(text.contains("SHA256:"), "{text}");
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(status, Some(0), "{text}");
     let kh = std::fs::read_to_string(d.join("known_hosts")).unwrap();
     assert!(
         kh.contains(&a.known_hosts_line()) && kh.contains(&b.known_hosts_line()),

@@ -96,9 +96,9 @@ fn the_shipped_example_is_valid_and_resolves() {
     let inv = Inventory::load_with(&path, None).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         names(&inv.hosts),
-        ["bastion-eu", "fs-eu-1", "fs-eu-2", "fs-us-1"]
+        ["fs-eu-1", "fs-eu-2", "fs-us-1"]
     );
-    assert_eq!(inv.groups, ["eu", "legacy", "bastions"]);
+    assert_eq!(inv.groups, ["eu", "legacy"]);
     let eu2 = inv.get("fs-eu-2").unwrap();
     // eu is listed first, so its policy beats [defaults]' "ask".
     assert_eq!(eu2.host_key_policy, HostKeyPolicy::AcceptNew);
@@ -115,10 +115,13 @@ fn the_shipped_example_is_valid_and_resolves() {
     assert!(inv.get("fs-us-1").unwrap().fail2ban_ignore.is_empty());
     assert_eq!(eu2.fail2ban.bantime, 86400);
     assert_eq!(eu2.waive, ["FS-MOD-01", "FS-SIP-07", "FS-SIP-03"]);
+    // The bastion is only a jump, never a host a run would harden.
     assert_eq!(
         eu2.jump,
-        Some(Jump::Host {
-            name: "bastion-eu".into()
+        Some(Jump::Spec {
+            user: Some("admin".into()),
+            address: "bastion.eu.example.net".into(),
+            port: 22
         })
     );
     assert_eq!(eu2.known_hosts, Some(root().join("inventory/known_hosts")));
@@ -134,7 +137,6 @@ fn the_shipped_example_is_valid_and_resolves() {
     assert_eq!(us.identity_files, [root().join("inventory/keys/fs-us-1")]);
     assert_eq!(us.password_env.as_deref(), Some("FS_US_1_SSH_PASSWORD"));
     assert!(!us.sudo);
-    assert_eq!(inv.get("bastion-eu").unwrap().user, "admin");
 }
 
 #[test]
@@ -439,8 +441,22 @@ jump = "bastion.example:22"
 [[hosts]]
 name = "d"
 jump = "ssh://ops@bastion.example"
+[[hosts]]
+name = "e"
+address = "2001:db8::21"
+port = 2222
+host_key_policy = "accept-new"
 "#;
     let inv = inv(text, None);
+    // What `inventory check` shows: IPv6 in brackets beside a port, the policy as it is written.
+    let shown = fsfleet::inventory::render_hosts(&inv, &inv.hosts);
+    for want in [
+        "jump             via [2001:db8::1]:2222",
+        "address          [2001:db8::21]:2222",
+        "host keys        accept-new policy",
+    ] {
+        assert!(shown.contains(want), "{want} not in:\n{shown}");
+    }
     let spec = |n: &str| inv.get(n).unwrap().jump.clone().unwrap();
     assert_eq!(
         spec("a"),

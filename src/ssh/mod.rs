@@ -75,6 +75,9 @@ pub async fn confirm_new_host_keys(
     if std::io::stdin().lock().read_line(&mut answer).is_err()
         || !matches!(answer.trim(), "y" | "Y" | "yes")
     {
+        for (h, _) in &found {
+            connector.decline(h);
+        }
         return 0;
     }
     found

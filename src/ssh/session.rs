@@ -25,6 +25,8 @@ pub struct Verifier {
     address: String,
     port: u16,
     policy: HostKeyPolicy,
+    /// The operator answered no to this host's key at the `ask` prompt.
+    declined: bool,
     /// Record a learned key hashed (`HashKnownHosts yes` for this host).
     hash_known_hosts: bool,
     known: Arc<StdMutex<KnownHosts>>,
@@ -111,12 +113,18 @@ impl client::Handler for Verifier {
                     Ok(false)
                 }
                 HostKeyPolicy::Ask => {
+                    let hint = if self.declined {
+                        "you did not accept it at the prompt: compare it with the key on the host's \
+                         console (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`), then run again \
+                         and answer y, or add it to known_hosts"
+                    } else {
+                        "not confirmed: run on a terminal to be asked, use --host-key-policy accept-new, \
+                         or pre-load known_hosts"
+                    };
                     self.refuse(SshError::HostKeyUnknown {
                         host: self.host.clone(),
                         fingerprint: fp,
-                        hint: "not confirmed: run on a terminal to be asked, use --host-key-policy accept-new, \
-                               or pre-load known_hosts"
-                            .into(),
+                        hint: hint.into(),
                     });
                     Ok(false)
                 }
@@ -150,6 +158,8 @@ pub struct Connector {
     keys: KeyRing,
     known: StdMutex<HashMap<Vec<PathBuf>, Arc<StdMutex<KnownHosts>>>>,
     bastions: StdMutex<HashMap<String, Arc<OnceCell<Arc<Session>>>>>,
+    /// Hosts whose new key the operator was shown and did not accept at the `ask` prompt.
+    declined: StdMutex<std::collections::HashSet<String>>,
 }
 
 impl Connector {
@@ -163,6 +173,7 @@ impl Connector {
             keys: KeyRing::default(),
             known: StdMutex::new(HashMap::new()),
             bastions: StdMutex::new(HashMap::new()),
+            declined: StdMutex::new(Default::default()),
         }
     }
 
@@ -247,6 +258,21 @@ impl Connector {
         Ok(!k.has_entries_for(&host.address, host.port))
     }
 
+    /// The operator saw this host's key at the `ask` prompt and did not accept it: its refusal
+    /// then says so, instead of asking for a terminal the operator already had.
+    pub fn decline(&self, host: &Host) {
+        if let Ok(mut d) = self.declined.lock() {
+            d.insert(host.name.clone());
+        }
+    }
+
+    fn was_declined(&self, host: &Host) -> bool {
+        self.declined
+            .lock()
+            .map(|d| d.contains(&host.name))
+            .unwrap_or(false)
+    }
+
     /// Record keys the operator confirmed.
     pub fn learn(&self, host: &Host, key: &PublicKey) -> Result<(), SshError> {
         let known = self.known_hosts_for(host)?;
@@ -279,6 +305,7 @@ impl Connector {
             address: host.address.clone(),
             port: host.port,
             policy: self.policy(host),
+            declined: self.was_declined(host),
             hash_known_hosts: host.hash_known_hosts,
             known,
             refusal: refusal.clone(),
@@ -287,21 +314,23 @@ impl Connector {
         };
         let limit = host.connect_timeout;
         let secs = limit.as_secs().max(1);
-        let addr = format!("{}:{}", host.address, host.port);
+        let addr = crate::display::host_port(&host.address, host.port);
 
         let (bastion, handshake) = match &host.jump {
             None => {
-                let tcp =
-                    tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr.as_str()))
-                        .await
-                        .map_err(|_| SshError::Timeout {
-                            what: format!("TCP connect to {addr} ({})", host.name),
-                            secs,
-                        })?
-                        .map_err(|source| SshError::Connect {
-                            addr: format!("{addr} ({})", host.name),
-                            source,
-                        })?;
+                let tcp = tokio::time::timeout(
+                    limit,
+                    tokio::net::TcpStream::connect((host.address.as_str(), host.port)),
+                )
+                .await
+                .map_err(|_| SshError::Timeout {
+                    what: format!("TCP connect to {addr} ({})", host.name),
+                    secs,
+                })?
+                .map_err(|source| SshError::Connect {
+                    addr: format!("{addr} ({})", host.name),
+                    source,
+                })?;
                 let _ = tcp.set_nodelay(true);
                 (
                     None,
@@ -421,8 +450,9 @@ impl Connector {
             } => {
                 let mut b = target.clone();
                 b.name = format!(
-                    "{}@{address}:{port}",
-                    user.as_deref().unwrap_or(&target.user)
+                    "{}@{}",
+                    user.as_deref().unwrap_or(&target.user),
+                    crate::display::host_port(address, *port)
                 );
                 b.address = address.clone();
                 b.port = *port;
@@ -721,8 +751,9 @@ impl Session {
             .await
             .map_err(|source| SshError::Tunnel {
                 what: format!(
-                    "{}: cannot open a tunnel to {address}:{port} on the host",
-                    self.name
+                    "{}: cannot open a tunnel to {} on the host",
+                    self.name,
+                    crate::display::host_port(address, port)
                 ),
                 source,
             })?;
