@@ -26,6 +26,7 @@ pub fn select(path: &Path, limit: Option<&str>) -> Result<(Inventory, Vec<Host>)
         Some(spec) => Limit::parse(spec, &inv.dir())?.apply(&inv)?,
         None => inv.hosts.clone(),
     };
+    inv.check_local_files(&hosts)?;
     Ok((inv, hosts))
 }
 

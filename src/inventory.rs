@@ -143,6 +143,9 @@ pub struct Inventory {
     pub hosts: Vec<Host>,
     /// The names of the `[groups.NAME]` tables, in file order.
     pub groups: Vec<String>,
+    /// Local files the inventory names that do not exist, per host: see
+    /// [`Inventory::check_local_files`].
+    missing_files: Vec<(String, Diagnostic)>,
 }
 
 impl Inventory {
@@ -184,6 +187,31 @@ impl Inventory {
     /// retry file `.fsfleet/retry`.
     pub fn dir(&self) -> PathBuf {
         load::inventory_dir(&self.path)
+    }
+
+    /// Refuses a run whose hosts name an `identity_file` that does not exist, where the
+    /// inventory says it, before anything connects. Not part of loading: a template inventory
+    /// (such as the shipped example) still parses, and hosts outside `--limit` do not matter.
+    pub fn check_local_files(&self, hosts: &[Host]) -> Result<(), InventoryError> {
+        let mut diagnostics: Vec<Diagnostic> = Vec::new();
+        for (host, d) in &self.missing_files {
+            if hosts.iter().any(|h| &h.name == host)
+                && !diagnostics
+                    .iter()
+                    .any(|seen| (seen.line, seen.col) == (d.line, d.col))
+            {
+                diagnostics.push(d.clone());
+            }
+        }
+        if diagnostics.is_empty() {
+            return Ok(());
+        }
+        diagnostics.sort_by_key(|d| (d.line, d.col));
+        Err(InventoryError::Invalid {
+            path: self.path.clone(),
+            diagnostics,
+            omitted: 0,
+        })
     }
 }
 

@@ -427,6 +427,33 @@ fail2ban_ignore = []
 }
 
 #[test]
+fn a_missing_identity_file_refuses_the_run_where_the_inventory_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("present"), "key").unwrap();
+    let path = dir.path().join("inv.toml");
+    std::fs::write(
+        &path,
+        "[groups.eu]\nidentity_file = \"keys/eu\"\n\n\
+         [[hosts]]\nname = \"a\"\ngroups = [\"eu\"]\n\n\
+         [[hosts]]\nname = \"b\"\ngroups = [\"eu\"]\n\n\
+         [[hosts]]\nname = \"c\"\nidentity_file = \"present\"\n",
+    )
+    .unwrap();
+    // Loading a template is fine; running on its hosts is not.
+    let inv = Inventory::load_with(&path, None).unwrap();
+    let host = |n: &str| vec![inv.get(n).unwrap().clone()];
+    let err = inv.check_local_files(&inv.hosts).unwrap_err().to_string();
+    assert_eq!(err.lines().count(), 1, "one line per place, not per host: {err}");
+    assert!(
+        err.starts_with(&format!("{}:2:17: identity_file ", path.display()))
+            && err.contains("keys/eu does not exist (host a)"),
+        "{err}"
+    );
+    assert!(inv.check_local_files(&host("b")).is_err());
+    assert!(inv.check_local_files(&host("c")).is_ok());
+}
+
+#[test]
 fn jump_specs_with_user_port_and_ipv6() {
     let text = r#"
 [[hosts]]

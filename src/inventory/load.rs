@@ -263,6 +263,7 @@ pub(super) fn parse(
         local_user: local_login_user(),
     };
     let mut hosts = Vec::with_capacity(raw_hosts.len());
+    let mut missing_files = Vec::new();
     // For cycle detection: host -> (jump target, where the jump was set).
     let mut edges: HashMap<String, (String, Span)> = HashMap::new();
     for h in &raw_hosts {
@@ -288,6 +289,24 @@ pub(super) fn parse(
                 groups_of.push(g.value.clone());
             }
         }
+        if let Some(id) = layers.iter().find_map(|l| l.identity_file.as_ref())
+            && !id.value.is_file()
+        {
+            let (line, col) = line_col(text, id.span.start);
+            missing_files.push((
+                name.value.clone(),
+                Diagnostic {
+                    line,
+                    col,
+                    message: format!(
+                        "identity_file {} does not exist (host {}): fix the path (relative \
+                         paths are read from the inventory's directory) or create the key",
+                        id.value.display(),
+                        name.value
+                    ),
+                },
+            ));
+        }
         let (host, jump_span) = ctx.resolve(&mut problems, name, groups_of, &layers, waive);
         if let Some(Jump::Host { name: target }) = &host.jump {
             edges.insert(name.value.clone(), (target.clone(), jump_span));
@@ -303,6 +322,7 @@ pub(super) fn parse(
         path: path.to_path_buf(),
         hosts,
         groups: groups.into_iter().map(|(n, _)| n.value).collect(),
+        missing_files,
     })
 }
 
