@@ -539,6 +539,15 @@ where
             })
         })
         .collect();
+    // A Ctrl-C after the last host started cut nothing short: every host ran to its end, so the
+    // run is reported (and exits) by its results, not as ABORTED/130.
+    let cut_short = hosts
+        .iter()
+        .any(|h| !matches!(h.outcome, HostOutcome::Finished(_)));
+    if interrupted && !cut_short {
+        interrupted = false;
+        aborted = None;
+    }
     FleetRun {
         info: RunInfo {
             run_id: run_id.to_string(),
@@ -947,6 +956,44 @@ mod tests {
             cap.text()
                 .contains("finishing running hosts, press Ctrl-C again to abort")
         );
+    }
+
+    /// Ctrl-C once every host has started: nothing is left unstarted, the hosts finish, and the
+    /// run is what they did (not ABORTED, not 130).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_ctrl_c_that_cuts_nothing_short_is_not_an_abort() {
+        let (int_tx, int_rx) = mpsc::channel(4);
+        let (started_tx, mut started_rx) = mpsc::unbounded_channel();
+        let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+        let run = tokio::spawn(async move {
+            run_quiet("harden", hosts(2), &opts(2), int_rx, move |ctx| {
+                let started_tx = started_tx.clone();
+                let mut release = release_rx.clone();
+                async move {
+                    let _ = started_tx.send(());
+                    let _ = release.wait_for(|go| *go).await;
+                    HostReport::from_steps(
+                        &ctx.host,
+                        vec![step("firewall", StepStatus::Changed, "done")],
+                    )
+                }
+            })
+            .await
+            .into_report(|_, _, r| r)
+        });
+        started_rx.recv().await.unwrap();
+        started_rx.recv().await.unwrap();
+        int_tx.send(()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        release_tx.send(true).unwrap();
+        let report = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(report.hosts.iter().all(|h| h.status == HostStatus::Changed));
+        assert_eq!((report.aborted.as_deref(), report.interrupted), (None, false));
+        assert_eq!(report.exit_code(), 0);
+        assert!(!report.recap_text().contains("ABORTED"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
