@@ -449,7 +449,9 @@ where
                 let task = task.clone();
                 // The closure is called inside the task so that a panic while building the
                 // future is caught like any other.
-                let handle = set.spawn(async move { task(ctx).await });
+                let handle = set.spawn(crate::progress::traced(line.clone(), async move {
+                    task(ctx).await
+                }));
                 running.insert(
                     handle.id(),
                     Running {
@@ -956,6 +958,36 @@ mod tests {
             cap.text()
                 .contains("finishing running hosts, press Ctrl-C again to abort")
         );
+    }
+
+    /// `-v` shows what the transport traces for each host, `-vv` also its level-2 details;
+    /// each line is prefixed with the host whose task traced it.
+    #[tokio::test]
+    async fn traces_reach_the_host_line_by_verbosity() {
+        for (verbosity, want_detail) in [(0i8, false), (1, false), (2, true)] {
+            let (progress, cap) = captured(verbosity);
+            run_inner("facts", hosts(2), &opts(2), no_interrupts(), progress, |ctx| async move {
+                crate::progress::trace(1, "facts script: exit 0 in 12 ms");
+                crate::progress::trace(2, "facts script: as root\n    cat /etc/os-release");
+                HostReport::from_steps(&ctx.host, vec![])
+            })
+            .await;
+            let text = cap.text();
+            for h in ["h0", "h1"] {
+                assert_eq!(
+                    text.contains(&format!("{h}: facts script: exit 0 in 12 ms")),
+                    verbosity >= 1,
+                    "{text}"
+                );
+                assert_eq!(
+                    text.contains(&format!("{h}:     cat /etc/os-release")),
+                    want_detail,
+                    "{text}"
+                );
+            }
+        }
+        // Outside a host's task nothing is printed, and nothing fails.
+        crate::progress::trace(1, "nobody's");
     }
 
     /// Ctrl-C once every host has started: nothing is left unstarted, the hosts finish, and the

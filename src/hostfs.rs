@@ -230,8 +230,23 @@ pub async fn apply(session: &Session, ops: &[Op<'_>]) -> Result<Vec<String>, Hos
         return Ok(Vec::new());
     }
     let input = encode(ops, &token())?;
+    let purpose = format!(
+        "hostfs ({})",
+        ops.iter()
+            .map(|op| {
+                let verb = match op {
+                    Op::Write { .. } => "write",
+                    Op::Create { .. } => "create",
+                    Op::Remove { .. } => "remove",
+                    Op::CheckDir { .. } => "check",
+                };
+                format!("{verb} {}", op.path())
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let out = session
-        .run(&command(), &input, Duration::from_secs(60))
+        .run_for(&purpose, &command(), &input, Duration::from_secs(60))
         .await?;
     if !out.success() {
         let err = out.stderr_text();

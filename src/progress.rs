@@ -46,9 +46,11 @@ pub(crate) enum HostLine {
 }
 
 impl Progress {
-    /// Bars when `mode` is Auto, stderr is a terminal and not quiet; plain lines otherwise.
+    /// Bars when `mode` is Auto, stderr is a terminal and neither quiet nor verbose; plain lines
+    /// otherwise.
     pub(crate) fn new(mode: ProgressMode, verbosity: i8, total: usize) -> Progress {
-        if mode == ProgressMode::Auto && verbosity >= 0 && std::io::stderr().is_terminal() {
+        // -v and -vv are a log of what runs on each host: plain lines, which bars would repaint.
+        if mode == ProgressMode::Auto && verbosity == 0 && std::io::stderr().is_terminal() {
             Progress::bars(total)
         } else {
             Progress::lines(Arc::new(Mutex::new(Box::new(std::io::stderr()))), verbosity)
@@ -158,7 +160,49 @@ impl Progress {
     }
 }
 
+tokio::task_local! {
+    /// The progress line of the host whose task is running, so the transport can say what it
+    /// runs on that host (`-v`: each remote command's purpose and time; `-vv`: its script)
+    /// without every caller passing the line down.
+    static TRACE: HostLine;
+}
+
+/// Runs a host's task with its progress line as the target of [`trace`].
+pub(crate) async fn traced<F: std::future::Future>(line: HostLine, fut: F) -> F::Output {
+    TRACE.scope(line, fut).await
+}
+
+/// A detail line for the current host's task, shown from verbosity `level` (1: `-v`, 2: `-vv`)
+/// on; nothing outside a host's task. `msg` is escaped; each of its lines is prefixed.
+pub fn trace(level: i8, msg: &str) {
+    let _ = TRACE.try_with(|line| line.trace(level, msg));
+}
+
+/// Whether [`trace`] at `level` would print (to skip building an expensive message).
+pub fn tracing(level: i8) -> bool {
+    TRACE
+        .try_with(|line| match line {
+            HostLine::Text { verbosity, .. } => *verbosity >= level,
+            HostLine::Bar(_) => false,
+        })
+        .unwrap_or(false)
+}
+
 impl HostLine {
+    fn trace(&self, level: i8, msg: &str) {
+        if let HostLine::Text {
+            name,
+            sink,
+            verbosity,
+        } = self
+            && *verbosity >= level
+        {
+            for l in msg.lines() {
+                write_line(sink, &format!("{name}: {}", crate::display::line(l)));
+            }
+        }
+    }
+
     pub(crate) fn stage(&self, msg: &str) {
         match self {
             HostLine::Bar(bar) => bar.set_message(crate::display::line(msg).into_owned()),

@@ -583,6 +583,51 @@ impl Session {
         stdin: &[u8],
         limit: Duration,
     ) -> Result<ExecOutput, SshError> {
+        self.run_for("remote script", script, stdin, limit).await
+    }
+
+    /// [`Session::run`], saying what it is for at `-v` (purpose, exit status, time) and, at
+    /// `-vv`, the script itself. Neither shows `stdin`, where secrets travel (only its size).
+    pub async fn run_for(
+        &self,
+        purpose: &str,
+        script: &str,
+        stdin: &[u8],
+        limit: Duration,
+    ) -> Result<ExecOutput, SshError> {
+        if crate::progress::tracing(2) {
+            // A long program (hostfs' perl) is cut: -vv is for reading what runs, not a dump.
+            const SHOWN_LINES: usize = 40;
+            let mut shown = format!("{purpose}: as root, {} bytes on stdin:", stdin.len());
+            for l in script.lines().take(SHOWN_LINES) {
+                shown.push_str("\n    ");
+                shown.push_str(l);
+            }
+            let more = script.lines().count().saturating_sub(SHOWN_LINES);
+            if more > 0 {
+                shown.push_str(&format!("\n    ... ({more} more lines)"));
+            }
+            crate::progress::trace(2, &shown);
+        }
+        let t0 = std::time::Instant::now();
+        let out = self.run_script(script, stdin, limit).await;
+        let ms = t0.elapsed().as_millis();
+        crate::progress::trace(
+            1,
+            &match &out {
+                Ok(o) => format!("{purpose}: exit {} in {ms} ms", o.status),
+                Err(e) => format!("{purpose}: failed after {ms} ms: {e}"),
+            },
+        );
+        out
+    }
+
+    async fn run_script(
+        &self,
+        script: &str,
+        stdin: &[u8],
+        limit: Duration,
+    ) -> Result<ExecOutput, SshError> {
         let secs = limit.as_secs().max(1);
         let body = sh_quote(script);
         // `timeout` kills the remote process even when the channel is dropped (FACTS §7).
