@@ -132,7 +132,7 @@ pub fn evaluate(ev: &Evidence, waived: &[String]) -> Vec<ControlResult> {
     catalogue()
         .into_iter()
         .map(|c: &Control| {
-            let Finding { status, evidence } = (c.eval)(ev);
+            let Finding { status, evidence } = c.run(ev);
             let is_waived = waived.iter().any(|w| w.eq_ignore_ascii_case(c.id));
             ControlResult {
                 id: c.id,
@@ -210,7 +210,8 @@ pub async fn audit_host(
             evidence::probe_outside(&host.address, port, probe_limit).await
         }
     };
-    if let Err(why) = ev.conf_dir() {
+    if let Err(e) = ev.conf_dir() {
+        let why = e.evidence();
         ev.live.cluecon = evidence::EslProbe::NotRun(why.clone());
         ev.live.configured = evidence::EslProbe::NotRun(why);
         ev.live.outside = outside.await;
