@@ -75,15 +75,60 @@ mod tests {
         assert_eq!(format!("{any:#}"), line);
     }
 
-    /// Every error of fsfleet whose source is set: its message does not repeat the source.
+    /// fsfleet's errors that reach the CLI edge with a source: the message leaves it out, so the
+    /// chain (what `fsfleet: ...` prints) names each cause once.
     #[test]
     fn fsfleet_errors_do_not_repeat_their_source() {
-        let conf = crate::model::ModelError::Conf {
-            path: "/etc/freeswitch/vars.xml".into(),
-            source: crate::conf::ConfError::Malformed("unclosed tag".into()),
-        };
-        let line = chain(&conf);
-        assert_eq!(line.matches("unclosed tag").count(), 1, "{line}");
-        assert_eq!(format!("{:#}", anyhow::Error::new(conf)), line);
+        use std::path::PathBuf;
+        let io = || std::io::Error::other("permission denied");
+        let errors: Vec<(Box<dyn Error + Send + Sync>, &str)> = vec![
+            (
+                Box::new(crate::model::ModelError::Conf {
+                    path: "/etc/freeswitch/vars.xml".into(),
+                    source: crate::conf::ConfError::Malformed("unclosed tag".into()),
+                }),
+                "unclosed tag",
+            ),
+            (
+                Box::new(crate::inventory::InventoryError::Read {
+                    path: PathBuf::from("/x/inv.toml"),
+                    source: io(),
+                }),
+                "permission denied",
+            ),
+            (
+                Box::new(crate::inventory::InventoryError::LimitFile {
+                    spec: "retry".into(),
+                    tried: vec![PathBuf::from("/x/retry")],
+                    source: io(),
+                }),
+                "permission denied",
+            ),
+            (
+                Box::new(crate::inventory::InventoryError::SshConfig(
+                    crate::ssh::config::SshConfigError::Read {
+                        path: PathBuf::from("/root/.ssh/config"),
+                        source: io(),
+                    },
+                )),
+                "permission denied",
+            ),
+            (
+                Box::new(crate::cmd::CmdError::from(
+                    "0".parse::<crate::fleet::Serial>().unwrap_err(),
+                )),
+                "--serial",
+            ),
+            (
+                Box::new(crate::audit::AuditError::Output(io())),
+                "permission denied",
+            ),
+        ];
+        for (e, cause) in errors {
+            let line = chain(e.as_ref());
+            assert_eq!(line.matches(cause).count(), 1, "{line}");
+            let any = anyhow::Error::from_boxed(e);
+            assert_eq!(format!("{any:#}"), line);
+        }
     }
 }

@@ -35,9 +35,9 @@ pub enum AuditError {
     },
     #[error("--format markdown only applies to --list-controls; use text, json, junit or sarif")]
     MarkdownReport,
-    #[error("cannot write the report to stdout: {0}")]
+    #[error("cannot write the report to stdout")]
     Output(#[from] std::io::Error),
-    #[error("cannot encode the JSON report: {0}")]
+    #[error("cannot encode the JSON report")]
     Json(#[from] serde_json::Error),
 }
 
