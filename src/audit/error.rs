@@ -35,7 +35,7 @@ pub enum ControlError {
     #[error("the {probe} probe did not run on the host (status {status:?})")]
     ProbeNotRun { probe: String, status: Option<i32> },
     /// The host's TCP listeners could not be read.
-    #[error("`ss -ltnp` did not run on the host or could not be read; install iproute2 and re-run")]
+    #[error("the host's TCP listeners could not be read (install iproute2 and re-run)")]
     Listeners(#[source] ListenersError),
     /// The listener could not be proven FreeSWITCH's (the refusal says whose and what to do).
     #[error(transparent)]

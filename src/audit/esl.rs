@@ -473,6 +473,43 @@ mod tests {
         assert_eq!(eval("FS-ESL-04", &ev).status, Status::Pass);
     }
 
+    /// FS-ESL-02 reads the listeners esl_target proves the owner from (the host model's): a
+    /// line that cannot be placed, or no ss at all, is an error naming why, never a pass.
+    #[test]
+    fn unreadable_listeners_are_an_error_with_the_reason() {
+        let proc = (
+            crate::facts::FS_PROCESS,
+            "via systemd\nproc 57 999 997\nuser 999 freeswitch\n",
+            0,
+        );
+        let bad = "LISTEN 0 5 127.0.0.1:8021 0.0.0.0:* uid:999 ino:1 sk:1 <->\nLISTEN 0 5 garbage 0.0.0.0:*\n";
+        let ev = evidence(
+            &hardened_files(),
+            &[(crate::facts::LISTEN, bad, 0), proc],
+            Live::default(),
+        );
+        let f = eval("FS-ESL-02", &ev);
+        assert_eq!(f.status, Status::Error, "{:?}", f.evidence);
+        assert!(
+            f.evidence[0].starts_with("the host's TCP listeners could not be read")
+                && f.evidence[0].contains("garbage"),
+            "{:?}",
+            f.evidence
+        );
+        let ev = evidence(
+            &hardened_files(),
+            &[(crate::facts::LISTEN, "", 127), proc],
+            Live::default(),
+        );
+        let f = eval("FS-ESL-02", &ev);
+        assert_eq!(f.status, Status::Error);
+        assert!(
+            f.evidence[0].contains("did not run on the host (status Some(127))"),
+            "{:?}",
+            f.evidence
+        );
+    }
+
     #[test]
     fn listeners_parse_ss_output() {
         let ss = "LISTEN 0 128 127.0.0.1:8021 0.0.0.0:*\nLISTEN 0 5 [::1]:8021 [::]:*\nLISTEN 0 5 [::]:802 [::]:*\n";
