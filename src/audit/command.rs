@@ -287,8 +287,9 @@ pub async fn command(args: AuditArgs) -> Result<u8, AuditError> {
             session.close().await;
             let ev = ev.map_err(|e| {
                 HostError::Failed(format!(
-                    "{}: cannot gather the audit evidence: {e}",
-                    ctx.host.name
+                    "{}: cannot gather the audit evidence: {}",
+                    ctx.host.name,
+                    crate::errors::chain(&e)
                 ))
             })?;
             ctx.stage("evaluating");

@@ -350,8 +350,10 @@ async fn esl_try(session: &Session, target: &Target, password: &Secret, status: 
         Ok(s) => s,
         Err(e) => {
             return EslProbe::Unavailable(format!(
-                "nothing accepted a connection on {}:{} on the host ({e})",
-                target.address, target.port
+                "nothing accepted a connection on {}:{} on the host ({})",
+                target.address,
+                target.port,
+                crate::errors::chain(&e)
             ));
         }
     };
