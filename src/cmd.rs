@@ -15,8 +15,9 @@ use crate::ssh::{self, ConnectOptions, Connector};
 pub enum CmdError {
     #[error(transparent)]
     Inventory(#[from] InventoryError),
-    #[error("--serial {value}: {source}")]
-    Serial { value: String, source: SerialError },
+    /// The message names the value given.
+    #[error(transparent)]
+    Serial(#[from] SerialError),
 }
 
 /// Load the inventory and select the hosts of this run.
@@ -32,10 +33,7 @@ pub fn select(path: &Path, limit: Option<&str>) -> Result<(Inventory, Vec<Host>)
 
 pub fn fleet_options(run: &RunArgs) -> Result<FleetOptions, CmdError> {
     let serial = match &run.serial {
-        Some(s) => Some(s.parse::<Serial>().map_err(|source| CmdError::Serial {
-            value: s.clone(),
-            source,
-        })?),
+        Some(s) => Some(s.parse::<Serial>()?),
         None => None,
     };
     Ok(FleetOptions {
@@ -69,9 +67,9 @@ pub async fn connector(inv: &Inventory, hosts: &[Host], run: &RunArgs) -> Arc<Co
 pub async fn connect(connector: &Connector, host: &Host) -> Result<ssh::Session, HostError> {
     connector.connect(host).await.map_err(|e| {
         if e.is_unreachable() {
-            HostError::Unreachable(e.to_string())
+            HostError::Unreachable(crate::errors::chain(&e))
         } else {
-            HostError::Failed(e.to_string())
+            HostError::Failed(crate::errors::chain(&e))
         }
     })
 }

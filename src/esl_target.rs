@@ -12,7 +12,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::facts::{self, FsProcess, HostNet, Listener, Script, Sections};
+use crate::errors::chain;
+use crate::facts::{self, FsProcess, FsProcessError, HostNet, Listener, Script, Sections};
+use crate::model::listeners;
 use crate::ssh::Session;
 
 /// The proven place to reach the Event Socket at, from the host itself.
@@ -126,13 +128,13 @@ fn is_freeswitch(l: &Listener, fs: &FsProcess) -> bool {
 /// `listen-port` (host text: used to find the port and to name a hostile `listen-ip`, never as
 /// the address to connect to).
 pub fn decide(
-    fs: Result<&FsProcess, String>,
+    fs: Result<&FsProcess, &FsProcessError>,
     listeners: &[Listener],
     net: &HostNet,
     config_ip: &str,
     port: u16,
 ) -> Result<Target, Refusal> {
-    let on_port: Vec<&Listener> = listeners.iter().filter(|l| l.port == port).collect();
+    let on_port = listeners::on_port(listeners, port);
     let list = |ls: &[&Listener]| {
         ls.iter()
             .map(|l| format!("{} by {}", l.socket(), owner(l, net)))
@@ -266,27 +268,16 @@ fn sock(ip: IpAddr, port: u16) -> String {
 /// The decision from a facts run's sections ([`facts::LISTEN`], [`facts::FS_PROCESS`],
 /// [`facts::NET`]).
 pub fn from_sections(s: &Sections, config_ip: &str, port: u16) -> Result<Target, Refusal> {
-    if s.status(facts::LISTEN) != Some(0) {
-        return Err(Refusal::Unreadable(format!(
-            "`ss -Hltnp` did not run on the host (status {:?}): fsfleet cannot prove whose \
-             Event Socket it would talk to; install iproute2 and re-run",
-            s.status(facts::LISTEN)
-        )));
-    }
-    let listeners = facts::parse_listeners(s.text(facts::LISTEN)).map_err(|e| {
+    // The same reading as audit's FS-ESL-02 (the host model's listeners).
+    let listeners = listeners::from_sections(s).map_err(|e| {
         Refusal::Unreadable(format!(
-            "{e}: fsfleet cannot prove whose Event Socket it would talk to"
+            "{}: fsfleet cannot prove whose Event Socket it would talk to; install iproute2 and re-run",
+            chain(&e)
         ))
     })?;
-    let fs = facts::parse_fs_process(s.text(facts::FS_PROCESS)).map_err(|e| e.to_string());
+    let fs = facts::parse_fs_process(s.text(facts::FS_PROCESS));
     let net = HostNet::parse(s.text(facts::NET));
-    decide(
-        fs.as_ref().map_err(Clone::clone),
-        &listeners,
-        &net,
-        config_ip,
-        port,
-    )
+    decide(fs.as_ref(), &listeners, &net, config_ip, port)
 }
 
 /// Prove again, now (one remote command: ss, the FreeSWITCH process, the addresses): for each
@@ -300,10 +291,90 @@ pub async fn prove(session: &Session, config_ip: &str, port: u16) -> Result<Targ
         .add(facts::NET, facts::NET_SNIPPET);
     let sections = facts::gather(session, &script).await.map_err(|e| {
         Refusal::Unreadable(format!(
-            "reading the host's listeners failed ({e}): fsfleet cannot prove whose Event Socket it would talk to"
+            "reading the host's listeners failed ({}): fsfleet cannot prove whose Event Socket it would talk to",
+            chain(&e)
         ))
     })?;
     from_sections(&sections, config_ip, port)
+}
+
+/// What a plain TCP connection from the controller to the Event Socket's port sees.
+#[derive(Debug)]
+pub enum Outside {
+    /// No answer within the connect limit: filtered.
+    Filtered,
+    /// The connection failed (refused, unroutable).
+    NoConnection(std::io::Error),
+    /// Connected, and no `auth/request` greeting within the read limit: what was seen instead.
+    NoGreeting(String),
+    /// `Content-Type: auth/request`: the Event Socket answers whoever reaches the port.
+    Greeting,
+}
+
+/// Connect from the controller to address:port (an IP literal with or without brackets, or a
+/// name) and read what the port says, without sending anything: audit's FS-ESL-03 and harden's
+/// verify both ask this.
+pub async fn probe_outside(
+    address: &str,
+    port: u16,
+    connect_limit: std::time::Duration,
+    read_limit: std::time::Duration,
+) -> Outside {
+    use tokio::io::AsyncReadExt;
+    // An IPv6 literal needs no brackets for a (host, port) pair.
+    let target = address.trim_start_matches('[').trim_end_matches(']');
+    let connect = match target.parse::<IpAddr>() {
+        Ok(ip) => {
+            tokio::time::timeout(connect_limit, tokio::net::TcpStream::connect((ip, port))).await
+        }
+        Err(_) => {
+            tokio::time::timeout(
+                connect_limit,
+                tokio::net::TcpStream::connect((target, port)),
+            )
+            .await
+        }
+    };
+    let mut stream = match connect {
+        Err(_) => return Outside::Filtered,
+        Ok(Err(e)) => return Outside::NoConnection(e),
+        Ok(Ok(s)) => s,
+    };
+    let mut buf = vec![0u8; 512];
+    let mut got = 0;
+    let deadline = tokio::time::Instant::now() + read_limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf[got..])).await {
+            Err(_) | Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                got += n;
+                let text = String::from_utf8_lossy(&buf[..got]);
+                if text.contains("Content-Type: auth/request") {
+                    return Outside::Greeting;
+                }
+                if text.contains("\n\n") || got == buf.len() {
+                    break;
+                }
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&buf[..got]);
+    Outside::NoGreeting(if got == 0 {
+        "the connection was accepted but nothing was sent (closed or silent)".into()
+    } else if text.contains("text/rude-rejection") {
+        "the connection was accepted and rejected by the Event Socket ACL (text/rude-rejection)"
+            .into()
+    } else {
+        format!(
+            "the connection was accepted but answered {:?}",
+            text.lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(60)
+                .collect::<String>()
+        )
+    })
 }
 
 #[cfg(test)]
@@ -516,7 +587,7 @@ mod tests {
 
     #[test]
     fn no_freeswitch_or_no_listener_is_absence_and_says_so() {
-        let why = || Err("the freeswitch unit has no main process".to_string());
+        let why = || Err(&FsProcessError::NotRunningUnit);
         let r = decide(why(), &[], &net(), "127.0.0.1", 8021).unwrap_err();
         assert!(
             r.is_absence() && r.to_string().contains("not running"),

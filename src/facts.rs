@@ -1056,12 +1056,6 @@ impl FileFact {
         std::str::from_utf8(self.content.as_deref()?).ok()
     }
 
-    /// The text, or an error naming the file for evidence and refusals.
-    pub fn readable_text(&self) -> Result<&str, String> {
-        self.text()
-            .ok_or_else(|| format!("{} could not be read (too large or not UTF-8)", self.path))
-    }
-
     /// The path relative to `dir` (the config dir), as operators write it.
     pub fn rel_path(&self, dir: &str) -> String {
         self.path

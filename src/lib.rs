@@ -5,6 +5,7 @@ pub mod cli;
 pub mod cmd;
 pub mod conf;
 pub mod display;
+pub mod errors;
 pub mod esl;
 pub mod esl_target;
 pub mod facts;

@@ -47,7 +47,8 @@ async fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(UsageError(e)) => {
-            eprintln!("fsfleet: {e:#}");
+            // Each error's message leaves out its source: the chain names every cause once.
+            eprintln!("fsfleet: {}", fsfleet::errors::chain(e.as_ref()));
             ExitCode::from(EXIT_USAGE)
         }
     }
@@ -90,7 +91,7 @@ async fn facts_command(args: FactsArgs) -> Result<u8, UsageError> {
             ctx.stage("gathering facts");
             let result = facts::base_facts(&session, &ctx.host).await;
             session.close().await;
-            result.map_err(|e| HostError::Failed(e.to_string()))
+            result.map_err(|e| HostError::Failed(fsfleet::errors::chain(&e)))
         }
     })
     .await;

@@ -35,9 +35,9 @@ pub enum AuditError {
     },
     #[error("--format markdown only applies to --list-controls; use text, json, junit or sarif")]
     MarkdownReport,
-    #[error("cannot write the report to stdout: {0}")]
+    #[error("cannot write the report to stdout")]
     Output(#[from] std::io::Error),
-    #[error("cannot encode the JSON report: {0}")]
+    #[error("cannot encode the JSON report")]
     Json(#[from] serde_json::Error),
 }
 
@@ -132,7 +132,7 @@ pub fn evaluate(ev: &Evidence, waived: &[String]) -> Vec<ControlResult> {
     catalogue()
         .into_iter()
         .map(|c: &Control| {
-            let Finding { status, evidence } = (c.eval)(ev);
+            let Finding { status, evidence } = c.run(ev);
             let is_waived = waived.iter().any(|w| w.eq_ignore_ascii_case(c.id));
             ControlResult {
                 id: c.id,
@@ -210,7 +210,8 @@ pub async fn audit_host(
             evidence::probe_outside(&host.address, port, probe_limit).await
         }
     };
-    if let Err(why) = ev.conf_dir() {
+    if let Err(e) = ev.conf_dir() {
+        let why = e.evidence();
         ev.live.cluecon = evidence::EslProbe::NotRun(why.clone());
         ev.live.configured = evidence::EslProbe::NotRun(why);
         ev.live.outside = outside.await;
@@ -286,8 +287,9 @@ pub async fn command(args: AuditArgs) -> Result<u8, AuditError> {
             session.close().await;
             let ev = ev.map_err(|e| {
                 HostError::Failed(format!(
-                    "{}: cannot gather the audit evidence: {e}",
-                    ctx.host.name
+                    "{}: cannot gather the audit evidence: {}",
+                    ctx.host.name,
+                    crate::errors::chain(&e)
                 ))
             })?;
             ctx.stage("evaluating");

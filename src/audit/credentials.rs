@@ -1,7 +1,7 @@
 //! Credentials at rest: plaintext files left by hand-run scripts, readable config copies, fs_cli.
 
 use super::evidence::{Evidence, Stat, parse_stats, readable_by};
-use super::{Control, Finding, Severity};
+use super::{Control, ControlError, Finding, Severity};
 
 pub const CONTROLS: &[Control] = &[
     Control {
@@ -68,41 +68,29 @@ pub const CONTROLS: &[Control] = &[
     },
 ];
 
-fn files_of(ev: &Evidence, section: &str) -> Result<Vec<Stat>, String> {
-    let (text, status) = ev.section(section);
-    if status != Some(0) {
-        return Err(format!(
-            "the {section} probe did not run on the host (status {status:?})"
-        ));
-    }
-    Ok(parse_stats(text))
+fn files_of(ev: &Evidence, section: &str) -> Result<Vec<Stat>, ControlError> {
+    Ok(parse_stats(ev.ran(section, section)?))
 }
 
 fn describe(s: &Stat) -> String {
     format!("{} (mode {:o}, {}:{})", s.path, s.mode, s.owner, s.group)
 }
 
-fn plaintext_files(ev: &Evidence) -> Finding {
-    let stats = match files_of(ev, "audit_creds") {
-        Ok(s) => s,
-        Err(e) => return Finding::error(e),
-    };
+fn plaintext_files(ev: &Evidence) -> Result<Finding, ControlError> {
+    let stats = files_of(ev, "audit_creds")?;
     let bad: Vec<String> = stats
         .iter()
         .filter(|s| !s.dir)
         .map(|s| format!("credentials file {}", describe(s)))
         .collect();
-    Finding::fail_if(
+    Ok(Finding::fail_if(
         bad,
         vec!["no credentials file in /root, /home, /tmp, /opt or /srv".into()],
-    )
+    ))
 }
 
-fn readable_copies(ev: &Evidence) -> Finding {
-    let stats = match files_of(ev, "audit_backups") {
-        Ok(s) => s,
-        Err(e) => return Finding::error(e),
-    };
+fn readable_copies(ev: &Evidence) -> Result<Finding, ControlError> {
+    let stats = files_of(ev, "audit_backups")?;
     let copies: Vec<&Stat> = stats.iter().filter(|s| !s.dir).collect();
     let bad: Vec<String> = copies
         .iter()
@@ -121,36 +109,33 @@ fn readable_copies(ev: &Evidence) -> Finding {
                 .join(", ")
         )]
     };
-    Finding::fail_if(bad, ok)
+    Ok(Finding::fail_if(bad, ok))
 }
 
-fn fs_cli_modes(ev: &Evidence) -> Finding {
-    let stats = match files_of(ev, "audit_fscli_conf") {
-        Ok(s) => s,
-        Err(e) => return Finding::error(e),
-    };
+fn fs_cli_modes(ev: &Evidence) -> Result<Finding, ControlError> {
+    let stats = files_of(ev, "audit_fscli_conf")?;
     let files: Vec<&Stat> = stats.iter().filter(|s| !s.dir).collect();
     if files.is_empty() {
-        return Finding::pass(vec![
+        return Ok(Finding::pass(vec![
             "no fs_cli config file (/etc/fs_cli.conf, ~/.fs_cli_conf): no password stored".into(),
-        ]);
+        ]));
     }
     let bad: Vec<String> = files
         .iter()
         .filter(|s| s.mode & 0o077 != 0)
         .map(|s| format!("{} is not 0600", describe(s)))
         .collect();
-    Finding::fail_if(bad, files.iter().map(|s| describe(s)).collect())
+    Ok(Finding::fail_if(
+        bad,
+        files.iter().map(|s| describe(s)).collect(),
+    ))
 }
 
 /// The files that hold a secret: vars.xml, event_socket.conf.xml, directory files that set a
 /// password literally (config facts), and the fs_cli configs (their own probe).
-fn secret_file_modes(ev: &Evidence) -> Finding {
+fn secret_file_modes(ev: &Evidence) -> Result<Finding, ControlError> {
     use crate::harden::Meta;
-    let dir = match ev.conf_dir() {
-        Ok(d) => d,
-        Err(e) => return Finding::error(e),
-    };
+    let dir = ev.conf_dir()?;
     let fs = ev.facts.fs_owner();
     let mut checked = Vec::new();
     let mut bad = Vec::new();
@@ -176,10 +161,7 @@ fn secret_file_modes(ev: &Evidence) -> Finding {
         }
         checked.push(line);
     }
-    let fscli = match files_of(ev, "audit_fscli_conf") {
-        Ok(s) => s,
-        Err(e) => return Finding::error(e),
-    };
+    let fscli = files_of(ev, "audit_fscli_conf")?;
     for s in fscli.iter().filter(|s| !s.dir) {
         let line = describe(s);
         if s.mode & 0o077 != 0 {
@@ -188,23 +170,18 @@ fn secret_file_modes(ev: &Evidence) -> Finding {
         checked.push(line);
     }
     if checked.is_empty() {
-        return Finding::error(format!(
-            "no config file that holds a secret was read in {dir}"
-        ));
+        return Err(ControlError::NoSecretFile(dir.to_string()));
     }
-    Finding::fail_if(bad, checked)
+    Ok(Finding::fail_if(bad, checked))
 }
 
-fn fs_cli_connects(ev: &Evidence) -> Finding {
+fn fs_cli_connects(ev: &Evidence) -> Result<Finding, ControlError> {
     let Some(fs) = ev.facts.base.freeswitch.as_ref() else {
-        return Finding::error(
-            ev.conf_dir()
-                .err()
-                .unwrap_or_else(|| "no FreeSWITCH found".into()),
-        );
+        ev.conf_dir()?;
+        return Err(ControlError::NoFreeSwitch);
     };
     let (text, status) = ev.section("fs_status");
-    match (status, fs.ready, fs.version.as_deref()) {
+    Ok(match (status, fs.ready, fs.version.as_deref()) {
         (_, Some(ready), Some(v)) => {
             let line = format!(
                 "`fs_cli -x status` as root: FreeSWITCH (Version {v}) is {}",
@@ -215,14 +192,10 @@ fn fs_cli_connects(ev: &Evidence) -> Finding {
         (Some(1), _, _) if text.trim().is_empty() => {
             Finding::skipped("fs_cli is not installed on the host")
         }
-        (Some(crate::facts::FSCLI_GATED), _, _) => Finding::error(format!(
-            "{} (fs_cli would send its stored password there)",
-            text.trim()
-        )),
-        _ if !fs.service_active => Finding::error(
-            "FreeSWITCH is not running (systemctl is-active freeswitch), so fs_cli cannot be \
-             tested; start it and re-run",
-        ),
+        (Some(crate::facts::FSCLI_GATED), _, _) => {
+            return Err(ControlError::FsCliGated(text.trim().to_string()));
+        }
+        _ if !fs.service_active => return Err(ControlError::FreeSwitchStopped),
         (Some(255), _, _) => Finding::fail(vec![
             "`fs_cli -x status` as root could not connect (exit 255, Error Connecting): its \
              config holds a stale password or host"
@@ -232,7 +205,7 @@ fn fs_cli_connects(ev: &Evidence) -> Finding {
             "`fs_cli -x status` as root did not report readiness (exit {})",
             s.map_or("unknown".into(), |s| s.to_string())
         )]),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -240,10 +213,6 @@ mod tests {
     use super::super::evidence::testing::*;
     use super::super::{Live, Status};
     use super::*;
-
-    fn eval(id: &str, ev: &Evidence) -> Finding {
-        (CONTROLS.iter().find(|c| c.id == id).unwrap().eval)(ev)
-    }
 
     #[test]
     fn secret_files_readable_by_others_fail_with_their_modes() {
@@ -394,7 +363,7 @@ mod tests {
             Live::default(),
         );
         for c in CONTROLS {
-            let f = (c.eval)(&ev);
+            let f = c.run(&ev);
             assert_eq!(f.status, Status::Pass, "{}: {:?}", c.id, f.evidence);
         }
         assert_eq!(

@@ -3,8 +3,9 @@
 use crate::conf::xml::{self, TagKind};
 
 use super::evidence::Evidence;
+use super::evidence::text_of;
 use super::sip::{compact_ids, line_of, users};
-use super::{Control, Finding, Severity};
+use super::{Control, ControlError, Finding, Severity};
 
 pub const CONTROLS: &[Control] = &[
     Control {
@@ -60,7 +61,7 @@ pub struct Extension {
 }
 
 /// Every live (uncommented) extension of the default context files.
-pub fn extensions(ev: &Evidence) -> Result<Vec<Extension>, String> {
+pub fn extensions(ev: &Evidence) -> Result<Vec<Extension>, ControlError> {
     let dir = ev.conf_dir()?;
     let mut files = Vec::new();
     if let Some(f) = ev.facts.files.conf("dialplan/default.xml") {
@@ -68,13 +69,16 @@ pub fn extensions(ev: &Evidence) -> Result<Vec<Extension>, String> {
     }
     files.extend(ev.facts.files.conf_dir_files("dialplan/default", ".xml"));
     if files.is_empty() {
-        return Err(format!("{dir}/dialplan/default.xml is missing on the host"));
+        return Err(ControlError::Missing(format!("{dir}/dialplan/default.xml")));
     }
     let mut out = Vec::new();
     for f in files {
         let rel = f.rel_path(dir);
-        let text = f.readable_text()?;
-        let tags = xml::scan(text).map_err(|e| format!("{}: {e}", f.path))?;
+        let text = text_of(f)?;
+        let tags = xml::scan(text).map_err(|source| ControlError::Xml {
+            path: f.path.clone(),
+            source,
+        })?;
         let mut cur: Option<Extension> = None;
         for t in &tags {
             match (t.name.as_str(), t.kind) {
@@ -108,11 +112,8 @@ pub fn extensions(ev: &Evidence) -> Result<Vec<Extension>, String> {
     Ok(out)
 }
 
-fn sip_uri(ev: &Evidence) -> Finding {
-    let exts = match extensions(ev) {
-        Ok(e) => e,
-        Err(e) => return Finding::error(e),
-    };
+fn sip_uri(ev: &Evidence) -> Result<Finding, ControlError> {
+    let exts = extensions(ev)?;
     let bad: Vec<String> = exts
         .iter()
         .filter(|e| e.expressions.iter().any(|x| x.starts_with("^sip:")))
@@ -124,20 +125,17 @@ fn sip_uri(ev: &Evidence) -> Finding {
             ))
         })
         .collect();
-    Finding::fail_if(
+    Ok(Finding::fail_if(
         bad,
         vec![format!(
             "no extension of the default context bridges dialled sip: URIs ({} extensions read)",
             exts.len()
         )],
-    )
+    ))
 }
 
-fn example_gateways(ev: &Evidence) -> Finding {
-    let exts = match extensions(ev) {
-        Ok(e) => e,
-        Err(e) => return Finding::error(e),
-    };
+fn example_gateways(ev: &Evidence) -> Result<Finding, ControlError> {
+    let exts = extensions(ev)?;
     let bad: Vec<String> = exts
         .iter()
         .filter(|e| {
@@ -153,17 +151,14 @@ fn example_gateways(ev: &Evidence) -> Finding {
             )
         })
         .collect();
-    Finding::fail_if(
+    Ok(Finding::fail_if(
         bad,
         vec!["no example gateway extension in the default context".into()],
-    )
+    ))
 }
 
-fn international_users(ev: &Evidence) -> Finding {
-    let users = match users(ev) {
-        Ok(u) => u,
-        Err(e) => return Finding::error(e),
-    };
+fn international_users(ev: &Evidence) -> Result<Finding, ControlError> {
+    let users = users(ev)?;
     let intl: Vec<&str> = users
         .iter()
         .filter(|u| {
@@ -177,7 +172,7 @@ fn international_users(ev: &Evidence) -> Finding {
         })
         .map(|u| u.id.as_str())
         .collect();
-    if intl.is_empty() {
+    Ok(if intl.is_empty() {
         Finding::pass(vec![format!(
             "no user of {} has international in toll_allow",
             users.len()
@@ -188,7 +183,7 @@ fn international_users(ev: &Evidence) -> Finding {
             intl.len(),
             compact_ids(&intl)
         )])
-    }
+    })
 }
 
 #[cfg(test)]
@@ -196,10 +191,6 @@ mod tests {
     use super::super::evidence::testing::*;
     use super::super::{Live, Status};
     use super::*;
-
-    fn eval(id: &str, ev: &Evidence) -> Finding {
-        (CONTROLS.iter().find(|c| c.id == id).unwrap().eval)(ev)
-    }
 
     #[test]
     fn stock_dialplan_has_the_three_toll_fraud_paths() {

@@ -1,9 +1,10 @@
 //! Event Socket controls: the default password, where it listens, who can reach it.
 
 use super::evidence::{EslProbe, Evidence, OutsideProbe};
-use super::{Control, Finding, Severity};
+use super::{Control, ControlError, Finding, Severity};
 use crate::esl_target::Refusal;
-use crate::facts::{is_loopback, listeners};
+use crate::facts::is_loopback;
+use crate::model::listeners;
 
 use crate::model::{ESL_CONF, MIN_PASSWORD_LEN, Weakness, password_weakness};
 
@@ -60,11 +61,8 @@ pub const CONTROLS: &[Control] = &[
     },
 ];
 
-fn password_not_default(ev: &Evidence) -> Finding {
-    let es = match ev.event_socket() {
-        Ok(es) => es,
-        Err(e) => return Finding::error(e),
-    };
+fn password_not_default(ev: &Evidence) -> Result<Finding, ControlError> {
+    let es = ev.event_socket()?;
     let mut bad = Vec::new();
     let mut ok = Vec::new();
     let n = es.password.expose().chars().count();
@@ -99,18 +97,13 @@ fn password_not_default(ev: &Evidence) -> Finding {
         )),
         EslProbe::NotProven(why) => {
             if bad.is_empty() {
-                return Finding::error(format!(
-                    "the live Event Socket was not asked (no password was sent): {why}"
-                ));
+                return Err(ControlError::EslNotProven(why.clone()));
             }
             bad.push(format!("live: not checked, no password was sent: {why}"));
         }
         EslProbe::NotRun(why) | EslProbe::Unavailable(why) => {
             if bad.is_empty() {
-                return Finding::error(format!(
-                    "the config password is not ClueCon, but the live Event Socket could not be \
-                     asked: {why}; start FreeSWITCH and re-run"
-                ));
+                return Err(ControlError::EslUnavailable(why.clone()));
             }
             bad.push(format!("live: not checked ({why})"));
         }
@@ -118,14 +111,11 @@ fn password_not_default(ev: &Evidence) -> Finding {
     if let EslProbe::Accepted { status: Some(line) } = &ev.live.configured {
         ok.push(format!("live: the configured password is accepted: {line}"));
     }
-    Finding::fail_if(bad, ok)
+    Ok(Finding::fail_if(bad, ok))
 }
 
-fn loopback_only(ev: &Evidence) -> Finding {
-    let es = match ev.event_socket() {
-        Ok(es) => es,
-        Err(e) => return Finding::error(e),
-    };
+fn loopback_only(ev: &Evidence) -> Result<Finding, ControlError> {
+    let es = ev.event_socket()?;
     let (ip, port) = (es.listen_ip.as_str(), es.listen_port);
     let mut bad = Vec::new();
     let mut ok = Vec::new();
@@ -141,14 +131,13 @@ fn loopback_only(ev: &Evidence) -> Finding {
             "{ESL_CONF}: listen-ip is {shown}, not a loopback address"
         ));
     }
-    let (ss, status) = ev.section(crate::facts::LISTEN);
-    if status != Some(0) {
-        return Finding::error(format!(
-            "`ss -ltnp` did not run on the host (status {status:?}); install iproute2 and re-run"
-        ));
-    }
-    let live = listeners(ss, port);
-    let open: Vec<&String> = live.iter().filter(|a| !is_loopback(a)).collect();
+    // The listeners esl_target proves the Event Socket's owner from: the host model's.
+    let all = ev.model().listeners().map_err(ControlError::Listeners)?;
+    let live: Vec<&str> = listeners::on_port(&all, port)
+        .iter()
+        .map(|l| l.address.as_str())
+        .collect();
+    let open: Vec<&&str> = live.iter().filter(|a| !is_loopback(a)).collect();
     if live.is_empty() {
         ok.push(format!("live: nothing listens on TCP port {port}"));
     } else if open.is_empty() {
@@ -161,15 +150,15 @@ fn loopback_only(ev: &Evidence) -> Finding {
     match crate::esl_target::from_sections(&ev.facts.sections, ip, port) {
         Ok(t) => ok.push(format!("live: {}", t.evidence)),
         Err(r @ Refusal::Foreign(_)) => bad.push(format!("live: {r}")),
-        Err(r @ Refusal::Unreadable(_)) => return Finding::error(r.to_string()),
+        Err(r @ Refusal::Unreadable(_)) => return Err(r.into()),
         Err(_) => {}
     }
-    Finding::fail_if(bad, ok)
+    Ok(Finding::fail_if(bad, ok))
 }
 
-fn not_reachable_from_outside(ev: &Evidence) -> Finding {
+fn not_reachable_from_outside(ev: &Evidence) -> Result<Finding, ControlError> {
     let target = format!("{}:{}", ev.host.address, ev.live.esl_port);
-    match &ev.live.outside {
+    Ok(match &ev.live.outside {
         OutsideProbe::Greeting => Finding::fail(vec![format!(
             "a TCP connection from the controller to {target} got the Event Socket greeting \
              (Content-Type: auth/request)"
@@ -181,7 +170,7 @@ fn not_reachable_from_outside(ev: &Evidence) -> Finding {
             "from the controller to {target}: no connection ({why})"
         )]),
         OutsideProbe::NotRun(why) => Finding::skipped(why.clone()),
-    }
+    })
 }
 
 /// Built-in ACL names that allow more than loopback/local management.
@@ -193,15 +182,12 @@ const OPEN_ACLS: &[&str] = &[
     "wan_v6.auto",
 ];
 
-fn inbound_acl(ev: &Evidence) -> Finding {
-    let acl = match ev.event_socket() {
-        Ok(es) => es.inbound_acl.unwrap_or_default(),
-        Err(e) => return Finding::error(e),
-    };
+fn inbound_acl(ev: &Evidence) -> Result<Finding, ControlError> {
+    let acl = ev.event_socket()?.inbound_acl.unwrap_or_default();
     if acl.trim().is_empty() {
-        return Finding::pass(vec![format!(
+        return Ok(Finding::pass(vec![format!(
             "{ESL_CONF}: apply-inbound-acl is not set, so FreeSWITCH's built-in loopback.auto applies"
-        )]);
+        )]));
     }
     let mut bad = Vec::new();
     for name in acl.split(',').map(str::trim).filter(|n| !n.is_empty()) {
@@ -210,12 +196,12 @@ fn inbound_acl(ev: &Evidence) -> Finding {
                 "{ESL_CONF}: apply-inbound-acl {name} lets every address of the network try"
             ));
         } else if !name.ends_with(".auto") {
-            match acl_list_default(ev, name) {
-                Ok(Some(d)) if d == "allow" => {
+            match acl_list_default(ev, name)? {
+                Some(d) if d == "allow" => {
                     bad.push(format!("acl.conf.xml: list {name} has default=\"allow\""))
                 }
-                Ok(Some(_)) => {}
-                Ok(None) => {
+                Some(_) => {}
+                None => {
                     // FreeSWITCH also accepts a CIDR here; a name it does not know denies.
                     if name.contains('/') && (name.ends_with("/0")) {
                         bad.push(format!(
@@ -223,17 +209,22 @@ fn inbound_acl(ev: &Evidence) -> Finding {
                         ));
                     }
                 }
-                Err(e) => return Finding::error(e),
             }
         }
     }
-    Finding::fail_if(bad, vec![format!("{ESL_CONF}: apply-inbound-acl is {acl}")])
+    Ok(Finding::fail_if(
+        bad,
+        vec![format!("{ESL_CONF}: apply-inbound-acl is {acl}")],
+    ))
 }
 
 /// The `default` of a named list in acl.conf.xml.
-fn acl_list_default(ev: &Evidence, name: &str) -> Result<Option<String>, String> {
+fn acl_list_default(ev: &Evidence, name: &str) -> Result<Option<String>, ControlError> {
     let text = ev.conf("autoload_configs/acl.conf.xml")?;
-    let tags = crate::conf::xml::scan(text).map_err(|e| format!("acl.conf.xml: {e}"))?;
+    let tags = crate::conf::xml::scan(text).map_err(|source| ControlError::Xml {
+        path: "acl.conf.xml".into(),
+        source,
+    })?;
     Ok(tags
         .iter()
         .filter(|t| t.name == "list" && t.kind != crate::conf::xml::TagKind::End)
@@ -247,10 +238,6 @@ mod tests {
     use super::super::{Live, Status};
     use super::*;
     use crate::conf::xml::set_param;
-
-    fn eval(id: &str, ev: &Evidence) -> Finding {
-        (CONTROLS.iter().find(|c| c.id == id).unwrap().eval)(ev)
-    }
 
     fn hardened_files() -> Vec<(String, String)> {
         let mut f = stock_files();
@@ -486,10 +473,53 @@ mod tests {
         assert_eq!(eval("FS-ESL-04", &ev).status, Status::Pass);
     }
 
+    /// FS-ESL-02 reads the listeners esl_target proves the owner from (the host model's): a
+    /// line that cannot be placed, or no ss at all, is an error naming why, never a pass.
+    #[test]
+    fn unreadable_listeners_are_an_error_with_the_reason() {
+        let proc = (
+            crate::facts::FS_PROCESS,
+            "via systemd\nproc 57 999 997\nuser 999 freeswitch\n",
+            0,
+        );
+        let bad = "LISTEN 0 5 127.0.0.1:8021 0.0.0.0:* uid:999 ino:1 sk:1 <->\nLISTEN 0 5 garbage 0.0.0.0:*\n";
+        let ev = evidence(
+            &hardened_files(),
+            &[(crate::facts::LISTEN, bad, 0), proc],
+            Live::default(),
+        );
+        let f = eval("FS-ESL-02", &ev);
+        assert_eq!(f.status, Status::Error, "{:?}", f.evidence);
+        assert!(
+            f.evidence[0].starts_with("the host's TCP listeners could not be read")
+                && f.evidence[0].contains("garbage"),
+            "{:?}",
+            f.evidence
+        );
+        let ev = evidence(
+            &hardened_files(),
+            &[(crate::facts::LISTEN, "", 127), proc],
+            Live::default(),
+        );
+        let f = eval("FS-ESL-02", &ev);
+        assert_eq!(f.status, Status::Error);
+        assert!(
+            f.evidence[0].contains("did not run on the host (status Some(127))"),
+            "{:?}",
+            f.evidence
+        );
+    }
+
     #[test]
     fn listeners_parse_ss_output() {
-        let ss = "LISTEN 0 128 127.0.0.1:8021 0.0.0.0:*\nLISTEN 0 5 [::1]:8021 [::]:*\nLISTEN 0 5 [::]:80211 [::]:*\n";
-        assert_eq!(listeners(ss, 8021), ["127.0.0.1", "[::1]"]);
+        let ss = "LISTEN 0 128 127.0.0.1:8021 0.0.0.0:*\nLISTEN 0 5 [::1]:8021 [::]:*\nLISTEN 0 5 [::]:802 [::]:*\n";
+        let s = crate::facts::Sections::from_pairs(&[(crate::facts::LISTEN, ss, 0)]);
+        let all = listeners::from_sections(&s).unwrap();
+        let on: Vec<&str> = listeners::on_port(&all, 8021)
+            .iter()
+            .map(|l| l.address.as_str())
+            .collect();
+        assert_eq!(on, ["127.0.0.1", "[::1]"]);
         assert!(is_loopback("[::1]") && is_loopback("127.0.0.1") && !is_loopback("*"));
     }
 }

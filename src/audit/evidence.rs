@@ -5,13 +5,11 @@
 //! All snippets are read-only: `ss`, `ufw status`, `fail2ban-client status/get`, `fail2ban-regex`
 //! on a crafted line (it only reads the filter), `stat`, `find`. No reload, no write, no SIP.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
-
+use super::ControlError;
 use crate::esl::{EslClient, EslError, EslOptions};
-use crate::esl_target::{self, Target};
+use crate::esl_target::{self, Outside, Target};
 use crate::facts::{self, FactsError, Files, LAYOUTS, Script};
 use crate::harden::HostFacts;
 use crate::inventory::Host;
@@ -272,29 +270,30 @@ fn is_ancestor(dir: &str, path: &str) -> bool {
 
 impl Evidence {
     /// The config dir found on the host.
-    pub fn conf_dir(&self) -> Result<&str, String> {
-        self.facts.files.conf_dir.as_deref().ok_or_else(|| {
-            let looked: Vec<&str> = LAYOUTS.iter().map(|(c, _, _)| *c).collect();
-            format!(
-                "no FreeSWITCH configuration found (no vars.xml in {}); set conf_dir for host {} in the inventory",
-                looked.join(", "),
-                self.host.name
-            )
-        })
+    pub fn conf_dir(&self) -> Result<&str, ControlError> {
+        self.facts
+            .files
+            .conf_dir
+            .as_deref()
+            .ok_or_else(|| ControlError::NoConfDir {
+                looked: LAYOUTS
+                    .iter()
+                    .map(|(c, _, _)| *c)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                host: self.host.name.clone(),
+            })
     }
 
     /// The text of a config file (relative to the config dir), or why it cannot be read.
-    pub fn conf(&self, rel: &str) -> Result<&str, String> {
+    pub fn conf(&self, rel: &str) -> Result<&str, ControlError> {
         let dir = self.conf_dir()?;
-        let Some(f) = self.facts.files.conf(rel) else {
-            return Err(format!("{dir}/{rel} is missing on the host"));
-        };
-        f.text().ok_or_else(|| {
-            format!(
-                "{dir}/{rel} could not be read ({} bytes, too large or not UTF-8)",
-                f.size
-            )
-        })
+        let f = self
+            .facts
+            .files
+            .conf(rel)
+            .ok_or_else(|| ControlError::Missing(format!("{dir}/{rel}")))?;
+        text_of(f)
     }
 
     /// The host model harden also plans from: every FreeSWITCH setting a control looks at.
@@ -303,9 +302,20 @@ impl Evidence {
     }
 
     /// The Event Socket settings (the model's one reader), or why they cannot be read.
-    pub fn event_socket(&self) -> Result<EventSocket, String> {
+    pub fn event_socket(&self) -> Result<EventSocket, ControlError> {
         self.conf(ESL_CONF)?;
-        self.model().event_socket().map_err(|e| e.to_string())
+        Ok(self.model().event_socket()?)
+    }
+
+    /// A snippet's output when it ran (status 0), else which probe did not run.
+    pub fn ran(&self, section: &str, probe: &str) -> Result<&str, ControlError> {
+        match self.section(section) {
+            (text, Some(0)) => Ok(text),
+            (_, status) => Err(ControlError::ProbeNotRun {
+                probe: probe.to_string(),
+                status,
+            }),
+        }
     }
 
     /// The Event Socket port the probes use: the config's, 8021 when unreadable (the
@@ -321,6 +331,14 @@ impl Evidence {
     }
 }
 
+/// A config file's text, or why it cannot be read.
+pub fn text_of(f: &facts::FileFact) -> Result<&str, ControlError> {
+    f.text().ok_or_else(|| ControlError::Unreadable {
+        path: f.path.clone(),
+        size: f.size,
+    })
+}
+
 /// The outcome of an Event Socket login through the tunnel (then `status` when asked), at a
 /// listener proven to be FreeSWITCH's.
 async fn esl_try(session: &Session, target: &Target, password: &Secret, status: bool) -> EslProbe {
@@ -332,8 +350,10 @@ async fn esl_try(session: &Session, target: &Target, password: &Secret, status: 
         Ok(s) => s,
         Err(e) => {
             return EslProbe::Unavailable(format!(
-                "nothing accepted a connection on {}:{} on the host ({e})",
-                target.address, target.port
+                "nothing accepted a connection on {}:{} on the host ({})",
+                target.address,
+                target.port,
+                crate::errors::chain(&e)
             ));
         }
     };
@@ -366,7 +386,10 @@ async fn esl_try(session: &Session, target: &Target, password: &Secret, status: 
 pub async fn probe_esl(session: &Session, ev: &Evidence) -> (EslProbe, EslProbe) {
     let es = match ev.event_socket() {
         Ok(es) => es,
-        Err(e) => return (EslProbe::NotRun(e.clone()), EslProbe::NotRun(e)),
+        Err(e) => {
+            let why = e.evidence();
+            return (EslProbe::NotRun(why.clone()), EslProbe::NotRun(why));
+        }
     };
     let target = match esl_target::from_sections(&ev.facts.sections, &es.listen_ip, es.listen_port)
     {
@@ -394,58 +417,14 @@ pub async fn probe_esl(session: &Session, ev: &Evidence) -> (EslProbe, EslProbe)
 
 /// From the controller: a plain TCP connection to address:port must not get an ESL greeting.
 pub async fn probe_outside(address: &str, port: u16, limit: Duration) -> OutsideProbe {
-    // An IPv6 literal needs no brackets for a (host, port) pair.
-    let target = address.trim_start_matches('[').trim_end_matches(']');
-    let connect = match target.parse::<IpAddr>() {
-        Ok(ip) => tokio::time::timeout(limit, tokio::net::TcpStream::connect((ip, port))).await,
-        Err(_) => tokio::time::timeout(limit, tokio::net::TcpStream::connect((target, port))).await,
-    };
-    let mut stream = match connect {
-        Err(_) => {
-            return OutsideProbe::NoConnection(format!(
-                "no answer within {} s (filtered)",
-                limit.as_secs()
-            ));
+    match esl_target::probe_outside(address, port, limit, limit).await {
+        Outside::Filtered => {
+            OutsideProbe::NoConnection(format!("no answer within {} s (filtered)", limit.as_secs()))
         }
-        Ok(Err(e)) => return OutsideProbe::NoConnection(e.to_string()),
-        Ok(Ok(s)) => s,
-    };
-    let mut buf = vec![0u8; 512];
-    let mut got = 0;
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buf[got..])).await {
-            Err(_) => break,
-            Ok(Ok(0)) | Ok(Err(_)) => break,
-            Ok(Ok(n)) => {
-                got += n;
-                let text = String::from_utf8_lossy(&buf[..got]);
-                if text.contains("Content-Type: auth/request") {
-                    return OutsideProbe::Greeting;
-                }
-                if text.contains("\n\n") || got == buf.len() {
-                    break;
-                }
-            }
-        }
+        Outside::NoConnection(e) => OutsideProbe::NoConnection(e.to_string()),
+        Outside::NoGreeting(what) => OutsideProbe::NoGreeting(what),
+        Outside::Greeting => OutsideProbe::Greeting,
     }
-    let text = String::from_utf8_lossy(&buf[..got]);
-    OutsideProbe::NoGreeting(if got == 0 {
-        "the connection was accepted but nothing was sent (closed or silent)".into()
-    } else if text.contains("text/rude-rejection") {
-        "the connection was accepted and rejected by the Event Socket ACL (text/rude-rejection)"
-            .into()
-    } else {
-        format!(
-            "the connection was accepted but answered {:?}",
-            text.lines()
-                .next()
-                .unwrap_or("")
-                .chars()
-                .take(60)
-                .collect::<String>()
-        )
-    })
 }
 
 #[cfg(test)]
@@ -586,6 +565,11 @@ pub mod testing {
         }
     }
 
+    /// One control's finding, through the one place evaluation errors become findings.
+    pub fn eval(id: &str, ev: &Evidence) -> crate::audit::Finding {
+        crate::audit::control(id).unwrap().run(ev)
+    }
+
     /// The stock tree with no snippet output and no live probes.
     pub fn stock() -> Evidence {
         evidence(&stock_files(), &[], Live::default())
@@ -600,7 +584,7 @@ mod tests {
     #[test]
     fn expands_vars_and_reads_stock_params() {
         let ev = stock();
-        assert_eq!(ev.conf_dir(), Ok("/etc/freeswitch"));
+        assert_eq!(ev.conf_dir().unwrap(), "/etc/freeswitch");
         let m = ev.model();
         assert_eq!(m.vars().expand_text("$${internal_sip_port}/x"), "5060/x");
         // FreeSWITCH's preprocessor writes nothing for a variable no `set` defines.
@@ -622,7 +606,7 @@ mod tests {
                 .unwrap()
                 .contains("sofia/gateway")
         );
-        let missing = ev.conf("nope.xml").unwrap_err();
+        let missing = ev.conf("nope.xml").unwrap_err().evidence();
         assert_eq!(missing, "/etc/freeswitch/nope.xml is missing on the host");
     }
 
@@ -631,7 +615,7 @@ mod tests {
         let ev = evidence(&[], &[], Live::default());
         let mut ev = ev;
         ev.facts.files.conf_dir = None;
-        let e = ev.conf("vars.xml").unwrap_err();
+        let e = ev.conf("vars.xml").unwrap_err().evidence();
         assert!(e.contains("set conf_dir for host pbx1"), "{e}");
     }
 

@@ -2,7 +2,7 @@
 //! host's log format (proved with fail2ban-regex on the host), enforceable bans, sshd jail.
 
 use super::evidence::{Evidence, PROBE_IP};
-use super::{Control, Finding, Severity};
+use super::{Control, ControlError, Finding, Severity};
 
 pub const CONTROLS: &[Control] = &[
     Control {
@@ -67,9 +67,9 @@ pub const CONTROLS: &[Control] = &[
     },
 ];
 
-fn running(ev: &Evidence) -> Finding {
+fn running(ev: &Evidence) -> Result<Finding, ControlError> {
     let b = &ev.facts.base;
-    match (b.packages.get("fail2ban"), b.fail2ban_active) {
+    Ok(match (b.packages.get("fail2ban"), b.fail2ban_active) {
         (Some(v), true) => Finding::pass(vec![format!("fail2ban {v} is installed and active")]),
         (Some(v), false) => Finding::fail(vec![format!(
             "fail2ban {v} is installed but not active (systemctl is-active fail2ban)"
@@ -78,7 +78,7 @@ fn running(ev: &Evidence) -> Finding {
             "fail2ban is active (not from a Debian package)".into(),
         ]),
         (None, false) => Finding::fail(vec!["fail2ban is not installed".into()]),
-    }
+    })
 }
 
 /// What systemd says of fail2ban, for a finding about a server that is not running.
@@ -105,27 +105,32 @@ fn counters(status: &str) -> String {
     )
 }
 
-fn jail(ev: &Evidence) -> Finding {
+fn jail(ev: &Evidence) -> Result<Finding, ControlError> {
     let (text, status) = ev.section("audit_f2b_jail");
     match status {
-        Some(3) => return Finding::fail(vec!["fail2ban-client is not installed".into()]),
+        Some(3) => {
+            return Ok(Finding::fail(vec![
+                "fail2ban-client is not installed".into(),
+            ]));
+        }
         Some(5) => {
-            return Finding::fail(vec![format!(
+            return Ok(Finding::fail(vec![format!(
                 "no jail named freeswitch is running: fail2ban-server is not running{}",
                 server_hint(ev)
-            )]);
+            )]));
         }
         Some(4) => {
-            return Finding::fail(vec![
+            return Ok(Finding::fail(vec![
                 "no jail named freeswitch is running (`fail2ban-client status freeswitch` failed)"
                     .into(),
-            ]);
+            ]));
         }
         Some(0) => {}
         other => {
-            return Finding::error(format!(
-                "the fail2ban jail probe did not run (status {other:?})"
-            ));
+            return Err(ControlError::ProbeNotRun {
+                probe: "fail2ban jail".into(),
+                status: other,
+            });
         }
     }
     let mut bad = Vec::new();
@@ -156,22 +161,23 @@ fn jail(ev: &Evidence) -> Finding {
             ));
         }
     }
-    Finding::fail_if(bad, ok)
+    Ok(Finding::fail_if(bad, ok))
 }
 
-fn filter_matches(ev: &Evidence) -> Finding {
+fn filter_matches(ev: &Evidence) -> Result<Finding, ControlError> {
     let (text, status) = ev.section("audit_f2b_regex");
     match status {
         Some(3) => {
-            return Finding::fail(vec![
+            return Ok(Finding::fail(vec![
                 "fail2ban-regex is not installed (fail2ban is missing)".into(),
-            ]);
+            ]));
         }
         Some(0) | Some(1) => {}
         other => {
-            return Finding::error(format!(
-                "the fail2ban-regex probe did not run (status {other:?})"
-            ));
+            return Err(ControlError::ProbeNotRun {
+                probe: "fail2ban-regex".into(),
+                status: other,
+            });
         }
     }
     let field = |k: &str| {
@@ -194,9 +200,7 @@ fn filter_matches(ev: &Evidence) -> Finding {
             .lines()
             .find(|l| l.contains("rror") || l.contains("No section"))
             .unwrap_or("no result line");
-        return Finding::error(format!(
-            "fail2ban-regex gave no result with filter freeswitch: {err}; check `fail2ban-regex -v` on the host"
-        ));
+        return Err(ControlError::RegexNoResult(err.to_string()));
     };
     let matched = lines
         .split(',')
@@ -207,16 +211,16 @@ fn filter_matches(ev: &Evidence) -> Finding {
         "crafted auth failure from {PROBE_IP} in this host's format: fail2ban-regex says {}",
         lines.trim_start_matches("Lines:").trim()
     );
-    if matched >= 1 {
+    Ok(if matched >= 1 {
         Finding::pass(vec![format, line])
     } else {
         Finding::fail(vec![format, line])
-    }
+    })
 }
 
-fn enforceable(ev: &Evidence) -> Finding {
+fn enforceable(ev: &Evidence) -> Result<Finding, ControlError> {
     let b = &ev.facts.base;
-    match (b.iptables, b.nft) {
+    Ok(match (b.iptables, b.nft) {
         (true, _) => Finding::pass(vec!["iptables is present".into()]),
         (false, true) => Finding::pass(vec![
             "nft is present (fail2ban needs an nftables banaction)".into(),
@@ -224,36 +228,43 @@ fn enforceable(ev: &Evidence) -> Finding {
         (false, false) => Finding::fail(vec![
             "neither iptables nor nft is installed: bans are logged, not enforced".into(),
         ]),
-    }
+    })
 }
 
-fn sshd_jail(ev: &Evidence) -> Finding {
+fn sshd_jail(ev: &Evidence) -> Result<Finding, ControlError> {
     let (text, status) = ev.section("audit_f2b_sshd");
     match status {
-        Some(3) => return Finding::fail(vec!["fail2ban-client is not installed".into()]),
+        Some(3) => {
+            return Ok(Finding::fail(vec![
+                "fail2ban-client is not installed".into(),
+            ]));
+        }
         Some(5) => {
-            return Finding::fail(vec![format!(
+            return Ok(Finding::fail(vec![format!(
                 "no jail named sshd is running: fail2ban-server is not running{}",
                 server_hint(ev)
-            )]);
+            )]));
         }
         Some(4) => {
-            return Finding::fail(vec![
+            return Ok(Finding::fail(vec![
                 "no jail named sshd is running (`fail2ban-client status sshd` failed)".into(),
-            ]);
+            ]));
         }
         Some(0) => {}
         other => {
-            return Finding::error(format!(
-                "the sshd jail probe did not run (status {other:?})"
-            ));
+            return Err(ControlError::ProbeNotRun {
+                probe: "sshd jail".into(),
+                status: other,
+            });
         }
     }
     if let Some(m) = text
         .lines()
         .find_map(|l| l.split_once("Journal matches:").map(|(_, m)| m.trim()))
     {
-        return Finding::pass(vec![format!("jail sshd reads the journal: {m}")]);
+        return Ok(Finding::pass(vec![format!(
+            "jail sshd reads the journal: {m}"
+        )]));
     }
     let exists: Vec<&str> = text
         .lines()
@@ -265,12 +276,14 @@ fn sshd_jail(ev: &Evidence) -> Finding {
         .map(|p| format!("jail sshd watches {p}, which does not exist"))
         .collect();
     if exists.is_empty() && missing.is_empty() {
-        return Finding::fail(vec!["jail sshd watches no log file and no journal".into()]);
+        return Ok(Finding::fail(vec![
+            "jail sshd watches no log file and no journal".into(),
+        ]));
     }
-    Finding::fail_if(
+    Ok(Finding::fail_if(
         missing,
         vec![format!("jail sshd watches {}", exists.join(", "))],
-    )
+    ))
 }
 
 #[cfg(test)]
@@ -278,10 +291,6 @@ mod tests {
     use super::super::evidence::testing::*;
     use super::super::{Live, Status};
     use super::*;
-
-    fn eval(id: &str, ev: &Evidence) -> Finding {
-        (CONTROLS.iter().find(|c| c.id == id).unwrap().eval)(ev)
-    }
 
     const JAIL: &str = "Status for the jail: freeswitch\n|- Filter\n|  |- Currently failed:\t0\n|  |- Total failed:\t3\n|  `- File list:\t/var/log/freeswitch/freeswitch.log\n`- Actions\n   |- Currently banned:\t1\n   |- Total banned:\t1\n   `- Banned IP list:\t203.0.113.9\n@exists /var/log/freeswitch/freeswitch.log\n";
 
@@ -304,7 +313,7 @@ mod tests {
         let got: Vec<(Status, String)> = CONTROLS
             .iter()
             .map(|c| {
-                let f = (c.eval)(&ev);
+                let f = c.run(&ev);
                 (f.status, f.evidence.join(" | "))
             })
             .collect();
@@ -398,7 +407,7 @@ mod tests {
             .insert("fail2ban".into(), "1.0.2-2".into());
         ev.facts.base.iptables = true;
         for c in CONTROLS {
-            let f = (c.eval)(&ev);
+            let f = c.run(&ev);
             assert_eq!(f.status, Status::Pass, "{}: {:?}", c.id, f.evidence);
         }
         assert_eq!(

@@ -1,7 +1,7 @@
 //! Firewall controls: active with default deny, Event Socket port closed, RTP open.
 
 use super::evidence::Evidence;
-use super::{Control, Finding, Severity};
+use super::{Control, ControlError, Finding, Severity};
 use crate::model::ufw::{self, UfwState};
 
 pub const CONTROLS: &[Control] = &[
@@ -45,9 +45,12 @@ pub const CONTROLS: &[Control] = &[
 
 /// ufw's state from the host model (the one harden plans from). Ok(None): ufw is not
 /// installed. Err: the status probe did not run.
-pub fn ufw(ev: &Evidence) -> Result<Option<UfwState>, String> {
+pub fn ufw(ev: &Evidence) -> Result<Option<UfwState>, ControlError> {
     if ev.facts.section_status(ufw::STATUS_SECTION).is_none() {
-        return Err("the ufw status probe did not run on the host (status None)".into());
+        return Err(ControlError::ProbeNotRun {
+            probe: "ufw status".into(),
+            status: None,
+        });
     }
     let state = UfwState::from_facts(&ev.facts);
     Ok(state.installed.then_some(state))
@@ -64,10 +67,9 @@ fn iptables_policy(ev: &Evidence) -> Option<String> {
         .map(|p| p.trim().to_string())
 }
 
-fn active_default_deny(ev: &Evidence) -> Finding {
-    match ufw(ev) {
-        Err(e) => Finding::error(e),
-        Ok(Some(ufw)) if ufw.active => {
+fn active_default_deny(ev: &Evidence) -> Result<Finding, ControlError> {
+    Ok(match ufw(ev)? {
+        Some(ufw) if ufw.active => {
             let d = ufw.incoming.as_str();
             let line = format!("ufw is active, default {d} (incoming)");
             if matches!(d, "deny" | "reject") {
@@ -76,7 +78,7 @@ fn active_default_deny(ev: &Evidence) -> Finding {
                 Finding::fail(vec![line])
             }
         }
-        Ok(ufw) => {
+        ufw => {
             let what = if ufw.is_some() {
                 "ufw is installed but inactive"
             } else {
@@ -90,14 +92,13 @@ fn active_default_deny(ev: &Evidence) -> Finding {
                 None => Finding::fail(vec![format!("{what}; no iptables INPUT policy found")]),
             }
         }
-    }
+    })
 }
 
-fn esl_port_closed(ev: &Evidence) -> Finding {
+fn esl_port_closed(ev: &Evidence) -> Result<Finding, ControlError> {
     let port = ev.esl_port();
-    match ufw(ev) {
-        Err(e) => Finding::error(e),
-        Ok(Some(ufw)) if ufw.active => {
+    Ok(match ufw(ev)? {
+        Some(ufw) if ufw.active => {
             let rules = ufw.admitting(port, "tcp");
             if rules.is_empty() {
                 Finding::pass(vec![format!("ufw: no rule allows TCP port {port}")])
@@ -110,7 +111,7 @@ fn esl_port_closed(ev: &Evidence) -> Finding {
                 )
             }
         }
-        Ok(_) => {
+        _ => {
             let (text, _) = ev.section("audit_iptables");
             let opened: Vec<&str> = text
                 .lines()
@@ -128,21 +129,18 @@ fn esl_port_closed(ev: &Evidence) -> Finding {
                 )]),
             }
         }
-    }
+    })
 }
 
 /// The range checked is the host model's, the one harden opens: an unusable or inverted range
 /// in switch.conf.xml is FreeSWITCH's default, with a note.
-fn rtp_allowed(ev: &Evidence) -> Finding {
-    if let Err(e) = ev.conf_dir() {
-        return Finding::error(e);
-    }
+fn rtp_allowed(ev: &Evidence) -> Result<Finding, ControlError> {
+    ev.conf_dir()?;
     let rtp = ev.model().rtp();
     let (lo, hi) = (rtp.ports.first, rtp.ports.last);
     let notes: Vec<String> = rtp.warnings.iter().map(|w| format!("note: {w}")).collect();
-    let finding = match ufw(ev) {
-        Err(e) => Finding::error(e),
-        Ok(Some(ufw)) if ufw.active => {
+    let finding = match ufw(ev)? {
+        Some(ufw) if ufw.active => {
             // Each family ufw filters must let RTP in: IPv4 packets meet only user.rules.
             let open =
                 |p: u16, v6: bool| ufw.tuples.iter().any(|t| t.v6 == v6 && t.admits(p, "udp"));
@@ -159,11 +157,11 @@ fn rtp_allowed(ev: &Evidence) -> Finding {
                 )]),
             }
         }
-        Ok(_) => Finding::pass(vec![format!(
+        _ => Finding::pass(vec![format!(
             "ufw is not active: nothing blocks the RTP range {lo}:{hi}/udp (see FS-FW-01)"
         )]),
     };
-    finding.with_notes(notes)
+    Ok(finding.with_notes(notes))
 }
 
 #[cfg(test)]
@@ -171,10 +169,6 @@ mod tests {
     use super::super::evidence::testing::*;
     use super::super::{Live, Status};
     use super::*;
-
-    fn eval(id: &str, ev: &Evidence) -> Finding {
-        (CONTROLS.iter().find(|c| c.id == id).unwrap().eval)(ev)
-    }
 
     /// What ufw writes for fsfleet's rules (comments hex-encoded).
     const HARDENED: &str = "### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in comment=6673666c656574\n\

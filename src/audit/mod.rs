@@ -2,7 +2,9 @@
 //!
 //! The catalogue is modelled on InSpec/DevSec baselines and Lynis: every [`Control`] has a stable
 //! ID (`FS-ESL-01`), a severity, a title, a rationale, a remediation line and an evaluation
-//! function from the host's [`Evidence`] to a [`Finding`]. One file per family. Evidence is read in
+//! function from the host's [`Evidence`] (the host model plus live probes) to a [`Finding`], or a
+//! [`ControlError`] when the evidence cannot decide ([`Control::run`] makes that an `error`
+//! finding). One file per family. Evidence is read in
 //! ONE remote round trip per host (the same `facts` script machinery `harden` uses), plus live
 //! Event Socket probes through the SSH tunnel and a plain TCP probe from the controller.
 //! Nothing on the host is changed, reloaded or sent a SIP message.
@@ -12,6 +14,7 @@ use serde::Serialize;
 mod command;
 pub mod credentials;
 pub mod dialplan;
+mod error;
 pub mod esl;
 pub mod evidence;
 pub mod fail2ban;
@@ -21,6 +24,7 @@ pub mod render;
 pub mod sip;
 
 pub use command::{AuditError, HostAudit, Outcome, audit_host, command, evaluate, exit_code};
+pub use error::ControlError;
 pub use evidence::{EslProbe, Evidence, Live, OutsideProbe};
 
 /// How bad a failing control is. Ordered: `Info < Low < ... < Critical`.
@@ -114,10 +118,12 @@ impl Finding {
             evidence,
         }
     }
-    pub fn error(reason: impl Into<String>) -> Finding {
+    /// The one way to an `error` finding: a control's [`ControlError`], through
+    /// [`Control::run`].
+    fn error(e: &ControlError) -> Finding {
         Finding {
             status: Status::Error,
-            evidence: vec![reason.into()],
+            evidence: vec![e.evidence()],
         }
     }
     pub fn skipped(reason: impl Into<String>) -> Finding {
@@ -154,7 +160,17 @@ pub struct Control {
     pub remediation: &'static str,
     /// Part of the baseline `fsfleet harden` applies (else the operator's decision).
     pub baseline: bool,
-    pub eval: fn(&Evidence) -> Finding,
+    /// Pass, fail or skipped from the host model and the live probes; Err when the evidence
+    /// cannot decide (see [`Control::run`]).
+    pub eval: fn(&Evidence) -> Result<Finding, ControlError>,
+}
+
+impl Control {
+    /// The control's finding on this evidence: an evaluation error is an `error` finding whose
+    /// evidence is the error and its causes. Never a silent pass.
+    pub fn run(&self, ev: &Evidence) -> Finding {
+        (self.eval)(ev).unwrap_or_else(|e| Finding::error(&e))
+    }
 }
 
 impl std::fmt::Debug for Control {
@@ -217,5 +233,45 @@ mod tests {
         }
         assert!(control("fs-esl-01").is_some());
         assert!(control("FS-NOPE-01").is_none());
+    }
+
+    /// An evaluation error becomes an `error` finding in `Control::run`, its causes each once.
+    #[test]
+    fn an_evaluation_error_is_an_error_finding_with_its_causes() {
+        fn broken(_: &Evidence) -> Result<Finding, ControlError> {
+            Err(ControlError::Model(crate::model::ModelError::Conf {
+                path: "/etc/freeswitch/vars.xml".into(),
+                source: crate::conf::ConfError::Malformed("unclosed <include>".into()),
+            }))
+        }
+        let c = Control {
+            id: "FS-TEST-01",
+            family: "test",
+            severity: Severity::High,
+            title: "t",
+            rationale: "r",
+            remediation: "r.",
+            baseline: false,
+            eval: broken,
+        };
+        let f = c.run(&evidence::testing::stock());
+        assert_eq!(f.status, Status::Error);
+        assert_eq!(
+            f.evidence,
+            ["/etc/freeswitch/vars.xml: not well-formed XML: unclosed <include>"]
+        );
+        // Through a control of the catalogue: a config file FreeSWITCH could not load.
+        let mut files = evidence::testing::stock_files();
+        evidence::testing::edit(&mut files, "autoload_configs/modules.conf.xml", |_| {
+            "<configuration><modules><load module=\"mod_verto\"/><!-- never closed".into()
+        });
+        let ev = evidence::testing::evidence(&files, &[], Live::default());
+        let f = evidence::testing::eval("FS-MOD-01", &ev);
+        assert_eq!(f.status, Status::Error, "{:?}", f.evidence);
+        assert!(
+            f.evidence[0].starts_with("autoload_configs/modules.conf.xml: not well-formed XML"),
+            "{:?}",
+            f.evidence
+        );
     }
 }

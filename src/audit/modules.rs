@@ -3,7 +3,7 @@
 use crate::conf::xml::{self, TagKind};
 
 use super::evidence::Evidence;
-use super::{Control, Finding, Severity};
+use super::{Control, ControlError, Finding, Severity};
 
 /// Modules that open listeners or outside connections, with what they expose.
 pub const EXPOSING: &[(&str, &str)] = &[
@@ -35,9 +35,12 @@ pub const CONTROLS: &[Control] = &[Control {
 }];
 
 /// Modules loaded by modules.conf.xml (commented lines do not count).
-pub fn loaded(ev: &Evidence) -> Result<Vec<String>, String> {
+pub fn loaded(ev: &Evidence) -> Result<Vec<String>, ControlError> {
     let text = ev.conf("autoload_configs/modules.conf.xml")?;
-    let tags = xml::scan(text).map_err(|e| format!("autoload_configs/modules.conf.xml: {e}"))?;
+    let tags = xml::scan(text).map_err(|source| ControlError::Xml {
+        path: "autoload_configs/modules.conf.xml".into(),
+        source,
+    })?;
     Ok(tags
         .iter()
         .filter(|t| t.name == "load" && t.kind != TagKind::End)
@@ -45,36 +48,32 @@ pub fn loaded(ev: &Evidence) -> Result<Vec<String>, String> {
         .collect())
 }
 
-fn exposing_modules(ev: &Evidence) -> Finding {
-    let mods = match loaded(ev) {
-        Ok(m) => m,
-        Err(e) => return Finding::error(e),
-    };
+fn exposing_modules(ev: &Evidence) -> Result<Finding, ControlError> {
+    let mods = loaded(ev)?;
     let bad: Vec<String> = EXPOSING
         .iter()
         .filter(|(m, _)| mods.iter().any(|l| l == m))
         .map(|(m, what)| format!("{m} is loaded ({what})"))
         .collect();
-    Finding::fail_if(
+    Ok(Finding::fail_if(
         bad,
         vec![format!(
             "none of {} is loaded ({} modules loaded)",
             EXPOSING.iter().map(|e| e.0).collect::<Vec<_>>().join(", "),
             mods.len()
         )],
-    )
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::evidence::testing::*;
     use super::super::{Live, Status};
-    use super::*;
 
     #[test]
     fn stock_loads_verto_and_signalwire_only() {
         let ev = stock();
-        let f = exposing_modules(&ev);
+        let f = eval("FS-MOD-01", &ev);
         assert_eq!(f.status, Status::Fail);
         assert_eq!(
             f.evidence,
@@ -94,7 +93,7 @@ mod tests {
                 "<!--<load module=\"mod_signalwire\"/>-->",
             )
         });
-        let f = exposing_modules(&evidence(&files, &[], Live::default()));
+        let f = eval("FS-MOD-01", &evidence(&files, &[], Live::default()));
         assert_eq!(f.status, Status::Pass, "{:?}", f.evidence);
     }
 }

@@ -8,7 +8,7 @@ use crate::model::{
 
 use super::evidence::Evidence;
 use super::firewall;
-use super::{Control, Finding, Severity};
+use super::{Control, ControlError, Finding, Severity};
 
 pub const CONTROLS: &[Control] = &[
     Control {
@@ -99,18 +99,16 @@ pub const CONTROLS: &[Control] = &[
     },
 ];
 
-fn default_password(ev: &Evidence) -> Finding {
-    if let Err(e) = ev.conf("vars.xml") {
-        return Finding::error(e);
-    }
+fn default_password(ev: &Evidence) -> Result<Finding, ControlError> {
+    ev.conf("vars.xml")?;
     let model = ev.model();
     let Some(pw) = model.vars().get(DEFAULT_PASSWORD_VAR) else {
-        return Finding::pass(vec![
+        return Ok(Finding::pass(vec![
             "vars.xml sets no default_password (users need their own passwords)".into(),
-        ]);
+        ]));
     };
     let n = pw.chars().count();
-    match password_weakness(pw) {
+    Ok(match password_weakness(pw) {
         None => Finding::pass(vec![format!(
             "vars.xml: default_password is not 1234 and is {n} characters"
         )]),
@@ -127,18 +125,20 @@ fn default_password(ev: &Evidence) -> Finding {
             "vars.xml: default_password ({n} characters) has characters fsfleet does not \
              generate (only letters and digits): harden rotates it"
         )]),
-    }
+    })
 }
 
 /// The profiles of the host model, or why FreeSWITCH cannot load them all.
-fn profiles(ev: &Evidence) -> Result<Vec<SipProfile>, String> {
+fn profiles(ev: &Evidence) -> Result<Vec<SipProfile>, ControlError> {
     let dir = ev.conf_dir()?;
     let p = ev.model().sip_profiles();
     if !p.unloadable.is_empty() {
-        return Err(p.unloadable.join("; "));
+        return Err(ControlError::Profiles(p.unloadable.join("; ")));
     }
     if p.profiles.is_empty() {
-        return Err(format!("no SIP profile in {dir}/sip_profiles/"));
+        return Err(ControlError::Profiles(format!(
+            "no SIP profile in {dir}/sip_profiles/"
+        )));
     }
     Ok(p.profiles)
 }
@@ -152,11 +152,8 @@ fn rel(ev: &Evidence, p: &SipProfile) -> String {
         .to_string()
 }
 
-fn auth_failures_logged(ev: &Evidence) -> Finding {
-    let profiles = match profiles(ev) {
-        Ok(p) => p,
-        Err(e) => return Finding::error(e),
-    };
+fn auth_failures_logged(ev: &Evidence) -> Result<Finding, ControlError> {
+    let profiles = profiles(ev)?;
     let model = ev.model();
     let mut bad = Vec::new();
     let mut ok = Vec::new();
@@ -170,13 +167,13 @@ fn auth_failures_logged(ev: &Evidence) -> Finding {
             Some(v) => ok.push(format!("{file}: log-auth-failures is {v}")),
         }
     }
-    Finding::fail_if(bad, ok)
+    Ok(Finding::fail_if(bad, ok))
 }
 
 /// The directory users of the host model, or why they cannot be read.
-pub fn users(ev: &Evidence) -> Result<Vec<User>, String> {
+pub fn users(ev: &Evidence) -> Result<Vec<User>, ControlError> {
     ev.conf_dir()?;
-    ev.model().directory_users().map_err(|e| e.to_string())
+    Ok(ev.model().directory_users()?)
 }
 
 /// `1000, 1001, ..., 1019` shortened to `1000-1019` when consecutive.
@@ -204,11 +201,8 @@ pub fn compact_ids(ids: &[&str]) -> String {
     out.join(", ")
 }
 
-fn stock_users(ev: &Evidence) -> Finding {
-    let users = match users(ev) {
-        Ok(u) => u,
-        Err(e) => return Finding::error(e),
-    };
+fn stock_users(ev: &Evidence) -> Result<Finding, ControlError> {
+    let users = users(ev)?;
     let stock: Vec<&str> = users
         .iter()
         .map(|u| u.id.as_str())
@@ -217,7 +211,7 @@ fn stock_users(ev: &Evidence) -> Finding {
                 || id.parse::<u32>().is_ok_and(|n| (1000..=1019).contains(&n))
         })
         .collect();
-    if stock.is_empty() {
+    Ok(if stock.is_empty() {
         Finding::pass(vec![format!(
             "{} directory users, none of the stock ones",
             users.len()
@@ -227,14 +221,11 @@ fn stock_users(ev: &Evidence) -> Finding {
             "stock users still defined in directory/default/: {}",
             compact_ids(&stock)
         )])
-    }
+    })
 }
 
-fn shared_password(ev: &Evidence) -> Finding {
-    let users = match users(ev) {
-        Ok(u) => u,
-        Err(e) => return Finding::error(e),
-    };
+fn shared_password(ev: &Evidence) -> Result<Finding, ControlError> {
+    let users = users(ev)?;
     let shared: Vec<&str> = users
         .iter()
         .filter(|u| {
@@ -244,7 +235,7 @@ fn shared_password(ev: &Evidence) -> Finding {
         })
         .map(|u| u.id.as_str())
         .collect();
-    if shared.is_empty() {
+    Ok(if shared.is_empty() {
         Finding::pass(vec![format!(
             "no user of {} uses $${{default_password}}",
             users.len()
@@ -255,14 +246,11 @@ fn shared_password(ev: &Evidence) -> Finding {
             shared.len(),
             compact_ids(&shared)
         )])
-    }
+    })
 }
 
-fn vm_pin(ev: &Evidence) -> Finding {
-    let users = match users(ev) {
-        Ok(u) => u,
-        Err(e) => return Finding::error(e),
-    };
+fn vm_pin(ev: &Evidence) -> Result<Finding, ControlError> {
+    let users = users(ev)?;
     let model = ev.model();
     let same: Vec<&str> = users
         .iter()
@@ -273,7 +261,7 @@ fn vm_pin(ev: &Evidence) -> Finding {
         })
         .map(|u| u.id.as_str())
         .collect();
-    if same.is_empty() {
+    Ok(if same.is_empty() {
         Finding::pass(vec![format!(
             "no voicemail PIN of {} users equals its extension",
             users.len()
@@ -284,15 +272,13 @@ fn vm_pin(ev: &Evidence) -> Finding {
             same.len(),
             compact_ids(&same)
         )])
-    }
+    })
 }
 
 /// The ports checked are the host model's: the ones harden opens and the jail bans on (the
 /// TLS port of every profile included, TLS on or not).
-fn sip_exposure(ev: &Evidence) -> Finding {
-    if let Err(e) = ev.conf_dir() {
-        return Finding::error(e);
-    }
+fn sip_exposure(ev: &Evidence) -> Result<Finding, ControlError> {
+    ev.conf_dir()?;
     let sip = ev.model().sip_ports();
     let ports = sip.numbers();
     let mut bad = Vec::new();
@@ -312,13 +298,12 @@ fn sip_exposure(ev: &Evidence) -> Finding {
             .collect();
         ok.push(format!("inventory: sip_allow_from {}", srcs.join(", ")));
     }
-    match firewall::ufw(ev) {
-        Err(e) => return Finding::error(e),
-        Ok(None) => bad.push("no firewall is active: SIP ports are reachable from anywhere".into()),
-        Ok(Some(ufw)) if !ufw.active => {
+    match firewall::ufw(ev)? {
+        None => bad.push("no firewall is active: SIP ports are reachable from anywhere".into()),
+        Some(ufw) if !ufw.active => {
             bad.push("ufw is inactive: SIP ports are reachable from anywhere".into())
         }
-        Ok(Some(ufw)) => {
+        Some(ufw) => {
             for p in &ports {
                 let open: Vec<&crate::model::ufw::Tuple> = ufw
                     .admitting(*p, "udp")
@@ -337,20 +322,17 @@ fn sip_exposure(ev: &Evidence) -> Finding {
             }
         }
     }
-    Finding::fail_if(bad, ok).with_notes(notes)
+    Ok(Finding::fail_if(bad, ok).with_notes(notes))
 }
 
-fn tls(ev: &Evidence) -> Finding {
-    let profiles = match profiles(ev) {
-        Ok(p) => p,
-        Err(e) => return Finding::error(e),
-    };
+fn tls(ev: &Evidence) -> Result<Finding, ControlError> {
+    let profiles = profiles(ev)?;
     let on: Vec<&str> = profiles
         .iter()
         .filter(|p| p.tls)
         .map(|p| p.name.as_str())
         .collect();
-    if on.is_empty() {
+    Ok(if on.is_empty() {
         Finding::fail(vec![format!(
             "TLS is off on every profile ({})",
             profiles
@@ -361,7 +343,7 @@ fn tls(ev: &Evidence) -> Finding {
         )])
     } else {
         Finding::pass(vec![format!("TLS is on for: {}", on.join(", "))])
-    }
+    })
 }
 
 #[cfg(test)]
@@ -371,10 +353,6 @@ mod tests {
     use super::*;
     use crate::conf::vars::set_var;
     use crate::conf::xml::set_param;
-
-    fn eval(id: &str, ev: &Evidence) -> Finding {
-        (CONTROLS.iter().find(|c| c.id == id).unwrap().eval)(ev)
-    }
 
     const UFW_OPEN: &str = "### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n### tuple ### allow any 5060 0.0.0.0/0 any 0.0.0.0/0 in\n### tuple ### allow any 5080 0.0.0.0/0 any 0.0.0.0/0 in\n";
     const UFW_ALLOW_LIST: &str = "### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n### tuple ### allow any 5060 0.0.0.0/0 any 198.51.100.0/24 in\n### tuple ### allow any 5080 0.0.0.0/0 any 198.51.100.0/24 in\n";

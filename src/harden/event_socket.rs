@@ -26,8 +26,8 @@ pub struct Planned {
 pub fn plan(f: &HostFacts, opts: &HardenOptions) -> Result<Planned, StepError> {
     let (path, text) = f.conf_text(FILE)?;
     let m = HostModel::new(f);
-    let current =
-        EventSocket::parse(text, path, m.vars()).map_err(|e| StepError::Refused(e.to_string()))?;
+    let current = EventSocket::parse(text, path, m.vars())
+        .map_err(|e| StepError::Refused(crate::errors::chain(&e)))?;
     let mut plan = StepPlan::default();
     let mut out = text.to_string();
     let edit_err = |e: conf::ConfError| StepError::Refused(format!("{path}: {e}"));

@@ -83,7 +83,7 @@ pub fn check_facts(f: &HostFacts) -> Result<EventSocket, StepError> {
     }
     crate::model::HostModel::new(f)
         .event_socket()
-        .map_err(|e| StepError::Refused(e.to_string()))
+        .map_err(|e| StepError::Refused(crate::errors::chain(&e)))
 }
 
 /// Authenticate to the running FreeSWITCH with the config's password, else with the vault's

@@ -25,7 +25,7 @@ pub fn plan(
     let (path, text) = f.conf_text("vars.xml")?;
     let current = HostModel::new(f)
         .default_password()
-        .map_err(|e| StepError::Refused(e.to_string()))?
+        .map_err(|e| StepError::Refused(crate::errors::chain(&e)))?
         .ok_or_else(|| {
             StepError::Refused(format!(
                 "{path} sets no {VAR}; add `<X-PRE-PROCESS cmd=\"set\" data=\"{VAR}=...\"/>` by hand"

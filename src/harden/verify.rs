@@ -5,8 +5,6 @@
 
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
-
 use super::preflight::esl_connect;
 use super::{HostFacts, StepError, fail2ban, firewall};
 use crate::esl_target;
@@ -64,32 +62,22 @@ pub fn from_facts(f: &HostFacts, es: &EventSocket, checks: &Checks) -> Option<Ve
     Some(evidence)
 }
 
-/// What the controller sees on host:port: whether an Event Socket greeting arrives.
+/// What the controller sees on host:port: whether an Event Socket greeting arrives (a
+/// filtered or refused port: no).
 pub async fn esl_greets_from_outside(
     address: &str,
     port: u16,
     connect_timeout: Duration,
 ) -> Result<bool, String> {
-    let connect = tokio::net::TcpStream::connect((address, port));
-    let mut stream = match tokio::time::timeout(connect_timeout, connect).await {
-        Err(_) => return Ok(false), // filtered
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Ok(false),
-        Ok(Err(e)) => return Err(format!("{address}:{port}: {e}")),
-        Ok(Ok(s)) => s,
-    };
-    let mut buf = vec![0u8; 256];
-    let mut got = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-        if n == 0 {
-            break;
+    match esl_target::probe_outside(address, port, connect_timeout, Duration::from_secs(2)).await {
+        esl_target::Outside::Greeting => Ok(true),
+        esl_target::Outside::NoConnection(e)
+            if e.kind() != std::io::ErrorKind::ConnectionRefused =>
+        {
+            Err(format!("{address}:{port}: {e}"))
         }
-        got.extend_from_slice(&buf[..n]);
-        if got.windows(12).any(|w| w == b"auth/request") {
-            return Ok(true);
-        }
+        _ => Ok(false),
     }
-    Ok(false)
 }
 
 pub struct Checks {

@@ -19,7 +19,7 @@ pub struct Diagnostic {
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
     #[error(
-        "cannot read inventory {}: {source}; check the path, or give the inventory as an argument or in $FSFLEET_INVENTORY",
+        "cannot read inventory {} (check the path, or give the inventory as an argument or in $FSFLEET_INVENTORY)",
         path.display()
     )]
     Read {
@@ -35,7 +35,7 @@ pub enum InventoryError {
         omitted: usize,
     },
 
-    #[error("{0}")]
+    #[error(transparent)]
     SshConfig(#[from] SshConfigError),
 
     #[error("--limit is empty: give host names, group names or globs, separated by commas")]
@@ -50,7 +50,7 @@ pub enum InventoryError {
     },
 
     #[error(
-        "cannot read --limit file @{}: {source}; looked in {}; give a path relative to the current directory or to the inventory",
+        "cannot read --limit file @{} (looked in {}; give a path relative to the current directory or to the inventory)",
         spec,
         tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" and ")
     )]

@@ -3,8 +3,9 @@
 //!
 //! Every question about FreeSWITCH's settings goes through here: `$${variables}`, the SIP
 //! profiles with their SIP and TLS ports and TLS state, the RTP range, the Event Socket settings,
-//! the password policy and ufw's state. The firewall plan, the fail2ban jail, verify and the
-//! audit controls all ask this module; none of them parses these settings itself.
+//! the password policy, ufw's state and the host's TCP listeners. The firewall plan, the
+//! fail2ban jail, verify and the audit controls all ask this module; none of them parses these
+//! settings itself.
 //!
 //! Where a setting is unusable (a port that is no number, an inverted RTP range) the model takes
 //! what FreeSWITCH falls back to and says so in a warning; harden prints the warning and audit
@@ -14,13 +15,16 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use crate::conf::{ConfError, vars, xml};
-use crate::facts::{FileFact, Files};
+use crate::facts::{FileFact, Files, Listener, Sections};
 use crate::harden::HostFacts;
 use crate::secret::Secret;
 
+pub mod listeners;
 #[cfg(test)]
 mod property_tests;
 pub mod ufw;
+
+pub use listeners::ListenersError;
 
 /// Where the Event Socket settings live, relative to the config dir.
 pub const ESL_CONF: &str = "autoload_configs/event_socket.conf.xml";
@@ -46,7 +50,7 @@ pub enum ModelError {
     Missing(String),
     #[error("{0} is too large or not UTF-8 text")]
     Unreadable(String),
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Conf {
         path: String,
         #[source]
@@ -323,17 +327,35 @@ fn port_number(v: &str) -> Option<u16> {
 /// The model of one host's FreeSWITCH configuration.
 pub struct HostModel<'a> {
     files: &'a Files,
+    /// The snippets' output, for the live parts (listeners); None for a model of files alone.
+    sections: Option<&'a Sections>,
     vars: Vars,
 }
 
 impl<'a> HostModel<'a> {
     pub fn new(f: &'a HostFacts) -> HostModel<'a> {
-        HostModel::of_files(&f.files)
+        HostModel {
+            sections: Some(&f.sections),
+            ..HostModel::of_files(&f.files)
+        }
     }
 
     pub fn of_files(files: &'a Files) -> HostModel<'a> {
         let vars = Vars::parse(files.conf("vars.xml").and_then(FileFact::text));
-        HostModel { files, vars }
+        HostModel {
+            files,
+            sections: None,
+            vars,
+        }
+    }
+
+    /// The host's TCP listeners ([`listeners::from_sections`]): what audit's FS-ESL-02 and the
+    /// proof of whose Event Socket fsfleet talks to ([`crate::esl_target`]) both read.
+    pub fn listeners(&self) -> Result<Vec<Listener>, ListenersError> {
+        match self.sections {
+            Some(s) => listeners::from_sections(s),
+            None => Err(ListenersError::NotRun { status: None }),
+        }
     }
 
     pub fn vars(&self) -> &Vars {
@@ -475,9 +497,10 @@ impl<'a> HostModel<'a> {
         match self.event_socket() {
             Ok(es) => out.esl_port = es.listen_port,
             Err(ModelError::Missing(_)) => {}
-            Err(e) => out
-                .warnings
-                .push(format!("{e}; assumed Event Socket port {DEFAULT_ESL_PORT}")),
+            Err(e) => out.warnings.push(format!(
+                "{}; assumed Event Socket port {DEFAULT_ESL_PORT}",
+                crate::errors::chain(&e)
+            )),
         }
         for p in &profiles.profiles {
             for (proto, port) in [

@@ -235,7 +235,7 @@ fn variants() -> Vec<Variant> {
 
 fn eval(id: &str, ev: &Evidence) -> Finding {
     let c = catalogue().into_iter().find(|c| c.id == id).unwrap();
-    (c.eval)(ev)
+    c.run(ev)
 }
 
 /// The port numbers FS-SIP-06 names (`ufw: port N ...`).

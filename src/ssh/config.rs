@@ -29,7 +29,7 @@ pub enum SshConfigError {
         line: usize,
         message: String,
     },
-    #[error("cannot read ssh config {}: {source}; fix its permissions or remove the Include that names it", path.display())]
+    #[error("cannot read ssh config {} (fix its permissions or remove the Include that names it)", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
