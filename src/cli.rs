@@ -148,7 +148,9 @@ vault's passwords are bound to the host's SSH key: a host presenting another
 key is refused and sent none of them (see `fsfleet creds forget --help`).
 
 Exit codes:
-  0  every host hardened (or already was)
+  0  every host hardened (or already was); with --check: nothing failed,
+     whether or not hosts would change (the recap says CHECK and which
+     would change)
   2  usage or inventory error: nothing was touched
   4  at least one host failed or was unreachable (see the recap and
      .fsfleet/retry)";

@@ -46,6 +46,7 @@ pub fn fleet_options(run: &RunArgs) -> Result<FleetOptions, CmdError> {
             ProgressMode::Auto
         },
         verbosity: run.verbosity(),
+        check: false,
     })
 }
 

@@ -154,6 +154,7 @@ mod tests {
             hosts: vec![with_facts.clone(), errored.clone()],
             aborted: None,
             interrupted: false,
+            check: false,
         };
         assert_clean(&crate::facts::render_text([(&host("fs01"), &facts)]));
         assert_clean(&run.render_recap(false));
@@ -162,6 +163,7 @@ mod tests {
             &errored.name,
             errored.elapsed_ms,
             errored.status(),
+            errored.status().as_str(),
             errored.failure().as_deref(),
         ));
     }

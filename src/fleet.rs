@@ -212,6 +212,7 @@ impl<T> FleetRun<T> {
             hosts,
             aborted,
             interrupted,
+            check: false,
         }
     }
 }
@@ -300,6 +301,8 @@ pub struct FleetOptions {
     pub progress: ProgressMode,
     /// -1 quiet (errors only), 0 normal, 1+ verbose (every stage on plain lines).
     pub verbosity: i8,
+    /// `harden --check`: a host that finishes "changed" is shown as "would change".
+    pub check: bool,
 }
 
 pub const DEFAULT_FORKS: usize = 50;
@@ -312,6 +315,7 @@ impl Default for FleetOptions {
             max_fail_percent: None,
             progress: ProgressMode::Auto,
             verbosity: 0,
+            check: false,
         }
     }
 }
@@ -506,6 +510,10 @@ where
                         &done.host.name,
                         done.elapsed_ms,
                         status,
+                        match status {
+                            HostStatus::Changed if opts.check => "would change",
+                            s => s.as_str(),
+                        },
                         done.error().as_deref(),
                     );
                     if status.is_failure() {
@@ -818,7 +826,7 @@ mod tests {
         }
         assert!(report.aborted.as_deref().unwrap().contains("1 of 2"));
         assert_eq!(report.exit_code(), 4);
-        assert!(report.render_recap(false).contains("skipped=8"));
+        assert!(report.render_recap(false).contains("8 skipped"));
     }
 
     #[tokio::test]
@@ -988,6 +996,22 @@ mod tests {
         }
         // Outside a host's task nothing is printed, and nothing fails.
         crate::progress::trace(1, "nobody's");
+    }
+
+    #[tokio::test]
+    async fn under_check_a_changed_host_would_change() {
+        let (progress, cap) = captured(0);
+        let o = FleetOptions {
+            check: true,
+            ..opts(2)
+        };
+        run_inner("harden", hosts(1), &o, no_interrupts(), progress, |ctx| async move {
+            HostReport::from_steps(&ctx.host, vec![step("firewall", StepStatus::Changed, "")])
+        })
+        .await;
+        let text = cap.text();
+        assert!(text.contains("h0: would change ("), "{text}");
+        assert!(!text.contains("h0: changed"), "{text}");
     }
 
     /// Ctrl-C once every host has started: nothing is left unstarted, the hosts finish, and the

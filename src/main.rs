@@ -136,7 +136,10 @@ fn inventory_check(args: InventoryCheckArgs) -> Result<u8, UsageError> {
 async fn harden_command(args: HardenArgs) -> Result<u8, UsageError> {
     let path = args.inventory.resolve();
     let (inv, hosts) = select(&path, args.run.limit.as_deref())?;
-    let opts = fleet_options(&args.run)?;
+    let opts = fsfleet::fleet::FleetOptions {
+        check: args.check,
+        ..fleet_options(&args.run)?
+    };
     let selection =
         harden::run::Selection::new(&args.skip, &args.only).map_err(|e| anyhow::anyhow!(e))?;
     let vault_path = args
@@ -162,6 +165,10 @@ async fn harden_command(args: HardenArgs) -> Result<u8, UsageError> {
     })
     .await
     .into_report(|_, _, report| report);
+    let report = fsfleet::report::RunReport {
+        check: args.check,
+        ..report
+    };
     let verbose = args.run.verbosity() > 0;
     finish(&report, &inv, &args.run, |r| {
         harden::render_text(r, verbose)

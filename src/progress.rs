@@ -102,16 +102,18 @@ impl Progress {
         }
     }
 
-    /// A host ended: its line, with `failure` (why it failed) when it did.
+    /// A host ended: its line, with `word` for its status (`would change` under `--check`) and
+    /// `failure` (why it failed) when it did.
     pub(crate) fn host_finished(
         &self,
         line: &HostLine,
         name: &str,
         elapsed_ms: u64,
         status: HostStatus,
+        word: &str,
         failure: Option<&str>,
     ) {
-        let text = finish_line(name, elapsed_ms, status, failure);
+        let text = finish_line(name, elapsed_ms, status, word, failure);
         match (self, line) {
             (
                 Progress::Bars {
@@ -223,17 +225,18 @@ pub(crate) fn finish_line(
     name: &str,
     elapsed_ms: u64,
     status: HostStatus,
+    word: &str,
     failure: Option<&str>,
 ) -> String {
     let secs = elapsed_ms as f64 / 1000.0;
     let line = match failure {
         Some(why) if status.is_failure() => {
             format!(
-                "{name}: {status} ({secs:.1}s): {}",
+                "{name}: {word} ({secs:.1}s): {}",
                 why.replace('\n', " / ")
             )
         }
-        _ => format!("{name}: {status} ({secs:.1}s)"),
+        _ => format!("{name}: {word} ({secs:.1}s)"),
     };
     // Errors quote what the host said: escaped before they reach the terminal.
     crate::display::line(&line).into_owned()

@@ -198,6 +198,8 @@ pub struct RunReport {
     pub aborted: Option<String>,
     /// The operator pressed Ctrl-C during the run.
     pub interrupted: bool,
+    /// `harden --check`: nothing was changed; "changed" means "would change".
+    pub check: bool,
 }
 
 /// Exit code: every host ok or changed.
@@ -211,6 +213,27 @@ pub const EXIT_INTERRUPTED: i32 = 130;
 pub const JSON_SCHEMA_VERSION: u32 = 1;
 
 impl RunReport {
+    /// A host's status as the recap and progress say it: under `--check` a changed host is one
+    /// that "would change".
+    pub fn status_word(&self, status: HostStatus) -> &'static str {
+        match status {
+            HostStatus::Changed if self.check => "would change",
+            s => s.as_str(),
+        }
+    }
+
+    /// How many steps of every host ended in each state.
+    pub fn step_totals(&self) -> StepCounts {
+        let mut t = StepCounts::default();
+        for c in self.hosts.iter().map(HostReport::counts) {
+            t.ok += c.ok;
+            t.changed += c.changed;
+            t.failed += c.failed;
+            t.skipped += c.skipped;
+        }
+        t
+    }
+
     pub fn totals(&self) -> HostTotals {
         let mut t = HostTotals {
             hosts: self.hosts.len(),
@@ -276,19 +299,24 @@ impl RunReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "RECAP {}  run {}  {} host{}  {:.1}s",
+            "RECAP {}{}  run {}  {}  {:.1}s",
             self.command,
+            if self.check {
+                " --check (CHECK: nothing was changed)"
+            } else {
+                ""
+            },
             self.run_id,
-            self.hosts.len(),
-            if self.hosts.len() == 1 { "" } else { "s" },
+            plural(self.hosts.len(), "host"),
             self.elapsed_ms as f64 / 1000.0
         );
+        let status_width = if self.check { 12 } else { 11 };
         for h in &self.hosts {
             let c = h.counts();
             // Pad before painting: escape codes would upset the column widths.
             let status = paint(
                 status_colour(h.status),
-                &format!("{:<11}", h.status.as_str()),
+                &format!("{:<status_width$}", self.status_word(h.status)),
             );
             let _ = writeln!(
                 out,
@@ -327,11 +355,24 @@ impl RunReport {
                 );
             }
         }
+        // Hosts and steps are counted separately, each said with its unit.
         let t = self.totals();
+        let st = self.step_totals();
         let _ = writeln!(
             out,
-            "TOTAL {} hosts: ok={} changed={} failed={} unreachable={} skipped={}",
-            t.hosts, t.ok, t.changed, t.failed, t.unreachable, t.skipped
+            "TOTAL {}: {} ok, {} {}, {} failed, {} unreachable, {} skipped; {}: ok={} changed={} failed={} skipped={}",
+            plural(t.hosts, "host"),
+            t.ok,
+            t.changed,
+            self.status_word(HostStatus::Changed),
+            t.failed,
+            t.unreachable,
+            t.skipped,
+            plural(st.ok + st.changed + st.failed + st.skipped, "step"),
+            st.ok,
+            st.changed,
+            st.failed,
+            st.skipped
         );
         if let Some(why) = &self.aborted {
             let _ = writeln!(out, "{} {why}", paint("1;31", "ABORTED:"));
@@ -344,8 +385,9 @@ impl RunReport {
     /// ```text
     /// { "schema": 1, "run_id": str, "command": str,
     ///   "started": RFC 3339 UTC with milliseconds, "elapsed_ms": int,
-    ///   "aborted": str|null, "interrupted": bool, "exit_code": int,
+    ///   "aborted": str|null, "interrupted": bool, "check": bool, "exit_code": int,
     ///   "totals": { "hosts", "ok", "changed", "failed", "unreachable", "skipped": int },
+    ///   "step_totals": { "ok", "changed", "failed", "skipped": int },
     ///   "hosts": [ { "name": str, "address": str,
     ///                "status": "ok"|"changed"|"failed"|"unreachable"|"skipped",
     ///                "counts": { "ok", "changed", "failed", "skipped": int },
@@ -376,8 +418,10 @@ impl RunReport {
             elapsed_ms: u64,
             aborted: Option<&'a str>,
             interrupted: bool,
+            check: bool,
             exit_code: i32,
             totals: HostTotals,
+            step_totals: StepCounts,
             hosts: Vec<JsonHost<'a>>,
         }
         let doc = JsonRun {
@@ -388,8 +432,10 @@ impl RunReport {
             elapsed_ms: self.elapsed_ms,
             aborted: self.aborted.as_deref(),
             interrupted: self.interrupted,
+            check: self.check,
             exit_code: self.exit_code(),
             totals: self.totals(),
+            step_totals: self.step_totals(),
             hosts: self
                 .hosts
                 .iter()
@@ -412,6 +458,15 @@ impl RunReport {
     /// Write the retry file of this run (see [`write_retry_file`]).
     pub fn write_retry_file(&self, inventory_dir: &Path) -> io::Result<Option<PathBuf>> {
         write_retry_file(inventory_dir, &self.failed_hosts())
+    }
+}
+
+/// `1 host`, `3 hosts`.
+fn plural(n: usize, unit: &str) -> String {
+    if n == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{n} {unit}s")
     }
 }
 
@@ -577,6 +632,7 @@ mod tests {
             hosts: vec![ok, changed, failed, unreachable, skipped],
             aborted: Some("interrupted by Ctrl-C".to_string()),
             interrupted: true,
+            check: false,
         }
     }
 
@@ -646,7 +702,10 @@ mod tests {
         assert!(text.contains("error: connection refused on port 22"));
         assert!(text.contains("failed step esl-password: reloadxml returned -ERR"));
         assert!(text.contains("reason: not started: interrupted by Ctrl-C"));
-        assert!(text.contains("TOTAL 5 hosts: ok=1 changed=1 failed=1 unreachable=1 skipped=1"));
+        assert!(text.contains(
+            "TOTAL 5 hosts: 1 ok, 1 changed, 1 failed, 1 unreachable, 1 skipped; \
+             7 steps: ok=3 changed=2 failed=1 skipped=1"
+        ));
         assert!(text.contains("ABORTED: interrupted by Ctrl-C"));
         // Columns line up: the counts start at the same offset on every host line.
         let col = |name: &str| line_of(name).find(" ok=").unwrap();
@@ -654,6 +713,32 @@ mod tests {
         assert_eq!(col("fs-ok "), col("fs-down"));
         assert!(!text.contains('\x1b'), "no colours when asked for none");
         assert!(sample().render_recap(true).contains("\x1b[31mfailed"));
+    }
+
+    #[test]
+    fn check_mode_is_said_on_the_header_each_changed_host_and_the_totals() {
+        let mut r = sample();
+        r.check = true;
+        let text = r.render_recap(false);
+        assert!(
+            text.lines()
+                .next()
+                .is_some_and(|l| l.starts_with("RECAP harden --check (CHECK: nothing was changed)")),
+            "{text}"
+        );
+        let changed = text.lines().find(|l| l.starts_with("fs-changed")).unwrap();
+        assert!(changed.contains("would change  ok=1 changed=1"), "{text}");
+        assert!(text.contains("1 would change,"), "{text}");
+        assert!(!text.contains("  changed  "), "{text}");
+        assert_eq!(r.to_json()["check"], true);
+        // One host is "1 host", and the steps are their own count.
+        let one = all_ok(&["solo"]);
+        assert!(
+            one.render_recap(false)
+                .contains("TOTAL 1 host: 1 ok, 0 changed, 0 failed, 0 unreachable, 0 skipped; 1 step: ok=1"),
+            "{}",
+            one.render_recap(false)
+        );
     }
 
     #[test]
@@ -668,6 +753,7 @@ mod tests {
             keys(&v),
             [
                 "aborted",
+                "check",
                 "command",
                 "elapsed_ms",
                 "exit_code",
@@ -676,6 +762,7 @@ mod tests {
                 "run_id",
                 "schema",
                 "started",
+                "step_totals",
                 "totals"
             ]
         );
@@ -686,6 +773,11 @@ mod tests {
             v["totals"],
             serde_json::json!({"hosts": 5, "ok": 1, "changed": 1, "failed": 1, "unreachable": 1, "skipped": 1})
         );
+        assert_eq!(
+            v["step_totals"],
+            serde_json::json!({"ok": 3, "changed": 2, "failed": 1, "skipped": 1})
+        );
+        assert_eq!(v["check"], false);
         let failed = &v["hosts"][2];
         assert_eq!(
             keys(failed),
