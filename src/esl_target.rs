@@ -266,20 +266,24 @@ fn sock(ip: IpAddr, port: u16) -> String {
 /// The decision from a facts run's sections ([`facts::LISTEN`], [`facts::FS_PROCESS`],
 /// [`facts::NET`]).
 pub fn from_sections(s: &Sections, config_ip: &str, port: u16) -> Result<Target, Refusal> {
-    if s.status(facts::LISTEN) != Some(0) {
+    let listen = s.get::<facts::ListenFact>().unwrap_or_default();
+    if !listen.ran() {
         return Err(Refusal::Unreadable(format!(
             "`ss -Hltnp` did not run on the host (status {:?}): fsfleet cannot prove whose \
              Event Socket it would talk to; install iproute2 and re-run",
-            s.status(facts::LISTEN)
+            listen.status
         )));
     }
-    let listeners = facts::parse_listeners(s.text(facts::LISTEN)).map_err(|e| {
+    let listeners = listen.listeners.map_err(|e| {
         Refusal::Unreadable(format!(
             "{e}: fsfleet cannot prove whose Event Socket it would talk to"
         ))
     })?;
-    let fs = facts::parse_fs_process(s.text(facts::FS_PROCESS)).map_err(|e| e.to_string());
-    let net = HostNet::parse(s.text(facts::NET));
+    let fs = s
+        .get::<facts::FsProcessFact>()
+        .map_err(|e| e.to_string())
+        .and_then(|p| p.map_err(|e| e.to_string()));
+    let net = s.get::<facts::NetFact>().unwrap_or_default();
     decide(
         fs.as_ref().map_err(Clone::clone),
         &listeners,

@@ -1,7 +1,8 @@
 //! Credentials at rest: plaintext files left by hand-run scripts, readable config copies, fs_cli.
 
-use super::evidence::{Evidence, Stat, parse_stats, readable_by};
+use super::evidence::{Backups, Creds, Evidence, FsCliConfs, Stat, readable_by};
 use super::{Control, Finding, Severity};
+use crate::facts::{Fact, FsStatus};
 
 pub const CONTROLS: &[Control] = &[
     Control {
@@ -68,14 +69,8 @@ pub const CONTROLS: &[Control] = &[
     },
 ];
 
-fn files_of(ev: &Evidence, section: &str) -> Result<Vec<Stat>, String> {
-    let (text, status) = ev.section(section);
-    if status != Some(0) {
-        return Err(format!(
-            "the {section} probe did not run on the host (status {status:?})"
-        ));
-    }
-    Ok(parse_stats(text))
+fn files_of<F: Fact<Value = Vec<Stat>>>(ev: &Evidence) -> Result<Vec<Stat>, String> {
+    ev.facts.get::<F>().map_err(|e| e.to_string())
 }
 
 fn describe(s: &Stat) -> String {
@@ -83,7 +78,7 @@ fn describe(s: &Stat) -> String {
 }
 
 fn plaintext_files(ev: &Evidence) -> Finding {
-    let stats = match files_of(ev, "audit_creds") {
+    let stats = match files_of::<Creds>(ev) {
         Ok(s) => s,
         Err(e) => return Finding::error(e),
     };
@@ -99,7 +94,7 @@ fn plaintext_files(ev: &Evidence) -> Finding {
 }
 
 fn readable_copies(ev: &Evidence) -> Finding {
-    let stats = match files_of(ev, "audit_backups") {
+    let stats = match files_of::<Backups>(ev) {
         Ok(s) => s,
         Err(e) => return Finding::error(e),
     };
@@ -125,7 +120,7 @@ fn readable_copies(ev: &Evidence) -> Finding {
 }
 
 fn fs_cli_modes(ev: &Evidence) -> Finding {
-    let stats = match files_of(ev, "audit_fscli_conf") {
+    let stats = match files_of::<FsCliConfs>(ev) {
         Ok(s) => s,
         Err(e) => return Finding::error(e),
     };
@@ -176,7 +171,7 @@ fn secret_file_modes(ev: &Evidence) -> Finding {
         }
         checked.push(line);
     }
-    let fscli = match files_of(ev, "audit_fscli_conf") {
+    let fscli = match files_of::<FsCliConfs>(ev) {
         Ok(s) => s,
         Err(e) => return Finding::error(e),
     };
@@ -203,7 +198,8 @@ fn fs_cli_connects(ev: &Evidence) -> Finding {
                 .unwrap_or_else(|| "no FreeSWITCH found".into()),
         );
     };
-    let (text, status) = ev.section("fs_status");
+    let st = ev.facts.get::<FsStatus>().unwrap_or_default();
+    let (text, status) = (st.said.as_str(), st.status);
     match (status, fs.ready, fs.version.as_deref()) {
         (_, Some(ready), Some(v)) => {
             let line = format!(

@@ -3,7 +3,7 @@
 use super::evidence::{EslProbe, Evidence, OutsideProbe};
 use super::{Control, Finding, Severity};
 use crate::esl_target::Refusal;
-use crate::facts::{is_loopback, listeners};
+use crate::facts::{ListenFact, is_loopback};
 
 use crate::model::{ESL_CONF, MIN_PASSWORD_LEN, Weakness, password_weakness};
 
@@ -141,13 +141,14 @@ fn loopback_only(ev: &Evidence) -> Finding {
             "{ESL_CONF}: listen-ip is {shown}, not a loopback address"
         ));
     }
-    let (ss, status) = ev.section(crate::facts::LISTEN);
-    if status != Some(0) {
+    let listen = ev.facts.get::<ListenFact>().unwrap_or_default();
+    if !listen.ran() {
         return Finding::error(format!(
-            "`ss -ltnp` did not run on the host (status {status:?}); install iproute2 and re-run"
+            "`ss -ltnp` did not run on the host (status {:?}); install iproute2 and re-run",
+            listen.status
         ));
     }
-    let live = listeners(ss, port);
+    let live = listen.addresses(port);
     let open: Vec<&String> = live.iter().filter(|a| !is_loopback(a)).collect();
     if live.is_empty() {
         ok.push(format!("live: nothing listens on TCP port {port}"));
@@ -488,6 +489,7 @@ mod tests {
 
     #[test]
     fn listeners_parse_ss_output() {
+        use crate::facts::listeners;
         let ss = "LISTEN 0 128 127.0.0.1:8021 0.0.0.0:*\nLISTEN 0 5 [::1]:8021 [::]:*\nLISTEN 0 5 [::]:80211 [::]:*\n";
         assert_eq!(listeners(ss, 8021), ["127.0.0.1", "[::1]"]);
         assert!(is_loopback("[::1]") && is_loopback("127.0.0.1") && !is_loopback("*"));

@@ -189,9 +189,6 @@ impl Steps {
     }
 }
 
-/// Stage files a cut run left beside the configs (the facts section listing them).
-const STALE_STAGE: &str = "harden_stale_stage";
-
 /// Gather every step's facts in one round trip.
 async fn gather(session: &Session, host: &Host) -> Result<HostFacts, String> {
     let script = script(host);
@@ -206,13 +203,7 @@ async fn gather(session: &Session, host: &Host) -> Result<HostFacts, String> {
 fn script(host: &Host) -> facts::Script {
     let mut probes = Probes::new();
     // Stage files a cut run left beside the configs (removed through hostfs in preflight).
-    probes.snippet(
-        STALE_STAGE,
-        &format!(
-            "for d in {}; do [ -f \"$d/vars.xml\" ] && find \"$d\" -maxdepth 4 -name '*.fsfleet-stage-*' -type f; done; true",
-            facts::conf_candidates(host)
-        ),
-    );
+    probes.fact::<facts::StaleStages>();
     fs_cli::probes(&mut probes, host);
     for s in step::SYSTEM {
         (s.probes)(&mut probes, host);
@@ -438,9 +429,10 @@ async fn remove_stale_stages(session: &Session, facts: &HostFacts, check: bool) 
         "{}/",
         facts.files.conf_dir.as_deref().unwrap_or("/nonexistent")
     );
-    let stale: Vec<&str> = facts
-        .section(STALE_STAGE)
-        .lines()
+    let found = facts.get::<facts::StaleStages>().unwrap_or_default();
+    let stale: Vec<&str> = found
+        .iter()
+        .map(String::as_str)
         .filter(|l| {
             l.starts_with(&stale_root)
                 && l.rsplit('/')
