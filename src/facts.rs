@@ -203,6 +203,11 @@ impl Script {
         self.snippets.iter().map(|(n, _)| n.as_str())
     }
 
+    /// (section name, snippet), in order.
+    pub fn snippets(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.snippets.iter().map(|(n, s)| (n.as_str(), s.as_str()))
+    }
+
     fn render(&self) -> String {
         let t = &self.token;
         let mut defs = String::from("exec 2>/dev/null\n");

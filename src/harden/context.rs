@@ -115,10 +115,18 @@ impl HostFacts {
 
     /// A raw snippet's output (the sections of [`facts::RAW_SECTIONS`]).
     pub fn section(&self, name: &str) -> &str {
+        debug_assert!(
+            facts::RAW_SECTIONS.contains(&name),
+            "{name} is a fact unit: read it with HostFacts::get"
+        );
         self.sections.text(name)
     }
 
     pub fn section_status(&self, name: &str) -> Option<i32> {
+        debug_assert!(
+            facts::RAW_SECTIONS.contains(&name),
+            "{name} is a fact unit: read it with HostFacts::get"
+        );
         self.sections.status(name)
     }
 

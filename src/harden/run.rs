@@ -1085,6 +1085,52 @@ mod tests {
         assert!(audit.names().any(|n| n == facts::LISTEN));
     }
 
+    #[test]
+    fn the_harden_and_audit_scripts_run_each_registered_fact_once() {
+        let host = crate::harden::context::test_host("pbx");
+        for (what, s) in [
+            ("harden", script(&host)),
+            ("audit", crate::audit::evidence::script(&host)),
+        ] {
+            let names: Vec<&str> = s.names().collect();
+            let text = s.text();
+            for (i, n) in names.iter().enumerate() {
+                assert!(
+                    facts::REGISTRY.iter().any(|u| u.name == *n) || facts::RAW_SECTIONS.contains(n),
+                    "{what}: section {n} is not a registered fact"
+                );
+                // One definition, called once in the concurrent branch and once in the
+                // fallback without a temp dir (only one of them runs).
+                assert_eq!(
+                    text.matches(&format!("\ns{i}() {{\n")).count(),
+                    1,
+                    "{what}: {n}"
+                );
+                assert_eq!(text.matches(&format!("( s{i} )")).count(), 2, "{what}: {n}");
+                assert_eq!(
+                    text.matches(&format!(" begin {n}@@")).count(),
+                    2,
+                    "{what}: {n}"
+                );
+            }
+            // Every snippet's text once: no probe reaches the script under a second name.
+            let bodies: Vec<&str> = s.snippets().map(|(_, b)| b).collect();
+            for (i, a) in bodies.iter().enumerate() {
+                assert!(!bodies[i + 1..].contains(a), "{what}: {} twice", names[i]);
+            }
+            // The base facts and the config files are in both, each once.
+            for u in facts::BASE {
+                assert_eq!(
+                    names.iter().filter(|n| **n == u.name).count(),
+                    1,
+                    "{what}: {}",
+                    u.name
+                );
+            }
+            assert_eq!(names.iter().filter(|n| **n == "files").count(), 1, "{what}");
+        }
+    }
+
     use super::*;
     use crate::harden::{Meta, packages};
 
