@@ -15,7 +15,8 @@ use crate::inventory::{ConfDir, Host};
 use crate::ssh::{Session, SshError, sh_quote};
 
 mod unit;
-pub use unit::{Fact, FactError, RAW_SECTIONS, REGISTRY, ScriptInput, Unit};
+pub(crate) use unit::fact;
+pub use unit::{Fact, FactError, RAW_SECTIONS, REGISTRY, ScriptInput, Unit, registered};
 
 /// The FreeSWITCH layouts fsfleet knows: (config dir, log dir, name).
 pub const LAYOUTS: &[(&str, &str, &str)] = &[
@@ -983,40 +984,34 @@ fn malformed(fact: &'static str, e: FactsError) -> FactError {
     FactError::Malformed { fact, what }
 }
 
-/// `/etc/os-release`.
-pub struct Os;
-impl Fact for Os {
-    const NAME: &'static str = "os";
-    type Value = OsInfo;
-    fn snippet(_: &ScriptInput<'_>) -> String {
+fact! {
+    /// `/etc/os-release`.
+    Os: "os" => OsInfo,
+    snippet(_) {
         "cat /etc/os-release".into()
     }
-    fn parse(text: &str, _: Option<i32>) -> Result<OsInfo, FactError> {
+    parse(text, _) {
         Ok(parse_os_release(text))
     }
 }
 
-pub struct Hostname;
-impl Fact for Hostname {
-    const NAME: &'static str = "hostname";
-    type Value = String;
-    fn snippet(_: &ScriptInput<'_>) -> String {
+fact! {
+    Hostname: "hostname" => String,
+    snippet(_) {
         "hostname 2>/dev/null || cat /etc/hostname".into()
     }
-    fn parse(text: &str, _: Option<i32>) -> Result<String, FactError> {
+    parse(text, _) {
         Ok(text.trim().to_string())
     }
 }
 
-/// The host's TCP listeners (see [`LISTEN`]).
-pub struct ListenFact;
-impl Fact for ListenFact {
-    const NAME: &'static str = LISTEN;
-    type Value = Listen;
-    fn snippet(_: &ScriptInput<'_>) -> String {
+fact! {
+    /// The host's TCP listeners (see [`LISTEN`]).
+    ListenFact: LISTEN => Listen,
+    snippet(_) {
         LISTEN_SNIPPET.into()
     }
-    fn parse(text: &str, status: Option<i32>) -> Result<Listen, FactError> {
+    parse(text, status) {
         Ok(Listen {
             status,
             listeners: parse_listeners(text).map_err(|e| malformed(LISTEN, e)),
@@ -1061,26 +1056,22 @@ impl Listen {
     }
 }
 
-/// The config dirs holding a vars.xml, in the order of [`conf_candidates`].
-pub struct FsConf;
-impl Fact for FsConf {
-    const NAME: &'static str = "fs_conf";
-    type Value = Vec<String>;
-    fn snippet(input: &ScriptInput<'_>) -> String {
+fact! {
+    /// The config dirs holding a vars.xml, in the order of [`conf_candidates`].
+    FsConf: "fs_conf" => Vec<String>,
+    snippet(input) {
         let list = conf_candidates(input.host);
         format!("for d in {list}; do [ -f \"$d/vars.xml\" ] && echo \"$d\"; done; true")
     }
-    fn parse(text: &str, _: Option<i32>) -> Result<Vec<String>, FactError> {
+    parse(text, _) {
         Ok(trimmed_lines(text))
     }
 }
 
-/// The log dirs of the known layouts that exist.
-pub struct FsLog;
-impl Fact for FsLog {
-    const NAME: &'static str = "fs_log";
-    type Value = Vec<String>;
-    fn snippet(_: &ScriptInput<'_>) -> String {
+fact! {
+    /// The log dirs of the known layouts that exist.
+    FsLog: "fs_log" => Vec<String>,
+    snippet(_) {
         let logs = LAYOUTS
             .iter()
             .map(|(_, l, _)| sh_quote(l))
@@ -1088,7 +1079,7 @@ impl Fact for FsLog {
             .join(" ");
         format!("for d in {logs}; do [ -d \"$d\" ] && echo \"$d\"; done; true")
     }
-    fn parse(text: &str, _: Option<i32>) -> Result<Vec<String>, FactError> {
+    parse(text, _) {
         Ok(trimmed_lines(text))
     }
 }
@@ -1101,15 +1092,13 @@ fn trimmed_lines(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Whether FreeSWITCH and fail2ban run (see [`SERVICES`]).
-pub struct Services;
-impl Fact for Services {
-    const NAME: &'static str = SERVICES;
-    type Value = ServicesActive;
-    fn snippet(_: &ScriptInput<'_>) -> String {
+fact! {
+    /// Whether FreeSWITCH and fail2ban run (see [`SERVICES`]).
+    Services: SERVICES => ServicesActive,
+    snippet(_) {
         SERVICES_SNIPPET.into()
     }
-    fn parse(text: &str, _: Option<i32>) -> Result<ServicesActive, FactError> {
+    parse(text, _) {
         let (freeswitch, fail2ban) = services_active(text);
         Ok(ServicesActive {
             freeswitch,
@@ -1124,42 +1113,36 @@ pub struct ServicesActive {
     pub fail2ban: bool,
 }
 
-/// The running FreeSWITCH process. Its value is itself a result: FreeSWITCH not running (or
-/// not identifiable) is something the host says, not a broken section.
-pub struct FsProcessFact;
-impl Fact for FsProcessFact {
-    const NAME: &'static str = FS_PROCESS;
-    type Value = Result<FsProcess, FsProcessError>;
-    fn snippet(_: &ScriptInput<'_>) -> String {
+fact! {
+    /// The running FreeSWITCH process. Its value is itself a result: FreeSWITCH not running (or
+    /// not identifiable) is something the host says, not a broken section.
+    FsProcessFact: FS_PROCESS => Result<FsProcess, FsProcessError>,
+    snippet(_) {
         fs_process_snippet()
     }
-    fn parse(text: &str, _: Option<i32>) -> Result<Self::Value, FactError> {
+    parse(text, _) {
         Ok(parse_fs_process(text))
     }
 }
 
-/// The host's addresses and listener owners' names (see [`NET`]).
-pub struct NetFact;
-impl Fact for NetFact {
-    const NAME: &'static str = NET;
-    type Value = HostNet;
-    fn snippet(_: &ScriptInput<'_>) -> String {
+fact! {
+    /// The host's addresses and listener owners' names (see [`NET`]).
+    NetFact: NET => HostNet,
+    snippet(_) {
         NET_SNIPPET.into()
     }
-    fn parse(text: &str, _: Option<i32>) -> Result<HostNet, FactError> {
+    parse(text, _) {
         Ok(HostNet::parse(text))
     }
 }
 
-/// `fs_cli -x status` through the gate (see [`fs_cli_status_snippet`]).
-pub struct FsStatus;
-impl Fact for FsStatus {
-    const NAME: &'static str = "fs_status";
-    type Value = FsCliStatus;
-    fn snippet(_: &ScriptInput<'_>) -> String {
+fact! {
+    /// `fs_cli -x status` through the gate (see [`fs_cli_status_snippet`]).
+    FsStatus: "fs_status" => FsCliStatus,
+    snippet(_) {
         fs_cli_status_snippet(5)
     }
-    fn parse(text: &str, status: Option<i32>) -> Result<FsCliStatus, FactError> {
+    parse(text, status) {
         let (version, ready) = parse_status_line(text);
         Ok(FsCliStatus {
             status,
@@ -1181,31 +1164,27 @@ pub struct FsCliStatus {
     pub said: String,
 }
 
-/// The installed packages of [`PACKAGES`] and their versions.
-pub struct PackagesFact;
-impl Fact for PackagesFact {
-    const NAME: &'static str = "packages";
-    type Value = BTreeMap<String, String>;
-    fn snippet(_: &ScriptInput<'_>) -> String {
+fact! {
+    /// The installed packages of [`PACKAGES`] and their versions.
+    PackagesFact: "packages" => BTreeMap<String, String>,
+    snippet(_) {
         format!(
             "dpkg-query -W -f='${{Package}} ${{db:Status-Status}} ${{Version}}\\n' {} 2>/dev/null; true",
             PACKAGES.join(" ")
         )
     }
-    fn parse(text: &str, _: Option<i32>) -> Result<Self::Value, FactError> {
+    parse(text, _) {
         Ok(parse_packages(text))
     }
 }
 
-/// Whether ufw is active (see [`UFW_STATUS_SNIPPET`]).
-pub struct UfwStatus;
-impl Fact for UfwStatus {
-    const NAME: &'static str = "ufw_status";
-    type Value = UfwActive;
-    fn snippet(_: &ScriptInput<'_>) -> String {
+fact! {
+    /// Whether ufw is active (see [`UFW_STATUS_SNIPPET`]).
+    UfwStatus: "ufw_status" => UfwActive,
+    snippet(_) {
         UFW_STATUS_SNIPPET.into()
     }
-    fn parse(text: &str, status: Option<i32>) -> Result<UfwActive, FactError> {
+    parse(text, status) {
         Ok(UfwActive {
             ran: status.is_some(),
             installed: !text.trim().is_empty(),
@@ -1223,59 +1202,51 @@ pub struct UfwActive {
     pub active: bool,
 }
 
-/// Is the `iptables` command there?
-pub struct IptablesCmd;
-impl Fact for IptablesCmd {
-    const NAME: &'static str = "iptables";
-    type Value = bool;
-    fn snippet(_: &ScriptInput<'_>) -> String {
+fact! {
+    /// Is the `iptables` command there?
+    IptablesCmd: "iptables" => bool,
+    snippet(_) {
         "command -v iptables".into()
     }
-    fn parse(text: &str, _: Option<i32>) -> Result<bool, FactError> {
+    parse(text, _) {
         Ok(!text.trim().is_empty())
     }
 }
 
-/// Is the `nft` command there?
-pub struct NftCmd;
-impl Fact for NftCmd {
-    const NAME: &'static str = "nft";
-    type Value = bool;
-    fn snippet(_: &ScriptInput<'_>) -> String {
+fact! {
+    /// Is the `nft` command there?
+    NftCmd: "nft" => bool,
+    snippet(_) {
         "command -v nft".into()
     }
-    fn parse(text: &str, _: Option<i32>) -> Result<bool, FactError> {
+    parse(text, _) {
         Ok(!text.trim().is_empty())
     }
 }
 
-/// FreeSWITCH's config files ([`CONF_FILES`]) and the command's absolute files
-/// ([`ScriptInput::files`]), exact bytes with mode and owner (see [`files_snippet`]).
-pub struct ConfFiles;
-impl Fact for ConfFiles {
-    const NAME: &'static str = "files";
-    type Value = Files;
-    fn snippet(input: &ScriptInput<'_>) -> String {
+fact! {
+    /// FreeSWITCH's config files ([`CONF_FILES`]) and the command's absolute files
+    /// ([`ScriptInput::files`]), exact bytes with mode and owner (see [`files_snippet`]).
+    ConfFiles: "files" => Files,
+    snippet(input) {
         files_snippet(input.host, CONF_FILES, input.files)
     }
-    fn parse(text: &str, _: Option<i32>) -> Result<Files, FactError> {
+    parse(text, _) {
         Files::parse(text).map_err(|e| malformed(Self::NAME, e))
     }
 }
 
-/// Stage files a cut run left beside the configs (harden removes them through hostfs in
-/// preflight): their paths, one a line, as the host printed them.
-pub struct StaleStages;
-impl Fact for StaleStages {
-    const NAME: &'static str = "harden_stale_stage";
-    type Value = Vec<String>;
-    fn snippet(input: &ScriptInput<'_>) -> String {
+fact! {
+    /// Stage files a cut run left beside the configs (harden removes them through hostfs in
+    /// preflight): their paths, one a line, as the host printed them.
+    StaleStages: "harden_stale_stage" => Vec<String>,
+    snippet(input) {
         format!(
             "for d in {}; do [ -f \"$d/vars.xml\" ] && find \"$d\" -maxdepth 4 -name '*.fsfleet-stage-*' -type f; done; true",
             conf_candidates(input.host)
         )
     }
-    fn parse(text: &str, _: Option<i32>) -> Result<Vec<String>, FactError> {
+    parse(text, _) {
         Ok(text.lines().map(str::to_string).collect())
     }
 }

@@ -12,7 +12,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::esl::{EslClient, EslError, EslOptions};
 use crate::esl_target::{self, Target};
-use crate::facts::{self, Fact, FactError, FactsError, Files, LAYOUTS, Script, ScriptInput, Unit};
+use crate::facts::{self, FactError, FactsError, Files, LAYOUTS, Script, ScriptInput, Unit, fact};
 use crate::harden::HostFacts;
 use crate::inventory::Host;
 use crate::model::{ESL_CONF, EventSocket, HostModel, ufw};
@@ -126,15 +126,13 @@ fn jail_snippet(server: &str, jail: &str) -> String {
     )
 }
 
-/// `iptables -S INPUT`: the INPUT policy and rules, for when ufw is not active.
-pub struct IptablesInput;
-impl Fact for IptablesInput {
-    const NAME: &'static str = "audit_iptables";
-    type Value = IptablesRules;
-    fn snippet(_: &ScriptInput<'_>) -> String {
+fact! {
+    /// `iptables -S INPUT`: the INPUT policy and rules, for when ufw is not active.
+    IptablesInput: "audit_iptables" => IptablesRules,
+    snippet(_) {
         "command -v iptables >/dev/null || exit 3; iptables -S INPUT | head -n 200".into()
     }
-    fn parse(text: &str, status: Option<i32>) -> Result<IptablesRules, FactError> {
+    parse(text, status) {
         let policy = (status == Some(0))
             .then(|| {
                 text.lines()
@@ -177,12 +175,10 @@ fn stats_of(fact: &'static str, text: &str, status: Option<i32>) -> Result<Vec<S
     Ok(parse_stats(text))
 }
 
-/// Credentials files left in /root, /home, /tmp, /opt, /srv, with their ancestors' modes.
-pub struct Creds;
-impl Fact for Creds {
-    const NAME: &'static str = "audit_creds";
-    type Value = Vec<Stat>;
-    fn snippet(_: &ScriptInput<'_>) -> String {
+fact! {
+    /// Credentials files left in /root, /home, /tmp, /opt, /srv, with their ancestors' modes.
+    Creds: "audit_creds" => Vec<Stat>,
+    snippet(_) {
         format!(
             "{STAT_FN}\n{{ for f in /root/freeswitch-credentials.txt /root/freeswitch_credentials.txt \
              /root/fs-credentials.txt /root/fsfleet-credentials.txt /root/credentials.txt /root/passwords.txt; do \
@@ -191,17 +187,15 @@ impl Fact for Creds {
              -o -iname '*fs*credential*' -o -iname '*esl*passw*' -o -iname '*sip*passw*' \\) -print; }} | sort -u | st; true"
         )
     }
-    fn parse(text: &str, status: Option<i32>) -> Result<Vec<Stat>, FactError> {
+    parse(text, status) {
         stats_of(Self::NAME, text, status)
     }
 }
 
-/// Backup copies of FreeSWITCH's config (in the config dir and the usual places).
-pub struct Backups;
-impl Fact for Backups {
-    const NAME: &'static str = "audit_backups";
-    type Value = Vec<Stat>;
-    fn snippet(input: &ScriptInput<'_>) -> String {
+fact! {
+    /// Backup copies of FreeSWITCH's config (in the config dir and the usual places).
+    Backups: "audit_backups" => Vec<Stat>,
+    snippet(input) {
         let conf = conf_dir_shell(input.host);
         format!(
             "{STAT_FN}\n{conf}\n{{ [ -n \"$c\" ] && find \"$c\" -type f \\( -name '*.bak' -o -name '*.orig' -o -name '*.old' \
@@ -212,37 +206,33 @@ impl Fact for Backups {
              | sort -u | st; true"
         )
     }
-    fn parse(text: &str, status: Option<i32>) -> Result<Vec<Stat>, FactError> {
+    parse(text, status) {
         stats_of(Self::NAME, text, status)
     }
 }
 
-/// fs_cli's config files (system, root's, every user's `~/.fs_cli_conf`).
-pub struct FsCliConfs;
-impl Fact for FsCliConfs {
-    const NAME: &'static str = "audit_fscli_conf";
-    type Value = Vec<Stat>;
-    fn snippet(_: &ScriptInput<'_>) -> String {
+fact! {
+    /// fs_cli's config files (system, root's, every user's `~/.fs_cli_conf`).
+    FsCliConfs: "audit_fscli_conf" => Vec<Stat>,
+    snippet(_) {
         format!(
             "{STAT_FN}\n{{ for f in {}; do [ -e \"$f\" ] && echo \"$f\"; done; \
              getent passwd | awk -F: '$3>=1000 && $6!=\"\" {{print $6\"/.fs_cli_conf\"}}' | while IFS= read -r f; do [ -e \"$f\" ] && echo \"$f\"; done; }} | sort -u | st; true",
             FS_CLI_CONFS.join(" ")
         )
     }
-    fn parse(text: &str, status: Option<i32>) -> Result<Vec<Stat>, FactError> {
+    parse(text, status) {
         stats_of(Self::NAME, text, status)
     }
 }
 
-/// The config files only the audit reads ([`EXTRA_CONF_FILES`]).
-pub struct AuditFiles;
-impl Fact for AuditFiles {
-    const NAME: &'static str = "audit_files";
-    type Value = Files;
-    fn snippet(input: &ScriptInput<'_>) -> String {
+fact! {
+    /// The config files only the audit reads ([`EXTRA_CONF_FILES`]).
+    AuditFiles: "audit_files" => Files,
+    snippet(input) {
         facts::files_snippet(input.host, EXTRA_CONF_FILES, &[])
     }
-    fn parse(text: &str, _: Option<i32>) -> Result<Files, FactError> {
+    parse(text, _) {
         Files::parse(text).map_err(|e| FactError::Malformed {
             fact: Self::NAME,
             what: e.to_string(),

@@ -42,6 +42,39 @@ pub trait Fact: 'static {
     fn parse(text: &str, status: Option<i32>) -> Result<Self::Value, FactError>;
 }
 
+/// One unit in one place: the type, its section name and value, the snippet (with the
+/// [`ScriptInput`] bound to the given name) and the parser (text and status bound):
+///
+/// ```ignore
+/// fact! {
+///     /// Is the `nft` command there?
+///     NftCmd: "nft" => bool,
+///     snippet(_input) { "command -v nft".into() }
+///     parse(text, _status) { Ok(!text.trim().is_empty()) }
+/// }
+/// ```
+macro_rules! fact {
+    (
+        $(#[$doc:meta])*
+        $unit:ident : $name:expr => $value:ty,
+        snippet($input:pat) $snippet:block
+        parse($text:pat, $status:pat) $parse:block
+    ) => {
+        $(#[$doc])*
+        pub struct $unit;
+        impl $crate::facts::Fact for $unit {
+            const NAME: &'static str = $name;
+            type Value = $value;
+            fn snippet($input: &$crate::facts::ScriptInput<'_>) -> String $snippet
+            fn parse(
+                $text: &str,
+                $status: Option<i32>,
+            ) -> Result<$value, $crate::facts::FactError> $parse
+        }
+    };
+}
+pub(crate) use fact;
+
 /// A fact as a value, for the lists a command's script is built from.
 #[derive(Clone, Copy)]
 pub struct Unit {
@@ -94,31 +127,24 @@ impl Sections {
     }
 }
 
-/// Every fact unit of fsfleet, once. Base facts first, then harden's, then the audit's.
-pub const REGISTRY: &[Unit] = &[
-    Unit::of::<super::Os>(),
-    Unit::of::<super::Hostname>(),
-    Unit::of::<super::ListenFact>(),
-    Unit::of::<super::FsConf>(),
-    Unit::of::<super::FsLog>(),
-    Unit::of::<super::Services>(),
-    Unit::of::<super::FsProcessFact>(),
-    Unit::of::<super::NetFact>(),
-    Unit::of::<super::FsStatus>(),
-    Unit::of::<super::PackagesFact>(),
-    Unit::of::<super::UfwStatus>(),
-    Unit::of::<super::IptablesCmd>(),
-    Unit::of::<super::NftCmd>(),
-    Unit::of::<super::ConfFiles>(),
-    Unit::of::<super::StaleStages>(),
-    Unit::of::<crate::harden::packages::AptProbe>(),
-    Unit::of::<crate::harden::fs_cli::Homes>(),
-    Unit::of::<crate::audit::evidence::IptablesInput>(),
-    Unit::of::<crate::audit::evidence::Creds>(),
-    Unit::of::<crate::audit::evidence::Backups>(),
-    Unit::of::<crate::audit::evidence::FsCliConfs>(),
-    Unit::of::<crate::audit::evidence::AuditFiles>(),
+/// Every fact unit of fsfleet, once: the base facts, the config files and the single units of
+/// harden's steps, the audit's units.
+pub const REGISTRY: &[&[Unit]] = &[
+    super::BASE,
+    &[
+        Unit::of::<super::ConfFiles>(),
+        Unit::of::<super::StaleStages>(),
+        Unit::of::<crate::harden::packages::AptProbe>(),
+        Unit::of::<crate::harden::fs_cli::Homes>(),
+        Unit::of::<crate::audit::evidence::AuditFiles>(),
+    ],
+    crate::audit::evidence::UNITS,
 ];
+
+/// The units of [`REGISTRY`], one by one.
+pub fn registered() -> impl Iterator<Item = &'static Unit> {
+    REGISTRY.iter().flat_map(|group| group.iter())
+}
 
 /// Section names still added as raw snippets, outside the units: the fail2ban probes, whose text
 /// is being reworked for performance (harden's `fail2ban_state`, the audit's `audit_f2b_*`).
@@ -135,7 +161,7 @@ mod tests {
 
     #[test]
     fn registry_names_are_unique_and_not_raw() {
-        let mut names: Vec<&str> = REGISTRY.iter().map(|u| u.name).collect();
+        let mut names: Vec<&str> = registered().map(|u| u.name).collect();
         names.extend(RAW_SECTIONS);
         let mut sorted = names.clone();
         sorted.sort_unstable();

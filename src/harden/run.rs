@@ -1096,7 +1096,7 @@ mod tests {
             let text = s.text();
             for (i, n) in names.iter().enumerate() {
                 assert!(
-                    facts::REGISTRY.iter().any(|u| u.name == *n) || facts::RAW_SECTIONS.contains(n),
+                    facts::registered().any(|u| u.name == *n) || facts::RAW_SECTIONS.contains(n),
                     "{what}: section {n} is not a registered fact"
                 );
                 // One definition, called once in the concurrent branch and once in the
