@@ -191,6 +191,44 @@ mod tests {
         assert_eq!(s.names().collect::<Vec<_>>(), ["os", "hostname"]);
     }
 
+    #[test]
+    fn values_come_back_typed_and_errors_name_their_fact() {
+        use crate::audit::evidence::{Creds, IptablesInput};
+        use crate::facts::{ConfFiles, ListenFact, UfwStatus};
+        let s = Sections::from_pairs(&[
+            ("listen", "LISTEN 0 5 127.0.0.1:8021 0.0.0.0:*\n", 0),
+            ("ufw_status", "Status: active\n", 0),
+            ("audit_creds", "", 3),
+            (
+                "audit_iptables",
+                "-P INPUT DROP\n-A INPUT -p tcp --dport 22 -j ACCEPT\n",
+                0,
+            ),
+            ("files", "F\t/etc/x\t644 root", 0),
+        ]);
+        let listen = s.get::<ListenFact>().unwrap();
+        assert!(listen.ran());
+        assert_eq!(listen.addresses(8021), ["127.0.0.1"]);
+        assert!(s.get::<UfwStatus>().unwrap().active);
+        let ipt = s.get::<IptablesInput>().unwrap();
+        assert_eq!(ipt.policy.as_deref(), Some("DROP"));
+        assert_eq!(ipt.accepting(22).len(), 1);
+        assert!(ipt.accepting(8021).is_empty());
+        let e = s.get::<Creds>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the audit_creds probe did not run on the host (status Some(3))"
+        );
+        let e = s.get::<ConfFiles>().unwrap_err();
+        assert!(
+            matches!(&e, FactError::Malformed { fact: "files", .. }),
+            "{e}"
+        );
+        // A section the script did not run: the parser sees no text and no status.
+        assert!(s.get::<crate::facts::FsStatus>().unwrap().status.is_none());
+        assert!(!Sections::default().get::<ListenFact>().unwrap().ran());
+    }
+
     struct OtherOs;
     impl Fact for OtherOs {
         const NAME: &'static str = "os";
