@@ -275,8 +275,11 @@ pub fn from_sections(s: &Sections, config_ip: &str, port: u16) -> Result<Target,
             chain(&e)
         ))
     })?;
-    let fs = facts::parse_fs_process(s.text(facts::FS_PROCESS));
-    let net = HostNet::parse(s.text(facts::NET));
+    // FsProcessFact's parser always answers; a missing section reads as "not running".
+    let fs = s
+        .get::<facts::FsProcessFact>()
+        .unwrap_or_else(|e| Err(FsProcessError::Unreadable(e.to_string())));
+    let net = s.get::<facts::NetFact>().unwrap_or_default();
     decide(fs.as_ref(), &listeners, &net, config_ip, port)
 }
 

@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 use crate::inventory::{ConfDir, Host};
 use crate::ssh::{Session, SshError, sh_quote};
 
+mod unit;
+pub(crate) use unit::fact;
+pub use unit::{Fact, FactError, RAW_SECTIONS, REGISTRY, ScriptInput, Unit, registered};
+
 /// The FreeSWITCH layouts fsfleet knows: (config dir, log dir, name).
 pub const LAYOUTS: &[(&str, &str, &str)] = &[
     ("/etc/freeswitch", "/var/log/freeswitch", "package"),
@@ -51,6 +55,8 @@ pub enum FactsError {
     Script { status: u32, stderr: String },
     #[error("facts output from the host is malformed: {0}")]
     Malformed(String),
+    #[error(transparent)]
+    Fact(#[from] FactError),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -196,6 +202,11 @@ impl Script {
     /// The section names, in order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.snippets.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// (section name, snippet), in order.
+    pub fn snippets(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.snippets.iter().map(|(n, s)| (n.as_str(), s.as_str()))
     }
 
     fn render(&self) -> String {
@@ -859,87 +870,55 @@ fn services_active(text: &str) -> (bool, bool) {
     (fs, lines.get(1) == Some(&"active"))
 }
 
-pub fn add_base_snippets(script: &mut Script, host: &Host) {
-    script.add("os", "cat /etc/os-release");
-    script.add("hostname", "hostname 2>/dev/null || cat /etc/hostname");
-    script.add(LISTEN, LISTEN_SNIPPET);
-    let list = conf_candidates(host);
-    script.add(
-        "fs_conf",
-        &format!("for d in {list}; do [ -f \"$d/vars.xml\" ] && echo \"$d\"; done; true"),
-    );
-    let logs = LAYOUTS
-        .iter()
-        .map(|(_, l, _)| sh_quote(l))
-        .collect::<Vec<_>>()
-        .join(" ");
-    script.add(
-        "fs_log",
-        &format!("for d in {logs}; do [ -d \"$d\" ] && echo \"$d\"; done; true"),
-    );
-    script.add(SERVICES, SERVICES_SNIPPET);
-    script.add(FS_PROCESS, &fs_process_snippet());
-    script.add(NET, NET_SNIPPET);
-    script.add("fs_status", &fs_cli_status_snippet(5));
-    script.add(
-        "packages",
-        &format!("dpkg-query -W -f='${{Package}} ${{db:Status-Status}} ${{Version}}\\n' {} 2>/dev/null; true", PACKAGES.join(" ")),
-    );
-    script.add("ufw_status", UFW_STATUS_SNIPPET);
-    script.add("iptables", "command -v iptables");
-    script.add("nft", "command -v nft");
-}
-
 /// Parse the base facts from the sections.
 pub fn parse_base(s: &Sections, session_user: &str, uses_sudo: bool) -> Facts {
-    let os = parse_os_release(s.text("os"));
-    let ports = sshd_ports(s.text(LISTEN));
-    let (fs_active, fail2ban_active) = services_active(s.text(SERVICES));
+    // Every base parser below answers Ok on any text: the `unwrap_or_default`s never hide an
+    // error today, and keep the base facts total if one learns to refuse.
+    let os = s.get::<Os>().unwrap_or_default();
+    let listen = s.get::<ListenFact>().unwrap_or_default();
+    let services = s.get::<Services>().unwrap_or_default();
+    let fs_log = s.get::<FsLog>().unwrap_or_default();
+    let status = s.get::<FsStatus>().unwrap_or_default();
     let freeswitch = s
-        .text("fs_conf")
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
+        .get::<FsConf>()
+        .unwrap_or_default()
+        .into_iter()
+        .next()
         .map(|conf| {
             let layout = LAYOUTS.iter().find(|(c, _, _)| *c == conf);
             let log_dir = match layout {
-                Some((_, l, _)) => s
-                    .text("fs_log")
-                    .lines()
-                    .find(|x| x.trim() == *l)
-                    .map(|x| x.trim().to_string()),
+                Some((_, l, _)) => fs_log.iter().find(|x| x.as_str() == *l).cloned(),
                 None => None,
             };
-            let (version, ready) = parse_status_line(s.text("fs_status"));
             Freeswitch {
-                conf_dir: conf.to_string(),
-                log_dir,
                 layout: layout
                     .map(|(_, _, n)| n.to_string())
                     .unwrap_or_else(|| "inventory".into()),
-                service_active: fs_active,
-                version,
-                ready,
+                conf_dir: conf,
+                log_dir,
+                service_active: services.freeswitch,
+                version: status.version,
+                ready: status.ready,
             }
         });
 
     Facts {
         os,
-        hostname: s.text("hostname").trim().to_string(),
+        hostname: s.get::<Hostname>().unwrap_or_default(),
         login_user: session_user.to_string(),
         privilege: if uses_sudo {
             "sudo".into()
         } else {
             "root".into()
         },
-        sshd_ports: ports,
+        sshd_ports: listen.sshd_ports,
         freeswitch,
-        fs_process: parse_fs_process(s.text(FS_PROCESS)).ok(),
-        packages: parse_packages(s.text("packages")),
-        fail2ban_active,
-        ufw_active: crate::model::ufw_status_active(s.text("ufw_status")),
-        iptables: !s.text("iptables").trim().is_empty(),
-        nft: !s.text("nft").trim().is_empty(),
+        fs_process: s.get::<FsProcessFact>().ok().and_then(Result::ok),
+        packages: s.get::<PackagesFact>().unwrap_or_default(),
+        fail2ban_active: services.fail2ban,
+        ufw_active: s.get::<UfwStatus>().unwrap_or_default().active,
+        iptables: s.get::<IptablesCmd>().unwrap_or_default(),
+        nft: s.get::<NftCmd>().unwrap_or_default(),
     }
 }
 
@@ -995,6 +974,300 @@ fn parse_packages(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+// ---- The base fact units: what `fsfleet facts` prints and every command reads. ----
+
+fn malformed(fact: &'static str, e: FactsError) -> FactError {
+    let what = match e {
+        FactsError::Malformed(w) => w,
+        e => e.to_string(),
+    };
+    FactError::Malformed { fact, what }
+}
+
+fact! {
+    /// `/etc/os-release`.
+    Os: "os" => OsInfo,
+    snippet(_) {
+        "cat /etc/os-release".into()
+    }
+    parse(text, _) {
+        Ok(parse_os_release(text))
+    }
+}
+
+fact! {
+    Hostname: "hostname" => String,
+    snippet(_) {
+        "hostname 2>/dev/null || cat /etc/hostname".into()
+    }
+    parse(text, _) {
+        Ok(text.trim().to_string())
+    }
+}
+
+fact! {
+    /// The host's TCP listeners (see [`LISTEN`]).
+    ListenFact: LISTEN => Listen,
+    snippet(_) {
+        LISTEN_SNIPPET.into()
+    }
+    parse(text, status) {
+        Ok(Listen {
+            status,
+            listeners: parse_listeners(text).map_err(|e| malformed(LISTEN, e)),
+            sshd_ports: sshd_ports(text),
+            text: text.to_string(),
+        })
+    }
+}
+
+/// The [`LISTEN`] section, read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listen {
+    /// `ss`'s exit status; `None`: the section is missing.
+    pub status: Option<i32>,
+    /// Every listener, or why one `LISTEN` line could not be placed.
+    pub listeners: Result<Vec<Listener>, FactError>,
+    /// The SSH ports (see [`sshd_ports`]).
+    pub sshd_ports: Vec<u16>,
+    text: String,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            status: None,
+            listeners: Ok(Vec::new()),
+            sshd_ports: Vec::new(),
+            text: String::new(),
+        }
+    }
+}
+
+impl Listen {
+    /// Did `ss` run (exit 0)?
+    pub fn ran(&self) -> bool {
+        self.status == Some(0)
+    }
+
+    /// The local addresses (as ss prints them) listening on TCP `port` (see [`listeners`]).
+    pub fn addresses(&self, port: u16) -> Vec<String> {
+        listeners(&self.text, port)
+    }
+}
+
+fact! {
+    /// The config dirs holding a vars.xml, in the order of [`conf_candidates`].
+    FsConf: "fs_conf" => Vec<String>,
+    snippet(input) {
+        let list = conf_candidates(input.host);
+        format!("for d in {list}; do [ -f \"$d/vars.xml\" ] && echo \"$d\"; done; true")
+    }
+    parse(text, _) {
+        Ok(trimmed_lines(text))
+    }
+}
+
+fact! {
+    /// The log dirs of the known layouts that exist.
+    FsLog: "fs_log" => Vec<String>,
+    snippet(_) {
+        let logs = LAYOUTS
+            .iter()
+            .map(|(_, l, _)| sh_quote(l))
+            .collect::<Vec<_>>()
+            .join(" ");
+        format!("for d in {logs}; do [ -d \"$d\" ] && echo \"$d\"; done; true")
+    }
+    parse(text, _) {
+        Ok(trimmed_lines(text))
+    }
+}
+
+fn trimmed_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fact! {
+    /// Whether FreeSWITCH and fail2ban run (see [`SERVICES`]).
+    Services: SERVICES => ServicesActive,
+    snippet(_) {
+        SERVICES_SNIPPET.into()
+    }
+    parse(text, _) {
+        let (freeswitch, fail2ban) = services_active(text);
+        Ok(ServicesActive {
+            freeswitch,
+            fail2ban,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServicesActive {
+    pub freeswitch: bool,
+    pub fail2ban: bool,
+}
+
+fact! {
+    /// The running FreeSWITCH process. Its value is itself a result: FreeSWITCH not running (or
+    /// not identifiable) is something the host says, not a broken section.
+    FsProcessFact: FS_PROCESS => Result<FsProcess, FsProcessError>,
+    snippet(_) {
+        fs_process_snippet()
+    }
+    parse(text, _) {
+        Ok(parse_fs_process(text))
+    }
+}
+
+fact! {
+    /// The host's addresses and listener owners' names (see [`NET`]).
+    NetFact: NET => HostNet,
+    snippet(_) {
+        NET_SNIPPET.into()
+    }
+    parse(text, _) {
+        Ok(HostNet::parse(text))
+    }
+}
+
+fact! {
+    /// `fs_cli -x status` through the gate (see [`fs_cli_status_snippet`]).
+    FsStatus: "fs_status" => FsCliStatus,
+    snippet(_) {
+        fs_cli_status_snippet(5)
+    }
+    parse(text, status) {
+        let (version, ready) = parse_status_line(text);
+        Ok(FsCliStatus {
+            status,
+            version,
+            ready,
+            said: text.trim().to_string(),
+        })
+    }
+}
+
+/// The [`FsStatus`] section, read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FsCliStatus {
+    /// Exit status: 1 without fs_cli, [`FSCLI_GATED`] when the gate kept it from running.
+    pub status: Option<i32>,
+    pub version: Option<String>,
+    pub ready: Option<bool>,
+    /// Everything printed (the gate's reason when gated), trimmed; host text, to be escaped.
+    pub said: String,
+}
+
+fact! {
+    /// The installed packages of [`PACKAGES`] and their versions.
+    PackagesFact: "packages" => BTreeMap<String, String>,
+    snippet(_) {
+        format!(
+            "dpkg-query -W -f='${{Package}} ${{db:Status-Status}} ${{Version}}\\n' {} 2>/dev/null; true",
+            PACKAGES.join(" ")
+        )
+    }
+    parse(text, _) {
+        Ok(parse_packages(text))
+    }
+}
+
+fact! {
+    /// Whether ufw is active (see [`UFW_STATUS_SNIPPET`]).
+    UfwStatus: "ufw_status" => UfwActive,
+    snippet(_) {
+        UFW_STATUS_SNIPPET.into()
+    }
+    parse(text, status) {
+        Ok(UfwActive {
+            ran: status.is_some(),
+            installed: !text.trim().is_empty(),
+            active: crate::model::ufw_status_active(text),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UfwActive {
+    /// The section is in the output (the probe ran at all).
+    pub ran: bool,
+    /// It printed a status: ufw is installed.
+    pub installed: bool,
+    pub active: bool,
+}
+
+fact! {
+    /// Is the `iptables` command there?
+    IptablesCmd: "iptables" => bool,
+    snippet(_) {
+        "command -v iptables".into()
+    }
+    parse(text, _) {
+        Ok(!text.trim().is_empty())
+    }
+}
+
+fact! {
+    /// Is the `nft` command there?
+    NftCmd: "nft" => bool,
+    snippet(_) {
+        "command -v nft".into()
+    }
+    parse(text, _) {
+        Ok(!text.trim().is_empty())
+    }
+}
+
+fact! {
+    /// FreeSWITCH's config files ([`CONF_FILES`]) and the command's absolute files
+    /// ([`ScriptInput::files`]), exact bytes with mode and owner (see [`files_snippet`]).
+    ConfFiles: "files" => Files,
+    snippet(input) {
+        files_snippet(input.host, CONF_FILES, input.files)
+    }
+    parse(text, _) {
+        Files::parse(text).map_err(|e| malformed(Self::NAME, e))
+    }
+}
+
+fact! {
+    /// Stage files a cut run left beside the configs (harden removes them through hostfs in
+    /// preflight): their paths, one a line, as the host printed them.
+    StaleStages: "harden_stale_stage" => Vec<String>,
+    snippet(input) {
+        format!(
+            "for d in {}; do [ -f \"$d/vars.xml\" ] && find \"$d\" -maxdepth 4 -name '*.fsfleet-stage-*' -type f; done; true",
+            conf_candidates(input.host)
+        )
+    }
+    parse(text, _) {
+        Ok(text.lines().map(str::to_string).collect())
+    }
+}
+
+/// The base facts, in the order `fsfleet facts` always ran them; every command reads them.
+pub const BASE: &[Unit] = &[
+    Unit::of::<Os>(),
+    Unit::of::<Hostname>(),
+    Unit::of::<ListenFact>(),
+    Unit::of::<FsConf>(),
+    Unit::of::<FsLog>(),
+    Unit::of::<Services>(),
+    Unit::of::<FsProcessFact>(),
+    Unit::of::<NetFact>(),
+    Unit::of::<FsStatus>(),
+    Unit::of::<PackagesFact>(),
+    Unit::of::<UfwStatus>(),
+    Unit::of::<IptablesCmd>(),
+    Unit::of::<NftCmd>(),
+];
+
 /// Run a script on the host and split its output.
 pub async fn gather(session: &Session, script: &Script) -> Result<Sections, FactsError> {
     let out = session
@@ -1018,8 +1291,8 @@ pub async fn gather(session: &Session, script: &Script) -> Result<Sections, Fact
 
 /// The base facts of a host, in one round trip.
 pub async fn base_facts(session: &Session, host: &Host) -> Result<Facts, FactsError> {
-    let mut script = Script::new();
-    add_base_snippets(&mut script, host);
+    let input = ScriptInput { host, files: &[] };
+    let script = Script::of_units(&input, BASE);
     let sections = gather(session, &script).await?;
     Ok(parse_base(&sections, &session.user, session.uses_sudo()))
 }
@@ -1083,19 +1356,13 @@ pub const CONF_FILES: &[&str] = &[
     "dialplan/public.xml",
 ];
 
-/// Add a snippet that locates the config dir (inventory path, else the known layouts) and
+/// The snippet that locates the config dir (inventory path, else the known layouts) and
 /// prints `C\tconfdir` first, then every regular file (symlinks followed) up to [`MAX_FILE`] in
 /// ONE tar stream (`T\tbase64`; its headers carry mode, owner, group and size), and larger
 /// files as `F\tpath\tmode owner group size\t-`. One tar instead of a `stat` and a `base64` per
 /// file: a host has some 45 config files, and two forks each were a third of the host CPU a
 /// no-change run costs.
-pub fn add_files_snippet(
-    script: &mut Script,
-    name: &str,
-    host: &Host,
-    conf_globs: &[&str],
-    abs_paths: &[String],
-) {
+pub fn files_snippet(host: &Host, conf_globs: &[&str], abs_paths: &[String]) -> String {
     let cands = conf_candidates(host);
     // Globs stay unquoted so the shell expands them; the conf dir part is quoted via "$c".
     let rel = conf_globs
@@ -1110,7 +1377,7 @@ pub fn add_files_snippet(
         .join(" ");
     // `set --` builds the path list; with no paths at all find would list the current
     // directory, hence the guard. `-maxdepth 0`: the paths themselves, never their contents.
-    let snippet = format!(
+    format!(
         "c=''; for d in {cands}; do if [ -f \"$d/vars.xml\" ]; then c=$d; break; fi; done\n\
          set --\n\
          if [ -n \"$c\" ]; then printf 'C\\t%s\\n' \"$c\"; set -- {rel}; fi\n\
@@ -1121,8 +1388,7 @@ pub fn add_files_snippet(
          find -L \"$@\" -maxdepth 0 -type f ! -size +{MAX_FILE}c -print0 | \
          tar -c -f - -P -h --no-recursion --null -T - | base64 -w0\n\
          printf '\\n'\ntrue"
-    );
-    script.add(name, &snippet);
+    )
 }
 
 /// The files section: the config dir found (if any) and every file by absolute path.
@@ -1518,12 +1784,13 @@ mod tests {
             &format!("sip_profiles/{long}/*.xml"),
         ];
         let missing = tmp.path().join("missing").to_str().unwrap().to_string();
-        add_files_snippet(
-            &mut script,
+        script.add(
             "files",
-            &host,
-            &globs,
-            &[abs.to_str().unwrap().to_string(), missing.clone()],
+            &files_snippet(
+                &host,
+                &globs,
+                &[abs.to_str().unwrap().to_string(), missing.clone()],
+            ),
         );
         let out = std::process::Command::new("sh")
             .arg("-c")
@@ -1575,7 +1842,7 @@ mod tests {
         let mut none = Host::with_defaults("h", "192.0.2.1");
         none.conf_dir = ConfDir::Path(tmp.path().join("nowhere").to_str().unwrap().into());
         let mut script = Script::new();
-        add_files_snippet(&mut script, "files", &none, &["*"], &[]);
+        script.add("files", &files_snippet(&none, &["*"], &[]));
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(script.text())

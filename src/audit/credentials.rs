@@ -1,7 +1,8 @@
 //! Credentials at rest: plaintext files left by hand-run scripts, readable config copies, fs_cli.
 
-use super::evidence::{Evidence, Stat, parse_stats, readable_by};
+use super::evidence::{Backups, Creds, Evidence, FsCliConfs, Stat, readable_by};
 use super::{Control, ControlError, Finding, Severity};
+use crate::facts::{Fact, FsStatus};
 
 pub const CONTROLS: &[Control] = &[
     Control {
@@ -68,8 +69,8 @@ pub const CONTROLS: &[Control] = &[
     },
 ];
 
-fn files_of(ev: &Evidence, section: &str) -> Result<Vec<Stat>, ControlError> {
-    Ok(parse_stats(ev.ran(section, section)?))
+fn files_of<F: Fact<Value = Vec<Stat>>>(ev: &Evidence) -> Result<Vec<Stat>, ControlError> {
+    Ok(ev.facts.get::<F>()?)
 }
 
 fn describe(s: &Stat) -> String {
@@ -77,7 +78,7 @@ fn describe(s: &Stat) -> String {
 }
 
 fn plaintext_files(ev: &Evidence) -> Result<Finding, ControlError> {
-    let stats = files_of(ev, "audit_creds")?;
+    let stats = files_of::<Creds>(ev)?;
     let bad: Vec<String> = stats
         .iter()
         .filter(|s| !s.dir)
@@ -90,7 +91,7 @@ fn plaintext_files(ev: &Evidence) -> Result<Finding, ControlError> {
 }
 
 fn readable_copies(ev: &Evidence) -> Result<Finding, ControlError> {
-    let stats = files_of(ev, "audit_backups")?;
+    let stats = files_of::<Backups>(ev)?;
     let copies: Vec<&Stat> = stats.iter().filter(|s| !s.dir).collect();
     let bad: Vec<String> = copies
         .iter()
@@ -113,7 +114,7 @@ fn readable_copies(ev: &Evidence) -> Result<Finding, ControlError> {
 }
 
 fn fs_cli_modes(ev: &Evidence) -> Result<Finding, ControlError> {
-    let stats = files_of(ev, "audit_fscli_conf")?;
+    let stats = files_of::<FsCliConfs>(ev)?;
     let files: Vec<&Stat> = stats.iter().filter(|s| !s.dir).collect();
     if files.is_empty() {
         return Ok(Finding::pass(vec![
@@ -161,7 +162,7 @@ fn secret_file_modes(ev: &Evidence) -> Result<Finding, ControlError> {
         }
         checked.push(line);
     }
-    let fscli = files_of(ev, "audit_fscli_conf")?;
+    let fscli = files_of::<FsCliConfs>(ev)?;
     for s in fscli.iter().filter(|s| !s.dir) {
         let line = describe(s);
         if s.mode & 0o077 != 0 {
@@ -180,7 +181,8 @@ fn fs_cli_connects(ev: &Evidence) -> Result<Finding, ControlError> {
         ev.conf_dir()?;
         return Err(ControlError::NoFreeSwitch);
     };
-    let (text, status) = ev.section("fs_status");
+    let st = ev.facts.get::<FsStatus>().unwrap_or_default();
+    let (text, status) = (st.said.as_str(), st.status);
     Ok(match (status, fs.ready, fs.version.as_deref()) {
         (_, Some(ready), Some(v)) => {
             let line = format!(

@@ -31,6 +31,9 @@ pub enum ControlError {
     /// FreeSWITCH could not load every SIP profile, or there is none (the reasons, per file).
     #[error("{0}")]
     Profiles(String),
+    /// A fact of the audit script did not run or could not be read (its error names it).
+    #[error(transparent)]
+    Fact(#[from] crate::facts::FactError),
     /// A snippet of the audit script did not run (`status` is its exit status, None: absent).
     #[error("the {probe} probe did not run on the host (status {status:?})")]
     ProbeNotRun { probe: String, status: Option<i32> },

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::ControlError;
 use crate::esl::{EslClient, EslError, EslOptions};
 use crate::esl_target::{self, Outside, Target};
-use crate::facts::{self, FactsError, Files, LAYOUTS, Script};
+use crate::facts::{self, FactError, FactsError, Files, LAYOUTS, Script, ScriptInput, Unit, fact};
 use crate::harden::HostFacts;
 use crate::inventory::Host;
 use crate::model::{ESL_CONF, EventSocket, HostModel, ufw};
@@ -124,16 +124,147 @@ fn jail_snippet(server: &str, jail: &str) -> String {
     )
 }
 
-/// Build the one audit script of a host: the audit snippets, the base facts, the config files.
+fact! {
+    /// `iptables -S INPUT`: the INPUT policy and rules, for when ufw is not active.
+    IptablesInput: "audit_iptables" => IptablesRules,
+    snippet(_) {
+        "command -v iptables >/dev/null || exit 3; iptables -S INPUT | head -n 200".into()
+    }
+    parse(text, status) {
+        let policy = (status == Some(0))
+            .then(|| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix("-P INPUT "))
+                    .map(|p| p.trim().to_string())
+            })
+            .flatten();
+        Ok(IptablesRules {
+            policy,
+            rules: text.lines().map(str::to_string).collect(),
+        })
+    }
+}
+
+/// The [`IptablesInput`] section, read (host text: escaped when shown).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IptablesRules {
+    /// `-P INPUT DROP` gives `DROP`; None when iptables did not run or printed no policy.
+    pub policy: Option<String>,
+    pub rules: Vec<String>,
+}
+
+impl IptablesRules {
+    /// The rules that accept TCP `port` (`--dport PORT ... -j ACCEPT`).
+    pub fn accepting(&self, port: u16) -> Vec<&str> {
+        let dport = format!("--dport {port} ");
+        self.rules
+            .iter()
+            .map(String::as_str)
+            .filter(|l| l.contains(&dport) && l.contains("-j ACCEPT"))
+            .collect()
+    }
+}
+
+/// The `F|D mode owner group path` lines of a stat probe; the probe must have run (exit 0).
+fn stats_of(fact: &'static str, text: &str, status: Option<i32>) -> Result<Vec<Stat>, FactError> {
+    if status != Some(0) {
+        return Err(FactError::NotRun { fact, status });
+    }
+    Ok(parse_stats(text))
+}
+
+fact! {
+    /// Credentials files left in /root, /home, /tmp, /opt, /srv, with their ancestors' modes.
+    Creds: "audit_creds" => Vec<Stat>,
+    snippet(_) {
+        format!(
+            "{STAT_FN}\n{{ for f in /root/freeswitch-credentials.txt /root/freeswitch_credentials.txt \
+             /root/fs-credentials.txt /root/fsfleet-credentials.txt /root/credentials.txt /root/passwords.txt; do \
+             [ -f \"$f\" ] && echo \"$f\"; done; \
+             find /root /home /tmp /opt /srv -maxdepth 3 -type f \\( -iname '*freeswitch*cred*' -o -iname '*freeswitch*passw*' \
+             -o -iname '*fs*credential*' -o -iname '*esl*passw*' -o -iname '*sip*passw*' \\) -print; }} | sort -u | st; true"
+        )
+    }
+    parse(text, status) {
+        stats_of(Self::NAME, text, status)
+    }
+}
+
+fact! {
+    /// Backup copies of FreeSWITCH's config (in the config dir and the usual places).
+    Backups: "audit_backups" => Vec<Stat>,
+    snippet(input) {
+        let conf = conf_dir_shell(input.host);
+        format!(
+            "{STAT_FN}\n{conf}\n{{ [ -n \"$c\" ] && find \"$c\" -type f \\( -name '*.bak' -o -name '*.orig' -o -name '*.old' \
+             -o -name '*~' -o -name '*.save' -o -name '*.swp' -o -name '*.back' -o -name '*.copy' -o -name '*.dpkg-old' \
+             -o -name '*.dpkg-dist' -o -name '*.xml.*' \\) -print; \
+             find /root /home /tmp /var/backups /opt /srv -maxdepth 3 -type f \\( -iname '*freeswitch*.tar*' -o -iname '*freeswitch*.tgz' \
+             -o -iname '*freeswitch*.zip' -o -iname '*freeswitch*.bak' -o -iname 'vars.xml*' -o -iname 'event_socket.conf.xml*' \\) -print; }} \
+             | sort -u | st; true"
+        )
+    }
+    parse(text, status) {
+        stats_of(Self::NAME, text, status)
+    }
+}
+
+fact! {
+    /// fs_cli's config files (system, root's, every user's `~/.fs_cli_conf`).
+    FsCliConfs: "audit_fscli_conf" => Vec<Stat>,
+    snippet(_) {
+        format!(
+            "{STAT_FN}\n{{ for f in {}; do [ -e \"$f\" ] && echo \"$f\"; done; \
+             getent passwd | awk -F: '$3>=1000 && $6!=\"\" {{print $6\"/.fs_cli_conf\"}}' | while IFS= read -r f; do [ -e \"$f\" ] && echo \"$f\"; done; }} | sort -u | st; true",
+            FS_CLI_CONFS.join(" ")
+        )
+    }
+    parse(text, status) {
+        stats_of(Self::NAME, text, status)
+    }
+}
+
+fact! {
+    /// The config files only the audit reads ([`EXTRA_CONF_FILES`]).
+    AuditFiles: "audit_files" => Files,
+    snippet(input) {
+        facts::files_snippet(input.host, EXTRA_CONF_FILES, &[])
+    }
+    parse(text, _) {
+        Files::parse(text).map_err(|e| FactError::Malformed {
+            fact: Self::NAME,
+            what: e.to_string(),
+        })
+    }
+}
+
+/// The audit's own fact units; with [`facts::BASE`] and the config files they make its script.
+pub const UNITS: &[Unit] = &[
+    Unit::of::<IptablesInput>(),
+    Unit::of::<Creds>(),
+    Unit::of::<Backups>(),
+    Unit::of::<FsCliConfs>(),
+];
+
+/// Build the one audit script of a host: the audit's units, the base facts, the config files,
+/// then the fail2ban snippets (not units yet, see [`facts::RAW_SECTIONS`]).
 pub fn script(host: &Host) -> Script {
-    let mut s = Script::new();
-    let conf = conf_dir_shell(host);
+    // ufw's rules and defaults from its own files, as harden reads them (no Python start).
+    let ufw_files: Vec<String> = [ufw::USER_RULES, ufw::USER6_RULES, ufw::UFW_DEFAULTS]
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    let input = ScriptInput {
+        host,
+        files: &ufw_files,
+    };
+    let mut units = UNITS.to_vec();
+    units.extend_from_slice(facts::BASE);
+    units.push(Unit::of::<facts::ConfFiles>());
+    units.push(Unit::of::<AuditFiles>());
+    let mut s = Script::of_units(&input, &units);
     // No fail2ban-server process: no jail runs (status 5), without starting fail2ban-client.
     let server = crate::harden::fail2ban::server_pid_snippet("/proc");
-    s.add(
-        "audit_iptables",
-        "command -v iptables >/dev/null || exit 3; iptables -S INPUT | head -n 200",
-    );
     s.add("audit_f2b_jail", &jail_snippet(&server, "freeswitch"));
     let logs = default_logs();
     s.add(
@@ -157,43 +288,6 @@ pub fn script(host: &Host) -> Script {
         ),
     );
     s.add("audit_f2b_sshd", &jail_snippet(&server, "sshd"));
-    s.add(
-        "audit_creds",
-        &format!(
-            "{STAT_FN}\n{{ for f in /root/freeswitch-credentials.txt /root/freeswitch_credentials.txt \
-             /root/fs-credentials.txt /root/fsfleet-credentials.txt /root/credentials.txt /root/passwords.txt; do \
-             [ -f \"$f\" ] && echo \"$f\"; done; \
-             find /root /home /tmp /opt /srv -maxdepth 3 -type f \\( -iname '*freeswitch*cred*' -o -iname '*freeswitch*passw*' \
-             -o -iname '*fs*credential*' -o -iname '*esl*passw*' -o -iname '*sip*passw*' \\) -print; }} | sort -u | st; true"
-        ),
-    );
-    s.add(
-        "audit_backups",
-        &format!(
-            "{STAT_FN}\n{conf}\n{{ [ -n \"$c\" ] && find \"$c\" -type f \\( -name '*.bak' -o -name '*.orig' -o -name '*.old' \
-             -o -name '*~' -o -name '*.save' -o -name '*.swp' -o -name '*.back' -o -name '*.copy' -o -name '*.dpkg-old' \
-             -o -name '*.dpkg-dist' -o -name '*.xml.*' \\) -print; \
-             find /root /home /tmp /var/backups /opt /srv -maxdepth 3 -type f \\( -iname '*freeswitch*.tar*' -o -iname '*freeswitch*.tgz' \
-             -o -iname '*freeswitch*.zip' -o -iname '*freeswitch*.bak' -o -iname 'vars.xml*' -o -iname 'event_socket.conf.xml*' \\) -print; }} \
-             | sort -u | st; true"
-        ),
-    );
-    s.add(
-        "audit_fscli_conf",
-        &format!(
-            "{STAT_FN}\n{{ for f in {}; do [ -e \"$f\" ] && echo \"$f\"; done; \
-             getent passwd | awk -F: '$3>=1000 && $6!=\"\" {{print $6\"/.fs_cli_conf\"}}' | while IFS= read -r f; do [ -e \"$f\" ] && echo \"$f\"; done; }} | sort -u | st; true",
-            FS_CLI_CONFS.join(" ")
-        ),
-    );
-    facts::add_base_snippets(&mut s, host);
-    // ufw's rules and defaults from its own files, as harden reads them (no Python start).
-    let ufw_files: Vec<String> = [ufw::USER_RULES, ufw::USER6_RULES, ufw::UFW_DEFAULTS]
-        .iter()
-        .map(|p| p.to_string())
-        .collect();
-    facts::add_files_snippet(&mut s, "files", host, facts::CONF_FILES, &ufw_files);
-    facts::add_files_snippet(&mut s, "audit_files", host, EXTRA_CONF_FILES, &[]);
     s
 }
 
@@ -203,7 +297,7 @@ pub fn parse(
     session_user: &str,
     uses_sudo: bool,
 ) -> Result<HostFacts, FactsError> {
-    let extra = Files::parse(sections.text("audit_files"))?;
+    let extra = sections.get::<AuditFiles>()?;
     let mut f = HostFacts::parse(sections, session_user, uses_sudo)?;
     f.files.files.extend(extra.files);
     if f.files.conf_dir.is_none() {

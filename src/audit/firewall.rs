@@ -1,8 +1,8 @@
 //! Firewall controls: active with default deny, Event Socket port closed, RTP open.
 
-use super::evidence::Evidence;
+use super::evidence::{Evidence, IptablesInput};
 use super::{Control, ControlError, Finding, Severity};
-use crate::model::ufw::{self, UfwState};
+use crate::model::ufw::UfwState;
 
 pub const CONTROLS: &[Control] = &[
     Control {
@@ -46,7 +46,7 @@ pub const CONTROLS: &[Control] = &[
 /// ufw's state from the host model (the one harden plans from). Ok(None): ufw is not
 /// installed. Err: the status probe did not run.
 pub fn ufw(ev: &Evidence) -> Result<Option<UfwState>, ControlError> {
-    if ev.facts.section_status(ufw::STATUS_SECTION).is_none() {
+    if !ev.facts.get::<crate::facts::UfwStatus>()?.ran {
         return Err(ControlError::ProbeNotRun {
             probe: "ufw status".into(),
             status: None,
@@ -58,13 +58,7 @@ pub fn ufw(ev: &Evidence) -> Result<Option<UfwState>, ControlError> {
 
 /// The INPUT policy of `iptables -S INPUT` (`-P INPUT DROP`).
 fn iptables_policy(ev: &Evidence) -> Option<String> {
-    let (text, status) = ev.section("audit_iptables");
-    if status != Some(0) {
-        return None;
-    }
-    text.lines()
-        .find_map(|l| l.strip_prefix("-P INPUT "))
-        .map(|p| p.trim().to_string())
+    ev.facts.get::<IptablesInput>().ok()?.policy
 }
 
 fn active_default_deny(ev: &Evidence) -> Result<Finding, ControlError> {
@@ -112,11 +106,8 @@ fn esl_port_closed(ev: &Evidence) -> Result<Finding, ControlError> {
             }
         }
         _ => {
-            let (text, _) = ev.section("audit_iptables");
-            let opened: Vec<&str> = text
-                .lines()
-                .filter(|l| l.contains(&format!("--dport {port} ")) && l.contains("-j ACCEPT"))
-                .collect();
+            let iptables = ev.facts.get::<IptablesInput>().unwrap_or_default();
+            let opened = iptables.accepting(port);
             match iptables_policy(ev).as_deref() {
                 Some("DROP" | "REJECT") if opened.is_empty() => Finding::pass(vec![format!(
                     "ufw not active; the iptables INPUT policy drops and no rule accepts port {port}"

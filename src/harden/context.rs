@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::facts::{self, Facts, FactsError, FileFact, Files, Script, Sections};
+use crate::facts::{
+    self, Fact, FactError, Facts, FactsError, FileFact, Files, Script, ScriptInput, Sections, Unit,
+};
 use crate::inventory::Host;
 use crate::ssh::{Connector, ExecOutput, Session, SshError};
 
@@ -21,24 +23,33 @@ pub struct HardenOptions {
     pub diff: bool,
 }
 
-/// Collects what the steps of a run need to read, for the one facts script per host.
+/// Collects what the steps of a run need to read, for the one facts script per host: the fact
+/// units (each run once however many steps ask), and the absolute files to read.
 pub struct Probes {
-    script: Script,
+    units: Vec<Unit>,
+    raw: Vec<(&'static str, String)>,
     abs_files: Vec<String>,
 }
 
 impl Probes {
     pub fn new() -> Probes {
         Probes {
-            script: Script::new(),
+            units: Vec::new(),
+            raw: Vec::new(),
             abs_files: Vec::new(),
         }
     }
 
-    /// A named shell snippet run as root; its stdout and status become a section of the facts.
-    /// Names must be unique across steps: prefix them with the step name.
-    pub fn snippet(&mut self, name: &str, snippet: &str) -> &mut Self {
-        self.script.add(name, snippet);
+    /// A fact the step reads back with [`HostFacts::get`].
+    pub fn fact<F: Fact>(&mut self) -> &mut Self {
+        self.units.push(Unit::of::<F>());
+        self
+    }
+
+    /// A named shell snippet that is not a unit yet (the sections of [`facts::RAW_SECTIONS`]),
+    /// read back with [`HostFacts::section`].
+    pub fn snippet(&mut self, name: &'static str, snippet: &str) -> &mut Self {
+        self.raw.push((name, snippet.to_string()));
         self
     }
 
@@ -52,17 +63,19 @@ impl Probes {
         self
     }
 
-    /// Finish the script: base facts and files go last so every step's snippets are in.
+    /// Finish the script: the steps' units, the base facts, the files, then the raw snippets.
     pub fn into_script(mut self, host: &Host) -> Script {
-        facts::add_base_snippets(&mut self.script, host);
-        facts::add_files_snippet(
-            &mut self.script,
-            "files",
+        self.units.extend_from_slice(facts::BASE);
+        self.units.push(Unit::of::<facts::ConfFiles>());
+        let input = ScriptInput {
             host,
-            facts::CONF_FILES,
-            &self.abs_files,
-        );
-        self.script
+            files: &self.abs_files,
+        };
+        let mut script = Script::of_units(&input, &self.units);
+        for (name, snippet) in &self.raw {
+            script.add(name, snippet);
+        }
+        script
     }
 }
 
@@ -87,7 +100,7 @@ impl HostFacts {
         uses_sudo: bool,
     ) -> Result<HostFacts, FactsError> {
         let base = facts::parse_base(&sections, session_user, uses_sudo);
-        let files = Files::parse(sections.text("files"))?;
+        let files = sections.get::<facts::ConfFiles>()?;
         Ok(HostFacts {
             base,
             files,
@@ -95,12 +108,25 @@ impl HostFacts {
         })
     }
 
-    /// A step's own snippet output.
+    /// The typed value of a fact the command's script ran.
+    pub fn get<F: Fact>(&self) -> Result<F::Value, FactError> {
+        self.sections.get::<F>()
+    }
+
+    /// A raw snippet's output (the sections of [`facts::RAW_SECTIONS`]).
     pub fn section(&self, name: &str) -> &str {
+        debug_assert!(
+            facts::RAW_SECTIONS.contains(&name),
+            "{name} is a fact unit: read it with HostFacts::get"
+        );
         self.sections.text(name)
     }
 
     pub fn section_status(&self, name: &str) -> Option<i32> {
+        debug_assert!(
+            facts::RAW_SECTIONS.contains(&name),
+            "{name} is a fact unit: read it with HostFacts::get"
+        );
         self.sections.status(name)
     }
 

@@ -5,7 +5,7 @@
 //! so those are replaced too, and a non-root login user gets one of their own (0600).
 
 use super::{HostFacts, Probes, StepError, StepPlan};
-use crate::facts::FileFact;
+use crate::facts::{Fact, FactError, FileFact, ScriptInput};
 use crate::hostfs;
 use crate::inventory::Host;
 use crate::model::EventSocket;
@@ -16,21 +16,70 @@ pub const NAME: &str = "fs-cli";
 pub const SYSTEM_FILE: &str = "/etc/fs_cli.conf";
 const HOMES: &str = "fscli_homes";
 
-pub fn probes(p: &mut Probes, host: &Host) {
+pub fn probes(p: &mut Probes, _host: &Host) {
     p.file(SYSTEM_FILE);
-    let users = if host.user == "root" {
-        "root".to_string()
-    } else {
-        format!("root {}", sh_quote(&host.user))
-    };
-    p.snippet(
-        HOMES,
-        &format!(
+    p.fact::<Homes>();
+}
+
+/// The homes of root and the login user, and the `~/.fs_cli_conf` each holds.
+pub struct Homes;
+
+impl Fact for Homes {
+    const NAME: &'static str = HOMES;
+    type Value = Vec<Home>;
+
+    fn snippet(input: &ScriptInput<'_>) -> String {
+        let host = input.host;
+        let users = if host.user == "root" {
+            "root".to_string()
+        } else {
+            format!("root {}", sh_quote(&host.user))
+        };
+        format!(
             "for u in {users}; do e=$(getent passwd \"$u\") || continue; h=$(echo \"$e\" | cut -d: -f6); g=$(id -gn \"$u\"); \
              m=-; if [ -f \"$h/.fs_cli_conf\" ]; then c=$(base64 -w0 \"$h/.fs_cli_conf\"); m=$(stat -c '%a:%U' \"$h/.fs_cli_conf\"); else c=-; fi; \
              printf 'H\\t%s\\t%s\\t%s\\t%s\\t%s\\n' \"$u\" \"$g\" \"$h\" \"$c\" \"$m\"; done"
-        ),
-    );
+        )
+    }
+
+    /// `H user group home base64|- mode:owner|-` lines; others are skipped. Nothing here is
+    /// validated: the plan checks the home before it becomes a path.
+    fn parse(text: &str, _: Option<i32>) -> Result<Vec<Home>, FactError> {
+        Ok(text
+            .lines()
+            .filter_map(|line| {
+                let parts: Vec<&str> = line.split('\t').collect();
+                let (user, group, home, b64, meta) = match parts.as_slice() {
+                    ["H", u, g, h, c, m] => (u, g, h, c, *m),
+                    ["H", u, g, h, c] => (u, g, h, c, "-"),
+                    _ => return None,
+                };
+                Some(Home {
+                    user: user.to_string(),
+                    group: group.to_string(),
+                    home: home.to_string(),
+                    conf: if *b64 == "-" {
+                        None
+                    } else {
+                        data_encoding::BASE64.decode(b64.as_bytes()).ok()
+                    },
+                    meta: meta.to_string(),
+                })
+            })
+            .collect())
+    }
+}
+
+/// One line of [`Homes`]: host text, unvalidated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Home {
+    pub user: String,
+    pub group: String,
+    pub home: String,
+    /// The bytes of `~/.fs_cli_conf`; None: none there (or unreadable).
+    pub conf: Option<Vec<u8>>,
+    /// `mode:owner` of that file (`-`: none).
+    pub meta: String,
 }
 
 /// One file fs-cli writes.
@@ -95,24 +144,15 @@ pub fn plan(
             content: want.clone(),
         });
     }
-    for line in f.section(HOMES).lines() {
-        let parts: Vec<&str> = line.split('\t').collect();
-        let (user, group, home, b64, meta) = match parts.as_slice() {
-            ["H", u, g, h, c, m] => (u, g, h, c, *m),
-            ["H", u, g, h, c] => (u, g, h, c, "-"),
-            _ => continue,
-        };
-        let path = format!("{}/.fs_cli_conf", home.trim_end_matches('/'));
+    for h in f.get::<Homes>().unwrap_or_default() {
+        let (user, group, meta) = (h.user.as_str(), h.group.as_str(), h.meta.as_str());
+        let path = format!("{}/.fs_cli_conf", h.home.trim_end_matches('/'));
         // Host values: a home that is not a clean absolute path is refused, never written to.
         hostfs::check_path(&path)
             .map_err(|e| StepError::Refused(format!("home of {}: {e}", user.escape_debug())))?;
-        let existing = if *b64 == "-" {
-            None
-        } else {
-            data_encoding::BASE64.decode(b64.as_bytes()).ok()
-        };
+        let existing = h.conf;
         // root without a file of its own reads /etc/fs_cli.conf: nothing to add.
-        if existing.is_none() && (*user == "root" || host.user == "root") {
+        if existing.is_none() && (user == "root" || host.user == "root") {
             continue;
         }
         // The file holds the Event Socket password: 0600 and its user's, or it is rewritten.

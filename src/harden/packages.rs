@@ -11,6 +11,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::facts::{Fact, FactError, ScriptInput};
 use crate::harden::context::{HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
 use crate::harden::step::{Plan, Step};
 use crate::inventory::Host;
@@ -42,12 +43,21 @@ pub fn required() -> impl Iterator<Item = &'static str> {
 }
 
 pub fn probes(p: &mut Probes, _host: &Host) {
-    let names = required().collect::<Vec<_>>().join(" ");
-    // `pkg NAME STATUS` per package, then the number of package lists and the age in seconds of
-    // the newest one (-1: none), then whether apt-get exists at all.
-    p.snippet(
-        PROBE,
-        &format!(
+    p.fact::<AptProbe>();
+}
+
+/// The state of the required packages and of apt's lists.
+pub struct AptProbe;
+
+impl Fact for AptProbe {
+    const NAME: &'static str = PROBE;
+    type Value = AptState;
+
+    fn snippet(_: &ScriptInput<'_>) -> String {
+        let names = required().collect::<Vec<_>>().join(" ");
+        // `pkg NAME STATUS` per package, then the number of package lists and the age in seconds of
+        // the newest one (-1: none), then whether apt-get exists at all.
+        format!(
             "dpkg-query -W -f='pkg ${{Package}} ${{db:Status-Status}}\\n' {names} 2>/dev/null\n\
              now=$(date +%s)\n\
              newest=$(find /var/lib/apt/lists -maxdepth 1 -type f -name '*_Packages*' -printf '%T@\\n' 2>/dev/null | sort -n | tail -n 1)\n\
@@ -55,13 +65,17 @@ pub fn probes(p: &mut Probes, _host: &Host) {
              echo \"lists $n\"\n\
              if [ -n \"$newest\" ]; then echo \"age $((now - ${{newest%.*}}))\"; else echo 'age -1'; fi\n\
              command -v apt-get >/dev/null && echo 'apt yes'; true"
-        ),
-    );
+        )
+    }
+
+    fn parse(text: &str, _: Option<i32>) -> Result<AptState, FactError> {
+        Ok(parse_state(text))
+    }
 }
 
 /// What the probe said.
 #[derive(Debug, Clone, PartialEq, Default)]
-struct AptState {
+pub struct AptState {
     installed: Vec<String>,
     lists: u64,
     /// Seconds since the newest list was written; None: no list at all.
@@ -123,7 +137,7 @@ pub struct Install {
 }
 
 pub fn plan(f: &HostFacts, host: &Host, _opts: &HardenOptions) -> Result<Plan<Install>, StepError> {
-    let st = parse_state(f.section(PROBE));
+    let st = f.get::<AptProbe>().unwrap_or_default();
     let missing: Vec<&'static str> = required()
         .filter(|p| !st.installed.iter().any(|i| i == p))
         .collect();

@@ -189,9 +189,6 @@ impl Steps {
     }
 }
 
-/// Stage files a cut run left beside the configs (the facts section listing them).
-const STALE_STAGE: &str = "harden_stale_stage";
-
 /// Gather every step's facts in one round trip.
 async fn gather(session: &Session, host: &Host) -> Result<HostFacts, String> {
     let script = script(host);
@@ -206,13 +203,7 @@ async fn gather(session: &Session, host: &Host) -> Result<HostFacts, String> {
 fn script(host: &Host) -> facts::Script {
     let mut probes = Probes::new();
     // Stage files a cut run left beside the configs (removed through hostfs in preflight).
-    probes.snippet(
-        STALE_STAGE,
-        &format!(
-            "for d in {}; do [ -f \"$d/vars.xml\" ] && find \"$d\" -maxdepth 4 -name '*.fsfleet-stage-*' -type f; done; true",
-            facts::conf_candidates(host)
-        ),
-    );
+    probes.fact::<facts::StaleStages>();
     fs_cli::probes(&mut probes, host);
     for s in step::SYSTEM {
         (s.probes)(&mut probes, host);
@@ -438,9 +429,10 @@ async fn remove_stale_stages(session: &Session, facts: &HostFacts, check: bool) 
         "{}/",
         facts.files.conf_dir.as_deref().unwrap_or("/nonexistent")
     );
-    let stale: Vec<&str> = facts
-        .section(STALE_STAGE)
-        .lines()
+    let found = facts.get::<facts::StaleStages>().unwrap_or_default();
+    let stale: Vec<&str> = found
+        .iter()
+        .map(String::as_str)
         .filter(|l| {
             l.starts_with(&stale_root)
                 && l.rsplit('/')
@@ -1091,6 +1083,52 @@ mod tests {
         let audit = crate::audit::evidence::script(&host);
         assert!(harden.names().any(|n| n == facts::LISTEN));
         assert!(audit.names().any(|n| n == facts::LISTEN));
+    }
+
+    #[test]
+    fn the_harden_and_audit_scripts_run_each_registered_fact_once() {
+        let host = crate::harden::context::test_host("pbx");
+        for (what, s) in [
+            ("harden", script(&host)),
+            ("audit", crate::audit::evidence::script(&host)),
+        ] {
+            let names: Vec<&str> = s.names().collect();
+            let text = s.text();
+            for (i, n) in names.iter().enumerate() {
+                assert!(
+                    facts::registered().any(|u| u.name == *n) || facts::RAW_SECTIONS.contains(n),
+                    "{what}: section {n} is not a registered fact"
+                );
+                // One definition, called once in the concurrent branch and once in the
+                // fallback without a temp dir (only one of them runs).
+                assert_eq!(
+                    text.matches(&format!("\ns{i}() {{\n")).count(),
+                    1,
+                    "{what}: {n}"
+                );
+                assert_eq!(text.matches(&format!("( s{i} )")).count(), 2, "{what}: {n}");
+                assert_eq!(
+                    text.matches(&format!(" begin {n}@@")).count(),
+                    2,
+                    "{what}: {n}"
+                );
+            }
+            // Every snippet's text once: no probe reaches the script under a second name.
+            let bodies: Vec<&str> = s.snippets().map(|(_, b)| b).collect();
+            for (i, a) in bodies.iter().enumerate() {
+                assert!(!bodies[i + 1..].contains(a), "{what}: {} twice", names[i]);
+            }
+            // The base facts and the config files are in both, each once.
+            for u in facts::BASE {
+                assert_eq!(
+                    names.iter().filter(|n| **n == u.name).count(),
+                    1,
+                    "{what}: {}",
+                    u.name
+                );
+            }
+            assert_eq!(names.iter().filter(|n| **n == "files").count(), 1, "{what}");
+        }
     }
 
     use super::*;

@@ -17,8 +17,9 @@ use crate::ssh::Session;
 pub const NAME: &str = "verify";
 
 /// The addresses listening on `port`, brackets dropped for the evidence line.
-fn listeners(listen: &str, port: u16) -> Vec<String> {
-    facts::listeners(listen, port)
+fn listeners(listen: &facts::Listen, port: u16) -> Vec<String> {
+    listen
+        .addresses(port)
         .into_iter()
         .map(|a| a.trim_start_matches('[').trim_end_matches(']').to_string())
         .collect()
@@ -34,7 +35,7 @@ pub fn from_facts(f: &HostFacts, es: &EventSocket, checks: &Checks) -> Option<Ve
         "nothing changed: preflight proved the configured Event Socket password and FreeSWITCH ready"
             .to_string(),
     ];
-    if !f.section("fs_status").contains("is ready") {
+    if f.get::<facts::FsStatus>().unwrap_or_default().ready != Some(true) {
         return None;
     }
     evidence.push("fs_cli -x status works on the host without a password argument".into());
@@ -51,7 +52,10 @@ pub fn from_facts(f: &HostFacts, es: &EventSocket, checks: &Checks) -> Option<Ve
         }
         evidence.push("ufw active".into());
     }
-    let addrs = listeners(f.section(facts::LISTEN), es.listen_port);
+    let addrs = listeners(
+        &f.get::<facts::ListenFact>().unwrap_or_default(),
+        es.listen_port,
+    );
     if addrs.is_empty() || !addrs.iter().all(|a| is_loopback(a)) {
         return None;
     }
@@ -254,10 +258,13 @@ mod tests {
 
     #[test]
     fn listeners_on_loopback_only_are_told_apart() {
-        let ss = "LISTEN 0 128 127.0.0.1:8021 0.0.0.0:*\nLISTEN 0 128 0.0.0.0:22 0.0.0.0:*\n";
+        use crate::facts::Fact;
+        let read = |ss: &str| facts::ListenFact::parse(ss, Some(0)).unwrap();
+        let ss =
+            &read("LISTEN 0 128 127.0.0.1:8021 0.0.0.0:*\nLISTEN 0 128 0.0.0.0:22 0.0.0.0:*\n");
         assert_eq!(listeners(ss, 8021), vec!["127.0.0.1"]);
         assert!(listeners(ss, 8021).iter().all(|a| is_loopback(a)));
-        let open = "LISTEN 0 128 [::]:8021 [::]:*\nLISTEN 0 128 [::1]:8022 [::]:*\n";
+        let open = &read("LISTEN 0 128 [::]:8021 [::]:*\nLISTEN 0 128 [::1]:8022 [::]:*\n");
         assert_eq!(listeners(open, 8021), vec!["::"]);
         assert!(!is_loopback("::"));
         assert!(is_loopback("::1"));

@@ -3,21 +3,22 @@
 //! reading for every question about them: whether the Event Socket listens beyond loopback
 //! (audit FS-ESL-02) and whose listener a password would go to ([`crate::esl_target`]).
 
-use crate::facts::{self, FactsError, Listener, Sections};
+use crate::facts::{FactError, ListenFact, Listener, Sections};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListenersError {
     #[error("`ss -Hltnp` did not run on the host (status {status:?})")]
     NotRun { status: Option<i32> },
     #[error("the listeners `ss -Hltnp` printed could not be read")]
-    Malformed(#[source] FactsError),
+    Malformed(#[source] FactError),
 }
 
-/// Every TCP listener of the facts' sections. A line that cannot be placed is an error, never
-/// skipped: a listener overlooked could be the one a password goes to.
+/// Every TCP listener of the facts' listen unit. A line that cannot be placed is an error,
+/// never skipped: a listener overlooked could be the one a password goes to.
 pub fn from_sections(s: &Sections) -> Result<Vec<Listener>, ListenersError> {
-    match s.status(facts::LISTEN) {
-        Some(0) => facts::parse_listeners(s.text(facts::LISTEN)).map_err(ListenersError::Malformed),
+    let listen = s.get::<ListenFact>().map_err(ListenersError::Malformed)?;
+    match listen.status {
+        Some(0) => listen.listeners.map_err(ListenersError::Malformed),
         status => Err(ListenersError::NotRun { status }),
     }
 }
@@ -30,6 +31,7 @@ pub fn on_port(listeners: &[Listener], port: u16) -> Vec<&Listener> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::facts;
 
     #[test]
     fn reads_the_listen_section_or_says_why_not() {

@@ -10,8 +10,6 @@ use ipnet::IpNet;
 use super::Ports;
 use crate::harden::HostFacts;
 
-/// The base facts' section with whether ufw is active (facts::UFW_STATUS_SNIPPET).
-pub const STATUS_SECTION: &str = "ufw_status";
 pub const USER_RULES: &str = "/etc/ufw/user.rules";
 pub const USER6_RULES: &str = "/etc/ufw/user6.rules";
 pub const UFW_DEFAULTS: &str = "/etc/default/ufw";
@@ -243,7 +241,7 @@ pub struct UfwState {
 
 impl UfwState {
     pub fn from_facts(f: &HostFacts) -> UfwState {
-        let status = f.section(STATUS_SECTION);
+        let status = f.get::<crate::facts::UfwStatus>().unwrap_or_default();
         let defaults_text = f.file_text(UFW_DEFAULTS).unwrap_or("");
         // The status section only says active or inactive (facts::UFW_STATUS_SNIPPET): the
         // default policies come from ufw's own file.
@@ -251,8 +249,8 @@ impl UfwState {
         let mut tuples = parse_tuples(f.file_text(USER_RULES).unwrap_or(""), false);
         tuples.extend(parse_tuples(f.file_text(USER6_RULES).unwrap_or(""), true));
         UfwState {
-            installed: f.base.packages.contains_key("ufw") || !status.trim().is_empty(),
-            active: f.base.ufw_active || super::ufw_status_active(status),
+            installed: f.base.packages.contains_key("ufw") || status.installed,
+            active: f.base.ufw_active || status.active,
             incoming,
             outgoing,
             // IPV6=yes is ufw's default; only an explicit "no" turns it off.
