@@ -2,11 +2,52 @@
 //! fail2ban jail sees failed registrations (FACTS §4). Updated where present (any quoting), inserted
 //! before `</settings>` where absent, never inside a comment.
 
-use super::{FileEdit, HostFacts, StepError, StepPlan};
+use std::future::Future;
+
+use super::step::{Phase, Plan, PlanInput, Step};
+use super::{FileEdit, HostFacts, Probes, StepCtx, StepError, StepPlan, reload};
 use crate::conf::{self, diff, xml};
+use crate::inventory::Host;
 
 pub const NAME: &str = "auth-logging";
 const PARAM: &str = "log-auth-failures";
+
+/// The step in the registry: its edits go out in the config write, so `apply` has nothing left.
+pub struct AuthLogging;
+
+impl Step for AuthLogging {
+    const NAME: &'static str = NAME;
+    const PHASE: Phase = Phase::Config;
+    type Action = ();
+
+    fn probes(p: &mut Probes, host: &Host) {
+        probes(p, host)
+    }
+
+    fn plan(input: &PlanInput<'_>) -> Result<Plan<()>, StepError> {
+        let p = plan(input.facts)?;
+        let mut outline = p.plan;
+        outline.reload = reload::Needs {
+            rescan: p.rescan,
+            ..reload::Needs::xml_for(&p.edits)
+        };
+        outline.edits = p.edits;
+        Ok(Plan {
+            outline,
+            action: (),
+        })
+    }
+
+    fn apply<'a>(
+        _ctx: &'a StepCtx<'a>,
+        _action: &'a (),
+    ) -> impl Future<Output = Result<Vec<String>, StepError>> + Send + 'a {
+        std::future::ready(Ok(Vec::new()))
+    }
+}
+
+/// The SIP profiles are config files, read for every run.
+pub fn probes(_p: &mut Probes, _host: &Host) {}
 
 pub struct Planned {
     pub plan: StepPlan,

@@ -2,9 +2,13 @@
 
 use std::time::Duration;
 
+use super::reload::Needs;
 use crate::facts::{self, Facts, FactsError, FileFact, Files, Script, Sections};
 use crate::inventory::Host;
+use crate::model::EventSocket;
+use crate::secret::Secret;
 use crate::ssh::{Connector, ExecOutput, Session, SshError};
+use crate::vault::CredKind;
 
 /// Options of a harden run that steps may consult.
 #[derive(Debug, Clone, Default)]
@@ -110,7 +114,8 @@ impl HostFacts {
     }
 }
 
-/// What a step would do on this host.
+/// What a step would do on this host: the report's lines, and what the orchestrator does for
+/// the step around its `apply`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StepPlan {
     /// One line per change, for the operator (never a secret). Empty: nothing to do.
@@ -119,6 +124,17 @@ pub struct StepPlan {
     pub warnings: Vec<String>,
     /// Masked diffs for `--diff`.
     pub diffs: Vec<String>,
+    /// Config files to write, in the one all-or-nothing batch of every step's edits.
+    pub edits: Vec<FileEdit>,
+    /// Passwords the edits set: to the vault as pending before the host sees them, active once
+    /// verified.
+    pub secrets: Vec<(CredKind, Secret)>,
+    /// What FreeSWITCH must reload once the edits are written.
+    pub reload: Needs,
+    /// The Event Socket FreeSWITCH runs once the edits are reloaded, when they change it.
+    pub event_socket: Option<EventSocket>,
+    /// Files outside the edits that `apply` replaces: the backup keeps them too.
+    pub backup: Vec<String>,
 }
 
 impl StepPlan {
@@ -239,7 +255,7 @@ impl Meta {
 
 /// One config file change: exact old and new bytes and metadata (the old ones restore the
 /// file if a later step fails before the reload).
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct FileEdit {
     pub path: String,
     pub old: Vec<u8>,

@@ -3,14 +3,61 @@
 //!
 //! The OLD password is kept by the orchestrator: the reload must authenticate with it.
 
-use super::{FileEdit, HardenOptions, HostFacts, StepError, StepPlan};
+use std::future::Future;
+
+use super::step::{Phase, Plan, PlanInput, Step};
+use super::{FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
 use crate::conf::{self, diff, xml};
+use crate::inventory::Host;
 use crate::model::{self, EventSocket, HostModel};
 use crate::secret::Secret;
-use crate::vault;
+use crate::vault::{self, CredKind};
 
 pub const NAME: &str = "event-socket";
 pub const FILE: &str = "autoload_configs/event_socket.conf.xml";
+
+/// The step in the registry: its edit goes out in the config write, so `apply` has nothing left.
+pub struct EventSocketStep;
+
+impl Step for EventSocketStep {
+    const NAME: &'static str = NAME;
+    const PHASE: Phase = Phase::Config;
+    type Action = ();
+
+    fn probes(p: &mut Probes, host: &Host) {
+        probes(p, host)
+    }
+
+    fn plan(input: &PlanInput<'_>) -> Result<Plan<()>, StepError> {
+        let p = plan(input.facts, input.opts)?;
+        let mut outline = p.plan;
+        if let Some(edit) = p.edit {
+            // FreeSWITCH takes the new file with `reload mod_event_socket` (not `reloadxml`).
+            if edit.content_changed() {
+                outline.reload.event_socket = true;
+                outline.event_socket = Some(p.after);
+            }
+            outline.edits.push(edit);
+        }
+        outline
+            .secrets
+            .extend(p.new_password.map(|pw| (CredKind::EslPassword, pw)));
+        Ok(Plan {
+            outline,
+            action: (),
+        })
+    }
+
+    fn apply<'a>(
+        _ctx: &'a StepCtx<'a>,
+        _action: &'a (),
+    ) -> impl Future<Output = Result<Vec<String>, StepError>> + Send + 'a {
+        std::future::ready(Ok(Vec::new()))
+    }
+}
+
+/// event_socket.conf.xml is a config file, read for every run.
+pub fn probes(_p: &mut Probes, _host: &Host) {}
 
 pub struct Planned {
     pub plan: StepPlan,

@@ -20,7 +20,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::context::{HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
-use super::step::{Plan, Step};
+use super::step::{Phase, Plan, PlanInput, Step};
 use crate::inventory::Host;
 use crate::model::{self, HostModel};
 use crate::ssh::sh_quote;
@@ -273,18 +273,15 @@ pub struct Firewall;
 
 impl Step for Firewall {
     const NAME: &'static str = NAME;
+    const PHASE: Phase = Phase::System;
     type Action = UfwChange;
 
     fn probes(p: &mut Probes, host: &Host) {
         probes(p, host)
     }
 
-    fn plan(
-        f: &HostFacts,
-        host: &Host,
-        opts: &HardenOptions,
-    ) -> Result<Plan<UfwChange>, StepError> {
-        plan(f, host, opts)
+    fn plan(input: &PlanInput<'_>) -> Result<Plan<UfwChange>, StepError> {
+        plan(input.facts, input.host, input.opts)
     }
 
     fn apply<'a>(

@@ -201,3 +201,23 @@ pub async fn run(
         )
     }))
 }
+
+#[cfg(test)]
+impl Preflight {
+    /// What preflight would prove of a host whose running FreeSWITCH took its config as it is
+    /// (the model-only tests plan from this).
+    pub fn from_config(f: &HostFacts) -> Result<Preflight, StepError> {
+        let esl = crate::model::HostModel::new(f)
+            .event_socket()
+            .map_err(|e| StepError::Refused(e.to_string()))?;
+        Ok(Preflight {
+            live_password: Some(esl.password.clone()),
+            esl,
+            target: None,
+            stale: false,
+            conf_dir: None,
+            log_dir: None,
+            evidence: vec![],
+        })
+    }
+}

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::StepError;
 use super::preflight::{Esl, esl_connect};
+use super::{FileEdit, StepError};
 use crate::esl::{self, EslError, RetryPolicy};
 use crate::esl_target::{self, Target};
 use crate::model::EventSocket;
@@ -24,6 +24,7 @@ pub const NAME: &str = "reload";
 /// How long to keep trying the new Event Socket after its reload.
 pub const RECONNECT: Duration = Duration::from_secs(20);
 
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Needs {
     pub reloadxml: bool,
     pub rescan: Vec<String>,
@@ -31,6 +32,14 @@ pub struct Needs {
 }
 
 impl Needs {
+    /// A `reloadxml` when an edit changes what FreeSWITCH reads (not only owner or mode).
+    pub fn xml_for(edits: &[FileEdit]) -> Needs {
+        Needs {
+            reloadxml: edits.iter().any(FileEdit::content_changed),
+            ..Needs::default()
+        }
+    }
+
     pub fn any(&self) -> bool {
         self.reloadxml || !self.rescan.is_empty() || self.event_socket
     }

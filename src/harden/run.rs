@@ -12,54 +12,52 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::sync::Mutex;
 
+use super::step::{Phase, PlanInput};
 use super::{
-    FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan, auth_logging, backup,
-    event_socket, fail2ban, firewall, fs_cli, preflight, reload, sip_password, step, verify,
+    FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan, backup, fail2ban,
+    firewall, preflight, reload, step, verify,
 };
 use crate::facts;
 use crate::fleet::HostCtx;
 use crate::hostfs;
 use crate::inventory::{ConfDir, Host};
-use crate::model::EventSocket;
 use crate::report::{HostReport, StepReport, StepStatus};
 use crate::secret::Secret;
 use crate::ssh::{Connector, Session};
 use crate::vault::{CredKind, KeyBinding, Vault};
 
-/// The steps before the system steps, in the order they run.
-const BEFORE_SYSTEM: [&str; 5] = [
-    preflight::NAME,
-    backup::NAME,
-    sip_password::NAME,
-    event_socket::NAME,
-    auth_logging::NAME,
-];
-/// The steps after the system steps.
-const AFTER_SYSTEM: [&str; 3] = [reload::NAME, fs_cli::NAME, verify::NAME];
+/// Every step name, in the order it runs: the orchestrator's phases (preflight, backup, reload,
+/// verify) around the registry's steps. `--skip`/`--only` take these names.
+pub const STEPS: &[&str] = &step_names();
 
-/// Every step, in the order it runs (the system steps as their registry lists them).
-/// `--skip`/`--only` take these names.
-pub const STEPS: &[&str] = &{
-    let mut out = [""; BEFORE_SYSTEM.len() + step::SYSTEM.len() + AFTER_SYSTEM.len()];
-    let mut i = 0;
-    while i < BEFORE_SYSTEM.len() {
-        out[i] = BEFORE_SYSTEM[i];
-        i += 1;
-    }
+const N_STEPS: usize = step::REGISTRY.len() + 4;
+
+const fn step_names() -> [&'static str; N_STEPS] {
+    let mut out = [""; N_STEPS];
+    out[0] = preflight::NAME;
+    out[1] = backup::NAME;
+    let mut i = 2;
     let mut j = 0;
-    while j < step::SYSTEM.len() {
-        out[i] = step::SYSTEM[j].name;
-        i += 1;
+    while j < step::REGISTRY.len() {
+        if !matches!(step::REGISTRY[j].phase, Phase::AfterReload) {
+            out[i] = step::REGISTRY[j].name;
+            i += 1;
+        }
         j += 1;
     }
-    let mut k = 0;
-    while k < AFTER_SYSTEM.len() {
-        out[i] = AFTER_SYSTEM[k];
-        i += 1;
-        k += 1;
+    out[i] = reload::NAME;
+    i += 1;
+    j = 0;
+    while j < step::REGISTRY.len() {
+        if matches!(step::REGISTRY[j].phase, Phase::AfterReload) {
+            out[i] = step::REGISTRY[j].name;
+            i += 1;
+        }
+        j += 1;
     }
+    out[i] = verify::NAME;
     out
-};
+}
 
 /// Which steps run.
 #[derive(Debug, Clone, Default)]
@@ -174,6 +172,22 @@ impl Steps {
         }
     }
 
+    /// A step applied: its change lines, then `apply`'s evidence, warnings and (`--diff`) diffs.
+    fn applied(
+        &mut self,
+        name: &str,
+        plan: &StepPlan,
+        mut evidence: Vec<String>,
+        started: Instant,
+    ) {
+        evidence.extend(plan.warnings.iter().map(|w| format!("warning: {w}")));
+        if self.diff {
+            evidence.extend(plan.diffs.iter().cloned());
+        }
+        let msg = plan.changes.join("; ");
+        self.push(name, StepStatus::Changed, msg, evidence, started);
+    }
+
     fn skipped(&mut self, name: &str, why: &str) {
         self.push(
             name,
@@ -213,36 +227,10 @@ fn script(host: &Host) -> facts::Script {
             facts::conf_candidates(host)
         ),
     );
-    fs_cli::probes(&mut probes, host);
-    for s in step::SYSTEM {
+    for s in step::REGISTRY {
         (s.probes)(&mut probes, host);
     }
     probes.into_script(host)
-}
-
-/// A system step planned on the controller: its name, its plan (or why it cannot run), and
-/// when planning began (the report's time of a step that changes nothing).
-type SystemPlan = (
-    &'static str,
-    Result<Box<dyn step::Planned>, StepError>,
-    Instant,
-);
-
-/// The selected system steps, planned on the controller in registry order.
-fn plan_system(
-    facts: &HostFacts,
-    host: &Host,
-    opts: &HardenOptions,
-    sel: &Selection,
-) -> Vec<SystemPlan> {
-    step::SYSTEM
-        .iter()
-        .filter(|s| sel.runs(s.name))
-        .map(|s| {
-            let t = Instant::now();
-            (s.name, (s.plan)(facts, host, opts), t)
-        })
-        .collect()
 }
 
 /// Harden one host. Never panics on host data; every failure is a report.
@@ -471,149 +459,101 @@ async fn remove_stale_stages(session: &Session, facts: &HostFacts, check: bool) 
     })
 }
 
+/// One selected step planned on the controller: its plan (or why it cannot be made), and when
+/// planning began (the report's time of a step that changes nothing).
+struct PlannedStep {
+    name: &'static str,
+    phase: Phase,
+    plan: Result<Box<dyn step::Planned>, StepError>,
+    t: Instant,
+}
+
 /// Everything the host needs, planned on the controller before anything changes.
 struct HostPlan {
-    /// The config files to write, all or nothing.
-    edits: Vec<FileEdit>,
-    /// Passwords the edits set, for the vault before the host sees them.
-    new_secrets: Vec<(CredKind, Secret)>,
-    /// The config steps' report lines (their changes are `edits`).
-    config: Vec<(&'static str, StepPlan, Instant)>,
-    /// The Event Socket's file changes (it needs its own reload).
-    esl_changed: bool,
-    /// The SIP profiles to rescan.
-    rescan: Vec<String>,
-    /// The Event Socket FreeSWITCH will run with, and its password.
-    new_es: EventSocket,
-    final_pw: Secret,
-    fs_cli: Option<(FsCliPlan, Instant)>,
-    system: Vec<SystemPlan>,
+    /// The selected steps in registry order.
+    steps: Vec<PlannedStep>,
+    /// The Event Socket FreeSWITCH runs once the plans are applied, and its password.
+    esl: step::EslAfter,
 }
-
-type FsCliPlan = (StepPlan, Vec<fs_cli::Target>);
 
 impl HostPlan {
+    /// The plans that could be made.
+    fn outlines(&self) -> impl Iterator<Item = &StepPlan> {
+        self.steps
+            .iter()
+            .filter_map(|s| s.plan.as_ref().ok())
+            .map(|p| p.outline())
+    }
+
     fn any_change(&self) -> bool {
-        !self.edits.is_empty()
-            || self.fs_cli.as_ref().is_some_and(|((p, _), _)| !p.is_noop())
-            || self
-                .system
-                .iter()
-                .any(|(_, p, _)| p.as_ref().is_ok_and(|p| !p.outline().is_noop()))
+        self.outlines().any(|p| !p.is_noop())
+    }
+
+    /// The config files to write, all or nothing.
+    fn edits(&self) -> Vec<&FileEdit> {
+        step::planned_edits(self.outlines())
+    }
+
+    /// Passwords the edits set, for the vault before the host sees them.
+    fn secrets(&self) -> impl Iterator<Item = &(CredKind, Secret)> {
+        self.outlines().flat_map(|p| p.secrets.iter())
     }
 }
 
-/// Plan every selected step from the facts (pure). A config step that cannot be planned
-/// stops the host; a system step's refusal is reported when it would run.
+/// Plan every selected step from the facts (pure), in registry order; each sees the plans
+/// before it. A config or after-reload step that cannot be planned stops the host; a system
+/// step's refusal is reported when it would run.
 fn plan_all(run: &Run<'_>, ready: &Ready, steps: &mut Steps) -> Result<HostPlan, String> {
-    let (host, opts, sel) = (run.host, run.opts(), run.sel());
-    let (facts, pre) = (&ready.facts, &ready.pre);
-    let fail = |steps: &mut Steps, name: &str, e: StepError, t: Instant| {
-        steps.failed(name, &e, t);
-        format!("{name}: {e}")
-    };
-    let mut edits: Vec<FileEdit> = Vec::new();
-    let mut new_secrets: Vec<(CredKind, Secret)> = Vec::new();
-    let mut config: Vec<(&'static str, StepPlan, Instant)> = Vec::new();
-
-    let t = Instant::now();
-    if sel.runs(sip_password::NAME) {
-        let (p, e) = sip_password::plan(facts, opts)
-            .and_then(|(mut p, e)| {
-                let (changes, more) = sip_password::directory_modes(facts)?;
-                p.changes.extend(changes);
-                edits.extend(more);
-                Ok((p, e))
-            })
-            .map_err(|e| fail(steps, sip_password::NAME, e, t))?;
-        if let Some((edit, pw)) = e {
-            edits.push(edit);
-            if let Some(pw) = pw {
-                new_secrets.push((CredKind::SipPassword, pw));
-            }
+    let mut planned: Vec<PlannedStep> = Vec::new();
+    for e in step::REGISTRY.iter().filter(|e| run.sel().runs(e.name)) {
+        let t = Instant::now();
+        let before: Vec<&StepPlan> = planned
+            .iter()
+            .filter_map(|s| s.plan.as_ref().ok())
+            .map(|p| p.outline())
+            .collect();
+        let plan = (e.plan)(&PlanInput {
+            facts: &ready.facts,
+            host: run.host,
+            opts: run.opts(),
+            pre: &ready.pre,
+            before: &before,
+        });
+        if e.phase != Phase::System
+            && let Err(err) = &plan
+        {
+            steps.failed(e.name, err, t);
+            return Err(format!("{}: {err}", e.name));
         }
-        config.push((sip_password::NAME, p, t));
+        planned.push(PlannedStep {
+            name: e.name,
+            phase: e.phase,
+            plan,
+            t,
+        });
     }
-    let t = Instant::now();
-    let esl_plan =
-        event_socket::plan(facts, opts).map_err(|e| fail(steps, event_socket::NAME, e, t))?;
-    let mut esl_changed = false;
-    if sel.runs(event_socket::NAME) {
-        if let Some(edit) = esl_plan.edit.clone() {
-            esl_changed = edit.content_changed();
-            edits.push(edit);
-        }
-        if let Some(pw) = esl_plan.new_password.clone() {
-            new_secrets.push((CredKind::EslPassword, pw));
-        }
-        config.push((event_socket::NAME, esl_plan.plan.clone(), t));
-    }
-    let t = Instant::now();
-    let mut rescan = Vec::new();
-    if sel.runs(auth_logging::NAME) {
-        let p = auth_logging::plan(facts).map_err(|e| fail(steps, auth_logging::NAME, e, t))?;
-        edits.extend(p.edits);
-        rescan = p.rescan;
-        config.push((auth_logging::NAME, p.plan, t));
-    }
-    // The Event Socket FreeSWITCH will run with, and its password.
-    let (new_es, final_pw) = match (esl_changed, &esl_plan.edit) {
-        (true, Some(_)) => (esl_plan.after.clone(), esl_plan.after.password.clone()),
-        // Stale: FreeSWITCH still runs a vault password; after the reload it takes the file's.
-        _ if pre.stale => (pre.esl.clone(), pre.esl.password.clone()),
-        _ => (
-            pre.esl.clone(),
-            pre.live_password
-                .clone()
-                .unwrap_or_else(|| pre.esl.password.clone()),
-        ),
-    };
-    // fs_cli's config names where FreeSWITCH listens: after an Event Socket reload, the file's
-    // (fsfleet's) address; otherwise the listener preflight proved to be FreeSWITCH's, never a
-    // listen-ip nobody proved (it may point at another user's listener).
-    let mut cli_es = new_es.clone();
-    let esl_reloads =
-        esl_changed || pre.stale || pre.live_password.as_ref().is_some_and(|l| *l != final_pw);
-    if !esl_reloads && let Some(t) = &pre.target {
-        cli_es.listen_ip = t.address.clone();
-    }
-    let t = Instant::now();
-    let fs_cli = if sel.runs(fs_cli::NAME) {
-        let p = fs_cli::plan(facts, host, &cli_es, &final_pw)
-            .map_err(|e| fail(steps, fs_cli::NAME, e, t))?;
-        Some((p, t))
-    } else {
-        None
-    };
+    let esl = step::esl_after(
+        &ready.pre,
+        planned
+            .iter()
+            .filter_map(|s| s.plan.as_ref().ok())
+            .map(|p| p.outline()),
+    );
     Ok(HostPlan {
-        edits,
-        new_secrets,
-        config,
-        esl_changed,
-        rescan,
-        new_es,
-        final_pw,
-        fs_cli,
-        system: plan_system(facts, host, opts, sel),
+        steps: planned,
+        esl,
     })
 }
 
 /// `--check`: every plan as a report line, and whether FreeSWITCH would be reloaded.
 fn render_check(ready: &Ready, plan: &HostPlan, steps: &mut Steps) {
-    for (name, p, t) in &plan.config {
-        steps.planned(name, p, true, *t);
-    }
-    for (name, p, t) in &plan.system {
-        match p {
-            Ok(p) => steps.planned(name, p.outline(), true, *t),
-            Err(e) => steps.failed(name, e, *t),
+    for s in &plan.steps {
+        match &s.plan {
+            Ok(p) => steps.planned(s.name, p.outline(), true, s.t),
+            Err(e) => steps.failed(s.name, e, s.t),
         }
     }
-    if let Some(((p, _), t)) = &plan.fs_cli {
-        steps.planned(fs_cli::NAME, p, true, *t);
-    }
-    let planned: Vec<&FileEdit> = plan.edits.iter().collect();
-    if reload_needs_of(ready, plan, &planned).any() {
+    if reload_needs_of(ready, plan).any() {
         steps.push(
             reload::NAME,
             StepStatus::Changed,
@@ -624,21 +564,19 @@ fn render_check(ready: &Ready, plan: &HostPlan, steps: &mut Steps) {
     }
 }
 
-/// The reloads `plan` needs once `written` are on the host.
-fn reload_needs_of(ready: &Ready, plan: &HostPlan, written: &[&FileEdit]) -> reload::Needs {
+/// The reloads the plans need once their edits are on the host.
+fn reload_needs_of(ready: &Ready, plan: &HostPlan) -> reload::Needs {
     reload_needs(
         &ready.facts,
-        written,
-        plan.rescan.clone(),
-        plan.esl_changed,
+        step::planned_reloads(plan.outlines()),
         ready.interrupted,
         &ready.pre,
-        &plan.final_pw,
+        &plan.esl.password,
     )
 }
 
 /// Make the planned changes: backup, secrets to the vault, config files, system steps, reload,
-/// fs_cli. Returns the reloads the changes needed.
+/// then the steps that need the reloaded FreeSWITCH. Returns the reloads the changes needed.
 async fn apply_all(
     run: &Run<'_>,
     ready: &Ready,
@@ -657,15 +595,51 @@ async fn apply_all(
     backup_if_changing(run, &sctx, ready, plan, steps, data).await?;
     pending_secrets_to_vault(run, ready, plan, data).await?;
     let written = write_configs(run, ready, plan, steps).await?;
-    // packages, fail2ban, firewall: a failure here restores the config files (no reload yet)
-    if let Err(e) = apply_system(&sctx, &plan.system, steps).await {
+    // A failure of a system step restores the config files (no reload yet).
+    let before_reload = |p: Phase| p != Phase::AfterReload;
+    if let Err(e) = apply_steps(run, &sctx, plan, before_reload, steps).await {
         let restored = restore(run.session, &written).await;
         return Err(format!("{e}; {restored}"));
     }
-    let needs = reload_needs_of(ready, plan, &written);
+    let needs = reload_needs_of(ready, plan);
     reload_freeswitch(run, ready, plan, &needs, steps).await?;
-    write_fs_cli(run, plan, steps).await?;
+    apply_steps(run, &sctx, plan, |p| p == Phase::AfterReload, steps).await?;
     Ok(needs)
+}
+
+/// Apply the planned steps of the phases `which` selects, in registry order; the first failure
+/// stops them. A config step's edits are written by then: its report says so.
+async fn apply_steps(
+    run: &Run<'_>,
+    ctx: &StepCtx<'_>,
+    plan: &HostPlan,
+    which: impl Fn(Phase) -> bool,
+    steps: &mut Steps,
+) -> Result<(), String> {
+    for s in plan.steps.iter().filter(|s| which(s.phase)) {
+        let p = match &s.plan {
+            Ok(p) => p,
+            Err(e) => {
+                steps.failed(s.name, e, s.t);
+                return Err(format!("{}: {e}", s.name));
+            }
+        };
+        let outline = p.outline();
+        if outline.is_noop() {
+            steps.planned(s.name, outline, false, s.t);
+            continue;
+        }
+        run.ctx.stage(s.name);
+        let t = Instant::now();
+        match p.apply(ctx).await {
+            Ok(ev) => steps.applied(s.name, outline, ev, t),
+            Err(e) => {
+                steps.failed(s.name, &e, t);
+                return Err(format!("{}: {e}", s.name));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The backup, before the first change.
@@ -683,10 +657,8 @@ async fn backup_if_changing(
     }
     run.ctx.stage("backup");
     let t = Instant::now();
-    let mut paths: Vec<String> = plan.edits.iter().map(|e| e.path.clone()).collect();
-    if let Some(((_, targets), _)) = &plan.fs_cli {
-        paths.extend(targets.iter().filter(|t| t.existed).map(|t| t.path.clone()));
-    }
+    let mut paths: Vec<String> = plan.edits().iter().map(|e| e.path.clone()).collect();
+    paths.extend(plan.outlines().flat_map(|p| p.backup.iter().cloned()));
     match backup::apply(sctx, &ready.conf_dir, &paths).await {
         Ok((dir, ev)) => {
             data["backup"] = json!(dir);
@@ -715,13 +687,13 @@ async fn pending_secrets_to_vault(
     plan: &HostPlan,
     data: &mut serde_json::Value,
 ) -> Result<(), String> {
-    if plan.new_secrets.is_empty() {
+    if plan.secrets().next().is_none() {
         return Ok(());
     }
     let (host, key) = (run.host, run.session.host_key());
     let mut vault = run.shared.vault.lock().await;
     let current_sip = sip_password_in(&ready.facts);
-    for (kind, _) in &plan.new_secrets {
+    for (kind, _) in plan.secrets() {
         let current = match kind {
             CredKind::EslPassword => ready.pre.live_password.clone(),
             CredKind::SipPassword => current_sip.clone(),
@@ -732,17 +704,12 @@ async fn pending_secrets_to_vault(
                 .map_err(|e| format!("vault: {e}; nothing was changed on the host"))?;
         }
     }
-    for (kind, pw) in &plan.new_secrets {
+    for (kind, pw) in plan.secrets() {
         vault
             .set_pending(&host.name, key, *kind, pw, run.run_id)
             .map_err(|e| format!("vault: {e}; nothing was changed on the host"))?;
     }
-    data["rotated"] = json!(
-        plan.new_secrets
-            .iter()
-            .map(|(k, _)| k.as_str())
-            .collect::<Vec<_>>()
-    );
+    data["rotated"] = json!(plan.secrets().map(|(k, _)| k.as_str()).collect::<Vec<_>>());
     Ok(())
 }
 
@@ -764,7 +731,7 @@ async fn write_configs<'p>(
     steps: &mut Steps,
 ) -> Result<Vec<&'p FileEdit>, String> {
     run.ctx.stage("config");
-    let written: Vec<&FileEdit> = plan.edits.iter().collect();
+    let written = plan.edits();
     if !written.is_empty() {
         // The config dir must be root's or FreeSWITCH's (checked on the host, in the same
         // batch, before anything is staged).
@@ -789,14 +756,11 @@ async fn write_configs<'p>(
                 }
                 _ => format!("writing the config files failed: {e}; no config file was changed"),
             };
-            for (name, _, t) in &plan.config {
-                steps.push(name, StepStatus::Failed, msg.clone(), vec![], *t);
+            for s in plan.steps.iter().filter(|s| s.phase == Phase::Config) {
+                steps.push(s.name, StepStatus::Failed, msg.clone(), vec![], s.t);
             }
             return Err(msg);
         }
-    }
-    for (name, p, t) in &plan.config {
-        steps.planned(name, p, false, *t);
     }
     Ok(written)
 }
@@ -835,7 +799,7 @@ async fn reload_freeswitch(
         return Ok(());
     };
     run.ctx.stage("reload");
-    match reload::apply(run.session, needs, &ready.pre.esl, &old_pw, &plan.new_es).await {
+    match reload::apply(run.session, needs, &ready.pre.esl, &old_pw, &plan.esl.es).await {
         Ok(ev) => {
             steps.push(
                 reload::NAME,
@@ -851,35 +815,6 @@ async fn reload_freeswitch(
             Err(format!(
                 "reload: {e} (the vault holds every password this host may use)"
             ))
-        }
-    }
-}
-
-/// fs_cli's configs, once FreeSWITCH runs the Event Socket they name.
-async fn write_fs_cli(run: &Run<'_>, plan: &HostPlan, steps: &mut Steps) -> Result<(), String> {
-    let Some(((p, targets), t)) = &plan.fs_cli else {
-        return Ok(());
-    };
-    if p.is_noop() {
-        steps.planned(fs_cli::NAME, p, false, *t);
-        return Ok(());
-    }
-    run.ctx.stage("fs-cli");
-    let t = Instant::now();
-    match fs_cli::apply(run.session, targets).await {
-        Ok(ev) => {
-            steps.push(
-                fs_cli::NAME,
-                StepStatus::Changed,
-                p.changes.join("; "),
-                ev,
-                t,
-            );
-            Ok(())
-        }
-        Err(e) => {
-            steps.failed(fs_cli::NAME, &e, t);
-            Err(format!("fs-cli: {e}"))
         }
     }
 }
@@ -919,16 +854,25 @@ async fn verify(
     // prove falls back to the full verify.
     let unchanged = !plan.any_change()
         && !needs.any()
-        && plan.new_secrets.is_empty()
+        && plan.secrets().next().is_none()
         && pre.live_password.as_ref() == Some(&pre.esl.password);
     let quick = if unchanged {
-        verify::from_facts(&ready.facts, &plan.new_es, &checks)
+        verify::from_facts(&ready.facts, &plan.esl.es, &checks)
     } else {
         None
     };
     let verified = match quick {
         Some(ev) => Ok(ev),
-        None => verify::apply(run.session, run.host, &plan.new_es, &plan.final_pw, &checks).await,
+        None => {
+            verify::apply(
+                run.session,
+                run.host,
+                &plan.esl.es,
+                &plan.esl.password,
+                &checks,
+            )
+            .await
+        }
     };
     match verified {
         Ok(ev) => steps.push(
@@ -950,11 +894,7 @@ async fn verify(
 /// take are dropped), so the vault can always let the operator in.
 async fn confirm_in_vault(run: &Run<'_>, ready: &Ready, plan: &HostPlan) -> Result<(), String> {
     let (host, key) = (run.host, run.session.host_key());
-    let sip_now = match plan
-        .new_secrets
-        .iter()
-        .find(|(k, _)| *k == CredKind::SipPassword)
-    {
+    let sip_now = match plan.secrets().find(|(k, _)| *k == CredKind::SipPassword) {
         Some((_, pw)) => Some(pw.clone()),
         None => sip_password_in(&ready.facts),
     };
@@ -964,7 +904,7 @@ async fn confirm_in_vault(run: &Run<'_>, ready: &Ready, plan: &HostPlan) -> Resu
             &host.name,
             key,
             CredKind::EslPassword,
-            &plan.final_pw,
+            &plan.esl.password,
             run.run_id,
         )
         .map_err(|e| format!("vault: {e}"))?;
@@ -976,14 +916,13 @@ async fn confirm_in_vault(run: &Run<'_>, ready: &Ready, plan: &HostPlan) -> Resu
     Ok(())
 }
 
-/// The reloads the changes need. A run that was interrupted (the vault still holds a pending
-/// password for the host) may have written files without reloading them: reload everything. A
-/// running Event Socket password that differs from the file's means the same.
+/// The reloads the changes need: what the plans declare. A run that was interrupted (the vault
+/// still holds a pending password for the host) may have written files without reloading them:
+/// reload everything. A running Event Socket password that differs from the file's means the
+/// same for the Event Socket.
 fn reload_needs(
     facts: &HostFacts,
-    written: &[&FileEdit],
-    rescan: Vec<String>,
-    esl_changed: bool,
+    planned: reload::Needs,
     interrupted: bool,
     pre: &preflight::Preflight,
     file_pw: &Secret,
@@ -1009,11 +948,8 @@ fn reload_needs(
         };
     }
     reload::Needs {
-        reloadxml: written
-            .iter()
-            .any(|e| e.content_changed() && !e.path.ends_with(event_socket::FILE)),
-        rescan,
-        event_socket: esl_changed || esl_stale,
+        event_socket: planned.event_socket || esl_stale,
+        ..planned
     }
 }
 
@@ -1047,40 +983,6 @@ async fn restore(session: &Session, written: &[&FileEdit]) -> String {
     }
 }
 
-/// Apply the system steps in order; the first failure stops them.
-async fn apply_system(
-    ctx: &StepCtx<'_>,
-    plans: &[SystemPlan],
-    steps: &mut Steps,
-) -> Result<(), String> {
-    for (name, plan, t) in plans {
-        let plan = match plan {
-            Ok(p) => p,
-            Err(e) => {
-                steps.failed(name, e, *t);
-                return Err(format!("{name}: {e}"));
-            }
-        };
-        let outline = plan.outline();
-        if outline.is_noop() {
-            steps.planned(name, outline, false, *t);
-            continue;
-        }
-        let t = Instant::now();
-        match plan.apply(ctx).await {
-            Ok(mut ev) => {
-                ev.extend(outline.warnings.iter().map(|w| format!("warning: {w}")));
-                steps.push(name, StepStatus::Changed, outline.changes.join("; "), ev, t);
-            }
-            Err(e) => {
-                steps.failed(name, &e, t);
-                return Err(format!("{name}: {e}"));
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -1094,7 +996,8 @@ mod tests {
     }
 
     use super::*;
-    use crate::harden::{Meta, packages};
+    use crate::harden::{Meta, auth_logging, event_socket, fs_cli, packages, sip_password};
+    use crate::model::EventSocket;
 
     fn names(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
@@ -1245,6 +1148,8 @@ mod tests {
         }
     }
 
+    /// The reloads of plans that wrote `written` (each edit as the step that makes it declares
+    /// its reloads), rescan `rescan` and change the Event Socket (`esl_changed`).
     fn needs(
         written: &[&FileEdit],
         rescan: &[&str],
@@ -1252,15 +1157,106 @@ mod tests {
         interrupted: bool,
         pre: &preflight::Preflight,
     ) -> reload::Needs {
+        let mut plans: Vec<StepPlan> = written
+            .iter()
+            .map(|e| {
+                let edits = vec![(*e).clone()];
+                let reload = if e.path.ends_with(event_socket::FILE) {
+                    reload::Needs {
+                        event_socket: e.content_changed(),
+                        ..Default::default()
+                    }
+                } else {
+                    reload::Needs::xml_for(&edits)
+                };
+                StepPlan {
+                    edits,
+                    reload,
+                    ..Default::default()
+                }
+            })
+            .collect();
+        plans.push(StepPlan {
+            reload: reload::Needs {
+                rescan: names(rescan),
+                event_socket: esl_changed,
+                ..Default::default()
+            },
+            ..Default::default()
+        });
         reload_needs(
             &HostFacts::stock(),
-            written,
-            names(rescan),
-            esl_changed,
+            step::planned_reloads(&plans),
             interrupted,
             pre,
             &Secret::new(FILE_PW),
         )
+    }
+
+    /// Every registry step planned on `f` as a host whose FreeSWITCH runs its config.
+    fn plan_registry(f: &HostFacts, opts: &HardenOptions) -> Vec<StepPlan> {
+        let host = crate::harden::context::test_host("pbx");
+        let pre = preflight::Preflight::from_config(f).unwrap();
+        let mut plans: Vec<StepPlan> = Vec::new();
+        for e in step::REGISTRY {
+            let before: Vec<&StepPlan> = plans.iter().collect();
+            let input = PlanInput {
+                facts: f,
+                host: &host,
+                opts,
+                pre: &pre,
+                before: &before,
+            };
+            // The system steps need facts a config-only host does not have.
+            if let Ok(p) = (e.plan)(&input) {
+                plans.push(p.outline().clone());
+            }
+        }
+        plans
+    }
+
+    #[test]
+    fn the_steps_declare_the_reloads_of_their_edits() {
+        // Stock: every config step changes a file; the reloads are the union of theirs.
+        let plans = plan_registry(&HostFacts::stock(), &HardenOptions::default());
+        let pre = preflight_with(Some(FILE_PW), false);
+        let n = reload_needs(
+            &HostFacts::stock(),
+            step::planned_reloads(&plans),
+            false,
+            &pre,
+            &Secret::new(FILE_PW),
+        );
+        let every_profile = set(&["internal", "external", "internal-ipv6", "external-ipv6"]);
+        assert_eq!(shape(&n), (true, every_profile, true));
+        let secrets: Vec<CredKind> = plans
+            .iter()
+            .flat_map(|p| p.secrets.iter().map(|(k, _)| *k))
+            .collect();
+        assert_eq!(secrets, [CredKind::SipPassword, CredKind::EslPassword]);
+        // fs-cli writes what FreeSWITCH runs after the reload: the new Event Socket password.
+        let after = step::esl_after(&pre, &plans);
+        assert!(after.reloads);
+        assert_eq!(after.es.listen_ip, "127.0.0.1");
+        assert_ne!(after.password.expose(), "ClueCon");
+
+        // Only modes change (a strong password in a world-readable vars.xml): sip-password
+        // edits the file and declares no reload.
+        let text = format!(
+            "<X-PRE-PROCESS cmd=\"set\" data=\"default_password={}\"/>\n",
+            "Ab3".repeat(8)
+        );
+        let mut f = HostFacts::stock();
+        if let Some(v) = f.files.files.get_mut("/etc/freeswitch/vars.xml") {
+            v.content = Some(text.into_bytes());
+            v.mode = 0o644;
+        }
+        let plans = plan_registry(&f, &HardenOptions::default());
+        let sip = plans.first().unwrap();
+        assert_eq!(sip.edits.len(), 1, "{:?}", sip.changes);
+        assert!(sip.secrets.is_empty() && !sip.reload.any());
+        // The others still declare theirs.
+        assert_eq!(step::planned_reloads(&plans).rescan.len(), 4);
     }
 
     fn shape(n: &reload::Needs) -> (bool, BTreeSet<String>, bool) {

@@ -4,14 +4,59 @@
 //! byte stay. The new password is generated on the controller and goes to the vault before the
 //! file is written (the orchestrator does that).
 
-use super::{FileEdit, HardenOptions, HostFacts, StepError, StepPlan};
+use std::future::Future;
+
+use super::step::{Phase, Plan, PlanInput, Step};
+use super::{FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan, reload};
 use crate::conf::{self, diff, vars};
+use crate::inventory::Host;
 use crate::model::{self, HostModel};
 use crate::secret::Secret;
-use crate::vault;
+use crate::vault::{self, CredKind};
 
 pub const NAME: &str = "sip-password";
 const VAR: &str = model::DEFAULT_PASSWORD_VAR;
+
+/// The step in the registry: its edits go out in the config write, so `apply` has nothing left.
+pub struct SipPassword;
+
+impl Step for SipPassword {
+    const NAME: &'static str = NAME;
+    const PHASE: Phase = Phase::Config;
+    type Action = ();
+
+    fn probes(p: &mut Probes, host: &Host) {
+        probes(p, host)
+    }
+
+    fn plan(input: &PlanInput<'_>) -> Result<Plan<()>, StepError> {
+        let (mut outline, rotation) = plan(input.facts, input.opts)?;
+        let (changes, dir_edits) = directory_modes(input.facts)?;
+        outline.changes.extend(changes);
+        outline.edits.extend(dir_edits);
+        if let Some((edit, pw)) = rotation {
+            outline.edits.push(edit);
+            outline
+                .secrets
+                .extend(pw.map(|pw| (CredKind::SipPassword, pw)));
+        }
+        outline.reload = reload::Needs::xml_for(&outline.edits);
+        Ok(Plan {
+            outline,
+            action: (),
+        })
+    }
+
+    fn apply<'a>(
+        _ctx: &'a StepCtx<'a>,
+        _action: &'a (),
+    ) -> impl Future<Output = Result<Vec<String>, StepError>> + Send + 'a {
+        std::future::ready(Ok(Vec::new()))
+    }
+}
+
+/// vars.xml and the directory are config files, read for every run.
+pub fn probes(_p: &mut Probes, _host: &Host) {}
 
 /// The edit of vars.xml and the new password (None when only owner or mode change).
 pub type Rotation = (FileEdit, Option<Secret>);
