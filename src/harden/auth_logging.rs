@@ -75,7 +75,10 @@ pub fn plan(f: &HostFacts) -> Result<Planned, StepError> {
                 file.path
             ))
         })?;
-        let err = |e: conf::ConfError| StepError::Refused(format!("{}: {e}", file.path));
+        let err = |source: conf::ConfError| StepError::Edit {
+            path: file.path.clone(),
+            source,
+        };
         let name = conf::profile_name(text).map_err(err)?;
         let Some(out) = xml::set_param(text, PARAM, "true").map_err(err)? else {
             continue;

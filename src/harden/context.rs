@@ -3,9 +3,13 @@
 use std::time::Duration;
 
 use super::reload::Needs;
+use crate::conf::ConfError;
+use crate::esl::EslError;
+use crate::esl_target::Refusal;
 use crate::facts::{self, Facts, FactsError, FileFact, Files, Script, Sections};
+use crate::hostfs::HostFsError;
 use crate::inventory::Host;
-use crate::model::EventSocket;
+use crate::model::{EventSocket, ModelError};
 use crate::secret::Secret;
 use crate::ssh::{Connector, ExecOutput, Session, SshError};
 use crate::vault::CredKind;
@@ -143,6 +147,8 @@ impl StepPlan {
     }
 }
 
+/// Why a step (or an orchestrator phase) could not plan or apply. Each message says what failed
+/// and, where there is one, keeps the error underneath as its source.
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
     #[error(transparent)]
@@ -153,6 +159,33 @@ pub enum StepError {
     /// A remote command failed; the message says which and its stderr (never a secret).
     #[error("{0}")]
     Failed(String),
+    /// FreeSWITCH's configuration cannot be read as the step needs (the error names the file).
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// A config file cannot be edited safely.
+    #[error("{path}: {source}")]
+    Edit {
+        path: String,
+        #[source]
+        source: ConfError,
+    },
+    /// The Event Socket did not do what the step asked.
+    #[error("{what}: {source}")]
+    Esl {
+        what: String,
+        #[source]
+        source: EslError,
+    },
+    /// A write through hostfs, or a host path it refuses.
+    #[error("{what}: {source}")]
+    HostFs {
+        what: String,
+        #[source]
+        source: Box<HostFsError>,
+    },
+    /// No password may go to the Event Socket listener (the message names it and what to do).
+    #[error(transparent)]
+    Listener(#[from] Refusal),
 }
 
 /// What a step's `apply` gets.

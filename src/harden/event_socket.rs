@@ -73,11 +73,13 @@ pub struct Planned {
 pub fn plan(f: &HostFacts, opts: &HardenOptions) -> Result<Planned, StepError> {
     let (path, text) = f.conf_text(FILE)?;
     let m = HostModel::new(f);
-    let current =
-        EventSocket::parse(text, path, m.vars()).map_err(|e| StepError::Refused(e.to_string()))?;
+    let current = EventSocket::parse(text, path, m.vars())?;
     let mut plan = StepPlan::default();
     let mut out = text.to_string();
-    let edit_err = |e: conf::ConfError| StepError::Refused(format!("{path}: {e}"));
+    let edit_err = |source: conf::ConfError| StepError::Edit {
+        path: path.to_string(),
+        source,
+    };
 
     let mut new_password = None;
     let why = if let Some(why) = model::password_weakness(current.password.expose()) {
@@ -135,8 +137,7 @@ pub fn plan(f: &HostFacts, opts: &HardenOptions) -> Result<Planned, StepError> {
     }
     let after = match &edit {
         Some(e) if e.content_changed() => {
-            EventSocket::parse(&String::from_utf8_lossy(&e.new), path, m.vars())
-                .map_err(|e| StepError::Refused(e.to_string()))?
+            EventSocket::parse(&String::from_utf8_lossy(&e.new), path, m.vars())?
         }
         _ => current.clone(),
     };

@@ -667,24 +667,30 @@ pub async fn apply(ctx: &StepCtx<'_>, action: &UfwChange) -> Result<Vec<String>,
     Ok(evidence)
 }
 
-async fn prove_new_connection(ctx: &StepCtx<'_>) -> Result<(), String> {
+/// Why a new SSH connection did not work once ufw was enabled.
+#[derive(Debug, thiserror::Error)]
+enum ProofError {
+    #[error(transparent)]
+    Ssh(#[from] crate::ssh::SshError),
+    #[error("'true' exited {0}")]
+    Exit(u32),
+    #[error("no new connection within {} s", PROOF_LIMIT.as_secs())]
+    Timeout,
+}
+
+async fn prove_new_connection(ctx: &StepCtx<'_>) -> Result<(), ProofError> {
     let attempt = async {
-        let s = ctx
-            .connector
-            .connect(ctx.host)
-            .await
-            .map_err(|e| e.to_string())?;
+        let s = ctx.connector.connect(ctx.host).await?;
         let r = s.exec("true", b"").await;
         s.close().await;
-        match r {
-            Ok(out) if out.success() => Ok(()),
-            Ok(out) => Err(format!("'true' exited {}", out.status)),
-            Err(e) => Err(e.to_string()),
+        match r? {
+            out if out.success() => Ok(()),
+            out => Err(ProofError::Exit(out.status)),
         }
     };
     tokio::time::timeout(PROOF_LIMIT, attempt)
         .await
-        .map_err(|_| format!("no new connection within {} s", PROOF_LIMIT.as_secs()))?
+        .map_err(|_| ProofError::Timeout)?
 }
 
 /// user.rules and user6.rules as ufw writes them once `rules` are added (for tests that apply

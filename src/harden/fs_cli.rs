@@ -150,8 +150,10 @@ pub fn plan(
         };
         let path = format!("{}/.fs_cli_conf", home.trim_end_matches('/'));
         // Host values: a home that is not a clean absolute path is refused, never written to.
-        hostfs::check_path(&path)
-            .map_err(|e| StepError::Refused(format!("home of {}: {e}", user.escape_debug())))?;
+        hostfs::check_path(&path).map_err(|source| StepError::HostFs {
+            what: format!("home of {}", user.escape_debug()),
+            source: Box::new(source),
+        })?;
         let existing = if *b64 == "-" {
             None
         } else {
@@ -212,7 +214,10 @@ pub async fn apply(
         .collect();
     hostfs::apply(session, &ops)
         .await
-        .map_err(|e| StepError::Failed(format!("writing the fs_cli configs: {e}")))?;
+        .map_err(|source| StepError::HostFs {
+            what: "writing the fs_cli configs".into(),
+            source: Box::new(source),
+        })?;
     Ok(targets
         .iter()
         .map(|t| format!("{} ({}:{}, 0600)", t.path, t.user, t.group))

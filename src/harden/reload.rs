@@ -54,10 +54,11 @@ pub async fn apply(
     new: &EventSocket,
 ) -> Result<Vec<String>, StepError> {
     let mut evidence = Vec::new();
-    let failed = |what: &str, e: esl::EslError| StepError::Failed(format!("{what}: {e}"));
-    let target = esl_target::prove(session, &old.listen_ip, old.listen_port)
-        .await
-        .map_err(|r| StepError::Refused(r.to_string()))?;
+    let failed = |what: &str, source: esl::EslError| StepError::Esl {
+        what: what.into(),
+        source,
+    };
+    let target = esl_target::prove(session, &old.listen_ip, old.listen_port).await?;
     let mut client: Esl = esl_connect(session, &target, old_pw)
         .await
         .map_err(|e| failed("Event Socket (old password)", e))?;
@@ -160,10 +161,11 @@ async fn reconnect(
                         }
                         EslError::AuthRejected.to_string()
                     }
-                    Ok(Err(e)) if !e.is_transient() => {
-                        return Err(StepError::Failed(format!(
-                            "Event Socket after reload mod_event_socket: {e}"
-                        )));
+                    Ok(Err(source)) if !source.is_transient() => {
+                        return Err(StepError::Esl {
+                            what: "Event Socket after reload mod_event_socket".into(),
+                            source,
+                        });
                     }
                     Ok(Err(e)) => e.to_string(),
                     Err(_) => "no answer in time".to_string(),

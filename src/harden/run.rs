@@ -17,14 +17,14 @@ use super::{
     FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan, backup, fail2ban,
     firewall, preflight, reload, step, verify,
 };
-use crate::facts;
+use crate::facts::{self, FactsError};
 use crate::fleet::HostCtx;
 use crate::hostfs;
 use crate::inventory::{ConfDir, Host};
 use crate::report::{HostReport, StepReport, StepStatus};
 use crate::secret::Secret;
 use crate::ssh::{Connector, Session};
-use crate::vault::{CredKind, KeyBinding, Vault};
+use crate::vault::{CredKind, KeyBinding, Vault, VaultError};
 
 /// Every step name, in the order it runs: the orchestrator's phases (preflight, backup, reload,
 /// verify) around the registry's steps. `--skip`/`--only` take these names.
@@ -59,6 +59,105 @@ const fn step_names() -> [&'static str; N_STEPS] {
     out
 }
 
+/// Why `--skip`/`--only` cannot be taken.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum SelectionError {
+    #[error("unknown step {name:?}; the steps are: {}", STEPS.join(", "))]
+    Unknown { name: String },
+    #[error("preflight cannot be skipped: it is what keeps a host from being half-changed")]
+    Preflight,
+    #[error(
+        "backup cannot be skipped: it runs whenever something changes and is how a host is \
+         restored (it keeps the last 5 runs in /var/backups/fsfleet)"
+    )]
+    Backup,
+}
+
+/// Why a host's run stopped. Its text is the host's one-line error in the report
+/// ([`host`]); `outcome` says what became of the host where that is not obvious.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("gathering facts: {0}")]
+    Facts(#[from] FactsError),
+    /// A step or an orchestrator phase failed (shared: a system step's refusal stays in its
+    /// plan, for the report, until the step would run).
+    #[error("{step}: {source}{}", then(.outcome))]
+    Step {
+        step: &'static str,
+        #[source]
+        source: Arc<StepError>,
+        outcome: Option<String>,
+    },
+    #[error("vault: {source}{}", then(.outcome))]
+    Vault {
+        #[source]
+        source: VaultError,
+        outcome: Option<String>,
+    },
+    /// The all-or-nothing config write failed.
+    #[error("writing the config files failed: {source}; {outcome}")]
+    Write {
+        #[source]
+        source: Box<hostfs::HostFsError>,
+        outcome: String,
+    },
+}
+
+/// The one line a report shows for an error: its message, then each cause the messages before
+/// do not already quote (most messages quote their source; some leave it to the chain).
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+fn then(outcome: &Option<String>) -> String {
+    outcome
+        .as_ref()
+        .map(|o| format!("; {o}"))
+        .unwrap_or_default()
+}
+
+/// Nothing has been changed on the host when these fail.
+const UNCHANGED: &str = "nothing was changed on the host";
+
+impl RunError {
+    fn step(step: &'static str, source: StepError) -> RunError {
+        RunError::Step {
+            step,
+            source: Arc::new(source),
+            outcome: None,
+        }
+    }
+
+    fn vault(source: VaultError, outcome: Option<&str>) -> RunError {
+        RunError::Vault {
+            source,
+            outcome: outcome.map(str::to_string),
+        }
+    }
+
+    /// The same failure, saying what became of the host.
+    fn then(self, what: String) -> RunError {
+        match self {
+            RunError::Step { step, source, .. } => RunError::Step {
+                step,
+                source,
+                outcome: Some(what),
+            },
+            other => other,
+        }
+    }
+}
+
 /// Which steps run.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
@@ -68,8 +167,8 @@ pub struct Selection {
 
 impl Selection {
     /// Parse `--skip`/`--only` lists, refusing unknown names.
-    pub fn new(skip: &[String], only: &[String]) -> Result<Selection, String> {
-        let check = |list: &[String]| -> Result<BTreeSet<String>, String> {
+    pub fn new(skip: &[String], only: &[String]) -> Result<Selection, SelectionError> {
+        let check = |list: &[String]| -> Result<BTreeSet<String>, SelectionError> {
             list.iter()
                 .flat_map(|s| s.split(','))
                 .map(str::trim)
@@ -78,10 +177,7 @@ impl Selection {
                     if STEPS.contains(&s) {
                         Ok(s.to_string())
                     } else {
-                        Err(format!(
-                            "unknown step {s:?}; the steps are: {}",
-                            STEPS.join(", ")
-                        ))
+                        Err(SelectionError::Unknown { name: s.into() })
                     }
                 })
                 .collect()
@@ -91,18 +187,11 @@ impl Selection {
             only: check(only)?,
         };
         if sel.skip.contains(preflight::NAME) {
-            return Err(
-                "preflight cannot be skipped: it is what keeps a host from being half-changed"
-                    .into(),
-            );
+            return Err(SelectionError::Preflight);
         }
         // Accepting it and backing up anyway would say one thing and do another.
         if sel.skip.contains(backup::NAME) {
-            return Err(
-                "backup cannot be skipped: it runs whenever something changes and is how a host \
-                 is restored (it keeps the last 5 runs in /var/backups/fsfleet)"
-                    .into(),
-            );
+            return Err(SelectionError::Backup);
         }
         Ok(sel)
     }
@@ -199,7 +288,7 @@ impl Steps {
     }
 
     fn failed(&mut self, name: &str, e: &StepError, started: Instant) {
-        self.push(name, StepStatus::Failed, e.to_string(), vec![], started);
+        self.push(name, StepStatus::Failed, one_line(e), vec![], started);
     }
 }
 
@@ -207,13 +296,14 @@ impl Steps {
 const STALE_STAGE: &str = "harden_stale_stage";
 
 /// Gather every step's facts in one round trip.
-async fn gather(session: &Session, host: &Host) -> Result<HostFacts, String> {
+async fn gather(session: &Session, host: &Host) -> Result<HostFacts, RunError> {
     let script = script(host);
-    let sections = facts::gather(session, &script)
-        .await
-        .map_err(|e| format!("gathering facts: {e}"))?;
-    HostFacts::parse(sections, &session.user, session.uses_sudo())
-        .map_err(|e| format!("gathering facts: {e}"))
+    let sections = facts::gather(session, &script).await?;
+    Ok(HostFacts::parse(
+        sections,
+        &session.user,
+        session.uses_sudo(),
+    )?)
 }
 
 /// The one facts script of a harden run: every step's snippets and files, then the base facts.
@@ -266,7 +356,7 @@ pub async fn host(ctx: HostCtx, shared: Arc<Shared>) -> HostReport {
     session.close().await;
     let mut report = HostReport::from_steps(&host, steps.reports);
     if let Err(e) = outcome {
-        report.error = Some(e);
+        report.error = Some(one_line(&e));
         if report.status != crate::report::HostStatus::Failed {
             report.status = crate::report::HostStatus::Failed;
         }
@@ -300,7 +390,7 @@ async fn run_steps(
     run: &Run<'_>,
     steps: &mut Steps,
     data: &mut serde_json::Value,
-) -> Result<(), String> {
+) -> Result<(), RunError> {
     let ready = preflight(run, steps, data).await?;
     let plan = plan_all(run, &ready, steps)?;
     if run.opts().check {
@@ -326,7 +416,7 @@ async fn preflight(
     run: &Run<'_>,
     steps: &mut Steps,
     data: &mut serde_json::Value,
-) -> Result<Ready, String> {
+) -> Result<Ready, RunError> {
     let (host, session, opts) = (run.host, run.session, run.opts());
     run.ctx.stage("facts");
     let t = Instant::now();
@@ -334,7 +424,7 @@ async fn preflight(
     data["timings"]["facts_ms"] = json!(t.elapsed().as_millis() as u64);
     let refuse = |steps: &mut Steps, e: StepError| {
         steps.failed(preflight::NAME, &e, t);
-        format!("preflight: {e}")
+        RunError::step(preflight::NAME, e)
     };
     // The vault's secrets go only to the host whose SSH key they belong to (finding 9): a name
     // now pointing at another machine is refused before anything is sent to it.
@@ -348,7 +438,7 @@ async fn preflight(
             Ok(KeyBinding::Unbound) if !opts.check => {
                 vault
                     .bind(&host.name, key)
-                    .map_err(|e| format!("vault: {e}; nothing was changed on the host"))?;
+                    .map_err(|e| RunError::vault(e, Some(UNCHANGED)))?;
                 Some(format!(
                     "the vault's passwords for this host are now bound to host key {key}"
                 ))
@@ -369,11 +459,14 @@ async fn preflight(
     // refuses the host (it would shape commands and fail2ban's configuration).
     for (what, value) in [("conf_dir", &pre.conf_dir), ("log_dir", &pre.log_dir)] {
         if let Some(v) = value
-            && let Err(e) = hostfs::check_host_dir(v)
+            && let Err(source) = hostfs::check_host_dir(v)
         {
-            let e = StepError::Refused(format!(
-                "FreeSWITCH's {what} (global_getvar): {e}; fix FreeSWITCH's -conf/-log settings"
-            ));
+            let e = StepError::HostFs {
+                what: format!(
+                    "FreeSWITCH's {what} (global_getvar; fix FreeSWITCH's -conf/-log settings)"
+                ),
+                source: Box::new(source),
+            };
             return Err(refuse(steps, e));
         }
     }
@@ -464,7 +557,7 @@ async fn remove_stale_stages(session: &Session, facts: &HostFacts, check: bool) 
 struct PlannedStep {
     name: &'static str,
     phase: Phase,
-    plan: Result<Box<dyn step::Planned>, StepError>,
+    plan: Result<Box<dyn step::Planned>, Arc<StepError>>,
     t: Instant,
 }
 
@@ -503,7 +596,7 @@ impl HostPlan {
 /// Plan every selected step from the facts (pure), in registry order; each sees the plans
 /// before it. A config or after-reload step that cannot be planned stops the host; a system
 /// step's refusal is reported when it would run.
-fn plan_all(run: &Run<'_>, ready: &Ready, steps: &mut Steps) -> Result<HostPlan, String> {
+fn plan_all(run: &Run<'_>, ready: &Ready, steps: &mut Steps) -> Result<HostPlan, RunError> {
     let mut planned: Vec<PlannedStep> = Vec::new();
     for e in step::REGISTRY.iter().filter(|e| run.sel().runs(e.name)) {
         let t = Instant::now();
@@ -519,12 +612,13 @@ fn plan_all(run: &Run<'_>, ready: &Ready, steps: &mut Steps) -> Result<HostPlan,
             pre: &ready.pre,
             before: &before,
         });
-        if e.phase != Phase::System
-            && let Err(err) = &plan
-        {
-            steps.failed(e.name, err, t);
-            return Err(format!("{}: {err}", e.name));
-        }
+        let plan = match (e.phase, plan) {
+            (Phase::System, p) | (_, p @ Ok(_)) => p.map_err(Arc::new),
+            (_, Err(err)) => {
+                steps.failed(e.name, &err, t);
+                return Err(RunError::step(e.name, err));
+            }
+        };
         planned.push(PlannedStep {
             name: e.name,
             phase: e.phase,
@@ -583,7 +677,7 @@ async fn apply_all(
     plan: &HostPlan,
     steps: &mut Steps,
     data: &mut serde_json::Value,
-) -> Result<reload::Needs, String> {
+) -> Result<reload::Needs, RunError> {
     let sctx = StepCtx {
         host: run.host,
         session: run.session,
@@ -599,7 +693,7 @@ async fn apply_all(
     let before_reload = |p: Phase| p != Phase::AfterReload;
     if let Err(e) = apply_steps(run, &sctx, plan, before_reload, steps).await {
         let restored = restore(run.session, &written).await;
-        return Err(format!("{e}; {restored}"));
+        return Err(e.then(restored));
     }
     let needs = reload_needs_of(ready, plan);
     reload_freeswitch(run, ready, plan, &needs, steps).await?;
@@ -615,13 +709,18 @@ async fn apply_steps(
     plan: &HostPlan,
     which: impl Fn(Phase) -> bool,
     steps: &mut Steps,
-) -> Result<(), String> {
+) -> Result<(), RunError> {
     for s in plan.steps.iter().filter(|s| which(s.phase)) {
         let p = match &s.plan {
             Ok(p) => p,
             Err(e) => {
+                // A system step's refusal is reported when the step would run.
                 steps.failed(s.name, e, s.t);
-                return Err(format!("{}: {e}", s.name));
+                return Err(RunError::Step {
+                    step: s.name,
+                    source: Arc::clone(e),
+                    outcome: None,
+                });
             }
         };
         let outline = p.outline();
@@ -635,7 +734,7 @@ async fn apply_steps(
             Ok(ev) => steps.applied(s.name, outline, ev, t),
             Err(e) => {
                 steps.failed(s.name, &e, t);
-                return Err(format!("{}: {e}", s.name));
+                return Err(RunError::step(s.name, e));
             }
         }
     }
@@ -650,7 +749,7 @@ async fn backup_if_changing(
     plan: &HostPlan,
     steps: &mut Steps,
     data: &mut serde_json::Value,
-) -> Result<(), String> {
+) -> Result<(), RunError> {
     if !plan.any_change() {
         steps.skipped(backup::NAME, "nothing changes");
         return Ok(());
@@ -673,7 +772,7 @@ async fn backup_if_changing(
         }
         Err(e) => {
             steps.failed(backup::NAME, &e, t);
-            Err(format!("backup: {e}; nothing was changed"))
+            Err(RunError::step(backup::NAME, e).then(UNCHANGED.into()))
         }
     }
 }
@@ -686,7 +785,7 @@ async fn pending_secrets_to_vault(
     ready: &Ready,
     plan: &HostPlan,
     data: &mut serde_json::Value,
-) -> Result<(), String> {
+) -> Result<(), RunError> {
     if plan.secrets().next().is_none() {
         return Ok(());
     }
@@ -701,13 +800,13 @@ async fn pending_secrets_to_vault(
         if let Some(cur) = current {
             vault
                 .set_active(&host.name, key, *kind, &cur, run.run_id)
-                .map_err(|e| format!("vault: {e}; nothing was changed on the host"))?;
+                .map_err(|e| RunError::vault(e, Some(UNCHANGED)))?;
         }
     }
     for (kind, pw) in plan.secrets() {
         vault
             .set_pending(&host.name, key, *kind, pw, run.run_id)
-            .map_err(|e| format!("vault: {e}; nothing was changed on the host"))?;
+            .map_err(|e| RunError::vault(e, Some(UNCHANGED)))?;
     }
     data["rotated"] = json!(plan.secrets().map(|(k, _)| k.as_str()).collect::<Vec<_>>());
     Ok(())
@@ -729,7 +828,7 @@ async fn write_configs<'p>(
     ready: &Ready,
     plan: &'p HostPlan,
     steps: &mut Steps,
-) -> Result<Vec<&'p FileEdit>, String> {
+) -> Result<Vec<&'p FileEdit>, RunError> {
     run.ctx.stage("config");
     let written = plan.edits();
     if !written.is_empty() {
@@ -742,8 +841,8 @@ async fn write_configs<'p>(
             owners: &owners,
         }];
         ops.extend(written.iter().map(|e| write_op(e, false)));
-        if let Err(e) = hostfs::apply(run.session, &ops).await {
-            let msg = match &e {
+        if let Err(source) = hostfs::apply(run.session, &ops).await {
+            let outcome = match &source {
                 // The directory's owner made a rename fail after others: put those back.
                 hostfs::HostFsError::Partial { written: done, .. } => {
                     let back: Vec<&FileEdit> = written
@@ -751,15 +850,18 @@ async fn write_configs<'p>(
                         .filter(|w| done.contains(&w.path))
                         .copied()
                         .collect();
-                    let restored = restore(run.session, &back).await;
-                    format!("writing the config files failed: {e}; {restored}")
+                    restore(run.session, &back).await
                 }
-                _ => format!("writing the config files failed: {e}; no config file was changed"),
+                _ => "no config file was changed".into(),
+            };
+            let e = RunError::Write {
+                source: Box::new(source),
+                outcome,
             };
             for s in plan.steps.iter().filter(|s| s.phase == Phase::Config) {
-                steps.push(s.name, StepStatus::Failed, msg.clone(), vec![], s.t);
+                steps.push(s.name, StepStatus::Failed, one_line(&e), vec![], s.t);
             }
-            return Err(msg);
+            return Err(e);
         }
     }
     Ok(written)
@@ -772,7 +874,7 @@ async fn reload_freeswitch(
     plan: &HostPlan,
     needs: &reload::Needs,
     steps: &mut Steps,
-) -> Result<(), String> {
+) -> Result<(), RunError> {
     let t = Instant::now();
     if !run.sel().runs(reload::NAME) {
         steps.skipped(
@@ -812,9 +914,8 @@ async fn reload_freeswitch(
         }
         Err(e) => {
             steps.failed(reload::NAME, &e, t);
-            Err(format!(
-                "reload: {e} (the vault holds every password this host may use)"
-            ))
+            Err(RunError::step(reload::NAME, e)
+                .then("the vault holds every password this host may use".into()))
         }
     }
 }
@@ -826,7 +927,7 @@ async fn verify(
     plan: &HostPlan,
     needs: &reload::Needs,
     steps: &mut Steps,
-) -> Result<(), String> {
+) -> Result<(), RunError> {
     let (sel, pre) = (run.sel(), &ready.pre);
     if !sel.runs(verify::NAME) {
         steps.skipped(
@@ -884,7 +985,7 @@ async fn verify(
         ),
         Err(e) => {
             steps.failed(verify::NAME, &e, t);
-            return Err(format!("verify: {e}"));
+            return Err(RunError::step(verify::NAME, e));
         }
     }
     confirm_in_vault(run, ready, plan).await
@@ -892,7 +993,7 @@ async fn verify(
 
 /// What the host verifiably uses now goes to the vault as active (pending values it did not
 /// take are dropped), so the vault can always let the operator in.
-async fn confirm_in_vault(run: &Run<'_>, ready: &Ready, plan: &HostPlan) -> Result<(), String> {
+async fn confirm_in_vault(run: &Run<'_>, ready: &Ready, plan: &HostPlan) -> Result<(), RunError> {
     let (host, key) = (run.host, run.session.host_key());
     let sip_now = match plan.secrets().find(|(k, _)| *k == CredKind::SipPassword) {
         Some((_, pw)) => Some(pw.clone()),
@@ -907,11 +1008,11 @@ async fn confirm_in_vault(run: &Run<'_>, ready: &Ready, plan: &HostPlan) -> Resu
             &plan.esl.password,
             run.run_id,
         )
-        .map_err(|e| format!("vault: {e}"))?;
+        .map_err(|e| RunError::vault(e, None))?;
     if let Some(pw) = sip_now {
         vault
             .confirm(&host.name, key, CredKind::SipPassword, &pw, run.run_id)
-            .map_err(|e| format!("vault: {e}"))?;
+            .map_err(|e| RunError::vault(e, None))?;
     }
     Ok(())
 }
@@ -1016,7 +1117,9 @@ mod tests {
             (names(&["firewal"]), vec![], "firewal"),
             (vec![], names(&["fail2ban,Reload"]), "Reload"),
         ] {
-            let e = Selection::new(&skip, &only).unwrap_err();
+            let err = Selection::new(&skip, &only).unwrap_err();
+            assert_eq!(err, SelectionError::Unknown { name: bad.into() });
+            let e = err.to_string();
             assert!(e.starts_with(&format!("unknown step {bad:?}")), "{e}");
             assert!(
                 e.ends_with(&format!("the steps are: {}", STEPS.join(", "))),
@@ -1043,7 +1146,9 @@ mod tests {
 
     #[test]
     fn preflight_cannot_be_skipped_and_always_runs() {
-        let e = Selection::new(&names(&["firewall,preflight"]), &[]).unwrap_err();
+        let err = Selection::new(&names(&["firewall,preflight"]), &[]).unwrap_err();
+        assert_eq!(err, SelectionError::Preflight);
+        let e = err.to_string();
         assert!(e.starts_with("preflight cannot be skipped"), "{e}");
         // --only never leaves preflight (nor the backup before a change) out.
         let sel = Selection::new(&[], &names(&["firewall"])).unwrap();
@@ -1098,8 +1203,65 @@ mod tests {
         assert_eq!(ran, [preflight::NAME, backup::NAME, fail2ban::NAME]);
 
         // The backup is taken whenever something changes: --skip backup is refused, not ignored.
-        let e = Selection::new(&names(&["backup"]), &[]).unwrap_err();
+        let err = Selection::new(&names(&["backup"]), &[]).unwrap_err();
+        assert_eq!(err, SelectionError::Backup);
+        let e = err.to_string();
         assert!(e.starts_with("backup cannot be skipped"), "{e}");
+    }
+
+    #[test]
+    fn run_errors_keep_their_context_and_source() {
+        use std::error::Error;
+        let bad = hostfs::check_path("/etc/../shadow").unwrap_err();
+        let bad_text = bad.to_string();
+        let e = RunError::step(
+            backup::NAME,
+            StepError::HostFs {
+                what: "writing the backup".into(),
+                source: Box::new(bad),
+            },
+        )
+        .then(UNCHANGED.into());
+        assert_eq!(
+            e.to_string(),
+            format!("backup: writing the backup: {bad_text}; nothing was changed on the host")
+        );
+        let step = e.source().expect("the step's error");
+        assert!(step.to_string().starts_with("writing the backup: "));
+        let root = step.source().expect("the hostfs error");
+        assert!(root.downcast_ref::<Box<hostfs::HostFsError>>().is_some());
+        assert_eq!(root.to_string(), bad_text);
+        // A vault failure says whether the host was touched; `then` only adds to step errors.
+        let v = RunError::vault(
+            VaultError::Io {
+                path: "/v".into(),
+                source: std::io::Error::other("disk full"),
+            },
+            Some(UNCHANGED),
+        )
+        .then("ignored".into());
+        assert!(
+            v.to_string().ends_with("; nothing was changed on the host"),
+            "{v}"
+        );
+        assert!(v.source().is_some());
+        // The report's line carries every cause once, also one a message leaves to the chain.
+        assert_eq!(one_line(&v), v.to_string());
+        let json = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
+        let json_text = json.to_string();
+        let v = RunError::vault(
+            VaultError::Unparsable {
+                path: "/v".into(),
+                source: json,
+            },
+            None,
+        );
+        assert!(!v.to_string().contains(&json_text));
+        assert!(
+            one_line(&v).ends_with(&format!(": {json_text}")),
+            "{}",
+            one_line(&v)
+        );
     }
 
     const FILE_PW: &str = "Z8fsfleetFilePassword1";

@@ -68,14 +68,11 @@ pub fn plan(
     opts: &HardenOptions,
 ) -> Result<(StepPlan, Option<Rotation>), StepError> {
     let (path, text) = f.conf_text("vars.xml")?;
-    let current = HostModel::new(f)
-        .default_password()
-        .map_err(|e| StepError::Refused(e.to_string()))?
-        .ok_or_else(|| {
-            StepError::Refused(format!(
-                "{path} sets no {VAR}; add `<X-PRE-PROCESS cmd=\"set\" data=\"{VAR}=...\"/>` by hand"
-            ))
-        })?;
+    let current = HostModel::new(f).default_password()?.ok_or_else(|| {
+        StepError::Refused(format!(
+            "{path} sets no {VAR}; add `<X-PRE-PROCESS cmd=\"set\" data=\"{VAR}=...\"/>` by hand"
+        ))
+    })?;
     let mut plan = StepPlan::default();
     let why = if let Some(why) = model::password_weakness(current.expose()) {
         Some(why.as_str())
@@ -87,9 +84,10 @@ pub fn plan(
     let (out, new) = match why {
         Some(why) => {
             let new = vault::generate_password(vault::PASSWORD_LEN);
-            match vars::set_var(text, VAR, new.expose())
-                .map_err(|e| StepError::Refused(format!("{path}: {e}")))?
-            {
+            match vars::set_var(text, VAR, new.expose()).map_err(|source| StepError::Edit {
+                path: path.to_string(),
+                source,
+            })? {
                 Some(out) => {
                     plan.changes
                         .push(format!("rotate {VAR} in {path} (was {why})"));
