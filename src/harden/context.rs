@@ -412,6 +412,31 @@ impl HostFacts {
         hf
     }
 
+    /// The facts as they read once `edits` are written: each file's new bytes, owner, group and
+    /// mode (what hostfs writes), so a plan can be checked against the audit without a host.
+    pub fn with_edits<'e>(mut self, edits: impl IntoIterator<Item = &'e FileEdit>) -> HostFacts {
+        for e in edits {
+            let f = self
+                .files
+                .files
+                .entry(e.path.clone())
+                .or_insert_with(|| FileFact {
+                    path: e.path.clone(),
+                    mode: 0,
+                    owner: String::new(),
+                    group: String::new(),
+                    size: 0,
+                    content: None,
+                });
+            f.content = Some(e.new.clone());
+            f.size = e.new.len() as u64;
+            f.owner = e.want.user.clone();
+            f.group = e.want.group.clone();
+            f.mode = (f.mode & !0o7777) | e.want.mode;
+        }
+        self
+    }
+
     /// The stock FreeSWITCH 1.10.12 tree's files that harden reads.
     pub fn stock() -> HostFacts {
         let root = concat!(

@@ -1355,26 +1355,14 @@ mod tests {
         )
     }
 
-    /// Every registry step planned on `f` as a host whose FreeSWITCH runs its config.
+    /// The registry's plans on `f` that could be made (the system steps need facts a
+    /// config-only host does not have).
     fn plan_registry(f: &HostFacts, opts: &HardenOptions) -> Vec<StepPlan> {
         let host = crate::harden::context::test_host("pbx");
-        let pre = preflight::Preflight::from_config(f).unwrap();
-        let mut plans: Vec<StepPlan> = Vec::new();
-        for e in step::REGISTRY {
-            let before: Vec<&StepPlan> = plans.iter().collect();
-            let input = PlanInput {
-                facts: f,
-                host: &host,
-                opts,
-                pre: &pre,
-                before: &before,
-            };
-            // The system steps need facts a config-only host does not have.
-            if let Ok(p) = (e.plan)(&input) {
-                plans.push(p.outline().clone());
-            }
-        }
-        plans
+        step::plan_model_only(f, &host, opts)
+            .into_iter()
+            .filter_map(|(_, p)| p.ok())
+            .collect()
     }
 
     #[test]

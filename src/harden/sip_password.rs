@@ -4,10 +4,8 @@
 //! byte stay. The new password is generated on the controller and goes to the vault before the
 //! file is written (the orchestrator does that).
 
-use std::future::Future;
-
-use super::step::{Phase, Plan, PlanInput, Step};
-use super::{FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan, reload};
+use super::step::{self, PlanInput};
+use super::{FileEdit, HardenOptions, HostFacts, Probes, StepError, StepPlan, reload};
 use crate::conf::{self, diff, vars};
 use crate::inventory::Host;
 use crate::model::{self, HostModel};
@@ -19,40 +17,22 @@ const VAR: &str = model::DEFAULT_PASSWORD_VAR;
 
 /// The step in the registry: its edits go out in the config write, so `apply` has nothing left.
 pub struct SipPassword;
+step::config_step!(SipPassword);
 
-impl Step for SipPassword {
-    const NAME: &'static str = NAME;
-    const PHASE: Phase = Phase::Config;
-    type Action = ();
-
-    fn probes(p: &mut Probes, host: &Host) {
-        probes(p, host)
+/// vars.xml's password and the directory files' modes, with the secret and reload they bring.
+pub fn step_plan(input: &PlanInput<'_>) -> Result<StepPlan, StepError> {
+    let (mut outline, rotation) = plan(input.facts, input.opts)?;
+    let (changes, dir_edits) = directory_modes(input.facts)?;
+    outline.changes.extend(changes);
+    outline.edits.extend(dir_edits);
+    if let Some((edit, pw)) = rotation {
+        outline.edits.push(edit);
+        outline
+            .secrets
+            .extend(pw.map(|pw| (CredKind::SipPassword, pw)));
     }
-
-    fn plan(input: &PlanInput<'_>) -> Result<Plan<()>, StepError> {
-        let (mut outline, rotation) = plan(input.facts, input.opts)?;
-        let (changes, dir_edits) = directory_modes(input.facts)?;
-        outline.changes.extend(changes);
-        outline.edits.extend(dir_edits);
-        if let Some((edit, pw)) = rotation {
-            outline.edits.push(edit);
-            outline
-                .secrets
-                .extend(pw.map(|pw| (CredKind::SipPassword, pw)));
-        }
-        outline.reload = reload::Needs::xml_for(&outline.edits);
-        Ok(Plan {
-            outline,
-            action: (),
-        })
-    }
-
-    fn apply<'a>(
-        _ctx: &'a StepCtx<'a>,
-        _action: &'a (),
-    ) -> impl Future<Output = Result<Vec<String>, StepError>> + Send + 'a {
-        std::future::ready(Ok(Vec::new()))
-    }
+    outline.reload = reload::Needs::xml_for(&outline.edits);
+    Ok(outline)
 }
 
 /// vars.xml and the directory are config files, read for every run.

@@ -57,6 +57,49 @@ impl<A> DerefMut for Plan<A> {
     }
 }
 
+/// A step whose whole change is its config edits.
+impl From<StepPlan> for Plan<()> {
+    fn from(outline: StepPlan) -> Plan<()> {
+        Plan {
+            outline,
+            action: (),
+        }
+    }
+}
+
+/// `impl Step` for a [`Phase::Config`] step, from its module's `NAME`, `probes` and
+/// `step_plan(&PlanInput) -> Result<StepPlan, StepError>`: the plan is its config edits, which
+/// the orchestrator writes, so `apply` has nothing left to do.
+macro_rules! config_step {
+    ($step:ident) => {
+        impl $crate::harden::step::Step for $step {
+            const NAME: &'static str = NAME;
+            const PHASE: $crate::harden::step::Phase = $crate::harden::step::Phase::Config;
+            type Action = ();
+
+            fn probes(p: &mut $crate::harden::Probes, host: &$crate::inventory::Host) {
+                probes(p, host)
+            }
+
+            fn plan(
+                input: &$crate::harden::step::PlanInput<'_>,
+            ) -> Result<$crate::harden::step::Plan<()>, $crate::harden::StepError> {
+                step_plan(input).map($crate::harden::step::Plan::from)
+            }
+
+            fn apply<'a>(
+                _ctx: &'a $crate::harden::StepCtx<'a>,
+                _action: &'a (),
+            ) -> impl std::future::Future<Output = Result<Vec<String>, $crate::harden::StepError>>
+            + Send
+            + 'a {
+                std::future::ready(Ok(Vec::new()))
+            }
+        }
+    };
+}
+pub(crate) use config_step;
+
 /// What a step plans from.
 pub struct PlanInput<'a> {
     pub facts: &'a HostFacts,
@@ -226,6 +269,34 @@ pub fn planned_reloads<'p>(plans: impl IntoIterator<Item = &'p StepPlan>) -> rel
 /// The config files the plans edit, in registry order.
 pub fn planned_edits<'p>(plans: impl IntoIterator<Item = &'p StepPlan>) -> Vec<&'p FileEdit> {
     plans.into_iter().flat_map(|p| p.edits.iter()).collect()
+}
+
+/// Every registry step planned on `f` (pure) as for a host whose running FreeSWITCH took its
+/// config as it is; a step that needs more than the config (packages, fail2ban) may refuse.
+#[cfg(test)]
+pub fn plan_model_only(
+    f: &HostFacts,
+    host: &Host,
+    opts: &HardenOptions,
+) -> Vec<(&'static str, Result<StepPlan, StepError>)> {
+    let pre = match Preflight::from_config(f) {
+        Ok(p) => p,
+        Err(e) => return vec![("preflight", Err(e))],
+    };
+    let mut out: Vec<(&'static str, Result<StepPlan, StepError>)> = Vec::new();
+    for e in REGISTRY {
+        let before: Vec<&StepPlan> = out.iter().filter_map(|(_, p)| p.as_ref().ok()).collect();
+        let input = PlanInput {
+            facts: f,
+            host,
+            opts,
+            pre: &pre,
+            before: &before,
+        };
+        let plan = (e.plan)(&input).map(|p| p.outline().clone());
+        out.push((e.name, plan));
+    }
+    out
 }
 
 #[cfg(test)]
