@@ -15,28 +15,14 @@ use std::collections::BTreeSet;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{Attacker, Fleet, TestHost, jail_value};
+use common::{Attacker, Fleet, TestHost, jail_value, output_text as text};
 
 const FLEET: &str = "variants";
 const INTERNAL_SIP_PORT: u16 = 5062;
 const RTP: (u16, u16) = (30000, 30500);
 
-fn text(o: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn fsfleet(fleet: &Fleet, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fsfleet"))
-        .arg(args[0])
-        .arg(fleet.inventory())
-        .args(&args[1..])
-        .arg("--no-progress")
-        .output()
-        .expect("run fsfleet")
+    fleet.fsfleet(args)
 }
 
 /// What the host's config means for its ports, written down by hand from the config tree the

@@ -2,11 +2,19 @@
 
 use std::time::Duration;
 
+use super::reload::Needs;
+use crate::conf::ConfError;
+use crate::esl::EslError;
+use crate::esl_target::Refusal;
 use crate::facts::{
     self, Fact, FactError, Facts, FactsError, FileFact, Files, Script, ScriptInput, Sections, Unit,
 };
+use crate::hostfs::HostFsError;
 use crate::inventory::Host;
+use crate::model::{EventSocket, ModelError};
+use crate::secret::Secret;
 use crate::ssh::{Connector, ExecOutput, Session, SshError};
+use crate::vault::CredKind;
 
 /// Options of a harden run that steps may consult.
 #[derive(Debug, Clone, Default)]
@@ -136,7 +144,8 @@ impl HostFacts {
     }
 }
 
-/// What a step would do on this host.
+/// What a step would do on this host: the report's lines, and what the orchestrator does for
+/// the step around its `apply`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StepPlan {
     /// One line per change, for the operator (never a secret). Empty: nothing to do.
@@ -145,6 +154,17 @@ pub struct StepPlan {
     pub warnings: Vec<String>,
     /// Masked diffs for `--diff`.
     pub diffs: Vec<String>,
+    /// Config files to write, in the one all-or-nothing batch of every step's edits.
+    pub edits: Vec<FileEdit>,
+    /// Passwords the edits set: to the vault as pending before the host sees them, active once
+    /// verified.
+    pub secrets: Vec<(CredKind, Secret)>,
+    /// What FreeSWITCH must reload once the edits are written.
+    pub reload: Needs,
+    /// The Event Socket FreeSWITCH runs once the edits are reloaded, when they change it.
+    pub event_socket: Option<EventSocket>,
+    /// Files outside the edits that `apply` replaces: the backup keeps them too.
+    pub backup: Vec<String>,
 }
 
 impl StepPlan {
@@ -153,6 +173,8 @@ impl StepPlan {
     }
 }
 
+/// Why a step (or an orchestrator phase) could not plan or apply. Each message says what failed
+/// and, where there is one, keeps the error underneath as its source.
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
     #[error(transparent)]
@@ -163,6 +185,33 @@ pub enum StepError {
     /// A remote command failed; the message says which and its stderr (never a secret).
     #[error("{0}")]
     Failed(String),
+    /// FreeSWITCH's configuration cannot be read as the step needs (the error names the file).
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// A config file cannot be edited safely.
+    #[error("{path}: {source}")]
+    Edit {
+        path: String,
+        #[source]
+        source: ConfError,
+    },
+    /// The Event Socket did not do what the step asked.
+    #[error("{what}: {source}")]
+    Esl {
+        what: String,
+        #[source]
+        source: EslError,
+    },
+    /// A write through hostfs, or a host path it refuses.
+    #[error("{what}: {source}")]
+    HostFs {
+        what: String,
+        #[source]
+        source: Box<HostFsError>,
+    },
+    /// No password may go to the Event Socket listener (the message names it and what to do).
+    #[error(transparent)]
+    Listener(#[from] Refusal),
 }
 
 /// What a step's `apply` gets.
@@ -265,7 +314,7 @@ impl Meta {
 
 /// One config file change: exact old and new bytes and metadata (the old ones restore the
 /// file if a later step fails before the reload).
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct FileEdit {
     pub path: String,
     pub old: Vec<u8>,
@@ -387,6 +436,31 @@ impl HostFacts {
             );
         }
         hf
+    }
+
+    /// The facts as they read once `edits` are written: each file's new bytes, owner, group and
+    /// mode (what hostfs writes), so a plan can be checked against the audit without a host.
+    pub fn with_edits<'e>(mut self, edits: impl IntoIterator<Item = &'e FileEdit>) -> HostFacts {
+        for e in edits {
+            let f = self
+                .files
+                .files
+                .entry(e.path.clone())
+                .or_insert_with(|| FileFact {
+                    path: e.path.clone(),
+                    mode: 0,
+                    owner: String::new(),
+                    group: String::new(),
+                    size: 0,
+                    content: None,
+                });
+            f.content = Some(e.new.clone());
+            f.size = e.new.len() as u64;
+            f.owner = e.want.user.clone();
+            f.group = e.want.group.clone();
+            f.mode = (f.mode & !0o7777) | e.want.mode;
+        }
+        self
     }
 
     /// The stock FreeSWITCH 1.10.12 tree's files that harden reads.

@@ -1,16 +1,50 @@
 //! Step `event-socket`: rotate the Event Socket password when it is ClueCon or weak, bind it to
-//! 127.0.0.1, and make `apply-inbound-acl loopback.auto` explicit.
+//! 127.0.0.1 unless it listens on loopback only already (127.0.0.1 or ::1), and make
+//! `apply-inbound-acl loopback.auto` explicit.
 //!
 //! The OLD password is kept by the orchestrator: the reload must authenticate with it.
 
-use super::{FileEdit, HardenOptions, HostFacts, StepError, StepPlan};
+use super::step::{self, PlanInput};
+use super::{FileEdit, HardenOptions, HostFacts, Probes, StepError, StepPlan};
 use crate::conf::{self, diff, xml};
+use crate::inventory::Host;
 use crate::model::{self, EventSocket, HostModel};
 use crate::secret::Secret;
-use crate::vault;
+use crate::vault::{self, CredKind};
 
 pub const NAME: &str = "event-socket";
 pub const FILE: &str = "autoload_configs/event_socket.conf.xml";
+
+/// Listen addresses left as they are: loopback only, so the network cannot reach the socket
+/// (audit FS-ESL-02 passes them too). `::1` works only where IPv6 loopback does, and such a host
+/// already runs FreeSWITCH on it: preflight proved that listener and authenticated through it,
+/// and the reload, verify and fs_cli reach the same address.
+const LOOPBACK: [&str; 2] = ["127.0.0.1", "::1"];
+
+/// The step in the registry: its edit goes out in the config write, so `apply` has nothing left.
+pub struct EventSocketStep;
+step::config_step!(EventSocketStep);
+
+/// The Event Socket's file, its new password, and the Event Socket FreeSWITCH runs after its reload.
+pub fn step_plan(input: &PlanInput<'_>) -> Result<StepPlan, StepError> {
+    let p = plan(input.facts, input.opts)?;
+    let mut outline = p.plan;
+    if let Some(edit) = p.edit {
+        // FreeSWITCH takes the new file with `reload mod_event_socket` (not `reloadxml`).
+        if edit.content_changed() {
+            outline.reload.event_socket = true;
+            outline.event_socket = Some(p.after);
+        }
+        outline.edits.push(edit);
+    }
+    outline
+        .secrets
+        .extend(p.new_password.map(|pw| (CredKind::EslPassword, pw)));
+    Ok(outline)
+}
+
+/// event_socket.conf.xml is a config file, read for every run.
+pub fn probes(_p: &mut Probes, _host: &Host) {}
 
 pub struct Planned {
     pub plan: StepPlan,
@@ -26,11 +60,13 @@ pub struct Planned {
 pub fn plan(f: &HostFacts, opts: &HardenOptions) -> Result<Planned, StepError> {
     let (path, text) = f.conf_text(FILE)?;
     let m = HostModel::new(f);
-    let current = EventSocket::parse(text, path, m.vars())
-        .map_err(|e| StepError::Refused(crate::errors::chain(&e)))?;
+    let current = EventSocket::parse(text, path, m.vars())?;
     let mut plan = StepPlan::default();
     let mut out = text.to_string();
-    let edit_err = |e: conf::ConfError| StepError::Refused(format!("{path}: {e}"));
+    let edit_err = |source: conf::ConfError| StepError::Edit {
+        path: path.to_string(),
+        source,
+    };
 
     let mut new_password = None;
     let why = if let Some(why) = model::password_weakness(current.password.expose()) {
@@ -49,7 +85,7 @@ pub fn plan(f: &HostFacts, opts: &HardenOptions) -> Result<Planned, StepError> {
             .push(format!("rotate the Event Socket password (was {why})"));
         new_password = Some(pw);
     }
-    if current.listen_ip != "127.0.0.1" {
+    if !LOOPBACK.contains(&current.listen_ip.as_str()) {
         if let Some(o) = xml::set_param(&out, "listen-ip", "127.0.0.1").map_err(edit_err)? {
             out = o;
         }
@@ -88,8 +124,7 @@ pub fn plan(f: &HostFacts, opts: &HardenOptions) -> Result<Planned, StepError> {
     }
     let after = match &edit {
         Some(e) if e.content_changed() => {
-            EventSocket::parse(&String::from_utf8_lossy(&e.new), path, m.vars())
-                .map_err(|e| StepError::Refused(e.to_string()))?
+            EventSocket::parse(&String::from_utf8_lossy(&e.new), path, m.vars())?
         }
         _ => current.clone(),
     };
@@ -128,6 +163,36 @@ mod tests {
         let p2 = plan(&f2, &HardenOptions::default()).unwrap();
         assert!(p2.plan.is_noop() && p2.edit.is_none() && p2.new_password.is_none());
         assert_eq!(p2.current.password, pw);
+    }
+
+    #[test]
+    fn loopback_addresses_stay_and_others_are_bound_to_127_0_0_1() {
+        for (ip, binds) in [
+            ("::1", false),
+            ("127.0.0.1", false),
+            ("::", true),
+            ("0.0.0.0", true),
+            ("192.0.2.7", true),
+            ("127.0.0.2", true),
+        ] {
+            let conf = format!(
+                "<configuration name=\"event_socket.conf\">\n  <settings>\n    \
+                 <param name=\"listen-ip\" value=\"{ip}\"/>\n    \
+                 <param name=\"password\" value=\"{}\"/>\n    \
+                 <param name=\"apply-inbound-acl\" value=\"loopback.auto\"/>\n  \
+                 </settings>\n</configuration>\n",
+                "Ab3".repeat(8)
+            );
+            let f = HostFacts::with_conf("/etc/freeswitch", &[(FILE, &conf)]);
+            let p = plan(&f, &HardenOptions::default()).unwrap();
+            let want: Vec<String> = if binds {
+                vec![format!("bind the Event Socket to 127.0.0.1 (was {ip})")]
+            } else {
+                vec![]
+            };
+            assert_eq!(p.plan.changes, want, "{ip}");
+            assert_eq!(p.after.listen_ip, if binds { "127.0.0.1" } else { ip });
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::harden::context::{HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
-use crate::harden::step::{Plan, Step};
+use crate::harden::step::{Phase, Plan, PlanInput, Step};
 use crate::inventory::Host;
 use crate::ssh::sh_quote;
 
@@ -273,18 +273,15 @@ pub struct Fail2ban;
 
 impl Step for Fail2ban {
     const NAME: &'static str = NAME;
+    const PHASE: Phase = Phase::System;
     type Action = Configure;
 
     fn probes(p: &mut Probes, host: &Host) {
         probes(p, host)
     }
 
-    fn plan(
-        f: &HostFacts,
-        host: &Host,
-        opts: &HardenOptions,
-    ) -> Result<Plan<Configure>, StepError> {
-        plan(f, host, opts)
+    fn plan(input: &PlanInput<'_>) -> Result<Plan<Configure>, StepError> {
+        plan(input.facts, input.host, input.opts)
     }
 
     fn apply<'a>(

@@ -20,7 +20,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::context::{HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
-use super::step::{Plan, Step};
+use super::step::{Phase, Plan, PlanInput, Step};
 use crate::inventory::Host;
 use crate::model::{self, HostModel};
 use crate::ssh::sh_quote;
@@ -273,18 +273,15 @@ pub struct Firewall;
 
 impl Step for Firewall {
     const NAME: &'static str = NAME;
+    const PHASE: Phase = Phase::System;
     type Action = UfwChange;
 
     fn probes(p: &mut Probes, host: &Host) {
         probes(p, host)
     }
 
-    fn plan(
-        f: &HostFacts,
-        host: &Host,
-        opts: &HardenOptions,
-    ) -> Result<Plan<UfwChange>, StepError> {
-        plan(f, host, opts)
+    fn plan(input: &PlanInput<'_>) -> Result<Plan<UfwChange>, StepError> {
+        plan(input.facts, input.host, input.opts)
     }
 
     fn apply<'a>(
@@ -670,24 +667,30 @@ pub async fn apply(ctx: &StepCtx<'_>, action: &UfwChange) -> Result<Vec<String>,
     Ok(evidence)
 }
 
-async fn prove_new_connection(ctx: &StepCtx<'_>) -> Result<(), String> {
+/// Why a new SSH connection did not work once ufw was enabled.
+#[derive(Debug, thiserror::Error)]
+enum ProofError {
+    #[error(transparent)]
+    Ssh(#[from] crate::ssh::SshError),
+    #[error("'true' exited {0}")]
+    Exit(u32),
+    #[error("no new connection within {} s", PROOF_LIMIT.as_secs())]
+    Timeout,
+}
+
+async fn prove_new_connection(ctx: &StepCtx<'_>) -> Result<(), ProofError> {
     let attempt = async {
-        let s = ctx
-            .connector
-            .connect(ctx.host)
-            .await
-            .map_err(|e| e.to_string())?;
+        let s = ctx.connector.connect(ctx.host).await?;
         let r = s.exec("true", b"").await;
         s.close().await;
-        match r {
-            Ok(out) if out.success() => Ok(()),
-            Ok(out) => Err(format!("'true' exited {}", out.status)),
-            Err(e) => Err(e.to_string()),
+        match r? {
+            out if out.success() => Ok(()),
+            out => Err(ProofError::Exit(out.status)),
         }
     };
     tokio::time::timeout(PROOF_LIMIT, attempt)
         .await
-        .map_err(|_| format!("no new connection within {} s", PROOF_LIMIT.as_secs()))?
+        .map_err(|_| ProofError::Timeout)?
 }
 
 /// user.rules and user6.rules as ufw writes them once `rules` are added (for tests that apply

@@ -4,7 +4,10 @@
 //! root or of the SSH login user would hide it (fs_cli reads only the first file it finds, FACTS §3),
 //! so those are replaced too, and a non-root login user gets one of their own (0600).
 
-use super::{HostFacts, Probes, StepError, StepPlan};
+use std::future::Future;
+
+use super::step::{self, Phase, Plan, PlanInput, Step};
+use super::{HostFacts, Probes, StepCtx, StepError, StepPlan};
 use crate::facts::{Fact, FactError, FileFact, ScriptInput};
 use crate::hostfs;
 use crate::inventory::Host;
@@ -15,6 +18,49 @@ use crate::ssh::sh_quote;
 pub const NAME: &str = "fs-cli";
 pub const SYSTEM_FILE: &str = "/etc/fs_cli.conf";
 const HOMES: &str = "fscli_homes";
+
+/// The step in the registry: written once FreeSWITCH runs the Event Socket it names.
+pub struct FsCli;
+
+impl Step for FsCli {
+    const NAME: &'static str = NAME;
+    const PHASE: Phase = Phase::AfterReload;
+    type Action = Vec<Target>;
+
+    fn probes(p: &mut Probes, host: &Host) {
+        probes(p, host)
+    }
+
+    fn plan(input: &PlanInput<'_>) -> Result<Plan<Vec<Target>>, StepError> {
+        let after = step::esl_after(input.pre, input.before.iter().copied());
+        // After an Event Socket reload, the file's (fsfleet's) address; otherwise the listener
+        // preflight proved to be FreeSWITCH's, never a listen-ip nobody proved (it may point at
+        // another user's listener).
+        let mut es = after.es;
+        if !after.reloads
+            && let Some(t) = &input.pre.target
+        {
+            es.listen_ip = t.address.clone();
+        }
+        let (mut outline, targets) = plan(input.facts, input.host, &es, &after.password)?;
+        outline.backup = targets
+            .iter()
+            .filter(|t| t.existed)
+            .map(|t| t.path.clone())
+            .collect();
+        Ok(Plan {
+            outline,
+            action: targets,
+        })
+    }
+
+    fn apply<'a>(
+        ctx: &'a StepCtx<'a>,
+        action: &'a Vec<Target>,
+    ) -> impl Future<Output = Result<Vec<String>, StepError>> + Send + 'a {
+        apply(ctx.session, action)
+    }
+}
 
 pub fn probes(p: &mut Probes, _host: &Host) {
     p.file(SYSTEM_FILE);
@@ -148,8 +194,10 @@ pub fn plan(
         let (user, group, meta) = (h.user.as_str(), h.group.as_str(), h.meta.as_str());
         let path = format!("{}/.fs_cli_conf", h.home.trim_end_matches('/'));
         // Host values: a home that is not a clean absolute path is refused, never written to.
-        hostfs::check_path(&path)
-            .map_err(|e| StepError::Refused(format!("home of {}: {e}", user.escape_debug())))?;
+        hostfs::check_path(&path).map_err(|source| StepError::HostFs {
+            what: format!("home of {}", user.escape_debug()),
+            source: Box::new(source),
+        })?;
         let existing = h.conf;
         // root without a file of its own reads /etc/fs_cli.conf: nothing to add.
         if existing.is_none() && (user == "root" || host.user == "root") {
@@ -206,7 +254,10 @@ pub async fn apply(
         .collect();
     hostfs::apply(session, &ops)
         .await
-        .map_err(|e| StepError::Failed(format!("writing the fs_cli configs: {e}")))?;
+        .map_err(|source| StepError::HostFs {
+            what: "writing the fs_cli configs".into(),
+            source: Box::new(source),
+        })?;
     Ok(targets
         .iter()
         .map(|t| format!("{} ({}:{}, 0600)", t.path, t.user, t.group))

@@ -6,9 +6,10 @@
 //! - `plan(&HostFacts, ..) -> StepPlan`: pure, on the controller: would it change anything, what;
 //! - `apply(..)`: send only what changes.
 //!
-//! The system steps (packages, fail2ban, firewall) implement [`step::Step`]: `plan` returns a
-//! typed action that `apply` takes as is, and [`step::SYSTEM`] is the one registry their names,
-//! probes, plans, `--check`, apply and report lines come from.
+//! Every skippable step implements [`step::Step`]: `plan` returns the operator's lines, what the
+//! orchestrator does for the step (config edits, secrets, reloads) and a typed action that
+//! `apply` takes as is; [`step::REGISTRY`] is the one list their names, probes, plans,
+//! `--check`, apply, reload needs and report lines come from.
 //!
 //! The orchestration (order, backup, vault, rollback, reload) is in [`run`](self::run) below.
 

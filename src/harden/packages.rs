@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::facts::{Fact, FactError, ScriptInput};
 use crate::harden::context::{HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
-use crate::harden::step::{Plan, Step};
+use crate::harden::step::{Phase, Plan, PlanInput, Step};
 use crate::inventory::Host;
 use crate::ssh::sh_quote;
 
@@ -106,14 +106,15 @@ pub struct Packages;
 
 impl Step for Packages {
     const NAME: &'static str = NAME;
+    const PHASE: Phase = Phase::System;
     type Action = Install;
 
     fn probes(p: &mut Probes, host: &Host) {
         probes(p, host)
     }
 
-    fn plan(f: &HostFacts, host: &Host, opts: &HardenOptions) -> Result<Plan<Install>, StepError> {
-        plan(f, host, opts)
+    fn plan(input: &PlanInput<'_>) -> Result<Plan<Install>, StepError> {
+        plan(input.facts, input.host, input.opts)
     }
 
     fn apply<'a>(

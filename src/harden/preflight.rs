@@ -81,9 +81,7 @@ pub fn check_facts(f: &HostFacts) -> Result<EventSocket, StepError> {
                 .into(),
         ));
     }
-    crate::model::HostModel::new(f)
-        .event_socket()
-        .map_err(|e| StepError::Refused(crate::errors::chain(&e)))
+    Ok(crate::model::HostModel::new(f).event_socket()?)
 }
 
 /// Authenticate to the running FreeSWITCH with the config's password, else with the vault's
@@ -125,7 +123,7 @@ pub async fn run(
                 "{r}; start FreeSWITCH, or re-run with --offline-ok to edit configs without reloading"
             )));
         }
-        Err(r) => return Err(StepError::Refused(r.to_string())),
+        Err(r) => return Err(r.into()),
     };
     evidence.push(target.evidence.clone());
     let mut tried: Vec<Secret> = vec![es.password.clone()];
@@ -144,10 +142,10 @@ pub async fn run(
                     .await
                     .ok()
                     .filter(|s| !s.is_empty());
-                let status = client
-                    .status()
-                    .await
-                    .map_err(|e| StepError::Failed(format!("Event Socket status: {e}")))?;
+                let status = client.status().await.map_err(|source| StepError::Esl {
+                    what: "Event Socket status".into(),
+                    source,
+                })?;
                 let _ = client.exit().await;
                 if !status.ready {
                     return Err(StepError::Refused(format!(
@@ -200,4 +198,22 @@ pub async fn run(
             target.address, target.port
         )
     }))
+}
+
+#[cfg(test)]
+impl Preflight {
+    /// What preflight would prove of a host whose running FreeSWITCH took its config as it is
+    /// (the model-only tests plan from this).
+    pub fn from_config(f: &HostFacts) -> Result<Preflight, StepError> {
+        let esl = crate::model::HostModel::new(f).event_socket()?;
+        Ok(Preflight {
+            live_password: Some(esl.password.clone()),
+            esl,
+            target: None,
+            stale: false,
+            conf_dir: None,
+            log_dir: None,
+            evidence: vec![],
+        })
+    }
 }

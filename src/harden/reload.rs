@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::StepError;
 use super::preflight::{Esl, esl_connect};
+use super::{FileEdit, StepError};
 use crate::esl::{self, EslError, RetryPolicy};
 use crate::esl_target::{self, Target};
 use crate::model::EventSocket;
@@ -24,6 +24,7 @@ pub const NAME: &str = "reload";
 /// How long to keep trying the new Event Socket after its reload.
 pub const RECONNECT: Duration = Duration::from_secs(20);
 
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Needs {
     pub reloadxml: bool,
     pub rescan: Vec<String>,
@@ -31,6 +32,14 @@ pub struct Needs {
 }
 
 impl Needs {
+    /// A `reloadxml` when an edit changes what FreeSWITCH reads (not only owner or mode).
+    pub fn xml_for(edits: &[FileEdit]) -> Needs {
+        Needs {
+            reloadxml: edits.iter().any(FileEdit::content_changed),
+            ..Needs::default()
+        }
+    }
+
     pub fn any(&self) -> bool {
         self.reloadxml || !self.rescan.is_empty() || self.event_socket
     }
@@ -45,10 +54,11 @@ pub async fn apply(
     new: &EventSocket,
 ) -> Result<Vec<String>, StepError> {
     let mut evidence = Vec::new();
-    let failed = |what: &str, e: esl::EslError| StepError::Failed(format!("{what}: {e}"));
-    let target = esl_target::prove(session, &old.listen_ip, old.listen_port)
-        .await
-        .map_err(|r| StepError::Refused(r.to_string()))?;
+    let failed = |what: &str, source: esl::EslError| StepError::Esl {
+        what: what.into(),
+        source,
+    };
+    let target = esl_target::prove(session, &old.listen_ip, old.listen_port).await?;
     let mut client: Esl = esl_connect(session, &target, old_pw)
         .await
         .map_err(|e| failed("Event Socket (old password)", e))?;
@@ -151,10 +161,11 @@ async fn reconnect(
                         }
                         EslError::AuthRejected.to_string()
                     }
-                    Ok(Err(e)) if !e.is_transient() => {
-                        return Err(StepError::Failed(format!(
-                            "Event Socket after reload mod_event_socket: {e}"
-                        )));
+                    Ok(Err(source)) if !source.is_transient() => {
+                        return Err(StepError::Esl {
+                            what: "Event Socket after reload mod_event_socket".into(),
+                            source,
+                        });
                     }
                     Ok(Err(e)) => e.to_string(),
                     Err(_) => "no answer in time".to_string(),

@@ -12,54 +12,151 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::sync::Mutex;
 
+use super::step::{Phase, PlanInput};
 use super::{
-    FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan, auth_logging, backup,
-    event_socket, fail2ban, firewall, fs_cli, preflight, reload, sip_password, step, verify,
+    FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan, backup, fail2ban,
+    firewall, preflight, reload, step, verify,
 };
-use crate::facts;
+use crate::facts::{self, FactsError};
 use crate::fleet::HostCtx;
 use crate::hostfs;
 use crate::inventory::{ConfDir, Host};
-use crate::model::EventSocket;
 use crate::report::{HostReport, StepReport, StepStatus};
 use crate::secret::Secret;
 use crate::ssh::{Connector, Session};
-use crate::vault::{CredKind, KeyBinding, Vault};
+use crate::vault::{CredKind, KeyBinding, Vault, VaultError};
 
-/// The steps before the system steps, in the order they run.
-const BEFORE_SYSTEM: [&str; 5] = [
-    preflight::NAME,
-    backup::NAME,
-    sip_password::NAME,
-    event_socket::NAME,
-    auth_logging::NAME,
-];
-/// The steps after the system steps.
-const AFTER_SYSTEM: [&str; 3] = [reload::NAME, fs_cli::NAME, verify::NAME];
+/// Every step name, in the order it runs: the orchestrator's phases (preflight, backup, reload,
+/// verify) around the registry's steps. `--skip`/`--only` take these names.
+pub const STEPS: &[&str] = &step_names();
 
-/// Every step, in the order it runs (the system steps as their registry lists them).
-/// `--skip`/`--only` take these names.
-pub const STEPS: &[&str] = &{
-    let mut out = [""; BEFORE_SYSTEM.len() + step::SYSTEM.len() + AFTER_SYSTEM.len()];
-    let mut i = 0;
-    while i < BEFORE_SYSTEM.len() {
-        out[i] = BEFORE_SYSTEM[i];
-        i += 1;
-    }
+const N_STEPS: usize = step::REGISTRY.len() + 4;
+
+const fn step_names() -> [&'static str; N_STEPS] {
+    let mut out = [""; N_STEPS];
+    out[0] = preflight::NAME;
+    out[1] = backup::NAME;
+    let mut i = 2;
     let mut j = 0;
-    while j < step::SYSTEM.len() {
-        out[i] = step::SYSTEM[j].name;
-        i += 1;
+    while j < step::REGISTRY.len() {
+        if !matches!(step::REGISTRY[j].phase, Phase::AfterReload) {
+            out[i] = step::REGISTRY[j].name;
+            i += 1;
+        }
         j += 1;
     }
-    let mut k = 0;
-    while k < AFTER_SYSTEM.len() {
-        out[i] = AFTER_SYSTEM[k];
-        i += 1;
-        k += 1;
+    out[i] = reload::NAME;
+    i += 1;
+    j = 0;
+    while j < step::REGISTRY.len() {
+        if matches!(step::REGISTRY[j].phase, Phase::AfterReload) {
+            out[i] = step::REGISTRY[j].name;
+            i += 1;
+        }
+        j += 1;
+    }
+    out[i] = verify::NAME;
+    out
+}
+
+/// Why `--skip`/`--only` cannot be taken.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum SelectionError {
+    #[error("unknown step {name:?}; the steps are: {}", STEPS.join(", "))]
+    Unknown { name: String },
+    #[error("preflight cannot be skipped: it is what keeps a host from being half-changed")]
+    Preflight,
+    #[error(
+        "backup cannot be skipped: it runs whenever something changes and is how a host is \
+         restored (it keeps the last 5 runs in /var/backups/fsfleet)"
+    )]
+    Backup,
+}
+
+/// Why a host's run stopped. Its text is the host's one-line error in the report
+/// ([`host`]); `outcome` says what became of the host where that is not obvious.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("gathering facts: {0}")]
+    Facts(#[from] FactsError),
+    /// A step or an orchestrator phase failed (shared: a system step's refusal stays in its
+    /// plan, for the report, until the step would run).
+    #[error("{step}: {source}{}", then(.outcome))]
+    Step {
+        step: &'static str,
+        #[source]
+        source: Arc<StepError>,
+        outcome: Option<String>,
+    },
+    #[error("vault: {source}{}", then(.outcome))]
+    Vault {
+        #[source]
+        source: VaultError,
+        outcome: Option<String>,
+    },
+    /// The all-or-nothing config write failed.
+    #[error("writing the config files failed: {source}; {outcome}")]
+    Write {
+        #[source]
+        source: Box<hostfs::HostFsError>,
+        outcome: String,
+    },
+}
+
+/// The one line a report shows for an error: its message, then each cause the messages before
+/// do not already quote (most messages quote their source; some leave it to the chain).
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
     }
     out
-};
+}
+
+fn then(outcome: &Option<String>) -> String {
+    outcome
+        .as_ref()
+        .map(|o| format!("; {o}"))
+        .unwrap_or_default()
+}
+
+/// Nothing has been changed on the host when these fail.
+const UNCHANGED: &str = "nothing was changed on the host";
+
+impl RunError {
+    fn step(step: &'static str, source: StepError) -> RunError {
+        RunError::Step {
+            step,
+            source: Arc::new(source),
+            outcome: None,
+        }
+    }
+
+    fn vault(source: VaultError, outcome: Option<&str>) -> RunError {
+        RunError::Vault {
+            source,
+            outcome: outcome.map(str::to_string),
+        }
+    }
+
+    /// The same failure, saying what became of the host.
+    fn then(self, what: String) -> RunError {
+        match self {
+            RunError::Step { step, source, .. } => RunError::Step {
+                step,
+                source,
+                outcome: Some(what),
+            },
+            other => other,
+        }
+    }
+}
 
 /// Which steps run.
 #[derive(Debug, Clone, Default)]
@@ -70,8 +167,8 @@ pub struct Selection {
 
 impl Selection {
     /// Parse `--skip`/`--only` lists, refusing unknown names.
-    pub fn new(skip: &[String], only: &[String]) -> Result<Selection, String> {
-        let check = |list: &[String]| -> Result<BTreeSet<String>, String> {
+    pub fn new(skip: &[String], only: &[String]) -> Result<Selection, SelectionError> {
+        let check = |list: &[String]| -> Result<BTreeSet<String>, SelectionError> {
             list.iter()
                 .flat_map(|s| s.split(','))
                 .map(str::trim)
@@ -80,10 +177,7 @@ impl Selection {
                     if STEPS.contains(&s) {
                         Ok(s.to_string())
                     } else {
-                        Err(format!(
-                            "unknown step {s:?}; the steps are: {}",
-                            STEPS.join(", ")
-                        ))
+                        Err(SelectionError::Unknown { name: s.into() })
                     }
                 })
                 .collect()
@@ -93,18 +187,11 @@ impl Selection {
             only: check(only)?,
         };
         if sel.skip.contains(preflight::NAME) {
-            return Err(
-                "preflight cannot be skipped: it is what keeps a host from being half-changed"
-                    .into(),
-            );
+            return Err(SelectionError::Preflight);
         }
         // Accepting it and backing up anyway would say one thing and do another.
         if sel.skip.contains(backup::NAME) {
-            return Err(
-                "backup cannot be skipped: it runs whenever something changes and is how a host \
-                 is restored (it keeps the last 5 runs in /var/backups/fsfleet)"
-                    .into(),
-            );
+            return Err(SelectionError::Backup);
         }
         Ok(sel)
     }
@@ -174,6 +261,22 @@ impl Steps {
         }
     }
 
+    /// A step applied: its change lines, then `apply`'s evidence, warnings and (`--diff`) diffs.
+    fn applied(
+        &mut self,
+        name: &str,
+        plan: &StepPlan,
+        mut evidence: Vec<String>,
+        started: Instant,
+    ) {
+        evidence.extend(plan.warnings.iter().map(|w| format!("warning: {w}")));
+        if self.diff {
+            evidence.extend(plan.diffs.iter().cloned());
+        }
+        let msg = plan.changes.join("; ");
+        self.push(name, StepStatus::Changed, msg, evidence, started);
+    }
+
     fn skipped(&mut self, name: &str, why: &str) {
         self.push(
             name,
@@ -185,18 +288,19 @@ impl Steps {
     }
 
     fn failed(&mut self, name: &str, e: &StepError, started: Instant) {
-        self.push(name, StepStatus::Failed, e.to_string(), vec![], started);
+        self.push(name, StepStatus::Failed, one_line(e), vec![], started);
     }
 }
 
 /// Gather every step's facts in one round trip.
-async fn gather(session: &Session, host: &Host) -> Result<HostFacts, String> {
+async fn gather(session: &Session, host: &Host) -> Result<HostFacts, RunError> {
     let script = script(host);
-    let sections = facts::gather(session, &script)
-        .await
-        .map_err(|e| format!("gathering facts: {e}"))?;
-    HostFacts::parse(sections, &session.user, session.uses_sudo())
-        .map_err(|e| format!("gathering facts: {e}"))
+    let sections = facts::gather(session, &script).await?;
+    Ok(HostFacts::parse(
+        sections,
+        &session.user,
+        session.uses_sudo(),
+    )?)
 }
 
 /// The one facts script of a harden run: every step's snippets and files, then the base facts.
@@ -204,36 +308,10 @@ fn script(host: &Host) -> facts::Script {
     let mut probes = Probes::new();
     // Stage files a cut run left beside the configs (removed through hostfs in preflight).
     probes.fact::<facts::StaleStages>();
-    fs_cli::probes(&mut probes, host);
-    for s in step::SYSTEM {
+    for s in step::REGISTRY {
         (s.probes)(&mut probes, host);
     }
     probes.into_script(host)
-}
-
-/// A system step planned on the controller: its name, its plan (or why it cannot run), and
-/// when planning began (the report's time of a step that changes nothing).
-type SystemPlan = (
-    &'static str,
-    Result<Box<dyn step::Planned>, StepError>,
-    Instant,
-);
-
-/// The selected system steps, planned on the controller in registry order.
-fn plan_system(
-    facts: &HostFacts,
-    host: &Host,
-    opts: &HardenOptions,
-    sel: &Selection,
-) -> Vec<SystemPlan> {
-    step::SYSTEM
-        .iter()
-        .filter(|s| sel.runs(s.name))
-        .map(|s| {
-            let t = Instant::now();
-            (s.name, (s.plan)(facts, host, opts), t)
-        })
-        .collect()
 }
 
 /// Harden one host. Never panics on host data; every failure is a report.
@@ -269,7 +347,7 @@ pub async fn host(ctx: HostCtx, shared: Arc<Shared>) -> HostReport {
     session.close().await;
     let mut report = HostReport::from_steps(&host, steps.reports);
     if let Err(e) = outcome {
-        report.error = Some(e);
+        report.error = Some(one_line(&e));
         if report.status != crate::report::HostStatus::Failed {
             report.status = crate::report::HostStatus::Failed;
         }
@@ -303,7 +381,7 @@ async fn run_steps(
     run: &Run<'_>,
     steps: &mut Steps,
     data: &mut serde_json::Value,
-) -> Result<(), String> {
+) -> Result<(), RunError> {
     let ready = preflight(run, steps, data).await?;
     let plan = plan_all(run, &ready, steps)?;
     if run.opts().check {
@@ -329,7 +407,7 @@ async fn preflight(
     run: &Run<'_>,
     steps: &mut Steps,
     data: &mut serde_json::Value,
-) -> Result<Ready, String> {
+) -> Result<Ready, RunError> {
     let (host, session, opts) = (run.host, run.session, run.opts());
     run.ctx.stage("facts");
     let t = Instant::now();
@@ -337,7 +415,7 @@ async fn preflight(
     data["timings"]["facts_ms"] = json!(t.elapsed().as_millis() as u64);
     let refuse = |steps: &mut Steps, e: StepError| {
         steps.failed(preflight::NAME, &e, t);
-        format!("preflight: {e}")
+        RunError::step(preflight::NAME, e)
     };
     // The vault's secrets go only to the host whose SSH key they belong to (finding 9): a name
     // now pointing at another machine is refused before anything is sent to it.
@@ -351,7 +429,7 @@ async fn preflight(
             Ok(KeyBinding::Unbound) if !opts.check => {
                 vault
                     .bind(&host.name, key)
-                    .map_err(|e| format!("vault: {e}; nothing was changed on the host"))?;
+                    .map_err(|e| RunError::vault(e, Some(UNCHANGED)))?;
                 Some(format!(
                     "the vault's passwords for this host are now bound to host key {key}"
                 ))
@@ -372,11 +450,14 @@ async fn preflight(
     // refuses the host (it would shape commands and fail2ban's configuration).
     for (what, value) in [("conf_dir", &pre.conf_dir), ("log_dir", &pre.log_dir)] {
         if let Some(v) = value
-            && let Err(e) = hostfs::check_host_dir(v)
+            && let Err(source) = hostfs::check_host_dir(v)
         {
-            let e = StepError::Refused(format!(
-                "FreeSWITCH's {what} (global_getvar): {e}; fix FreeSWITCH's -conf/-log settings"
-            ));
+            let e = StepError::HostFs {
+                what: format!(
+                    "FreeSWITCH's {what} (global_getvar; fix FreeSWITCH's -conf/-log settings)"
+                ),
+                source: Box::new(source),
+            };
             return Err(refuse(steps, e));
         }
     }
@@ -463,149 +544,102 @@ async fn remove_stale_stages(session: &Session, facts: &HostFacts, check: bool) 
     })
 }
 
+/// One selected step planned on the controller: its plan (or why it cannot be made), and when
+/// planning began (the report's time of a step that changes nothing).
+struct PlannedStep {
+    name: &'static str,
+    phase: Phase,
+    plan: Result<Box<dyn step::Planned>, Arc<StepError>>,
+    t: Instant,
+}
+
 /// Everything the host needs, planned on the controller before anything changes.
 struct HostPlan {
-    /// The config files to write, all or nothing.
-    edits: Vec<FileEdit>,
-    /// Passwords the edits set, for the vault before the host sees them.
-    new_secrets: Vec<(CredKind, Secret)>,
-    /// The config steps' report lines (their changes are `edits`).
-    config: Vec<(&'static str, StepPlan, Instant)>,
-    /// The Event Socket's file changes (it needs its own reload).
-    esl_changed: bool,
-    /// The SIP profiles to rescan.
-    rescan: Vec<String>,
-    /// The Event Socket FreeSWITCH will run with, and its password.
-    new_es: EventSocket,
-    final_pw: Secret,
-    fs_cli: Option<(FsCliPlan, Instant)>,
-    system: Vec<SystemPlan>,
+    /// The selected steps in registry order.
+    steps: Vec<PlannedStep>,
+    /// The Event Socket FreeSWITCH runs once the plans are applied, and its password.
+    esl: step::EslAfter,
 }
-
-type FsCliPlan = (StepPlan, Vec<fs_cli::Target>);
 
 impl HostPlan {
+    /// The plans that could be made.
+    fn outlines(&self) -> impl Iterator<Item = &StepPlan> {
+        self.steps
+            .iter()
+            .filter_map(|s| s.plan.as_ref().ok())
+            .map(|p| p.outline())
+    }
+
     fn any_change(&self) -> bool {
-        !self.edits.is_empty()
-            || self.fs_cli.as_ref().is_some_and(|((p, _), _)| !p.is_noop())
-            || self
-                .system
-                .iter()
-                .any(|(_, p, _)| p.as_ref().is_ok_and(|p| !p.outline().is_noop()))
+        self.outlines().any(|p| !p.is_noop())
+    }
+
+    /// The config files to write, all or nothing.
+    fn edits(&self) -> Vec<&FileEdit> {
+        step::planned_edits(self.outlines())
+    }
+
+    /// Passwords the edits set, for the vault before the host sees them.
+    fn secrets(&self) -> impl Iterator<Item = &(CredKind, Secret)> {
+        self.outlines().flat_map(|p| p.secrets.iter())
     }
 }
 
-/// Plan every selected step from the facts (pure). A config step that cannot be planned
-/// stops the host; a system step's refusal is reported when it would run.
-fn plan_all(run: &Run<'_>, ready: &Ready, steps: &mut Steps) -> Result<HostPlan, String> {
-    let (host, opts, sel) = (run.host, run.opts(), run.sel());
-    let (facts, pre) = (&ready.facts, &ready.pre);
-    let fail = |steps: &mut Steps, name: &str, e: StepError, t: Instant| {
-        steps.failed(name, &e, t);
-        format!("{name}: {e}")
-    };
-    let mut edits: Vec<FileEdit> = Vec::new();
-    let mut new_secrets: Vec<(CredKind, Secret)> = Vec::new();
-    let mut config: Vec<(&'static str, StepPlan, Instant)> = Vec::new();
-
-    let t = Instant::now();
-    if sel.runs(sip_password::NAME) {
-        let (p, e) = sip_password::plan(facts, opts)
-            .and_then(|(mut p, e)| {
-                let (changes, more) = sip_password::directory_modes(facts)?;
-                p.changes.extend(changes);
-                edits.extend(more);
-                Ok((p, e))
-            })
-            .map_err(|e| fail(steps, sip_password::NAME, e, t))?;
-        if let Some((edit, pw)) = e {
-            edits.push(edit);
-            if let Some(pw) = pw {
-                new_secrets.push((CredKind::SipPassword, pw));
+/// Plan every selected step from the facts (pure), in registry order; each sees the plans
+/// before it. A config or after-reload step that cannot be planned stops the host; a system
+/// step's refusal is reported when it would run.
+fn plan_all(run: &Run<'_>, ready: &Ready, steps: &mut Steps) -> Result<HostPlan, RunError> {
+    let mut planned: Vec<PlannedStep> = Vec::new();
+    for e in step::REGISTRY.iter().filter(|e| run.sel().runs(e.name)) {
+        let t = Instant::now();
+        let before: Vec<&StepPlan> = planned
+            .iter()
+            .filter_map(|s| s.plan.as_ref().ok())
+            .map(|p| p.outline())
+            .collect();
+        let plan = (e.plan)(&PlanInput {
+            facts: &ready.facts,
+            host: run.host,
+            opts: run.opts(),
+            pre: &ready.pre,
+            before: &before,
+        });
+        let plan = match (e.phase, plan) {
+            (Phase::System, p) | (_, p @ Ok(_)) => p.map_err(Arc::new),
+            (_, Err(err)) => {
+                steps.failed(e.name, &err, t);
+                return Err(RunError::step(e.name, err));
             }
-        }
-        config.push((sip_password::NAME, p, t));
+        };
+        planned.push(PlannedStep {
+            name: e.name,
+            phase: e.phase,
+            plan,
+            t,
+        });
     }
-    let t = Instant::now();
-    let esl_plan =
-        event_socket::plan(facts, opts).map_err(|e| fail(steps, event_socket::NAME, e, t))?;
-    let mut esl_changed = false;
-    if sel.runs(event_socket::NAME) {
-        if let Some(edit) = esl_plan.edit.clone() {
-            esl_changed = edit.content_changed();
-            edits.push(edit);
-        }
-        if let Some(pw) = esl_plan.new_password.clone() {
-            new_secrets.push((CredKind::EslPassword, pw));
-        }
-        config.push((event_socket::NAME, esl_plan.plan.clone(), t));
-    }
-    let t = Instant::now();
-    let mut rescan = Vec::new();
-    if sel.runs(auth_logging::NAME) {
-        let p = auth_logging::plan(facts).map_err(|e| fail(steps, auth_logging::NAME, e, t))?;
-        edits.extend(p.edits);
-        rescan = p.rescan;
-        config.push((auth_logging::NAME, p.plan, t));
-    }
-    // The Event Socket FreeSWITCH will run with, and its password.
-    let (new_es, final_pw) = match (esl_changed, &esl_plan.edit) {
-        (true, Some(_)) => (esl_plan.after.clone(), esl_plan.after.password.clone()),
-        // Stale: FreeSWITCH still runs a vault password; after the reload it takes the file's.
-        _ if pre.stale => (pre.esl.clone(), pre.esl.password.clone()),
-        _ => (
-            pre.esl.clone(),
-            pre.live_password
-                .clone()
-                .unwrap_or_else(|| pre.esl.password.clone()),
-        ),
-    };
-    // fs_cli's config names where FreeSWITCH listens: after an Event Socket reload, the file's
-    // (fsfleet's) address; otherwise the listener preflight proved to be FreeSWITCH's, never a
-    // listen-ip nobody proved (it may point at another user's listener).
-    let mut cli_es = new_es.clone();
-    let esl_reloads =
-        esl_changed || pre.stale || pre.live_password.as_ref().is_some_and(|l| *l != final_pw);
-    if !esl_reloads && let Some(t) = &pre.target {
-        cli_es.listen_ip = t.address.clone();
-    }
-    let t = Instant::now();
-    let fs_cli = if sel.runs(fs_cli::NAME) {
-        let p = fs_cli::plan(facts, host, &cli_es, &final_pw)
-            .map_err(|e| fail(steps, fs_cli::NAME, e, t))?;
-        Some((p, t))
-    } else {
-        None
-    };
+    let esl = step::esl_after(
+        &ready.pre,
+        planned
+            .iter()
+            .filter_map(|s| s.plan.as_ref().ok())
+            .map(|p| p.outline()),
+    );
     Ok(HostPlan {
-        edits,
-        new_secrets,
-        config,
-        esl_changed,
-        rescan,
-        new_es,
-        final_pw,
-        fs_cli,
-        system: plan_system(facts, host, opts, sel),
+        steps: planned,
+        esl,
     })
 }
 
 /// `--check`: every plan as a report line, and whether FreeSWITCH would be reloaded.
 fn render_check(ready: &Ready, plan: &HostPlan, steps: &mut Steps) {
-    for (name, p, t) in &plan.config {
-        steps.planned(name, p, true, *t);
-    }
-    for (name, p, t) in &plan.system {
-        match p {
-            Ok(p) => steps.planned(name, p.outline(), true, *t),
-            Err(e) => steps.failed(name, e, *t),
+    for s in &plan.steps {
+        match &s.plan {
+            Ok(p) => steps.planned(s.name, p.outline(), true, s.t),
+            Err(e) => steps.failed(s.name, e, s.t),
         }
     }
-    if let Some(((p, _), t)) = &plan.fs_cli {
-        steps.planned(fs_cli::NAME, p, true, *t);
-    }
-    let planned: Vec<&FileEdit> = plan.edits.iter().collect();
-    if reload_needs_of(ready, plan, &planned).any() {
+    if reload_needs_of(ready, plan).any() {
         steps.push(
             reload::NAME,
             StepStatus::Changed,
@@ -616,28 +650,26 @@ fn render_check(ready: &Ready, plan: &HostPlan, steps: &mut Steps) {
     }
 }
 
-/// The reloads `plan` needs once `written` are on the host.
-fn reload_needs_of(ready: &Ready, plan: &HostPlan, written: &[&FileEdit]) -> reload::Needs {
+/// The reloads the plans need once their edits are on the host.
+fn reload_needs_of(ready: &Ready, plan: &HostPlan) -> reload::Needs {
     reload_needs(
         &ready.facts,
-        written,
-        plan.rescan.clone(),
-        plan.esl_changed,
+        step::planned_reloads(plan.outlines()),
         ready.interrupted,
         &ready.pre,
-        &plan.final_pw,
+        &plan.esl.password,
     )
 }
 
 /// Make the planned changes: backup, secrets to the vault, config files, system steps, reload,
-/// fs_cli. Returns the reloads the changes needed.
+/// then the steps that need the reloaded FreeSWITCH. Returns the reloads the changes needed.
 async fn apply_all(
     run: &Run<'_>,
     ready: &Ready,
     plan: &HostPlan,
     steps: &mut Steps,
     data: &mut serde_json::Value,
-) -> Result<reload::Needs, String> {
+) -> Result<reload::Needs, RunError> {
     let sctx = StepCtx {
         host: run.host,
         session: run.session,
@@ -649,15 +681,56 @@ async fn apply_all(
     backup_if_changing(run, &sctx, ready, plan, steps, data).await?;
     pending_secrets_to_vault(run, ready, plan, data).await?;
     let written = write_configs(run, ready, plan, steps).await?;
-    // packages, fail2ban, firewall: a failure here restores the config files (no reload yet)
-    if let Err(e) = apply_system(&sctx, &plan.system, steps).await {
+    // A failure of a system step restores the config files (no reload yet).
+    let before_reload = |p: Phase| p != Phase::AfterReload;
+    if let Err(e) = apply_steps(run, &sctx, plan, before_reload, steps).await {
         let restored = restore(run.session, &written).await;
-        return Err(format!("{e}; {restored}"));
+        return Err(e.then(restored));
     }
-    let needs = reload_needs_of(ready, plan, &written);
+    let needs = reload_needs_of(ready, plan);
     reload_freeswitch(run, ready, plan, &needs, steps).await?;
-    write_fs_cli(run, plan, steps).await?;
+    apply_steps(run, &sctx, plan, |p| p == Phase::AfterReload, steps).await?;
     Ok(needs)
+}
+
+/// Apply the planned steps of the phases `which` selects, in registry order; the first failure
+/// stops them. A config step's edits are written by then: its report says so.
+async fn apply_steps(
+    run: &Run<'_>,
+    ctx: &StepCtx<'_>,
+    plan: &HostPlan,
+    which: impl Fn(Phase) -> bool,
+    steps: &mut Steps,
+) -> Result<(), RunError> {
+    for s in plan.steps.iter().filter(|s| which(s.phase)) {
+        let p = match &s.plan {
+            Ok(p) => p,
+            Err(e) => {
+                // A system step's refusal is reported when the step would run.
+                steps.failed(s.name, e, s.t);
+                return Err(RunError::Step {
+                    step: s.name,
+                    source: Arc::clone(e),
+                    outcome: None,
+                });
+            }
+        };
+        let outline = p.outline();
+        if outline.is_noop() {
+            steps.planned(s.name, outline, false, s.t);
+            continue;
+        }
+        run.ctx.stage(s.name);
+        let t = Instant::now();
+        match p.apply(ctx).await {
+            Ok(ev) => steps.applied(s.name, outline, ev, t),
+            Err(e) => {
+                steps.failed(s.name, &e, t);
+                return Err(RunError::step(s.name, e));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The backup, before the first change.
@@ -668,17 +741,15 @@ async fn backup_if_changing(
     plan: &HostPlan,
     steps: &mut Steps,
     data: &mut serde_json::Value,
-) -> Result<(), String> {
+) -> Result<(), RunError> {
     if !plan.any_change() {
         steps.skipped(backup::NAME, "nothing changes");
         return Ok(());
     }
     run.ctx.stage("backup");
     let t = Instant::now();
-    let mut paths: Vec<String> = plan.edits.iter().map(|e| e.path.clone()).collect();
-    if let Some(((_, targets), _)) = &plan.fs_cli {
-        paths.extend(targets.iter().filter(|t| t.existed).map(|t| t.path.clone()));
-    }
+    let mut paths: Vec<String> = plan.edits().iter().map(|e| e.path.clone()).collect();
+    paths.extend(plan.outlines().flat_map(|p| p.backup.iter().cloned()));
     match backup::apply(sctx, &ready.conf_dir, &paths).await {
         Ok((dir, ev)) => {
             data["backup"] = json!(dir);
@@ -693,7 +764,7 @@ async fn backup_if_changing(
         }
         Err(e) => {
             steps.failed(backup::NAME, &e, t);
-            Err(format!("backup: {e}; nothing was changed"))
+            Err(RunError::step(backup::NAME, e).then(UNCHANGED.into()))
         }
     }
 }
@@ -706,14 +777,14 @@ async fn pending_secrets_to_vault(
     ready: &Ready,
     plan: &HostPlan,
     data: &mut serde_json::Value,
-) -> Result<(), String> {
-    if plan.new_secrets.is_empty() {
+) -> Result<(), RunError> {
+    if plan.secrets().next().is_none() {
         return Ok(());
     }
     let (host, key) = (run.host, run.session.host_key());
     let mut vault = run.shared.vault.lock().await;
     let current_sip = sip_password_in(&ready.facts);
-    for (kind, _) in &plan.new_secrets {
+    for (kind, _) in plan.secrets() {
         let current = match kind {
             CredKind::EslPassword => ready.pre.live_password.clone(),
             CredKind::SipPassword => current_sip.clone(),
@@ -721,20 +792,15 @@ async fn pending_secrets_to_vault(
         if let Some(cur) = current {
             vault
                 .set_active(&host.name, key, *kind, &cur, run.run_id)
-                .map_err(|e| format!("vault: {e}; nothing was changed on the host"))?;
+                .map_err(|e| RunError::vault(e, Some(UNCHANGED)))?;
         }
     }
-    for (kind, pw) in &plan.new_secrets {
+    for (kind, pw) in plan.secrets() {
         vault
             .set_pending(&host.name, key, *kind, pw, run.run_id)
-            .map_err(|e| format!("vault: {e}; nothing was changed on the host"))?;
+            .map_err(|e| RunError::vault(e, Some(UNCHANGED)))?;
     }
-    data["rotated"] = json!(
-        plan.new_secrets
-            .iter()
-            .map(|(k, _)| k.as_str())
-            .collect::<Vec<_>>()
-    );
+    data["rotated"] = json!(plan.secrets().map(|(k, _)| k.as_str()).collect::<Vec<_>>());
     Ok(())
 }
 
@@ -754,9 +820,9 @@ async fn write_configs<'p>(
     ready: &Ready,
     plan: &'p HostPlan,
     steps: &mut Steps,
-) -> Result<Vec<&'p FileEdit>, String> {
+) -> Result<Vec<&'p FileEdit>, RunError> {
     run.ctx.stage("config");
-    let written: Vec<&FileEdit> = plan.edits.iter().collect();
+    let written = plan.edits();
     if !written.is_empty() {
         // The config dir must be root's or FreeSWITCH's (checked on the host, in the same
         // batch, before anything is staged).
@@ -767,8 +833,8 @@ async fn write_configs<'p>(
             owners: &owners,
         }];
         ops.extend(written.iter().map(|e| write_op(e, false)));
-        if let Err(e) = hostfs::apply(run.session, &ops).await {
-            let msg = match &e {
+        if let Err(source) = hostfs::apply(run.session, &ops).await {
+            let outcome = match &source {
                 // The directory's owner made a rename fail after others: put those back.
                 hostfs::HostFsError::Partial { written: done, .. } => {
                     let back: Vec<&FileEdit> = written
@@ -776,19 +842,19 @@ async fn write_configs<'p>(
                         .filter(|w| done.contains(&w.path))
                         .copied()
                         .collect();
-                    let restored = restore(run.session, &back).await;
-                    format!("writing the config files failed: {e}; {restored}")
+                    restore(run.session, &back).await
                 }
-                _ => format!("writing the config files failed: {e}; no config file was changed"),
+                _ => "no config file was changed".into(),
             };
-            for (name, _, t) in &plan.config {
-                steps.push(name, StepStatus::Failed, msg.clone(), vec![], *t);
+            let e = RunError::Write {
+                source: Box::new(source),
+                outcome,
+            };
+            for s in plan.steps.iter().filter(|s| s.phase == Phase::Config) {
+                steps.push(s.name, StepStatus::Failed, one_line(&e), vec![], s.t);
             }
-            return Err(msg);
+            return Err(e);
         }
-    }
-    for (name, p, t) in &plan.config {
-        steps.planned(name, p, false, *t);
     }
     Ok(written)
 }
@@ -800,7 +866,7 @@ async fn reload_freeswitch(
     plan: &HostPlan,
     needs: &reload::Needs,
     steps: &mut Steps,
-) -> Result<(), String> {
+) -> Result<(), RunError> {
     let t = Instant::now();
     if !run.sel().runs(reload::NAME) {
         steps.skipped(
@@ -827,7 +893,7 @@ async fn reload_freeswitch(
         return Ok(());
     };
     run.ctx.stage("reload");
-    match reload::apply(run.session, needs, &ready.pre.esl, &old_pw, &plan.new_es).await {
+    match reload::apply(run.session, needs, &ready.pre.esl, &old_pw, &plan.esl.es).await {
         Ok(ev) => {
             steps.push(
                 reload::NAME,
@@ -840,38 +906,8 @@ async fn reload_freeswitch(
         }
         Err(e) => {
             steps.failed(reload::NAME, &e, t);
-            Err(format!(
-                "reload: {e} (the vault holds every password this host may use)"
-            ))
-        }
-    }
-}
-
-/// fs_cli's configs, once FreeSWITCH runs the Event Socket they name.
-async fn write_fs_cli(run: &Run<'_>, plan: &HostPlan, steps: &mut Steps) -> Result<(), String> {
-    let Some(((p, targets), t)) = &plan.fs_cli else {
-        return Ok(());
-    };
-    if p.is_noop() {
-        steps.planned(fs_cli::NAME, p, false, *t);
-        return Ok(());
-    }
-    run.ctx.stage("fs-cli");
-    let t = Instant::now();
-    match fs_cli::apply(run.session, targets).await {
-        Ok(ev) => {
-            steps.push(
-                fs_cli::NAME,
-                StepStatus::Changed,
-                p.changes.join("; "),
-                ev,
-                t,
-            );
-            Ok(())
-        }
-        Err(e) => {
-            steps.failed(fs_cli::NAME, &e, t);
-            Err(format!("fs-cli: {e}"))
+            Err(RunError::step(reload::NAME, e)
+                .then("the vault holds every password this host may use".into()))
         }
     }
 }
@@ -883,7 +919,7 @@ async fn verify(
     plan: &HostPlan,
     needs: &reload::Needs,
     steps: &mut Steps,
-) -> Result<(), String> {
+) -> Result<(), RunError> {
     let (sel, pre) = (run.sel(), &ready.pre);
     if !sel.runs(verify::NAME) {
         steps.skipped(
@@ -911,16 +947,25 @@ async fn verify(
     // prove falls back to the full verify.
     let unchanged = !plan.any_change()
         && !needs.any()
-        && plan.new_secrets.is_empty()
+        && plan.secrets().next().is_none()
         && pre.live_password.as_ref() == Some(&pre.esl.password);
     let quick = if unchanged {
-        verify::from_facts(&ready.facts, &plan.new_es, &checks)
+        verify::from_facts(&ready.facts, &plan.esl.es, &checks)
     } else {
         None
     };
     let verified = match quick {
         Some(ev) => Ok(ev),
-        None => verify::apply(run.session, run.host, &plan.new_es, &plan.final_pw, &checks).await,
+        None => {
+            verify::apply(
+                run.session,
+                run.host,
+                &plan.esl.es,
+                &plan.esl.password,
+                &checks,
+            )
+            .await
+        }
     };
     match verified {
         Ok(ev) => steps.push(
@@ -932,7 +977,7 @@ async fn verify(
         ),
         Err(e) => {
             steps.failed(verify::NAME, &e, t);
-            return Err(format!("verify: {e}"));
+            return Err(RunError::step(verify::NAME, e));
         }
     }
     confirm_in_vault(run, ready, plan).await
@@ -940,13 +985,9 @@ async fn verify(
 
 /// What the host verifiably uses now goes to the vault as active (pending values it did not
 /// take are dropped), so the vault can always let the operator in.
-async fn confirm_in_vault(run: &Run<'_>, ready: &Ready, plan: &HostPlan) -> Result<(), String> {
+async fn confirm_in_vault(run: &Run<'_>, ready: &Ready, plan: &HostPlan) -> Result<(), RunError> {
     let (host, key) = (run.host, run.session.host_key());
-    let sip_now = match plan
-        .new_secrets
-        .iter()
-        .find(|(k, _)| *k == CredKind::SipPassword)
-    {
+    let sip_now = match plan.secrets().find(|(k, _)| *k == CredKind::SipPassword) {
         Some((_, pw)) => Some(pw.clone()),
         None => sip_password_in(&ready.facts),
     };
@@ -956,26 +997,25 @@ async fn confirm_in_vault(run: &Run<'_>, ready: &Ready, plan: &HostPlan) -> Resu
             &host.name,
             key,
             CredKind::EslPassword,
-            &plan.final_pw,
+            &plan.esl.password,
             run.run_id,
         )
-        .map_err(|e| format!("vault: {e}"))?;
+        .map_err(|e| RunError::vault(e, None))?;
     if let Some(pw) = sip_now {
         vault
             .confirm(&host.name, key, CredKind::SipPassword, &pw, run.run_id)
-            .map_err(|e| format!("vault: {e}"))?;
+            .map_err(|e| RunError::vault(e, None))?;
     }
     Ok(())
 }
 
-/// The reloads the changes need. A run that was interrupted (the vault still holds a pending
-/// password for the host) may have written files without reloading them: reload everything. A
-/// running Event Socket password that differs from the file's means the same.
+/// The reloads the changes need: what the plans declare. A run that was interrupted (the vault
+/// still holds a pending password for the host) may have written files without reloading them:
+/// reload everything. A running Event Socket password that differs from the file's means the
+/// same for the Event Socket.
 fn reload_needs(
     facts: &HostFacts,
-    written: &[&FileEdit],
-    rescan: Vec<String>,
-    esl_changed: bool,
+    planned: reload::Needs,
     interrupted: bool,
     pre: &preflight::Preflight,
     file_pw: &Secret,
@@ -1001,11 +1041,8 @@ fn reload_needs(
         };
     }
     reload::Needs {
-        reloadxml: written
-            .iter()
-            .any(|e| e.content_changed() && !e.path.ends_with(event_socket::FILE)),
-        rescan,
-        event_socket: esl_changed || esl_stale,
+        event_socket: planned.event_socket || esl_stale,
+        ..planned
     }
 }
 
@@ -1037,40 +1074,6 @@ async fn restore(session: &Session, written: &[&FileEdit]) -> String {
             "RESTORE FAILED ({e}): the new config files stay; restore them from the backup by hand"
         ),
     }
-}
-
-/// Apply the system steps in order; the first failure stops them.
-async fn apply_system(
-    ctx: &StepCtx<'_>,
-    plans: &[SystemPlan],
-    steps: &mut Steps,
-) -> Result<(), String> {
-    for (name, plan, t) in plans {
-        let plan = match plan {
-            Ok(p) => p,
-            Err(e) => {
-                steps.failed(name, e, *t);
-                return Err(format!("{name}: {e}"));
-            }
-        };
-        let outline = plan.outline();
-        if outline.is_noop() {
-            steps.planned(name, outline, false, *t);
-            continue;
-        }
-        let t = Instant::now();
-        match plan.apply(ctx).await {
-            Ok(mut ev) => {
-                ev.extend(outline.warnings.iter().map(|w| format!("warning: {w}")));
-                steps.push(name, StepStatus::Changed, outline.changes.join("; "), ev, t);
-            }
-            Err(e) => {
-                steps.failed(name, &e, t);
-                return Err(format!("{name}: {e}"));
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -1132,7 +1135,8 @@ mod tests {
     }
 
     use super::*;
-    use crate::harden::{Meta, packages};
+    use crate::harden::{Meta, auth_logging, event_socket, fs_cli, packages, sip_password};
+    use crate::model::EventSocket;
 
     fn names(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
@@ -1151,7 +1155,9 @@ mod tests {
             (names(&["firewal"]), vec![], "firewal"),
             (vec![], names(&["fail2ban,Reload"]), "Reload"),
         ] {
-            let e = Selection::new(&skip, &only).unwrap_err();
+            let err = Selection::new(&skip, &only).unwrap_err();
+            assert_eq!(err, SelectionError::Unknown { name: bad.into() });
+            let e = err.to_string();
             assert!(e.starts_with(&format!("unknown step {bad:?}")), "{e}");
             assert!(
                 e.ends_with(&format!("the steps are: {}", STEPS.join(", "))),
@@ -1178,7 +1184,9 @@ mod tests {
 
     #[test]
     fn preflight_cannot_be_skipped_and_always_runs() {
-        let e = Selection::new(&names(&["firewall,preflight"]), &[]).unwrap_err();
+        let err = Selection::new(&names(&["firewall,preflight"]), &[]).unwrap_err();
+        assert_eq!(err, SelectionError::Preflight);
+        let e = err.to_string();
         assert!(e.starts_with("preflight cannot be skipped"), "{e}");
         // --only never leaves preflight (nor the backup before a change) out.
         let sel = Selection::new(&[], &names(&["firewall"])).unwrap();
@@ -1233,8 +1241,65 @@ mod tests {
         assert_eq!(ran, [preflight::NAME, backup::NAME, fail2ban::NAME]);
 
         // The backup is taken whenever something changes: --skip backup is refused, not ignored.
-        let e = Selection::new(&names(&["backup"]), &[]).unwrap_err();
+        let err = Selection::new(&names(&["backup"]), &[]).unwrap_err();
+        assert_eq!(err, SelectionError::Backup);
+        let e = err.to_string();
         assert!(e.starts_with("backup cannot be skipped"), "{e}");
+    }
+
+    #[test]
+    fn run_errors_keep_their_context_and_source() {
+        use std::error::Error;
+        let bad = hostfs::check_path("/etc/../shadow").unwrap_err();
+        let bad_text = bad.to_string();
+        let e = RunError::step(
+            backup::NAME,
+            StepError::HostFs {
+                what: "writing the backup".into(),
+                source: Box::new(bad),
+            },
+        )
+        .then(UNCHANGED.into());
+        assert_eq!(
+            e.to_string(),
+            format!("backup: writing the backup: {bad_text}; nothing was changed on the host")
+        );
+        let step = e.source().expect("the step's error");
+        assert!(step.to_string().starts_with("writing the backup: "));
+        let root = step.source().expect("the hostfs error");
+        assert!(root.downcast_ref::<Box<hostfs::HostFsError>>().is_some());
+        assert_eq!(root.to_string(), bad_text);
+        // A vault failure says whether the host was touched; `then` only adds to step errors.
+        let v = RunError::vault(
+            VaultError::Io {
+                path: "/v".into(),
+                source: std::io::Error::other("disk full"),
+            },
+            Some(UNCHANGED),
+        )
+        .then("ignored".into());
+        assert!(
+            v.to_string().ends_with("; nothing was changed on the host"),
+            "{v}"
+        );
+        assert!(v.source().is_some());
+        // The report's line carries every cause once, also one a message leaves to the chain.
+        assert_eq!(one_line(&v), v.to_string());
+        let json = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
+        let json_text = json.to_string();
+        let v = RunError::vault(
+            VaultError::Unparsable {
+                path: "/v".into(),
+                source: json,
+            },
+            None,
+        );
+        assert!(!v.to_string().contains(&json_text));
+        assert!(
+            one_line(&v).ends_with(&format!(": {json_text}")),
+            "{}",
+            one_line(&v)
+        );
     }
 
     const FILE_PW: &str = "Z8fsfleetFilePassword1";
@@ -1283,6 +1348,8 @@ mod tests {
         }
     }
 
+    /// The reloads of plans that wrote `written` (each edit as the step that makes it declares
+    /// its reloads), rescan `rescan` and change the Event Socket (`esl_changed`).
     fn needs(
         written: &[&FileEdit],
         rescan: &[&str],
@@ -1290,15 +1357,94 @@ mod tests {
         interrupted: bool,
         pre: &preflight::Preflight,
     ) -> reload::Needs {
+        let mut plans: Vec<StepPlan> = written
+            .iter()
+            .map(|e| {
+                let edits = vec![(*e).clone()];
+                let reload = if e.path.ends_with(event_socket::FILE) {
+                    reload::Needs {
+                        event_socket: e.content_changed(),
+                        ..Default::default()
+                    }
+                } else {
+                    reload::Needs::xml_for(&edits)
+                };
+                StepPlan {
+                    edits,
+                    reload,
+                    ..Default::default()
+                }
+            })
+            .collect();
+        plans.push(StepPlan {
+            reload: reload::Needs {
+                rescan: names(rescan),
+                event_socket: esl_changed,
+                ..Default::default()
+            },
+            ..Default::default()
+        });
         reload_needs(
             &HostFacts::stock(),
-            written,
-            names(rescan),
-            esl_changed,
+            step::planned_reloads(&plans),
             interrupted,
             pre,
             &Secret::new(FILE_PW),
         )
+    }
+
+    /// The registry's plans on `f` that could be made (the system steps need facts a
+    /// config-only host does not have).
+    fn plan_registry(f: &HostFacts, opts: &HardenOptions) -> Vec<StepPlan> {
+        let host = crate::harden::context::test_host("pbx");
+        step::plan_model_only(f, &host, opts)
+            .into_iter()
+            .filter_map(|(_, p)| p.ok())
+            .collect()
+    }
+
+    #[test]
+    fn the_steps_declare_the_reloads_of_their_edits() {
+        // Stock: every config step changes a file; the reloads are the union of theirs.
+        let plans = plan_registry(&HostFacts::stock(), &HardenOptions::default());
+        let pre = preflight_with(Some(FILE_PW), false);
+        let n = reload_needs(
+            &HostFacts::stock(),
+            step::planned_reloads(&plans),
+            false,
+            &pre,
+            &Secret::new(FILE_PW),
+        );
+        let every_profile = set(&["internal", "external", "internal-ipv6", "external-ipv6"]);
+        assert_eq!(shape(&n), (true, every_profile, true));
+        let secrets: Vec<CredKind> = plans
+            .iter()
+            .flat_map(|p| p.secrets.iter().map(|(k, _)| *k))
+            .collect();
+        assert_eq!(secrets, [CredKind::SipPassword, CredKind::EslPassword]);
+        // fs-cli writes what FreeSWITCH runs after the reload: the new Event Socket password.
+        let after = step::esl_after(&pre, &plans);
+        assert!(after.reloads);
+        assert_eq!(after.es.listen_ip, "127.0.0.1");
+        assert_ne!(after.password.expose(), "ClueCon");
+
+        // Only modes change (a strong password in a world-readable vars.xml): sip-password
+        // edits the file and declares no reload.
+        let text = format!(
+            "<X-PRE-PROCESS cmd=\"set\" data=\"default_password={}\"/>\n",
+            "Ab3".repeat(8)
+        );
+        let mut f = HostFacts::stock();
+        if let Some(v) = f.files.files.get_mut("/etc/freeswitch/vars.xml") {
+            v.content = Some(text.into_bytes());
+            v.mode = 0o644;
+        }
+        let plans = plan_registry(&f, &HardenOptions::default());
+        let sip = plans.first().unwrap();
+        assert_eq!(sip.edits.len(), 1, "{:?}", sip.changes);
+        assert!(sip.secrets.is_empty() && !sip.reload.any());
+        // The others still declare theirs.
+        assert_eq!(step::planned_reloads(&plans).rescan.len(), 4);
     }
 
     fn shape(n: &reload::Needs) -> (bool, BTreeSet<String>, bool) {

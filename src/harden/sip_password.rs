@@ -4,14 +4,39 @@
 //! byte stay. The new password is generated on the controller and goes to the vault before the
 //! file is written (the orchestrator does that).
 
-use super::{FileEdit, HardenOptions, HostFacts, StepError, StepPlan};
+use super::step::{self, PlanInput};
+use super::{FileEdit, HardenOptions, HostFacts, Probes, StepError, StepPlan, reload};
 use crate::conf::{self, diff, vars};
+use crate::inventory::Host;
 use crate::model::{self, HostModel};
 use crate::secret::Secret;
-use crate::vault;
+use crate::vault::{self, CredKind};
 
 pub const NAME: &str = "sip-password";
 const VAR: &str = model::DEFAULT_PASSWORD_VAR;
+
+/// The step in the registry: its edits go out in the config write, so `apply` has nothing left.
+pub struct SipPassword;
+step::config_step!(SipPassword);
+
+/// vars.xml's password and the directory files' modes, with the secret and reload they bring.
+pub fn step_plan(input: &PlanInput<'_>) -> Result<StepPlan, StepError> {
+    let (mut outline, rotation) = plan(input.facts, input.opts)?;
+    let (changes, dir_edits) = directory_modes(input.facts)?;
+    outline.changes.extend(changes);
+    outline.edits.extend(dir_edits);
+    if let Some((edit, pw)) = rotation {
+        outline.edits.push(edit);
+        outline
+            .secrets
+            .extend(pw.map(|pw| (CredKind::SipPassword, pw)));
+    }
+    outline.reload = reload::Needs::xml_for(&outline.edits);
+    Ok(outline)
+}
+
+/// vars.xml and the directory are config files, read for every run.
+pub fn probes(_p: &mut Probes, _host: &Host) {}
 
 /// The edit of vars.xml and the new password (None when only owner or mode change).
 pub type Rotation = (FileEdit, Option<Secret>);
@@ -23,14 +48,11 @@ pub fn plan(
     opts: &HardenOptions,
 ) -> Result<(StepPlan, Option<Rotation>), StepError> {
     let (path, text) = f.conf_text("vars.xml")?;
-    let current = HostModel::new(f)
-        .default_password()
-        .map_err(|e| StepError::Refused(crate::errors::chain(&e)))?
-        .ok_or_else(|| {
-            StepError::Refused(format!(
-                "{path} sets no {VAR}; add `<X-PRE-PROCESS cmd=\"set\" data=\"{VAR}=...\"/>` by hand"
-            ))
-        })?;
+    let current = HostModel::new(f).default_password()?.ok_or_else(|| {
+        StepError::Refused(format!(
+            "{path} sets no {VAR}; add `<X-PRE-PROCESS cmd=\"set\" data=\"{VAR}=...\"/>` by hand"
+        ))
+    })?;
     let mut plan = StepPlan::default();
     let why = if let Some(why) = model::password_weakness(current.expose()) {
         Some(why.as_str())
@@ -42,9 +64,10 @@ pub fn plan(
     let (out, new) = match why {
         Some(why) => {
             let new = vault::generate_password(vault::PASSWORD_LEN);
-            match vars::set_var(text, VAR, new.expose())
-                .map_err(|e| StepError::Refused(format!("{path}: {e}")))?
-            {
+            match vars::set_var(text, VAR, new.expose()).map_err(|source| StepError::Edit {
+                path: path.to_string(),
+                source,
+            })? {
                 Some(out) => {
                     plan.changes
                         .push(format!("rotate {VAR} in {path} (was {why})"));

@@ -3,13 +3,19 @@
 //! - the fail2ban jail's ports, the firewall's SIP/TLS/RTP rules and the evidence of audit
 //!   FS-SIP-06 / FS-FW-03 name the same ports (and the ones FreeSWITCH would use);
 //! - password area: harden plans no rotation iff FS-SIP-01 / FS-ESL-01 pass, and after harden's
-//!   edit both pass and a new plan rotates nothing.
+//!   edit both pass and a new plan rotates nothing;
+//! - auth-logging area: harden turns `log-auth-failures` on iff FS-SIP-02 fails;
+//! - Event Socket address: harden binds it iff FS-ESL-02 fails (loopback `::1` included);
+//! - the whole plan: after harden's edits (and ufw as the firewall step leaves it) every
+//!   baseline control the model can decide passes, and a new plan changes nothing.
 
 use std::collections::BTreeSet;
 
 use crate::audit::evidence::testing::{edit, evidence, stock_files, ufw_files};
 use crate::audit::{EslProbe, Evidence, Finding, Live, Status, catalogue};
-use crate::harden::{HardenOptions, event_socket, fail2ban, firewall, sip_password};
+use crate::harden::{
+    FileEdit, HardenOptions, auth_logging, event_socket, fail2ban, firewall, sip_password, step,
+};
 
 type Files = Vec<(String, String)>;
 
@@ -529,13 +535,14 @@ fn firewall_after_harden_passes_and_replans_nothing() {
 
 /// Event Socket area, where the listen address is concerned: harden binds the Event Socket to
 /// 127.0.0.1 iff FS-ESL-02 fails on the config (nothing listening yet, so only the config
-/// speaks). `::1` is left out: the audit passes it (loopback) while harden still moves it to
-/// 127.0.0.1, FreeSWITCH's IPv4 loopback that works without IPv6 (FACTS §2).
+/// speaks). `::1` is loopback only: both leave it (a host configured so already runs FreeSWITCH
+/// on IPv6 loopback, and preflight, reload, verify and fs_cli use that address).
 #[test]
 fn harden_binds_the_event_socket_iff_the_audit_fails_its_address() {
     let opts = HardenOptions::default();
     // (listen-ip, listen-port, whether FreeSWITCH then listens beyond loopback)
     for (ip, port, exposed) in [
+        ("::1", "8021", false),
         ("::", "8021", true),
         ("0.0.0.0", "8021", true),
         ("192.168.1.20", "8021", true),
@@ -564,5 +571,190 @@ fn harden_binds_the_event_socket_iff_the_audit_fails_its_address() {
         assert_eq!(binds, f.status == Status::Fail, "{ip}: {:?}", f.evidence);
         assert_eq!(binds, exposed, "{ip}");
         assert_eq!(ev.esl_port(), port.parse::<u16>().unwrap(), "{ip}");
+    }
+}
+
+/// Auth-logging area: harden turns `log-auth-failures` on iff FS-SIP-02 fails, on every variant
+/// and on values FreeSWITCH takes as true without the word `true`; afterwards both agree it is on.
+#[test]
+fn harden_turns_on_auth_logging_iff_the_audit_fails_it() {
+    type Change = fn(&mut Files);
+    let profiles: [&str; 4] = [
+        "sip_profiles/internal.xml",
+        "sip_profiles/external.xml",
+        "sip_profiles/internal-ipv6.xml",
+        "sip_profiles/external-ipv6.xml",
+    ];
+    // By text after fsfleet's editor: it refuses to write `$${..}` itself.
+    fn every_profile(f: &mut Files, value: &str) {
+        for (rel, t) in f.iter_mut() {
+            if rel.starts_with("sip_profiles/") {
+                let on = crate::conf::xml::set_param(t, "log-auth-failures", "true")
+                    .unwrap()
+                    .unwrap_or_else(|| t.clone());
+                *t = on.replace(
+                    "name=\"log-auth-failures\" value=\"true\"",
+                    &format!("name=\"log-auth-failures\" value=\"{value}\""),
+                );
+            }
+        }
+    }
+    let mut cases: Vec<(&str, Change)> =
+        variants().into_iter().map(|v| (v.name, v.change)).collect();
+    cases.extend([
+        ("on everywhere", (|f| every_profile(f, "true")) as Change),
+        ("yes everywhere", |f| every_profile(f, "yes")),
+        ("through a variable set to on", |f| {
+            add_var(f, "laf", "on");
+            every_profile(f, "$${laf}");
+        }),
+        ("through a variable set to false", |f| {
+            add_var(f, "laf", "false");
+            every_profile(f, "$${laf}");
+        }),
+        ("on only in a comment", |f| {
+            every_profile(f, "true");
+            edit(f, INTERNAL, |t| {
+                t.replace(
+                    "<param name=\"log-auth-failures\" value=\"true\"/>",
+                    "<!-- <param name=\"log-auth-failures\" value=\"true\"/> -->",
+                )
+            });
+        }),
+        ("off in one profile", |f| {
+            every_profile(f, "true");
+            edit(f, "sip_profiles/external.xml", |t| {
+                t.replace(
+                    "name=\"log-auth-failures\" value=\"true\"",
+                    "name=\"log-auth-failures\" value=\"0\"",
+                )
+            });
+        }),
+    ]);
+    for (name, change) in cases {
+        let mut files = stock_files();
+        change(&mut files);
+        assert!(
+            profiles.iter().all(|p| files.iter().any(|(r, _)| r == p)),
+            "{name}"
+        );
+        let mut ev = evidence(&files, &[], Live::default());
+        let p = auth_logging::plan(&ev.facts).unwrap();
+        let f = eval("FS-SIP-02", &ev);
+        assert_ne!(f.status, Status::Error, "{name}: {:?}", f.evidence);
+        assert_eq!(
+            !p.plan.is_noop(),
+            f.status == Status::Fail,
+            "{name}: harden {:?} vs FS-SIP-02 {:?}",
+            p.plan.changes,
+            f.evidence
+        );
+        ev.facts = std::mem::take(&mut ev.facts).with_edits(&p.edits);
+        let f = eval("FS-SIP-02", &ev);
+        assert_eq!(f.status, Status::Pass, "{name}: {:?}", f.evidence);
+        assert!(
+            auth_logging::plan(&ev.facts).unwrap().plan.is_noop(),
+            "{name}"
+        );
+    }
+}
+
+/// The baseline controls the model decides from config files and ufw's files alone.
+const MODEL_BASELINE: &[&str] = &[
+    "FS-SIP-01",
+    "FS-SIP-02",
+    "FS-ESL-01",
+    "FS-ESL-02",
+    "FS-CRED-05",
+    "FS-FW-01",
+    "FS-FW-02",
+    "FS-FW-03",
+];
+
+/// The baseline controls that need the live host: what the controller sees of the Event Socket
+/// (FS-ESL-03), fs_cli's files and connection on the host (FS-CRED-03/04), fail2ban running
+/// (FS-F2B-*). The e2e tests cover them.
+const LIVE_BASELINE: &[&str] = &[
+    "FS-ESL-03",
+    "FS-CRED-03",
+    "FS-CRED-04",
+    "FS-F2B-01",
+    "FS-F2B-02",
+    "FS-F2B-03",
+    "FS-F2B-04",
+    "FS-F2B-05",
+];
+
+/// Property 2: after applying harden's whole plan to a variant (its config edits through
+/// `HostFacts::with_edits`, ufw as the firewall step leaves it), every baseline control the
+/// model decides passes and a new plan changes nothing.
+#[test]
+fn after_harden_every_model_baseline_control_passes_and_a_new_plan_is_empty() {
+    let baseline: Vec<&str> = catalogue()
+        .into_iter()
+        .filter(|c| c.baseline)
+        .map(|c| c.id)
+        .collect();
+    for id in &baseline {
+        assert!(
+            MODEL_BASELINE.contains(id) != LIVE_BASELINE.contains(id),
+            "{id}: say whether the model decides it"
+        );
+    }
+    for id in MODEL_BASELINE.iter().chain(LIVE_BASELINE) {
+        assert!(baseline.contains(id), "{id} is not a baseline control");
+    }
+    let opts = HardenOptions::default();
+    let decided = [
+        sip_password::NAME,
+        event_socket::NAME,
+        auth_logging::NAME,
+        firewall::NAME,
+    ];
+    // ufw active with no rule yet; nothing listens; no fs_cli config on the host.
+    let sections = [
+        ("ufw_status", "Status: active", 0),
+        (crate::facts::LISTEN, "", 0),
+        ("audit_fscli_conf", "", 0),
+    ];
+    for v in variants() {
+        let mut files = stock_files();
+        (v.change)(&mut files);
+        let mut ev = evidence(&files, &sections, live());
+        let plans = step::plan_model_only(&ev.facts, &ev.host, &opts);
+        let mut edits: Vec<FileEdit> = Vec::new();
+        for (name, p) in &plans {
+            if decided.contains(name) {
+                let p = p
+                    .as_ref()
+                    .unwrap_or_else(|e| panic!("{}: {name}: {e}", v.name));
+                assert!(
+                    !p.is_noop(),
+                    "{}: {name} plans nothing on a stock-like host",
+                    v.name
+                );
+                edits.extend(p.edits.iter().cloned());
+            }
+        }
+        ev.facts = std::mem::take(&mut ev.facts).with_edits(&edits);
+        let w = firewall::wanted_rules(&ev.facts, &ev.host, ev.host.port, true);
+        let (v4, v6) = firewall::user_rules_for(&w.rules);
+        ufw_files(&mut ev, &v4, &v6, "DROP");
+
+        for id in MODEL_BASELINE {
+            let f = eval(id, &ev);
+            assert_eq!(f.status, Status::Pass, "{}: {id} {:?}", v.name, f.evidence);
+        }
+        for (name, p) in step::plan_model_only(&ev.facts, &ev.host, &opts) {
+            if decided.contains(&name) {
+                let p = p.unwrap_or_else(|e| panic!("{}: {name} again: {e}", v.name));
+                assert!(
+                    p.is_noop() && p.edits.is_empty() && p.secrets.is_empty() && !p.reload.any(),
+                    "{}: {name} plans again: {:?}",
+                    v.name,
+                    p.changes
+                );
+            }
+        }
     }
 }

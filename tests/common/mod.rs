@@ -150,6 +150,17 @@ impl Fleet {
         self.dir.join("inventory.toml")
     }
 
+    /// `fsfleet COMMAND INVENTORY ARGS... --no-progress` on this fleet (`args[0]`: the command).
+    pub fn fsfleet(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_fsfleet"))
+            .arg(args[0])
+            .arg(self.inventory())
+            .args(&args[1..])
+            .arg("--no-progress")
+            .output()
+            .expect("run fsfleet")
+    }
+
     pub fn identity(&self) -> PathBuf {
         self.dir.join("id_ed25519")
     }
@@ -551,4 +562,13 @@ pub fn jail_value(jail: &str, section: &str, key: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// A command's stdout and stderr, for an assertion message.
+pub fn output_text(o: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
