@@ -24,8 +24,11 @@ pub const CONTROLS: &[Control] = &[
         title: "The firewall does not allow the Event Socket port",
         rationale: "The Event Socket controls the whole switch; it is reached through SSH, never \
                     through a firewall opening.",
-        remediation: "Delete the rule (`ufw status numbered`, then `ufw delete N`) and reach the \
-                      Event Socket through an SSH tunnel.",
+        remediation: "Where a rule allows the port, delete it (ufw: `ufw status numbered`, then \
+                      `ufw delete N`; iptables: `iptables -D INPUT` with the rule's words); where no \
+                      firewall is active there is no rule to delete: turn on a default-deny \
+                      firewall (FS-FW-01, `fsfleet harden` does). Reach the Event Socket through \
+                      an SSH tunnel.",
         baseline: true,
         eval: esl_port_closed,
     },
@@ -125,7 +128,8 @@ fn esl_port_closed(ev: &Evidence) -> Result<Finding, ControlError> {
                     Finding::fail(opened.iter().map(|l| format!("iptables: {l}")).collect())
                 }
                 _ => Finding::fail(vec![format!(
-                    "no firewall is active, so nothing blocks TCP port {port}"
+                    "no firewall is active, so nothing blocks TCP port {port}: there is no rule \
+                     to delete, a default-deny firewall closes it (FS-FW-01)"
                 )]),
             }
         }
@@ -202,7 +206,10 @@ mod tests {
         );
         assert_eq!(
             eval("FS-FW-02", &ev).evidence,
-            ["no firewall is active, so nothing blocks TCP port 8021"]
+            [
+                "no firewall is active, so nothing blocks TCP port 8021: there is no rule to \
+                 delete, a default-deny firewall closes it (FS-FW-01)"
+            ]
         );
         let f = eval("FS-FW-03", &ev);
         assert_eq!(f.status, Status::Pass);
