@@ -474,6 +474,63 @@ mod tests {
         assert_eq!(esl1.status, Status::Fail);
     }
 
+    /// The files of the evidence: a relative head under the config dir, with its line; an
+    /// absolute path anywhere; not a head that is no file (`live:`, `ufw:`, a sentence), and
+    /// nothing guessed without the config dir.
+    #[test]
+    fn locations_are_the_files_the_evidence_names() {
+        let loc = |path: &str, line: Option<usize>| FileLocation {
+            path: path.into(),
+            line,
+        };
+        let ev = |lines: &[&str]| lines.iter().map(|l| l.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            locations(
+                &ev(&[
+                    "dialplan/default.xml:347: extension sip_uri bridges any dialled sip: URI out (sofia/${use_profile}/$1)",
+                    "dialplan/default.xml:347: the same line again",
+                    "vars.xml: default_password is 1234 (the stock default)",
+                    "/etc/ufw/user.rules: TCP port 8021 allowed by `allow 8021/tcp from anywhere`",
+                    "/root/fs.conf.bak (mode 644, root:root) is readable by every user",
+                    "live: port 8021 listens on 0.0.0.0:8021 (users:((\"freeswitch\",pid=9)))",
+                    "ufw: port 5060 allowed from 0.0.0.0/0",
+                    "stock users still defined in directory/default/: 1000-1019, brian",
+                    "iptables: -A INPUT -p tcp --dport 8021 -j ACCEPT",
+                ]),
+                Some("/etc/freeswitch/"),
+            ),
+            [
+                loc("/etc/freeswitch/dialplan/default.xml", Some(347)),
+                loc("/etc/freeswitch/vars.xml", None),
+                loc("/etc/ufw/user.rules", None),
+                loc("/root/fs.conf.bak", None),
+            ]
+        );
+        assert_eq!(
+            locations(&ev(&["vars.xml: default_password is 1234"]), None),
+            []
+        );
+        // The real evidence of a stock host: the files of FS-ESL-01, FS-SIP-02, FS-DP-02.
+        let res = evaluate(&stock(), &[]);
+        let of = |id: &str| res.iter().find(|r| r.id == id).unwrap().locations.clone();
+        assert_eq!(
+            of("FS-ESL-01"),
+            [loc(
+                "/etc/freeswitch/autoload_configs/event_socket.conf.xml",
+                None
+            )]
+        );
+        assert_eq!(of("FS-SIP-02").len(), 4);
+        assert_eq!(
+            of("FS-DP-02")[0],
+            loc(
+                "/etc/freeswitch/dialplan/default/01_example.com.xml",
+                Some(3)
+            )
+        );
+        assert_eq!(of("FS-F2B-01"), []);
+    }
+
     #[test]
     fn unknown_waivers_are_refused_with_a_hint() {
         let e = check_waivers(&["FS-ESL-9".into()], &[])

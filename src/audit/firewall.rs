@@ -109,7 +109,16 @@ fn esl_port_closed(ev: &Evidence) -> Result<Finding, ControlError> {
                 Finding::fail(
                     rules
                         .iter()
-                        .map(|r| format!("ufw: TCP port {port} allowed by `{}`", r.describe()))
+                        .map(|r| {
+                            // The rules file names where the rule to delete lives (SARIF's
+                            // physical location).
+                            let file = if r.v6 {
+                                ufw::USER6_RULES
+                            } else {
+                                ufw::USER_RULES
+                            };
+                            format!("{file}: TCP port {port} allowed by `{}`", r.describe())
+                        })
                         .collect(),
                 )
             }
@@ -214,6 +223,15 @@ mod tests {
         let f = eval("FS-FW-03", &ev);
         assert_eq!(f.status, Status::Pass);
         assert!(f.evidence[0].contains("nothing blocks the RTP range 16384:32768/udp"));
+        // The fix fits each state FS-FW-02 fails in: a ufw rule, an iptables rule, no firewall.
+        let fix = crate::audit::control("FS-FW-02").unwrap().remediation;
+        for words in [
+            "`ufw delete N`",
+            "`iptables -D INPUT`",
+            "no firewall is active there is no rule to delete",
+        ] {
+            assert!(fix.contains(words), "{words}: {fix}");
+        }
     }
 
     #[test]
@@ -231,7 +249,7 @@ mod tests {
         let ev = ufw_ev(ACTIVE, &opened, "DROP");
         assert_eq!(
             eval("FS-FW-02", &ev).evidence,
-            ["ufw: TCP port 8021 allowed by `allow 8021/tcp from anywhere`"]
+            ["/etc/ufw/user.rules: TCP port 8021 allowed by `allow 8021/tcp from anywhere`"]
         );
         assert_eq!(
             eval("FS-FW-03", &ev).evidence,

@@ -303,7 +303,7 @@ pub fn fleet_split(hosts: &[HostAudit]) -> FleetSplit {
     }
 }
 
-/// " on fs02" / " on 2 of 5 hosts (fs02, fs04)" / "" when the fleet is one host.
+/// " on 2 of 5 hosts: fs02, fs04", or "" when the fleet is one host.
 fn on_hosts(names: &[String], audited: usize) -> String {
     if names.is_empty() || audited <= 1 {
         return String::new();
@@ -319,7 +319,7 @@ fn on_hosts(names: &[String], audited: usize) -> String {
         String::new()
     };
     format!(
-        " on {} of {audited} hosts ({}{more})",
+        " on {} of {audited} hosts: {}{more}",
         names.len(),
         shown.join(", ")
     )
@@ -373,9 +373,9 @@ pub fn exit_reason(o: &Outcome, code: u8) -> String {
                     format!("baseline controls at or above {t} failed or could not be evaluated")
                 }
                 _ => format!(
-                    "operator-owned controls at or above {t} failed or could not be evaluated; \
-                     no baseline control did. Waive the ones you accept (`--waive ID` or \
-                     `[audit] waive` in the inventory) and this is exit 0"
+                    "only operator-owned controls at or above {t} failed or could not be \
+                     evaluated; waive the ones you accept (`--waive ID`, or `waive` under \
+                     `[audit]` in the inventory) for exit 0"
                 ),
             }
         }
@@ -950,6 +950,177 @@ mod tests {
                 .any(|r| r["ruleId"] == "FS-ESL-01" && r["level"] == "error")
         );
         assert!(results.iter().all(|r| r["ruleId"] != "FS-MOD-01"), "waived");
+    }
+
+    /// Every result passing: both sides say "all N pass" and the exit reason names the
+    /// threshold; a baseline failure alone says it is the baseline's, and where.
+    #[test]
+    fn verdict_and_exit_reason_follow_the_split() {
+        let mut o = outcome();
+        o.hosts.truncate(1);
+        for r in &mut o.hosts[0].results {
+            r.status = Status::Pass;
+            r.waived_status = None;
+        }
+        let nb = catalogue().iter().filter(|c| c.baseline).count();
+        let no = catalogue().len() - nb;
+        assert_eq!(exit_code(&o.hosts, o.fail_on), 0);
+        let t = text(&o, 0);
+        assert!(
+            t.ends_with(&format!(
+                "\nRESULT: baseline: all {nb} pass; operator-owned: all {no} pass\n\
+                 EXIT 0: no control at or above high failed or could not be evaluated\n"
+            )),
+            "{t}"
+        );
+        assert!(
+            t.contains(&format!(
+                "pbx1 (192.0.2.5)\n  baseline: all {nb} pass\n  operator-owned: all {no} pass\n\n"
+            )),
+            "{t}"
+        );
+
+        // A second host whose firewall is off: the baseline's failure, on that host.
+        let mut h2 = o.hosts[0].clone();
+        h2.name = "pbx2".into();
+        let fw = h2.results.iter_mut().find(|r| r.id == "FS-FW-01").unwrap();
+        fw.status = Status::Fail;
+        let skipped = h2.results.iter_mut().find(|r| r.id == "FS-SIP-06").unwrap();
+        skipped.status = Status::Skipped;
+        o.hosts.push(h2);
+        let code = exit_code(&o.hosts, o.fail_on);
+        assert_eq!(code, 3);
+        let t = text(&o, code);
+        assert!(
+            t.ends_with(&format!(
+                "\nRESULT: baseline: 1 high fail on 1 of 2 hosts: pbx2 ({BASELINE_HINT}); \
+                 operator-owned: {} pass, 1 skipped; none fail\n\
+                 EXIT 3: baseline controls at or above high failed or could not be evaluated\n",
+                no - 1
+            )),
+            "{t}"
+        );
+        assert!(t.contains(&format!(
+            "pbx2 (192.0.2.5)\n  baseline: {} pass; 1 high fail ({BASELINE_HINT})\n  FAIL high     FS-FW-01 ",
+            nb - 1
+        )), "{t}");
+        // Below the threshold the same failure is reported and exits 0.
+        o.fail_on = Severity::Critical;
+        assert_eq!(exit_code(&o.hosts, o.fail_on), 0);
+        assert!(text(&o, 0).contains("RESULT: baseline: 1 high fail on 1 of 2 hosts: pbx2"));
+    }
+
+    #[test]
+    fn json_carries_the_split_per_host_per_result_and_for_the_fleet() {
+        let o = outcome();
+        let v = json(&o, 4);
+        let h = &v["hosts"][0];
+        let (b, op) = split(&o.hosts[0].results);
+        assert!(b.bad() && op.bad());
+        assert_eq!(h["summary"]["baseline"], b.json());
+        assert_eq!(h["summary"]["operator"], op.json());
+        // The old fields stay and add up.
+        assert_eq!(
+            h["summary"]["fail"].as_u64().unwrap(),
+            (b.fail + op.fail) as u64
+        );
+        for r in h["results"].as_array().unwrap() {
+            let c = control(r["id"].as_str().unwrap()).unwrap();
+            assert_eq!(r["baseline"], c.baseline, "{r}");
+        }
+        let dp1 = h["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == "FS-DP-01")
+            .unwrap();
+        assert_eq!(
+            dp1["locations"],
+            json!([{"path": "/etc/freeswitch/dialplan/default.xml", "line": 347}])
+        );
+        let verdict = &v["verdict"];
+        assert_eq!(verdict["text"], super::verdict(&o.hosts));
+        assert_eq!(verdict["exit_reason"], "1 host could not be audited");
+        assert_eq!(verdict["not_audited"], json!(["pbx2"]));
+        assert_eq!(verdict["baseline"]["hosts_failing"], json!(["pbx1"]));
+        assert_eq!(
+            verdict["baseline"]["controls"].as_u64().unwrap() as usize,
+            catalogue().iter().filter(|c| c.baseline).count()
+        );
+    }
+
+    /// SARIF 2.1.0's rules for what this writes (§3.4.4 artifactLocation, §3.14.14
+    /// originalUriBaseIds, §3.30 region): a relative `uri` has a `uriBaseId` that
+    /// `originalUriBaseIds` defines as an absolute URI ending in `/`; `startLine` >= 1; every
+    /// result has a location naming its host.
+    #[test]
+    fn sarif_results_name_the_host_and_the_file_and_line_the_evidence_names() {
+        let v = sarif(&outcome());
+        let run = &v["runs"][0];
+        let bases = run["originalUriBaseIds"].as_object().unwrap();
+        for (id, base) in bases {
+            let uri = base["uri"].as_str().unwrap();
+            assert!(
+                uri.starts_with("file:///") && uri.ends_with('/'),
+                "{id}: {uri}"
+            );
+            assert!(base["description"]["text"].as_str().is_some());
+        }
+        let results = run["results"].as_array().unwrap();
+        for r in results {
+            let locs = r["locations"].as_array().unwrap();
+            assert!(!locs.is_empty(), "{r}");
+            for l in locs {
+                assert_eq!(
+                    l["logicalLocations"],
+                    json!([{"name": "pbx1", "kind": "host"}])
+                );
+                let Some(p) = l.get("physicalLocation") else {
+                    continue;
+                };
+                let a = &p["artifactLocation"];
+                let uri = a["uri"].as_str().unwrap();
+                assert!(!uri.starts_with('/') && !uri.contains(':'), "{uri}");
+                assert!(bases.contains_key(a["uriBaseId"].as_str().unwrap()), "{a}");
+                if let Some(region) = p.get("region") {
+                    assert!(region["startLine"].as_u64().unwrap() >= 1, "{region}");
+                }
+            }
+        }
+        let dp1 = results.iter().find(|r| r["ruleId"] == "FS-DP-01").unwrap();
+        assert_eq!(
+            dp1["locations"][0]["physicalLocation"],
+            json!({
+                "artifactLocation": {"uri": "etc/freeswitch/dialplan/default.xml", "uriBaseId": "HOST_pbx1"},
+                "region": {"startLine": 347},
+            })
+        );
+        assert_eq!(bases["HOST_pbx1"]["uri"], "file:///");
+        // A finding whose evidence names no file keeps the host alone.
+        let f2b = results.iter().find(|r| r["ruleId"] == "FS-F2B-01").unwrap();
+        assert_eq!(
+            f2b["locations"],
+            json!([{"logicalLocations": [{"name": "pbx1", "kind": "host"}]}])
+        );
+        // A run without files has no base table (SARIF wants none rather than an empty one).
+        let mut o = outcome();
+        for r in &mut o.hosts[0].results {
+            r.locations.clear();
+        }
+        assert!(sarif(&o)["runs"][0].get("originalUriBaseIds").is_none());
+    }
+
+    #[test]
+    fn host_paths_become_uri_references_that_mean_the_same_file() {
+        assert_eq!(
+            uri_path("etc/freeswitch/vars.xml"),
+            "etc/freeswitch/vars.xml"
+        );
+        assert_eq!(
+            uri_path("etc/free switch/a#b?c%d:e.xml"),
+            "etc/free%20switch/a%23b%3Fc%25d%3Ae.xml"
+        );
+        assert_eq!(uri_path("etc/ü.xml"), "etc/%C3%BC.xml");
     }
 
     #[test]
