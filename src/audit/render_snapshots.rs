@@ -231,3 +231,21 @@ fn audit_of_a_fleet_with_a_baseline_failure_an_error_and_a_host_down() {
     );
     assert_eq!(v["verdict"]["baseline"]["error"], 1);
 }
+
+/// README and docs/audit.md show the verdict of the after-harden snapshot as it is.
+#[test]
+fn the_docs_show_the_verdict_of_the_snapshot() {
+    let (o, code) = outcome(vec![after_harden("fs01", "192.0.2.11")]);
+    let t = text(&o, code);
+    let verdict: Vec<&str> = t.lines().rev().take(2).collect();
+    for doc in ["README.md", "docs/audit.md"] {
+        let path = format!("{}/{doc}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        for line in &verdict {
+            assert!(
+                text.lines().any(|l| l.trim() == *line),
+                "{doc} does not show `{line}`: copy it from tests/snapshots/audit_after_harden.txt"
+            );
+        }
+    }
+}
