@@ -1057,8 +1057,19 @@ mod tests {
     fn sarif_results_name_the_host_and_the_file_and_line_the_evidence_names() {
         let v = sarif(&outcome());
         let run = &v["runs"][0];
+        // The properties the 2.1.0 schema allows on these objects (it sets
+        // additionalProperties false on each).
+        let only = |v: &Value, allowed: &[&str]| {
+            for k in v.as_object().unwrap().keys() {
+                assert!(allowed.contains(&k.as_str()), "{k} in {v}");
+            }
+        };
         let bases = run["originalUriBaseIds"].as_object().unwrap();
         for (id, base) in bases {
+            only(
+                base,
+                &["uri", "uriBaseId", "index", "description", "properties"],
+            );
             let uri = base["uri"].as_str().unwrap();
             assert!(
                 uri.starts_with("file:///") && uri.ends_with('/'),
@@ -1071,6 +1082,34 @@ mod tests {
             let locs = r["locations"].as_array().unwrap();
             assert!(!locs.is_empty(), "{r}");
             for l in locs {
+                only(
+                    l,
+                    &[
+                        "id",
+                        "physicalLocation",
+                        "logicalLocations",
+                        "message",
+                        "annotations",
+                        "relationships",
+                        "properties",
+                    ],
+                );
+                if let Some(p) = l.get("physicalLocation") {
+                    only(
+                        p,
+                        &[
+                            "address",
+                            "artifactLocation",
+                            "region",
+                            "contextRegion",
+                            "properties",
+                        ],
+                    );
+                    only(
+                        &p["artifactLocation"],
+                        &["uri", "uriBaseId", "index", "description", "properties"],
+                    );
+                }
                 assert_eq!(
                     l["logicalLocations"],
                     json!([{"name": "pbx1", "kind": "host"}])

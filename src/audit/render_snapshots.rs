@@ -73,8 +73,9 @@ fn recorded(
     }
 }
 
-/// fs01 after `fsfleet harden` on the stock 1.10.12 config: the baseline passes, the
-/// dialplan, directory and module risks (the operator's) are as FreeSWITCH ships them.
+/// fs01 after `fsfleet harden` on the stock 1.10.12 config, with `sip_allow_from` set (so
+/// FS-SIP-06 passes) and FS-MOD-01 waived: the baseline passes, the dialplan and directory risks
+/// (the operator's) are as FreeSWITCH ships them. The evidence lines are the testbed's.
 fn after_harden(name: &str, address: &str) -> HostAudit {
     recorded(
         name,
