@@ -193,19 +193,28 @@ pub fn evaluate(ev: &Evidence, waived: &[String]) -> Vec<ControlResult> {
     catalogue()
         .into_iter()
         .map(|c: &Control| {
-            let Finding { status, evidence } = c.run(ev);
+            let finding = c.run(ev);
             let is_waived = waived.iter().any(|w| w.eq_ignore_ascii_case(c.id));
-            ControlResult {
-                id: c.id,
-                severity: c.severity,
-                baseline: c.baseline,
-                status: if is_waived { Status::Waived } else { status },
-                waived_status: is_waived.then_some(status),
-                locations: locations(&evidence, ev.conf_dir().ok()),
-                evidence,
-            }
+            ControlResult::new(c, finding, is_waived, ev.conf_dir().ok())
         })
         .collect()
+}
+
+impl ControlResult {
+    /// `c`'s result from its finding: waived keeps what it found in `waived_status`; the files
+    /// the evidence names are located under `conf_dir`.
+    pub fn new(c: &Control, f: Finding, waived: bool, conf_dir: Option<&str>) -> ControlResult {
+        let Finding { status, evidence } = f;
+        ControlResult {
+            id: c.id,
+            severity: c.severity,
+            baseline: c.baseline,
+            status: if waived { Status::Waived } else { status },
+            waived_status: waived.then_some(status),
+            locations: locations(&evidence, conf_dir),
+            evidence,
+        }
+    }
 }
 
 /// Refuse waivers of IDs that are not controls (a typo would silently waive nothing).

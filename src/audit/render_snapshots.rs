@@ -3,9 +3,9 @@
 //! of the output is a diff of a committed file under `tests/snapshots/`; `UPDATE_SNAPSHOTS=1`
 //! rewrites the files instead of comparing (then review the diff and commit it).
 
-use super::command::{ControlResult, HostAudit, Outcome, exit_code, locations};
+use super::command::{ControlResult, HostAudit, Outcome, exit_code};
 use super::render::{json, text};
-use super::{ControlError, Severity, Status, catalogue};
+use super::{ControlError, Finding, Severity, Status, catalogue};
 use crate::fleet::RunInfo;
 
 /// Compare `actual` with the committed snapshot `name`, or rewrite it under UPDATE_SNAPSHOTS=1.
@@ -51,16 +51,8 @@ fn recorded(
                 (Status::Pass, vec!["recorded pass".to_string()]),
                 |(_, s, e)| (*s, e.iter().map(|l| l.to_string()).collect()),
             );
-            let is_waived = waived.contains(&c.id);
-            ControlResult {
-                id: c.id,
-                severity: c.severity,
-                baseline: c.baseline,
-                status: if is_waived { Status::Waived } else { status },
-                waived_status: is_waived.then_some(status),
-                locations: locations(&evidence, Some("/etc/freeswitch")),
-                evidence,
-            }
+            let finding = Finding { status, evidence };
+            ControlResult::new(c, finding, waived.contains(&c.id), Some("/etc/freeswitch"))
         })
         .collect();
     HostAudit {
