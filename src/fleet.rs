@@ -974,11 +974,18 @@ mod tests {
     async fn traces_reach_the_host_line_by_verbosity() {
         for (verbosity, want_detail) in [(0i8, false), (1, false), (2, true)] {
             let (progress, cap) = captured(verbosity);
-            run_inner("facts", hosts(2), &opts(2), no_interrupts(), progress, |ctx| async move {
-                crate::progress::trace(1, "facts script: exit 0 in 12 ms");
-                crate::progress::trace(2, "facts script: as root\n    cat /etc/os-release");
-                HostReport::from_steps(&ctx.host, vec![])
-            })
+            run_inner(
+                "facts",
+                hosts(2),
+                &opts(2),
+                no_interrupts(),
+                progress,
+                |ctx| async move {
+                    crate::progress::trace(1, "facts script: exit 0 in 12 ms");
+                    crate::progress::trace(2, "facts script: as root\n    cat /etc/os-release");
+                    HostReport::from_steps(&ctx.host, vec![])
+                },
+            )
             .await;
             let text = cap.text();
             for h in ["h0", "h1"] {
@@ -1047,7 +1054,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(report.hosts.iter().all(|h| h.status == HostStatus::Changed));
-        assert_eq!((report.aborted.as_deref(), report.interrupted), (None, false));
+        assert_eq!(
+            (report.aborted.as_deref(), report.interrupted),
+            (None, false)
+        );
         assert_eq!(report.exit_code(), 0);
         assert!(!report.recap_text().contains("ABORTED"));
     }

@@ -71,6 +71,50 @@ fn audit_results_and_the_hosts_not_audited_come_back_from_the_runner() {
         text.contains("NOT AUDITED (unreachable): cannot connect to 127.0.0.1:"),
         "{text}"
     );
+    // The verdict splits baseline from operator-owned results and ends with why the exit is 4.
+    assert!(text.contains("\nRESULT: baseline: "), "{text}");
+    assert!(text.contains("; not audited: pbx-down\n"), "{text}");
+    assert!(
+        text.ends_with("\nEXIT 4: 1 host could not be audited\n"),
+        "{text}"
+    );
+    assert!(text.contains("pbx-1 (127.0.0.1)\n  baseline: "), "{text}");
+    assert!(text.contains("\n  operator-owned: "), "{text}");
+    // The same split in JSON: per host, per result and for the fleet.
+    assert_eq!(
+        doc["verdict"]["not_audited"],
+        serde_json::json!(["pbx-down"])
+    );
+    assert_eq!(doc["verdict"]["exit_reason"], "1 host could not be audited");
+    for side in ["baseline", "operator"] {
+        assert!(
+            up["summary"][side]["failed_by_severity"].is_object(),
+            "{up}"
+        );
+        assert!(doc["verdict"][side]["controls"].as_u64().unwrap() > 0);
+    }
+    assert!(
+        up["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["baseline"].is_boolean())
+    );
+
+    // SARIF: every result names the host; files only under a base the run defines.
+    let out = fsfleet(&["audit", "inventory.toml", "--format", "sarif"], d);
+    assert_eq!(out.status.code(), Some(4));
+    let sarif: serde_json::Value = serde_json::from_slice(&out.stdout).expect("SARIF is JSON");
+    assert_eq!(sarif["version"], "2.1.0");
+    let run = &sarif["runs"][0];
+    for r in run["results"].as_array().unwrap() {
+        for l in r["locations"].as_array().unwrap() {
+            assert_eq!(l["logicalLocations"][0]["name"], "pbx-1", "{r}");
+            if let Some(base) = l["physicalLocation"]["artifactLocation"]["uriBaseId"].as_str() {
+                assert_eq!(run["originalUriBaseIds"][base]["uri"], "file:///", "{r}");
+            }
+        }
+    }
 
     let out = fsfleet(
         &[
@@ -89,4 +133,40 @@ fn audit_results_and_the_hosts_not_audited_come_back_from_the_runner() {
         !d.join(".fsfleet/retry").exists(),
         "an audit of every host removes the stale retry file"
     );
+}
+
+/// An OS error reaches the operator once, with the path it is about, on the inventory path of
+/// `audit` and `inventory check` and for a `--limit @FILE` (errors::chain at the CLI edge).
+#[test]
+fn an_os_error_is_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("dir.toml")).unwrap();
+    std::fs::write(
+        d.join("inventory.toml"),
+        "[[hosts]]\nname = \"a\"\naddress = \"127.0.0.1\"\n",
+    )
+    .unwrap();
+    for (args, os_error) in [
+        (vec!["audit", "missing.toml"], "(os error 2)"),
+        (vec!["inventory", "check", "missing.toml"], "(os error 2)"),
+        (vec!["audit", "dir.toml"], "(os error 21)"),
+        (
+            vec!["audit", "inventory.toml", "--limit", "@missing"],
+            "(os error 2)",
+        ),
+    ] {
+        let out = fsfleet(&args, d);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.matches(os_error).count(), 1, "{args:?}: {err}");
+        assert_eq!(err.matches("fsfleet: ").count(), 1, "{args:?}: {err}");
+        let what = if os_error.contains("21") {
+            "Is a directory"
+        } else {
+            "No such file or directory"
+        };
+        assert_eq!(err.matches(what).count(), 1, "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
 }

@@ -99,6 +99,8 @@ fn fresh_fleet_fails_the_baseline_read_only_with_evidence() {
                 "ufw is not installed; no iptables INPUT policy found",
             ),
             ("FS-FW-02", "8021"),
+            // No firewall: the evidence says there is no rule to delete (the fix covers it).
+            ("FS-FW-02", "there is no rule to delete"),
         ];
         for (id, needle) in expect_fail {
             let r = result(h, id);
@@ -125,6 +127,44 @@ fn fresh_fleet_fails_the_baseline_read_only_with_evidence() {
     assert!(t.contains("FAIL critical FS-ESL-01"), "{t}");
     assert!(t.contains("fix: Run `fsfleet harden`"), "{t}");
     assert!(t.contains("CONTROL     SEVERITY"), "{t}");
+    // The verdict: the baseline fails on every host, and the exit is both sides'.
+    let n = fleet.hosts.len();
+    assert!(
+        t.contains("\nRESULT: baseline: ") && t.contains(&format!(" on {n} of {n} hosts: ")),
+        "{t}"
+    );
+    assert!(
+        t.ends_with(
+            "\nEXIT 3: baseline and operator-owned controls at or above high failed or could not \
+             be evaluated\n"
+        ),
+        "{t}"
+    );
+    assert_eq!(
+        doc["verdict"]["baseline"]["hosts_failing"]
+            .as_array()
+            .map(Vec::len),
+        Some(n)
+    );
+
+    // SARIF: FS-SIP-01's result is at the host's vars.xml.
+    let out = audit(fleet, &["--format", "sarif"]);
+    assert_eq!(out.status.code(), Some(3));
+    let sarif: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = &sarif["runs"][0];
+    let sip1: Vec<&serde_json::Value> = run["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["ruleId"] == "FS-SIP-01")
+        .collect();
+    assert_eq!(sip1.len(), n);
+    for r in sip1 {
+        let a = &r["locations"][0]["physicalLocation"]["artifactLocation"];
+        assert!(a["uri"].as_str().unwrap().ends_with("/vars.xml"), "{r}");
+        let base = a["uriBaseId"].as_str().unwrap();
+        assert_eq!(run["originalUriBaseIds"][base]["uri"], "file:///", "{r}");
+    }
 
     // Waived criticals with --fail-on critical: nothing left at that level.
     let out = audit(

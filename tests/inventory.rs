@@ -94,10 +94,7 @@ fn names(hosts: &[fsfleet::inventory::Host]) -> Vec<&str> {
 fn the_shipped_example_is_valid_and_resolves() {
     let path = root().join("inventory/example.toml");
     let inv = Inventory::load_with(&path, None).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        names(&inv.hosts),
-        ["fs-eu-1", "fs-eu-2", "fs-us-1"]
-    );
+    assert_eq!(names(&inv.hosts), ["fs-eu-1", "fs-eu-2", "fs-us-1"]);
     assert_eq!(inv.groups, ["eu", "legacy"]);
     let eu2 = inv.get("fs-eu-2").unwrap();
     // eu is listed first, so its policy beats [defaults]' "ask".
@@ -443,7 +440,11 @@ fn a_missing_identity_file_refuses_the_run_where_the_inventory_names_it() {
     let inv = Inventory::load_with(&path, None).unwrap();
     let host = |n: &str| vec![inv.get(n).unwrap().clone()];
     let err = inv.check_local_files(&inv.hosts).unwrap_err().to_string();
-    assert_eq!(err.lines().count(), 1, "one line per place, not per host: {err}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "one line per place, not per host: {err}"
+    );
     assert!(
         err.starts_with(&format!("{}:2:17: identity_file ", path.display()))
             && err.contains("keys/eu does not exist (host a)"),

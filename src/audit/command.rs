@@ -46,11 +46,72 @@ pub enum AuditError {
 pub struct ControlResult {
     pub id: &'static str,
     pub severity: Severity,
+    /// The control is part of the baseline `fsfleet harden` applies (else the operator's).
+    pub baseline: bool,
     pub status: Status,
     /// For waived controls: what the control found.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waived_status: Option<Status>,
     pub evidence: Vec<String>,
+    /// The files on the host the evidence names, for SARIF's physical locations.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub locations: Vec<FileLocation>,
+}
+
+/// A file on the host that a result is about, with the line when the evidence gives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileLocation {
+    /// Absolute path on the host (host text: escape it before printing).
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+}
+
+/// The files an evidence list names. Controls write a file they read as the line's head
+/// (`vars.xml: ...`, `dialplan/default.xml:42: ...`, relative to the config dir) or, for files
+/// outside it, as an absolute path (`/etc/freeswitch/tls/agent.pem (mode 644, ...)`). Relative
+/// paths need the config dir: without it they are left out rather than guessed.
+pub fn locations(evidence: &[String], conf_dir: Option<&str>) -> Vec<FileLocation> {
+    let mut out: Vec<FileLocation> = Vec::new();
+    for e in evidence {
+        let Some(loc) = location(e, conf_dir) else {
+            continue;
+        };
+        if !out.contains(&loc) {
+            out.push(loc);
+        }
+    }
+    out
+}
+
+fn location(line: &str, conf_dir: Option<&str>) -> Option<FileLocation> {
+    let looks_like_file = |p: &str| {
+        !p.is_empty()
+            && !p.chars().any(char::is_whitespace)
+            && p.rsplit('/').next().is_some_and(|f| f.contains('.'))
+    };
+    if let Some((head, _)) = line.split_once(": ") {
+        let (path, n) = match head.rsplit_once(':') {
+            Some((p, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                (p, n.parse::<usize>().ok().filter(|n| *n > 0))
+            }
+            _ => (head, None),
+        };
+        if looks_like_file(path) && !path.contains(':') {
+            let path = if path.starts_with('/') {
+                path.to_string()
+            } else {
+                format!("{}/{path}", conf_dir?.trim_end_matches('/'))
+            };
+            return Some(FileLocation { path, line: n });
+        }
+    }
+    let token = line.split_whitespace().find(|t| t.starts_with('/'))?;
+    let path = token.trim_end_matches([',', ';', ':', ')']);
+    (path.len() > 1 && looks_like_file(path)).then(|| FileLocation {
+        path: path.to_string(),
+        line: None,
+    })
 }
 
 /// What the audit of one host returns to the runner: every control's result, or why there are
@@ -132,17 +193,28 @@ pub fn evaluate(ev: &Evidence, waived: &[String]) -> Vec<ControlResult> {
     catalogue()
         .into_iter()
         .map(|c: &Control| {
-            let Finding { status, evidence } = c.run(ev);
+            let finding = c.run(ev);
             let is_waived = waived.iter().any(|w| w.eq_ignore_ascii_case(c.id));
-            ControlResult {
-                id: c.id,
-                severity: c.severity,
-                status: if is_waived { Status::Waived } else { status },
-                waived_status: is_waived.then_some(status),
-                evidence,
-            }
+            ControlResult::new(c, finding, is_waived, ev.conf_dir().ok())
         })
         .collect()
+}
+
+impl ControlResult {
+    /// `c`'s result from its finding: waived keeps what it found in `waived_status`; the files
+    /// the evidence names are located under `conf_dir`.
+    pub fn new(c: &Control, f: Finding, waived: bool, conf_dir: Option<&str>) -> ControlResult {
+        let Finding { status, evidence } = f;
+        ControlResult {
+            id: c.id,
+            severity: c.severity,
+            baseline: c.baseline,
+            status: if waived { Status::Waived } else { status },
+            waived_status: waived.then_some(status),
+            locations: locations(&evidence, conf_dir),
+            evidence,
+        }
+    }
 }
 
 /// Refuse waivers of IDs that are not controls (a typo would silently waive nothing).
@@ -222,34 +294,6 @@ pub async fn audit_host(
         ev.live.outside = out;
     }
     Ok(ev)
-}
-
-/// The one-line summary of a host's results.
-pub fn summary_line(results: &[ControlResult]) -> String {
-    let n = |s: Status| results.iter().filter(|r| r.status == s).count();
-    let mut by_sev = Vec::new();
-    for sev in Severity::ALL {
-        let k = results
-            .iter()
-            .filter(|r| r.status == Status::Fail && r.severity == sev)
-            .count();
-        if k > 0 {
-            by_sev.push(format!("{k} {}", sev.as_str()));
-        }
-    }
-    format!(
-        "{} passed, {} failed{}, {} errors, {} skipped, {} waived",
-        n(Status::Pass),
-        n(Status::Fail),
-        if by_sev.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", by_sev.join(", "))
-        },
-        n(Status::Error),
-        n(Status::Skipped),
-        n(Status::Waived)
-    )
 }
 
 /// `fsfleet audit`: returns the exit code, or a usage error before any host is touched.
@@ -342,9 +386,11 @@ mod tests {
         ControlResult {
             id,
             severity,
+            baseline: super::super::control(id).is_some_and(|c| c.baseline),
             status,
             waived_status: None,
             evidence: vec![],
+            locations: vec![],
         }
     }
 
@@ -435,6 +481,63 @@ mod tests {
         assert!(!sip3.evidence.is_empty(), "waived keeps its evidence");
         let esl1 = res.iter().find(|r| r.id == "FS-ESL-01").unwrap();
         assert_eq!(esl1.status, Status::Fail);
+    }
+
+    /// The files of the evidence: a relative head under the config dir, with its line; an
+    /// absolute path anywhere; not a head that is no file (`live:`, `ufw:`, a sentence), and
+    /// nothing guessed without the config dir.
+    #[test]
+    fn locations_are_the_files_the_evidence_names() {
+        let loc = |path: &str, line: Option<usize>| FileLocation {
+            path: path.into(),
+            line,
+        };
+        let ev = |lines: &[&str]| lines.iter().map(|l| l.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            locations(
+                &ev(&[
+                    "dialplan/default.xml:347: extension sip_uri bridges any dialled sip: URI out (sofia/${use_profile}/$1)",
+                    "dialplan/default.xml:347: the same line again",
+                    "vars.xml: default_password is 1234 (the stock default)",
+                    "/etc/ufw/user.rules: TCP port 8021 allowed by `allow 8021/tcp from anywhere`",
+                    "/root/fs.conf.bak (mode 644, root:root) is readable by every user",
+                    "live: port 8021 listens on 0.0.0.0:8021 (users:((\"freeswitch\",pid=9)))",
+                    "ufw: port 5060 allowed from 0.0.0.0/0",
+                    "stock users still defined in directory/default/: 1000-1019, brian",
+                    "iptables: -A INPUT -p tcp --dport 8021 -j ACCEPT",
+                ]),
+                Some("/etc/freeswitch/"),
+            ),
+            [
+                loc("/etc/freeswitch/dialplan/default.xml", Some(347)),
+                loc("/etc/freeswitch/vars.xml", None),
+                loc("/etc/ufw/user.rules", None),
+                loc("/root/fs.conf.bak", None),
+            ]
+        );
+        assert_eq!(
+            locations(&ev(&["vars.xml: default_password is 1234"]), None),
+            []
+        );
+        // The real evidence of a stock host: the files of FS-ESL-01, FS-SIP-02, FS-DP-02.
+        let res = evaluate(&stock(), &[]);
+        let of = |id: &str| res.iter().find(|r| r.id == id).unwrap().locations.clone();
+        assert_eq!(
+            of("FS-ESL-01"),
+            [loc(
+                "/etc/freeswitch/autoload_configs/event_socket.conf.xml",
+                None
+            )]
+        );
+        assert_eq!(of("FS-SIP-02").len(), 4);
+        assert_eq!(
+            of("FS-DP-02")[0],
+            loc(
+                "/etc/freeswitch/dialplan/default/01_example.com.xml",
+                Some(3)
+            )
+        );
+        assert_eq!(of("FS-F2B-01"), []);
     }
 
     #[test]

@@ -24,8 +24,11 @@ pub const CONTROLS: &[Control] = &[
         title: "The firewall does not allow the Event Socket port",
         rationale: "The Event Socket controls the whole switch; it is reached through SSH, never \
                     through a firewall opening.",
-        remediation: "Delete the rule (`ufw status numbered`, then `ufw delete N`) and reach the \
-                      Event Socket through an SSH tunnel.",
+        remediation: "Where a rule allows the port, delete it (ufw: `ufw status numbered`, then \
+                      `ufw delete N`; iptables: `iptables -D INPUT` with the rule's words); where no \
+                      firewall is active there is no rule to delete: turn on a default-deny \
+                      firewall (FS-FW-01, `fsfleet harden` does). Reach the Event Socket through \
+                      an SSH tunnel.",
         baseline: true,
         eval: esl_port_closed,
     },
@@ -100,7 +103,16 @@ fn esl_port_closed(ev: &Evidence) -> Result<Finding, ControlError> {
                 Finding::fail(
                     rules
                         .iter()
-                        .map(|r| format!("ufw: TCP port {port} allowed by `{}`", r.describe()))
+                        .map(|r| {
+                            // The rules file names where the rule to delete lives (SARIF's
+                            // physical location).
+                            let file = if r.v6 {
+                                ufw::USER6_RULES
+                            } else {
+                                ufw::USER_RULES
+                            };
+                            format!("{file}: TCP port {port} allowed by `{}`", r.describe())
+                        })
                         .collect(),
                 )
             }
@@ -116,7 +128,8 @@ fn esl_port_closed(ev: &Evidence) -> Result<Finding, ControlError> {
                     Finding::fail(opened.iter().map(|l| format!("iptables: {l}")).collect())
                 }
                 _ => Finding::fail(vec![format!(
-                    "no firewall is active, so nothing blocks TCP port {port}"
+                    "no firewall is active, so nothing blocks TCP port {port}: there is no rule \
+                     to delete, a default-deny firewall closes it (FS-FW-01)"
                 )]),
             }
         }
@@ -193,11 +206,23 @@ mod tests {
         );
         assert_eq!(
             eval("FS-FW-02", &ev).evidence,
-            ["no firewall is active, so nothing blocks TCP port 8021"]
+            [
+                "no firewall is active, so nothing blocks TCP port 8021: there is no rule to \
+                 delete, a default-deny firewall closes it (FS-FW-01)"
+            ]
         );
         let f = eval("FS-FW-03", &ev);
         assert_eq!(f.status, Status::Pass);
         assert!(f.evidence[0].contains("nothing blocks the RTP range 16384:32768/udp"));
+        // The fix fits each state FS-FW-02 fails in: a ufw rule, an iptables rule, no firewall.
+        let fix = crate::audit::control("FS-FW-02").unwrap().remediation;
+        for words in [
+            "`ufw delete N`",
+            "`iptables -D INPUT`",
+            "no firewall is active there is no rule to delete",
+        ] {
+            assert!(fix.contains(words), "{words}: {fix}");
+        }
     }
 
     #[test]
@@ -215,7 +240,7 @@ mod tests {
         let ev = ufw_ev(ACTIVE, &opened, "DROP");
         assert_eq!(
             eval("FS-FW-02", &ev).evidence,
-            ["ufw: TCP port 8021 allowed by `allow 8021/tcp from anywhere`"]
+            ["/etc/ufw/user.rules: TCP port 8021 allowed by `allow 8021/tcp from anywhere`"]
         );
         assert_eq!(
             eval("FS-FW-03", &ev).evidence,

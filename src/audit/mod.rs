@@ -21,6 +21,8 @@ pub mod fail2ban;
 pub mod firewall;
 pub mod modules;
 pub mod render;
+#[cfg(test)]
+mod render_snapshots;
 pub mod sip;
 
 pub use command::{AuditError, HostAudit, Outcome, audit_host, command, evaluate, exit_code};

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use super::command::{ControlResult, HostAudit, Outcome, summary_line};
+use super::command::{ControlResult, HostAudit, Outcome};
 use super::{Severity, Status, catalogue, control};
 use crate::display;
 
@@ -110,8 +110,322 @@ fn remediation_of(id: &str) -> &'static str {
     control(id).map_or("", |c| c.remediation)
 }
 
-/// Per host: the summary, then failing / erroring controls (highest severity first) with
-/// evidence and the fix, waived ones listed; then the fleet table and the verdict.
+/// What the operator does about failing operator-owned controls: `fsfleet harden` leaves them
+/// alone. (A production level of harden that takes some of them on will be named here.)
+pub const OPERATOR_HINT: &str = "fix by hand or waive; `fsfleet harden` does not change these";
+
+/// What brings failing baseline controls to pass.
+pub const BASELINE_HINT: &str = "`fsfleet harden` brings these to pass";
+
+/// The counts of one side of the split (baseline or operator-owned) over some results.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub pass: usize,
+    pub fail: usize,
+    pub error: usize,
+    pub skipped: usize,
+    pub waived: usize,
+    /// Failures by severity, in [`Severity::ALL`] order (highest first).
+    pub failed_by_severity: [usize; 5],
+}
+
+impl Tally {
+    pub fn of<'a>(results: impl IntoIterator<Item = &'a ControlResult>) -> Tally {
+        let mut t = Tally::default();
+        for r in results {
+            t.add(r.status, r.severity);
+        }
+        t
+    }
+
+    fn add(&mut self, status: Status, severity: Severity) {
+        match status {
+            Status::Pass => self.pass += 1,
+            Status::Fail => {
+                self.fail += 1;
+                if let Some(i) = Severity::ALL.iter().position(|s| *s == severity) {
+                    self.failed_by_severity[i] += 1;
+                }
+            }
+            Status::Error => self.error += 1,
+            Status::Skipped => self.skipped += 1,
+            Status::Waived => self.waived += 1,
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.pass + self.fail + self.error + self.skipped + self.waived
+    }
+
+    pub fn bad(&self) -> bool {
+        self.fail + self.error > 0
+    }
+
+    /// "all 18 pass", or "16 pass, 1 skipped, 1 waived".
+    fn good_phrase(&self) -> String {
+        if self.pass == self.total() {
+            return format!("all {} pass", self.pass);
+        }
+        let parts: Vec<String> = [
+            (self.pass, "pass"),
+            (self.skipped, "skipped"),
+            (self.waived, "waived"),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, w)| format!("{n} {w}"))
+        .collect();
+        parts.join(", ")
+    }
+
+    /// "3 high, 2 medium fail, 1 error", or "none fail".
+    fn bad_phrase(&self) -> String {
+        let mut parts = Vec::new();
+        let sev: Vec<String> = Severity::ALL
+            .iter()
+            .zip(self.failed_by_severity)
+            .filter(|(_, n)| *n > 0)
+            .map(|(s, n)| format!("{n} {}", s.as_str()))
+            .collect();
+        if !sev.is_empty() {
+            parts.push(format!("{} fail", sev.join(", ")));
+        }
+        if self.error > 0 {
+            let s = if self.error == 1 { "" } else { "s" };
+            parts.push(format!("{} error{s}", self.error));
+        }
+        if parts.is_empty() {
+            "none fail".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+
+    /// "baseline: all 18 pass" or "operator-owned: 9 pass; 3 high fail (HINT)"; `where_`
+    /// follows the failures (" on 1 of 3 hosts"). `brief` leaves out what passed when something
+    /// failed (the fleet verdict).
+    fn line(&self, label: &str, where_: &str, hint: &str, brief: bool) -> String {
+        if self.total() == 0 {
+            return format!("{label}: no controls");
+        }
+        let good = self.good_phrase();
+        if !self.bad() {
+            return if self.pass == self.total() {
+                format!("{label}: {good}")
+            } else {
+                format!("{label}: {good}; none fail")
+            };
+        }
+        let good = if brief || self.total() == self.fail + self.error {
+            String::new()
+        } else {
+            format!("{good}; ")
+        };
+        format!("{label}: {good}{}{where_} ({hint})", self.bad_phrase())
+    }
+
+    pub fn json(&self) -> Value {
+        let mut failed = serde_json::Map::new();
+        for (s, n) in Severity::ALL.iter().zip(self.failed_by_severity) {
+            failed.insert(s.as_str().into(), n.into());
+        }
+        json!({
+            "pass": self.pass,
+            "fail": self.fail,
+            "error": self.error,
+            "skipped": self.skipped,
+            "waived": self.waived,
+            "failed_by_severity": failed,
+        })
+    }
+}
+
+/// A host's (baseline, operator-owned) tallies.
+pub fn split(results: &[ControlResult]) -> (Tally, Tally) {
+    (
+        Tally::of(results.iter().filter(|r| r.baseline)),
+        Tally::of(results.iter().filter(|r| !r.baseline)),
+    )
+}
+
+/// The fleet's split: each control counted once, by its worst result over the audited hosts
+/// (fail, then error, waived, skipped, pass), with the hosts where a side fails or errors.
+pub struct FleetSplit {
+    pub baseline: Tally,
+    pub operator: Tally,
+    pub baseline_hosts: Vec<String>,
+    pub operator_hosts: Vec<String>,
+    pub audited: usize,
+}
+
+pub fn fleet_split(hosts: &[HostAudit]) -> FleetSplit {
+    let audited: Vec<&HostAudit> = hosts.iter().filter(|h| h.audited()).collect();
+    let rank = |s: Status| match s {
+        Status::Fail => 4,
+        Status::Error => 3,
+        Status::Waived => 2,
+        Status::Skipped => 1,
+        Status::Pass => 0,
+    };
+    let (mut baseline, mut operator) = (Tally::default(), Tally::default());
+    for c in catalogue() {
+        let worst = audited
+            .iter()
+            .filter_map(|h| h.results.iter().find(|r| r.id == c.id))
+            .map(|r| r.status)
+            .max_by_key(|s| rank(*s));
+        if let Some(s) = worst {
+            if c.baseline {
+                &mut baseline
+            } else {
+                &mut operator
+            }
+            .add(s, c.severity);
+        }
+    }
+    let failing = |baseline: bool| -> Vec<String> {
+        audited
+            .iter()
+            .filter(|h| {
+                h.results.iter().any(|r| {
+                    r.baseline == baseline && matches!(r.status, Status::Fail | Status::Error)
+                })
+            })
+            .map(|h| h.name.clone())
+            .collect()
+    };
+    FleetSplit {
+        baseline,
+        operator,
+        baseline_hosts: failing(true),
+        operator_hosts: failing(false),
+        audited: audited.len(),
+    }
+}
+
+/// " on 2 of 5 hosts: fs02, fs04", or "" when the fleet is one host.
+fn on_hosts(names: &[String], audited: usize) -> String {
+    if names.is_empty() || audited <= 1 {
+        return String::new();
+    }
+    let shown: Vec<String> = names
+        .iter()
+        .take(5)
+        .map(|n| display::line(n).into_owned())
+        .collect();
+    let more = if names.len() > shown.len() {
+        format!(", and {} more", names.len() - shown.len())
+    } else {
+        String::new()
+    };
+    format!(
+        " on {} of {audited} hosts: {}{more}",
+        names.len(),
+        shown.join(", ")
+    )
+}
+
+/// The fleet verdict: "baseline: all 18 pass; operator-owned: 3 high, 2 medium fail (...)".
+pub fn verdict(hosts: &[HostAudit]) -> String {
+    let f = fleet_split(hosts);
+    let not_audited: Vec<String> = hosts
+        .iter()
+        .filter(|h| !h.audited())
+        .map(|h| display::line(&h.name).into_owned())
+        .collect();
+    let mut parts = Vec::new();
+    if f.audited > 0 {
+        parts.push(f.baseline.line(
+            "baseline",
+            &on_hosts(&f.baseline_hosts, f.audited),
+            BASELINE_HINT,
+            true,
+        ));
+        parts.push(f.operator.line(
+            "operator-owned",
+            &on_hosts(&f.operator_hosts, f.audited),
+            OPERATOR_HINT,
+            true,
+        ));
+    }
+    if !not_audited.is_empty() {
+        parts.push(format!("not audited: {}", not_audited.join(", ")));
+    }
+    parts.join("; ")
+}
+
+/// Why the audit exits with `code`, in the words of the split.
+pub fn exit_reason(o: &Outcome, code: u8) -> String {
+    let t = o.fail_on.as_str();
+    match code {
+        0 => format!("no control at or above {t} failed or could not be evaluated"),
+        3 => {
+            let side = |baseline: bool| {
+                o.hosts
+                    .iter()
+                    .any(|h| h.findings(o.fail_on).any(|r| r.baseline == baseline))
+            };
+            match (side(true), side(false)) {
+                (true, true) => format!(
+                    "baseline and operator-owned controls at or above {t} failed or could not be evaluated"
+                ),
+                (true, false) => {
+                    format!("baseline controls at or above {t} failed or could not be evaluated")
+                }
+                _ => format!(
+                    "only operator-owned controls at or above {t} failed or could not be \
+                     evaluated; waive the ones you accept (`--waive ID`, or `waive` under \
+                     `[audit]` in the inventory) for exit 0"
+                ),
+            }
+        }
+        _ => {
+            let n = o.hosts.iter().filter(|h| !h.audited()).count();
+            format!(
+                "{n} {} could not be audited",
+                if n == 1 { "host" } else { "hosts" }
+            )
+        }
+    }
+}
+
+fn result_lines(out: &mut String, results: &[&ControlResult]) {
+    let mut shown: Vec<&&ControlResult> = results
+        .iter()
+        .filter(|r| matches!(r.status, Status::Fail | Status::Error))
+        .collect();
+    shown.sort_by_key(|r| std::cmp::Reverse(r.severity));
+    for r in shown {
+        let _ = writeln!(
+            out,
+            "  {:<4} {:<8} {} {}",
+            label(r.status),
+            r.severity.as_str(),
+            r.id,
+            title_of(r.id)
+        );
+        // Evidence quotes the host's files and command output.
+        for e in &r.evidence {
+            let _ = writeln!(out, "         - {}", display::line(e));
+        }
+        if r.status == Status::Fail {
+            let _ = writeln!(out, "         fix: {}", remediation_of(r.id));
+        }
+    }
+    for r in results.iter().filter(|r| r.status == Status::Waived) {
+        let _ = writeln!(
+            out,
+            "  waived {} {} (would be {})",
+            r.id,
+            title_of(r.id),
+            r.waived_status.map_or("?", |s| s.as_str())
+        );
+    }
+}
+
+/// Per host: the baseline line and its failing / erroring controls (highest severity first)
+/// with evidence and the fix, waived ones listed; then the operator-owned ones alike; then the
+/// fleet table, the verdict (RESULT) and why the exit code is what it is (EXIT).
 pub fn text(o: &Outcome, code: u8) -> String {
     let mut out = String::new();
     for h in &o.hosts {
@@ -130,59 +444,27 @@ pub fn text(o: &Outcome, code: u8) -> String {
             );
             continue;
         }
-        let _ = writeln!(out, "  {}", summary_line(&h.results));
-        let mut shown: Vec<&ControlResult> = h
-            .results
-            .iter()
-            .filter(|r| matches!(r.status, Status::Fail | Status::Error))
-            .collect();
-        shown.sort_by_key(|r| std::cmp::Reverse(r.severity));
-        for r in shown {
-            let _ = writeln!(
-                out,
-                "  {:<4} {:<8} {} {}",
-                label(r.status),
-                r.severity.as_str(),
-                r.id,
-                title_of(r.id)
-            );
-            // Evidence quotes the host's files and command output.
-            for e in &r.evidence {
-                let _ = writeln!(out, "         - {}", display::line(e));
-            }
-            if r.status == Status::Fail {
-                let _ = writeln!(out, "         fix: {}", remediation_of(r.id));
-            }
-        }
-        for r in h.results.iter().filter(|r| r.status == Status::Waived) {
-            let _ = writeln!(
-                out,
-                "  waived {} {} (would be {})",
-                r.id,
-                title_of(r.id),
-                r.waived_status.map_or("?", |s| s.as_str())
-            );
+        let (baseline, operator) = split(&h.results);
+        for (is_baseline, tally, label, hint) in [
+            (true, baseline, "baseline", BASELINE_HINT),
+            (false, operator, "operator-owned", OPERATOR_HINT),
+        ] {
+            let _ = writeln!(out, "  {}", tally.line(label, "", hint, false));
+            let mine: Vec<&ControlResult> = h
+                .results
+                .iter()
+                .filter(|r| r.baseline == is_baseline)
+                .collect();
+            result_lines(&mut out, &mine);
         }
         out.push('\n');
     }
     out.push_str(&fleet_table(&o.hosts));
     let _ = writeln!(
         out,
-        "\n{}",
-        match code {
-            0 => format!(
-                "RESULT: no control at or above {} failed (exit 0)",
-                o.fail_on.as_str()
-            ),
-            3 => format!(
-                "RESULT: controls at or above {} failed or could not be evaluated (exit 3)",
-                o.fail_on.as_str()
-            ),
-            _ => format!(
-                "RESULT: {} host(s) could not be audited (exit {code})",
-                o.hosts.iter().filter(|h| !h.audited()).count()
-            ),
-        }
+        "\nRESULT: {}\nEXIT {code}: {}",
+        verdict(&o.hosts),
+        exit_reason(o, code)
     );
     out
 }
@@ -231,6 +513,7 @@ pub fn json(o: &Outcome, code: u8) -> Value {
                     .count();
                 failed.insert(s.as_str().into(), n.into());
             }
+            let (baseline, operator) = split(&h.results);
             json!({
                 "name": h.name,
                 "address": h.address,
@@ -244,6 +527,8 @@ pub fn json(o: &Outcome, code: u8) -> Value {
                     "skipped": h.count(Status::Skipped),
                     "waived": h.count(Status::Waived),
                     "failed_by_severity": failed,
+                    "baseline": baseline.json(),
+                    "operator": operator.json(),
                 },
                 "results": h.results,
             })
@@ -257,8 +542,28 @@ pub fn json(o: &Outcome, code: u8) -> Value {
         "elapsed_ms": o.run.elapsed_ms,
         "fail_on": o.fail_on,
         "exit_code": code,
+        "verdict": verdict_json(o, code),
         "controls": controls_json(),
         "hosts": hosts,
+    })
+}
+
+/// The fleet verdict of the text report's RESULT and EXIT lines, as data: each side counts
+/// every control once, by its worst result over the audited hosts.
+fn verdict_json(o: &Outcome, code: u8) -> Value {
+    let f = fleet_split(&o.hosts);
+    let side = |t: &Tally, hosts: &[String]| {
+        let mut v = t.json();
+        v["controls"] = t.total().into();
+        v["hosts_failing"] = json!(hosts);
+        v
+    };
+    json!({
+        "text": verdict(&o.hosts),
+        "exit_reason": exit_reason(o, code),
+        "baseline": side(&f.baseline, &f.baseline_hosts),
+        "operator": side(&f.operator, &f.operator_hosts),
+        "not_audited": o.hosts.iter().filter(|h| !h.audited()).map(|h| &h.name).collect::<Vec<_>>(),
     })
 }
 
@@ -379,6 +684,8 @@ pub fn sarif(o: &Outcome) -> Value {
         })
         .collect();
     let mut results = Vec::new();
+    // A file's path is relative to the root of the host it is on: one base per host.
+    let mut bases = serde_json::Map::new();
     for h in o.hosts.iter().filter(|h| h.audited()) {
         for r in &h.results {
             if !matches!(r.status, Status::Fail | Status::Error) {
@@ -390,23 +697,75 @@ pub fn sarif(o: &Outcome) -> Value {
                 (_, Severity::Medium) => "warning",
                 _ => "note",
             };
+            let host = json!([{"name": h.name, "kind": "host"}]);
+            let mut locations: Vec<Value> = r
+                .locations
+                .iter()
+                .map(|l| {
+                    let mut physical = json!({
+                        "artifactLocation": {
+                            "uri": uri_path(l.path.trim_start_matches('/')),
+                            "uriBaseId": base_id(&h.name),
+                        },
+                    });
+                    if let Some(n) = l.line {
+                        physical["region"] = json!({"startLine": n});
+                    }
+                    json!({"physicalLocation": physical, "logicalLocations": host})
+                })
+                .collect();
+            if locations.is_empty() {
+                locations.push(json!({"logicalLocations": host}));
+            } else {
+                bases.insert(
+                    base_id(&h.name),
+                    json!({
+                        "uri": "file:///",
+                        "description": {"text": format!("the root directory of host {} ({})", h.name, h.address)},
+                    }),
+                );
+            }
             results.push(json!({
                 "ruleId": r.id,
                 "level": level,
                 "message": {"text": format!("{}: {}", h.name, r.evidence.join("; "))},
-                "locations": [{"logicalLocations": [{"name": h.name, "kind": "host"}]}],
+                "locations": locations,
                 "properties": {"host": h.name, "status": r.status},
             }));
         }
     }
+    let mut run = json!({
+        "tool": {"driver": {"name": "fsfleet", "version": env!("CARGO_PKG_VERSION"), "rules": rules}},
+        "results": results,
+    });
+    if !bases.is_empty() {
+        run["originalUriBaseIds"] = Value::Object(bases);
+    }
     json!({
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
-        "runs": [{
-            "tool": {"driver": {"name": "fsfleet", "version": env!("CARGO_PKG_VERSION"), "rules": rules}},
-            "results": results,
-        }],
+        "runs": [run],
     })
+}
+
+/// The uriBaseId of a host's root directory.
+fn base_id(host: &str) -> String {
+    format!("HOST_{host}")
+}
+
+/// A host path as a relative URI reference: every byte outside RFC 3986's unreserved set and
+/// `/` percent-encoded (the path is the host's text: spaces, `%`, `#` or `?` must not change
+/// what the URI means).
+fn uri_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -478,7 +837,27 @@ mod tests {
         ));
         assert!(t.contains("NOT AUDITED (unreachable): cannot connect"));
         assert!(t.contains("FS-SIP-01   critical  FAIL    n/a"), "{t}");
-        assert!(t.ends_with("RESULT: 1 host(s) could not be audited (exit 4)\n"));
+        assert!(
+            t.contains(
+                "\nRESULT: baseline: 2 critical, 3 high fail, 10 errors (`fsfleet harden` brings \
+                 these to pass); operator-owned: 3 high, 2 medium, 1 low, 1 info fail, 3 errors \
+                 (fix by hand or waive; `fsfleet harden` does not change these); not audited: \
+                 pbx2\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.ends_with("\nEXIT 4: 1 host could not be audited\n"),
+            "{t}"
+        );
+        assert!(t.contains(
+            "\n  baseline: 1 skipped; 2 critical, 3 high fail, 10 errors (`fsfleet harden` brings \
+             these to pass)\n  FAIL critical FS-ESL-01 "
+        ));
+        assert!(t.contains(
+            "\n  operator-owned: 1 pass, 1 waived; 3 high, 2 medium, 1 low, 1 info fail, 3 errors \
+             (fix by hand or waive; `fsfleet harden` does not change these)\n  FAIL high     FS-DP-01 "
+        ));
     }
 
     #[test]
@@ -571,6 +950,212 @@ mod tests {
                 .any(|r| r["ruleId"] == "FS-ESL-01" && r["level"] == "error")
         );
         assert!(results.iter().all(|r| r["ruleId"] != "FS-MOD-01"), "waived");
+    }
+
+    /// Every result passing: both sides say "all N pass" and the exit reason names the
+    /// threshold; a baseline failure alone says it is the baseline's, and where.
+    #[test]
+    fn verdict_and_exit_reason_follow_the_split() {
+        let mut o = outcome();
+        o.hosts.truncate(1);
+        for r in &mut o.hosts[0].results {
+            r.status = Status::Pass;
+            r.waived_status = None;
+        }
+        let nb = catalogue().iter().filter(|c| c.baseline).count();
+        let no = catalogue().len() - nb;
+        assert_eq!(exit_code(&o.hosts, o.fail_on), 0);
+        let t = text(&o, 0);
+        assert!(
+            t.ends_with(&format!(
+                "\nRESULT: baseline: all {nb} pass; operator-owned: all {no} pass\n\
+                 EXIT 0: no control at or above high failed or could not be evaluated\n"
+            )),
+            "{t}"
+        );
+        assert!(
+            t.contains(&format!(
+                "pbx1 (192.0.2.5)\n  baseline: all {nb} pass\n  operator-owned: all {no} pass\n\n"
+            )),
+            "{t}"
+        );
+
+        // A second host whose firewall is off: the baseline's failure, on that host.
+        let mut h2 = o.hosts[0].clone();
+        h2.name = "pbx2".into();
+        let fw = h2.results.iter_mut().find(|r| r.id == "FS-FW-01").unwrap();
+        fw.status = Status::Fail;
+        let skipped = h2.results.iter_mut().find(|r| r.id == "FS-SIP-06").unwrap();
+        skipped.status = Status::Skipped;
+        o.hosts.push(h2);
+        let code = exit_code(&o.hosts, o.fail_on);
+        assert_eq!(code, 3);
+        let t = text(&o, code);
+        assert!(
+            t.ends_with(&format!(
+                "\nRESULT: baseline: 1 high fail on 1 of 2 hosts: pbx2 ({BASELINE_HINT}); \
+                 operator-owned: {} pass, 1 skipped; none fail\n\
+                 EXIT 3: baseline controls at or above high failed or could not be evaluated\n",
+                no - 1
+            )),
+            "{t}"
+        );
+        assert!(t.contains(&format!(
+            "pbx2 (192.0.2.5)\n  baseline: {} pass; 1 high fail ({BASELINE_HINT})\n  FAIL high     FS-FW-01 ",
+            nb - 1
+        )), "{t}");
+        // Below the threshold the same failure is reported and exits 0.
+        o.fail_on = Severity::Critical;
+        assert_eq!(exit_code(&o.hosts, o.fail_on), 0);
+        assert!(text(&o, 0).contains("RESULT: baseline: 1 high fail on 1 of 2 hosts: pbx2"));
+    }
+
+    #[test]
+    fn json_carries_the_split_per_host_per_result_and_for_the_fleet() {
+        let o = outcome();
+        let v = json(&o, 4);
+        let h = &v["hosts"][0];
+        let (b, op) = split(&o.hosts[0].results);
+        assert!(b.bad() && op.bad());
+        assert_eq!(h["summary"]["baseline"], b.json());
+        assert_eq!(h["summary"]["operator"], op.json());
+        // The old fields stay and add up.
+        assert_eq!(
+            h["summary"]["fail"].as_u64().unwrap(),
+            (b.fail + op.fail) as u64
+        );
+        for r in h["results"].as_array().unwrap() {
+            let c = control(r["id"].as_str().unwrap()).unwrap();
+            assert_eq!(r["baseline"], c.baseline, "{r}");
+        }
+        // Results are in catalogue order.
+        let dp1 = catalogue().iter().position(|c| c.id == "FS-DP-01").unwrap();
+        assert_eq!(
+            h["results"][dp1]["locations"],
+            json!([{"path": "/etc/freeswitch/dialplan/default.xml", "line": 347}])
+        );
+        let verdict = &v["verdict"];
+        assert_eq!(verdict["text"], super::verdict(&o.hosts));
+        assert_eq!(verdict["exit_reason"], "1 host could not be audited");
+        assert_eq!(verdict["not_audited"], json!(["pbx2"]));
+        assert_eq!(verdict["baseline"]["hosts_failing"], json!(["pbx1"]));
+        assert_eq!(
+            verdict["baseline"]["controls"].as_u64().unwrap() as usize,
+            catalogue().iter().filter(|c| c.baseline).count()
+        );
+    }
+
+    /// SARIF 2.1.0's rules for what this writes (§3.4.4 artifactLocation, §3.14.14
+    /// originalUriBaseIds, §3.30 region): a relative `uri` has a `uriBaseId` that
+    /// `originalUriBaseIds` defines as an absolute URI ending in `/`; `startLine` >= 1; every
+    /// result has a location naming its host.
+    #[test]
+    fn sarif_results_name_the_host_and_the_file_and_line_the_evidence_names() {
+        let v = sarif(&outcome());
+        let run = &v["runs"][0];
+        // The properties the 2.1.0 schema allows on these objects (it sets
+        // additionalProperties false on each).
+        let only = |v: &Value, allowed: &[&str]| {
+            for k in v.as_object().unwrap().keys() {
+                assert!(allowed.contains(&k.as_str()), "{k} in {v}");
+            }
+        };
+        let bases = run["originalUriBaseIds"].as_object().unwrap();
+        for (id, base) in bases {
+            only(
+                base,
+                &["uri", "uriBaseId", "index", "description", "properties"],
+            );
+            let uri = base["uri"].as_str().unwrap();
+            assert!(
+                uri.starts_with("file:///") && uri.ends_with('/'),
+                "{id}: {uri}"
+            );
+            assert!(base["description"]["text"].as_str().is_some());
+        }
+        let results = run["results"].as_array().unwrap();
+        for r in results {
+            let locs = r["locations"].as_array().unwrap();
+            assert!(!locs.is_empty(), "{r}");
+            for l in locs {
+                only(
+                    l,
+                    &[
+                        "id",
+                        "physicalLocation",
+                        "logicalLocations",
+                        "message",
+                        "annotations",
+                        "relationships",
+                        "properties",
+                    ],
+                );
+                if let Some(p) = l.get("physicalLocation") {
+                    only(
+                        p,
+                        &[
+                            "address",
+                            "artifactLocation",
+                            "region",
+                            "contextRegion",
+                            "properties",
+                        ],
+                    );
+                    only(
+                        &p["artifactLocation"],
+                        &["uri", "uriBaseId", "index", "description", "properties"],
+                    );
+                }
+                assert_eq!(
+                    l["logicalLocations"],
+                    json!([{"name": "pbx1", "kind": "host"}])
+                );
+                let Some(p) = l.get("physicalLocation") else {
+                    continue;
+                };
+                let a = &p["artifactLocation"];
+                let uri = a["uri"].as_str().unwrap();
+                assert!(!uri.starts_with('/') && !uri.contains(':'), "{uri}");
+                assert!(bases.contains_key(a["uriBaseId"].as_str().unwrap()), "{a}");
+                if let Some(region) = p.get("region") {
+                    assert!(region["startLine"].as_u64().unwrap() >= 1, "{region}");
+                }
+            }
+        }
+        let dp1 = results.iter().find(|r| r["ruleId"] == "FS-DP-01").unwrap();
+        assert_eq!(
+            dp1["locations"][0]["physicalLocation"],
+            json!({
+                "artifactLocation": {"uri": "etc/freeswitch/dialplan/default.xml", "uriBaseId": "HOST_pbx1"},
+                "region": {"startLine": 347},
+            })
+        );
+        assert_eq!(bases["HOST_pbx1"]["uri"], "file:///");
+        // A finding whose evidence names no file keeps the host alone.
+        let f2b = results.iter().find(|r| r["ruleId"] == "FS-F2B-01").unwrap();
+        assert_eq!(
+            f2b["locations"],
+            json!([{"logicalLocations": [{"name": "pbx1", "kind": "host"}]}])
+        );
+        // A run without files has no base table (SARIF wants none rather than an empty one).
+        let mut o = outcome();
+        for r in &mut o.hosts[0].results {
+            r.locations.clear();
+        }
+        assert!(sarif(&o)["runs"][0].get("originalUriBaseIds").is_none());
+    }
+
+    #[test]
+    fn host_paths_become_uri_references_that_mean_the_same_file() {
+        assert_eq!(
+            uri_path("etc/freeswitch/vars.xml"),
+            "etc/freeswitch/vars.xml"
+        );
+        assert_eq!(
+            uri_path("etc/free switch/a#b?c%d:e.xml"),
+            "etc/free%20switch/a%23b%3Fc%25d%3Ae.xml"
+        );
+        assert_eq!(uri_path("etc/ü.xml"), "etc/%C3%BC.xml");
     }
 
     #[test]

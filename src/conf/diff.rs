@@ -125,7 +125,11 @@ fn render_hunk(ops: &[Op], a: &[&str], b: &[&str], secrets: &[&Secret]) -> Strin
         Some(s) => format!("{},{len}", s + 1),
         None => "0,0".to_string(),
     };
-    let mut out = format!("@@ -{} +{} @@\n", head(start_a, len_a), head(start_b, len_b));
+    let mut out = format!(
+        "@@ -{} +{} @@\n",
+        head(start_a, len_a),
+        head(start_b, len_b)
+    );
     let mut k = 0;
     while k < ops.len() {
         match ops[k] {
@@ -202,7 +206,10 @@ mod tests {
         assert!(!d.contains(pw.expose()));
         // An inserted line.
         let d = masked_diff("p", "x\n</settings>\n", "x\n<param/>\n</settings>\n", &[]);
-        assert!(d.ends_with("@@ -1,2 +1,3 @@\n x\n+<param/>\n </settings>\n"), "{d}");
+        assert!(
+            d.ends_with("@@ -1,2 +1,3 @@\n x\n+<param/>\n </settings>\n"),
+            "{d}"
+        );
         assert_eq!(masked_diff("p", "same\n", "same\n", &[]), "");
     }
 
@@ -231,7 +238,10 @@ mod tests {
             .replace("line 18\n", "line eighteen\n");
         let d = masked_diff("f", &old, &new, &[]);
         assert_eq!(d.matches("@@ ").count(), 2, "{d}");
-        assert!(d.contains("@@ -1,5 +1,5 @@\n line 1\n-line 2\n+line two\n line 3\n"), "{d}");
+        assert!(
+            d.contains("@@ -1,5 +1,5 @@\n line 1\n-line 2\n+line two\n line 3\n"),
+            "{d}"
+        );
         assert!(d.contains("@@ -15,6 +15,6 @@\n"), "{d}");
         assert!(!d.contains("line 10"), "{d}");
         // Every removed or added line is a real change.
@@ -239,7 +249,10 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with(['-', '+']) && !l.starts_with("---") && !l.starts_with("+++"))
             .collect();
-        assert_eq!(changed, ["-line 2", "+line two", "-line 18", "+line eighteen"]);
+        assert_eq!(
+            changed,
+            ["-line 2", "+line two", "-line 18", "+line eighteen"]
+        );
     }
 
     #[test]
@@ -268,7 +281,11 @@ mod tests {
                     Op::Add(_) => None,
                 })
                 .collect();
-            assert_eq!((rebuilt, kept_a), (b.clone(), a.clone()), "{old:?} -> {new:?}");
+            assert_eq!(
+                (rebuilt, kept_a),
+                (b.clone(), a.clone()),
+                "{old:?} -> {new:?}"
+            );
         }
     }
 }
