@@ -2,7 +2,7 @@
 
 use super::evidence::{Evidence, IptablesInput};
 use super::{Control, ControlError, Finding, Severity};
-use crate::model::ufw::UfwState;
+use crate::model::ufw::{self, UfwState};
 
 pub const CONTROLS: &[Control] = &[
     Control {
