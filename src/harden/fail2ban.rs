@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use crate::harden::context::{HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
 use crate::harden::step::{Plan, Step};
 use crate::inventory::Host;
+use crate::model::fail2ban::{self as f2b, Fail2banState};
 use crate::ssh::sh_quote;
 
 pub const NAME: &str = "fail2ban";
@@ -32,64 +33,12 @@ pub const JAIL_WAIT: Duration = Duration::from_secs(30);
 pub const SAMPLE_FAILURE_IP: &str = "198.51.100.23";
 pub const SAMPLE_CHALLENGE_IP: &str = "198.51.100.24";
 
-const PROBE: &str = "fail2ban_state";
+const PROBE: &str = f2b::STATE_SECTION;
 
 pub fn probes(p: &mut Probes, _host: &Host) {
     p.file(FILTER_PATH).file(JAIL_PATH);
-    // One `systemctl show` answers is-active and is-enabled (same words) for one process.
-    p.snippet(
-        PROBE,
-        &format!(
-            "command -v fail2ban-client >/dev/null && echo 'installed yes'\n\
-             systemctl show -p ActiveState -p UnitFileState fail2ban 2>/dev/null | \
-             while IFS='=' read -r k v; do case $k in ActiveState) echo \"active $v\" ;; UnitFileState) echo \"enabled $v\" ;; esac; done\n\
-             {}\n\
-             true",
-            jails_snippet("/proc", "/var/log/fail2ban.log")
-        ),
-    );
-}
-
-/// Sets `p` to the PID of the running fail2ban-server, or to nothing: shell builtins only, so
-/// a host without fail2ban running is told apart without starting Python.
-pub fn server_pid_snippet(proc_root: &str) -> String {
-    format!(
-        "p=''; for f in {}/[0-9]*/comm; do read -r n <\"$f\" 2>/dev/null || continue; \
-         if [ \"$n\" = fail2ban-server ]; then p=${{f%/comm}}; p=${{p##*/}}; break; fi; done",
-        sh_quote(proc_root)
-    )
-}
-
-/// Prints `jails A, B` (the running jails, as `fail2ban-client status` lists them).
-///
-/// Asking fail2ban-client costs a Python start (about 50 ms of host CPU, most of a no-change
-/// run's budget), so the running server answers first, without Python: its process
-/// (`fail2ban-server`) has a filter and an action thread per running jail, named `f2b/f.JAIL`
-/// and `f2b/a.JAIL` (cut to 15 characters by the kernel), and its log names each jail it started
-/// or stopped with its PID (`fail2ban.jail [PID]: INFO Jail 'freeswitch' started`). A jail counts
-/// as running when the server's own log says it started it last and both threads exist; the
-/// names come from the log, so a cut thread name never stands for a longer jail. When that is
-/// not conclusive (no server, no such log lines, a missing thread), fail2ban-client is asked.
-fn jails_snippet(proc_root: &str, log: &str) -> String {
-    let find_server = server_pid_snippet(proc_root);
-    let proc_root = sh_quote(proc_root);
-    let log = sh_quote(log);
-    format!(
-        "{find_server}\n\
-         j=''\n\
-         if [ -n \"$p\" ]; then\n\
-         th=$(cat {proc_root}/\"$p\"/task/*/comm 2>/dev/null | tr '\\n' '|')\n\
-         j=$(cat {log}.1 {log} 2>/dev/null | awk -v p=\"[$p]:\" -v th=\"|$th\" '\
-         $3 == \"fail2ban.jail\" && $4 == p && $6 == \"Jail\" && ($8 == \"started\" || $8 == \"stopped\") {{ \
-         n = $7; gsub(\"\\047\", \"\", n); up[n] = ($8 == \"started\") }} \
-         END {{ ok = 1; s = \"\"; for (n in up) if (up[n]) {{ \
-         if (!index(th, \"|\" substr(\"f2b/f.\" n, 1, 15) \"|\") || !index(th, \"|\" substr(\"f2b/a.\" n, 1, 15) \"|\")) ok = 0; \
-         s = s (s == \"\" ? \"\" : \", \") n }} \
-         if (ok && s != \"\") print s }}')\n\
-         fi\n\
-         if [ -n \"$j\" ]; then echo \"jails $j\"; \
-         else timeout 10 fail2ban-client status 2>/dev/null | sed -n 's/.*Jail list:[[:space:]]*/jails /p'; fi"
-    )
+    // Which jails run, without fail2ban-client when the server's threads and log tell.
+    p.snippet(PROBE, &f2b::state_snippet(&[]));
 }
 
 /// The ports the host's jails ban on, from its facts.
@@ -218,40 +167,10 @@ fn is_loopback_net(n: &IpNet) -> bool {
     }
 }
 
-/// What the probe said about the service.
-#[derive(Debug, Default, PartialEq)]
-struct ServiceState {
-    installed: bool,
-    active: bool,
-    enabled: bool,
-    jails: Vec<String>,
-}
-
 /// Whether the facts show fail2ban running with the `freeswitch` jail (verify's no-change path).
 pub fn jail_up_in_facts(f: &HostFacts) -> bool {
-    let st = parse_state(f.section(PROBE));
-    st.active && st.jails.iter().any(|j| j == "freeswitch")
-}
-
-fn parse_state(text: &str) -> ServiceState {
-    let mut st = ServiceState::default();
-    for line in text.lines() {
-        let (k, v) = line.split_once(' ').unwrap_or((line, ""));
-        match k {
-            "installed" => st.installed = v.trim() == "yes",
-            "active" => st.active = v.trim() == "active",
-            "enabled" => st.enabled = v.trim() == "enabled",
-            "jails" => {
-                st.jails = v
-                    .split(',')
-                    .map(|j| j.trim().to_string())
-                    .filter(|j| !j.is_empty())
-                    .collect()
-            }
-            _ => {}
-        }
-    }
-    st
+    let st = Fail2banState::from_facts(f);
+    st.active && st.runs("freeswitch")
 }
 
 /// Whether the FreeSWITCH version logs the idle-cpu percent (1.10.7+). Unknown: assume it does.
@@ -339,7 +258,7 @@ pub fn plan(
     let logpath = format!("{}/freeswitch.log", log_dir.trim_end_matches('/'));
     let (ports, warnings) = jail_ports(f, host)?;
     let jail = render_jail(host, &logpath, &ports);
-    let st = parse_state(f.section(PROBE));
+    let st = Fail2banState::from_facts(f);
 
     let mut plan = StepPlan {
         warnings,
@@ -365,7 +284,7 @@ pub fn plan(
     let write_jail = write(JAIL_PATH, &jail, &mut plan);
 
     let files_changed = !plan.changes.is_empty();
-    let jail_up = st.active && st.jails.iter().any(|j| j == "freeswitch");
+    let jail_up = st.active && st.runs("freeswitch");
     let restart = files_changed || !jail_up;
     if restart {
         let why = if !st.installed {
@@ -603,6 +522,7 @@ pub async fn apply(ctx: &StepCtx<'_>, action: &Configure) -> Result<Vec<String>,
 mod tests {
     use super::*;
     use crate::harden::firewall;
+    use crate::model::fail2ban::jails_snippet;
 
     /// Run the jails snippet against a fake /proc and log, with a fake fail2ban-client on PATH
     /// that answers `fallback` (so a test sees which path answered).
@@ -690,11 +610,7 @@ mod tests {
             jails.contains(&"freeswitch") && jails.contains(&"sshd"),
             "{out}"
         );
-        assert!(
-            parse_state(&format!("active active\n{out}"))
-                .jails
-                .contains(&"freeswitch".to_string())
-        );
+        assert!(Fail2banState::parse(&format!("active active\n{out}")).runs("freeswitch"));
     }
 
     #[test]

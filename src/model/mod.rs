@@ -18,6 +18,7 @@ use crate::facts::{FileFact, Files};
 use crate::harden::HostFacts;
 use crate::secret::Secret;
 
+pub mod fail2ban;
 #[cfg(test)]
 mod property_tests;
 pub mod ufw;
