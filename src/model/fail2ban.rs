@@ -100,22 +100,25 @@ fn jail_status_snippet(jails: &[&str]) -> String {
     )
 }
 
-/// The state snippet: `installed yes`, `active X` / `enabled Y` (systemd's words), `server PID`,
-/// `jails A, B`, then the status of each of `detail` (see [`jail_status_snippet`]). With no
-/// `detail`, the running jails come from [`jails_snippet`] (no Python when conclusive); with
-/// `detail`, from the answers of one fail2ban-client start (nothing runs without a server).
+/// The state snippet: `installed yes`, `server PID`, then, with no `detail` (harden's form),
+/// `active X` / `enabled Y` (systemd's words) and `jails A, B` from [`jails_snippet`] (no Python
+/// when conclusive); with `detail` (the audit's form), the status of each of those jails from
+/// one fail2ban-client start (see [`jail_status_snippet`]), and no `systemctl`: the base facts'
+/// `systemctl is-active` already says whether fail2ban is active (see
+/// [`Fail2banState::from_facts`]).
 pub fn state_snippet(detail: &[&str]) -> String {
-    let common = "command -v fail2ban-client >/dev/null && echo 'installed yes'\n\
-         systemctl show -p ActiveState -p UnitFileState fail2ban 2>/dev/null | \
-         while IFS='=' read -r k v; do case $k in ActiveState) echo \"active $v\" ;; UnitFileState) echo \"enabled $v\" ;; esac; done";
+    let installed = "command -v fail2ban-client >/dev/null && echo 'installed yes'";
     if detail.is_empty() {
         format!(
-            "{common}\n{}\n[ -z \"$p\" ] || echo \"server $p\"\ntrue",
+            "{installed}\n\
+             systemctl show -p ActiveState -p UnitFileState fail2ban 2>/dev/null | \
+             while IFS='=' read -r k v; do case $k in ActiveState) echo \"active $v\" ;; UnitFileState) echo \"enabled $v\" ;; esac; done\n\
+             {}\n[ -z \"$p\" ] || echo \"server $p\"\ntrue",
             jails_snippet("/proc", SERVER_LOG)
         )
     } else {
         format!(
-            "{common}\n{}\n[ -z \"$p\" ] || echo \"server $p\"\n{}\ntrue",
+            "{installed}\n{}\n[ -z \"$p\" ] || echo \"server $p\"\n{}\ntrue",
             server_pid_snippet("/proc"),
             jail_status_snippet(detail)
         )
@@ -230,9 +233,16 @@ impl Fail2banState {
         st
     }
 
-    /// The state in the facts; an empty state when the snippet did not run.
+    /// The state in the facts; an empty state when the snippet did not run. Without an
+    /// `active` line (the audit's form asks systemd once, in the base facts), `active` is the
+    /// base facts' `systemctl is-active fail2ban`.
     pub fn from_facts(f: &HostFacts) -> Fail2banState {
-        Fail2banState::parse(f.section(STATE_SECTION))
+        let text = f.section(STATE_SECTION);
+        let mut st = Fail2banState::parse(text);
+        if !text.lines().any(|l| l.starts_with("active ")) {
+            st.active = f.base.fail2ban_active;
+        }
+        st
     }
 
     /// Whether the snippet ran (a host section exists for it).
@@ -613,6 +623,20 @@ mod tests {
         assert!(st.installed && !st.active && !st.enabled);
         assert!(st.runs("a") && st.runs("b") && !st.runs("c"));
         assert_eq!(Fail2banState::parse(""), Fail2banState::default());
+    }
+
+    #[test]
+    fn without_an_active_line_systemd_is_asked_once_in_the_base_facts() {
+        let mut f = HostFacts::stock();
+        f.base.fail2ban_active = true;
+        f.sections = crate::facts::Sections::from_pairs(&[(STATE_SECTION, "installed yes\n", 0)]);
+        assert!(Fail2banState::from_facts(&f).active);
+        // Harden's form says it itself, and that wins.
+        f.sections = crate::facts::Sections::from_pairs(&[(STATE_SECTION, "active failed\n", 0)]);
+        assert!(!Fail2banState::from_facts(&f).active);
+        // Both forms gather the same way: one snippet, one section.
+        assert!(state_snippet(&[]).contains("systemctl show"));
+        assert!(!state_snippet(&["sshd"]).contains("systemctl"));
     }
 
     /// Run `snippet` with the local sh and `bin` first on the PATH.
