@@ -166,10 +166,16 @@ pub fn script_with(host: &Host, proof: Option<&CachedProof>) -> Script {
     );
     facts::add_base_snippets(&mut s, host);
     // ufw's rules and defaults from its own files, as harden reads them (no Python start).
-    let ufw_files: Vec<String> = [ufw::USER_RULES, ufw::USER6_RULES, ufw::UFW_DEFAULTS]
-        .iter()
-        .map(|p| p.to_string())
-        .collect();
+    // fsfleet's jail file too: FS-F2B-02 compares its ports with the model's SIP ports.
+    let ufw_files: Vec<String> = [
+        ufw::USER_RULES,
+        ufw::USER6_RULES,
+        ufw::UFW_DEFAULTS,
+        f2b::JAIL_FILE,
+    ]
+    .iter()
+    .map(|p| p.to_string())
+    .collect();
     facts::add_files_snippet(&mut s, "files", host, facts::CONF_FILES, &ufw_files);
     facts::add_files_snippet(&mut s, "audit_files", host, EXTRA_CONF_FILES, &[]);
     s

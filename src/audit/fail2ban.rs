@@ -3,7 +3,9 @@
 
 use super::evidence::Evidence;
 use super::{Control, Finding, Severity};
-use crate::model::fail2ban::{Fail2banState, JailStatus, PROBE_IP, PROOF_SECTION, Proof};
+use crate::model::fail2ban::{
+    Fail2banState, JAIL_FILE, JailSettings, JailStatus, PROBE_IP, PROOF_SECTION, Proof,
+};
 
 pub const CONTROLS: &[Control] = &[
     Control {
@@ -171,6 +173,26 @@ fn jail(ev: &Evidence) -> Finding {
         if !watched.contains(&log) {
             bad.push(format!(
                 "FreeSWITCH logs to {log}, which the jail does not watch"
+            ));
+        }
+    }
+    // fsfleet's jail bans on the ports the firewall opens: the model's SIP and SIP-TLS ports.
+    if let Some(set) = JailSettings::from_facts(&ev.facts, "freeswitch") {
+        let want = ev.model().sip_ports().numbers();
+        let list = |p: &[u16]| p.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+        if set.ports == want && set.port_names.is_empty() {
+            ok.push(format!(
+                "{JAIL_FILE} bans on ports {}, the SIP and SIP-TLS ports of the profiles",
+                list(&set.ports)
+            ));
+        } else {
+            let mut got = list(&set.ports);
+            for n in &set.port_names {
+                got.push_str(&format!("{}{n}", if got.is_empty() { "" } else { "," }));
+            }
+            bad.push(format!(
+                "{JAIL_FILE} bans on ports {got}, but the profiles' SIP and SIP-TLS ports are {}",
+                list(&want)
             ));
         }
     }
@@ -469,5 +491,45 @@ mod tests {
         // A cached failure stays a failure.
         ev.proof_cache.as_mut().unwrap().lines = "1 lines, 0 ignored, 0 matched, 1 missed".into();
         assert_eq!(eval("FS-F2B-03", &ev).status, Status::Fail);
+    }
+
+    #[test]
+    fn fsfleets_jail_must_ban_on_the_profiles_sip_ports() {
+        let state = format!("installed yes\nserver 978\n@jail freeswitch\n{JAIL}");
+        let mut ev = with(&[(STATE_SECTION, &state, 0)]);
+        let jail = |ports: &str| {
+            format!("[freeswitch]\nenabled = true\nport = {ports}\n[sshd]\nport = 22\n")
+        };
+        let put = |ev: &mut Evidence, text: String| {
+            ev.facts.files.files.insert(
+                JAIL_FILE.to_string(),
+                crate::facts::FileFact {
+                    path: JAIL_FILE.to_string(),
+                    mode: 0o644,
+                    owner: "root".into(),
+                    group: "root".into(),
+                    size: text.len() as u64,
+                    content: Some(text.into_bytes()),
+                },
+            );
+        };
+        // The stock profiles: internal 5060/5061, external 5080/5081 (the ports the firewall opens).
+        put(&mut ev, jail("5081,5060,5061,5080"));
+        let f = eval("FS-F2B-02", &ev);
+        assert_eq!(f.status, Status::Pass, "{:?}", f.evidence);
+        assert!(
+            f.evidence
+                .iter()
+                .any(|e| e.contains("bans on ports 5060,5061,5080,5081, the SIP"))
+        );
+        put(&mut ev, jail("5060"));
+        let f = eval("FS-F2B-02", &ev);
+        assert_eq!(f.status, Status::Fail);
+        assert_eq!(
+            f.evidence,
+            [format!(
+                "{JAIL_FILE} bans on ports 5060, but the profiles' SIP and SIP-TLS ports are 5060,5061,5080,5081"
+            )]
+        );
     }
 }

@@ -19,7 +19,7 @@ use crate::ssh::sh_quote;
 pub const NAME: &str = "fail2ban";
 
 pub const FILTER_PATH: &str = "/etc/fail2ban/filter.d/freeswitch.local";
-pub const JAIL_PATH: &str = "/etc/fail2ban/jail.d/fsfleet-freeswitch.local";
+pub const JAIL_PATH: &str = f2b::JAIL_FILE;
 /// The filter, byte for byte as installed.
 pub const FILTER: &str = include_str!("../../assets/fail2ban/filter.d/freeswitch.local");
 
@@ -700,6 +700,20 @@ mod tests {
         let jail = render_jail(h, LOG, &ports);
         f.files.files.extend([file(JAIL_PATH, &jail)]);
         f
+    }
+
+    #[test]
+    fn the_model_reads_back_the_jail_harden_writes() {
+        let h = host();
+        let f = hardened(&h);
+        let (ports, _) = jail_ports(&f, &h).unwrap();
+        let fs = f2b::JailSettings::from_facts(&f, "freeswitch").unwrap();
+        assert_eq!(fs.ports, ports.sip);
+        assert_eq!(fs.logpath.as_deref(), Some(LOG));
+        assert_eq!(fs.maxretry, Some(h.fail2ban.maxretry));
+        assert_eq!(fs.ignoreip, ["127.0.0.1/8", "::1"]);
+        let sshd = f2b::JailSettings::from_facts(&f, "sshd").unwrap();
+        assert_eq!(sshd.ports, ports.ssh);
     }
 
     fn stock_jail(h: &Host) -> String {

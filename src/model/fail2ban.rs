@@ -256,6 +256,106 @@ impl Fail2banState {
     }
 }
 
+/// fsfleet's jail file (harden writes it, `JAIL_PATH` of the fail2ban step): where fail2ban
+/// finds the settings of the `freeswitch` and `sshd` jails.
+pub const JAIL_FILE: &str = "/etc/fail2ban/jail.d/fsfleet-freeswitch.local";
+
+/// The settings of one jail in a jail file (fail2ban's INI: `key = value`, indented lines
+/// continue the value).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JailSettings {
+    pub enabled: Option<bool>,
+    /// `port`: numbers ascending; an entry that is no number (a service name) is kept in
+    /// `port_names`.
+    pub ports: Vec<u16>,
+    pub port_names: Vec<String>,
+    pub logpath: Option<String>,
+    pub ignoreip: Vec<String>,
+    pub maxretry: Option<u32>,
+    pub backend: Option<String>,
+}
+
+impl JailSettings {
+    /// The `[name]` section of a jail file, None when it has none.
+    pub fn parse(text: &str, name: &str) -> Option<JailSettings> {
+        let header = format!("[{name}]");
+        let mut inside = false;
+        let mut found = false;
+        let mut values: BTreeMap<String, String> = BTreeMap::new();
+        let mut last: Option<String> = None;
+        for line in text.lines() {
+            let t = line.trim();
+            if t.starts_with('#') || t.starts_with(';') || t.is_empty() {
+                continue;
+            }
+            if t.starts_with('[') {
+                inside = t == header;
+                found |= inside;
+                last = None;
+                continue;
+            }
+            if !inside {
+                continue;
+            }
+            if line.starts_with([' ', '\t']) {
+                if let Some(v) = last.as_ref().and_then(|k| values.get_mut(k)) {
+                    v.push(' ');
+                    v.push_str(t);
+                }
+                continue;
+            }
+            if let Some((k, v)) = t.split_once('=') {
+                let k = k.trim().to_string();
+                values.insert(k.clone(), v.trim().to_string());
+                last = Some(k);
+            }
+        }
+        if !found {
+            return None;
+        }
+        let mut j = JailSettings {
+            enabled: values
+                .get("enabled")
+                .map(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "yes" | "1" | "on")),
+            logpath: values.get("logpath").cloned(),
+            ignoreip: values
+                .get("ignoreip")
+                .map(|v| {
+                    v.split([' ', ','])
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            maxretry: values.get("maxretry").and_then(|v| v.parse().ok()),
+            backend: values.get("backend").cloned(),
+            ..JailSettings::default()
+        };
+        for p in values
+            .get("port")
+            .map(String::as_str)
+            .unwrap_or("")
+            .split(',')
+        {
+            let p = p.trim();
+            match p.parse::<u16>() {
+                Ok(n) => j.ports.push(n),
+                Err(_) if !p.is_empty() => j.port_names.push(p.to_string()),
+                Err(_) => {}
+            }
+        }
+        j.ports.sort_unstable();
+        j.ports.dedup();
+        Some(j)
+    }
+
+    /// The settings of jail `name` in fsfleet's jail file as the facts read it (None: no file,
+    /// or no such jail in it).
+    pub fn from_facts(f: &HostFacts, name: &str) -> Option<JailSettings> {
+        JailSettings::parse(f.file_text(JAIL_FILE)?, name)
+    }
+}
+
 /// One line of a `fail2ban-client status JAIL` answer.
 fn status_line(s: &mut JailStatus, line: &str) {
     let Some((label, value)) = line.split_once(':') else {
@@ -623,6 +723,30 @@ mod tests {
         assert!(st.installed && !st.active && !st.enabled);
         assert!(st.runs("a") && st.runs("b") && !st.runs("c"));
         assert_eq!(Fail2banState::parse(""), Fail2banState::default());
+    }
+
+    #[test]
+    fn jail_settings_read_fsfleets_jail_file() {
+        let text = "# comment\n[DEFAULT]\nport = 1\n[freeswitch]\nenabled  = true\n\
+                    logpath  = /var/log/freeswitch/freeswitch.log\nport     = 5080,5060, sip\n\
+                    action_  = a[x]\n           b[y]\nmaxretry = 5\nignoreip = 127.0.0.1/8 ::1\n\
+                    [sshd]\nport = 22\nbackend = systemd\n";
+        let j = JailSettings::parse(text, "freeswitch").unwrap();
+        assert_eq!(j.enabled, Some(true));
+        assert_eq!(j.ports, [5060, 5080]);
+        assert_eq!(j.port_names, ["sip"]);
+        assert_eq!(
+            j.logpath.as_deref(),
+            Some("/var/log/freeswitch/freeswitch.log")
+        );
+        assert_eq!(j.ignoreip, ["127.0.0.1/8", "::1"]);
+        assert_eq!(j.maxretry, Some(5));
+        let s = JailSettings::parse(text, "sshd").unwrap();
+        assert_eq!(
+            (s.ports.as_slice(), s.backend.as_deref()),
+            (&[22][..], Some("systemd"))
+        );
+        assert_eq!(JailSettings::parse(text, "asterisk"), None);
     }
 
     #[test]
