@@ -555,18 +555,23 @@ pub mod testing {
             (ufw::USER6_RULES, rules6.to_string()),
             (ufw::UFW_DEFAULTS, defaults),
         ] {
-            ev.facts.files.files.insert(
-                path.to_string(),
-                facts::FileFact {
-                    path: path.to_string(),
-                    mode: 0o640,
-                    owner: "root".into(),
-                    group: "root".into(),
-                    size: text.len() as u64,
-                    content: Some(text.into_bytes()),
-                },
-            );
+            put_file(ev, path, text, 0o640);
         }
+    }
+
+    /// A root-owned file read by absolute path, as the files section gives it.
+    pub fn put_file(ev: &mut Evidence, path: &str, text: String, mode: u32) {
+        ev.facts.files.files.insert(
+            path.to_string(),
+            facts::FileFact {
+                path: path.to_string(),
+                mode,
+                owner: "root".into(),
+                group: "root".into(),
+                size: text.len() as u64,
+                content: Some(text.into_bytes()),
+            },
+        );
     }
 
     /// The stock tree with no snippet output and no live probes.

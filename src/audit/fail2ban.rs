@@ -295,6 +295,13 @@ mod tests {
         (CONTROLS.iter().find(|c| c.id == id).unwrap().eval)(ev)
     }
 
+    /// The evidence of control `id`, which must fail.
+    fn fails(id: &str, ev: &Evidence) -> Vec<String> {
+        let f = eval(id, ev);
+        assert_eq!(f.status, Status::Fail, "{id}: {:?}", f.evidence);
+        f.evidence
+    }
+
     const JAIL: &str = "Status for the jail: freeswitch\n|- Filter\n|  |- Currently failed:\t0\n|  |- Total failed:\t3\n|  `- File list:\t/var/log/freeswitch/freeswitch.log\n`- Actions\n   |- Currently banned:\t1\n   |- Total banned:\t1\n   `- Banned IP list:\t203.0.113.9\n@exists /var/log/freeswitch/freeswitch.log\n";
 
     fn with(sections: &[(&str, &str, i32)]) -> Evidence {
@@ -448,10 +455,8 @@ mod tests {
             "installed yes\nserver 978\n@jail freeswitch\n",
             0,
         )]);
-        let f = eval("FS-F2B-02", &ev);
-        assert_eq!(f.status, Status::Fail);
         assert_eq!(
-            f.evidence,
+            fails("FS-F2B-02", &ev),
             ["no jail named freeswitch is running (`fail2ban-client status freeswitch` failed)"]
         );
         // The state snippet did not run at all, or the client answered nothing: an error.
@@ -500,19 +505,7 @@ mod tests {
         let jail = |ports: &str| {
             format!("[freeswitch]\nenabled = true\nport = {ports}\n[sshd]\nport = 22\n")
         };
-        let put = |ev: &mut Evidence, text: String| {
-            ev.facts.files.files.insert(
-                JAIL_FILE.to_string(),
-                crate::facts::FileFact {
-                    path: JAIL_FILE.to_string(),
-                    mode: 0o644,
-                    owner: "root".into(),
-                    group: "root".into(),
-                    size: text.len() as u64,
-                    content: Some(text.into_bytes()),
-                },
-            );
-        };
+        let put = |ev: &mut Evidence, text: String| put_file(ev, JAIL_FILE, text, 0o644);
         // The stock profiles: internal 5060/5061, external 5080/5081 (the ports the firewall opens).
         put(&mut ev, jail("5081,5060,5061,5080"));
         let f = eval("FS-F2B-02", &ev);
@@ -523,10 +516,8 @@ mod tests {
                 .any(|e| e.contains("bans on ports 5060,5061,5080,5081, the SIP"))
         );
         put(&mut ev, jail("5060"));
-        let f = eval("FS-F2B-02", &ev);
-        assert_eq!(f.status, Status::Fail);
         assert_eq!(
-            f.evidence,
+            fails("FS-F2B-02", &ev),
             [format!(
                 "{JAIL_FILE} bans on ports 5060, but the profiles' SIP and SIP-TLS ports are 5060,5061,5080,5081"
             )]
