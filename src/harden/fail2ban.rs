@@ -433,24 +433,17 @@ fn sections(out: &str) -> std::collections::BTreeMap<&str, Vec<&str>> {
     map
 }
 
-/// The value after `label:` in `fail2ban-client status JAIL` output.
-fn status_field<'a>(lines: &[&'a str], label: &str) -> &'a str {
-    lines
-        .iter()
-        .find_map(|l| l.split_once(&format!("{label}:")).map(|(_, v)| v.trim()))
-        .unwrap_or("")
-}
-
 /// Turn the proof into evidence lines, or fail naming what did not hold.
 fn evidence(host: &str, out: &str) -> Result<Vec<String>, StepError> {
     let sec = sections(out);
-    let status = sec.get("status").cloned().unwrap_or_default();
+    let status = f2b::JailStatus::parse(&sec.get("status").cloned().unwrap_or_default().join("\n"));
+    let n = |v: Option<u64>| v.map_or_else(String::new, |v| v.to_string());
     let mut ev = vec![format!(
         "jail freeswitch: {} currently banned, {} banned in total, {} currently failed, file list: {}",
-        status_field(&status, "Currently banned"),
-        status_field(&status, "Total banned"),
-        status_field(&status, "Currently failed"),
-        status_field(&status, "File list"),
+        n(status.currently_banned),
+        n(status.total_banned),
+        n(status.currently_failed),
+        status.file_list(),
     )];
     ev.push(match sec.get("sshd").and_then(|v| v.first()).copied() {
         Some("up") => "jail sshd: up (backend systemd)".to_string(),

@@ -146,6 +146,26 @@ pub struct JailStatus {
     pub banned: Vec<String>,
 }
 
+impl JailStatus {
+    /// The answer of `fail2ban-client status JAIL` (files not checked: all `exists: false`).
+    pub fn parse(text: &str) -> JailStatus {
+        let mut s = JailStatus::default();
+        for line in text.lines() {
+            status_line(&mut s, line);
+        }
+        s
+    }
+
+    /// The File list as fail2ban prints it (space-separated).
+    pub fn file_list(&self) -> String {
+        self.files
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
 /// fail2ban on one host, as the state snippet saw it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fail2banState {
