@@ -385,8 +385,14 @@ put() { # path base64: atomic, root 0644
     let (pf, pc) = sample_lines(true);
     let (nf, nc) = sample_lines(false);
     s.push_str(&format!(
-        r#"i=0
-until timeout 5 fail2ban-client status freeswitch >/dev/null 2>&1; do
+        r#"# One fail2ban-client start asks both jails (each is a Python start, ~50 ms of host CPU).
+jails() {{
+{query}
+case $out in *'Status for the jail: freeswitch'*) return 0 ;; esac
+return 1
+}}
+i=0
+until jails; do
     i=$((i+1))
     if [ $i -ge {wait} ]; then
         echo "the freeswitch jail did not answer within {wait} s:" >&2
@@ -395,8 +401,8 @@ until timeout 5 fail2ban-client status freeswitch >/dev/null 2>&1; do
     fi
     sleep 1
 done
-echo '@@status'; fail2ban-client status freeswitch
-echo '@@sshd'; timeout 5 fail2ban-client status sshd >/dev/null 2>&1 && echo up || echo down
+echo '@@jails'
+{answers}
 # The newest dated line tells the format: 1.10.7+ writes the idle cpu after the time.
 last=$([ -f "$log" ] && [ ! -L "$log" ] && timeout 5 tail -n 200 "$log" 2>/dev/null | grep -E '^([0-9a-fA-F-]{{36}} )?[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}} ' | tail -n 1)
 if [ -z "$last" ]; then fmt={default}; src=version
@@ -409,6 +415,8 @@ if [ "$fmt" = percent ]; then printf '%s\n%s\n' {pf} {pc} >"$sample"; else print
 echo '@@regex'; timeout 60 fail2ban-regex --out ip "$sample" freeswitch || {{ echo "fail2ban-regex failed" >&2; exit 34; }}
 "#,
         wait = JAIL_WAIT.as_secs(),
+        query = f2b::status_query(&["freeswitch", "sshd"], 5),
+        answers = f2b::answers_snippet(),
         default = if action.percent_default { "percent" } else { "plain" },
         pf = sh_quote(&pf),
         pc = sh_quote(&pc),
@@ -436,7 +444,8 @@ fn sections(out: &str) -> std::collections::BTreeMap<&str, Vec<&str>> {
 /// Turn the proof into evidence lines, or fail naming what did not hold.
 fn evidence(host: &str, out: &str) -> Result<Vec<String>, StepError> {
     let sec = sections(out);
-    let status = f2b::JailStatus::parse(&sec.get("status").cloned().unwrap_or_default().join("\n"));
+    let jails = Fail2banState::parse(&sec.get("jails").cloned().unwrap_or_default().join("\n"));
+    let status = jails.status.get("freeswitch").cloned().unwrap_or_default();
     let n = |v: Option<u64>| v.map_or_else(String::new, |v| v.to_string());
     let mut ev = vec![format!(
         "jail freeswitch: {} currently banned, {} banned in total, {} currently failed, file list: {}",
@@ -445,9 +454,10 @@ fn evidence(host: &str, out: &str) -> Result<Vec<String>, StepError> {
         n(status.currently_failed),
         status.file_list(),
     )];
-    ev.push(match sec.get("sshd").and_then(|v| v.first()).copied() {
-        Some("up") => "jail sshd: up (backend systemd)".to_string(),
-        _ => "jail sshd: NOT answering (check `fail2ban-client status sshd`)".to_string(),
+    ev.push(if jails.runs("sshd") {
+        "jail sshd: up (backend systemd)".to_string()
+    } else {
+        "jail sshd: NOT answering (check `fail2ban-client status sshd`)".to_string()
     });
     let (fmt, src) = sec
         .get("format")
@@ -1038,10 +1048,12 @@ mod tests {
 
     #[test]
     fn proof_requires_exactly_the_failure_address() {
-        let out = "@@status\nStatus for the jail: freeswitch\n|- Filter\n|  |- Currently failed:\t0\n\
+        let out = "@@jails\n@jail freeswitch\nStatus for the jail: freeswitch\n|- Filter\n|  |- Currently failed:\t0\n\
                    |  |- Total failed:\t0\n|  `- File list:\t/var/log/freeswitch/freeswitch.log\n\
                    `- Actions\n   |- Currently banned:\t2\n   |- Total banned:\t7\n   `- Banned IP list:\t\n\
-                   @@sshd\nup\n@@format\npercent log\n@@regex\n198.51.100.23\n";
+                   @jail sshd\nStatus for the jail: sshd\n|  `- Journal matches:\tx\n\
+                   @exists /var/log/freeswitch/freeswitch.log\n\
+                   @@format\npercent log\n@@regex\n198.51.100.23\n";
         let ev = evidence("pbx1", out).unwrap();
         assert!(ev[0].contains("2 currently banned") && ev[0].contains("7 banned in total"));
         assert!(ev[0].contains("file list: /var/log/freeswitch/freeswitch.log"));

@@ -73,11 +73,11 @@ pub fn jails_snippet(proc_root: &str, log: &str) -> String {
     )
 }
 
-/// The status of each of `jails` from ONE fail2ban-client start (its interactive mode reads
-/// the commands from stdin), each answer after an `@jail NAME` line, then `@exists PATH` /
-/// `@missing PATH` for each file of each File list. No fail2ban-server process (`$p` empty, see
-/// [`server_pid_snippet`]): nothing is asked.
-fn jail_status_snippet(jails: &[&str]) -> String {
+/// Sets `out` to the status of each of `jails` from ONE fail2ban-client start (its interactive
+/// mode reads the commands from stdin), each answer after an `@jail:NAME` line; a client that
+/// gives no such line (no interactive mode) is asked jail by jail. Each start waits at most
+/// `secs`. Parse `out` with [`Fail2banState::parse`] after [`answers_snippet`].
+pub fn status_query(jails: &[&str], secs: u32) -> String {
     // `echo` is answered by the server itself, so each answer follows its own marker even when
     // a status fails (an unknown jail prints its error on stderr).
     let mut cmds = String::new();
@@ -86,17 +86,31 @@ fn jail_status_snippet(jails: &[&str]) -> String {
         let j = sh_quote(j);
         cmds.push_str(&format!("echo @jail:{j}\\nstatus {j}\\n"));
         one_by_one.push_str(&format!(
-            "echo @jail:{j}; timeout 10 fail2ban-client status {j}; "
+            "echo @jail:{j}; timeout {secs} fail2ban-client status {j}; "
         ));
     }
     format!(
-        "if [ -n \"$p\" ] && command -v fail2ban-client >/dev/null; then\n\
-         out=$(printf '{cmds}exit\\n' | timeout 10 fail2ban-client -i 2>/dev/null | sed 's/^fail2ban> //')\n\
-         case $out in *@jail:*) ;; *) out=$({one_by_one}true) ;; esac\n\
-         printf '%s\\n' \"$out\" | sed -n 's/^@jail:/@jail /p; /^Status for the jail:/p; /^[|` ]/p'\n\
-         printf '%s\\n' \"$out\" | sed -n 's/.*File list:[[:space:]]*//p' | tr ' \\t' '\\n\\n' | \
-         while IFS= read -r f; do [ -n \"$f\" ] || continue; if [ -f \"$f\" ]; then echo \"@exists $f\"; else echo \"@missing $f\"; fi; done\n\
-         fi"
+        "out=$(printf '{cmds}exit\\n' | timeout {secs} fail2ban-client -i 2>/dev/null | sed 's/^fail2ban> //')\n\
+         case $out in *@jail:*) ;; *) out=$({one_by_one}true) ;; esac"
+    )
+}
+
+/// Prints the answers in `$out` (see [`status_query`]) as [`Fail2banState::parse`] reads them:
+/// the `@jail NAME` markers, the status lines, and `@exists PATH` / `@missing PATH` for each file
+/// of each File list.
+pub fn answers_snippet() -> &'static str {
+    "printf '%s\\n' \"$out\" | sed -n 's/^@jail:/@jail /p; /^Status for the jail:/p; /^[|` ]/p'\n\
+     printf '%s\\n' \"$out\" | sed -n 's/.*File list:[[:space:]]*//p' | tr ' \\t' '\\n\\n' | \
+     while IFS= read -r f; do [ -n \"$f\" ] || continue; if [ -f \"$f\" ]; then echo \"@exists $f\"; else echo \"@missing $f\"; fi; done"
+}
+
+/// The status of each of `jails` (see [`status_query`] and [`answers_snippet`]). No
+/// fail2ban-server process (`$p` empty, see [`server_pid_snippet`]): nothing is asked.
+fn jail_status_snippet(jails: &[&str]) -> String {
+    format!(
+        "if [ -n \"$p\" ] && command -v fail2ban-client >/dev/null; then\n{}\n{}\nfi",
+        status_query(jails, 10),
+        answers_snippet()
     )
 }
 
