@@ -1012,9 +1012,16 @@ mod tests {
             check: true,
             ..opts(2)
         };
-        run_inner("harden", hosts(1), &o, no_interrupts(), progress, |ctx| async move {
-            HostReport::from_steps(&ctx.host, vec![step("firewall", StepStatus::Changed, "")])
-        })
+        run_inner(
+            "harden",
+            hosts(1),
+            &o,
+            no_interrupts(),
+            progress,
+            |ctx| async move {
+                HostReport::from_steps(&ctx.host, vec![step("firewall", StepStatus::Changed, "")])
+            },
+        )
         .await;
         let text = cap.text();
         assert!(text.contains("h0: would change ("), "{text}");

@@ -231,10 +231,7 @@ pub(crate) fn finish_line(
     let secs = elapsed_ms as f64 / 1000.0;
     let line = match failure {
         Some(why) if status.is_failure() => {
-            format!(
-                "{name}: {word} ({secs:.1}s): {}",
-                why.replace('\n', " / ")
-            )
+            format!("{name}: {word} ({secs:.1}s): {}", why.replace('\n', " / "))
         }
         _ => format!("{name}: {word} ({secs:.1}s)"),
     };

@@ -734,8 +734,9 @@ mod tests {
         // One host is "1 host", and the steps are their own count.
         let one = all_ok(&["solo"]);
         assert!(
-            one.render_recap(false)
-                .contains("TOTAL 1 host: 1 ok, 0 changed, 0 failed, 0 unreachable, 0 skipped; 1 step: ok=1"),
+            one.render_recap(false).contains(
+                "TOTAL 1 host: 1 ok, 0 changed, 0 failed, 0 unreachable, 0 skipped; 1 step: ok=1"
+            ),
             "{}",
             one.render_recap(false)
         );

@@ -158,4 +158,70 @@ fn a_wide_sip_allow_list_still_bans_and_the_ban_covers_the_sip_port_really_open(
     // fail2ban's own view of the running jail.
     let live = fleet.ssh_root(h, "fail2ban-client get freeswitch ignoreip");
     assert!(!live.contains("0.0.0.0"), "{live}");
+
+    // The audit proves the filter with fail2ban-regex once, then takes the controller's proof
+    // while the filter files, fail2ban's version and the log format hash the same on the host;
+    // an edit of the filter makes the host run the proof again.
+    let proof = |inventory: &std::path::Path| -> (String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_fsfleet"))
+            .arg("audit")
+            .arg(inventory)
+            .args(["--no-progress", "--format", "json"])
+            .output()
+            .expect("run fsfleet audit");
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("JSON: {e}\n{}", text(&out)));
+        let r = doc["hosts"][0]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == "FS-F2B-03")
+            .unwrap_or_else(|| panic!("no FS-F2B-03: {doc}"))
+            .clone();
+        (
+            r["status"].as_str().unwrap_or("").to_string(),
+            r["evidence"].to_string(),
+        )
+    };
+    let cache = fleet.dir.join(".fsfleet/fail2ban-proofs.json");
+    let _ = std::fs::remove_file(&cache);
+    let (status, ev) = proof(&inventory);
+    assert_eq!(status, "pass", "{ev}");
+    assert!(
+        ev.contains("1 matched") && !ev.contains("proved at"),
+        "{ev}"
+    );
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&cache).unwrap().permissions());
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the proof cache is the controller's alone"
+    );
+    let (status, ev) = proof(&inventory);
+    assert_eq!(status, "pass", "{ev}");
+    assert!(
+        ev.contains("1 matched") && ev.contains("proved at"),
+        "the second audit reuses the proof: {ev}"
+    );
+    fleet.ssh_root(
+        h,
+        "printf '# an operator was here\\n' >>/etc/fail2ban/filter.d/freeswitch.local",
+    );
+    let (status, ev) = proof(&inventory);
+    assert_eq!(status, "pass", "{ev}");
+    assert!(
+        !ev.contains("proved at"),
+        "a changed filter is proved again: {ev}"
+    );
+    // A filter that no longer matches fails at once, whatever was proved before.
+    fleet.ssh_root(
+        h,
+        "sed -i 's/SIP auth failure/SIP auth never-written/' /etc/fail2ban/filter.d/freeswitch.local",
+    );
+    let (status, ev) = proof(&inventory);
+    assert_eq!(
+        status, "fail",
+        "a broken filter must fail, not be taken from the cache: {ev}"
+    );
 }

@@ -11,6 +11,7 @@ use crate::cmd::{self, CmdError};
 use crate::facts::{self, FactsError};
 use crate::fleet::{self, HostError, HostOutcome, HostRun, RunInfo};
 use crate::inventory::Host;
+use crate::model::fail2ban::{self as f2b, CachedProof, Proof, ProofCache};
 use crate::ssh::Session;
 
 use super::evidence::{self, Evidence, Live, OutsideProbe};
@@ -257,18 +258,21 @@ pub fn check_waivers(cli: &[String], hosts: &[Host]) -> Result<(), AuditError> {
 /// Gather the evidence of one host: ONE remote round trip for every file and snippet, then the
 /// Event Socket probes through the tunnel and the TCP probe from the controller, concurrently.
 /// `probe_limit` bounds the TCP probe: a filtered port answers nothing and costs all of it.
+/// `proof`: the controller's fail2ban-regex proof for this host, if it holds one.
 pub async fn audit_host(
     session: &Session,
     host: &Host,
     probe_limit: Duration,
+    proof: Option<CachedProof>,
 ) -> Result<Evidence, FactsError> {
-    let script = evidence::script(host);
+    let script = evidence::script_with(host, proof.as_ref());
     let sections = facts::gather(session, &script).await?;
     let facts = evidence::parse(sections, &session.user, session.uses_sudo())?;
     let mut ev = Evidence {
         host: host.clone(),
         facts,
         live: Live::default(),
+        proof_cache: proof,
     };
     let port = ev.esl_port();
     ev.live.esl_port = port;
@@ -296,6 +300,20 @@ pub async fn audit_host(
     Ok(ev)
 }
 
+/// The proof this audit made on the host, to keep for the next one (none when it was cached,
+/// did not run, or has no key).
+fn new_proof(ev: &Evidence) -> Option<CachedProof> {
+    let f = &ev.facts;
+    let p = Proof::resolve(
+        f.section(f2b::PROOF_SECTION),
+        f.section_status(f2b::PROOF_SECTION),
+        ev.proof_cache.as_ref(),
+    )
+    .ok()?;
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    p.to_cache(&now)
+}
+
 /// `fsfleet audit`: returns the exit code, or a usage error before any host is touched.
 pub async fn command(args: AuditArgs) -> Result<u8, AuditError> {
     use std::io::Write;
@@ -317,9 +335,18 @@ pub async fn command(args: AuditArgs) -> Result<u8, AuditError> {
     let opts = cmd::fleet_options(&args.run)?;
     let connector = cmd::connector(&inv, &hosts, &args.run).await;
     let cli_waive = Arc::new(args.waive.clone());
+    // fail2ban-regex proofs by host: a corrupt or unreadable cache only costs the proofs.
+    let cache_path = ProofCache::path(&inv.dir());
+    let cache = ProofCache::load(&cache_path).unwrap_or_else(|e| {
+        eprintln!("warning: ignoring the fail2ban proof cache: {e}");
+        ProofCache::default()
+    });
+    let proofs = Arc::new(std::sync::Mutex::new(cache));
+    let proofs_run = proofs.clone();
     let run = fleet::run("audit", hosts, &opts, move |ctx| {
         let connector = connector.clone();
         let cli_waive = cli_waive.clone();
+        let proofs = proofs_run.clone();
         async move {
             let started = Instant::now();
             ctx.stage("connecting");
@@ -327,7 +354,11 @@ pub async fn command(args: AuditArgs) -> Result<u8, AuditError> {
             // The same rule as harden's verify: ten times the SSH connect time, 1 to 3 s.
             let probe_limit = crate::harden::verify::probe_timeout(started.elapsed());
             ctx.stage("gathering evidence");
-            let ev = audit_host(&session, &ctx.host, probe_limit).await;
+            let held = proofs
+                .lock()
+                .ok()
+                .and_then(|c| c.hosts.get(&ctx.host.name).cloned());
+            let ev = audit_host(&session, &ctx.host, probe_limit, held).await;
             session.close().await;
             let ev = ev.map_err(|e| {
                 HostError::Failed(format!(
@@ -336,6 +367,11 @@ pub async fn command(args: AuditArgs) -> Result<u8, AuditError> {
                     crate::errors::chain(&e)
                 ))
             })?;
+            if let Some(new) = new_proof(&ev)
+                && let Ok(mut c) = proofs.lock()
+            {
+                c.hosts.insert(ctx.host.name.clone(), new);
+            }
             ctx.stage("evaluating");
             let mut waived: Vec<String> = ctx.host.waive.clone();
             waived.extend(cli_waive.iter().cloned());
@@ -343,6 +379,11 @@ pub async fn command(args: AuditArgs) -> Result<u8, AuditError> {
         }
     })
     .await;
+    if let Ok(c) = proofs.lock()
+        && let Err(e) = c.save(&cache_path)
+    {
+        eprintln!("warning: the fail2ban proof cache was not saved: {e}");
+    }
     let retry: Vec<String> = run.failed_hosts().into_iter().map(String::from).collect();
     let hosts: Vec<HostAudit> = run.hosts.into_iter().map(HostAudit::from_run).collect();
     let outcome = Outcome {

@@ -253,6 +253,7 @@ mod tests {
             host: host(),
             facts,
             live: Live::default(),
+            proof_cache: None,
         };
         let f = eval("FS-CRED-05", &ev);
         assert_eq!(f.status, Status::Fail);

@@ -63,6 +63,12 @@ pub enum ControlError {
     /// None of the files that hold a secret was read.
     #[error("no config file that holds a secret was read in {0}")]
     NoSecretFile(String),
+    /// fail2ban-server runs but fail2ban-client said nothing about a jail.
+    #[error("fail2ban-server runs (PID {pid}) but fail2ban-client gave no answer for jail {jail}")]
+    Fail2banNoAnswer { pid: u32, jail: String },
+    /// The fail2ban-regex proof could not be read.
+    #[error(transparent)]
+    Proof(#[from] crate::model::fail2ban::ProofError),
     /// fail2ban-regex printed no result line; its error line.
     #[error(
         "fail2ban-regex gave no result with filter freeswitch: {0}; check `fail2ban-regex -v` on the host"

@@ -2,7 +2,7 @@
 //! (the same [`HostFacts`] harden uses), plus live probes of the Event Socket through the SSH
 //! tunnel and a TCP probe from the controller.
 //!
-//! All snippets are read-only: `ss`, `ufw status`, `fail2ban-client status/get`, `fail2ban-regex`
+//! All snippets are read-only: `ss`, `ufw status`, `fail2ban-client status`, `fail2ban-regex`
 //! on a crafted line (it only reads the filter), `stat`, `find`. No reload, no write, no SIP.
 
 use std::time::Duration;
@@ -13,17 +13,14 @@ use crate::esl_target::{self, Outside, Target};
 use crate::facts::{self, FactError, FactsError, Files, LAYOUTS, Script, ScriptInput, Unit, fact};
 use crate::harden::HostFacts;
 use crate::inventory::Host;
+use crate::model::fail2ban::{self as f2b, CachedProof};
 use crate::model::{ESL_CONF, EventSocket, HostModel, ufw};
 use crate::secret::Secret;
-use crate::ssh::{Session, sh_quote};
+use crate::ssh::Session;
 
 /// Config files read beyond [`facts::CONF_FILES`]: dialplan includes hold the example gateway
 /// extensions.
 pub const EXTRA_CONF_FILES: &[&str] = &["dialplan/default/*.xml", "dialplan/public/*.xml"];
-
-/// The crafted auth-failure line uses this TEST-NET-1 address (RFC 5737): it can never be a real
-/// peer, so proving the filter bans nobody.
-pub const PROBE_IP: &str = "192.0.2.77";
 
 /// fs_cli reads these (FACTS §3); users' `~/.fs_cli_conf` are found by the snippet.
 pub const FS_CLI_CONFS: &[&str] = &["/etc/fs_cli.conf", "/root/.fs_cli_conf"];
@@ -87,6 +84,9 @@ pub struct Evidence {
     pub host: Host,
     pub facts: HostFacts,
     pub live: Live,
+    /// The controller's fail2ban-regex proof for this host, offered to the script (see
+    /// [`f2b::proof_snippet`]): the result when the host says nothing it depends on changed.
+    pub proof_cache: Option<CachedProof>,
 }
 
 /// The shell that sets `$c` to the host's config dir (same search as the facts files snippet).
@@ -96,12 +96,11 @@ fn conf_dir_shell(host: &Host) -> String {
 }
 
 /// The candidate FreeSWITCH log files, for when the jail names none.
-fn default_logs() -> String {
+fn default_logs() -> Vec<String> {
     LAYOUTS
         .iter()
-        .map(|(_, l, _)| sh_quote(&format!("{l}/freeswitch.log")))
-        .collect::<Vec<_>>()
-        .join(" ")
+        .map(|(_, l, _)| format!("{l}/freeswitch.log"))
+        .collect()
 }
 
 /// `stat` a list of paths as `F mode owner group path`, and each one's ancestors as `D ...`.
@@ -110,18 +109,9 @@ const STAT_FN: &str = "st() { while IFS= read -r f; do [ -n \"$f\" ] || continue
      while :; do stat -c 'D %a %U %G %n' \"$d\"; [ \"$d\" = / ] && break; d=$(dirname \"$d\"); done; \
      done; }";
 
-/// `fail2ban-client status JAIL`, then `@exists PATH` / `@missing PATH` for each file of its
-/// File list. Status 3: no fail2ban-client; 5: no fail2ban-server runs (`server` finds it
-/// without Python); 4: no such jail.
-fn jail_snippet(server: &str, jail: &str) -> String {
-    format!(
-        "command -v fail2ban-client >/dev/null || exit 3\n\
-         {server}\n[ -n \"$p\" ] || exit 5\n\
-         out=$(timeout 10 fail2ban-client status {jail}) || exit 4\n\
-         printf '%s\\n' \"$out\"\n\
-         printf '%s\\n' \"$out\" | sed -n 's/.*File list:[[:space:]]*//p' | tr ' \\t' '\\n\\n' | \
-         while IFS= read -r p; do [ -n \"$p\" ] || continue; if [ -f \"$p\" ]; then echo \"@exists $p\"; else echo \"@missing $p\"; fi; done"
-    )
+/// Build the one audit script of a host with no proof of its fail2ban filter held.
+pub fn script(host: &Host) -> Script {
+    script_with(host, None)
 }
 
 fact! {
@@ -247,13 +237,20 @@ pub const UNITS: &[Unit] = &[
 ];
 
 /// Build the one audit script of a host: the audit's units, the base facts, the config files,
-/// then the fail2ban snippets (not units yet, see [`facts::RAW_SECTIONS`]).
-pub fn script(host: &Host) -> Script {
+/// then the fail2ban snippets (not units yet, see [`facts::RAW_SECTIONS`]). `proof`: the
+/// controller's fail2ban-regex proof for this host (its key goes to the script).
+pub fn script_with(host: &Host, proof: Option<&CachedProof>) -> Script {
     // ufw's rules and defaults from its own files, as harden reads them (no Python start).
-    let ufw_files: Vec<String> = [ufw::USER_RULES, ufw::USER6_RULES, ufw::UFW_DEFAULTS]
-        .iter()
-        .map(|p| p.to_string())
-        .collect();
+    // fsfleet's jail file too: FS-F2B-02 compares its ports with the model's SIP ports.
+    let ufw_files: Vec<String> = [
+        ufw::USER_RULES,
+        ufw::USER6_RULES,
+        ufw::UFW_DEFAULTS,
+        f2b::JAIL_FILE,
+    ]
+    .iter()
+    .map(|p| p.to_string())
+    .collect();
     let input = ScriptInput {
         host,
         files: &ufw_files,
@@ -263,31 +260,16 @@ pub fn script(host: &Host) -> Script {
     units.push(Unit::of::<facts::ConfFiles>());
     units.push(Unit::of::<AuditFiles>());
     let mut s = Script::of_units(&input, &units);
-    // No fail2ban-server process: no jail runs (status 5), without starting fail2ban-client.
-    let server = crate::harden::fail2ban::server_pid_snippet("/proc");
-    s.add("audit_f2b_jail", &jail_snippet(&server, "freeswitch"));
-    let logs = default_logs();
+    // fail2ban's state as harden reads it, with the status of the two jails the controls look
+    // at (one fail2ban-client start; none when no server runs).
     s.add(
-        "audit_f2b_regex",
-        &format!(
-            "command -v fail2ban-regex >/dev/null || exit 3\n\
-             log=$(cat /etc/fail2ban/jail.conf /etc/fail2ban/jail.d/*.conf /etc/fail2ban/jail.local /etc/fail2ban/jail.d/*.local 2>/dev/null | \
-             awk '/^\\[/ {{ s = ($0 ~ /^\\[freeswitch\\][[:space:]]*$/) }} s && /^logpath[[:space:]]*=/ {{ sub(/^logpath[[:space:]]*=[[:space:]]*/, \"\"); p = $1 }} END {{ if (p !~ /%\\(/) print p }}')\n\
-             [ -f \"$log\" ] || log=''\n\
-             if [ -z \"$log\" ]; then for l in {logs}; do [ -f \"$l\" ] && {{ log=$l; break; }}; done; fi\n\
-             echo \"log $log\"\n\
-             last=$( [ -n \"$log\" ] && tail -n 500 \"$log\" | grep -E '^([0-9a-f-]{{36}} )?[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}} ' | tail -n 1)\n\
-             now=$(date '+%Y-%m-%d %H:%M:%S').000000\n\
-             if [ -z \"$last\" ]; then fmt=unknown; pct=' 97.50%';\n\
-             elif printf '%s\\n' \"$last\" | grep -Eq '^([0-9a-f-]{{36}} )?[0-9-]+ [0-9:.]+ [0-9]+\\.[0-9]+% '; then fmt=percent; pct=' 97.50%';\n\
-             else fmt=plain; pct=''; fi\n\
-             echo \"format $fmt\"\n\
-             line=\"$now$pct [WARNING] sofia_reg.c:1787 SIP auth failure (REGISTER) on sofia profile 'internal' for [1000@192.0.2.10] from ip {PROBE_IP}\"\n\
-             echo \"line $line\"\n\
-             timeout 30 fail2ban-regex \"$line\" freeswitch | grep -E '^Lines:|ERROR|Error|No section'"
-        ),
+        f2b::STATE_SECTION,
+        &f2b::state_snippet(&["freeswitch", "sshd"]),
     );
-    s.add("audit_f2b_sshd", &jail_snippet(&server, "sshd"));
+    s.add(
+        f2b::PROOF_SECTION,
+        &f2b::proof_snippet(&default_logs(), proof.map(|p| p.key.as_str())),
+    );
     s
 }
 
@@ -631,6 +613,7 @@ pub mod testing {
             host: host(),
             facts,
             live,
+            proof_cache: None,
         }
     }
 
@@ -645,23 +628,28 @@ pub mod testing {
             (ufw::USER6_RULES, rules6.to_string()),
             (ufw::UFW_DEFAULTS, defaults),
         ] {
-            ev.facts.files.files.insert(
-                path.to_string(),
-                facts::FileFact {
-                    path: path.to_string(),
-                    mode: 0o640,
-                    owner: "root".into(),
-                    group: "root".into(),
-                    size: text.len() as u64,
-                    content: Some(text.into_bytes()),
-                },
-            );
+            put_file(ev, path, text, 0o640);
         }
     }
 
     /// One control's finding, through the one place evaluation errors become findings.
     pub fn eval(id: &str, ev: &Evidence) -> crate::audit::Finding {
         crate::audit::control(id).unwrap().run(ev)
+    }
+
+    /// A root-owned file read by absolute path, as the files section gives it.
+    pub fn put_file(ev: &mut Evidence, path: &str, text: String, mode: u32) {
+        ev.facts.files.files.insert(
+            path.to_string(),
+            facts::FileFact {
+                path: path.to_string(),
+                mode,
+                owner: "root".into(),
+                group: "root".into(),
+                size: text.len() as u64,
+                content: Some(text.into_bytes()),
+            },
+        );
     }
 
     /// The stock tree with no snippet output and no live probes.

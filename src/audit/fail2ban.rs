@@ -1,8 +1,11 @@
 //! fail2ban controls: running, a FreeSWITCH jail on the real log, a filter that matches THIS
 //! host's log format (proved with fail2ban-regex on the host), enforceable bans, sshd jail.
 
-use super::evidence::{Evidence, PROBE_IP};
+use super::evidence::Evidence;
 use super::{Control, ControlError, Finding, Severity};
+use crate::model::fail2ban::{
+    Fail2banState, JAIL_FILE, JailSettings, JailStatus, PROBE_IP, PROOF_SECTION, Proof,
+};
 
 pub const CONTROLS: &[Control] = &[
     Control {
@@ -90,58 +93,71 @@ fn server_hint(ev: &Evidence) -> &'static str {
     }
 }
 
-/// The `Currently banned` / `Total failed` counters of `fail2ban-client status JAIL`.
-fn counters(status: &str) -> String {
-    let get = |k: &str| {
-        status
-            .lines()
-            .find_map(|l| l.split_once(k).map(|(_, v)| v.trim().to_string()))
-            .unwrap_or_else(|| "?".into())
-    };
+/// The `Currently banned` / `Total failed` counters of a running jail.
+fn counters(st: &JailStatus) -> String {
+    let n = |v: Option<u64>| v.map_or_else(|| "?".to_string(), |v| v.to_string());
     format!(
         "currently banned {}, total failed {}",
-        get("Currently banned:"),
-        get("Total failed:")
+        n(st.currently_banned),
+        n(st.total_failed)
     )
 }
 
-fn jail(ev: &Evidence) -> Result<Finding, ControlError> {
-    let (text, status) = ev.section("audit_f2b_jail");
-    match status {
-        Some(3) => {
-            return Ok(Finding::fail(vec![
-                "fail2ban-client is not installed".into(),
-            ]));
-        }
-        Some(5) => {
-            return Ok(Finding::fail(vec![format!(
-                "no jail named freeswitch is running: fail2ban-server is not running{}",
-                server_hint(ev)
-            )]));
-        }
-        Some(4) => {
-            return Ok(Finding::fail(vec![
-                "no jail named freeswitch is running (`fail2ban-client status freeswitch` failed)"
-                    .into(),
-            ]));
-        }
-        Some(0) => {}
-        other => {
-            return Err(ControlError::ProbeNotRun {
-                probe: "fail2ban jail".into(),
-                status: other,
-            });
-        }
+/// The status of jail `name` from the model: `Ok(Err(finding))` when there is none (the failing
+/// finding says why), `Err` when the host's answer does not tell.
+fn running_jail<'a>(
+    ev: &Evidence,
+    st: &'a Fail2banState,
+    name: &str,
+) -> Result<Result<&'a JailStatus, Finding>, ControlError> {
+    if !Fail2banState::gathered(&ev.facts) {
+        return Err(ControlError::ProbeNotRun {
+            probe: if name == "freeswitch" {
+                "fail2ban jail".to_string()
+            } else {
+                format!("{name} jail")
+            },
+            status: None,
+        });
     }
+    if !st.installed {
+        return Ok(Err(Finding::fail(vec![
+            "fail2ban-client is not installed".into(),
+        ])));
+    }
+    if st.server.is_none() {
+        return Ok(Err(Finding::fail(vec![format!(
+            "no jail named {name} is running: fail2ban-server is not running{}",
+            server_hint(ev)
+        )])));
+    }
+    match st.status.get(name) {
+        Some(s) => Ok(Ok(s)),
+        None if st.not_running.iter().any(|j| j == name) => Ok(Err(Finding::fail(vec![format!(
+            "no jail named {name} is running (`fail2ban-client status {name}` failed)"
+        )]))),
+        None => Err(ControlError::Fail2banNoAnswer {
+            pid: st.server.unwrap_or_default(),
+            jail: name.to_string(),
+        }),
+    }
+}
+
+fn jail(ev: &Evidence) -> Result<Finding, ControlError> {
+    let st = Fail2banState::from_facts(&ev.facts);
+    let js = match running_jail(ev, &st, "freeswitch")? {
+        Ok(s) => s,
+        Err(f) => return Ok(f),
+    };
     let mut bad = Vec::new();
-    let mut ok = vec![format!("jail freeswitch is running: {}", counters(text))];
+    let mut ok = vec![format!("jail freeswitch is running: {}", counters(js))];
     let mut watched = Vec::new();
-    for l in text.lines() {
-        if let Some(p) = l.strip_prefix("@exists ") {
-            watched.push(p.to_string());
-            ok.push(format!("watches {p} (exists)"));
-        } else if let Some(p) = l.strip_prefix("@missing ") {
-            bad.push(format!("watches {p}, which does not exist"));
+    for f in &js.files {
+        if f.exists {
+            watched.push(f.path.clone());
+            ok.push(format!("watches {} (exists)", f.path));
+        } else {
+            bad.push(format!("watches {}, which does not exist", f.path));
         }
     }
     if watched.is_empty() && bad.is_empty() {
@@ -161,33 +177,43 @@ fn jail(ev: &Evidence) -> Result<Finding, ControlError> {
             ));
         }
     }
+    // fsfleet's jail bans on the ports the firewall opens: the model's SIP and SIP-TLS ports.
+    if let Some(set) = JailSettings::from_facts(&ev.facts, "freeswitch") {
+        let want = ev.model().sip_ports().numbers();
+        let list = |p: &[u16]| p.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+        if set.ports == want && set.port_names.is_empty() {
+            ok.push(format!(
+                "{JAIL_FILE} bans on ports {}, the SIP and SIP-TLS ports of the profiles",
+                list(&set.ports)
+            ));
+        } else {
+            let mut got = list(&set.ports);
+            for n in &set.port_names {
+                got.push_str(&format!("{}{n}", if got.is_empty() { "" } else { "," }));
+            }
+            bad.push(format!(
+                "{JAIL_FILE} bans on ports {got}, but the profiles' SIP and SIP-TLS ports are {}",
+                list(&want)
+            ));
+        }
+    }
     Ok(Finding::fail_if(bad, ok))
 }
 
 fn filter_matches(ev: &Evidence) -> Result<Finding, ControlError> {
-    let (text, status) = ev.section("audit_f2b_regex");
-    match status {
-        Some(3) => {
-            return Ok(Finding::fail(vec![
-                "fail2ban-regex is not installed (fail2ban is missing)".into(),
-            ]));
+    let proof = match Proof::resolve(
+        ev.facts.section(PROOF_SECTION),
+        ev.facts.section_status(PROOF_SECTION),
+        ev.proof_cache.as_ref(),
+    ) {
+        Ok(p) => p,
+        Err(e @ crate::model::fail2ban::ProofError::NotInstalled) => {
+            return Ok(Finding::fail(vec![e.to_string()]));
         }
-        Some(0) | Some(1) => {}
-        other => {
-            return Err(ControlError::ProbeNotRun {
-                probe: "fail2ban-regex".into(),
-                status: other,
-            });
-        }
-    }
-    let field = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .map(str::trim)
-            .unwrap_or("")
+        Err(e) => return Err(e.into()),
     };
-    let log = field("log ");
-    let format = match field("format ") {
+    let log = proof.log.as_str();
+    let format = match proof.format.as_str() {
         "percent" => format!("{log} has the 1.10.7+ idle-cpu percent field"),
         "plain" => format!("{log} has no percent field (before 1.10.7)"),
         _ if log.is_empty() => {
@@ -195,23 +221,19 @@ fn filter_matches(ev: &Evidence) -> Result<Finding, ControlError> {
         }
         _ => format!("{log} has no dated line yet; tested the 1.10.7+ format"),
     };
-    let Some(lines) = text.lines().find(|l| l.starts_with("Lines:")) else {
-        let err = text
-            .lines()
-            .find(|l| l.contains("rror") || l.contains("No section"))
-            .unwrap_or("no result line");
+    let Some(lines) = proof.lines.as_deref() else {
+        let err = proof.error.as_deref().unwrap_or("no result line");
         return Err(ControlError::RegexNoResult(err.to_string()));
     };
-    let matched = lines
-        .split(',')
-        .find_map(|p| p.trim().strip_suffix(" matched"))
-        .and_then(|n| n.trim().parse::<u32>().ok())
-        .unwrap_or(0);
-    let line = format!(
-        "crafted auth failure from {PROBE_IP} in this host's format: fail2ban-regex says {}",
-        lines.trim_start_matches("Lines:").trim()
+    let mut line = format!(
+        "crafted auth failure from {PROBE_IP} in this host's format: fail2ban-regex says {lines}"
     );
-    Ok(if matched >= 1 {
+    if let Some(at) = &proof.cached_at {
+        line.push_str(&format!(
+            " (proved at {at}; the filter files, fail2ban's version and the log format are unchanged since)"
+        ));
+    }
+    Ok(if proof.matched() >= 1 {
         Finding::pass(vec![format, line])
     } else {
         Finding::fail(vec![format, line])
@@ -232,48 +254,27 @@ fn enforceable(ev: &Evidence) -> Result<Finding, ControlError> {
 }
 
 fn sshd_jail(ev: &Evidence) -> Result<Finding, ControlError> {
-    let (text, status) = ev.section("audit_f2b_sshd");
-    match status {
-        Some(3) => {
-            return Ok(Finding::fail(vec![
-                "fail2ban-client is not installed".into(),
-            ]));
-        }
-        Some(5) => {
-            return Ok(Finding::fail(vec![format!(
-                "no jail named sshd is running: fail2ban-server is not running{}",
-                server_hint(ev)
-            )]));
-        }
-        Some(4) => {
-            return Ok(Finding::fail(vec![
-                "no jail named sshd is running (`fail2ban-client status sshd` failed)".into(),
-            ]));
-        }
-        Some(0) => {}
-        other => {
-            return Err(ControlError::ProbeNotRun {
-                probe: "sshd jail".into(),
-                status: other,
-            });
-        }
-    }
-    if let Some(m) = text
-        .lines()
-        .find_map(|l| l.split_once("Journal matches:").map(|(_, m)| m.trim()))
-    {
+    let st = Fail2banState::from_facts(&ev.facts);
+    let js = match running_jail(ev, &st, "sshd")? {
+        Ok(s) => s,
+        Err(f) => return Ok(f),
+    };
+    if let Some(m) = &js.journal {
         return Ok(Finding::pass(vec![format!(
             "jail sshd reads the journal: {m}"
         )]));
     }
-    let exists: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("@exists "))
+    let exists: Vec<&str> = js
+        .files
+        .iter()
+        .filter(|f| f.exists)
+        .map(|f| f.path.as_str())
         .collect();
-    let missing: Vec<String> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("@missing "))
-        .map(|p| format!("jail sshd watches {p}, which does not exist"))
+    let missing: Vec<String> = js
+        .files
+        .iter()
+        .filter(|f| !f.exists)
+        .map(|f| format!("jail sshd watches {}, which does not exist", f.path))
         .collect();
     if exists.is_empty() && missing.is_empty() {
         return Ok(Finding::fail(vec![
@@ -291,6 +292,18 @@ mod tests {
     use super::super::evidence::testing::*;
     use super::super::{Live, Status};
     use super::*;
+    use crate::model::fail2ban::{CachedProof, STATE_SECTION};
+
+    fn eval(id: &str, ev: &Evidence) -> Finding {
+        CONTROLS.iter().find(|c| c.id == id).unwrap().run(ev)
+    }
+
+    /// The evidence of control `id`, which must fail.
+    fn fails(id: &str, ev: &Evidence) -> Vec<String> {
+        let f = eval(id, ev);
+        assert_eq!(f.status, Status::Fail, "{id}: {:?}", f.evidence);
+        f.evidence
+    }
 
     const JAIL: &str = "Status for the jail: freeswitch\n|- Filter\n|  |- Currently failed:\t0\n|  |- Total failed:\t3\n|  `- File list:\t/var/log/freeswitch/freeswitch.log\n`- Actions\n   |- Currently banned:\t1\n   |- Total banned:\t1\n   `- Banned IP list:\t203.0.113.9\n@exists /var/log/freeswitch/freeswitch.log\n";
 
@@ -306,9 +319,9 @@ mod tests {
     #[test]
     fn fresh_host_without_fail2ban_fails_each_control() {
         let ev = with(&[
-            ("audit_f2b_jail", "", 3),
-            ("audit_f2b_regex", "", 3),
-            ("audit_f2b_sshd", "", 3),
+            // No fail2ban-client on the host: the state snippet prints nothing.
+            (STATE_SECTION, "", 0),
+            (PROOF_SECTION, "", 3),
         ]);
         let got: Vec<(Status, String)> = CONTROLS
             .iter()
@@ -337,7 +350,7 @@ mod tests {
 
     #[test]
     fn installed_but_stopped_fail2ban_fails_both_jails_naming_the_server() {
-        let ev = with(&[("audit_f2b_jail", "", 5), ("audit_f2b_sshd", "", 5)]);
+        let ev = with(&[(STATE_SECTION, "installed yes\nactive inactive\n", 0)]);
         for (id, jail) in [("FS-F2B-02", "freeswitch"), ("FS-F2B-05", "sshd")] {
             let f = eval(id, &ev);
             assert_eq!(f.status, Status::Fail);
@@ -355,12 +368,13 @@ mod tests {
     fn debian_stock_jail_and_filter_fail_with_the_reason() {
         let ev = with(&[
             (
-                "audit_f2b_jail",
-                "Status for the jail: freeswitch\n@missing /var/log/freeswitch.log\n",
+                STATE_SECTION,
+                "installed yes\nserver 978\n@jail freeswitch\nStatus for the jail: freeswitch\n\
+                 |  `- File list:\t/var/log/freeswitch.log\n@missing /var/log/freeswitch.log\n",
                 0,
             ),
             (
-                "audit_f2b_regex",
+                PROOF_SECTION,
                 "log /var/log/freeswitch/freeswitch.log\nformat percent\nline 2026-01-01 00:00:00.000000 97.50% [WARNING] ...\nLines: 1 lines, 0 ignored, 0 matched, 1 missed\n",
                 0,
             ),
@@ -387,16 +401,15 @@ mod tests {
 
     #[test]
     fn hardened_fail2ban_passes() {
+        let state = format!(
+            "installed yes\nactive active\nenabled enabled\nserver 978\n@jail freeswitch\n{JAIL}\
+             @jail sshd\nStatus for the jail: sshd\n|- Filter\n|  `- Journal matches:\t_SYSTEMD_UNIT=sshd.service + _COMM=sshd\n"
+        );
         let mut ev = with(&[
-            ("audit_f2b_jail", JAIL, 0),
+            (STATE_SECTION, &state, 0),
             (
-                "audit_f2b_regex",
+                PROOF_SECTION,
                 "log /var/log/freeswitch/freeswitch.log\nformat percent\nLines: 1 lines, 0 ignored, 1 matched, 0 missed\n",
-                0,
-            ),
-            (
-                "audit_f2b_sshd",
-                "Status for the jail: sshd\n|- Filter\n|  `- Journal matches:\t_SYSTEMD_UNIT=sshd.service + _COMM=sshd\n",
                 0,
             ),
         ]);
@@ -419,7 +432,7 @@ mod tests {
         );
         // A broken filter is an error, not a pass.
         let ev = with(&[(
-            "audit_f2b_regex",
+            PROOF_SECTION,
             "log x\nformat plain\nERROR: No section: 'Definition'\n",
             0,
         )]);
@@ -428,13 +441,89 @@ mod tests {
         assert!(f.evidence[0].contains("No section"));
         // sshd jail on a file that is gone.
         let ev = with(&[(
-            "audit_f2b_sshd",
-            "Status for the jail: sshd\n|  `- File list:\t/var/log/auth.log\n@missing /var/log/auth.log\n",
+            STATE_SECTION,
+            "installed yes\nserver 978\n@jail sshd\nStatus for the jail: sshd\n|  `- File list:\t/var/log/auth.log\n@missing /var/log/auth.log\n",
             0,
         )]);
         assert_eq!(
             eval("FS-F2B-05", &ev).evidence,
             ["jail sshd watches /var/log/auth.log, which does not exist"]
+        );
+    }
+
+    #[test]
+    fn a_jail_that_does_not_answer_fails_and_a_missing_answer_is_an_error() {
+        let ev = with(&[(
+            STATE_SECTION,
+            "installed yes\nserver 978\n@jail freeswitch\n",
+            0,
+        )]);
+        assert_eq!(
+            fails("FS-F2B-02", &ev),
+            ["no jail named freeswitch is running (`fail2ban-client status freeswitch` failed)"]
+        );
+        // The state snippet did not run at all, or the client answered nothing: an error.
+        assert_eq!(eval("FS-F2B-05", &with(&[])).status, Status::Error);
+        let ev = with(&[(STATE_SECTION, "installed yes\nserver 978\n", 0)]);
+        let f = eval("FS-F2B-05", &ev);
+        assert_eq!(f.status, Status::Error);
+        assert!(
+            f.evidence[0].contains("no answer for jail sshd"),
+            "{:?}",
+            f.evidence
+        );
+    }
+
+    #[test]
+    fn a_cached_proof_passes_with_when_it_was_made_and_an_unknown_one_is_an_error() {
+        let key = "ab".repeat(32);
+        let mut ev = with(&[(
+            PROOF_SECTION,
+            &format!("log /var/log/freeswitch/freeswitch.log\nformat percent\ncached {key}\n"),
+            0,
+        )]);
+        assert_eq!(eval("FS-F2B-03", &ev).status, Status::Error);
+        ev.proof_cache = Some(CachedProof {
+            key: key.clone(),
+            lines: "1 lines, 0 ignored, 1 matched, 0 missed".into(),
+            proved_at: "2026-11-29T21:00:00Z".into(),
+        });
+        let f = eval("FS-F2B-03", &ev);
+        assert_eq!(f.status, Status::Pass);
+        assert_eq!(
+            f.evidence[1],
+            "crafted auth failure from 192.0.2.77 in this host's format: fail2ban-regex says 1 lines, \
+             0 ignored, 1 matched, 0 missed (proved at 2026-11-29T21:00:00Z; the filter files, \
+             fail2ban's version and the log format are unchanged since)"
+        );
+        // A cached failure stays a failure.
+        ev.proof_cache.as_mut().unwrap().lines = "1 lines, 0 ignored, 0 matched, 1 missed".into();
+        assert_eq!(eval("FS-F2B-03", &ev).status, Status::Fail);
+    }
+
+    #[test]
+    fn fsfleets_jail_must_ban_on_the_profiles_sip_ports() {
+        let state = format!("installed yes\nserver 978\n@jail freeswitch\n{JAIL}");
+        let mut ev = with(&[(STATE_SECTION, &state, 0)]);
+        let jail = |ports: &str| {
+            format!("[freeswitch]\nenabled = true\nport = {ports}\n[sshd]\nport = 22\n")
+        };
+        let put = |ev: &mut Evidence, text: String| put_file(ev, JAIL_FILE, text, 0o644);
+        // The stock profiles: internal 5060/5061, external 5080/5081 (the ports the firewall opens).
+        put(&mut ev, jail("5081,5060,5061,5080"));
+        let f = eval("FS-F2B-02", &ev);
+        assert_eq!(f.status, Status::Pass, "{:?}", f.evidence);
+        assert!(
+            f.evidence
+                .iter()
+                .any(|e| e.contains("bans on ports 5060,5061,5080,5081, the SIP"))
+        );
+        put(&mut ev, jail("5060"));
+        assert_eq!(
+            fails("FS-F2B-02", &ev),
+            [format!(
+                "{JAIL_FILE} bans on ports 5060, but the profiles' SIP and SIP-TLS ports are 5060,5061,5080,5081"
+            )]
         );
     }
 }

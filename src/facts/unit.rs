@@ -146,13 +146,12 @@ pub fn registered() -> impl Iterator<Item = &'static Unit> {
     REGISTRY.iter().flat_map(|group| group.iter())
 }
 
-/// Section names still added as raw snippets, outside the units: the fail2ban probes, whose text
-/// is being reworked for performance (harden's `fail2ban_state`, the audit's `audit_f2b_*`).
+/// Section names still added as raw snippets, outside the units: the fail2ban state and the
+/// fail2ban-regex proof (`model::fail2ban`), whose snippets take arguments a unit has no place
+/// for (the jails to ask, the proof key the controller holds) and are read by the model.
 pub const RAW_SECTIONS: &[&str] = &[
-    "fail2ban_state",
-    "audit_f2b_jail",
-    "audit_f2b_regex",
-    "audit_f2b_sshd",
+    crate::model::fail2ban::STATE_SECTION,
+    crate::model::fail2ban::PROOF_SECTION,
 ];
 
 #[cfg(test)]

@@ -13,12 +13,13 @@ use ipnet::IpNet;
 use crate::harden::context::{HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
 use crate::harden::step::{Phase, Plan, PlanInput, Step};
 use crate::inventory::Host;
+use crate::model::fail2ban::{self as f2b, Fail2banState};
 use crate::ssh::sh_quote;
 
 pub const NAME: &str = "fail2ban";
 
 pub const FILTER_PATH: &str = "/etc/fail2ban/filter.d/freeswitch.local";
-pub const JAIL_PATH: &str = "/etc/fail2ban/jail.d/fsfleet-freeswitch.local";
+pub const JAIL_PATH: &str = f2b::JAIL_FILE;
 /// The filter, byte for byte as installed.
 pub const FILTER: &str = include_str!("../../assets/fail2ban/filter.d/freeswitch.local");
 
@@ -32,64 +33,12 @@ pub const JAIL_WAIT: Duration = Duration::from_secs(30);
 pub const SAMPLE_FAILURE_IP: &str = "198.51.100.23";
 pub const SAMPLE_CHALLENGE_IP: &str = "198.51.100.24";
 
-const PROBE: &str = "fail2ban_state";
+const PROBE: &str = f2b::STATE_SECTION;
 
 pub fn probes(p: &mut Probes, _host: &Host) {
     p.file(FILTER_PATH).file(JAIL_PATH);
-    // One `systemctl show` answers is-active and is-enabled (same words) for one process.
-    p.snippet(
-        PROBE,
-        &format!(
-            "command -v fail2ban-client >/dev/null && echo 'installed yes'\n\
-             systemctl show -p ActiveState -p UnitFileState fail2ban 2>/dev/null | \
-             while IFS='=' read -r k v; do case $k in ActiveState) echo \"active $v\" ;; UnitFileState) echo \"enabled $v\" ;; esac; done\n\
-             {}\n\
-             true",
-            jails_snippet("/proc", "/var/log/fail2ban.log")
-        ),
-    );
-}
-
-/// Sets `p` to the PID of the running fail2ban-server, or to nothing: shell builtins only, so
-/// a host without fail2ban running is told apart without starting Python.
-pub fn server_pid_snippet(proc_root: &str) -> String {
-    format!(
-        "p=''; for f in {}/[0-9]*/comm; do read -r n <\"$f\" 2>/dev/null || continue; \
-         if [ \"$n\" = fail2ban-server ]; then p=${{f%/comm}}; p=${{p##*/}}; break; fi; done",
-        sh_quote(proc_root)
-    )
-}
-
-/// Prints `jails A, B` (the running jails, as `fail2ban-client status` lists them).
-///
-/// Asking fail2ban-client costs a Python start (about 50 ms of host CPU, most of a no-change
-/// run's budget), so the running server answers first, without Python: its process
-/// (`fail2ban-server`) has a filter and an action thread per running jail, named `f2b/f.JAIL`
-/// and `f2b/a.JAIL` (cut to 15 characters by the kernel), and its log names each jail it started
-/// or stopped with its PID (`fail2ban.jail [PID]: INFO Jail 'freeswitch' started`). A jail counts
-/// as running when the server's own log says it started it last and both threads exist; the
-/// names come from the log, so a cut thread name never stands for a longer jail. When that is
-/// not conclusive (no server, no such log lines, a missing thread), fail2ban-client is asked.
-fn jails_snippet(proc_root: &str, log: &str) -> String {
-    let find_server = server_pid_snippet(proc_root);
-    let proc_root = sh_quote(proc_root);
-    let log = sh_quote(log);
-    format!(
-        "{find_server}\n\
-         j=''\n\
-         if [ -n \"$p\" ]; then\n\
-         th=$(cat {proc_root}/\"$p\"/task/*/comm 2>/dev/null | tr '\\n' '|')\n\
-         j=$(cat {log}.1 {log} 2>/dev/null | awk -v p=\"[$p]:\" -v th=\"|$th\" '\
-         $3 == \"fail2ban.jail\" && $4 == p && $6 == \"Jail\" && ($8 == \"started\" || $8 == \"stopped\") {{ \
-         n = $7; gsub(\"\\047\", \"\", n); up[n] = ($8 == \"started\") }} \
-         END {{ ok = 1; s = \"\"; for (n in up) if (up[n]) {{ \
-         if (!index(th, \"|\" substr(\"f2b/f.\" n, 1, 15) \"|\") || !index(th, \"|\" substr(\"f2b/a.\" n, 1, 15) \"|\")) ok = 0; \
-         s = s (s == \"\" ? \"\" : \", \") n }} \
-         if (ok && s != \"\") print s }}')\n\
-         fi\n\
-         if [ -n \"$j\" ]; then echo \"jails $j\"; \
-         else timeout 10 fail2ban-client status 2>/dev/null | sed -n 's/.*Jail list:[[:space:]]*/jails /p'; fi"
-    )
+    // Which jails run, without fail2ban-client when the server's threads and log tell.
+    p.snippet(PROBE, &f2b::state_snippet(&[]));
 }
 
 /// The ports the host's jails ban on, from its facts.
@@ -218,40 +167,10 @@ fn is_loopback_net(n: &IpNet) -> bool {
     }
 }
 
-/// What the probe said about the service.
-#[derive(Debug, Default, PartialEq)]
-struct ServiceState {
-    installed: bool,
-    active: bool,
-    enabled: bool,
-    jails: Vec<String>,
-}
-
 /// Whether the facts show fail2ban running with the `freeswitch` jail (verify's no-change path).
 pub fn jail_up_in_facts(f: &HostFacts) -> bool {
-    let st = parse_state(f.section(PROBE));
-    st.active && st.jails.iter().any(|j| j == "freeswitch")
-}
-
-fn parse_state(text: &str) -> ServiceState {
-    let mut st = ServiceState::default();
-    for line in text.lines() {
-        let (k, v) = line.split_once(' ').unwrap_or((line, ""));
-        match k {
-            "installed" => st.installed = v.trim() == "yes",
-            "active" => st.active = v.trim() == "active",
-            "enabled" => st.enabled = v.trim() == "enabled",
-            "jails" => {
-                st.jails = v
-                    .split(',')
-                    .map(|j| j.trim().to_string())
-                    .filter(|j| !j.is_empty())
-                    .collect()
-            }
-            _ => {}
-        }
-    }
-    st
+    let st = Fail2banState::from_facts(f);
+    st.active && st.runs("freeswitch")
 }
 
 /// Whether the FreeSWITCH version logs the idle-cpu percent (1.10.7+). Unknown: assume it does.
@@ -336,7 +255,7 @@ pub fn plan(
     let logpath = format!("{}/freeswitch.log", log_dir.trim_end_matches('/'));
     let (ports, warnings) = jail_ports(f, host)?;
     let jail = render_jail(host, &logpath, &ports);
-    let st = parse_state(f.section(PROBE));
+    let st = Fail2banState::from_facts(f);
 
     let mut plan = StepPlan {
         warnings,
@@ -362,7 +281,7 @@ pub fn plan(
     let write_jail = write(JAIL_PATH, &jail, &mut plan);
 
     let files_changed = !plan.changes.is_empty();
-    let jail_up = st.active && st.jails.iter().any(|j| j == "freeswitch");
+    let jail_up = st.active && st.runs("freeswitch");
     let restart = files_changed || !jail_up;
     if restart {
         let why = if !st.installed {
@@ -463,8 +382,14 @@ put() { # path base64: atomic, root 0644
     let (pf, pc) = sample_lines(true);
     let (nf, nc) = sample_lines(false);
     s.push_str(&format!(
-        r#"i=0
-until timeout 5 fail2ban-client status freeswitch >/dev/null 2>&1; do
+        r#"# One fail2ban-client start asks both jails (each is a Python start, ~50 ms of host CPU).
+jails() {{
+{query}
+case $out in *'Status for the jail: freeswitch'*) return 0 ;; esac
+return 1
+}}
+i=0
+until jails; do
     i=$((i+1))
     if [ $i -ge {wait} ]; then
         echo "the freeswitch jail did not answer within {wait} s:" >&2
@@ -473,8 +398,8 @@ until timeout 5 fail2ban-client status freeswitch >/dev/null 2>&1; do
     fi
     sleep 1
 done
-echo '@@status'; fail2ban-client status freeswitch
-echo '@@sshd'; timeout 5 fail2ban-client status sshd >/dev/null 2>&1 && echo up || echo down
+echo '@@jails'
+{answers}
 # The newest dated line tells the format: 1.10.7+ writes the idle cpu after the time.
 last=$([ -f "$log" ] && [ ! -L "$log" ] && timeout 5 tail -n 200 "$log" 2>/dev/null | grep -E '^([0-9a-fA-F-]{{36}} )?[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}} ' | tail -n 1)
 if [ -z "$last" ]; then fmt={default}; src=version
@@ -487,6 +412,8 @@ if [ "$fmt" = percent ]; then printf '%s\n%s\n' {pf} {pc} >"$sample"; else print
 echo '@@regex'; timeout 60 fail2ban-regex --out ip "$sample" freeswitch || {{ echo "fail2ban-regex failed" >&2; exit 34; }}
 "#,
         wait = JAIL_WAIT.as_secs(),
+        query = f2b::status_query(&["freeswitch", "sshd"], 5),
+        answers = f2b::answers_snippet(),
         default = if action.percent_default { "percent" } else { "plain" },
         pf = sh_quote(&pf),
         pc = sh_quote(&pc),
@@ -511,28 +438,23 @@ fn sections(out: &str) -> std::collections::BTreeMap<&str, Vec<&str>> {
     map
 }
 
-/// The value after `label:` in `fail2ban-client status JAIL` output.
-fn status_field<'a>(lines: &[&'a str], label: &str) -> &'a str {
-    lines
-        .iter()
-        .find_map(|l| l.split_once(&format!("{label}:")).map(|(_, v)| v.trim()))
-        .unwrap_or("")
-}
-
 /// Turn the proof into evidence lines, or fail naming what did not hold.
 fn evidence(host: &str, out: &str) -> Result<Vec<String>, StepError> {
     let sec = sections(out);
-    let status = sec.get("status").cloned().unwrap_or_default();
+    let jails = Fail2banState::parse(&sec.get("jails").cloned().unwrap_or_default().join("\n"));
+    let status = jails.status.get("freeswitch").cloned().unwrap_or_default();
+    let n = |v: Option<u64>| v.map_or_else(String::new, |v| v.to_string());
     let mut ev = vec![format!(
         "jail freeswitch: {} currently banned, {} banned in total, {} currently failed, file list: {}",
-        status_field(&status, "Currently banned"),
-        status_field(&status, "Total banned"),
-        status_field(&status, "Currently failed"),
-        status_field(&status, "File list"),
+        n(status.currently_banned),
+        n(status.total_banned),
+        n(status.currently_failed),
+        status.file_list(),
     )];
-    ev.push(match sec.get("sshd").and_then(|v| v.first()).copied() {
-        Some("up") => "jail sshd: up (backend systemd)".to_string(),
-        _ => "jail sshd: NOT answering (check `fail2ban-client status sshd`)".to_string(),
+    ev.push(if jails.runs("sshd") {
+        "jail sshd: up (backend systemd)".to_string()
+    } else {
+        "jail sshd: NOT answering (check `fail2ban-client status sshd`)".to_string()
     });
     let (fmt, src) = sec
         .get("format")
@@ -600,6 +522,7 @@ pub async fn apply(ctx: &StepCtx<'_>, action: &Configure) -> Result<Vec<String>,
 mod tests {
     use super::*;
     use crate::harden::firewall;
+    use crate::model::fail2ban::jails_snippet;
 
     /// Run the jails snippet against a fake /proc and log, with a fake fail2ban-client on PATH
     /// that answers `fallback` (so a test sees which path answered).
@@ -687,11 +610,7 @@ mod tests {
             jails.contains(&"freeswitch") && jails.contains(&"sshd"),
             "{out}"
         );
-        assert!(
-            parse_state(&format!("active active\n{out}"))
-                .jails
-                .contains(&"freeswitch".to_string())
-        );
+        assert!(Fail2banState::parse(&format!("active active\n{out}")).runs("freeswitch"));
     }
 
     #[test]
@@ -781,6 +700,20 @@ mod tests {
         let jail = render_jail(h, LOG, &ports);
         f.files.files.extend([file(JAIL_PATH, &jail)]);
         f
+    }
+
+    #[test]
+    fn the_model_reads_back_the_jail_harden_writes() {
+        let h = host();
+        let f = hardened(&h);
+        let (ports, _) = jail_ports(&f, &h).unwrap();
+        let fs = f2b::JailSettings::from_facts(&f, "freeswitch").unwrap();
+        assert_eq!(fs.ports, ports.sip);
+        assert_eq!(fs.logpath.as_deref(), Some(LOG));
+        assert_eq!(fs.maxretry, Some(h.fail2ban.maxretry));
+        assert_eq!(fs.ignoreip, ["127.0.0.1/8", "::1"]);
+        let sshd = f2b::JailSettings::from_facts(&f, "sshd").unwrap();
+        assert_eq!(sshd.ports, ports.ssh);
     }
 
     fn stock_jail(h: &Host) -> String {
@@ -1112,10 +1045,12 @@ mod tests {
 
     #[test]
     fn proof_requires_exactly_the_failure_address() {
-        let out = "@@status\nStatus for the jail: freeswitch\n|- Filter\n|  |- Currently failed:\t0\n\
+        let out = "@@jails\n@jail freeswitch\nStatus for the jail: freeswitch\n|- Filter\n|  |- Currently failed:\t0\n\
                    |  |- Total failed:\t0\n|  `- File list:\t/var/log/freeswitch/freeswitch.log\n\
                    `- Actions\n   |- Currently banned:\t2\n   |- Total banned:\t7\n   `- Banned IP list:\t\n\
-                   @@sshd\nup\n@@format\npercent log\n@@regex\n198.51.100.23\n";
+                   @jail sshd\nStatus for the jail: sshd\n|  `- Journal matches:\tx\n\
+                   @exists /var/log/freeswitch/freeswitch.log\n\
+                   @@format\npercent log\n@@regex\n198.51.100.23\n";
         let ev = evidence("pbx1", out).unwrap();
         assert!(ev[0].contains("2 currently banned") && ev[0].contains("7 banned in total"));
         assert!(ev[0].contains("file list: /var/log/freeswitch/freeswitch.log"));

@@ -19,6 +19,7 @@ use crate::facts::{FileFact, Files, Listener, Sections};
 use crate::harden::HostFacts;
 use crate::secret::Secret;
 
+pub mod fail2ban;
 pub mod listeners;
 #[cfg(test)]
 mod property_tests;

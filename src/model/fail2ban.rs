@@ -1,0 +1,1038 @@
+//! fail2ban's state, one representation for harden and audit: installed, the service as systemd
+//! sees it, the running server, its jails (and, when asked, each jail's counters and files), and
+//! the proof that the `freeswitch` filter matches an auth failure in the host's log format.
+//!
+//! One snippet gathers the state ([`state_snippet`], section [`STATE_SECTION`]) for both
+//! commands; harden asks only which jails run (answered without Python when the server's
+//! threads and log are conclusive), the audit asks the status of its jails through ONE
+//! `fail2ban-client -i` start (each `fail2ban-client` is a Python start: about 50 ms of host CPU).
+//!
+//! The filter proof (`fail2ban-regex`, about 95 ms of host CPU) depends only on the filter
+//! files, fail2ban's version and the log format; the host hashes those and runs the proof only
+//! when the controller holds no proof for that hash for that host ([`ProofCache`]).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::harden::HostFacts;
+use crate::ssh::sh_quote;
+
+/// The section of [`state_snippet`].
+pub const STATE_SECTION: &str = "fail2ban_state";
+/// The section of [`proof_snippet`].
+pub const PROOF_SECTION: &str = "fail2ban_proof";
+/// fail2ban's own log, where the server names each jail it starts and stops.
+pub const SERVER_LOG: &str = "/var/log/fail2ban.log";
+
+/// The crafted auth-failure line of the audit's proof uses this TEST-NET-1 address (RFC 5737):
+/// it can never be a real peer, so proving the filter bans nobody.
+pub const PROBE_IP: &str = "192.0.2.77";
+
+/// Sets `p` to the PID of the running fail2ban-server, or to nothing: shell builtins only, so
+/// a host without fail2ban running is told apart without starting Python.
+pub fn server_pid_snippet(proc_root: &str) -> String {
+    format!(
+        "p=''; for f in {}/[0-9]*/comm; do read -r n <\"$f\" 2>/dev/null || continue; \
+         if [ \"$n\" = fail2ban-server ]; then p=${{f%/comm}}; p=${{p##*/}}; break; fi; done",
+        sh_quote(proc_root)
+    )
+}
+
+/// Prints `jails A, B` (the running jails, as `fail2ban-client status` lists them).
+///
+/// Asking fail2ban-client costs a Python start (about 50 ms of host CPU, most of a no-change
+/// run's budget), so the running server answers first, without Python: its process
+/// (`fail2ban-server`) has a filter and an action thread per running jail, named `f2b/f.JAIL`
+/// and `f2b/a.JAIL` (cut to 15 characters by the kernel), and its log names each jail it started
+/// or stopped with its PID (`fail2ban.jail [PID]: INFO Jail 'freeswitch' started`). A jail counts
+/// as running when the server's own log says it started it last and both threads exist; the
+/// names come from the log, so a cut thread name never stands for a longer jail. When that is
+/// not conclusive (no server, no such log lines, a missing thread), fail2ban-client is asked.
+pub fn jails_snippet(proc_root: &str, log: &str) -> String {
+    let find_server = server_pid_snippet(proc_root);
+    let proc_root = sh_quote(proc_root);
+    let log = sh_quote(log);
+    format!(
+        "{find_server}\n\
+         j=''\n\
+         if [ -n \"$p\" ]; then\n\
+         th=$(cat {proc_root}/\"$p\"/task/*/comm 2>/dev/null | tr '\\n' '|')\n\
+         j=$(cat {log}.1 {log} 2>/dev/null | awk -v p=\"[$p]:\" -v th=\"|$th\" '\
+         $3 == \"fail2ban.jail\" && $4 == p && $6 == \"Jail\" && ($8 == \"started\" || $8 == \"stopped\") {{ \
+         n = $7; gsub(\"\\047\", \"\", n); up[n] = ($8 == \"started\") }} \
+         END {{ ok = 1; s = \"\"; for (n in up) if (up[n]) {{ \
+         if (!index(th, \"|\" substr(\"f2b/f.\" n, 1, 15) \"|\") || !index(th, \"|\" substr(\"f2b/a.\" n, 1, 15) \"|\")) ok = 0; \
+         s = s (s == \"\" ? \"\" : \", \") n }} \
+         if (ok && s != \"\") print s }}')\n\
+         fi\n\
+         if [ -n \"$j\" ]; then echo \"jails $j\"; \
+         else timeout 10 fail2ban-client status 2>/dev/null | sed -n 's/.*Jail list:[[:space:]]*/jails /p'; fi"
+    )
+}
+
+/// Sets `out` to the status of each of `jails` from ONE fail2ban-client start (its interactive
+/// mode reads the commands from stdin), each answer after an `@jail:NAME` line; a client that
+/// gives no such line (no interactive mode) is asked jail by jail. Each start waits at most
+/// `secs`. Parse `out` with [`Fail2banState::parse`] after [`answers_snippet`].
+pub fn status_query(jails: &[&str], secs: u32) -> String {
+    // `echo` is answered by the server itself, so each answer follows its own marker even when
+    // a status fails (an unknown jail prints its error on stderr).
+    let mut cmds = String::new();
+    let mut one_by_one = String::new();
+    for j in jails {
+        let j = sh_quote(j);
+        cmds.push_str(&format!("echo @jail:{j}\\nstatus {j}\\n"));
+        one_by_one.push_str(&format!(
+            "echo @jail:{j}; timeout {secs} fail2ban-client status {j}; "
+        ));
+    }
+    format!(
+        "out=$(printf '{cmds}exit\\n' | timeout {secs} fail2ban-client -i 2>/dev/null | sed 's/^fail2ban> //')\n\
+         case $out in *@jail:*) ;; *) out=$({one_by_one}true) ;; esac"
+    )
+}
+
+/// Prints the answers in `$out` (see [`status_query`]) as [`Fail2banState::parse`] reads them:
+/// the `@jail NAME` markers, the status lines, and `@exists PATH` / `@missing PATH` for each file
+/// of each File list.
+pub fn answers_snippet() -> &'static str {
+    "printf '%s\\n' \"$out\" | sed -n 's/^@jail:/@jail /p; /^Status for the jail:/p; /^[|` ]/p'\n\
+     printf '%s\\n' \"$out\" | sed -n 's/.*File list:[[:space:]]*//p' | tr ' \\t' '\\n\\n' | \
+     while IFS= read -r f; do [ -n \"$f\" ] || continue; if [ -f \"$f\" ]; then echo \"@exists $f\"; else echo \"@missing $f\"; fi; done"
+}
+
+/// The status of each of `jails` (see [`status_query`] and [`answers_snippet`]). No
+/// fail2ban-server process (`$p` empty, see [`server_pid_snippet`]): nothing is asked.
+fn jail_status_snippet(jails: &[&str]) -> String {
+    format!(
+        "if [ -n \"$p\" ] && command -v fail2ban-client >/dev/null; then\n{}\n{}\nfi",
+        status_query(jails, 10),
+        answers_snippet()
+    )
+}
+
+/// The state snippet: `installed yes`, `server PID`, then, with no `detail` (harden's form),
+/// `active X` / `enabled Y` (systemd's words) and `jails A, B` from [`jails_snippet`] (no Python
+/// when conclusive); with `detail` (the audit's form), the status of each of those jails from
+/// one fail2ban-client start (see [`jail_status_snippet`]), and no `systemctl`: the base facts'
+/// `systemctl is-active` already says whether fail2ban is active (see
+/// [`Fail2banState::from_facts`]).
+pub fn state_snippet(detail: &[&str]) -> String {
+    let installed = "command -v fail2ban-client >/dev/null && echo 'installed yes'";
+    if detail.is_empty() {
+        format!(
+            "{installed}\n\
+             systemctl show -p ActiveState -p UnitFileState fail2ban 2>/dev/null | \
+             while IFS='=' read -r k v; do case $k in ActiveState) echo \"active $v\" ;; UnitFileState) echo \"enabled $v\" ;; esac; done\n\
+             {}\n[ -z \"$p\" ] || echo \"server $p\"\ntrue",
+            jails_snippet("/proc", SERVER_LOG)
+        )
+    } else {
+        format!(
+            "{installed}\n{}\n[ -z \"$p\" ] || echo \"server $p\"\n{}\ntrue",
+            server_pid_snippet("/proc"),
+            jail_status_snippet(detail)
+        )
+    }
+}
+
+/// A log file a jail reads, and whether it exists on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFile {
+    pub path: String,
+    pub exists: bool,
+}
+
+/// What `fail2ban-client status JAIL` said of a running jail.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JailStatus {
+    pub currently_failed: Option<u64>,
+    pub total_failed: Option<u64>,
+    pub currently_banned: Option<u64>,
+    pub total_banned: Option<u64>,
+    /// The File list (empty for a journal backend).
+    pub files: Vec<LogFile>,
+    /// The Journal matches of a systemd backend.
+    pub journal: Option<String>,
+    pub banned: Vec<String>,
+}
+
+impl JailStatus {
+    /// The answer of `fail2ban-client status JAIL` (files not checked: all `exists: false`).
+    pub fn parse(text: &str) -> JailStatus {
+        let mut s = JailStatus::default();
+        for line in text.lines() {
+            status_line(&mut s, line);
+        }
+        s
+    }
+
+    /// The File list as fail2ban prints it (space-separated).
+    pub fn file_list(&self) -> String {
+        self.files
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// fail2ban on one host, as the state snippet saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fail2banState {
+    /// fail2ban-client is on the PATH.
+    pub installed: bool,
+    /// systemd's ActiveState is `active`.
+    pub active: bool,
+    /// systemd's UnitFileState is `enabled`.
+    pub enabled: bool,
+    /// The PID of the running fail2ban-server.
+    pub server: Option<u32>,
+    /// The running jails, when the snippet listed them (harden's form).
+    pub jails: Vec<String>,
+    /// The jails asked in detail (the audit's form) that answered: running.
+    pub status: BTreeMap<String, JailStatus>,
+    /// The jails asked in detail that did not answer: not running.
+    pub not_running: Vec<String>,
+}
+
+impl Fail2banState {
+    /// Parse the state snippet's output. Unknown lines are ignored (host text, never trusted).
+    pub fn parse(text: &str) -> Fail2banState {
+        let mut st = Fail2banState::default();
+        let mut asked: Vec<String> = Vec::new();
+        let mut cur: Option<(String, Option<JailStatus>)> = None;
+        let mut files: BTreeMap<String, bool> = BTreeMap::new();
+        let flush = |cur: &mut Option<(String, Option<JailStatus>)>, st: &mut Fail2banState| {
+            if let Some((name, status)) = cur.take() {
+                match status {
+                    Some(s) => {
+                        st.status.insert(name, s);
+                    }
+                    None => st.not_running.push(name),
+                }
+            }
+        };
+        for line in text.lines() {
+            let (k, v) = line.split_once(' ').unwrap_or((line, ""));
+            match k {
+                "installed" => st.installed = v.trim() == "yes",
+                "active" => st.active = v.trim() == "active",
+                "enabled" => st.enabled = v.trim() == "enabled",
+                "server" => st.server = v.trim().parse().ok(),
+                "jails" => {
+                    st.jails = v
+                        .split(',')
+                        .map(|j| j.trim().to_string())
+                        .filter(|j| !j.is_empty())
+                        .collect()
+                }
+                "@jail" => {
+                    flush(&mut cur, &mut st);
+                    asked.push(v.trim().to_string());
+                    cur = Some((v.trim().to_string(), None));
+                }
+                "@exists" | "@missing" => {
+                    files.insert(v.to_string(), k == "@exists");
+                }
+                _ => {
+                    let Some((name, status)) = cur.as_mut() else {
+                        continue;
+                    };
+                    if let Some(j) = line.strip_prefix("Status for the jail:") {
+                        if j.trim() == name {
+                            *status = Some(JailStatus::default());
+                        }
+                        continue;
+                    }
+                    if let Some(s) = status.as_mut() {
+                        status_line(s, line);
+                    }
+                }
+            }
+        }
+        flush(&mut cur, &mut st);
+        for s in st.status.values_mut() {
+            for f in &mut s.files {
+                f.exists = files.get(&f.path).copied().unwrap_or(false);
+            }
+        }
+        // In the detailed form the answers are the list of running jails.
+        if !asked.is_empty() && st.jails.is_empty() {
+            st.jails = st.status.keys().cloned().collect();
+        }
+        st
+    }
+
+    /// The state in the facts; an empty state when the snippet did not run. Without an
+    /// `active` line (the audit's form asks systemd once, in the base facts), `active` is the
+    /// base facts' `systemctl is-active fail2ban`.
+    pub fn from_facts(f: &HostFacts) -> Fail2banState {
+        let text = f.section(STATE_SECTION);
+        let mut st = Fail2banState::parse(text);
+        if !text.lines().any(|l| l.starts_with("active ")) {
+            st.active = f.base.fail2ban_active;
+        }
+        st
+    }
+
+    /// Whether the snippet ran (a host section exists for it).
+    pub fn gathered(f: &HostFacts) -> bool {
+        f.section_status(STATE_SECTION).is_some()
+    }
+
+    /// Whether jail `name` runs.
+    pub fn runs(&self, name: &str) -> bool {
+        self.jails.iter().any(|j| j == name)
+    }
+}
+
+/// fsfleet's jail file (harden writes it, `JAIL_PATH` of the fail2ban step): where fail2ban
+/// finds the settings of the `freeswitch` and `sshd` jails.
+pub const JAIL_FILE: &str = "/etc/fail2ban/jail.d/fsfleet-freeswitch.local";
+
+/// The settings of one jail in a jail file (fail2ban's INI: `key = value`, indented lines
+/// continue the value).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JailSettings {
+    pub enabled: Option<bool>,
+    /// `port`: numbers ascending; an entry that is no number (a service name) is kept in
+    /// `port_names`.
+    pub ports: Vec<u16>,
+    pub port_names: Vec<String>,
+    pub logpath: Option<String>,
+    pub ignoreip: Vec<String>,
+    pub maxretry: Option<u32>,
+    pub backend: Option<String>,
+}
+
+impl JailSettings {
+    /// The `[name]` section of a jail file, None when it has none.
+    pub fn parse(text: &str, name: &str) -> Option<JailSettings> {
+        let header = format!("[{name}]");
+        let mut inside = false;
+        let mut found = false;
+        let mut values: BTreeMap<String, String> = BTreeMap::new();
+        let mut last: Option<String> = None;
+        for line in text.lines() {
+            let t = line.trim();
+            if t.starts_with('#') || t.starts_with(';') || t.is_empty() {
+                continue;
+            }
+            if t.starts_with('[') {
+                inside = t == header;
+                found |= inside;
+                last = None;
+                continue;
+            }
+            if !inside {
+                continue;
+            }
+            if line.starts_with([' ', '\t']) {
+                if let Some(v) = last.as_ref().and_then(|k| values.get_mut(k)) {
+                    v.push(' ');
+                    v.push_str(t);
+                }
+                continue;
+            }
+            if let Some((k, v)) = t.split_once('=') {
+                let k = k.trim().to_string();
+                values.insert(k.clone(), v.trim().to_string());
+                last = Some(k);
+            }
+        }
+        if !found {
+            return None;
+        }
+        let mut j = JailSettings {
+            enabled: values
+                .get("enabled")
+                .map(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "yes" | "1" | "on")),
+            logpath: values.get("logpath").cloned(),
+            ignoreip: values
+                .get("ignoreip")
+                .map(|v| {
+                    v.split([' ', ','])
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            maxretry: values.get("maxretry").and_then(|v| v.parse().ok()),
+            backend: values.get("backend").cloned(),
+            ..JailSettings::default()
+        };
+        for p in values
+            .get("port")
+            .map(String::as_str)
+            .unwrap_or("")
+            .split(',')
+        {
+            let p = p.trim();
+            match p.parse::<u16>() {
+                Ok(n) => j.ports.push(n),
+                Err(_) if !p.is_empty() => j.port_names.push(p.to_string()),
+                Err(_) => {}
+            }
+        }
+        j.ports.sort_unstable();
+        j.ports.dedup();
+        Some(j)
+    }
+
+    /// The settings of jail `name` in fsfleet's jail file as the facts read it (None: no file,
+    /// or no such jail in it).
+    pub fn from_facts(f: &HostFacts, name: &str) -> Option<JailSettings> {
+        JailSettings::parse(f.file_text(JAIL_FILE)?, name)
+    }
+}
+
+/// One line of a `fail2ban-client status JAIL` answer.
+fn status_line(s: &mut JailStatus, line: &str) {
+    let Some((label, value)) = line.split_once(':') else {
+        return;
+    };
+    let label = label.trim_start_matches(['|', '`', '-', ' ']).trim();
+    let value = value.trim();
+    let num = || value.parse::<u64>().ok();
+    match label {
+        "Currently failed" => s.currently_failed = num(),
+        "Total failed" => s.total_failed = num(),
+        "Currently banned" => s.currently_banned = num(),
+        "Total banned" => s.total_banned = num(),
+        "File list" => {
+            s.files = value
+                .split_whitespace()
+                .map(|p| LogFile {
+                    path: p.to_string(),
+                    exists: false,
+                })
+                .collect()
+        }
+        "Journal matches" => s.journal = Some(value.to_string()),
+        "Banned IP list" => s.banned = value.split_whitespace().map(String::from).collect(),
+        _ => {}
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The filter proof
+
+/// The files the `freeswitch` filter is read from (fail2ban's .conf/.local/.d order, and the
+/// common.conf it includes): the proof's result depends on nothing else on the host besides
+/// fail2ban's version and the log format.
+/// Relative to fail2ban's configuration directory.
+pub const FILTER_INPUTS: &[&str] = &[
+    "filter.d/freeswitch.conf",
+    "filter.d/freeswitch.local",
+    "filter.d/freeswitch.d/*.conf",
+    "filter.d/freeswitch.d/*.local",
+    "filter.d/common.conf",
+    "filter.d/common.local",
+    "filter.d/common.d/*.conf",
+    "filter.d/common.d/*.local",
+];
+/// fail2ban's configuration directory (the one fail2ban-regex reads by default).
+pub const CONF_DIR: &str = "/etc/fail2ban";
+
+/// Bumped when the crafted line or the way it is tested changes: old proofs then no longer apply.
+const PROOF_VERSION: &str = "fsfleet-f2b-proof-2";
+
+/// The proof snippet: finds the log the freeswitch jail reads (its `logpath` in the jail files,
+/// else the first of `default_logs` that exists), tells its format by its newest dated line,
+/// crafts an auth failure from [`PROBE_IP`] in that format, and runs `fail2ban-regex` on it
+/// with the `freeswitch` filter. Prints `log PATH`, `format percent|plain|unknown`, `line ...`,
+/// `key HASH` and fail2ban-regex's `Lines:` (or error) line; status 3 without fail2ban-regex.
+///
+/// `key` hashes what the result depends on: [`FILTER_INPUTS`] (names and contents), fail2ban's
+/// package version and the crafted line without its time stamp. When it equals `known` (the key
+/// the controller holds a proof for, for this host) the snippet prints `cached KEY` instead of
+/// running fail2ban-regex. Without a package version (fail2ban not from dpkg) there is no key
+/// and the proof always runs.
+pub fn proof_snippet(default_logs: &[String], known: Option<&str>) -> String {
+    proof_snippet_in(CONF_DIR, default_logs, known)
+}
+
+/// [`proof_snippet`] with the jail and filter files read from `conf` (tests use a copy).
+fn proof_snippet_in(conf: &str, default_logs: &[String], known: Option<&str>) -> String {
+    let logs = default_logs
+        .iter()
+        .map(|l| sh_quote(l))
+        .collect::<Vec<_>>()
+        .join(" ");
+    // Only a hex key ever reaches the script (the cache file is the controller's, but a
+    // mangled one must not turn into shell text).
+    let known = known.filter(|k| is_key(k)).unwrap_or("");
+    // Globs stay outside the quotes so the host's shell expands them.
+    let inputs = FILTER_INPUTS
+        .iter()
+        .map(|f| format!("\"$e\"/{f}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        "command -v fail2ban-regex >/dev/null || exit 3\n\
+         e={conf}\n\
+         log=$(cat \"$e\"/jail.conf \"$e\"/jail.d/*.conf \"$e\"/jail.local \"$e\"/jail.d/*.local 2>/dev/null | \
+         awk '/^\\[/ {{ s = ($0 ~ /^\\[freeswitch\\][[:space:]]*$/) }} s && /^logpath[[:space:]]*=/ {{ sub(/^logpath[[:space:]]*=[[:space:]]*/, \"\"); p = $1 }} END {{ if (p !~ /%\\(/) print p }}')\n\
+         [ -f \"$log\" ] || log=''\n\
+         if [ -z \"$log\" ]; then for l in {logs}; do [ -f \"$l\" ] && {{ log=$l; break; }}; done; fi\n\
+         echo \"log $log\"\n\
+         last=$( [ -n \"$log\" ] && tail -n 500 \"$log\" | grep -E '^([0-9a-f-]{{36}} )?[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}} ' | tail -n 1)\n\
+         now=$(date '+%Y-%m-%d %H:%M:%S').000000\n\
+         if [ -z \"$last\" ]; then fmt=unknown; pct=' 97.50%';\n\
+         elif printf '%s\\n' \"$last\" | grep -Eq '^([0-9a-f-]{{36}} )?[0-9-]+ [0-9:.]+ [0-9]+\\.[0-9]+% '; then fmt=percent; pct=' 97.50%';\n\
+         else fmt=plain; pct=''; fi\n\
+         echo \"format $fmt\"\n\
+         tail=\"$pct [WARNING] sofia_reg.c:1787 SIP auth failure (REGISTER) on sofia profile 'internal' for [1000@192.0.2.10] from ip {PROBE_IP}\"\n\
+         line=\"$now$tail\"\n\
+         echo \"line $line\"\n\
+         v=$(dpkg-query -W -f '${{Version}}' fail2ban 2>/dev/null)\n\
+         k=''\n\
+         if [ -n \"$v\" ]; then k=$({{ echo {PROOF_VERSION}; echo \"$v\"; echo \"$tail\"; \
+         for f in {inputs}; do [ -f \"$f\" ] && {{ echo \"== $f\"; cat \"$f\"; }}; done; }} | sha256sum | cut -c1-64); fi\n\
+         if [ -n \"$k\" ] && [ \"$k\" = {known} ]; then echo \"cached $k\"; exit 0; fi\n\
+         [ -z \"$k\" ] || echo \"key $k\"\n\
+         timeout 30 fail2ban-regex \"$line\" freeswitch | grep -E '^Lines:|ERROR|Error|No section'",
+        known = sh_quote(known),
+        conf = sh_quote(conf),
+    )
+}
+
+fn is_key(k: &str) -> bool {
+    k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The proof as the snippet printed it (with a cached result filled in, see [`Proof::resolve`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Proof {
+    pub log: String,
+    /// `percent`, `plain` or `unknown`.
+    pub format: String,
+    /// What the result depends on, hashed on the host (see [`proof_snippet`]).
+    pub key: Option<String>,
+    /// fail2ban-regex's `Lines:` summary (`1 lines, 0 ignored, 1 matched, 0 missed`).
+    pub lines: Option<String>,
+    /// The error line fail2ban-regex printed instead, if any.
+    pub error: Option<String>,
+    /// The result came from the controller's cache: when that proof was made.
+    pub cached_at: Option<String>,
+}
+
+/// Why the proof has no result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    #[error("fail2ban-regex is not installed (fail2ban is missing)")]
+    NotInstalled,
+    #[error("the fail2ban-regex probe did not run (status {0:?})")]
+    NotRun(Option<i32>),
+    #[error(
+        "the host said its fail2ban-regex proof is cached, for a key the controller holds no proof for"
+    )]
+    UnknownCached,
+}
+
+impl Proof {
+    /// Parse the proof section (`text`, exit `status`); a `cached KEY` answer takes its result
+    /// from `cached` when that is the proof for the same key.
+    pub fn resolve(
+        text: &str,
+        status: Option<i32>,
+        cached: Option<&CachedProof>,
+    ) -> Result<Proof, ProofError> {
+        match status {
+            Some(3) => return Err(ProofError::NotInstalled),
+            Some(0) | Some(1) => {}
+            other => return Err(ProofError::NotRun(other)),
+        }
+        let mut p = Proof::default();
+        for l in text.lines() {
+            let (k, v) = l.split_once(' ').unwrap_or((l, ""));
+            match k {
+                "log" => p.log = v.trim().to_string(),
+                "format" => p.format = v.trim().to_string(),
+                "key" if is_key(v.trim()) => p.key = Some(v.trim().to_string()),
+                "cached" => {
+                    let k = v.trim();
+                    match cached {
+                        Some(c) if c.key == k => {
+                            p.key = Some(c.key.clone());
+                            p.lines = Some(c.lines.clone());
+                            p.cached_at = Some(c.proved_at.clone());
+                        }
+                        _ => return Err(ProofError::UnknownCached),
+                    }
+                }
+                _ if l.starts_with("Lines:") && p.lines.is_none() => {
+                    p.lines = Some(l.trim_start_matches("Lines:").trim().to_string())
+                }
+                _ if (l.contains("rror") || l.contains("No section")) && p.error.is_none() => {
+                    p.error = Some(l.to_string())
+                }
+                _ => {}
+            }
+        }
+        Ok(p)
+    }
+
+    /// How many lines fail2ban-regex matched (0 when it said nothing parseable).
+    pub fn matched(&self) -> u32 {
+        self.lines
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .find_map(|p| p.trim().strip_suffix(" matched"))
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .unwrap_or(0)
+    }
+
+    /// The cache entry this proof makes: only a proof that ran here, with a key and a result.
+    pub fn to_cache(&self, now: &str) -> Option<CachedProof> {
+        if self.cached_at.is_some() {
+            return None;
+        }
+        Some(CachedProof {
+            key: self.key.clone()?,
+            lines: self.lines.clone()?,
+            proved_at: now.to_string(),
+        })
+    }
+}
+
+/// A proof the controller keeps: the key it holds for, fail2ban-regex's summary and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedProof {
+    pub key: String,
+    pub lines: String,
+    pub proved_at: String,
+}
+
+/// The controller's proofs, one per host (a host's proof never stands for another host's, so
+/// no host can vouch for another's filter): `.fsfleet/fail2ban-proofs.json` beside the
+/// inventory, 0600 in a 0700 directory, replaced atomically.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProofCache {
+    pub hosts: BTreeMap<String, CachedProof>,
+}
+
+/// The cache file could not be read or written; the message names it.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The cache file's name in the state directory.
+pub const CACHE_FILE: &str = "fail2ban-proofs.json";
+
+impl ProofCache {
+    /// `.fsfleet/fail2ban-proofs.json` in `inventory_dir`.
+    pub fn path(inventory_dir: &Path) -> PathBuf {
+        inventory_dir.join(".fsfleet").join(CACHE_FILE)
+    }
+
+    /// The cache at `path`; none yet is an empty cache. Entries with a key that is not a hash
+    /// are dropped.
+    pub fn load(path: &Path) -> Result<ProofCache, CacheError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ProofCache::default()),
+            Err(source) => {
+                return Err(CacheError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        let mut c: ProofCache = serde_json::from_str(&text).map_err(|source| CacheError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        c.hosts.retain(|_, p| is_key(&p.key));
+        Ok(c)
+    }
+
+    /// Write to `path` atomically (a 0600 temp file in the same 0700 directory, renamed).
+    pub fn save(&self, path: &Path) -> Result<(), CacheError> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let io = |source| CacheError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(e)),
+        }
+        let text = serde_json::to_string_pretty(self).map_err(|source| CacheError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let tmp = dir.join(format!(".{CACHE_FILE}.{}.tmp", std::process::id()));
+        let written = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(e));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AUDIT_UP: &str = "installed yes\nactive active\nenabled enabled\nserver 978\n\
+        @jail freeswitch\nStatus for the jail: freeswitch\n|- Filter\n|  |- Currently failed:\t0\n\
+        |  |- Total failed:\t3\n|  `- File list:\t/var/log/freeswitch/freeswitch.log /var/log/x.log\n\
+        `- Actions\n   |- Currently banned:\t1\n   |- Total banned:\t1\n   `- Banned IP list:\t203.0.113.9\n\
+        @jail sshd\nStatus for the jail: sshd\n|- Filter\n\
+        |  `- Journal matches:\t_SYSTEMD_UNIT=sshd.service + _COMM=sshd\n\
+        @exists /var/log/freeswitch/freeswitch.log\n@missing /var/log/x.log\n";
+
+    #[test]
+    fn the_audit_form_gives_each_jail_its_counters_and_files() {
+        let st = Fail2banState::parse(AUDIT_UP);
+        assert!(st.installed && st.active && st.enabled);
+        assert_eq!(st.server, Some(978));
+        assert_eq!(st.jails, ["freeswitch", "sshd"]);
+        let fs = &st.status["freeswitch"];
+        assert_eq!(
+            (fs.total_failed, fs.currently_banned, fs.total_banned),
+            (Some(3), Some(1), Some(1))
+        );
+        assert_eq!(
+            fs.files,
+            [
+                LogFile {
+                    path: "/var/log/freeswitch/freeswitch.log".into(),
+                    exists: true
+                },
+                LogFile {
+                    path: "/var/log/x.log".into(),
+                    exists: false
+                }
+            ]
+        );
+        assert_eq!(fs.banned, ["203.0.113.9"]);
+        assert_eq!(
+            st.status["sshd"].journal.as_deref(),
+            Some("_SYSTEMD_UNIT=sshd.service + _COMM=sshd")
+        );
+        // A jail that did not answer is not running, and is not in the running list.
+        let st = Fail2banState::parse("installed yes\nserver 9\n@jail freeswitch\n@jail sshd\n");
+        assert_eq!(st.not_running, ["freeswitch", "sshd"]);
+        assert!(st.jails.is_empty() && st.status.is_empty());
+        // A status of another jail's name does not stand for the asked one.
+        let st = Fail2banState::parse("@jail freeswitch\nStatus for the jail: sshd\n");
+        assert!(!st.runs("freeswitch") && !st.runs("sshd"));
+    }
+
+    #[test]
+    fn the_harden_form_lists_the_running_jails() {
+        let st =
+            Fail2banState::parse("installed yes\nactive failed\nenabled disabled\njails a, b\n");
+        assert!(st.installed && !st.active && !st.enabled);
+        assert!(st.runs("a") && st.runs("b") && !st.runs("c"));
+        assert_eq!(Fail2banState::parse(""), Fail2banState::default());
+    }
+
+    #[test]
+    fn jail_settings_read_fsfleets_jail_file() {
+        let text = "# comment\n[DEFAULT]\nport = 1\n[freeswitch]\nenabled  = true\n\
+                    logpath  = /var/log/freeswitch/freeswitch.log\nport     = 5080,5060, sip\n\
+                    action_  = a[x]\n           b[y]\nmaxretry = 5\nignoreip = 127.0.0.1/8 ::1\n\
+                    [sshd]\nport = 22\nbackend = systemd\n";
+        let j = JailSettings::parse(text, "freeswitch").unwrap();
+        assert_eq!(j.enabled, Some(true));
+        assert_eq!(j.ports, [5060, 5080]);
+        assert_eq!(j.port_names, ["sip"]);
+        assert_eq!(
+            j.logpath.as_deref(),
+            Some("/var/log/freeswitch/freeswitch.log")
+        );
+        assert_eq!(j.ignoreip, ["127.0.0.1/8", "::1"]);
+        assert_eq!(j.maxretry, Some(5));
+        let s = JailSettings::parse(text, "sshd").unwrap();
+        assert_eq!(
+            (s.ports.as_slice(), s.backend.as_deref()),
+            (&[22][..], Some("systemd"))
+        );
+        assert_eq!(JailSettings::parse(text, "asterisk"), None);
+    }
+
+    #[test]
+    fn without_an_active_line_systemd_is_asked_once_in_the_base_facts() {
+        let mut f = HostFacts::stock();
+        f.base.fail2ban_active = true;
+        f.sections = crate::facts::Sections::from_pairs(&[(STATE_SECTION, "installed yes\n", 0)]);
+        assert!(Fail2banState::from_facts(&f).active);
+        // Harden's form says it itself, and that wins.
+        f.sections = crate::facts::Sections::from_pairs(&[(STATE_SECTION, "active failed\n", 0)]);
+        assert!(!Fail2banState::from_facts(&f).active);
+        // Both forms gather the same way: one snippet, one section.
+        assert!(state_snippet(&[]).contains("systemctl show"));
+        assert!(!state_snippet(&["sshd"]).contains("systemctl"));
+    }
+
+    /// Run `snippet` with the local sh and `bin` first on the PATH.
+    fn run(snippet: &str, bin: &Path) -> (String, Option<i32>) {
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(snippet)
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        (String::from_utf8(out.stdout).unwrap(), out.status.code())
+    }
+
+    fn script(bin: &Path, name: &str, body: &str) {
+        let p = bin.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn one_client_start_answers_every_jail() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path();
+        let calls = bin.join("calls");
+        // A fail2ban-client that logs each start and answers the interactive commands it reads.
+        script(
+            bin,
+            "fail2ban-client",
+            &format!(
+                "echo \"$*\" >>{calls}\nwhile read -r c a; do case $c in \
+                 echo) echo \"fail2ban> $a\" ;; \
+                 status) [ \"$a\" = sshd ] && printf 'fail2ban> Status for the jail: sshd\\n|  `- File list:\\t/nonexistent/auth.log\\n' ;; \
+                 exit) exit 0 ;; esac; done",
+                calls = calls.display()
+            ),
+        );
+        let snippet = format!("p=978\n{}", jail_status_snippet(&["freeswitch", "sshd"]));
+        let (out, _) = run(&snippet, bin);
+        let st = Fail2banState::parse(&out);
+        assert_eq!(st.not_running, ["freeswitch"], "{out}");
+        assert_eq!(
+            st.status["sshd"].files,
+            [LogFile {
+                path: "/nonexistent/auth.log".into(),
+                exists: false
+            }],
+            "{out}"
+        );
+        assert_eq!(std::fs::read_to_string(&calls).unwrap(), "-i\n");
+        // No server: no client at all.
+        let (out, _) = run(&format!("p=''\n{}", jail_status_snippet(&["sshd"])), bin);
+        assert_eq!(out, "");
+        assert_eq!(std::fs::read_to_string(&calls).unwrap(), "-i\n");
+    }
+
+    #[test]
+    fn a_client_without_interactive_mode_is_asked_jail_by_jail() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path();
+        script(
+            bin,
+            "fail2ban-client",
+            "[ \"$1\" = status ] && [ \"$2\" = freeswitch ] && printf 'Status for the jail: freeswitch\\n`- Actions\\n   |- Currently banned:\\t2\\n'",
+        );
+        let snippet = format!("p=978\n{}", jail_status_snippet(&["freeswitch", "sshd"]));
+        let (out, _) = run(&snippet, bin);
+        let st = Fail2banState::parse(&out);
+        assert_eq!(st.status["freeswitch"].currently_banned, Some(2), "{out}");
+        assert_eq!(st.not_running, ["sshd"], "{out}");
+    }
+
+    const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_proof_parses_and_a_cached_one_takes_the_controllers_result() {
+        let text = format!(
+            "log /var/log/freeswitch/freeswitch.log\nformat percent\nline x\nkey {KEY}\n\
+             Lines: 1 lines, 0 ignored, 1 matched, 0 missed\n"
+        );
+        let p = Proof::resolve(&text, Some(0), None).unwrap();
+        assert_eq!(p.matched(), 1);
+        assert_eq!(p.key.as_deref(), Some(KEY));
+        let c = p.to_cache("2026-11-29T21:00:00Z").unwrap();
+        let cached = Proof::resolve(
+            &format!("log l\nformat percent\ncached {KEY}\n"),
+            Some(0),
+            Some(&c),
+        )
+        .unwrap();
+        assert_eq!(cached.matched(), 1);
+        assert_eq!(cached.cached_at.as_deref(), Some("2026-11-29T21:00:00Z"));
+        // A cached answer is never cached again, nor one without a key or result.
+        assert_eq!(cached.to_cache("now"), None);
+        assert_eq!(
+            Proof::resolve("Lines: 1 lines", Some(0), None)
+                .unwrap()
+                .to_cache("now"),
+            None
+        );
+        // The host claims a proof the controller does not hold: no result, an error.
+        let other = CachedProof {
+            key: KEY.replace('0', "1"),
+            ..c.clone()
+        };
+        assert_eq!(
+            Proof::resolve(&format!("cached {KEY}\n"), Some(0), Some(&other)),
+            Err(ProofError::UnknownCached)
+        );
+        assert_eq!(
+            Proof::resolve("", Some(3), None),
+            Err(ProofError::NotInstalled)
+        );
+        assert_eq!(
+            Proof::resolve("", None, None),
+            Err(ProofError::NotRun(None))
+        );
+    }
+
+    #[test]
+    fn the_proof_runs_again_when_a_filter_file_or_fail2bans_version_changes() {
+        // fail2ban's configuration in a temp dir, with fake fail2ban-regex and dpkg-query that
+        // log their calls.
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path();
+        let etc = bin.join("fail2ban");
+        std::fs::create_dir_all(etc.join("filter.d")).unwrap();
+        std::fs::write(
+            etc.join("filter.d/freeswitch.conf"),
+            "[Definition]\nfailregex = a\n",
+        )
+        .unwrap();
+        let calls = bin.join("calls");
+        script(
+            bin,
+            "fail2ban-regex",
+            &format!(
+                "echo run >>{}\necho 'Lines: 1 lines, 0 ignored, 1 matched, 0 missed'",
+                calls.display()
+            ),
+        );
+        let version = bin.join("version");
+        std::fs::write(&version, "1.0.2-2").unwrap();
+        script(bin, "dpkg-query", &format!("cat {}", version.display()));
+        let runs = || {
+            std::fs::read_to_string(&calls)
+                .unwrap_or_default()
+                .lines()
+                .count()
+        };
+        let snippet = |known: Option<&str>| proof_snippet_in(etc.to_str().unwrap(), &[], known);
+        let first = run(&snippet(None), bin);
+        let p = Proof::resolve(&first.0, first.1, None).unwrap();
+        assert_eq!((runs(), p.matched()), (1, 1), "{}", first.0);
+        let c = p.to_cache("t").unwrap();
+        // Same inputs, key offered: no run, the cached result.
+        let again = run(&snippet(Some(&c.key)), bin);
+        let p2 = Proof::resolve(&again.0, again.1, Some(&c)).unwrap();
+        assert_eq!((runs(), p2.matched()), (1, 1), "{}", again.0);
+        assert!(p2.cached_at.is_some());
+        // A .local beside the packaged filter: the proof runs again.
+        std::fs::write(
+            etc.join("filter.d/freeswitch.local"),
+            "[Definition]\nfailregex = b\n",
+        )
+        .unwrap();
+        let third = run(&snippet(Some(&c.key)), bin);
+        let p3 = Proof::resolve(&third.0, third.1, Some(&c)).unwrap();
+        assert_eq!(runs(), 2, "{}", third.0);
+        assert!(p3.cached_at.is_none() && p3.key.is_some() && p3.key != p.key);
+        let c3 = p3.to_cache("t3").unwrap();
+        // An edit of that file: again.
+        std::fs::write(
+            etc.join("filter.d/freeswitch.local"),
+            "[Definition]\nfailregex = c\n",
+        )
+        .unwrap();
+        run(&snippet(Some(&c3.key)), bin);
+        assert_eq!(runs(), 3);
+        // A new fail2ban version changes the key too.
+        let now = run(&snippet(None), bin);
+        let c4 = Proof::resolve(&now.0, now.1, None)
+            .unwrap()
+            .to_cache("t4")
+            .unwrap();
+        assert_eq!(runs(), 4);
+        std::fs::write(&version, "1.1.0-1").unwrap();
+        run(&snippet(Some(&c4.key)), bin);
+        assert_eq!(runs(), 5);
+        // Not from dpkg: no key, always run.
+        std::fs::write(&version, "").unwrap();
+        let nokey = run(&snippet(Some(&c4.key)), bin);
+        assert_eq!(runs(), 6, "{}", nokey.0);
+        assert!(!nokey.0.contains("key "), "{}", nokey.0);
+        // A key that is not a hash never reaches the script.
+        assert!(!proof_snippet(&[], Some("x'; rm -rf /; '")).contains("rm -rf"));
+    }
+
+    #[test]
+    fn the_cache_is_private_atomic_and_drops_mangled_keys() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = ProofCache::path(dir.path());
+        assert_eq!(ProofCache::load(&path).unwrap(), ProofCache::default());
+        let mut c = ProofCache::default();
+        c.hosts.insert(
+            "pbx1".into(),
+            CachedProof {
+                key: KEY.into(),
+                lines: "1 lines, 0 ignored, 1 matched, 0 missed".into(),
+                proved_at: "t".into(),
+            },
+        );
+        c.hosts.insert(
+            "pbx2".into(),
+            CachedProof {
+                key: "not a key".into(),
+                lines: "x".into(),
+                proved_at: "t".into(),
+            },
+        );
+        c.save(&path).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        let back = ProofCache::load(&path).unwrap();
+        assert_eq!(back.hosts.keys().collect::<Vec<_>>(), ["pbx1"]);
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+        std::fs::write(&path, "{").unwrap();
+        assert!(
+            ProofCache::load(&path)
+                .unwrap_err()
+                .to_string()
+                .contains(CACHE_FILE)
+        );
+    }
+}
