@@ -45,7 +45,7 @@ pub trait Fact: 'static {
 /// One unit in one place: the type, its section name and value, the snippet (with the
 /// [`ScriptInput`] bound to the given name) and the parser (text and status bound):
 ///
-/// ```ignore
+/// ```text
 /// fact! {
 ///     /// Is the `nft` command there?
 ///     NftCmd: "nft" => bool,
