@@ -1277,7 +1277,12 @@ pub const BASE: &[Unit] = &[
 /// Run a script on the host and split its output.
 pub async fn gather(session: &Session, script: &Script) -> Result<Sections, FactsError> {
     let out = session
-        .run(script.text(), b"", Duration::from_secs(60))
+        .run_for(
+            &format!("facts ({} sections)", script.names().count()),
+            script.text(),
+            b"",
+            Duration::from_secs(60),
+        )
         .await?;
     if out.stdout.len() > MAX_OUTPUT {
         return Err(FactsError::Malformed(format!(

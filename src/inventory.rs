@@ -23,6 +23,7 @@ mod load;
 
 pub use error::{Diagnostic, InventoryError};
 pub use limit::Limit;
+pub(crate) use load::closest;
 pub use load::local_login_user;
 
 /// What to do with a host key that is in no known_hosts file.

@@ -52,7 +52,9 @@ fn an_event_socket_on_ipv6_loopback_stays_there_and_everything_works_through_it(
         std::thread::sleep(Duration::from_millis(500));
     }
 
-    let run = fsfleet(&fleet, &["harden", "--format", "json"]);
+    // -vv: each remote script's purpose and the script itself on stderr (checked below: never a
+    // password).
+    let run = fsfleet(&fleet, &["harden", "--format", "json", "-vv"]);
     assert_eq!(run.status.code(), Some(0), "{}", text(&run));
     let doc: serde_json::Value =
         serde_json::from_slice(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&run)));
@@ -78,6 +80,32 @@ fn an_event_socket_on_ipv6_loopback_stays_there_and_everything_works_through_it(
         "fs_cli.conf names the Event Socket's address"
     );
     assert!(!conf.contains("ClueCon\"/>"), "the password was rotated");
+    // -vv showed what ran on the host, and none of the secrets it wrote there.
+    let trace = String::from_utf8_lossy(&run.stderr);
+    for want in [": facts (", ": hostfs (write ", ": as root, ", " in "] {
+        assert!(trace.contains(want), "-vv lacks {want:?}:\n{trace}");
+    }
+    let vars = fleet.ssh_root(h, "cat /etc/freeswitch/vars.xml");
+    let secrets: Vec<&str> = conf
+        .lines()
+        .chain(vars.lines())
+        .filter_map(|l| {
+            l.split("name=\"password\" value=\"")
+                .nth(1)
+                .or_else(|| l.split("data=\"default_password=").nth(1))
+        })
+        .filter_map(|rest| rest.split('"').next())
+        .chain(conf.lines().filter_map(|l| l.strip_prefix("password => ")))
+        .collect();
+    assert!(secrets.len() >= 2, "passwords not found in {conf}{vars}");
+    for secret in secrets {
+        assert!(secret.len() >= 16, "{secret:?} is not a rotated password");
+        assert!(!trace.contains(secret), "-vv printed a password");
+        assert!(
+            !text(&run).contains(secret),
+            "the report printed a password"
+        );
+    }
     let ss = fleet.ssh_root(h, "ss -Hltn 'sport = :8021'");
     assert!(
         ss.contains("[::1]:8021") && !ss.contains("127.0.0.1:8021"),

@@ -234,7 +234,7 @@ impl StepCtx<'_> {
         stdin: &[u8],
         limit: Duration,
     ) -> Result<ExecOutput, StepError> {
-        let out = self.session.run(script, stdin, limit).await?;
+        let out = self.session.run_for(what, script, stdin, limit).await?;
         if !out.success() {
             let err = out.stderr_text();
             let tail: Vec<&str> = err.lines().rev().take(5).collect();

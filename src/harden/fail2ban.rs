@@ -192,6 +192,7 @@ pub struct Fail2ban;
 
 impl Step for Fail2ban {
     const NAME: &'static str = NAME;
+    const DOING: &'static str = "configuring fail2ban and waiting for its jails";
     const PHASE: Phase = Phase::System;
     type Action = Configure;
 

@@ -273,6 +273,7 @@ pub struct Firewall;
 
 impl Step for Firewall {
     const NAME: &'static str = NAME;
+    const DOING: &'static str = "configuring ufw and proving a new SSH login";
     const PHASE: Phase = Phase::System;
     type Action = UfwChange;
 
@@ -625,7 +626,12 @@ pub async fn apply(ctx: &StepCtx<'_>, action: &UfwChange) -> Result<Vec<String>,
         let rollback = format!("rm -f {}; ufw --force disable", sh_quote(&flag));
         let undone = ctx
             .session
-            .run(&rollback, b"", Duration::from_secs(30))
+            .run_for(
+                "firewall: roll back ufw",
+                &rollback,
+                b"",
+                Duration::from_secs(30),
+            )
             .await;
         return Err(StepError::Failed(match undone {
             Ok(out) if out.success() => format!(

@@ -24,6 +24,7 @@ pub struct FsCli;
 
 impl Step for FsCli {
     const NAME: &'static str = NAME;
+    const DOING: &'static str = "writing fs_cli configs";
     const PHASE: Phase = Phase::AfterReload;
     type Action = Vec<Target>;
 

@@ -39,10 +39,15 @@ pub fn render_text(report: &RunReport, verbose: bool) -> String {
     let mut out = String::new();
     for h in &report.hosts {
         out.push_str(&format!(
-            "{} ({}): {}\n",
+            "{} ({}): {}{}\n",
             display::line(&h.name),
             display::line(&h.address),
-            h.status
+            report.status_word(h.status),
+            if report.check {
+                " (CHECK: nothing was changed)"
+            } else {
+                ""
+            }
         ));
         if let Some(dir) = h
             .data
@@ -64,6 +69,8 @@ pub fn render_text(report: &RunReport, verbose: bool) -> String {
             }
             let tag = match s.status {
                 StepStatus::Ok => "ok",
+                // Under --check a step's changes are what it would do.
+                StepStatus::Changed if report.check => "CHECK",
                 StepStatus::Changed => "changed",
                 StepStatus::Failed => "FAILED",
                 StepStatus::Skipped => "skipped",
@@ -93,4 +100,53 @@ pub fn render_text(report: &RunReport, verbose: bool) -> String {
     out.push('\n');
     out.push_str(&report.recap_text());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::testing::{host, step};
+    use crate::report::{HostReport, RunReport};
+
+    fn run(check: bool) -> RunReport {
+        let h = HostReport::from_steps(
+            &host("fs01"),
+            vec![
+                step(
+                    "sip-password",
+                    StepStatus::Changed,
+                    "would rotate default_password",
+                ),
+                step("firewall", StepStatus::Ok, "already active"),
+            ],
+        );
+        RunReport {
+            run_id: "r".into(),
+            command: "harden".into(),
+            started: chrono::Utc::now(),
+            elapsed_ms: 1,
+            hosts: vec![h],
+            aborted: None,
+            interrupted: false,
+            check,
+        }
+    }
+
+    #[test]
+    fn check_mode_is_said_on_the_host_line_and_each_step_that_would_change() {
+        let text = render_text(&run(true), false);
+        assert!(
+            text.contains("fs01 (")
+                && text.contains("): would change (CHECK: nothing was changed)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  sip-password  CHECK    would rotate default_password"),
+            "{text}"
+        );
+        assert!(!text.contains("changed  "), "{text}");
+        let real = render_text(&run(false), false);
+        assert!(real.contains("): changed\n"), "{real}");
+        assert!(real.contains("  sip-password  changed  "), "{real}");
+    }
 }

@@ -106,6 +106,7 @@ pub struct Packages;
 
 impl Step for Packages {
     const NAME: &'static str = NAME;
+    const DOING: &'static str = "installing packages (apt)";
     const PHASE: Phase = Phase::System;
     type Action = Install;
 

@@ -62,8 +62,19 @@ const fn step_names() -> [&'static str; N_STEPS] {
 /// Why `--skip`/`--only` cannot be taken.
 #[derive(Debug, PartialEq, thiserror::Error)]
 pub enum SelectionError {
-    #[error("unknown step {name:?}; the steps are: {}", STEPS.join(", "))]
-    Unknown { name: String },
+    #[error(
+        "unknown step {name:?}{}; the steps are: {}",
+        suggestion.as_ref().map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default(),
+        STEPS.join(", ")
+    )]
+    Unknown {
+        name: String,
+        suggestion: Option<String>,
+    },
+    #[error(
+        "every step --only names ({only}) is also in --skip: nothing would run; drop it from one of them"
+    )]
+    NothingLeft { only: String },
     #[error("preflight cannot be skipped: it is what keeps a host from being half-changed")]
     Preflight,
     #[error(
@@ -177,7 +188,11 @@ impl Selection {
                     if STEPS.contains(&s) {
                         Ok(s.to_string())
                     } else {
-                        Err(SelectionError::Unknown { name: s.into() })
+                        Err(SelectionError::Unknown {
+                            name: s.into(),
+                            suggestion: crate::inventory::closest(s, STEPS.iter().copied())
+                                .map(str::to_string),
+                        })
                     }
                 })
                 .collect()
@@ -192,6 +207,13 @@ impl Selection {
         // Accepting it and backing up anyway would say one thing and do another.
         if sel.skip.contains(backup::NAME) {
             return Err(SelectionError::Backup);
+        }
+        // --skip narrows --only; when it takes every step --only named, the run would do
+        // nothing and still say ok.
+        if !sel.only.is_empty() && sel.only.iter().all(|s| sel.skip.contains(s)) {
+            return Err(SelectionError::NothingLeft {
+                only: sel.only.iter().cloned().collect::<Vec<_>>().join(","),
+            });
         }
         Ok(sel)
     }
@@ -409,7 +431,7 @@ async fn preflight(
     data: &mut serde_json::Value,
 ) -> Result<Ready, RunError> {
     let (host, session, opts) = (run.host, run.session, run.opts());
-    run.ctx.stage("facts");
+    run.ctx.stage("gathering facts (one script)");
     let t = Instant::now();
     let mut facts = gather(session, host).await?;
     data["timings"]["facts_ms"] = json!(t.elapsed().as_millis() as u64);
@@ -442,7 +464,8 @@ async fn preflight(
             note,
         )
     };
-    run.ctx.stage("preflight");
+    run.ctx
+        .stage("preflight: proving the Event Socket is FreeSWITCH's");
     let mut pre = preflight::run(session, &facts, &candidates, opts.offline_ok)
         .await
         .map_err(|e| refuse(steps, e))?;
@@ -548,6 +571,7 @@ async fn remove_stale_stages(session: &Session, facts: &HostFacts, check: bool) 
 /// planning began (the report's time of a step that changes nothing).
 struct PlannedStep {
     name: &'static str,
+    doing: &'static str,
     phase: Phase,
     plan: Result<Box<dyn step::Planned>, Arc<StepError>>,
     t: Instant,
@@ -613,6 +637,7 @@ fn plan_all(run: &Run<'_>, ready: &Ready, steps: &mut Steps) -> Result<HostPlan,
         };
         planned.push(PlannedStep {
             name: e.name,
+            doing: e.doing,
             phase: e.phase,
             plan,
             t,
@@ -720,7 +745,7 @@ async fn apply_steps(
             steps.planned(s.name, outline, false, s.t);
             continue;
         }
-        run.ctx.stage(s.name);
+        run.ctx.stage(s.doing);
         let t = Instant::now();
         match p.apply(ctx).await {
             Ok(ev) => steps.applied(s.name, outline, ev, t),
@@ -746,7 +771,7 @@ async fn backup_if_changing(
         steps.skipped(backup::NAME, "nothing changes");
         return Ok(());
     }
-    run.ctx.stage("backup");
+    run.ctx.stage("backing up the config");
     let t = Instant::now();
     let mut paths: Vec<String> = plan.edits().iter().map(|e| e.path.clone()).collect();
     paths.extend(plan.outlines().flat_map(|p| p.backup.iter().cloned()));
@@ -821,7 +846,7 @@ async fn write_configs<'p>(
     plan: &'p HostPlan,
     steps: &mut Steps,
 ) -> Result<Vec<&'p FileEdit>, RunError> {
-    run.ctx.stage("config");
+    run.ctx.stage("writing config files");
     let written = plan.edits();
     if !written.is_empty() {
         // The config dir must be root's or FreeSWITCH's (checked on the host, in the same
@@ -892,7 +917,7 @@ async fn reload_freeswitch(
         );
         return Ok(());
     };
-    run.ctx.stage("reload");
+    run.ctx.stage("reloading FreeSWITCH over the Event Socket");
     match reload::apply(run.session, needs, &ready.pre.esl, &old_pw, &plan.esl.es).await {
         Ok(ev) => {
             steps.push(
@@ -935,7 +960,7 @@ async fn verify(
         );
         return Ok(());
     }
-    run.ctx.stage("verify");
+    run.ctx.stage("verifying");
     let t = Instant::now();
     let checks = verify::Checks {
         fail2ban: sel.runs(fail2ban::NAME),
@@ -1151,14 +1176,29 @@ mod tests {
         let sel = Selection::new(&names(&["fail2ban, firewall", "", "packages"]), &[]).unwrap();
         assert_eq!(sel.skip, set(&["fail2ban", "firewall", "packages"]));
         assert!(sel.only.is_empty());
-        for (skip, only, bad) in [
-            (names(&["firewal"]), vec![], "firewal"),
-            (vec![], names(&["fail2ban,Reload"]), "Reload"),
+        for (skip, only, bad, near) in [
+            (names(&["firewal"]), vec![], "firewal", Some("firewall")),
+            (
+                vec![],
+                names(&["fail2ban,Reload"]),
+                "Reload",
+                Some("reload"),
+            ),
+            (vec![], names(&["everything"]), "everything", None),
         ] {
             let err = Selection::new(&skip, &only).unwrap_err();
-            assert_eq!(err, SelectionError::Unknown { name: bad.into() });
+            assert_eq!(
+                err,
+                SelectionError::Unknown {
+                    name: bad.into(),
+                    suggestion: near.map(str::to_string)
+                }
+            );
             let e = err.to_string();
             assert!(e.starts_with(&format!("unknown step {bad:?}")), "{e}");
+            if let Some(near) = near {
+                assert!(e.contains(&format!("(did you mean {near:?}?)")), "{e}");
+            }
             assert!(
                 e.ends_with(&format!("the steps are: {}", STEPS.join(", "))),
                 "{e}"
@@ -1175,9 +1215,18 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         assert_eq!(
-            Selection::new(&all, &all).unwrap().skip.len(),
+            Selection::new(&all, &[]).unwrap().skip.len(),
             STEPS.len() - 2
         );
+        // --only steps that --skip all takes away leave nothing: a mistake, not a silent no-op.
+        let err = Selection::new(&names(&["packages"]), &names(&["packages"])).unwrap_err();
+        assert_eq!(
+            err,
+            SelectionError::NothingLeft {
+                only: "packages".into()
+            }
+        );
+        assert!(err.to_string().contains("nothing would run"), "{err}");
         let every: Vec<String> = STEPS.iter().map(|s| s.to_string()).collect();
         assert_eq!(Selection::new(&[], &every).unwrap().only.len(), STEPS.len());
     }

@@ -115,6 +115,8 @@ pub struct PlanInput<'a> {
 pub trait Step {
     /// The name `--skip`/`--only` and the report use.
     const NAME: &'static str;
+    /// What the progress line says while `apply` runs ("installing packages (apt)").
+    const DOING: &'static str = Self::NAME;
     const PHASE: Phase;
     /// What `apply` needs, computed by `plan` (no secrets in its Debug).
     type Action: Send + Sync + 'static;
@@ -160,6 +162,7 @@ pub type PlanFn = fn(&PlanInput<'_>) -> Result<Box<dyn Planned>, StepError>;
 /// A registry line: a step's name, phase and functions, with the action type erased.
 pub struct Entry {
     pub name: &'static str,
+    pub doing: &'static str,
     pub phase: Phase,
     pub probes: fn(&mut Probes, &Host),
     pub plan: PlanFn,
@@ -173,6 +176,7 @@ fn plan_erased<S: Step + 'static>(input: &PlanInput<'_>) -> Result<Box<dyn Plann
 const fn entry<S: Step + 'static>() -> Entry {
     Entry {
         name: S::NAME,
+        doing: S::DOING,
         phase: S::PHASE,
         probes: S::probes,
         plan: plan_erased::<S>,
@@ -302,6 +306,18 @@ pub fn plan_model_only(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_step_that_runs_on_the_host_says_what_it_is_doing() {
+        // The progress line shows it while apply runs (apt can take a minute).
+        for e in REGISTRY.iter().filter(|e| e.phase != Phase::Config) {
+            assert_ne!(
+                e.doing, e.name,
+                "{} shows only its name while it runs",
+                e.name
+            );
+        }
+    }
 
     #[test]
     fn the_registry_names_each_step_once_in_run_order() {

@@ -187,7 +187,14 @@ async fn inband(
     if checks.firewall {
         script.push_str("echo '== ufw'; ufw status 2>&1 | head -n 1; echo \"rc=$?\"\n");
     }
-    let out = session.run(&script, b"", Duration::from_secs(40)).await?;
+    let out = session
+        .run_for(
+            "verify (fs_cli, fail2ban, ufw on the host)",
+            &script,
+            b"",
+            Duration::from_secs(40),
+        )
+        .await?;
     let text = out.stdout_text();
     let part = |name: &str| -> String {
         text.split(&format!("== {name}\n"))
