@@ -451,19 +451,6 @@ fn fs_cli_status_snippet_in(limit_secs: u32, proc: &str) -> String {
     )
 }
 
-/// Local addresses (`127.0.0.1`, `[::1]`, `*`) listening on TCP `port`, from the [`LISTEN`]
-/// section (column 4 of `ss`, `ADDR:PORT`).
-pub fn listeners(listen: &str, port: u16) -> Vec<String> {
-    listen
-        .lines()
-        .filter_map(|l| {
-            let local = l.split_whitespace().nth(3)?;
-            let (addr, p) = local.rsplit_once(':')?;
-            (p.parse::<u16>().ok()? == port).then(|| addr.to_string())
-        })
-        .collect()
-}
-
 /// A loopback address as `ss` prints it (`[::1]`, `127.0.0.1%lo`) or as FreeSWITCH's
 /// listen-ip takes it (`localhost`, `::ffff:127.0.0.1`).
 pub fn is_loopback(addr: &str) -> bool {
@@ -1022,7 +1009,6 @@ fact! {
             status,
             listeners: parse_listeners(text).map_err(|e| malformed(LISTEN, e)),
             sshd_ports: sshd_ports(text),
-            text: text.to_string(),
         })
     }
 }
@@ -1036,7 +1022,6 @@ pub struct Listen {
     pub listeners: Result<Vec<Listener>, FactError>,
     /// The SSH ports (see [`sshd_ports`]).
     pub sshd_ports: Vec<u16>,
-    text: String,
 }
 
 impl Default for Listen {
@@ -1045,7 +1030,6 @@ impl Default for Listen {
             status: None,
             listeners: Ok(Vec::new()),
             sshd_ports: Vec::new(),
-            text: String::new(),
         }
     }
 }
@@ -1054,11 +1038,6 @@ impl Listen {
     /// Did `ss` run (exit 0)?
     pub fn ran(&self) -> bool {
         self.status == Some(0)
-    }
-
-    /// The local addresses (as ss prints them) listening on TCP `port` (see [`listeners`]).
-    pub fn addresses(&self, port: u16) -> Vec<String> {
-        listeners(&self.text, port)
     }
 }
 
@@ -2143,7 +2122,12 @@ L 00000000000000000000000001000000:1F56 1000\n";
                 ("*", 8021, Some(999), vec![]),
             ]
         );
-        assert_eq!(listeners(TESTBED, 8021), vec!["*"]);
+        let on_8021: Vec<&str> = l
+            .iter()
+            .filter(|x| x.port == 8021)
+            .map(|x| x.address.as_str())
+            .collect();
+        assert_eq!(on_8021, ["*"]);
         assert_eq!(sshd_ports(TESTBED), vec![22]);
         assert_eq!(l[4].ip(), None);
         assert_eq!(l[1].ip(), Some("172.20.0.2".parse().unwrap()));

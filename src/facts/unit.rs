@@ -207,7 +207,14 @@ mod tests {
         ]);
         let listen = s.get::<ListenFact>().unwrap();
         assert!(listen.ran());
-        assert_eq!(listen.addresses(8021), ["127.0.0.1"]);
+        let on_8021: Vec<String> = listen
+            .listeners
+            .unwrap()
+            .into_iter()
+            .filter(|l| l.port == 8021)
+            .map(|l| l.address)
+            .collect();
+        assert_eq!(on_8021, ["127.0.0.1"]);
         assert!(s.get::<UfwStatus>().unwrap().active);
         let ipt = s.get::<IptablesInput>().unwrap();
         assert_eq!(ipt.policy.as_deref(), Some("DROP"));

@@ -313,16 +313,10 @@ pub fn plan(
     })
 }
 
-/// A short line diff for `--diff` (these files hold no secret).
+/// The `--diff` of a fail2ban file: the same unified diff as the config files' (these files hold
+/// no secret).
 fn diff(path: &str, old: &str, new: &str) -> String {
-    let mut out = format!("--- {path}\n+++ {path} (fsfleet)\n");
-    for l in old.lines().filter(|l| !new.lines().any(|n| n == *l)) {
-        out.push_str(&format!("-{l}\n"));
-    }
-    for l in new.lines().filter(|l| !old.lines().any(|o| o == *l)) {
-        out.push_str(&format!("+{l}\n"));
-    }
-    out
+    crate::conf::diff::masked_diff(path, old, new, &[])
 }
 
 /// A failure and a challenge line in the host's log format (`percent`: 1.10.7+ idle-cpu field).

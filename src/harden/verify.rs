@@ -17,11 +17,15 @@ use crate::ssh::Session;
 pub const NAME: &str = "verify";
 
 /// The addresses listening on `port`, brackets dropped for the evidence line.
-fn listeners(listen: &facts::Listen, port: u16) -> Vec<String> {
-    listen
-        .addresses(port)
+fn listeners(all: &[facts::Listener], port: u16) -> Vec<String> {
+    crate::model::listeners::on_port(all, port)
         .into_iter()
-        .map(|a| a.trim_start_matches('[').trim_end_matches(']').to_string())
+        .map(|l| {
+            l.address
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string()
+        })
         .collect()
 }
 
@@ -52,10 +56,10 @@ pub fn from_facts(f: &HostFacts, es: &EventSocket, checks: &Checks) -> Option<Ve
         }
         evidence.push("ufw active".into());
     }
-    let addrs = listeners(
-        &f.get::<facts::ListenFact>().unwrap_or_default(),
-        es.listen_port,
-    );
+    // The host model's listeners, as the audit's FS-ESL-02 and esl_target read them; an `ss`
+    // line that cannot be placed sends the host to the full check.
+    let all = crate::model::HostModel::new(f).listeners().ok()?;
+    let addrs = listeners(&all, es.listen_port);
     if addrs.is_empty() || !addrs.iter().all(|a| is_loopback(a)) {
         return None;
     }
@@ -265,8 +269,10 @@ mod tests {
 
     #[test]
     fn listeners_on_loopback_only_are_told_apart() {
-        use crate::facts::Fact;
-        let read = |ss: &str| facts::ListenFact::parse(ss, Some(0)).unwrap();
+        let read = |ss: &str| {
+            let s = facts::Sections::from_pairs(&[(facts::LISTEN, ss, 0)]);
+            crate::model::listeners::from_sections(&s).unwrap()
+        };
         let ss =
             &read("LISTEN 0 128 127.0.0.1:8021 0.0.0.0:*\nLISTEN 0 128 0.0.0.0:22 0.0.0.0:*\n");
         assert_eq!(listeners(ss, 8021), vec!["127.0.0.1"]);
