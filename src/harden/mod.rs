@@ -49,14 +49,6 @@ pub fn render_text(report: &RunReport, verbose: bool) -> String {
                 ""
             }
         ));
-        if let Some(dir) = h
-            .data
-            .as_ref()
-            .and_then(|d| d.get("backup"))
-            .and_then(|b| b.as_str())
-        {
-            out.push_str(&format!("  backup: {}\n", display::line(dir)));
-        }
         for s in &h.steps {
             let show = verbose
                 || !matches!(s.status, StepStatus::Ok | StepStatus::Skipped)
@@ -130,6 +122,23 @@ mod tests {
             interrupted: false,
             check,
         }
+    }
+
+    #[test]
+    fn the_backup_path_is_said_once() {
+        let mut r = run(false);
+        let dir = "/var/backups/fsfleet/20261129T221000Z-ab12";
+        r.hosts[0].steps.insert(
+            0,
+            step(
+                "backup",
+                StepStatus::Changed,
+                &format!("backed up to {dir}"),
+            ),
+        );
+        r.hosts[0].data = Some(serde_json::json!({ "backup": dir }));
+        let text = render_text(&r, false);
+        assert_eq!(text.matches(dir).count(), 1, "{text}");
     }
 
     #[test]
