@@ -346,7 +346,18 @@ impl RunReport {
                     let _ = writeln!(out, "{indent}{head}{line}");
                 }
             }
-            for s in h.steps.iter().filter(|s| s.status == StepStatus::Failed) {
+            // The host's error already quotes the step that stopped it.
+            let quoted = |s: &&StepReport| {
+                h.error
+                    .as_deref()
+                    .is_some_and(|e| !s.message.is_empty() && e.contains(&s.message))
+            };
+            for s in h
+                .steps
+                .iter()
+                .filter(|s| s.status == StepStatus::Failed)
+                .filter(|s| !quoted(s))
+            {
                 let _ = writeln!(
                     out,
                     "{indent}failed step {}: {}",

@@ -82,7 +82,14 @@ pub fn render_text(report: &RunReport, verbose: bool) -> String {
                 }
             }
         }
-        if let Some(e) = &h.error {
+        // A host that stopped on a failed step has that step's message as its error too: the
+        // step's line above already says it.
+        let said = |e: &str| {
+            h.steps.iter().any(|s| {
+                s.status == StepStatus::Failed && !s.message.is_empty() && e.contains(&s.message)
+            })
+        };
+        if let Some(e) = h.error.as_deref().filter(|e| !said(e)) {
             for (i, line) in e.lines().enumerate() {
                 let head = if i == 0 { "error: " } else { "  " };
                 out.push_str(&format!("  {head}{}\n", display::line(line)));
@@ -122,6 +129,21 @@ mod tests {
             interrupted: false,
             check,
         }
+    }
+
+    #[test]
+    fn a_failed_step_is_said_once_per_section() {
+        let why =
+            "FreeSWITCH is not running (no main process); start it, or re-run with --offline-ok";
+        let mut r = run(false);
+        r.hosts[0] = HostReport::from_steps(
+            &host("fs01"),
+            vec![step("preflight", StepStatus::Failed, why)],
+        );
+        r.hosts[0].error = Some(format!("preflight: {why}"));
+        let text = render_text(&r, false);
+        // Once for the host's steps, once in the recap.
+        assert_eq!(text.matches(why).count(), 2, "{text}");
     }
 
     #[test]
