@@ -17,5 +17,7 @@ pub mod model;
 pub mod progress;
 pub mod report;
 pub mod secret;
+#[cfg(test)]
+mod snapshot;
 pub mod ssh;
 pub mod vault;

@@ -1574,3 +1574,198 @@ mod tests {
         assert_eq!(n.rescan, ["internal"]);
     }
 }
+
+/// Snapshots of harden's text output (per host, then the recap) from recorded runs: the plans
+/// are the real ones of every registry step on the stock tree (planned on the controller, no
+/// host); the orchestrator phases' lines are the ones `run.rs` writes. A change of the output is
+/// a diff of a file under `tests/snapshots/` (`UPDATE_SNAPSHOTS=1` rewrites them).
+#[cfg(test)]
+mod snapshots {
+    use super::*;
+    use crate::harden::context::test_host;
+    use crate::report::RunReport;
+    use crate::snapshot::assert_snapshot;
+
+    /// What a stock host's run reports: `check` plans only, else the plans applied (with no
+    /// evidence: the text shows it only at -v).
+    fn stock_host(name: &str, check: bool) -> HostReport {
+        // The stock tree on a Debian 12 host, FreeSWITCH running from the packages, sshd on 22,
+        // none of the packages harden installs yet.
+        let mut f = HostFacts::stock();
+        f.base.os = facts::OsInfo {
+            id: "debian".into(),
+            id_like: String::new(),
+            version_id: "12".into(),
+            pretty_name: "Debian GNU/Linux 12 (bookworm)".into(),
+        };
+        f.base.sshd_ports = vec![22];
+        f.base.freeswitch = Some(facts::Freeswitch {
+            conf_dir: "/etc/freeswitch".into(),
+            log_dir: Some("/var/log/freeswitch".into()),
+            layout: "package".into(),
+            service_active: true,
+            version: Some("1.10.12-release".into()),
+            ready: Some(true),
+        });
+        // apt is there, its lists are fresh.
+        f.sections =
+            facts::Sections::from_pairs(&[("packages_state", "lists 4\nage 600\napt yes\n", 0)]);
+        let host = test_host(name);
+        let opts = HardenOptions {
+            check,
+            ..HardenOptions::default()
+        };
+        let pre = preflight::Preflight::from_config(&f).unwrap();
+        let t = Instant::now();
+        let mut steps = Steps {
+            reports: Vec::new(),
+            diff: false,
+        };
+        steps.push(
+            preflight::NAME,
+            StepStatus::Ok,
+            "host can be hardened".into(),
+            vec![],
+            t,
+        );
+        if !check {
+            let dir = "/var/backups/fsfleet/20261129T221000Z-ab12";
+            steps.push(
+                backup::NAME,
+                StepStatus::Changed,
+                format!("backed up to {dir}"),
+                vec![],
+                t,
+            );
+        }
+        let mut before: Vec<StepPlan> = Vec::new();
+        for e in step::REGISTRY {
+            let refs: Vec<&StepPlan> = before.iter().collect();
+            let input = PlanInput {
+                facts: &f,
+                host: &host,
+                opts: &opts,
+                pre: &pre,
+                before: &refs,
+            };
+            match (e.plan)(&input) {
+                Ok(p) if check || p.outline().is_noop() => {
+                    steps.planned(e.name, p.outline(), check, t)
+                }
+                Ok(p) => steps.applied(e.name, p.outline(), vec![], t),
+                Err(err) => steps.failed(e.name, &err, t),
+            }
+            if let Ok(p) = (e.plan)(&input) {
+                before.push(p.outline().clone());
+            }
+        }
+        let (reload, verified) = if check {
+            ("would reload FreeSWITCH", None)
+        } else {
+            ("FreeSWITCH reloaded", Some("baseline verified"))
+        };
+        steps.push(reload::NAME, StepStatus::Changed, reload.into(), vec![], t);
+        if let Some(v) = verified {
+            steps.push(verify::NAME, StepStatus::Ok, v.into(), vec![], t);
+        }
+        HostReport::from_steps(&host, steps.reports)
+    }
+
+    /// A hardened host: every step planned nothing.
+    fn hardened_host(name: &str) -> HostReport {
+        let t = Instant::now();
+        let mut steps = Steps {
+            reports: Vec::new(),
+            diff: false,
+        };
+        steps.push(
+            preflight::NAME,
+            StepStatus::Ok,
+            "host can be hardened".into(),
+            vec![],
+            t,
+        );
+        steps.skipped(backup::NAME, "nothing changes");
+        for e in step::REGISTRY {
+            steps.planned(e.name, &StepPlan::default(), false, t);
+        }
+        steps.push(
+            reload::NAME,
+            StepStatus::Ok,
+            "nothing to reload".into(),
+            vec![],
+            t,
+        );
+        steps.push(
+            verify::NAME,
+            StepStatus::Ok,
+            "baseline verified".into(),
+            vec![],
+            t,
+        );
+        HostReport::from_steps(&test_host(name), steps.reports)
+    }
+
+    fn run(hosts: Vec<HostReport>, check: bool) -> RunReport {
+        RunReport {
+            run_id: "20261129T221000Z-ab12".into(),
+            command: "harden".into(),
+            started: chrono::DateTime::from_timestamp(1_796_000_000, 0).unwrap_or_default(),
+            elapsed_ms: 8300,
+            hosts,
+            aborted: None,
+            interrupted: false,
+            check,
+        }
+    }
+
+    #[test]
+    fn harden_check_of_a_stock_host() {
+        let r = run(vec![stock_host("fs01", true)], true);
+        assert_snapshot("harden_check.txt", &crate::harden::render_text(&r, false));
+    }
+
+    #[test]
+    fn harden_of_a_stock_host_and_a_hardened_one() {
+        let r = run(
+            vec![stock_host("fs01", false), hardened_host("fs02")],
+            false,
+        );
+        assert_snapshot("harden_run.txt", &crate::harden::render_text(&r, false));
+    }
+
+    #[test]
+    fn harden_again_changes_nothing() {
+        let r = run(vec![hardened_host("fs01"), hardened_host("fs02")], false);
+        assert_snapshot(
+            "harden_no_change.txt",
+            &crate::harden::render_text(&r, false),
+        );
+    }
+
+    #[test]
+    fn harden_with_a_failed_host_and_an_unreachable_one() {
+        let why = "FreeSWITCH is not running (the freeswitch unit has no main process); start it, \
+                   or re-run with --offline-ok to edit configs without reloading";
+        let mut failed = HostReport::from_steps(
+            &test_host("fs02"),
+            vec![StepReport {
+                name: preflight::NAME.into(),
+                status: StepStatus::Failed,
+                message: why.into(),
+                evidence: vec![],
+                elapsed_ms: 0,
+            }],
+        );
+        failed.error = Some(format!("preflight: {why}"));
+        let down = HostReport::unreachable(
+            &test_host("fs03"),
+            "TCP connect to 192.0.2.10:22 (fs03): Connection refused (os error 111)",
+        );
+        let r = run(vec![stock_host("fs01", false), failed, down], false);
+        assert_snapshot(
+            "harden_failures.txt",
+            &crate::harden::render_text(&r, false),
+        );
+    }
+}
