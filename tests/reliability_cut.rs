@@ -46,9 +46,13 @@ fn a_cut_connection_at_any_step_boundary_never_mixes_configs_or_loses_a_password
         &fleet,
         &["harden", "--format", "json"],
         &[
-            ("fs01", "backup", Fault::CutSsh),
-            ("fs02", "config", Fault::CutSsh),
-            ("fs03", "reload", Fault::CutSsh),
+            ("fs01", "backing up the config", Fault::CutSsh),
+            ("fs02", "writing config files", Fault::CutSsh),
+            (
+                "fs03",
+                "reloading FreeSWITCH over the Event Socket",
+                Fault::CutSsh,
+            ),
         ],
     );
     eprintln!("round 1 with cuts: {:?}", cut.elapsed);
@@ -78,9 +82,9 @@ fn a_cut_connection_at_any_step_boundary_never_mixes_configs_or_loses_a_password
         &fleet,
         &["harden", "--rotate", "--format", "json"],
         &[
-            ("fs01", "fs-cli", Fault::CutSsh),
-            ("fs02", "verify", Fault::CutSsh),
-            ("fs03", "config", Fault::CutSsh),
+            ("fs01", "writing fs_cli configs", Fault::CutSsh),
+            ("fs02", "verifying", Fault::CutSsh),
+            ("fs03", "writing config files", Fault::CutSsh),
         ],
     );
     eprintln!("round 2 with cuts: {:?}", cut.elapsed);
@@ -117,7 +121,11 @@ fn sigkill_of_the_controller_keeps_the_vault_whole_and_a_re_run_completes() {
         "json",
     ];
     let before: Vec<Vec<String>> = fleet.hosts.iter().map(|h| sums(&fleet, h)).collect();
-    let killed = run_with_faults(&fleet, &args, &[("fs01", "config", Fault::KillController)]);
+    let killed = run_with_faults(
+        &fleet,
+        &args,
+        &[("fs01", "writing config files", Fault::KillController)],
+    );
     assert_eq!(
         killed.code,
         None,
@@ -145,7 +153,11 @@ fn sigkill_of_the_controller_keeps_the_vault_whole_and_a_re_run_completes() {
     let killed = run_with_faults(
         &fleet,
         &rotate,
-        &[("fs02", "reload", Fault::KillController)],
+        &[(
+            "fs02",
+            "reloading FreeSWITCH over the Event Socket",
+            Fault::KillController,
+        )],
     );
     assert_eq!(killed.code, None, "{}", killed.text());
     let rotated = ["vars.xml", "autoload_configs/event_socket.conf.xml"];
