@@ -64,6 +64,107 @@ impl Purpose {
     }
 }
 
+/// One rule the firewall step adds, deletes or drops, as a row of the table `--diff` shows
+/// (one line per rule, where the plan line only counts them).
+#[derive(Debug, Clone, PartialEq)]
+struct Row {
+    action: &'static str,
+    port: String,
+    proto: String,
+    from: String,
+    why: String,
+}
+
+impl Row {
+    fn of_rule(r: &Rule) -> Row {
+        Row {
+            action: "add",
+            port: r.ports.to_string(),
+            proto: r.proto.as_str().to_string(),
+            from: r.from.as_ref().map_or_else(|| "anywhere".into(), ufw_addr),
+            why: r.purpose.label().to_string(),
+        }
+    }
+
+    /// A rule already on the host (its text is the host's: escaped when printed).
+    fn of_tuple(action: &'static str, t: &Tuple, why: &str) -> Row {
+        let any = |v: &str, name: &str| {
+            if crate::model::ufw::is_any(v) || v == "any" {
+                name.to_string()
+            } else {
+                v.to_string()
+            }
+        };
+        Row {
+            action,
+            port: any(&t.dport, "any"),
+            proto: t.proto.clone(),
+            from: any(&t.src, "anywhere"),
+            why: match &t.comment {
+                Some(c) => format!("{why} ({c})"),
+                None => why.to_string(),
+            },
+        }
+    }
+
+    /// `add 8 rules (SSH 1, RTP 1, SIP 6); delete 1 stale fsfleet rule`: the plan line.
+    fn summary(rows: &[Row]) -> Option<String> {
+        let mut parts = Vec::new();
+        for action in ["drop", "delete", "add"] {
+            let of: Vec<&Row> = rows.iter().filter(|r| r.action == action).collect();
+            if of.is_empty() {
+                continue;
+            }
+            let mut by_why: Vec<(String, usize)> = Vec::new();
+            for r in &of {
+                match by_why.iter_mut().find(|(w, _)| *w == r.why) {
+                    Some((_, n)) => *n += 1,
+                    None => by_why.push((r.why.clone(), 1)),
+                }
+            }
+            let what = if action == "add" { "" } else { "existing " };
+            parts.push(format!(
+                "{action} {} {what}rule{} ({})",
+                of.len(),
+                if of.len() == 1 { "" } else { "s" },
+                by_why
+                    .iter()
+                    .map(|(w, n)| format!("{w} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        (!parts.is_empty()).then(|| format!("{} (--diff lists them)", parts.join("; ")))
+    }
+
+    /// The rows as a table, headed like the config diffs so the text output shows it with them.
+    fn table(rows: &[Row]) -> String {
+        let head = Row {
+            action: "action",
+            port: "port".into(),
+            proto: "proto".into(),
+            from: "from".into(),
+            why: "why".into(),
+        };
+        let all: Vec<&Row> = std::iter::once(&head).chain(rows).collect();
+        let w = |f: fn(&Row) -> usize| all.iter().map(|r| f(r)).max().unwrap_or(0);
+        let (wa, wp, wr, wf) = (
+            w(|r| r.action.len()),
+            w(|r| r.port.chars().count()),
+            w(|r| r.proto.chars().count()),
+            w(|r| r.from.chars().count()),
+        );
+        let mut out = String::from("--- ufw rules\n+++ ufw rules (fsfleet)\n");
+        for r in all {
+            out.push_str(&format!(
+                "  {:<wa$}  {:<wp$}  {:<wr$}  {:<wf$}  {}\n",
+                r.action, r.port, r.proto, r.from, r.why
+            ));
+        }
+        out
+    }
+}
+
 /// One allow rule fsfleet wants on the host.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Rule {
@@ -426,6 +527,7 @@ fn plan_with(
         .collect();
 
     let mut commands: Vec<UfwCommand> = Vec::new();
+    let mut table: Vec<Row> = Vec::new();
 
     if opts.firewall_reset {
         let foreign: Vec<&Tuple> = state
@@ -437,31 +539,22 @@ fn plan_with(
         if !foreign.is_empty() || missing {
             commands.push(UfwCommand::Reset);
             plan.changes.push(format!(
-                "reset ufw (--firewall-reset): drop {} existing rule(s){}",
+                "reset ufw (--firewall-reset): drop {} existing rule(s)",
                 foreign.len(),
-                if foreign.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        ": {}",
-                        foreign
-                            .iter()
-                            .map(|t| t.describe())
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    )
-                }
             ));
+            for t in &foreign {
+                table.push(Row::of_tuple("drop", t, "--firewall-reset"));
+            }
             for r in &wanted.rules {
                 commands.push(UfwCommand::Allow(r.clone()));
-                plan.changes.push(format!("allow {}", r.describe()));
+                table.push(Row::of_rule(r));
             }
         }
     } else {
         for r in &wanted.rules {
             if !is_present(r, false) {
                 commands.push(UfwCommand::Allow(r.clone()));
-                plan.changes.push(format!("allow {}", r.describe()));
+                table.push(Row::of_rule(r));
             }
         }
         let mut deletes = BTreeSet::new();
@@ -471,8 +564,7 @@ fn plan_with(
             };
             if deletes.insert(del.args.clone()) {
                 commands.push(UfwCommand::Delete(del));
-                plan.changes
-                    .push(format!("delete stale fsfleet rule {}", t.describe()));
+                table.push(Row::of_tuple("delete", t, "stale fsfleet rule"));
             }
         }
         // The operator's own rules stay, but say when they undo what this step is for.
@@ -506,6 +598,12 @@ fn plan_with(
                 ));
             }
         }
+    }
+
+    // The rules as one summary line; each rule is a row of the table `--diff` shows.
+    if let Some(line) = Row::summary(&table) {
+        plan.changes.push(line);
+        plan.diffs.push(Row::table(&table));
     }
 
     let reset = commands.first() == Some(&UfwCommand::Reset);
@@ -1048,6 +1146,19 @@ mod tests {
         );
     }
 
+    /// The row of the `--diff` rule table for `action port proto`, if there is one.
+    fn row_of<A>(p: &Plan<A>, action: &str, port: &str, proto: &str) -> Option<String> {
+        p.diffs
+            .iter()
+            .find(|d| d.starts_with("--- ufw rules"))?
+            .lines()
+            .find(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                w.len() >= 3 && w[0] == action && w[1] == port && w[2] == proto
+            })
+            .map(str::to_string)
+    }
+
     #[test]
     fn fresh_host_plans_every_rule_then_enable_in_a_safe_order() {
         let fx = Fixture::stock(&[2222]);
@@ -1055,8 +1166,13 @@ mod tests {
         h.port = 2222;
         let p = plan(&fx.facts, &h, &HardenOptions::default()).unwrap();
         assert!(
-            p.changes
-                .contains(&"allow 2222/tcp from anywhere (SSH)".to_string())
+            row_of(&p, "add", "2222", "tcp").is_some_and(|r| r.ends_with("anywhere  SSH")),
+            "{}",
+            p.diffs[0]
+        );
+        assert_eq!(
+            p.changes.first().map(String::as_str),
+            Some("add 8 rules (SSH 1, RTP 1, SIP 6) (--diff lists them)")
         );
         assert_eq!(p.changes.last().map(String::as_str), Some("enable ufw"));
         let cmds: Vec<String> = commands(&p).lines().map(str::to_string).collect();
@@ -1149,7 +1265,14 @@ mod tests {
         assert!(
             p.changes
                 .iter()
-                .any(|c| c.starts_with("delete stale fsfleet rule allow 5060/udp from anywhere"))
+                .any(|c| c.starts_with("delete 6 existing rules (stale fsfleet rule")),
+            "{:?}",
+            p.changes
+        );
+        assert!(
+            row_of(&p, "delete", "5060", "udp").is_some_and(|r| r.contains("anywhere")),
+            "{}",
+            p.diffs[0]
         );
         assert_eq!(p.changes.last().map(String::as_str), Some("reload ufw"));
     }
@@ -1213,7 +1336,16 @@ mod tests {
             ..HardenOptions::default()
         };
         let p = plan(&fx.facts, &h, &reset).unwrap();
-        assert!(p.changes[0].contains("drop 1 existing rule(s): allow 3306/tcp from anywhere"));
+        assert!(
+            p.changes[0].contains("drop 1 existing rule(s)"),
+            "{:?}",
+            p.changes
+        );
+        assert!(
+            row_of(&p, "drop", "3306", "tcp").is_some_and(|r| r.contains("anywhere")),
+            "{}",
+            p.diffs[0]
+        );
         let all = commands(&p);
         let cmds: Vec<&str> = all.lines().collect();
         assert_eq!(cmds[0], "--force reset");

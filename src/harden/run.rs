@@ -1589,6 +1589,10 @@ mod snapshots {
     /// What a stock host's run reports: `check` plans only, else the plans applied (with no
     /// evidence: the text shows it only at -v).
     fn stock_host(name: &str, check: bool) -> HostReport {
+        stock_host_diff(name, check, false)
+    }
+
+    fn stock_host_diff(name: &str, check: bool, diff: bool) -> HostReport {
         // The stock tree on a Debian 12 host, FreeSWITCH running from the packages, sshd on 22,
         // none of the packages harden installs yet.
         let mut f = HostFacts::stock();
@@ -1619,7 +1623,7 @@ mod snapshots {
         let t = Instant::now();
         let mut steps = Steps {
             reports: Vec::new(),
-            diff: false,
+            diff,
         };
         steps.push(
             preflight::NAME,
@@ -1723,6 +1727,15 @@ mod snapshots {
     fn harden_check_of_a_stock_host() {
         let r = run(vec![stock_host("fs01", true)], true);
         assert_snapshot("harden_check.txt", &crate::harden::render_text(&r, false));
+    }
+
+    #[test]
+    fn harden_check_diff_of_a_stock_host() {
+        let r = run(vec![stock_host_diff("fs01", true, true)], true);
+        assert_snapshot(
+            "harden_check_diff.txt",
+            &crate::harden::render_text(&r, false),
+        );
     }
 
     #[test]
