@@ -69,6 +69,8 @@ impl Purpose {
 #[derive(Debug, Clone, PartialEq)]
 struct Row {
     action: &'static str,
+    /// What the plan line counts it under: the rule's purpose, or why it goes.
+    kind: String,
     port: String,
     proto: String,
     from: String,
@@ -79,6 +81,7 @@ impl Row {
     fn of_rule(r: &Rule) -> Row {
         Row {
             action: "add",
+            kind: r.purpose.label().to_string(),
             port: r.ports.to_string(),
             proto: r.proto.as_str().to_string(),
             from: r.from.as_ref().map_or_else(|| "anywhere".into(), ufw_addr),
@@ -97,6 +100,7 @@ impl Row {
         };
         Row {
             action,
+            kind: why.to_string(),
             port: any(&t.dport, "any"),
             proto: t.proto.clone(),
             from: any(&t.src, "anywhere"),
@@ -117,9 +121,9 @@ impl Row {
             }
             let mut by_why: Vec<(String, usize)> = Vec::new();
             for r in &of {
-                match by_why.iter_mut().find(|(w, _)| *w == r.why) {
+                match by_why.iter_mut().find(|(w, _)| *w == r.kind) {
                     Some((_, n)) => *n += 1,
-                    None => by_why.push((r.why.clone(), 1)),
+                    None => by_why.push((r.kind.clone(), 1)),
                 }
             }
             let what = if action == "add" { "" } else { "existing " };
@@ -141,6 +145,7 @@ impl Row {
     fn table(rows: &[Row]) -> String {
         let head = Row {
             action: "action",
+            kind: String::new(),
             port: "port".into(),
             proto: "proto".into(),
             from: "from".into(),
