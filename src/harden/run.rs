@@ -1653,14 +1653,15 @@ mod snapshots {
                 before: &refs,
             };
             match (e.plan)(&input) {
-                Ok(p) if check || p.outline().is_noop() => {
-                    steps.planned(e.name, p.outline(), check, t)
+                Ok(p) => {
+                    if check || p.outline().is_noop() {
+                        steps.planned(e.name, p.outline(), check, t);
+                    } else {
+                        steps.applied(e.name, p.outline(), vec![], t);
+                    }
+                    before.push(p.outline().clone());
                 }
-                Ok(p) => steps.applied(e.name, p.outline(), vec![], t),
                 Err(err) => steps.failed(e.name, &err, t),
-            }
-            if let Ok(p) = (e.plan)(&input) {
-                before.push(p.outline().clone());
             }
         }
         let (reload, verified) = if check {
