@@ -123,7 +123,9 @@ Steps, in order (names for --skip/--only):
                 every changed file (runs whenever something changes; cannot
                 be skipped)
   sip-password  rotate default_password in vars.xml when it is 1234, short or
-                has characters fsfleet does not generate (or --rotate)
+                has characters fsfleet does not generate (or --rotate); names
+                the directory users that log in with it and refuses while any
+                of them is registered (--rotate-in-use rotates anyway)
   event-socket  rotate the ESL password when ClueCon, short or has characters
                 fsfleet does not generate; listen on 127.0.0.1, ACL
                 loopback.auto
@@ -170,6 +172,10 @@ pub struct HardenArgs {
     /// Rotate the SIP and Event Socket passwords even when they are already strong.
     #[arg(long)]
     pub rotate: bool,
+    /// Rotate default_password even while phones of users that log in with it are registered
+    /// (they stop working until they get the new password; the report names them).
+    #[arg(long)]
+    pub rotate_in_use: bool,
     /// Steps not to run (comma list; see below).
     #[arg(long, value_name = "STEPS", value_delimiter = ',')]
     pub skip: Vec<String>,

@@ -153,6 +153,7 @@ async fn harden_command(args: HardenArgs) -> Result<u8, UsageError> {
         vault: tokio::sync::Mutex::new(vault),
         opts: HardenOptions {
             rotate: args.rotate,
+            rotate_in_use: args.rotate_in_use,
             firewall_reset: args.firewall_reset,
             offline_ok: args.offline_ok,
             check: args.check,

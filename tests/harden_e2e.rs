@@ -331,3 +331,81 @@ fn harden_brings_a_mixed_fleet_to_the_baseline_idempotently_without_leaking_secr
         .unwrap();
     assert!(String::from_utf8_lossy(&reveal.stdout).contains(sip.as_str()));
 }
+
+/// The impact of a `default_password` rotation, end to end: a phone registered as user 1000
+/// with the stock password makes harden refuse the rotation (naming the user and the flag)
+/// while the rest of the run goes on; `--rotate-in-use` rotates and names the phone to
+/// reprovision, which then needs the new password.
+#[test]
+fn a_registered_phone_holds_the_default_password_rotation_until_rotate_in_use() {
+    let fleet = Fleet::fresh("harden-inuse", 1);
+    let _ = std::fs::remove_dir_all(fleet.dir.join(".fsfleet"));
+    let h = &fleet.hosts[0];
+    let attacker = fleet.attacker();
+    let vars = || {
+        fleet
+            .ssh_root(
+                h,
+                &format!("grep -o 'default_password=[^\"]*' {}/vars.xml", h.conf_dir),
+            )
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        attacker.register(&h.address, 5060, "1000", "1234"),
+        Register::Ok
+    );
+    let phone = format!("1000 (from {})", attacker.address);
+
+    // --check says it would refuse, and why; the exit code says a step failed.
+    let steps = "sip-password,auth-logging,reload";
+    let check = fsfleet(&fleet, &["harden", "--check", "--only", steps]);
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(4), "{}", text(&check));
+    assert!(
+        out.contains("not rotating default_password")
+            && out.contains(&format!("registered now: {phone}"))
+            && out.contains("--rotate-in-use"),
+        "{out}"
+    );
+
+    // The run refuses the rotation and still applies the rest (auth-logging).
+    let run = fsfleet(&fleet, &["harden", "--only", steps]);
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(4), "{}", text(&run));
+    assert!(out.contains(&format!("registered now: {phone}")), "{out}");
+    assert_eq!(vars(), "default_password=1234", "rotated while in use");
+    assert_eq!(
+        param(&fleet, h, "sip_profiles/internal.xml", "log-auth-failures"),
+        "true",
+        "the rest of the baseline was not applied: {out}"
+    );
+    assert_eq!(
+        attacker.register(&h.address, 5060, "1000", "1234"),
+        Register::Ok
+    );
+
+    // --rotate-in-use rotates and lists the phone to reprovision.
+    let run = fsfleet(&fleet, &["harden", "--only", steps, "--rotate-in-use"]);
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    assert!(
+        out.contains("21 directory users log in with default_password (1000-1019, brian)")
+            && out.contains(&format!(
+                "registered now, their phones must be given the new password: {phone}"
+            )),
+        "{out}"
+    );
+    let new = vars();
+    let new = new.strip_prefix("default_password=").unwrap_or_default();
+    assert!(new.len() >= 28 && new != "1234", "not rotated");
+    assert!(!out.contains(new), "the new password was printed");
+    assert_eq!(
+        attacker.register(&h.address, 5060, "1000", "1234"),
+        Register::Forbidden
+    );
+    assert_eq!(
+        attacker.register(&h.address, 5060, "1000", new),
+        Register::Ok
+    );
+}

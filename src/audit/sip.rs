@@ -176,30 +176,7 @@ pub fn users(ev: &Evidence) -> Result<Vec<User>, ControlError> {
     Ok(ev.model().directory_users()?)
 }
 
-/// `1000, 1001, ..., 1019` shortened to `1000-1019` when consecutive.
-pub fn compact_ids(ids: &[&str]) -> String {
-    let mut out: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < ids.len() {
-        let mut j = i;
-        while let (Some(a), Some(b)) = (
-            ids[j].parse::<u64>().ok(),
-            ids.get(j + 1).and_then(|n| n.parse::<u64>().ok()),
-        ) {
-            if b != a + 1 {
-                break;
-            }
-            j += 1;
-        }
-        if j > i + 1 {
-            out.push(format!("{}-{}", ids[i], ids[j]));
-        } else {
-            out.extend(ids[i..=j].iter().map(|s| s.to_string()));
-        }
-        i = j + 1;
-    }
-    out.join(", ")
-}
+pub use crate::model::compact_ids;
 
 fn stock_users(ev: &Evidence) -> Result<Finding, ControlError> {
     let users = users(ev)?;
@@ -228,11 +205,7 @@ fn shared_password(ev: &Evidence) -> Result<Finding, ControlError> {
     let users = users(ev)?;
     let shared: Vec<&str> = users
         .iter()
-        .filter(|u| {
-            u.password
-                .as_deref()
-                .is_some_and(|p| p.contains("$${default_password}"))
-        })
+        .filter(|u| u.uses_default_password())
         .map(|u| u.id.as_str())
         .collect();
     Ok(if shared.is_empty() {

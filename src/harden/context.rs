@@ -21,6 +21,8 @@ use crate::vault::CredKind;
 pub struct HardenOptions {
     /// Rotate passwords even when they are already strong.
     pub rotate: bool,
+    /// Rotate `default_password` even while users that log in with it are registered.
+    pub rotate_in_use: bool,
     /// `ufw --force reset` before applying fsfleet's rules (drops the host's other rules).
     pub firewall_reset: bool,
     /// Edit configs even when FreeSWITCH is down (no reload, said in the report).
@@ -152,6 +154,9 @@ pub struct StepPlan {
     pub changes: Vec<String>,
     /// Warnings to report even when nothing changes (e.g. SIP open to the world).
     pub warnings: Vec<String>,
+    /// Parts of the step's change it will not make, each with why and the flag that makes it:
+    /// the step reports failed with them while the rest of its plan and the run go on.
+    pub refused: Vec<String>,
     /// Masked diffs for `--diff`.
     pub diffs: Vec<String>,
     /// Config files to write, in the one all-or-nothing batch of every step's edits.
@@ -465,11 +470,41 @@ impl HostFacts {
 
     /// The stock FreeSWITCH 1.10.12 tree's files that harden reads.
     pub fn stock() -> HostFacts {
+        Self::stock_plus(&[])
+    }
+
+    /// The stock host with its directory (default.xml and the users of directory/default/).
+    pub fn stock_with_directory() -> HostFacts {
         let root = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../shared/reference/freeswitch-conf-1.10.12"
         );
-        let mut files: Vec<(String, String)> = Vec::new();
+        let mut rels = vec!["directory/default.xml".to_string()];
+        let mut names: Vec<String> = std::fs::read_dir(format!("{root}/directory/default"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.ends_with(".xml"))
+            .collect();
+        names.sort();
+        rels.extend(names.into_iter().map(|n| format!("directory/default/{n}")));
+        let rels: Vec<&str> = rels.iter().map(String::as_str).collect();
+        Self::stock_plus(&rels)
+    }
+
+    fn stock_plus(extra: &[&str]) -> HostFacts {
+        let root = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/reference/freeswitch-conf-1.10.12"
+        );
+        let mut files: Vec<(String, String)> = extra
+            .iter()
+            .map(|rel| {
+                (
+                    rel.to_string(),
+                    std::fs::read_to_string(format!("{root}/{rel}")).unwrap(),
+                )
+            })
+            .collect();
         for rel in [
             "vars.xml",
             "autoload_configs/event_socket.conf.xml",

@@ -12,7 +12,8 @@ use russh::client::Msg;
 use super::{HostFacts, StepError};
 use crate::esl::{EslClient, EslError, EslOptions};
 use crate::esl_target::{self, Target};
-use crate::model::EventSocket;
+use crate::model::registrations::{self, ProfileRegs, Registered};
+use crate::model::{EventSocket, HostModel};
 use crate::secret::Secret;
 use crate::ssh::Session;
 
@@ -35,6 +36,9 @@ pub struct Preflight {
     /// `global_getvar conf_dir` / `log_dir` when FreeSWITCH answered.
     pub conf_dir: Option<String>,
     pub log_dir: Option<String>,
+    /// Who is registered right now, when the run asked (a `default_password` rotation is
+    /// planned) and FreeSWITCH answered; None otherwise.
+    pub registered: Option<Registered>,
     pub evidence: Vec<String>,
 }
 
@@ -92,6 +96,7 @@ pub async fn run(
     f: &HostFacts,
     candidates: &[Secret],
     offline_ok: bool,
+    ask_registrations: bool,
 ) -> Result<Preflight, StepError> {
     let es = check_facts(f)?;
     let mut evidence = vec![format!(
@@ -112,6 +117,7 @@ pub async fn run(
             stale: false,
             conf_dir: None,
             log_dir: None,
+            registered: None,
             evidence,
         })
     };
@@ -146,6 +152,11 @@ pub async fn run(
                     what: "Event Socket status".into(),
                     source,
                 })?;
+                let registered = if ask_registrations && status.ready {
+                    Some(registered(&mut client, f).await)
+                } else {
+                    None
+                };
                 let _ = client.exit().await;
                 if !status.ready {
                     return Err(StepError::Refused(format!(
@@ -166,6 +177,7 @@ pub async fn run(
                     stale,
                     conf_dir,
                     log_dir,
+                    registered,
                     evidence,
                 });
             }
@@ -200,6 +212,30 @@ pub async fn run(
     }))
 }
 
+/// Ask the running FreeSWITCH who is registered on each SIP profile of the config. A profile
+/// whose name fsfleet does not send, or whose answer it cannot read, is listed as unknown.
+async fn registered(client: &mut Esl, f: &HostFacts) -> Registered {
+    let mut out = Registered::default();
+    for p in HostModel::new(f).sip_profiles().profiles {
+        let Some(cmd) = registrations::command(&p.name) else {
+            out.unknown.push(format!(
+                "profile {:?} (a name fsfleet does not send to the Event Socket)",
+                p.name
+            ));
+            continue;
+        };
+        match client.api(&cmd).await {
+            Ok(body) => match registrations::parse(&p.name, &body) {
+                Ok(ProfileRegs::Rows(rows)) => out.rows.extend(rows),
+                Ok(ProfileRegs::NotRunning) => {}
+                Err(e) => out.unknown.push(e.to_string()),
+            },
+            Err(e) => out.unknown.push(format!("profile {}: {e}", p.name)),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 impl Preflight {
     /// What preflight would prove of a host whose running FreeSWITCH took its config as it is
@@ -213,6 +249,7 @@ impl Preflight {
             stale: false,
             conf_dir: None,
             log_dir: None,
+            registered: None,
             evidence: vec![],
         })
     }

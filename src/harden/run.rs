@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 use super::step::{Phase, PlanInput};
 use super::{
     FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan, backup, fail2ban,
-    firewall, preflight, reload, step, verify,
+    firewall, preflight, reload, sip_password, step, verify,
 };
 use crate::facts::{self, FactsError};
 use crate::fleet::HostCtx;
@@ -268,7 +268,10 @@ impl Steps {
         if self.diff {
             evidence.extend(plan.diffs.iter().cloned());
         }
-        if plan.is_noop() {
+        if !plan.refused.is_empty() {
+            let msg = refused_message(plan, check);
+            self.push(name, StepStatus::Failed, msg, evidence, started);
+        } else if plan.is_noop() {
             self.push(
                 name,
                 StepStatus::Ok,
@@ -295,6 +298,11 @@ impl Steps {
         if self.diff {
             evidence.extend(plan.diffs.iter().cloned());
         }
+        if !plan.refused.is_empty() {
+            let msg = refused_message(plan, false);
+            self.push(name, StepStatus::Failed, msg, evidence, started);
+            return;
+        }
         let msg = plan.changes.join("; ");
         self.push(name, StepStatus::Changed, msg, evidence, started);
     }
@@ -312,6 +320,21 @@ impl Steps {
     fn failed(&mut self, name: &str, e: &StepError, started: Instant) {
         self.push(name, StepStatus::Failed, one_line(e), vec![], started);
     }
+}
+
+/// A step that refused part of its change: the refusal first (what the operator must decide),
+/// then what it did (or would do) all the same.
+fn refused_message(plan: &StepPlan, check: bool) -> String {
+    let mut msg = plan.refused.join("; ");
+    if !plan.is_noop() {
+        let done = plan.changes.join("; ");
+        msg = if check {
+            format!("{msg}; would still {done}")
+        } else {
+            format!("{msg}; still did: {done}")
+        };
+    }
+    msg
 }
 
 /// Gather every step's facts in one round trip.
@@ -466,9 +489,19 @@ async fn preflight(
     };
     run.ctx
         .stage("preflight: proving the Event Socket is FreeSWITCH's");
-    let mut pre = preflight::run(session, &facts, &candidates, opts.offline_ok)
-        .await
-        .map_err(|e| refuse(steps, e))?;
+    // Who is registered matters only to a default_password rotation (its impact, its refusal).
+    let ask_regs = |f: &HostFacts| {
+        run.sel().runs(sip_password::NAME) && sip_password::rotation_reason(f, opts).is_some()
+    };
+    let mut pre = preflight::run(
+        session,
+        &facts,
+        &candidates,
+        opts.offline_ok,
+        ask_regs(&facts),
+    )
+    .await
+    .map_err(|e| refuse(steps, e))?;
     // What the Event Socket says is host data: a directory that is not a plain absolute path
     // refuses the host (it would shape commands and fail2ban's configuration).
     for (what, value) in [("conf_dir", &pre.conf_dir), ("log_dir", &pre.log_dir)] {
@@ -497,9 +530,15 @@ async fn preflight(
             ));
             return Err(refuse(steps, e));
         }
-        pre = preflight::run(session, &facts, &candidates, opts.offline_ok)
-            .await
-            .map_err(|e| refuse(steps, e))?;
+        pre = preflight::run(
+            session,
+            &facts,
+            &candidates,
+            opts.offline_ok,
+            ask_regs(&facts),
+        )
+        .await
+        .map_err(|e| refuse(steps, e))?;
     }
     if let (Some(fs), Some(log)) = (facts.base.freeswitch.as_mut(), pre.log_dir.clone()) {
         fs.log_dir = Some(log);
@@ -1368,6 +1407,7 @@ mod tests {
             stale,
             conf_dir: None,
             log_dir: None,
+            registered: None,
             evidence: vec![],
         }
     }

@@ -8,6 +8,7 @@ use super::step::{self, PlanInput};
 use super::{FileEdit, HardenOptions, HostFacts, Probes, StepError, StepPlan, reload};
 use crate::conf::{self, diff, vars};
 use crate::inventory::Host;
+use crate::model::registrations::Registered;
 use crate::model::{self, HostModel};
 use crate::secret::Secret;
 use crate::vault::{self, CredKind};
@@ -21,7 +22,13 @@ step::config_step!(SipPassword);
 
 /// vars.xml's password and the directory files' modes, with the secret and reload they bring.
 pub fn step_plan(input: &PlanInput<'_>) -> Result<StepPlan, StepError> {
-    let (mut outline, rotation) = plan(input.facts, input.opts)?;
+    let (mut outline, rotation) = plan_with(
+        input.facts,
+        input.opts,
+        &input.host.name,
+        input.pre.registered.as_ref(),
+        input.pre.live_password.is_some(),
+    )?;
     let (changes, dir_edits) = directory_modes(input.facts)?;
     outline.changes.extend(changes);
     outline.edits.extend(dir_edits);
@@ -41,11 +48,104 @@ pub fn probes(_p: &mut Probes, _host: &Host) {}
 /// The edit of vars.xml and the new password (None when only owner or mode change).
 pub type Rotation = (FileEdit, Option<Secret>);
 
-/// The plan, the edit and the new password (edit None when nothing changes; password None
-/// when only owner or mode change).
+/// Why `default_password` would be rotated (weak, or `--rotate`), None when it stays.
+pub fn rotation_reason(f: &HostFacts, opts: &HardenOptions) -> Option<&'static str> {
+    let current = HostModel::new(f).default_password().ok().flatten()?;
+    match model::password_weakness(current.expose()) {
+        Some(why) => Some(why.as_str()),
+        None if opts.rotate => Some("--rotate"),
+        None => None,
+    }
+}
+
+/// The plan of a host whose running FreeSWITCH was not asked who is registered (the unit
+/// tests' stock hosts).
+#[cfg(test)]
 pub fn plan(
     f: &HostFacts,
     opts: &HardenOptions,
+) -> Result<(StepPlan, Option<Rotation>), StepError> {
+    plan_with(f, opts, "HOST", None, false)
+}
+
+/// Who a `default_password` rotation affects: the directory users that log in with it, and
+/// which of them are registered right now.
+#[derive(Debug, Default)]
+struct Impact {
+    users: Vec<String>,
+    /// Users on the shared password with a registration now, with where they registered from.
+    registered: Vec<(String, Vec<String>)>,
+    /// Profiles whose registrations could not be read.
+    unknown: Vec<String>,
+}
+
+impl Impact {
+    fn of(f: &HostFacts, regs: Option<&Registered>) -> Result<Impact, StepError> {
+        let users: Vec<String> = HostModel::new(f)
+            .directory_users()?
+            .into_iter()
+            .filter(|u| u.uses_default_password())
+            .map(|u| u.id)
+            .collect();
+        let mut registered = Vec::new();
+        let mut unknown = Vec::new();
+        if let Some(regs) = regs {
+            for u in &users {
+                let rows = regs.of_user(u);
+                if !rows.is_empty() {
+                    let mut from: Vec<String> = rows
+                        .iter()
+                        .filter_map(|r| r.network_ip.map(|ip| ip.to_string()))
+                        .collect();
+                    from.dedup();
+                    registered.push((u.clone(), from));
+                }
+            }
+            unknown = regs.unknown.clone();
+        }
+        Ok(Impact {
+            users,
+            registered,
+            unknown,
+        })
+    }
+
+    /// `1000 (from 192.0.2.5), 1001`.
+    fn registered_list(&self) -> String {
+        self.registered
+            .iter()
+            .map(|(u, from)| {
+                if from.is_empty() {
+                    u.clone()
+                } else {
+                    format!("{u} (from {})", from.join(", "))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn users_line(&self) -> String {
+        let ids: Vec<&str> = self.users.iter().map(String::as_str).collect();
+        format!(
+            "{} directory user{} log{} in with {VAR} ({})",
+            ids.len(),
+            if ids.len() == 1 { "" } else { "s" },
+            if ids.len() == 1 { "s" } else { "" },
+            model::compact_ids(&ids)
+        )
+    }
+}
+
+/// The plan, the edit and the new password (edit None when nothing changes; password None
+/// when only owner or mode change). `regs`: who the running FreeSWITCH says is registered
+/// (None: it was not asked, or it is not running when `running` is false).
+pub fn plan_with(
+    f: &HostFacts,
+    opts: &HardenOptions,
+    host: &str,
+    regs: Option<&Registered>,
+    running: bool,
 ) -> Result<(StepPlan, Option<Rotation>), StepError> {
     let (path, text) = f.conf_text("vars.xml")?;
     let current = HostModel::new(f).default_password()?.ok_or_else(|| {
@@ -54,13 +154,50 @@ pub fn plan(
         ))
     })?;
     let mut plan = StepPlan::default();
-    let why = if let Some(why) = model::password_weakness(current.expose()) {
-        Some(why.as_str())
-    } else if opts.rotate {
-        Some("--rotate")
-    } else {
-        None
-    };
+    let mut why = rotation_reason(f, opts);
+    if let Some(reason) = why {
+        let impact = Impact::of(f, regs)?;
+        let creds = format!("`fsfleet creds show {host}` shows it");
+        // An unreadable profile blocks only when someone could be registered there.
+        let blocked = !impact.registered.is_empty()
+            || (!impact.unknown.is_empty() && !impact.users.is_empty());
+        if blocked && !opts.rotate_in_use {
+            let whom = if impact.registered.is_empty() {
+                format!(
+                    "cannot tell whether users that log in with it are registered ({})",
+                    impact.unknown.join("; ")
+                )
+            } else {
+                format!(
+                    "users that log in with it are registered now: {}",
+                    impact.registered_list()
+                )
+            };
+            plan.refused.push(format!(
+                "not rotating {VAR} in {path} (was {reason}): {whom}; re-run with --rotate-in-use \
+                 to rotate anyway, then give their phones the new password ({creds})"
+            ));
+            why = None;
+        } else if !impact.users.is_empty() {
+            let now = if !impact.registered.is_empty() {
+                format!(
+                    "registered now, their phones must be given the new password: {}",
+                    impact.registered_list()
+                )
+            } else if regs.is_some() {
+                "none of them is registered now".to_string()
+            } else if !running {
+                "FreeSWITCH is not running, so none of them is registered now".to_string()
+            } else {
+                "whether they are registered now was not asked".to_string()
+            };
+            plan.warnings.push(format!(
+                "{}: a phone using one of them stops registering until it gets the new password \
+                 ({creds}); {now}",
+                impact.users_line()
+            ));
+        }
+    }
     let (out, new) = match why {
         Some(why) => {
             let new = vault::generate_password(vault::PASSWORD_LEN);
@@ -144,6 +281,94 @@ mod tests {
         let f2 = HostFacts::with_conf("/etc/freeswitch", &[("vars.xml", &new)]);
         assert!(plan_noop(&f2, false));
         assert!(!plan_noop(&f2, true));
+    }
+
+    fn registered(users: &[(&str, &str)], unknown: &[&str]) -> Registered {
+        use crate::model::registrations::Registration;
+        Registered {
+            rows: users
+                .iter()
+                .map(|(u, ip)| Registration {
+                    profile: "internal".into(),
+                    auth_user: u.to_string(),
+                    user: u.to_string(),
+                    network_ip: ip.parse().ok(),
+                })
+                .collect(),
+            unknown: unknown.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_registered_user_on_the_shared_password_holds_the_rotation() {
+        let f = HostFacts::stock_with_directory();
+        let regs = registered(&[("1000", "192.0.2.5"), ("1000", "192.0.2.6")], &[]);
+        let (p, e) = plan_with(&f, &HardenOptions::default(), "fs01", Some(&regs), true).unwrap();
+        assert_eq!(
+            p.refused,
+            [
+                "not rotating default_password in /etc/freeswitch/vars.xml (was the stock 1234): users that log in \
+              with it are registered now: 1000 (from 192.0.2.5, 192.0.2.6); re-run with --rotate-in-use to rotate \
+              anyway, then give their phones the new password (`fsfleet creds show fs01` shows it)"
+            ]
+        );
+        assert!(p.changes.is_empty() && p.diffs.is_empty(), "{p:?}");
+        assert!(e.is_none_or(|(edit, pw)| pw.is_none() && !edit.content_changed()));
+
+        // --rotate-in-use: rotated, and the report names who to reprovision.
+        let opts = HardenOptions {
+            rotate_in_use: true,
+            ..Default::default()
+        };
+        let (p, e) = plan_with(&f, &opts, "fs01", Some(&regs), true).unwrap();
+        assert!(p.refused.is_empty());
+        assert!(e.is_some_and(|(_, pw)| pw.is_some()));
+        assert_eq!(
+            p.warnings,
+            [
+                "21 directory users log in with default_password (1000-1019, brian): a phone using one of them stops \
+              registering until it gets the new password (`fsfleet creds show fs01` shows it); registered now, \
+              their phones must be given the new password: 1000 (from 192.0.2.5, 192.0.2.6)"
+            ]
+        );
+    }
+
+    #[test]
+    fn nobody_registered_rotates_and_says_who_relies_on_it() {
+        let f = HostFacts::stock_with_directory();
+        // A registered user with a password of its own does not hold the rotation.
+        let regs = registered(&[("default", "192.0.2.7")], &[]);
+        let (p, e) = plan_with(&f, &HardenOptions::default(), "fs01", Some(&regs), true).unwrap();
+        assert!(p.refused.is_empty());
+        assert!(e.is_some_and(|(_, pw)| pw.is_some()));
+        assert!(
+            p.warnings[0].ends_with("none of them is registered now"),
+            "{:?}",
+            p.warnings
+        );
+        // FreeSWITCH down (--offline-ok): nobody can be registered.
+        let (p, _) = plan_with(&f, &HardenOptions::default(), "fs01", None, false).unwrap();
+        assert!(
+            p.warnings[0].ends_with("FreeSWITCH is not running, so none of them is registered now")
+        );
+    }
+
+    #[test]
+    fn unreadable_registrations_hold_the_rotation_only_when_someone_relies_on_it() {
+        let f = HostFacts::stock_with_directory();
+        let regs = registered(&[], &["profile internal: answered garbage"]);
+        let (p, _) = plan_with(&f, &HardenOptions::default(), "fs01", Some(&regs), true).unwrap();
+        assert!(
+            p.refused[0].contains("cannot tell whether users that log in with it are registered (profile internal: answered garbage)"),
+            "{:?}",
+            p.refused
+        );
+        // No directory user uses default_password: nothing to hold.
+        let vars = f.conf_text("vars.xml").unwrap().1.to_string();
+        let f2 = HostFacts::with_conf("/etc/freeswitch", &[("vars.xml", &vars)]);
+        let (p, e) = plan_with(&f2, &HardenOptions::default(), "fs01", Some(&regs), true).unwrap();
+        assert!(p.refused.is_empty() && p.warnings.is_empty(), "{p:?}");
+        assert!(e.is_some_and(|(_, pw)| pw.is_some()));
     }
 
     fn plan_noop(f: &HostFacts, rotate: bool) -> bool {

@@ -23,6 +23,7 @@ pub mod fail2ban;
 pub mod listeners;
 #[cfg(test)]
 mod property_tests;
+pub mod registrations;
 pub mod ufw;
 
 pub use listeners::ListenersError;
@@ -599,6 +600,40 @@ pub struct DirectoryUser {
     pub file: String,
     /// 1-based line of the `<user>` tag.
     pub line: usize,
+}
+
+impl DirectoryUser {
+    /// The user logs in with `$${default_password}`: rotating it changes this user's password.
+    pub fn uses_default_password(&self) -> bool {
+        self.password
+            .as_deref()
+            .is_some_and(|p| p.contains("$${default_password}"))
+    }
+}
+
+/// Directory ids as a reader scans them: runs of consecutive numbers as `1000-1019`.
+pub fn compact_ids(ids: &[&str]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < ids.len() {
+        let mut j = i;
+        while let (Some(a), Some(b)) = (
+            ids[j].parse::<u64>().ok(),
+            ids.get(j + 1).and_then(|n| n.parse::<u64>().ok()),
+        ) {
+            if b != a + 1 {
+                break;
+            }
+            j += 1;
+        }
+        if j > i + 1 {
+            out.push(format!("{}-{}", ids[i], ids[j]));
+        } else {
+            out.extend(ids[i..=j].iter().map(|s| s.to_string()));
+        }
+        i = j + 1;
+    }
+    out.join(", ")
 }
 
 impl HostModel<'_> {

@@ -101,6 +101,15 @@ fn sofia(core: &Core, args: &str) -> Reply {
         } else {
             format!("Invalid Profile [{name}]")
         }),
+        ["xmlstatus", "profile", name, "reg"]
+            if core.running_profiles().iter().any(|p| p.name == *name) =>
+        {
+            Reply::body(crate::registrations::xml_status(
+                &core.registrations(name),
+                &crate::netinfo::hostname(),
+            ))
+        }
+        ["xmlstatus", "profile", _, "reg"] => Reply::body("Invalid Profile!\n"),
         ["profile", name, ..] if !core.running_profiles().iter().any(|p| p.name == *name) => {
             Reply::body(format!("Invalid Profile [{name}]"))
         }
@@ -110,6 +119,7 @@ fn sofia(core: &Core, args: &str) -> Reply {
              sofia global siptrace <on|off>\n\
              sofia profile <name> [start | stop | restart | rescan] [wait]\n\
              sofia status [profile <name>]\n\
+             sofia xmlstatus profile <name> reg\n\
              --------------------------------------------------------------------------------\n",
         ),
     }

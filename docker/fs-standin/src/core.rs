@@ -22,6 +22,8 @@ struct State {
     /// log-auth-failures per profile as of its last start or rescan: the XML alone never changes it.
     log_auth_failures: HashMap<String, bool>,
     running: Vec<RunningProfile>,
+    /// mod_sofia's sip_registrations: kept across reloadxml and rescans, as the real table is.
+    registrations: crate::registrations::Table,
 }
 
 #[derive(Debug)]
@@ -72,6 +74,7 @@ impl Core {
                 snap: Arc::new(snap),
                 log_auth_failures,
                 running: Vec::new(),
+                registrations: Default::default(),
             }),
             esl_reload: Notify::new(),
             esl_generation,
@@ -151,6 +154,16 @@ impl Core {
 
     pub fn running_profiles(&self) -> Vec<RunningProfile> {
         self.lock().running.clone()
+    }
+
+    /// A REGISTER that authenticated (expires_in 0: the phone unregisters).
+    pub fn register(&self, reg: crate::registrations::Registration, expires_in: u64) {
+        self.lock().registrations.upsert(reg, expires_in);
+    }
+
+    /// The live registrations of a profile.
+    pub fn registrations(&self, profile: &str) -> Vec<crate::registrations::Registration> {
+        self.lock().registrations.of_profile(profile)
     }
 
     /// Drop every Event Socket client with the shutdown notice.

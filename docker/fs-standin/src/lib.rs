@@ -10,6 +10,7 @@ pub mod esl;
 pub mod fs_cli;
 pub mod logfile;
 pub mod netinfo;
+pub mod registrations;
 pub mod serve;
 pub mod sip;
 pub mod xml;

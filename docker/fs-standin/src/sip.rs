@@ -531,6 +531,23 @@ impl Registrar {
                 .header("Expires")
                 .and_then(|e| e.trim().parse::<u32>().ok())
                 .unwrap_or(3600);
+            // sofia_reg.c keeps the binding in sip_registrations under its Call-ID; `sofia
+            // xmlstatus profile NAME reg` lists it until it expires.
+            self.core.register(
+                crate::registrations::Registration {
+                    profile: self.profile.clone(),
+                    call_id: msg.header("Call-ID").unwrap_or_default().trim().to_string(),
+                    sip_user: to_user.clone(),
+                    sip_host: who_host.clone(),
+                    contact: msg.header("Contact").unwrap_or_default().to_string(),
+                    user_agent: msg.header("User-Agent").unwrap_or_default().to_string(),
+                    expires: 0,
+                    network: src,
+                    auth_user: username.to_string(),
+                    auth_realm: get("realm").to_string(),
+                },
+                u64::from(expires),
+            );
             let mut extra = Vec::new();
             if let Some(c) = msg.header("Contact") {
                 let c = c.split(";expires=").next().unwrap_or(c);
