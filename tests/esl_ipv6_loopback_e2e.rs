@@ -61,8 +61,8 @@ fn an_event_socket_on_ipv6_loopback_stays_there_and_everything_works_through_it(
     let es = step(&doc, "event-socket");
     assert_eq!(es["status"], "changed", "{es}");
     let msg = es["message"].as_str().unwrap_or_default();
-    assert!(msg.contains("rotate the Event Socket password"), "{msg}");
-    assert!(!msg.contains("bind the Event Socket"), "{msg}");
+    assert!(msg.contains("rotated the Event Socket password"), "{msg}");
+    assert!(!msg.contains("bound the Event Socket"), "{msg}");
     for name in ["reload", "verify", "fs-cli"] {
         let s = step(&doc, name);
         assert_ne!(s["status"], "failed", "{s}");

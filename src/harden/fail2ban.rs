@@ -508,7 +508,7 @@ pub async fn apply(ctx: &StepCtx<'_>, action: &Configure) -> Result<Vec<String>,
     .map_err(|e| StepError::Refused(format!("FreeSWITCH's log file: {e}")))?;
     // Restart + jail wait + fail2ban-regex (slow to start on small hosts).
     let limit = JAIL_WAIT + Duration::from_secs(120);
-    let what = format!("{}: configuring fail2ban", ctx.host.name);
+    let what = "configuring fail2ban".to_string();
     let out = ctx.run_checked(&what, &script, b"", limit).await?;
     evidence(&ctx.host.name, &out.stdout_text())
 }

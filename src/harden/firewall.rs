@@ -711,7 +711,7 @@ pub async fn apply(ctx: &StepCtx<'_>, action: &UfwChange) -> Result<Vec<String>,
     let script = apply_script(&commands, &flag);
     let host = &ctx.host.name;
     ctx.run_checked(
-        &format!("configuring ufw on {host}"),
+        "configuring ufw",
         &script,
         b"",
         APPLY_LIMIT,
@@ -756,7 +756,7 @@ pub async fn apply(ctx: &StepCtx<'_>, action: &UfwChange) -> Result<Vec<String>,
     let disarm = format!("rm -f {}; LC_ALL=C ufw status verbose", sh_quote(&flag));
     let out = ctx
         .run_checked(
-            &format!("disarming the firewall watchdog on {host} (ufw will be disabled within {WATCHDOG_SECS} s; re-run)"),
+            &format!("disarming the firewall watchdog (ufw will be disabled within {WATCHDOG_SECS} s; re-run)"),
             &disarm,
             b"",
             Duration::from_secs(30),

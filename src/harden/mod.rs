@@ -49,9 +49,12 @@ pub fn render_text(report: &RunReport, verbose: bool) -> String {
                 ""
             }
         ));
+        // After a change, what verify proved is the answer to "did it work": shown with it.
+        let changed = h.steps.iter().any(|s| s.status == StepStatus::Changed);
         for s in &h.steps {
             let show = verbose
                 || !matches!(s.status, StepStatus::Ok | StepStatus::Skipped)
+                || (changed && s.name == verify::NAME)
                 || !s.evidence.is_empty()
                     && s.evidence
                         .iter()

@@ -271,9 +271,9 @@ pub async fn apply(ctx: &StepCtx<'_>, action: &Install) -> Result<Vec<String>, S
     if first.is_empty() && then.is_empty() {
         return Ok(vec![]);
     }
+    // The progress line and the report already name the host.
     let what = format!(
-        "{}: installing {}",
-        ctx.host.name,
+        "installing {}",
         [first.clone(), then.clone()].concat().join(", ")
     );
     let out = ctx

@@ -303,7 +303,7 @@ impl Steps {
             self.push(name, StepStatus::Failed, msg, evidence, started);
             return;
         }
-        let msg = plan.changes.join("; ");
+        let msg = done_lines(&plan.changes);
         self.push(name, StepStatus::Changed, msg, evidence, started);
     }
 
@@ -322,16 +322,74 @@ impl Steps {
     }
 }
 
+/// What an applied plan did, said as done: each change's leading verb in the past tense
+/// ("rotate X" becomes "rotated X"), and what only mattered while planning left out (an order
+/// note such as "once the packages step has installed it", a pointer to `--diff`, the state a
+/// step before this one has since changed).
+fn done_lines(changes: &[String]) -> String {
+    const PAST: &[(&str, &str)] = &[
+        ("rotate ", "rotated "),
+        ("bind ", "bound "),
+        ("set ", "set "),
+        ("turn on ", "turned on "),
+        ("make ", "made "),
+        ("create ", "created "),
+        ("update ", "updated "),
+        ("fix ", "fixed "),
+        ("start ", "started "),
+        ("restart ", "restarted "),
+        ("reset ", "reset "),
+        ("enable ", "enabled "),
+        ("reload ", "reloaded "),
+        ("rewrite ", "rewrote "),
+        ("write ", "wrote "),
+        ("replace ", "replaced "),
+        ("install ", "installed "),
+        ("add ", "added "),
+        ("delete ", "deleted "),
+        ("drop ", "dropped "),
+        ("remove ", "removed "),
+        ("disable ", "disabled "),
+        ("comment out ", "commented out "),
+        (
+            "default policy for incoming: ",
+            "default policy for incoming now ",
+        ),
+        (
+            "default policy for outgoing: ",
+            "default policy for outgoing now ",
+        ),
+    ];
+    const PLANNING_ONLY: &[&str] = &[
+        " (once the packages step has installed it)",
+        " (--diff lists them)",
+    ];
+    let mut out: Vec<String> = Vec::new();
+    for part in changes.iter().flat_map(|c| c.split("; ")) {
+        if part.ends_with("(the packages step installs it)") {
+            continue;
+        }
+        let mut p = part.to_string();
+        for note in PLANNING_ONLY {
+            p = p.replace(note, "");
+        }
+        if let Some((from, to)) = PAST.iter().find(|(from, _)| p.starts_with(from)) {
+            p = format!("{to}{}", &p[from.len()..]);
+        }
+        out.push(p);
+    }
+    out.join("; ")
+}
+
 /// A step that refused part of its change: the refusal first (what the operator must decide),
 /// then what it did (or would do) all the same.
 fn refused_message(plan: &StepPlan, check: bool) -> String {
     let mut msg = plan.refused.join("; ");
     if !plan.is_noop() {
-        let done = plan.changes.join("; ");
         msg = if check {
-            format!("{msg}; would still {done}")
+            format!("{msg}; would still {}", plan.changes.join("; "))
         } else {
-            format!("{msg}; still did: {done}")
+            format!("{msg}; {}", done_lines(&plan.changes))
         };
     }
     msg
@@ -1032,13 +1090,7 @@ async fn verify(
         }
     };
     match verified {
-        Ok(ev) => steps.push(
-            verify::NAME,
-            StepStatus::Ok,
-            "baseline verified".into(),
-            ev,
-            t,
-        ),
+        Ok(ev) => steps.push(verify::NAME, StepStatus::Ok, verify::summary(&ev), ev, t),
         Err(e) => {
             steps.failed(verify::NAME, &e, t);
             return Err(RunError::step(verify::NAME, e));
@@ -1626,6 +1678,28 @@ mod snapshots {
     use crate::report::RunReport;
     use crate::snapshot::assert_snapshot;
 
+    #[test]
+    fn applied_changes_read_as_done_without_planning_notes() {
+        let changes: Vec<String> = [
+            "rotate default_password in /etc/freeswitch/vars.xml (was the stock 1234)",
+            "create /etc/fail2ban/filter.d/freeswitch.local; start fail2ban (once the packages step has installed it)",
+            "add 8 rules (SSH 1, RTP 1, SIP 6) (--diff lists them); default policy for incoming: deny (was unknown)",
+            "ufw is not installed yet (the packages step installs it); enable ufw",
+            "write /etc/fs_cli.conf (root, 0600)",
+            "something fsfleet has no verb for",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            done_lines(&changes),
+            "rotated default_password in /etc/freeswitch/vars.xml (was the stock 1234); created \
+             /etc/fail2ban/filter.d/freeswitch.local; started fail2ban; added 8 rules (SSH 1, RTP 1, \
+             SIP 6); default policy for incoming now deny (was unknown); enabled ufw; wrote \
+             /etc/fs_cli.conf (root, 0600); something fsfleet has no verb for"
+        );
+    }
+
     /// What a stock host's run reports: `check` plans only, else the plans applied (with no
     /// evidence: the text shows it only at -v).
     fn stock_host(name: &str, check: bool) -> HostReport {
@@ -1707,11 +1781,11 @@ mod snapshots {
         let (reload, verified) = if check {
             ("would reload FreeSWITCH", None)
         } else {
-            ("FreeSWITCH reloaded", Some("baseline verified"))
+            ("FreeSWITCH reloaded", Some(full_verify_evidence()))
         };
         steps.push(reload::NAME, StepStatus::Changed, reload.into(), vec![], t);
-        if let Some(v) = verified {
-            steps.push(verify::NAME, StepStatus::Ok, v.into(), vec![], t);
+        if let Some(ev) = verified {
+            steps.push(verify::NAME, StepStatus::Ok, verify::summary(&ev), ev, t);
         }
         HostReport::from_steps(&host, steps.reports)
     }
@@ -1741,14 +1815,33 @@ mod snapshots {
             vec![],
             t,
         );
-        steps.push(
-            verify::NAME,
-            StepStatus::Ok,
-            "baseline verified".into(),
-            vec![],
-            t,
-        );
+        let ev: Vec<String> = [
+            "nothing changed: preflight proved the configured Event Socket password and FreeSWITCH ready",
+            "fs_cli -x status works on the host without a password argument",
+            "fail2ban jail freeswitch active",
+            "ufw active",
+            "the Event Socket listens on 127.0.0.1 only (ss on the host): not reachable from the network",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        steps.push(verify::NAME, StepStatus::Ok, verify::summary(&ev), ev, t);
         HostReport::from_steps(&test_host(name), steps.reports)
+    }
+
+    /// What the full verify of a changed stock host writes (a real run's lines).
+    fn full_verify_evidence() -> Vec<String> {
+        [
+            "the Event Socket at 127.0.0.1:8021 is FreeSWITCH (pid 64 as freeswitch, uid 999)'s own (127.0.0.1:8021, ss on the host)",
+            "Event Socket: new password accepted, FreeSWITCH 1.10.12-release  64bit ready",
+            "fs_cli -x status works on the host without a password argument",
+            "fail2ban jail freeswitch active (|- Currently banned:\t0)",
+            "ufw active",
+            "from the controller, 192.0.2.10:8021 gives no Event Socket greeting",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     }
 
     fn run(hosts: Vec<HostReport>, check: bool) -> RunReport {

@@ -70,6 +70,48 @@ pub fn from_facts(f: &HostFacts, es: &EventSocket, checks: &Checks) -> Option<Ve
     Some(evidence)
 }
 
+/// Each kind of evidence line verify writes, by how it starts, and how the step's one line
+/// says it: the report shows what was proved once, the evidence (at -v) says how.
+const PROVED: &[(&str, &str)] = &[
+    (
+        "Event Socket: new password accepted",
+        "the Event Socket takes the vault's password",
+    ),
+    (
+        "nothing changed: preflight proved",
+        "the Event Socket takes the configured password",
+    ),
+    ("fs_cli -x status works", "fs_cli works"),
+    (
+        "from the controller, ",
+        "the Event Socket gives the controller no greeting",
+    ),
+    (
+        "the Event Socket listens on ",
+        "the Event Socket listens on loopback only",
+    ),
+    ("fail2ban jail freeswitch active", "jail freeswitch active"),
+    ("ufw active", "ufw active"),
+];
+
+/// The verify step's line: what its evidence proved, in short.
+pub fn summary(evidence: &[String]) -> String {
+    let proved: Vec<&str> = evidence
+        .iter()
+        .filter_map(|l| {
+            PROVED
+                .iter()
+                .find(|(start, _)| l.starts_with(start))
+                .map(|(_, short)| *short)
+        })
+        .collect();
+    if proved.is_empty() {
+        "baseline verified".into()
+    } else {
+        format!("proved: {}", proved.join("; "))
+    }
+}
+
 /// What the controller sees on host:port: whether an Event Socket greeting arrives (a
 /// filtered or refused port: no).
 pub async fn esl_greets_from_outside(
@@ -250,6 +292,44 @@ async fn inband(
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
+
+    #[test]
+    fn the_summary_says_what_each_evidence_line_proved() {
+        let ev: Vec<String> = [
+            "the Event Socket at 127.0.0.1:8021 is FreeSWITCH (pid 64)'s own",
+            "Event Socket: new password accepted, FreeSWITCH 1.10.12-release  64bit ready",
+            "fs_cli -x status works on the host without a password argument",
+            "fail2ban jail freeswitch active (Currently banned: 0)",
+            "ufw active",
+            "from the controller, 192.0.2.10:8021 gives no Event Socket greeting",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            summary(&ev),
+            "proved: the Event Socket takes the vault's password; fs_cli works; jail freeswitch \
+             active; ufw active; the Event Socket gives the controller no greeting"
+        );
+        assert_eq!(summary(&[]), "baseline verified");
+    }
+
+    #[test]
+    fn the_quick_verify_of_an_unchanged_host_is_summarised_too() {
+        let ev: Vec<String> = [
+            "nothing changed: preflight proved the configured Event Socket password and FreeSWITCH ready",
+            "fs_cli -x status works on the host without a password argument",
+            "the Event Socket listens on 127.0.0.1 only (ss on the host): not reachable from the network",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            summary(&ev),
+            "proved: the Event Socket takes the configured password; fs_cli works; the Event \
+             Socket listens on loopback only"
+        );
+    }
 
     #[test]
     fn probe_timeout_follows_the_link_within_bounds() {
