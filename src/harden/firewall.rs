@@ -710,13 +710,8 @@ pub async fn apply(ctx: &StepCtx<'_>, action: &UfwChange) -> Result<Vec<String>,
     let flag = watchdog_flag(ctx.run_id, rand::random());
     let script = apply_script(&commands, &flag);
     let host = &ctx.host.name;
-    ctx.run_checked(
-        "configuring ufw",
-        &script,
-        b"",
-        APPLY_LIMIT,
-    )
-    .await?;
+    ctx.run_checked("configuring ufw", &script, b"", APPLY_LIMIT)
+        .await?;
 
     let added = action.added();
     let added_list = if added.is_empty() {

@@ -1707,9 +1707,23 @@ mod snapshots {
     }
 
     fn stock_host_diff(name: &str, check: bool, diff: bool) -> HostReport {
+        stock_host_with(name, check, diff, None)
+    }
+
+    /// `registered`: who FreeSWITCH says is registered (the stock directory is then read too).
+    fn stock_host_with(
+        name: &str,
+        check: bool,
+        diff: bool,
+        registered: Option<crate::model::registrations::Registered>,
+    ) -> HostReport {
         // The stock tree on a Debian 12 host, FreeSWITCH running from the packages, sshd on 22,
         // none of the packages harden installs yet.
-        let mut f = HostFacts::stock();
+        let mut f = if registered.is_some() {
+            HostFacts::stock_with_directory()
+        } else {
+            HostFacts::stock()
+        };
         f.base.os = facts::OsInfo {
             id: "debian".into(),
             id_like: String::new(),
@@ -1733,7 +1747,8 @@ mod snapshots {
             check,
             ..HardenOptions::default()
         };
-        let pre = preflight::Preflight::from_config(&f).unwrap();
+        let mut pre = preflight::Preflight::from_config(&f).unwrap();
+        pre.registered = registered;
         let t = Instant::now();
         let mut steps = Steps {
             reports: Vec::new(),
@@ -1879,6 +1894,31 @@ mod snapshots {
             false,
         );
         assert_snapshot("harden_run.txt", &crate::harden::render_text(&r, false));
+    }
+
+    #[test]
+    fn harden_check_with_a_registered_phone_and_a_quiet_host() {
+        use crate::model::registrations::{Registered, Registration};
+        let phone = Registered {
+            rows: vec![Registration {
+                profile: "internal".into(),
+                auth_user: "1000".into(),
+                user: "1000".into(),
+                network_ip: "192.0.2.5".parse().ok(),
+            }],
+            unknown: vec![],
+        };
+        let r = run(
+            vec![
+                stock_host_with("fs01", true, false, Some(phone)),
+                stock_host_with("fs02", true, false, Some(Registered::default())),
+            ],
+            true,
+        );
+        assert_snapshot(
+            "harden_check_registered.txt",
+            &crate::harden::render_text(&r, false),
+        );
     }
 
     #[test]
