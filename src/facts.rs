@@ -470,9 +470,7 @@ pub fn is_loopback(addr: &str) -> bool {
 /// Why no [`FsProcess`] could be read from the [`FS_PROCESS`] section.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FsProcessError {
-    #[error(
-        "the freeswitch unit has no main process (systemctl show -p MainPID): FreeSWITCH is not running"
-    )]
+    #[error("the freeswitch unit has no main process (systemctl show -p MainPID)")]
     NotRunningUnit,
     #[error("no process named freeswitch runs (pidof; the host has no freeswitch unit)")]
     NotRunning,
