@@ -43,6 +43,11 @@ pub enum Command {
     /// jail, default-deny firewall, reload FreeSWITCH, write fs_cli configs, verify.
     #[command(after_help = HARDEN_HELP)]
     Harden(HardenArgs),
+    /// Put hosts back to their state before a harden run: its config files byte for byte from
+    /// the host's backup, the files it created removed, FreeSWITCH reloaded in harden's order,
+    /// the vault's passwords moved back.
+    #[command(after_help = ROLLBACK_HELP)]
+    Rollback(RollbackArgs),
     /// Inspect the inventory without connecting to anything.
     #[command(subcommand)]
     Inventory(InventoryCommand),
@@ -188,6 +193,54 @@ pub struct HardenArgs {
     /// Edit configs even where FreeSWITCH is not running (no reload; it reads them at start).
     #[arg(long)]
     pub offline_ok: bool,
+    /// The credential vault [default: .fsfleet/vault.json beside the inventory].
+    #[arg(long, value_name = "PATH")]
+    pub vault: Option<PathBuf>,
+}
+
+pub const ROLLBACK_HELP: &str = "\
+Which run: the newest harden run recorded on each host (its backup under
+/var/backups/fsfleet/RUN-ID/ lists the files the run changed and what it left);
+--run RUN-ID names another (the recap of every harden run prints its id).
+A run already rolled back is refused (name an earlier one to go further).
+
+Refused, for that host only, with the files named:
+  - a file changed since the run by someone else (--force restores it anyway)
+  - a run that did not record what it left (it did not finish; --force)
+  - a path that is no longer a regular file (a link, a directory)
+
+What it does, per host: every file back (one all-or-nothing batch, old owner
+and mode), files the run created removed; reloadxml, sofia profile rescan of
+the restored profiles, reload mod_event_socket last (with the password
+FreeSWITCH runs now; reconnect with the restored one); a failed reload puts
+the files back as they were. fail2ban restarts when its files change. The
+vault makes the restored passwords active (the undone ones stay as
+previous). Left alone: installed packages, ufw rules (ufw status numbered).
+
+Exit codes:
+  0  every host rolled back (or, with --check, nothing failed)
+  2  usage or inventory error: nothing was touched
+  4  at least one host was refused, failed or was unreachable";
+
+/// `fsfleet rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArg,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The harden run to undo [default: the newest one recorded on the host].
+    #[arg(long = "run", value_name = "RUN-ID")]
+    pub run_id: Option<String>,
+    /// Show what would be restored and removed; change nothing.
+    #[arg(short = 'C', long)]
+    pub check: bool,
+    /// Show the changes as diffs (secrets masked).
+    #[arg(short = 'D', long)]
+    pub diff: bool,
+    /// Restore files that were changed since the run all the same.
+    #[arg(long)]
+    pub force: bool,
     /// The credential vault [default: .fsfleet/vault.json beside the inventory].
     #[arg(long, value_name = "PATH")]
     pub vault: Option<PathBuf>,

@@ -16,6 +16,7 @@ pub mod inventory;
 pub mod model;
 pub mod progress;
 pub mod report;
+pub mod rollback;
 pub mod secret;
 #[cfg(test)]
 mod snapshot;

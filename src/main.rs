@@ -8,7 +8,7 @@ use clap::Parser;
 
 use fsfleet::cli::{
     Cli, Command, CredsCommand, CredsExportArgs, CredsForgetArgs, CredsShowArgs, ExportFormat,
-    FactsArgs, Format, HardenArgs, InventoryCheckArgs, InventoryCommand, RunArgs,
+    FactsArgs, Format, HardenArgs, InventoryCheckArgs, InventoryCommand, RollbackArgs, RunArgs,
 };
 use fsfleet::cmd::{connect, connector, fleet_options, select};
 use fsfleet::facts;
@@ -36,6 +36,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Facts(args) => facts_command(args).await,
         Command::Harden(args) => harden_command(args).await,
+        Command::Rollback(args) => rollback_command(args).await,
         Command::Inventory(InventoryCommand::Check(args)) => inventory_check(args),
         Command::Creds(CredsCommand::Show(args)) => creds_show(args),
         Command::Creds(CredsCommand::Export(args)) => creds_export(args),
@@ -163,6 +164,52 @@ async fn harden_command(args: HardenArgs) -> Result<u8, UsageError> {
     });
     let report = fleet::run("harden", hosts, &opts, move |ctx| {
         harden::run::host(ctx, shared.clone())
+    })
+    .await
+    .into_report(|_, _, report| report);
+    let report = fsfleet::report::RunReport {
+        check: args.check,
+        ..report
+    };
+    let verbose = args.run.verbosity() > 0;
+    finish(&report, &inv, &args.run, |r| {
+        harden::render_text(r, verbose)
+    })
+}
+
+async fn rollback_command(args: RollbackArgs) -> Result<u8, UsageError> {
+    let path = args.inventory.resolve();
+    let (inv, hosts) = select(&path, args.run.limit.as_deref())?;
+    if let Some(id) = &args.run_id
+        && !fsfleet::rollback::valid_run_id(id)
+    {
+        return Err(anyhow::anyhow!(
+            "--run {id:?} is not a run id (they look like 20261129T221000Z-ab12: see the recap of the harden run)"
+        )
+        .into());
+    }
+    let opts = fsfleet::fleet::FleetOptions {
+        check: args.check,
+        ..fleet_options(&args.run)?
+    };
+    let vault_path = args
+        .vault
+        .clone()
+        .unwrap_or_else(|| vault::default_path(&inv.path));
+    let vault = Vault::open(&vault_path)?;
+    let connector = connector(&inv, &hosts, &args.run).await;
+    let shared = Arc::new(fsfleet::rollback::Shared {
+        connector,
+        vault: tokio::sync::Mutex::new(vault),
+        opts: fsfleet::rollback::Options {
+            run: args.run_id.clone(),
+            check: args.check,
+            diff: args.diff,
+            force: args.force,
+        },
+    });
+    let report = fleet::run("rollback", hosts, &opts, move |ctx| {
+        fsfleet::rollback::host(ctx, shared.clone())
     })
     .await
     .into_report(|_, _, report| report);

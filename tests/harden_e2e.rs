@@ -409,3 +409,87 @@ fn a_registered_phone_holds_the_default_password_rotation_until_rotate_in_use() 
         Register::Ok
     );
 }
+
+/// `fsfleet rollback` after a full harden: refused while a file carries a hand edit made since,
+/// then every file back byte for byte (and the created ones gone), FreeSWITCH and fs_cli on the
+/// restored passwords, the vault saying so; a second rollback is refused.
+#[test]
+fn rollback_undoes_a_harden_run_byte_for_byte() {
+    let fleet = Fleet::fresh("harden-rollback", 1);
+    let _ = std::fs::remove_dir_all(fleet.dir.join(".fsfleet"));
+    let h = &fleet.hosts[0];
+    let stock = conf_sum(&fleet, h);
+    let run = fsfleet(&fleet, &["harden"]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    let hardened = conf_sum(&fleet, h);
+    assert_ne!(stock, hardened);
+
+    // A hand edit since the run: refused, naming the file, and nothing changes.
+    let vars = format!("{}/vars.xml", h.conf_dir);
+    fleet.ssh_root(h, &format!("echo '<!-- by hand -->' >> {vars}"));
+    let edited = conf_sum(&fleet, h);
+    let refused = fsfleet(&fleet, &["rollback"]);
+    let out = text(&refused);
+    assert_eq!(refused.status.code(), Some(4), "{out}");
+    assert!(
+        out.contains("changed since run") && out.contains(&vars) && out.contains("--force"),
+        "{out}"
+    );
+    assert_eq!(
+        conf_sum(&fleet, h),
+        edited,
+        "a refused rollback changed the host"
+    );
+    fleet.ssh_root(h, &format!("sed -i '$d' {vars}"));
+    assert_eq!(conf_sum(&fleet, h), hardened);
+
+    // --check says what it would do and does nothing.
+    let check = fsfleet(&fleet, &["rollback", "--check", "--diff"]);
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    assert!(
+        out.contains("would restore") && out.contains("/etc/fs_cli.conf"),
+        "{out}"
+    );
+    assert_eq!(conf_sum(&fleet, h), hardened);
+
+    let run = fsfleet(&fleet, &["rollback"]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    assert_eq!(conf_sum(&fleet, h), stock, "not back to the stock files");
+    assert_eq!(
+        fleet
+            .ssh_root(h, "ls /etc/fail2ban/jail.d/fsfleet-freeswitch.local /etc/fail2ban/filter.d/freeswitch.local 2>/dev/null | wc -l")
+            .trim(),
+        "0",
+        "the fail2ban files the run created are still there"
+    );
+    // FreeSWITCH runs the restored settings: fs_cli's defaults (ClueCon on 127.0.0.1) work, a
+    // phone registers with the stock password again, and the vault holds what the host uses.
+    let status = fleet.ssh_root(h, "fs_cli -x status");
+    assert!(status.contains("is ready"), "{status}");
+    assert_eq!(
+        fleet.attacker().register(&h.address, 5060, "1000", "1234"),
+        Register::Ok
+    );
+    let vault: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fleet.dir.join(".fsfleet/vault.json")).unwrap(),
+    )
+    .unwrap();
+    let creds = &vault["hosts"][&h.name]["creds"];
+    assert_eq!(
+        creds["esl_password"]["active"]["value"], "ClueCon",
+        "{creds}"
+    );
+    assert_eq!(creds["sip_password"]["active"]["value"], "1234", "{creds}");
+    assert!(creds["esl_password"]["previous"]["value"].is_string());
+
+    // A second rollback is refused: that run is undone.
+    let again = fsfleet(&fleet, &["rollback"]);
+    assert_eq!(again.status.code(), Some(4), "{}", text(&again));
+    assert!(
+        text(&again).contains("already rolled back"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(conf_sum(&fleet, h), stock);
+}

@@ -10,6 +10,15 @@ use crate::ssh::sh_quote;
 pub const NAME: &str = "backup";
 pub const ROOT: &str = "/var/backups/fsfleet";
 pub const KEEP: usize = 5;
+/// The run record beside the copies: its first line, then `EXISTED<TAB>PATH` per file the run
+/// may change (1: a copy is in `files/`; 0: the run creates it). `fsfleet rollback` reads it.
+pub const MANIFEST: &str = "manifest";
+pub const MANIFEST_HEAD: &str = "fsfleet-run 1";
+/// `SHA256<TAB>PATH` of each manifest file as the run left it (`-`: absent): written when the
+/// run ends, so rollback can tell a file changed since by someone else.
+pub const AFTER: &str = "after";
+/// Written by `fsfleet rollback` into the run it undid: the rollback's run id.
+pub const ROLLED_BACK: &str = "rolled-back";
 
 /// The backup directory of a run.
 pub fn dir(run_id: &str) -> String {
@@ -32,12 +41,14 @@ pub async fn apply(
     let script = format!(
         "set -e\numask 077\nmkdir -p {root}\nchmod 700 {root}\nmkdir -p {d}/files\n\
          tar -C \"$(dirname {c})\" -czf {d}/conf.tar.gz \"$(basename {c})\"\n\
-         for f in {copies}; do [ -e \"$f\" ] || continue; mkdir -p {d}/files\"$(dirname \"$f\")\"; cp -p \"$f\" {d}/files\"$f\"; done\n\
+         printf '%s\\n' {head} > {d}/{MANIFEST}\n\
+         for f in {copies}; do if [ -e \"$f\" ]; then printf '1\\t%s\\n' \"$f\" >> {d}/{MANIFEST}; else printf '0\\t%s\\n' \"$f\" >> {d}/{MANIFEST}; continue; fi; mkdir -p {d}/files\"$(dirname \"$f\")\"; cp -p \"$f\" {d}/files\"$f\"; done\n\
          ls -1 {root} | sort | head -n -{KEEP} | while read -r old; do rm -rf {root}/\"$old\"; done\n\
          du -sk {d} | cut -f1\n",
         root = sh_quote(ROOT),
         d = sh_quote(&dir),
         c = sh_quote(conf_dir),
+        head = sh_quote(MANIFEST_HEAD),
     );
     let out = ctx
         .run_checked("backup", &script, b"", Duration::from_secs(120))
@@ -50,4 +61,34 @@ pub async fn apply(
             files.len()
         )],
     ))
+}
+
+/// Record, in the run's backup, each manifest file's digest as the run leaves it. Best effort:
+/// without it a rollback of this run needs `--force` (it cannot tell later hand edits).
+pub async fn record_after(session: &crate::ssh::Session, run_id: &str) -> Result<(), StepError> {
+    let d = sh_quote(&dir(run_id));
+    let script = format!(
+        "set -e\numask 077\ntab=$(printf '\\t')\n\
+         tail -n +2 {d}/{MANIFEST} | while IFS=\"$tab\" read -r e p; do \
+         if [ -f \"$p\" ] && [ ! -L \"$p\" ]; then s=$(sha256sum < \"$p\" | cut -c1-64); else s=-; fi; \
+         printf '%s\\t%s\\n' \"$s\" \"$p\"; done > {d}/{AFTER}.tmp\n\
+         mv {d}/{AFTER}.tmp {d}/{AFTER}\n"
+    );
+    let out = session
+        .run_for(
+            "recording the run's result",
+            &script,
+            b"",
+            Duration::from_secs(30),
+        )
+        .await?;
+    if out.success() {
+        Ok(())
+    } else {
+        Err(StepError::Failed(format!(
+            "recording the run's result in its backup failed (exit {}): {}",
+            out.status,
+            out.stderr_text().trim()
+        )))
+    }
 }

@@ -280,6 +280,13 @@ pub fn plan(
     };
     let write_filter = write(FILTER_PATH, FILTER, &mut plan);
     let write_jail = write(JAIL_PATH, &jail, &mut plan);
+    // The backup keeps them (and the run record lists them) so a rollback can restore or
+    // remove them.
+    for (written, path) in [(write_filter, FILTER_PATH), (write_jail, JAIL_PATH)] {
+        if written {
+            plan.backup.push(path.to_string());
+        }
+    }
 
     let files_changed = !plan.changes.is_empty();
     let jail_up = st.active && st.runs("freeswitch");

@@ -44,11 +44,8 @@ impl Step for FsCli {
             es.listen_ip = t.address.clone();
         }
         let (mut outline, targets) = plan(input.facts, input.host, &es, &after.password)?;
-        outline.backup = targets
-            .iter()
-            .filter(|t| t.existed)
-            .map(|t| t.path.clone())
-            .collect();
+        // New ones too: the run record lists them as created, so a rollback removes them.
+        outline.backup = targets.iter().map(|t| t.path.clone()).collect();
         Ok(Plan {
             outline,
             action: targets,

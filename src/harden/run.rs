@@ -396,7 +396,7 @@ fn refused_message(plan: &StepPlan, check: bool) -> String {
 }
 
 /// Gather every step's facts in one round trip.
-async fn gather(session: &Session, host: &Host) -> Result<HostFacts, RunError> {
+pub(crate) async fn gather(session: &Session, host: &Host) -> Result<HostFacts, RunError> {
     let script = script(host);
     let sections = facts::gather(session, &script).await?;
     Ok(HostFacts::parse(
@@ -447,6 +447,13 @@ pub async fn host(ctx: HostCtx, shared: Arc<Shared>) -> HostReport {
         connect_time,
     };
     let outcome = run_steps(&run, &mut steps, &mut data).await;
+    // What the run left, for `fsfleet rollback` to tell later hand edits from the run's own.
+    if data["backup"].is_string() {
+        data["run_record"] = match backup::record_after(&session, &run_id).await {
+            Ok(()) => json!("recorded"),
+            Err(e) => json!(one_line(&e)),
+        };
+    }
     session.close().await;
     let mut report = HostReport::from_steps(&host, steps.reports);
     if let Err(e) = outcome {

@@ -1,0 +1,1201 @@
+//! `fsfleet rollback`: put each host back to its state before a harden run.
+//!
+//! Every harden run that changes a host leaves a record in its backup directory (root-only,
+//! `/var/backups/fsfleet/RUN/`, see [`backup`]): `manifest` lists each file the run was about to
+//! change and whether it existed (`files/PATH` holds the copy, with its owner and mode), `after`
+//! the digest of each as the run left it. Rollback reads the records in one round trip, picks
+//! the run (the newest by default), and in a second one reads what each of its files holds now
+//! and in the backup; then, on the controller:
+//!
+//! - a file that differs from what the run left (someone edited it since) refuses the host,
+//!   naming it, unless `--force`;
+//! - every other file goes back byte for byte with its old owner and mode, and each file the run
+//!   created is removed, in ONE hostfs batch (all staged, then all renamed: old state or new);
+//! - FreeSWITCH reloads what that needs, in harden's order: `reloadxml`, `sofia profile rescan`
+//!   of the restored profiles, `reload mod_event_socket` last, with the password it runs with
+//!   now, then reconnects with the restored one (proving the listener is FreeSWITCH's first);
+//!   a failed reload puts the files back as they were before the rollback;
+//! - fail2ban restarts when its files changed; the vault's restored passwords become active
+//!   (the undone ones stay as previous);
+//! - the run is marked rolled back, so a second rollback refuses instead of reaching further.
+//!
+//! What is left alone: packages (installed stay installed) and ufw's rules (the report says so;
+//! `ufw status numbered` and `ufw delete N` remove them by hand).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use crate::conf::{diff, vars};
+use crate::fleet::HostCtx;
+use crate::harden::{HostFacts, StepError, backup, preflight, reload};
+use crate::hostfs;
+use crate::inventory::Host;
+use crate::model::{self, EventSocket, HostModel};
+use crate::report::{HostReport, StepReport, StepStatus};
+use crate::secret::Secret;
+use crate::ssh::{Connector, Session, sh_quote};
+use crate::vault::{CredKind, Vault};
+
+/// What all hosts of a rollback share.
+pub struct Shared {
+    pub connector: Arc<Connector>,
+    pub vault: Mutex<Vault>,
+    pub opts: Options,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The run to undo (default: the newest one recorded on the host).
+    pub run: Option<String>,
+    pub check: bool,
+    pub diff: bool,
+    /// Restore files changed since the run all the same.
+    pub force: bool,
+}
+
+/// Why a host cannot be rolled back; each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    #[error("the host's run records are unreadable: {0}")]
+    Records(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Step(#[from] Box<StepError>),
+    #[error("{what}: {source}")]
+    HostFs {
+        what: String,
+        #[source]
+        source: Box<hostfs::HostFsError>,
+    },
+    #[error("vault: {0}")]
+    Vault(#[from] crate::vault::VaultError),
+}
+
+/// A harden run as its record on the host says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord {
+    pub run_id: String,
+    /// Each file the run may have changed, and whether it existed before.
+    pub files: Vec<(String, bool)>,
+    /// Path to the digest the run left (None: absent), when the run recorded it.
+    pub after: Option<BTreeMap<String, Option<String>>>,
+    /// The rollback that undid this run, if one did.
+    pub rolled_back: Option<String>,
+}
+
+/// A run id as fsfleet makes them (`20261129T221000Z-ab12`): anything else in the backup
+/// directory is not a record of ours and never reaches a command.
+pub fn valid_run_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 18
+        && b.len() <= 40
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'T'
+        && b[9..15].iter().all(u8::is_ascii_digit)
+        && b[15] == b'Z'
+        && b[16] == b'-'
+        && b[17..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
+fn is_digest(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|c| c.is_ascii_hexdigit())
+}
+
+/// The first script: every run record, newest first.
+fn records_script() -> String {
+    let root = sh_quote(backup::ROOT);
+    format!(
+        "[ -d {root} ] || exit 0\n\
+         for d in $(ls -1 {root} | sort -r); do\n\
+         [ -f {root}/\"$d\"/{m} ] || continue\n\
+         echo \"== run $d\"\n\
+         cat {root}/\"$d\"/{m}\n\
+         if [ -f {root}/\"$d\"/{a} ]; then echo '== after'; cat {root}/\"$d\"/{a}; fi\n\
+         if [ -f {root}/\"$d\"/{r} ]; then echo '== rolled-back'; head -n 1 {root}/\"$d\"/{r}; fi\n\
+         done\n",
+        m = backup::MANIFEST,
+        a = backup::AFTER,
+        r = backup::ROLLED_BACK,
+    )
+}
+
+/// Parse the records script's output (host text: every id, path and digest is checked).
+pub fn parse_records(text: &str) -> Result<Vec<RunRecord>, RollbackError> {
+    let bad = |why: String| RollbackError::Records(why);
+    let mut out: Vec<RunRecord> = Vec::new();
+    #[derive(PartialEq)]
+    enum Part {
+        Manifest,
+        After,
+        RolledBack,
+    }
+    let mut part = Part::Manifest;
+    let mut head_seen = false;
+    for line in text.lines() {
+        if let Some(id) = line.strip_prefix("== run ") {
+            if !valid_run_id(id) {
+                // A directory fsfleet did not make: not a record.
+                part = Part::RolledBack;
+                head_seen = true;
+                continue;
+            }
+            out.push(RunRecord {
+                run_id: id.to_string(),
+                files: Vec::new(),
+                after: None,
+                rolled_back: None,
+            });
+            part = Part::Manifest;
+            head_seen = false;
+            continue;
+        }
+        let Some(rec) = out.last_mut() else {
+            return Err(bad(format!("unexpected line {line:?}")));
+        };
+        match line {
+            "== after" => {
+                rec.after = Some(BTreeMap::new());
+                part = Part::After;
+                continue;
+            }
+            "== rolled-back" => {
+                part = Part::RolledBack;
+                continue;
+            }
+            _ => {}
+        }
+        match part {
+            Part::Manifest if !head_seen => {
+                if line != backup::MANIFEST_HEAD {
+                    return Err(bad(format!(
+                        "run {}: the record starts {line:?}, not {:?}",
+                        rec.run_id,
+                        backup::MANIFEST_HEAD
+                    )));
+                }
+                head_seen = true;
+            }
+            Part::Manifest => {
+                let (e, path) = line
+                    .split_once('\t')
+                    .ok_or_else(|| bad(format!("run {}: line {line:?}", rec.run_id)))?;
+                hostfs::check_path(path).map_err(|e| bad(format!("run {}: {e}", rec.run_id)))?;
+                let existed = match e {
+                    "1" => true,
+                    "0" => false,
+                    _ => return Err(bad(format!("run {}: line {line:?}", rec.run_id))),
+                };
+                rec.files.push((path.to_string(), existed));
+            }
+            Part::After => {
+                let (d, path) = line
+                    .split_once('\t')
+                    .ok_or_else(|| bad(format!("run {}: line {line:?}", rec.run_id)))?;
+                let digest = match d {
+                    "-" => None,
+                    d if is_digest(d) => Some(d.to_ascii_lowercase()),
+                    _ => return Err(bad(format!("run {}: digest {d:?}", rec.run_id))),
+                };
+                if let Some(a) = rec.after.as_mut() {
+                    a.insert(path.to_string(), digest);
+                }
+            }
+            Part::RolledBack => {
+                if rec.rolled_back.is_none() && valid_run_id(line.trim()) {
+                    rec.rolled_back = Some(line.trim().to_string());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Which record to undo: the one asked for, else the newest; a record already undone refuses.
+pub fn choose<'a>(
+    records: &'a [RunRecord],
+    asked: Option<&str>,
+) -> Result<&'a RunRecord, RollbackError> {
+    let rec = match asked {
+        Some(id) => records.iter().find(|r| r.run_id == id).ok_or_else(|| {
+            RollbackError::Refused(format!(
+                "no record of run {id} on this host (it keeps the last {} runs' backups: {})",
+                backup::KEEP,
+                names(records)
+            ))
+        })?,
+        None => records.first().ok_or_else(|| {
+            RollbackError::Refused(format!(
+                "no harden run is recorded in {} on this host: nothing to roll back",
+                backup::ROOT
+            ))
+        })?,
+    };
+    if let Some(by) = &rec.rolled_back {
+        return Err(RollbackError::Refused(format!(
+            "run {} was already rolled back (by {by}); name an earlier run with --run to go further back ({})",
+            rec.run_id,
+            names(records)
+        )));
+    }
+    Ok(rec)
+}
+
+fn names(records: &[RunRecord]) -> String {
+    if records.is_empty() {
+        return "none".into();
+    }
+    records
+        .iter()
+        .map(|r| match &r.rolled_back {
+            Some(_) => format!("{} (rolled back)", r.run_id),
+            None => r.run_id.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A file as the host holds it: digest, owner, group, mode and bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HostFile {
+    pub digest: String,
+    pub user: String,
+    pub group: String,
+    pub mode: u32,
+    pub content: Vec<u8>,
+}
+
+impl std::fmt::Debug for HostFile {
+    // Contents hold secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostFile")
+            .field("digest", &self.digest)
+            .field("mode", &format_args!("{:o}", self.mode))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a path is on the host: absent, a regular file, or something else (a link, a directory:
+/// never restored through).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    Absent,
+    File(HostFile),
+    Other,
+}
+
+/// Each file of a run: what it holds now and what the backup holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileState {
+    pub path: String,
+    pub existed: bool,
+    pub now: Found,
+    pub copy: Found,
+}
+
+fn state_script(run_id: &str, files: &[(String, bool)]) -> String {
+    let mut s = String::from(
+        "f() {\n\
+         if [ -L \"$1\" ]; then printf '%s\\tother\\n' \"$2\";\n\
+         elif [ -f \"$1\" ]; then printf '%s\\t%s\\t%s\\t' \"$2\" \"$(sha256sum < \"$1\" | cut -c1-64)\" \"$(stat -c '%U:%G:%a' \"$1\")\"; base64 -w0 < \"$1\"; echo;\n\
+         elif [ -e \"$1\" ]; then printf '%s\\tother\\n' \"$2\";\n\
+         else printf '%s\\t-\\n' \"$2\"; fi\n\
+         }\n",
+    );
+    let dir = backup::dir(run_id);
+    for (path, _) in files {
+        s.push_str(&format!(
+            "f {} N\nf {} C\n",
+            sh_quote(path),
+            sh_quote(&format!("{dir}/files{path}"))
+        ));
+    }
+    s
+}
+
+fn plain_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn parse_found(line: &str, tag: &str) -> Result<Found, RollbackError> {
+    let bad = || RollbackError::Records(format!("unexpected file state line for {tag}"));
+    let rest = line
+        .strip_prefix(tag)
+        .and_then(|r| r.strip_prefix('\t'))
+        .ok_or_else(bad)?;
+    match rest {
+        "-" => return Ok(Found::Absent),
+        "other" => return Ok(Found::Other),
+        _ => {}
+    }
+    let mut parts = rest.splitn(3, '\t');
+    let (Some(digest), Some(meta), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad());
+    };
+    let mut m = meta.split(':');
+    let (Some(user), Some(group), Some(mode), None) = (m.next(), m.next(), m.next(), m.next())
+    else {
+        return Err(bad());
+    };
+    if !is_digest(digest) || !plain_name(user) || !plain_name(group) {
+        return Err(bad());
+    }
+    let mode = u32::from_str_radix(mode, 8).map_err(|_| bad())?;
+    if mode > 0o7777 {
+        return Err(bad());
+    }
+    let content = data_encoding::BASE64
+        .decode(b64.as_bytes())
+        .map_err(|_| bad())?;
+    Ok(Found::File(HostFile {
+        digest: digest.to_ascii_lowercase(),
+        user: user.to_string(),
+        group: group.to_string(),
+        mode,
+        content,
+    }))
+}
+
+/// Parse the state script's output: two lines per file, in the order asked.
+pub fn parse_states(text: &str, files: &[(String, bool)]) -> Result<Vec<FileState>, RollbackError> {
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() != files.len() * 2 {
+        return Err(RollbackError::Records(format!(
+            "{} file state lines for {} files",
+            lines.len(),
+            files.len()
+        )));
+    }
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, (path, existed))| {
+            Ok(FileState {
+                path: path.clone(),
+                existed: *existed,
+                now: parse_found(lines[2 * i], "N")?,
+                copy: parse_found(lines[2 * i + 1], "C")?,
+            })
+        })
+        .collect()
+}
+
+/// One change of a rollback.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Put the backup's bytes, owner and mode back.
+    Restore { path: String, file: HostFile },
+    /// Remove a file the run created.
+    Remove { path: String },
+}
+
+impl std::fmt::Debug for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::Restore { path, .. } => write!(f, "Restore({path})"),
+            Change::Remove { path } => write!(f, "Remove({path})"),
+        }
+    }
+}
+
+impl Change {
+    pub fn path(&self) -> &str {
+        match self {
+            Change::Restore { path, .. } | Change::Remove { path } => path,
+        }
+    }
+}
+
+/// What a rollback of one run does on one host.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+    /// Files already as they were before the run.
+    pub unchanged: usize,
+    /// Files changed since the run by someone else (refused without --force).
+    pub conflicts: Vec<String>,
+}
+
+/// Plan the rollback from the record and the files' states (pure).
+pub fn plan(rec: &RunRecord, states: &[FileState], force: bool) -> Result<Plan, RollbackError> {
+    let mut p = Plan::default();
+    for s in states {
+        let now_digest = match &s.now {
+            Found::File(f) => Some(f.digest.as_str()),
+            Found::Absent => None,
+            Found::Other => {
+                return Err(RollbackError::Refused(format!(
+                    "{} is no longer a regular file (a link or a directory): fsfleet does not restore through it; \
+                     put the file back by hand, then re-run",
+                    s.path
+                )));
+            }
+        };
+        match rec.after.as_ref().map(|a| a.get(&s.path)) {
+            Some(Some(left)) if left.as_deref() != now_digest => {
+                p.conflicts.push(s.path.clone());
+            }
+            Some(None) | None => {
+                // The run did not record what it left (cut short): no way to tell hand edits.
+                if !force {
+                    return Err(RollbackError::Refused(format!(
+                        "run {} did not record what it left on {} (it did not finish); check the \
+                         files yourself, then re-run with --force",
+                        rec.run_id, s.path
+                    )));
+                }
+            }
+            Some(Some(_)) => {}
+        }
+        if s.existed {
+            let Found::File(copy) = &s.copy else {
+                return Err(RollbackError::Refused(format!(
+                    "the backup of run {} has no copy of {}: it cannot be restored",
+                    rec.run_id, s.path
+                )));
+            };
+            if matches!(&s.now, Found::File(f) if f == copy) {
+                p.unchanged += 1;
+            } else {
+                p.changes.push(Change::Restore {
+                    path: s.path.clone(),
+                    file: copy.clone(),
+                });
+            }
+        } else if now_digest.is_some() {
+            p.changes.push(Change::Remove {
+                path: s.path.clone(),
+            });
+        } else {
+            p.unchanged += 1;
+        }
+    }
+    if !p.conflicts.is_empty() && !force {
+        return Err(RollbackError::Refused(format!(
+            "changed since run {} by someone else: {}; fsfleet will not overwrite that (look at \
+             the changes, then re-run with --force to restore the backup all the same)",
+            rec.run_id,
+            p.conflicts.join(", ")
+        )));
+    }
+    Ok(p)
+}
+
+/// The reloads restoring `changes` needs, from the host's config as it is now and as it will
+/// be: reloadxml for any FreeSWITCH config file, a rescan of each restored profile, and the
+/// Event Socket reload when its file changes.
+fn reload_needs(f: &HostFacts, p: &Plan) -> reload::Needs {
+    let conf_dir = f.files.conf_dir.clone().unwrap_or_default();
+    let in_conf = |path: &str| !conf_dir.is_empty() && path.starts_with(&format!("{conf_dir}/"));
+    let touched: Vec<&str> = p
+        .changes
+        .iter()
+        .map(Change::path)
+        .filter(|p| in_conf(p))
+        .collect();
+    let mut needs = reload::Needs {
+        reloadxml: !touched.is_empty(),
+        ..Default::default()
+    };
+    for prof in HostModel::new(f).sip_profiles().profiles {
+        if touched.contains(&prof.file.as_str())
+            && model::registrations::plain_profile_name(&prof.name)
+        {
+            needs.rescan.push(prof.name);
+        }
+    }
+    let esl_file = format!("{conf_dir}/{}", model::ESL_CONF);
+    needs.event_socket = touched.contains(&esl_file.as_str());
+    needs
+}
+
+/// The Event Socket settings a restored event_socket.conf.xml gives.
+fn restored_esl(f: &HostFacts, p: &Plan) -> Option<Result<EventSocket, model::ModelError>> {
+    let conf_dir = f.files.conf_dir.as_deref()?;
+    let path = format!("{conf_dir}/{}", model::ESL_CONF);
+    p.changes.iter().find_map(|c| match c {
+        Change::Restore { path: cp, file } if *cp == path => {
+            let text = String::from_utf8_lossy(&file.content);
+            Some(EventSocket::parse(&text, &path, HostModel::new(f).vars()))
+        }
+        _ => None,
+    })
+}
+
+/// The `default_password` a restored vars.xml sets.
+fn restored_sip(f: &HostFacts, p: &Plan) -> Option<Secret> {
+    let conf_dir = f.files.conf_dir.as_deref()?;
+    let path = format!("{conf_dir}/vars.xml");
+    p.changes.iter().find_map(|c| match c {
+        Change::Restore { path: cp, file } if *cp == path => {
+            vars::get_var(&String::from_utf8_lossy(&file.content), "default_password")
+                .map(Secret::new)
+        }
+        _ => None,
+    })
+}
+
+/// Every secret a diff of these files could show: masked in `--diff`.
+fn secrets_of(f: &HostFacts, states: &[FileState], vault: &[Secret]) -> Vec<Secret> {
+    let mut out: Vec<Secret> = vault.to_vec();
+    let vars_now = HostModel::new(f).vars().clone();
+    for s in states {
+        for found in [&s.now, &s.copy] {
+            if let Found::File(h) = found {
+                let text = String::from_utf8_lossy(&h.content);
+                if let Some(v) = vars::get_var(&text, "default_password") {
+                    out.push(Secret::new(v));
+                }
+                if let Ok(es) = EventSocket::parse(&text, &s.path, &vars_now) {
+                    out.push(es.password);
+                }
+                for line in text.lines() {
+                    // fs_cli configs: `password => X` / `password = X`.
+                    if let Some(v) = line.trim_start().strip_prefix("password").map(|r| {
+                        r.trim_start()
+                            .trim_start_matches("=>")
+                            .trim_start_matches('=')
+                    }) {
+                        let v = v.trim();
+                        if !v.is_empty() {
+                            out.push(Secret::new(v));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out.retain(|s| !s.expose().is_empty());
+    out
+}
+
+fn diffs(states: &[FileState], p: &Plan, secrets: &[Secret]) -> Vec<String> {
+    let refs: Vec<&Secret> = secrets.iter().collect();
+    p.changes
+        .iter()
+        .map(|c| {
+            let now = states
+                .iter()
+                .find(|s| s.path == c.path())
+                .and_then(|s| match &s.now {
+                    Found::File(f) => Some(String::from_utf8_lossy(&f.content).into_owned()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            match c {
+                Change::Restore { path, file } => {
+                    diff::masked_diff(path, &now, &String::from_utf8_lossy(&file.content), &refs)
+                }
+                Change::Remove { path } => diff::masked_diff(path, &now, "", &refs),
+            }
+        })
+        .collect()
+}
+
+fn summary(p: &Plan, check: bool) -> String {
+    let restored = p
+        .changes
+        .iter()
+        .filter(|c| matches!(c, Change::Restore { .. }))
+        .count();
+    let removed = p.changes.len() - restored;
+    let (r, d) = if check {
+        ("would restore", "would remove")
+    } else {
+        ("restored", "removed")
+    };
+    let mut parts = Vec::new();
+    if restored > 0 {
+        parts.push(format!(
+            "{r} {restored} file{} byte for byte with their owner and mode",
+            if restored == 1 { "" } else { "s" }
+        ));
+    }
+    if removed > 0 {
+        parts.push(format!(
+            "{d} {removed} file{} the run created",
+            if removed == 1 { "" } else { "s" }
+        ));
+    }
+    if p.unchanged > 0 {
+        parts.push(format!("{} already as before the run", p.unchanged));
+    }
+    let mut msg = parts.join("; ");
+    let list: Vec<&str> = p.changes.iter().map(Change::path).collect();
+    if !list.is_empty() {
+        msg.push_str(&format!(" ({})", list.join(", ")));
+    }
+    msg
+}
+
+struct Steps {
+    reports: Vec<StepReport>,
+}
+
+impl Steps {
+    fn push(
+        &mut self,
+        name: &str,
+        status: StepStatus,
+        message: String,
+        evidence: Vec<String>,
+        t: Instant,
+    ) {
+        self.reports.push(StepReport {
+            name: name.into(),
+            status,
+            message,
+            evidence,
+            elapsed_ms: t.elapsed().as_millis() as u64,
+        });
+    }
+}
+
+/// Roll one host back. Never panics on host data; every failure is a report.
+pub async fn host(ctx: HostCtx, shared: Arc<Shared>) -> HostReport {
+    let host = ctx.host.clone();
+    ctx.stage("connecting");
+    let session = match crate::cmd::connect_or_report(&shared.connector, &host).await {
+        Ok(s) => s,
+        Err(report) => return report,
+    };
+    let mut steps = Steps {
+        reports: Vec::new(),
+    };
+    let mut data = json!({ "run_id": ctx.run_id(), "check": shared.opts.check });
+    let outcome = run(&ctx, &host, &session, &shared, &mut steps, &mut data).await;
+    session.close().await;
+    let mut report = HostReport::from_steps(&host, steps.reports);
+    if let Err((step, e)) = outcome {
+        let msg = crate::harden::run::one_line(&e);
+        if !report.steps.iter().any(|s| s.status == StepStatus::Failed) {
+            report.steps.push(StepReport {
+                name: step.into(),
+                status: StepStatus::Failed,
+                message: msg.clone(),
+                evidence: vec![],
+                elapsed_ms: 0,
+            });
+        }
+        report.error = Some(format!("{step}: {msg}"));
+        report.status = crate::report::HostStatus::Failed;
+    }
+    report.with_data(data)
+}
+
+type Outcome = Result<(), (&'static str, RollbackError)>;
+
+async fn run(
+    ctx: &HostCtx,
+    host: &Host,
+    session: &Session,
+    shared: &Shared,
+    steps: &mut Steps,
+    data: &mut serde_json::Value,
+) -> Outcome {
+    let opts = &shared.opts;
+    // The run's record, and which run.
+    ctx.stage("reading the run records");
+    let t = Instant::now();
+    let out = session
+        .run_for(
+            "run records",
+            &records_script(),
+            b"",
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| ("record", RollbackError::Step(Box::new(e.into()))))?;
+    let records = parse_records(&out.stdout_text()).map_err(|e| ("record", e))?;
+    let rec = choose(&records, opts.run.as_deref()).map_err(|e| ("record", e))?;
+    data["undone_run"] = json!(rec.run_id);
+    steps.push(
+        "record",
+        StepStatus::Ok,
+        format!(
+            "undoing run {} ({} files recorded)",
+            rec.run_id,
+            rec.files.len()
+        ),
+        vec![],
+        t,
+    );
+
+    // The facts harden reads (the config as it is now), and what each file holds.
+    ctx.stage("reading the files of that run");
+    let t = Instant::now();
+    let facts = crate::harden::run::gather(session, host)
+        .await
+        .map_err(|e| {
+            (
+                "plan",
+                RollbackError::Refused(crate::harden::run::one_line(&e)),
+            )
+        })?;
+    let out = session
+        .run_for(
+            "the files of the run, now and in its backup",
+            &state_script(&rec.run_id, &rec.files),
+            b"",
+            Duration::from_secs(60),
+        )
+        .await
+        .map_err(|e| ("plan", RollbackError::Step(Box::new(e.into()))))?;
+    if !out.success() {
+        return Err((
+            "plan",
+            RollbackError::Records(format!("reading the files exited {}", out.status)),
+        ));
+    }
+    let states = parse_states(&out.stdout_text(), &rec.files).map_err(|e| ("plan", e))?;
+    let plan = plan(rec, &states, opts.force).map_err(|e| ("plan", e))?;
+    let key = session.host_key().to_string();
+    let vault_secrets: Vec<Secret> = {
+        let v = shared.vault.lock().await;
+        [CredKind::EslPassword, CredKind::SipPassword]
+            .iter()
+            .flat_map(|k| v.candidates(&host.name, &key, *k))
+            .collect()
+    };
+    let mut evidence = Vec::new();
+    if !plan.conflicts.is_empty() {
+        evidence.push(format!(
+            "warning: --force: restoring files changed since the run: {}",
+            plan.conflicts.join(", ")
+        ));
+    }
+    if opts.diff {
+        evidence.extend(diffs(
+            &states,
+            &plan,
+            &secrets_of(&facts, &states, &vault_secrets),
+        ));
+    }
+    if crate::model::ufw::UfwState::from_facts(&facts).active && !plan.changes.is_empty() {
+        evidence.insert(
+            0,
+            "warning: ufw stays as it is: rollback does not remove firewall rules (`ufw status \
+             numbered` lists them, `ufw delete N` removes one)"
+                .to_string(),
+        );
+    }
+    let needs = reload_needs(&facts, &plan);
+    if plan.changes.is_empty() {
+        steps.push(
+            "restore",
+            StepStatus::Ok,
+            format!("nothing to restore: {}", summary(&plan, opts.check)),
+            evidence,
+            t,
+        );
+        return Ok(());
+    }
+    if opts.check {
+        steps.push(
+            "restore",
+            StepStatus::Changed,
+            summary(&plan, true),
+            evidence,
+            t,
+        );
+        if needs.any() {
+            steps.push(
+                reload::NAME,
+                StepStatus::Changed,
+                "would reload FreeSWITCH".into(),
+                vec![],
+                Instant::now(),
+            );
+        }
+        return Ok(());
+    }
+
+    // FreeSWITCH's Event Socket as it runs now: proven FreeSWITCH's, with its live password.
+    let candidates = {
+        let v = shared.vault.lock().await;
+        v.candidates(&host.name, &key, CredKind::EslPassword)
+    };
+    let pre = preflight::run(session, &facts, &candidates, true, false)
+        .await
+        .map_err(|e| ("preflight", RollbackError::Step(Box::new(e))))?;
+
+    // The files, all or nothing.
+    ctx.stage("restoring the files");
+    let t = Instant::now();
+    let ops: Vec<hostfs::Op<'_>> = plan
+        .changes
+        .iter()
+        .map(|c| match c {
+            Change::Restore { path, file } => hostfs::Op::Write {
+                path,
+                content: &file.content,
+                user: &file.user,
+                group: &file.group,
+                mode: file.mode,
+            },
+            Change::Remove { path } => hostfs::Op::Remove { path },
+        })
+        .collect();
+    hostfs::apply(session, &ops).await.map_err(|source| {
+        (
+            "restore",
+            RollbackError::HostFs {
+                what: "restoring the files (nothing was changed)".into(),
+                source: Box::new(source),
+            },
+        )
+    })?;
+    steps.push(
+        "restore",
+        StepStatus::Changed,
+        summary(&plan, false),
+        evidence,
+        t,
+    );
+
+    // FreeSWITCH takes them; a failure puts the files back as they were before the rollback.
+    if needs.any() {
+        ctx.stage("reloading FreeSWITCH over the Event Socket");
+        let t = Instant::now();
+        let new_es = match restored_esl(&facts, &plan) {
+            Some(Ok(es)) => es,
+            Some(Err(e)) => {
+                undo(session, &states, &plan).await;
+                return Err(("reload", RollbackError::Step(Box::new(StepError::Model(e)))));
+            }
+            None => pre.esl.clone(),
+        };
+        match (&pre.live_password, pre.target.is_some()) {
+            (Some(live), true) => {
+                match reload::apply(session, &needs, &pre.esl, live, &new_es).await {
+                    Ok(ev) => steps.push(
+                        reload::NAME,
+                        StepStatus::Changed,
+                        "FreeSWITCH reloaded".into(),
+                        ev,
+                        t,
+                    ),
+                    Err(e) => {
+                        let put_back = undo(session, &states, &plan).await;
+                        steps.push(
+                            reload::NAME,
+                            StepStatus::Failed,
+                            format!("{}; {put_back}", crate::harden::run::one_line(&e)),
+                            vec![],
+                            t,
+                        );
+                        return Err(("reload", RollbackError::Step(Box::new(e))));
+                    }
+                }
+            }
+            _ => steps.push(
+                reload::NAME,
+                StepStatus::Skipped,
+                "FreeSWITCH is not running: it reads the restored files when it starts".into(),
+                vec![],
+                t,
+            ),
+        }
+    }
+
+    // fail2ban reads its files only when it (re)starts.
+    if plan
+        .changes
+        .iter()
+        .any(|c| c.path().starts_with("/etc/fail2ban/"))
+    {
+        let t = Instant::now();
+        let out = session
+            .run_for(
+                "restarting fail2ban",
+                "systemctl try-restart fail2ban",
+                b"",
+                Duration::from_secs(60),
+            )
+            .await;
+        let (status, msg) = match out {
+            Ok(o) if o.success() => (
+                StepStatus::Changed,
+                "restarted fail2ban (if it was running)".to_string(),
+            ),
+            Ok(o) => (
+                StepStatus::Failed,
+                format!(
+                    "systemctl try-restart fail2ban exited {}: {}",
+                    o.status,
+                    o.stderr_text().trim()
+                ),
+            ),
+            Err(e) => (StepStatus::Failed, e.to_string()),
+        };
+        steps.push("fail2ban", status, msg, vec![], t);
+    }
+
+    // The vault follows the host: the restored passwords are active, the undone ones previous.
+    let t = Instant::now();
+    let mut restored = Vec::new();
+    {
+        let mut v = shared.vault.lock().await;
+        if let Some(Ok(es)) = restored_esl(&facts, &plan) {
+            v.confirm(
+                &host.name,
+                &key,
+                CredKind::EslPassword,
+                &es.password,
+                ctx.run_id(),
+            )
+            .map_err(|e| ("vault", RollbackError::Vault(e)))?;
+            restored.push(CredKind::EslPassword.as_str());
+        }
+        if let Some(sip) = restored_sip(&facts, &plan) {
+            v.confirm(&host.name, &key, CredKind::SipPassword, &sip, ctx.run_id())
+                .map_err(|e| ("vault", RollbackError::Vault(e)))?;
+            restored.push(CredKind::SipPassword.as_str());
+        }
+    }
+    if !restored.is_empty() {
+        steps.push(
+            "vault",
+            StepStatus::Changed,
+            format!(
+                "the restored {} are the vault's active passwords again (the undone ones kept as previous)",
+                restored.join(" and ")
+            ),
+            vec![],
+            t,
+        );
+    }
+
+    // Mark the run undone, so a second rollback refuses instead of reaching further back.
+    let mark = format!(
+        "printf '%s\\n' {} > {}/{}",
+        sh_quote(ctx.run_id()),
+        sh_quote(&backup::dir(&rec.run_id)),
+        backup::ROLLED_BACK
+    );
+    let _ = session
+        .run_for(
+            "marking the run rolled back",
+            &mark,
+            b"",
+            Duration::from_secs(30),
+        )
+        .await;
+    Ok(())
+}
+
+/// Put back what the files held before the rollback; the line says how that went.
+async fn undo(session: &Session, states: &[FileState], plan: &Plan) -> String {
+    let mut ops = Vec::new();
+    for c in &plan.changes {
+        let Some(s) = states.iter().find(|s| s.path == c.path()) else {
+            continue;
+        };
+        match &s.now {
+            Found::File(f) => ops.push(hostfs::Op::Write {
+                path: &s.path,
+                content: &f.content,
+                user: &f.user,
+                group: &f.group,
+                mode: f.mode,
+            }),
+            _ => ops.push(hostfs::Op::Remove { path: &s.path }),
+        }
+    }
+    match hostfs::apply(session, &ops).await {
+        Ok(_) => "the files were put back as they were before the rollback".into(),
+        Err(e) => format!("putting the files back failed too: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(c: char) -> String {
+        std::iter::repeat_n(c, 64).collect()
+    }
+
+    fn records_text() -> String {
+        format!(
+            "== run 20261130T010000Z-bbbb\nfsfleet-run 1\n1\t/etc/freeswitch/vars.xml\n0\t/etc/fs_cli.conf\n\
+             == after\n{}\t/etc/freeswitch/vars.xml\n{}\t/etc/fs_cli.conf\n\
+             == run 20261129T010000Z-aaaa\nfsfleet-run 1\n1\t/etc/freeswitch/vars.xml\n== rolled-back\n20261129T020000Z-cccc\n\
+             == run not-ours\nwhatever\n",
+            digest('1'),
+            digest('2')
+        )
+    }
+
+    #[test]
+    fn records_are_read_and_the_newest_not_undone_is_chosen() {
+        let recs = parse_records(&records_text()).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0].run_id, "20261130T010000Z-bbbb");
+        assert_eq!(
+            recs[0].files,
+            [
+                ("/etc/freeswitch/vars.xml".to_string(), true),
+                ("/etc/fs_cli.conf".to_string(), false)
+            ]
+        );
+        assert_eq!(
+            recs[1].rolled_back.as_deref(),
+            Some("20261129T020000Z-cccc")
+        );
+        assert_eq!(choose(&recs, None).unwrap().run_id, "20261130T010000Z-bbbb");
+        let e = choose(&recs, Some("20261129T010000Z-aaaa")).unwrap_err();
+        assert!(e.to_string().contains("already rolled back"), "{e}");
+        let e = choose(&recs, Some("20250101T000000Z-0000")).unwrap_err();
+        assert!(e.to_string().contains("no record of run"), "{e}");
+        assert!(
+            choose(&[], None)
+                .unwrap_err()
+                .to_string()
+                .contains("nothing to roll back")
+        );
+    }
+
+    #[test]
+    fn hostile_records_are_refused_not_followed() {
+        for bad in [
+            "== run 20261130T010000Z-bbbb\nfsfleet-run 1\n1\trelative/path\n",
+            "== run 20261130T010000Z-bbbb\nfsfleet-run 1\n1\t/etc/../shadow\n",
+            "== run 20261130T010000Z-bbbb\nfsfleet-run 1\n2\t/etc/x\n",
+            "== run 20261130T010000Z-bbbb\nfsfleet-run 9\n",
+            "== run 20261130T010000Z-bbbb\nfsfleet-run 1\n1\t/etc/x\n== after\nnot-a-digest\t/etc/x\n",
+        ] {
+            assert!(parse_records(bad).is_err(), "{bad:?}");
+        }
+        assert!(!valid_run_id("../../etc"));
+        assert!(!valid_run_id("20261130T010000Z-bbbb;rm"));
+        assert!(valid_run_id("20261130T010000Z-0a9f"));
+    }
+
+    fn file(c: char, content: &str) -> HostFile {
+        HostFile {
+            digest: digest(c),
+            user: "freeswitch".into(),
+            group: "freeswitch".into(),
+            mode: 0o640,
+            content: content.as_bytes().to_vec(),
+        }
+    }
+
+    fn rec(after: Option<Vec<(&str, Option<char>)>>) -> RunRecord {
+        RunRecord {
+            run_id: "20261130T010000Z-bbbb".into(),
+            files: vec![
+                ("/c/vars.xml".into(), true),
+                ("/etc/fs_cli.conf".into(), false),
+            ],
+            after: after.map(|a| {
+                a.into_iter()
+                    .map(|(p, d)| (p.to_string(), d.map(digest)))
+                    .collect()
+            }),
+            rolled_back: None,
+        }
+    }
+
+    fn states(vars_now: char, cli_now: Option<char>) -> Vec<FileState> {
+        vec![
+            FileState {
+                path: "/c/vars.xml".into(),
+                existed: true,
+                now: Found::File(file(vars_now, "new")),
+                copy: Found::File(file('0', "old")),
+            },
+            FileState {
+                path: "/etc/fs_cli.conf".into(),
+                existed: false,
+                now: cli_now.map_or(Found::Absent, |c| Found::File(file(c, "cli"))),
+                copy: Found::Absent,
+            },
+        ]
+    }
+
+    #[test]
+    fn files_go_back_and_created_ones_go_away() {
+        let r = rec(Some(vec![
+            ("/c/vars.xml", Some('1')),
+            ("/etc/fs_cli.conf", Some('2')),
+        ]));
+        let p = plan(&r, &states('1', Some('2')), false).unwrap();
+        assert_eq!(
+            format!("{:?}", p.changes),
+            "[Restore(/c/vars.xml), Remove(/etc/fs_cli.conf)]"
+        );
+        match &p.changes[0] {
+            Change::Restore { file, .. } => assert_eq!(file.content, b"old"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            summary(&p, false),
+            "restored 1 file byte for byte with their owner and mode; removed 1 file the run created (/c/vars.xml, /etc/fs_cli.conf)"
+        );
+    }
+
+    #[test]
+    fn a_file_edited_since_the_run_refuses_unless_forced() {
+        let r = rec(Some(vec![
+            ("/c/vars.xml", Some('1')),
+            ("/etc/fs_cli.conf", Some('2')),
+        ]));
+        let e = plan(&r, &states('9', Some('2')), false).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("changed since run 20261130T010000Z-bbbb by someone else: /c/vars.xml"),
+            "{e}"
+        );
+        let p = plan(&r, &states('9', Some('2')), true).unwrap();
+        assert_eq!(p.conflicts, ["/c/vars.xml"]);
+        assert_eq!(p.changes.len(), 2);
+        // A run that did not record what it left needs --force.
+        let e = plan(&rec(None), &states('1', Some('2')), false).unwrap_err();
+        assert!(e.to_string().contains("did not record what it left"), "{e}");
+    }
+
+    #[test]
+    fn a_host_already_as_before_changes_nothing() {
+        let r = rec(Some(vec![
+            ("/c/vars.xml", Some('0')),
+            ("/etc/fs_cli.conf", None),
+        ]));
+        let mut s = states('0', None);
+        s[0].now = s[0].copy.clone();
+        let p = plan(&r, &s, false).unwrap();
+        assert!(p.changes.is_empty());
+        assert_eq!(p.unchanged, 2);
+    }
+
+    #[test]
+    fn file_states_are_parsed_strictly() {
+        let files = vec![("/c/vars.xml".to_string(), true)];
+        let ok = format!(
+            "N\t{}\tfreeswitch:freeswitch:640\t{}\nC\t-\n",
+            digest('a'),
+            data_encoding::BASE64.encode(b"<x/>")
+        );
+        let s = parse_states(&ok, &files).unwrap();
+        assert!(matches!(&s[0].now, Found::File(f) if f.content == b"<x/>" && f.mode == 0o640));
+        assert_eq!(s[0].copy, Found::Absent);
+        for bad in [
+            format!("N\t{}\tfree switch:x:640\tAA==\nC\t-\n", digest('a')),
+            format!("N\t{}\tx:x:99999\tAA==\nC\t-\n", digest('a')),
+            "N\tzz\tx:x:640\tAA==\nC\t-\n".to_string(),
+            "N\t-\n".to_string(),
+        ] {
+            assert!(parse_states(&bad, &files).is_err(), "{bad:?}");
+        }
+    }
+}
