@@ -423,6 +423,9 @@ pub struct Plan {
     pub unchanged: usize,
     /// Files changed since the run by someone else (refused without --force).
     pub conflicts: Vec<String>,
+    /// Every file the run had changed, with what it holds once restored: what FreeSWITCH must
+    /// reload and the vault must follow (also when an earlier, cut rollback already wrote it).
+    pub touched: Vec<(String, Found)>,
 }
 
 /// Plan the rollback from the record and the files' states (pure).
@@ -440,6 +443,25 @@ pub fn plan(rec: &RunRecord, states: &[FileState], force: bool) -> Result<Plan, 
                 )));
             }
         };
+        // Already as before the run (a rollback cut after its writes, re-run): nothing to
+        // restore, but FreeSWITCH and the vault must still follow when the run had changed it.
+        let as_before = match (&s.now, &s.copy) {
+            (Found::File(now), Found::File(copy)) if s.existed => now == copy,
+            (Found::Absent, _) => !s.existed,
+            _ => false,
+        };
+        if as_before {
+            p.unchanged += 1;
+            let run_left = rec.after.as_ref().and_then(|a| a.get(&s.path));
+            let copy_digest = match &s.copy {
+                Found::File(c) => Some(c.digest.clone()),
+                _ => None,
+            };
+            if run_left.is_some_and(|left| *left != copy_digest) {
+                p.touched.push((s.path.clone(), s.copy.clone()));
+            }
+            continue;
+        }
         match rec.after.as_ref().map(|a| a.get(&s.path)) {
             Some(Some(left)) if left.as_deref() != now_digest => {
                 p.conflicts.push(s.path.clone());
@@ -463,20 +485,16 @@ pub fn plan(rec: &RunRecord, states: &[FileState], force: bool) -> Result<Plan, 
                     rec.run_id, s.path
                 )));
             };
-            if matches!(&s.now, Found::File(f) if f == copy) {
-                p.unchanged += 1;
-            } else {
-                p.changes.push(Change::Restore {
-                    path: s.path.clone(),
-                    file: copy.clone(),
-                });
-            }
-        } else if now_digest.is_some() {
+            p.changes.push(Change::Restore {
+                path: s.path.clone(),
+                file: copy.clone(),
+            });
+            p.touched.push((s.path.clone(), s.copy.clone()));
+        } else {
             p.changes.push(Change::Remove {
                 path: s.path.clone(),
             });
-        } else {
-            p.unchanged += 1;
+            p.touched.push((s.path.clone(), Found::Absent));
         }
     }
     if !p.conflicts.is_empty() && !force {
@@ -497,9 +515,9 @@ fn reload_needs(f: &HostFacts, p: &Plan) -> reload::Needs {
     let conf_dir = f.files.conf_dir.clone().unwrap_or_default();
     let in_conf = |path: &str| !conf_dir.is_empty() && path.starts_with(&format!("{conf_dir}/"));
     let touched: Vec<&str> = p
-        .changes
+        .touched
         .iter()
-        .map(Change::path)
+        .map(|(path, _)| path.as_str())
         .filter(|p| in_conf(p))
         .collect();
     let mut needs = reload::Needs {
@@ -522,8 +540,8 @@ fn reload_needs(f: &HostFacts, p: &Plan) -> reload::Needs {
 fn restored_esl(f: &HostFacts, p: &Plan) -> Option<Result<EventSocket, model::ModelError>> {
     let conf_dir = f.files.conf_dir.as_deref()?;
     let path = format!("{conf_dir}/{}", model::ESL_CONF);
-    p.changes.iter().find_map(|c| match c {
-        Change::Restore { path: cp, file } if *cp == path => {
+    p.touched.iter().find_map(|(cp, found)| match found {
+        Found::File(file) if *cp == path => {
             let text = String::from_utf8_lossy(&file.content);
             Some(EventSocket::parse(&text, &path, HostModel::new(f).vars()))
         }
@@ -535,8 +553,8 @@ fn restored_esl(f: &HostFacts, p: &Plan) -> Option<Result<EventSocket, model::Mo
 fn restored_sip(f: &HostFacts, p: &Plan) -> Option<Secret> {
     let conf_dir = f.files.conf_dir.as_deref()?;
     let path = format!("{conf_dir}/vars.xml");
-    p.changes.iter().find_map(|c| match c {
-        Change::Restore { path: cp, file } if *cp == path => {
+    p.touched.iter().find_map(|(cp, found)| match found {
+        Found::File(file) if *cp == path => {
             vars::get_var(&String::from_utf8_lossy(&file.content), "default_password")
                 .map(Secret::new)
         }
@@ -789,7 +807,7 @@ async fn run(
         );
     }
     let needs = reload_needs(&facts, &plan);
-    if plan.changes.is_empty() {
+    if plan.touched.is_empty() {
         steps.push(
             "restore",
             StepStatus::Ok,
@@ -831,6 +849,36 @@ async fn run(
     // The files, all or nothing.
     ctx.stage("restoring the files");
     let t = Instant::now();
+    if plan.changes.is_empty() {
+        steps.push(
+            "restore",
+            StepStatus::Ok,
+            "the files are already as before the run (an earlier rollback was cut short): \
+             finishing it"
+                .into(),
+            evidence,
+            t,
+        );
+    } else {
+        write_files(session, &plan)
+            .await
+            .map_err(|e| ("restore", e))?;
+        steps.push(
+            "restore",
+            StepStatus::Changed,
+            summary(&plan, false),
+            evidence,
+            t,
+        );
+    }
+    finish(
+        ctx, host, session, shared, &facts, &pre, rec, &plan, &states, &needs, steps,
+    )
+    .await
+}
+
+/// Restore and remove the plan's files in one hostfs batch.
+async fn write_files(session: &Session, plan: &Plan) -> Result<(), RollbackError> {
     let ops: Vec<hostfs::Op<'_>> = plan
         .changes
         .iter()
@@ -845,38 +893,54 @@ async fn run(
             Change::Remove { path } => hostfs::Op::Remove { path },
         })
         .collect();
-    hostfs::apply(session, &ops).await.map_err(|source| {
-        (
-            "restore",
-            RollbackError::HostFs {
-                what: "restoring the files (nothing was changed)".into(),
-                source: Box::new(source),
-            },
-        )
-    })?;
-    steps.push(
-        "restore",
-        StepStatus::Changed,
-        summary(&plan, false),
-        evidence,
-        t,
-    );
+    hostfs::apply(session, &ops)
+        .await
+        .map(|_| ())
+        .map_err(|source| RollbackError::HostFs {
+            what: "restoring the files (nothing was changed)".into(),
+            source: Box::new(source),
+        })
+}
 
+/// After the files: FreeSWITCH, fail2ban and the vault follow them, and the run is marked
+/// undone.
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    ctx: &HostCtx,
+    host: &Host,
+    session: &Session,
+    shared: &Shared,
+    facts: &HostFacts,
+    pre: &preflight::Preflight,
+    rec: &RunRecord,
+    plan: &Plan,
+    states: &[FileState],
+    needs: &reload::Needs,
+    steps: &mut Steps,
+) -> Outcome {
+    let key = session.host_key().to_string();
     // FreeSWITCH takes them; a failure puts the files back as they were before the rollback.
     if needs.any() {
         ctx.stage("reloading FreeSWITCH over the Event Socket");
         let t = Instant::now();
-        let new_es = match restored_esl(&facts, &plan) {
+        let new_es = match restored_esl(facts, plan) {
             Some(Ok(es)) => es,
             Some(Err(e)) => {
-                undo(session, &states, &plan).await;
+                undo(session, states, plan).await;
                 return Err(("reload", RollbackError::Step(Box::new(StepError::Model(e)))));
             }
             None => pre.esl.clone(),
         };
         match (&pre.live_password, pre.target.is_some()) {
             (Some(live), true) => {
-                match reload::apply(session, &needs, &pre.esl, live, &new_es).await {
+                // What FreeSWITCH runs now is where preflight proved its listener (the file
+                // may already say otherwise after a cut rollback).
+                let mut old = pre.esl.clone();
+                if let Some(t) = &pre.target {
+                    old.listen_ip = t.address.clone();
+                    old.listen_port = t.port;
+                }
+                match reload::apply(session, needs, &old, live, &new_es).await {
                     Ok(ev) => steps.push(
                         reload::NAME,
                         StepStatus::Changed,
@@ -885,7 +949,7 @@ async fn run(
                         t,
                     ),
                     Err(e) => {
-                        let put_back = undo(session, &states, &plan).await;
+                        let put_back = undo(session, states, plan).await;
                         steps.push(
                             reload::NAME,
                             StepStatus::Failed,
@@ -909,9 +973,9 @@ async fn run(
 
     // fail2ban reads its files only when it (re)starts.
     if plan
-        .changes
+        .touched
         .iter()
-        .any(|c| c.path().starts_with("/etc/fail2ban/"))
+        .any(|(p, _)| p.starts_with("/etc/fail2ban/"))
     {
         let t = Instant::now();
         let out = session
@@ -945,7 +1009,7 @@ async fn run(
     let mut restored = Vec::new();
     {
         let mut v = shared.vault.lock().await;
-        if let Some(Ok(es)) = restored_esl(&facts, &plan) {
+        if let Some(Ok(es)) = restored_esl(facts, plan) {
             v.confirm(
                 &host.name,
                 &key,
@@ -956,7 +1020,7 @@ async fn run(
             .map_err(|e| ("vault", RollbackError::Vault(e)))?;
             restored.push(CredKind::EslPassword.as_str());
         }
-        if let Some(sip) = restored_sip(&facts, &plan) {
+        if let Some(sip) = restored_sip(facts, plan) {
             v.confirm(&host.name, &key, CredKind::SipPassword, &sip, ctx.run_id())
                 .map_err(|e| ("vault", RollbackError::Vault(e)))?;
             restored.push(CredKind::SipPassword.as_str());
@@ -1176,6 +1240,22 @@ mod tests {
         let p = plan(&r, &s, false).unwrap();
         assert!(p.changes.is_empty());
         assert_eq!(p.unchanged, 2);
+    }
+
+    #[test]
+    fn a_rollback_cut_after_its_writes_is_finished_not_refused() {
+        // The run changed vars.xml ('1') and created fs_cli.conf ('2'); a first rollback wrote
+        // the old files back and was cut before FreeSWITCH reloaded.
+        let r = rec(Some(vec![
+            ("/c/vars.xml", Some('1')),
+            ("/etc/fs_cli.conf", Some('2')),
+        ]));
+        let mut s = states('0', None);
+        s[0].now = s[0].copy.clone();
+        let p = plan(&r, &s, false).unwrap();
+        assert!(p.changes.is_empty() && p.conflicts.is_empty());
+        let touched: Vec<&str> = p.touched.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(touched, ["/c/vars.xml", "/etc/fs_cli.conf"]);
     }
 
     #[test]
