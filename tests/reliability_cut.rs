@@ -174,3 +174,59 @@ fn sigkill_of_the_controller_keeps_the_vault_whole_and_a_re_run_completes() {
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(mode.permissions().mode() & 0o777, 0o600);
 }
+
+/// `fsfleet rollback` cut while it writes the files and while FreeSWITCH reloads: each host's
+/// configs are all the hardened ones or all the stock ones, and the next rollback finishes the
+/// job (files, FreeSWITCH on the restored password, fs_cli, the vault).
+#[test]
+fn a_cut_rollback_leaves_old_or_new_and_the_next_one_finishes() {
+    let fleet = Fleet::fresh("reliability-rollback", 2);
+    let _ = std::fs::remove_dir_all(fleet.dir.join(".fsfleet"));
+    let stock: Vec<Vec<String>> = fleet.hosts.iter().map(|h| sums(&fleet, h)).collect();
+    let run = run_with_faults(&fleet, &["harden", "--format", "json"], &[]);
+    assert_eq!(run.code, Some(0), "{}", run.text());
+    let hardened: Vec<Vec<String>> = fleet.hosts.iter().map(|h| sums(&fleet, h)).collect();
+
+    let cut = run_with_faults(
+        &fleet,
+        &["rollback", "--format", "json"],
+        &[
+            ("fs01", "restoring the files", Fault::CutSsh),
+            (
+                "fs02",
+                "reloading FreeSWITCH over the Event Socket",
+                Fault::CutSsh,
+            ),
+        ],
+    );
+    assert_eq!(cut.code, Some(4), "{}", cut.text());
+    for (name, status) in hosts_status(&cut) {
+        assert!(
+            status == "failed" || status == "unreachable",
+            "{name} was cut but is {status}:\n{}",
+            cut.text()
+        );
+    }
+    for ((h, s), hd) in fleet.hosts.iter().zip(&stock).zip(&hardened) {
+        let now = sums(&fleet, h);
+        assert!(
+            now == *s || now == *hd,
+            "{}: a mix of stock and hardened files after the cut",
+            h.name
+        );
+    }
+
+    let again = run_with_faults(&fleet, &["rollback", "--format", "json"], &[]);
+    assert_eq!(again.code, Some(0), "{}", again.text());
+    let v = vault(&fleet);
+    for (h, s) in fleet.hosts.iter().zip(&stock) {
+        assert_eq!(sums(&fleet, h), *s, "{}: not back to stock", h.name);
+        let status = fleet.ssh_root(h, "fs_cli -x status");
+        assert!(status.contains("is ready"), "{}: {status}", h.name);
+        assert_eq!(
+            v["hosts"][&h.name]["creds"]["esl_password"]["active"]["value"], STOCK_ESL,
+            "{}",
+            h.name
+        );
+    }
+}
