@@ -147,6 +147,8 @@ pub struct Inventory {
     /// Local files the inventory names that do not exist, per host: see
     /// [`Inventory::check_local_files`].
     missing_files: Vec<(String, Diagnostic)>,
+    /// `vault_encryption` and `age_recipients`: how the credential vault is kept.
+    pub vault: crate::vault::VaultSettings,
 }
 
 impl Inventory {
