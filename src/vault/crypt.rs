@@ -146,10 +146,16 @@ impl Codec {
                     ),
                 });
             }
+            // An identity still reads a vault that was encrypted to recipients before the
+            // inventory switched to a passphrase (the next write goes to the passphrase).
+            let identities = match &keys.identity_file {
+                Some(file) => read_identities(file)?,
+                None => Vec::new(),
+            };
             return Ok(Codec::Age(AgeCodec {
                 recipients,
-                identities: Vec::new(),
-                identity_file: None,
+                identities,
+                identity_file: keys.identity_file.clone(),
                 passphrase,
             }));
         }
