@@ -603,6 +603,13 @@ fn the_inventory_declares_the_encryption_and_checks_the_recipients() {
     .unwrap();
     assert_eq!(inv.vault.encryption, Encryption::Age);
     assert_eq!(inv.vault.age_recipients, vec![public.to_string()]);
+    let shown = fsfleet::inventory::render_hosts(&inv, &inv.hosts);
+    assert!(
+        shown.contains("\nvault: encrypted with age to 1 recipient(s)\n"),
+        "{shown}"
+    );
+    let plain = parse("").unwrap();
+    assert!(!fsfleet::inventory::render_hosts(&plain, &plain.hosts).contains("vault"));
     assert_eq!(parse("").unwrap().vault, Default::default());
     assert_eq!(
         parse("vault_encryption = \"none\"")
