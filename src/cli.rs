@@ -153,6 +153,10 @@ touched, and marked active once verified. See them with `fsfleet creds show
 HOST`. A failure before the reload puts the changed config files back. The
 vault's passwords are bound to the host's SSH key: a host presenting another
 key is refused and sent none of them (see `fsfleet creds forget --help`).
+With vault_encryption = \"age\" in the inventory the vault is
+.fsfleet/vault.age, encrypted with age, read and written with
+FSFLEET_AGE_IDENTITY or FSFLEET_VAULT_PASSPHRASE (see `fsfleet creds encrypt
+--help`).
 
 Exit codes:
   0  every host hardened (or already was); with --check: nothing failed,
@@ -193,7 +197,8 @@ pub struct HardenArgs {
     /// Edit configs even where FreeSWITCH is not running (no reload; it reads them at start).
     #[arg(long)]
     pub offline_ok: bool,
-    /// The credential vault [default: .fsfleet/vault.json beside the inventory].
+    /// The credential vault [default: .fsfleet/vault.json beside the inventory, vault.age if
+    /// encrypted].
     #[arg(long, value_name = "PATH")]
     pub vault: Option<PathBuf>,
 }
@@ -250,8 +255,12 @@ pub struct RollbackArgs {
 pub enum CredsCommand {
     /// One host's passwords (masked unless --reveal).
     Show(CredsShowArgs),
-    /// Every host's active passwords, as shell variables or JSON, for a password manager.
+    /// Every host's active passwords: as shell variables, JSON, or into pass.
+    #[command(long_about = CREDS_EXPORT_HELP)]
     Export(CredsExportArgs),
+    /// Encrypt a plain vault with age, as the inventory's vault_encryption says.
+    #[command(long_about = CREDS_ENCRYPT_HELP)]
+    Encrypt(CredsEncryptArgs),
     /// Drop everything the vault holds for one host, and the host key it is bound to.
     #[command(long_about = CREDS_FORGET_HELP)]
     Forget(CredsForgetArgs),
@@ -282,6 +291,55 @@ If you did not expect a new key, do not forget anything: find out why the
 name reaches another machine (DNS, a reused address, a changed inventory)
 first.";
 
+pub const CREDS_EXPORT_HELP: &str = "\
+Every host's active passwords, for a password manager or a script.
+
+  --format env    FSFLEET_<HOST>_SIP_PASSWORD='...' lines, for `eval`
+  --format json   {\"HOST\": {\"sip_password\": \"...\", \"esl_password\": \"...\"}}
+  --format pass   each into your password-store as fsfleet/HOST/sip_password
+                  and fsfleet/HOST/esl_password (`pass insert --multiline
+                  --force`, the secret on its stdin, never in an argument);
+                  prints the names
+
+pass uses your store and GnuPG key as usual (PASSWORD_STORE_DIR, GNUPGHOME;
+`pass init KEY-ID` once). An encrypted vault is read with
+FSFLEET_AGE_IDENTITY or FSFLEET_VAULT_PASSPHRASE (see `fsfleet creds encrypt
+--help`).";
+
+pub const CREDS_ENCRYPT_HELP: &str = "\
+Encrypt the plain vault (.fsfleet/vault.json) into .fsfleet/vault.age with age,
+readable by the standard `age` tool. First say so in the inventory, above any
+table:
+
+  vault_encryption = \"age\"
+  age_recipients = [\"age1...\", \"age1...\"]   # everyone who may read it
+
+and point FSFLEET_AGE_IDENTITY at your identity file (`age-keygen -o FILE`;
+its public key, `age-keygen -y FILE`, must be one of the recipients). Without
+age_recipients the vault is encrypted to the passphrase in
+FSFLEET_VAULT_PASSPHRASE instead.
+
+The encrypted file is written atomically, read back and decrypted, and only
+then is the plain file removed; any failure leaves the plain vault as it was.
+From then on every command reads and writes the encrypted vault (the same
+environment variables), and `age -d -i FILE .fsfleet/vault.age` shows it.
+Removing the plain file does not scrub the disk blocks it used: run
+`fsfleet harden --rotate` if that matters.
+
+  age-keygen -o ~/.config/fsfleet/age.key
+  export FSFLEET_AGE_IDENTITY=~/.config/fsfleet/age.key
+  fsfleet creds encrypt inventory.toml";
+
+#[derive(Debug, Args)]
+pub struct CredsEncryptArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArg,
+    /// The plain vault to encrypt [default: .fsfleet/vault.json beside the inventory]; the
+    /// encrypted one is written beside it, named *.age.
+    #[arg(long, value_name = "PATH")]
+    pub vault: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct CredsShowArgs {
     /// The host's inventory name.
@@ -291,7 +349,8 @@ pub struct CredsShowArgs {
     /// Print the passwords themselves.
     #[arg(long)]
     pub reveal: bool,
-    /// The credential vault [default: .fsfleet/vault.json beside the inventory].
+    /// The credential vault [default: .fsfleet/vault.json beside the inventory, vault.age if
+    /// encrypted].
     #[arg(long, value_name = "PATH")]
     pub vault: Option<PathBuf>,
 }
@@ -302,7 +361,8 @@ pub struct CredsForgetArgs {
     pub host: String,
     #[command(flatten)]
     pub inventory: InventoryArg,
-    /// The credential vault [default: .fsfleet/vault.json beside the inventory].
+    /// The credential vault [default: .fsfleet/vault.json beside the inventory, vault.age if
+    /// encrypted].
     #[arg(long, value_name = "PATH")]
     pub vault: Option<PathBuf>,
 }
@@ -313,7 +373,8 @@ pub struct CredsExportArgs {
     pub inventory: InventoryArg,
     #[arg(long, value_enum, default_value_t = ExportFormat::Env)]
     pub format: ExportFormat,
-    /// The credential vault [default: .fsfleet/vault.json beside the inventory].
+    /// The credential vault [default: .fsfleet/vault.json beside the inventory, vault.age if
+    /// encrypted].
     #[arg(long, value_name = "PATH")]
     pub vault: Option<PathBuf>,
 }
@@ -323,6 +384,8 @@ pub enum ExportFormat {
     /// `FSFLEET_<HOST>_SIP_PASSWORD='...'` lines
     Env,
     Json,
+    /// Into the password-store: `pass insert` of fsfleet/HOST/KIND
+    Pass,
 }
 
 #[derive(Debug, Subcommand)]
@@ -524,7 +587,14 @@ mod tests {
         // continuation words into what looked like step names.
         for width in [80, 100] {
             let all = helps(width);
-            for text in [EXIT_CODES, HARDEN_HELP, AUDIT_EXIT_CODES, CREDS_FORGET_HELP] {
+            for text in [
+                EXIT_CODES,
+                HARDEN_HELP,
+                AUDIT_EXIT_CODES,
+                CREDS_FORGET_HELP,
+                CREDS_EXPORT_HELP,
+                CREDS_ENCRYPT_HELP,
+            ] {
                 assert!(
                     all.iter().any(|(_, h)| h.contains(text)),
                     "a help text was re-wrapped at {width} columns:\n{text}"

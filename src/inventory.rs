@@ -147,6 +147,8 @@ pub struct Inventory {
     /// Local files the inventory names that do not exist, per host: see
     /// [`Inventory::check_local_files`].
     missing_files: Vec<(String, Diagnostic)>,
+    /// `vault_encryption` and `age_recipients`: how the credential vault is kept.
+    pub vault: crate::vault::VaultSettings,
 }
 
 impl Inventory {
@@ -265,6 +267,12 @@ pub fn render_hosts(inv: &Inventory, hosts: &[Host]) -> String {
         inv.hosts.len(),
         hosts.len()
     );
+    if inv.vault.is_age() {
+        out.push_str(&match inv.vault.age_recipients.len() {
+            0 => "vault: encrypted with age to $FSFLEET_VAULT_PASSPHRASE\n".to_string(),
+            n => format!("vault: encrypted with age to {n} recipient(s)\n"),
+        });
+    }
     for h in hosts {
         out.push_str(&format!("\n{}\n", h.name));
         let row = |k: &str, v: String| format!("  {k:<16} {v}\n");

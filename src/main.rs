@@ -7,8 +7,9 @@ use anyhow::Context;
 use clap::Parser;
 
 use fsfleet::cli::{
-    Cli, Command, CredsCommand, CredsExportArgs, CredsForgetArgs, CredsShowArgs, ExportFormat,
-    FactsArgs, Format, HardenArgs, InventoryCheckArgs, InventoryCommand, RollbackArgs, RunArgs,
+    Cli, Command, CredsCommand, CredsEncryptArgs, CredsExportArgs, CredsForgetArgs, CredsShowArgs,
+    ExportFormat, FactsArgs, Format, HardenArgs, InventoryCheckArgs, InventoryCommand,
+    RollbackArgs, RunArgs,
 };
 use fsfleet::cmd::{connect, connector, fleet_options, select};
 use fsfleet::facts;
@@ -41,6 +42,7 @@ async fn main() -> ExitCode {
         Command::Creds(CredsCommand::Show(args)) => creds_show(args),
         Command::Creds(CredsCommand::Export(args)) => creds_export(args),
         Command::Creds(CredsCommand::Forget(args)) => creds_forget(args),
+        Command::Creds(CredsCommand::Encrypt(args)) => creds_encrypt(args),
         Command::Audit(args) => fsfleet::audit::command(args)
             .await
             .map_err(UsageError::from),
@@ -146,8 +148,9 @@ async fn harden_command(args: HardenArgs) -> Result<u8, UsageError> {
     let vault_path = args
         .vault
         .clone()
-        .unwrap_or_else(|| vault::default_path(&inv.path));
-    let vault = Vault::open(&vault_path)?;
+        .unwrap_or_else(|| vault::default_path_for(&inv.path, &inv.vault));
+    let vault = Vault::open_with(&vault_path, &inv.vault, &vault::AgeKeys::from_env())?;
+    warn_if_tracked(&vault);
     let connector = connector(&inv, &hosts, &args.run).await;
     let shared = Arc::new(harden::run::Shared {
         connector,
@@ -195,8 +198,9 @@ async fn rollback_command(args: RollbackArgs) -> Result<u8, UsageError> {
     let vault_path = args
         .vault
         .clone()
-        .unwrap_or_else(|| vault::default_path(&inv.path));
-    let vault = Vault::open(&vault_path)?;
+        .unwrap_or_else(|| vault::default_path_for(&inv.path, &inv.vault));
+    let vault = Vault::open_with(&vault_path, &inv.vault, &vault::AgeKeys::from_env())?;
+    warn_if_tracked(&vault);
     let connector = connector(&inv, &hosts, &args.run).await;
     let shared = Arc::new(fsfleet::rollback::Shared {
         connector,
@@ -223,21 +227,94 @@ async fn rollback_command(args: RollbackArgs) -> Result<u8, UsageError> {
     })
 }
 
+/// The inventory's vault settings for a creds command: an inventory that is not there (a
+/// vault given with --vault alone) asks for none.
+fn vault_settings(
+    inventory: &fsfleet::cli::InventoryArg,
+) -> Result<(std::path::PathBuf, vault::VaultSettings), UsageError> {
+    let path = inventory.resolve();
+    let settings = if path.exists() {
+        Inventory::load(&path)?.vault
+    } else {
+        vault::VaultSettings::default()
+    };
+    Ok((path, settings))
+}
+
 fn open_vault(
     inventory: &fsfleet::cli::InventoryArg,
     explicit: &Option<std::path::PathBuf>,
 ) -> Result<Vault, UsageError> {
+    let (inv_path, settings) = vault_settings(inventory)?;
     let path = explicit
         .clone()
-        .unwrap_or_else(|| vault::default_path(&inventory.resolve()));
-    if !path.exists() {
+        .unwrap_or_else(|| vault::default_path_for(&inv_path, &settings));
+    // The other form beside it: opening says what to do about it.
+    let other = path.with_extension(if settings.is_age() { "json" } else { "age" });
+    if !path.exists() && !other.exists() {
         return Err(anyhow::anyhow!(
             "no vault at {}: fsfleet harden creates it (or pass --vault)",
             path.display()
         )
         .into());
     }
-    Ok(Vault::open(&path)?)
+    let vault = Vault::open_with(&path, &settings, &vault::AgeKeys::from_env())?;
+    warn_if_tracked(&vault);
+    Ok(vault)
+}
+
+/// Inventories live in git and the vault sits beside them: say so when git tracks it.
+fn warn_if_tracked(vault: &Vault) {
+    if vault::tracked_by_git(vault.path()) == Some(true) {
+        let why = if vault.is_encrypted() {
+            "it is encrypted, but every clone keeps every version of it for good"
+        } else {
+            "its passwords are in clear text in the repository and its history"
+        };
+        eprintln!(
+            "fsfleet: warning: the vault {} is tracked by git: {why}. Untrack it (`git rm \
+             --cached`), keep .fsfleet/ ignored, and rotate the passwords (`fsfleet harden \
+             --rotate`) if it was ever pushed",
+            vault.path().display()
+        );
+    }
+}
+
+fn creds_encrypt(args: CredsEncryptArgs) -> Result<u8, UsageError> {
+    let (inv_path, settings) = vault_settings(&args.inventory)?;
+    if !inv_path.exists() {
+        return Err(anyhow::anyhow!(
+            "no inventory at {}: the vault is encrypted as its vault_encryption and \
+             age_recipients say",
+            inv_path.display()
+        )
+        .into());
+    }
+    let plain = args
+        .vault
+        .clone()
+        .unwrap_or_else(|| vault::default_path(&inv_path));
+    let target = plain.with_extension("age");
+    let done = vault::encrypt_plain(&plain, &target, &settings, &vault::AgeKeys::from_env())?;
+    let to = if settings.age_recipients.is_empty() {
+        format!("the passphrase in {}", vault::crypt::PASSPHRASE_ENV)
+    } else {
+        format!("{} age recipient(s)", settings.age_recipients.len())
+    };
+    match done {
+        vault::Encrypted::Converted { hosts } => println!(
+            "encrypted {} ({hosts} host(s)) into {} for {to}; verified, and the plain file \
+             removed",
+            plain.display(),
+            target.display()
+        ),
+        vault::Encrypted::Finished { hosts } => println!(
+            "{} already held the same {hosts} host(s): removed the plain {}",
+            target.display(),
+            plain.display()
+        ),
+    }
+    Ok(0)
 }
 
 fn creds_show(args: CredsShowArgs) -> Result<u8, UsageError> {
@@ -343,6 +420,13 @@ fn creds_export(args: CredsExportArgs) -> Result<u8, UsageError> {
             );
         }
         ExportFormat::Env => print!("{}", vault::export_env(&vault)?),
+        ExportFormat::Pass => {
+            let names = vault::pass::export(&vault, "pass")?;
+            for n in &names {
+                println!("{n}");
+            }
+            eprintln!("{} password(s) written to the password-store", names.len());
+        }
     }
     Ok(0)
 }

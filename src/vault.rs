@@ -11,6 +11,12 @@
 //! reused address, a typo, an attacker's box accepted by `accept-new`) gets none of them, and the
 //! entry can only be rebound by the operator (`fsfleet creds forget`). An entry written before
 //! fingerprints were recorded is bound on its first use (the host key that session verified).
+//!
+//! At rest the file is JSON (`.fsfleet/vault.json`) or, with `vault_encryption = "age"` in the
+//! inventory, an age file (`.fsfleet/vault.age`) the standard `age` tool can decrypt: see
+//! [`crypt`]. Every command reads and writes both the same way; the file's form must match the
+//! inventory's setting (a mismatch is refused, never silently converted: `fsfleet creds encrypt`
+//! converts). The directory gets a `.gitignore` of `*` when fsfleet creates it.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -24,6 +30,12 @@ use rand::distributions::Alphanumeric;
 use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
+
+pub mod crypt;
+pub mod pass;
+
+use crypt::Codec;
+pub use crypt::{AgeKeys, Encryption, VaultSettings};
 
 /// Which credential of a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -70,6 +82,37 @@ pub enum VaultError {
     Export { what: String, why: String },
     #[error("{0}")]
     KeyMismatch(KeyMismatch),
+    #[error("the inventory's vault settings: {why}")]
+    Settings { why: String },
+    #[error("no key for the encrypted vault: {need}")]
+    AgeKeyMissing { need: String },
+    #[error("age identity file {file}: {why}")]
+    Identity { file: PathBuf, why: String },
+    #[error(
+        "none of the keys in {file} ({public}) is in the inventory's age_recipients: the vault \
+         would be written to keys you cannot read it with; add your public key to age_recipients"
+    )]
+    IdentityNotRecipient { file: PathBuf, public: String },
+    #[error(
+        "vault {path} cannot be decrypted with {tried}: it was encrypted to other keys; it was \
+         left untouched"
+    )]
+    AgeWrongKey { path: PathBuf, tried: String },
+    /// age's own message comes from the error chain.
+    #[error("vault {path} cannot be decrypted (it was left untouched)")]
+    AgeDecrypt {
+        path: PathBuf,
+        source: Box<age::DecryptError>,
+    },
+    #[error("cannot encrypt the vault {path} (it was left as it was)")]
+    AgeEncrypt {
+        path: PathBuf,
+        source: Box<age::EncryptError>,
+    },
+    #[error("vault {path}: {why}")]
+    FormMismatch { path: PathBuf, why: String },
+    #[error("cannot encrypt {path}: {why}")]
+    Convert { path: PathBuf, why: String },
 }
 
 /// The vault holds secrets for a name, bound to another host key than the one presented.
@@ -169,6 +212,7 @@ const VERSION: u32 = 1;
 pub struct Vault {
     path: PathBuf,
     doc: Document,
+    codec: Codec,
     _lock: File,
 }
 
@@ -177,6 +221,7 @@ impl std::fmt::Debug for Vault {
         f.debug_struct("Vault")
             .field("path", &self.path)
             .field("hosts", &self.doc.hosts.len())
+            .field("encrypted", &self.codec.is_age())
             .finish()
     }
 }
@@ -188,6 +233,42 @@ pub fn default_path(inventory: &Path) -> PathBuf {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     dir.join(".fsfleet").join("vault.json")
+}
+
+/// The vault beside the inventory for these settings: `.fsfleet/vault.json`, or
+/// `.fsfleet/vault.age` when it is encrypted.
+pub fn default_path_for(inventory: &Path, settings: &VaultSettings) -> PathBuf {
+    let plain = default_path(inventory);
+    if settings.is_age() {
+        plain.with_extension("age")
+    } else {
+        plain
+    }
+}
+
+/// What a `.gitignore` in the vault's directory holds: everything there is fsfleet's state
+/// (passwords, the retry file, caches), none of it belongs beside the inventory in git.
+const GITIGNORE: &str = "# fsfleet's local state (the credential vault): never commit it.\n*\n";
+
+/// Whether git tracks `path` (its index holds it; outside a work tree it is not). `None`: git
+/// could not be run. Nothing of the vault goes to git: only its name, as an argument.
+pub fn tracked_by_git(path: &Path) -> Option<bool> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name()?;
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["ls-files", "--error-unmatch", "--"])
+        .arg(name)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    Some(out.success())
 }
 
 /// A new password: alphanumeric (no escaping in XML, fs_cli.conf or shells), from the OS RNG.
@@ -214,58 +295,54 @@ fn now() -> String {
 }
 
 impl Vault {
-    /// Open (or start) the vault at `path` and lock it for this process.
+    /// Open (or start) a plain vault at `path` and lock it for this process.
     pub fn open(path: &Path) -> Result<Vault, VaultError> {
+        Vault::open_codec(path, Codec::Plain)
+    }
+
+    /// Open (or start) the vault at `path` as the inventory's `settings` say, with the
+    /// operator's `keys` (see [`crypt`]). A file whose form is not the one the settings ask for
+    /// is refused and left as it is, and so is a plain vault left beside an encrypted one.
+    pub fn open_with(
+        path: &Path,
+        settings: &VaultSettings,
+        keys: &AgeKeys,
+    ) -> Result<Vault, VaultError> {
+        Vault::open_codec(path, Codec::new(settings, keys)?)
+    }
+
+    fn open_codec(path: &Path, codec: Codec) -> Result<Vault, VaultError> {
         let io = |source| VaultError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(io)?;
-        }
-        let lock_path = path.with_extension("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&lock_path)
-            .map_err(io)?;
-        // SAFETY: flock on a file descriptor we own; no memory is involved.
-        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            return Err(VaultError::Locked {
+        let lock = lock(path)?;
+        // The other form beside this one: an encrypted vault with its plain predecessor still
+        // there (a conversion cut short, or a copy) leaves the secrets in clear text; a plain
+        // vault started next to an encrypted one would hand out fresh passwords as if the hosts
+        // were new.
+        let other = path.with_extension(if codec.is_age() { "json" } else { "age" });
+        if other != path && other.exists() && (codec.is_age() || !path.exists()) {
+            let why = if codec.is_age() {
+                format!(
+                    "a plain vault {} is still beside it: run `fsfleet creds encrypt` to finish \
+                     converting it (or remove it if it is an old copy)",
+                    other.display()
+                )
+            } else {
+                format!(
+                    "it does not exist but an encrypted vault {} does: add vault_encryption = \
+                     \"age\" (and age_recipients) to the inventory",
+                    other.display()
+                )
+            };
+            return Err(VaultError::FormMismatch {
                 path: path.to_path_buf(),
-                lock: lock_path,
+                why,
             });
         }
         let doc = match std::fs::read(path) {
-            Ok(bytes) => {
-                let doc: Document =
-                    serde_json::from_slice(&bytes).map_err(|source| VaultError::Unparsable {
-                        path: path.to_path_buf(),
-                        source,
-                    })?;
-                if doc.version != VERSION {
-                    return Err(VaultError::Corrupt {
-                        path: path.to_path_buf(),
-                        reason: format!(
-                            "version {} (this fsfleet reads version {VERSION})",
-                            doc.version
-                        ),
-                    });
-                }
-                doc
-            }
+            Ok(bytes) => parse_document(path, &codec.open(path, &bytes)?)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Document {
                 version: VERSION,
                 hosts: BTreeMap::new(),
@@ -275,8 +352,14 @@ impl Vault {
         Ok(Vault {
             path: path.to_path_buf(),
             doc,
+            codec,
             _lock: lock,
         })
+    }
+
+    /// Whether the file is kept encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.codec.is_age()
     }
 
     pub fn path(&self) -> &Path {
@@ -473,12 +556,14 @@ impl Vault {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let bytes =
+        let mut plain =
             serde_json::to_vec_pretty(&self.doc).map_err(|e| io(std::io::Error::other(e)))?;
+        plain.push(b'\n');
+        // Sealed before the temp file exists: with encryption, no clear text ever reaches disk.
+        let bytes = self.codec.seal(&self.path, &plain)?;
         let (tmp, mut f) = create_temp(dir, names).map_err(io)?;
         let written = (|| {
             f.write_all(&bytes)?;
-            f.write_all(b"\n")?;
             f.sync_all()?;
             drop(f);
             std::fs::rename(&tmp, &self.path)
@@ -493,6 +578,195 @@ impl Vault {
         }
         Ok(())
     }
+}
+
+/// Create the vault's directory if needed (0700; fsfleet's own gets a `.gitignore` of `*`) and
+/// take the run's lock, shared by `vault.json` and `vault.age` (`vault.lock`).
+fn lock(path: &Path) -> Result<File, VaultError> {
+    let io = |source| VaultError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let created = !dir.exists();
+    if created {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
+    }
+    // Also a `.fsfleet` another command created first (the retry file, a cache) when its
+    // first vault is started; one the operator edited or removed later is left alone.
+    let ours = dir.file_name().is_some_and(|n| n == ".fsfleet");
+    if created || (ours && !path.exists()) {
+        write_gitignore(dir).map_err(io)?;
+    }
+    let lock_path = path.with_extension("lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&lock_path)
+        .map_err(io)?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(VaultError::Locked {
+            path: path.to_path_buf(),
+            lock: lock_path,
+        });
+    }
+    Ok(lock)
+}
+
+/// `DIR/.gitignore` unless one exists (never through a link planted there).
+fn write_gitignore(dir: &Path) -> std::io::Result<()> {
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir.join(".gitignore"))
+    {
+        Ok(mut f) => f.write_all(GITIGNORE.as_bytes()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn parse_document(path: &Path, bytes: &[u8]) -> Result<Document, VaultError> {
+    let doc: Document = serde_json::from_slice(bytes).map_err(|source| VaultError::Unparsable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if doc.version != VERSION {
+        return Err(VaultError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!(
+                "version {} (this fsfleet reads version {VERSION})",
+                doc.version
+            ),
+        });
+    }
+    Ok(doc)
+}
+
+/// What `fsfleet creds encrypt` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encrypted {
+    /// `target` written and verified, the plain file removed.
+    Converted { hosts: usize },
+    /// `target` already held the same document (a conversion cut before the plain file was
+    /// removed): the plain file removed.
+    Finished { hosts: usize },
+}
+
+/// Convert the plain vault `plain` into the encrypted `target`, as the inventory's `settings`
+/// say: the encrypted file is written atomically, read back and decrypted with the operator's
+/// keys, and only when it holds exactly the plain document is the plain file removed. Any
+/// failure leaves the plain vault as it was. (Removing a file does not scrub the disk blocks
+/// that held it: rotate the passwords if that matters.)
+pub fn encrypt_plain(
+    plain: &Path,
+    target: &Path,
+    settings: &VaultSettings,
+    keys: &AgeKeys,
+) -> Result<Encrypted, VaultError> {
+    let convert = |why: String| VaultError::Convert {
+        path: plain.to_path_buf(),
+        why,
+    };
+    if !settings.is_age() {
+        return Err(convert(
+            "the inventory does not say vault_encryption = \"age\": add it (and age_recipients, \
+             the public keys of everyone who may read the vault) first"
+                .into(),
+        ));
+    }
+    if plain == target {
+        return Err(convert(format!(
+            "it would be encrypted onto itself: name the plain vault (not {})",
+            target.display()
+        )));
+    }
+    let codec = Codec::new(settings, keys)?;
+    let lock_file = lock(plain)?;
+    let bytes = match std::fs::read(plain) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(convert("there is no plain vault there".into()));
+        }
+        Err(source) => {
+            return Err(VaultError::Io {
+                path: plain.to_path_buf(),
+                source,
+            });
+        }
+    };
+    if crypt::is_age_file(&bytes) {
+        return Err(convert("it is encrypted already".into()));
+    }
+    let doc = parse_document(plain, &bytes)?;
+    let hosts = doc.hosts.len();
+    let read_back = |codec: &Codec| -> Result<Document, VaultError> {
+        let raw = std::fs::read(target).map_err(|source| VaultError::Io {
+            path: target.to_path_buf(),
+            source,
+        })?;
+        parse_document(target, &codec.open(target, &raw)?)
+    };
+    let remove_plain = || -> Result<(), VaultError> {
+        std::fs::remove_file(plain).map_err(|source| VaultError::Io {
+            path: plain.to_path_buf(),
+            source,
+        })?;
+        if let Some(d) = plain.parent().filter(|p| !p.as_os_str().is_empty())
+            && let Ok(d) = File::open(d)
+        {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    };
+    if target.exists() {
+        if read_back(&codec)? == doc {
+            remove_plain()?;
+            return Ok(Encrypted::Finished { hosts });
+        }
+        return Err(convert(format!(
+            "{} exists and holds something else: compare the two (`fsfleet creds show`) and \
+             move away the one you do not want",
+            target.display()
+        )));
+    }
+    let vault = Vault {
+        path: target.to_path_buf(),
+        doc,
+        codec,
+        _lock: lock_file,
+    };
+    vault.save()?;
+    match read_back(&vault.codec) {
+        Ok(d) if d == vault.doc => {}
+        Ok(_) => {
+            let _ = std::fs::remove_file(target);
+            return Err(convert(format!(
+                "{} did not read back as the same vault; it was removed",
+                target.display()
+            )));
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(target);
+            return Err(e);
+        }
+    }
+    remove_plain()?;
+    Ok(Encrypted::Converted { hosts })
 }
 
 /// `.vault.<random>.tmp`: a name nobody can prepare a link at in advance.
@@ -1003,6 +1277,348 @@ mod tests {
         let mut v = Vault::open(&dir.path().join("w.json")).unwrap();
         v.cred_mut("h", CredKind::SipPassword).active = Some(stamp("a\0b"));
         assert!(export_env(&v).unwrap_err().to_string().contains("NUL"));
+    }
+
+    /// A fresh X25519 identity written as `age-keygen` does, and its public key.
+    fn identity(dir: &Path, name: &str) -> (PathBuf, String) {
+        use age::secrecy::ExposeSecret;
+        let id = age::x25519::Identity::generate();
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "# created: 2026-01-01T00:00:00Z\n# public key: {}\n{}\n",
+                id.to_public(),
+                id.to_string().expose_secret()
+            ),
+        )
+        .unwrap();
+        (path, id.to_public().to_string())
+    }
+
+    fn age_settings(recipients: &[&str]) -> VaultSettings {
+        VaultSettings {
+            encryption: Encryption::Age,
+            age_recipients: recipients.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    fn keys(identity: &Path) -> AgeKeys {
+        AgeKeys {
+            identity_file: Some(identity.to_path_buf()),
+            passphrase: None,
+        }
+    }
+
+    fn reopen_with(path: &Path, s: &VaultSettings, k: &AgeKeys) -> Result<Vault, VaultError> {
+        for _ in 0..100 {
+            match Vault::open_with(path, s, k) {
+                Err(VaultError::Locked { .. }) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                other => return other,
+            }
+        }
+        Vault::open_with(path, s, k)
+    }
+
+    #[test]
+    fn an_age_vault_round_trips_and_never_holds_clear_text_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (id_a, pub_a) = identity(dir.path(), "a.key");
+        let (id_b, pub_b) = identity(dir.path(), "b.key");
+        let settings = age_settings(&[&pub_a, &pub_b]);
+        let path = dir.path().join(".fsfleet").join("vault.age");
+        let pw = generate_password(PASSWORD_LEN);
+        {
+            let mut v = Vault::open_with(&path, &settings, &keys(&id_a)).unwrap();
+            assert!(v.is_encrypted());
+            v.set_pending("pbx1", K, CredKind::EslPassword, &pw, "run-1")
+                .unwrap();
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.starts_with(b"age-encryption.org/v1\n"), "an age file");
+        assert!(
+            !bytes
+                .windows(pw.expose().len())
+                .any(|w| w == pw.expose().as_bytes()),
+            "no clear text"
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        let left: Vec<String> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        // Either recipient reads it, and every write keeps it encrypted.
+        let mut v = reopen_with(&path, &settings, &keys(&id_b)).unwrap();
+        assert_eq!(
+            v.candidates("pbx1", K, CredKind::EslPassword),
+            vec![pw.clone()]
+        );
+        v.confirm("pbx1", K, CredKind::EslPassword, &pw, "run-1")
+            .unwrap();
+        drop(v);
+        let bytes = std::fs::read(&path).unwrap();
+        let id: age::x25519::Identity = std::fs::read_to_string(&id_a)
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&age::decrypt(&id, &bytes).unwrap()).unwrap();
+        assert_eq!(
+            json["hosts"]["pbx1"]["creds"]["esl_password"]["active"]["value"],
+            pw.expose()
+        );
+        // A vault the age library (as the `age` tool) wrote, armored, is read too.
+        let armored =
+            age::encrypt_and_armor(&id.to_public(), &serde_json::to_vec(&json).unwrap()).unwrap();
+        std::fs::write(&path, armored).unwrap();
+        let v = reopen_with(&path, &settings, &keys(&id_a)).unwrap();
+        assert_eq!(v.candidates("pbx1", K, CredKind::EslPassword), vec![pw]);
+    }
+
+    #[test]
+    fn a_wrong_or_missing_key_is_a_typed_error_and_the_vault_is_never_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let (id_a, pub_a) = identity(dir.path(), "a.key");
+        let (id_b, pub_b) = identity(dir.path(), "b.key");
+        let path = dir.path().join("vault.age");
+        {
+            let mut v = Vault::open_with(&path, &age_settings(&[&pub_a]), &keys(&id_a)).unwrap();
+            v.set_pending("h", K, CredKind::SipPassword, &generate_password(32), "r")
+                .unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        // B was added to the inventory, but the vault was written for A alone.
+        let both = age_settings(&[&pub_a, &pub_b]);
+        let e = reopen_with(&path, &both, &keys(&id_b)).unwrap_err();
+        assert!(matches!(e, VaultError::AgeWrongKey { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("cannot be decrypted with the identity in")
+                && msg.contains("b.key")
+                && msg.contains("left untouched"),
+            "{msg}"
+        );
+        // An identity that is not a recipient: refused before anything is read or written.
+        let e = reopen_with(&path, &age_settings(&[&pub_a]), &keys(&id_b)).unwrap_err();
+        assert!(
+            matches!(e, VaultError::IdentityNotRecipient { .. }) && e.to_string().contains(&pub_b),
+            "{e}"
+        );
+        // No identity at all, or a passphrase where an identity is needed.
+        for k in [
+            AgeKeys::default(),
+            AgeKeys {
+                identity_file: None,
+                passphrase: Some(Secret::new("hunter2hunter2")),
+            },
+        ] {
+            let e = reopen_with(&path, &both, &k).unwrap_err();
+            assert!(
+                matches!(e, VaultError::AgeKeyMissing { .. })
+                    && e.to_string().contains(crypt::IDENTITY_ENV),
+                "{e}"
+            );
+        }
+        // A broken identity file: its line number, never its content.
+        let broken = dir.path().join("broken.key");
+        std::fs::write(&broken, "# mine\nAGE-SECRET-KEY-1NOTAKEYATALLsecretish\n").unwrap();
+        let e = reopen_with(&path, &both, &keys(&broken))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 2") && !e.contains("NOTAKEY") && !e.contains("secretish"),
+            "{e}"
+        );
+        // The plain settings never read (nor overwrite) an encrypted vault.
+        let e = reopen(&path).unwrap_err();
+        assert!(
+            matches!(e, VaultError::FormMismatch { .. })
+                && e.to_string().contains("vault_encryption"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before, "never overwritten");
+    }
+
+    #[test]
+    fn the_form_on_disk_must_match_the_inventory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (id, public) = identity(dir.path(), "a.key");
+        let settings = age_settings(&[&public]);
+        let plain = dir.path().join("vault.json");
+        let age_path = dir.path().join("vault.age");
+        {
+            let mut v = Vault::open(&plain).unwrap();
+            v.set_pending("h", K, CredKind::SipPassword, &generate_password(32), "r")
+                .unwrap();
+        }
+        // Encryption asked for, the plain vault still there: convert it first.
+        let e = reopen_with(&age_path, &settings, &keys(&id)).unwrap_err();
+        assert!(e.to_string().contains("fsfleet creds encrypt"), "{e}");
+        assert!(!age_path.exists());
+        // A plain file under the encrypted name is not taken for an encrypted one.
+        std::fs::copy(&plain, dir.path().join("other.age")).unwrap();
+        let e = reopen_with(&dir.path().join("other.age"), &settings, &keys(&id)).unwrap_err();
+        assert!(
+            matches!(e, VaultError::FormMismatch { .. }) && e.to_string().contains("plain text"),
+            "{e}"
+        );
+        // The encrypted one exists, the plain settings would start an empty vault beside it.
+        assert!(matches!(
+            encrypt_plain(&plain, &age_path, &settings, &keys(&id)).unwrap(),
+            Encrypted::Converted { hosts: 1 }
+        ));
+        let e = reopen(&plain).unwrap_err();
+        assert!(
+            e.to_string().contains("encrypted vault") && !plain.exists(),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn encrypt_converts_verifies_and_only_then_removes_the_plain_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (id, public) = identity(dir.path(), "a.key");
+        let (_, other) = identity(dir.path(), "b.key");
+        let settings = age_settings(&[&public]);
+        let plain = dir.path().join("vault.json");
+        let target = dir.path().join("vault.age");
+        let pw = generate_password(32);
+        {
+            let mut v = Vault::open(&plain).unwrap();
+            v.set_pending("h", K, CredKind::SipPassword, &pw, "r")
+                .unwrap();
+        }
+        let text = std::fs::read(&plain).unwrap();
+        // Not asked for by the inventory, or no key: the plain vault stays as it is.
+        let e = encrypt_plain(&plain, &target, &VaultSettings::default(), &keys(&id))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("vault_encryption"), "{e}");
+        let e = encrypt_plain(&plain, &target, &settings, &AgeKeys::default()).unwrap_err();
+        assert!(matches!(e, VaultError::AgeKeyMissing { .. }), "{e}");
+        assert_eq!(std::fs::read(&plain).unwrap(), text);
+        assert!(!target.exists());
+
+        assert_eq!(
+            encrypt_plain(&plain, &target, &settings, &keys(&id)).unwrap(),
+            Encrypted::Converted { hosts: 1 }
+        );
+        assert!(!plain.exists());
+        let v = reopen_with(&target, &settings, &keys(&id)).unwrap();
+        assert_eq!(
+            v.credential("h", CredKind::SipPassword)
+                .unwrap()
+                .pending
+                .as_ref()
+                .unwrap()
+                .value,
+            pw.expose()
+        );
+        drop(v);
+        let e = encrypt_plain(&target, &target, &settings, &keys(&id)).unwrap_err();
+        assert!(e.to_string().contains("onto itself"), "{e}");
+        let e = encrypt_plain(&plain, &target, &settings, &keys(&id)).unwrap_err();
+        assert!(e.to_string().contains("no plain vault"), "{e}");
+
+        // A conversion cut before the plain file went: the re-run finishes it.
+        std::fs::write(&plain, &text).unwrap();
+        assert_eq!(
+            encrypt_plain(&plain, &target, &settings, &keys(&id)).unwrap(),
+            Encrypted::Finished { hosts: 1 }
+        );
+        assert!(!plain.exists());
+        // A different plain vault beside it: both are kept.
+        std::fs::write(&plain, br#"{"version":1,"hosts":{}}"#).unwrap();
+        let e = encrypt_plain(&plain, &target, &settings, &keys(&id)).unwrap_err();
+        assert!(e.to_string().contains("holds something else"), "{e}");
+        assert!(plain.exists() && target.exists());
+        // Recipients the operator cannot read: refused, nothing written.
+        std::fs::remove_file(&target).unwrap();
+        let e = encrypt_plain(&plain, &target, &age_settings(&[&other]), &keys(&id)).unwrap_err();
+        assert!(matches!(e, VaultError::IdentityNotRecipient { .. }), "{e}");
+        assert!(plain.exists() && !target.exists());
+    }
+
+    #[test]
+    fn a_passphrase_vault_is_scrypt_and_wants_the_same_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.age");
+        let settings = age_settings(&[]);
+        let pass = |p: &str| AgeKeys {
+            identity_file: None,
+            passphrase: Some(Secret::new(p)),
+        };
+        let e = Vault::open_with(&path, &settings, &AgeKeys::default()).unwrap_err();
+        assert!(e.to_string().contains(crypt::PASSPHRASE_ENV), "{e}");
+        let pw = generate_password(32);
+        {
+            let mut v = Vault::open_with(&path, &settings, &pass("correct horse")).unwrap();
+            v.set_pending("h", K, CredKind::SipPassword, &pw, "r")
+                .unwrap();
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(String::from_utf8_lossy(&bytes).contains("-> scrypt "));
+        let e = reopen_with(&path, &settings, &pass("wrong horse")).unwrap_err();
+        assert!(matches!(e, VaultError::AgeWrongKey { .. }), "{e:?}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        let v = reopen_with(&path, &settings, &pass("correct horse")).unwrap();
+        assert_eq!(v.candidates("h", K, CredKind::SipPassword), vec![pw]);
+    }
+
+    #[test]
+    fn a_new_state_directory_gets_a_gitignore_of_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join(".fsfleet");
+        drop(Vault::open(&state.join("vault.json")).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(state.join(".gitignore")).unwrap(),
+            GITIGNORE
+        );
+        assert!(GITIGNORE.lines().any(|l| l == "*"));
+        // One another command created first gets it with the first vault ...
+        let other = dir.path().join("b").join(".fsfleet");
+        std::fs::create_dir_all(&other).unwrap();
+        drop(Vault::open(&other.join("vault.json")).unwrap());
+        assert!(other.join(".gitignore").exists());
+        // ... but one the operator removed once a vault exists is not written again.
+        let mut v = reopen(&other.join("vault.json")).unwrap();
+        v.bind("h", K).unwrap();
+        drop(v);
+        assert!(other.join("vault.json").exists());
+        std::fs::remove_file(other.join(".gitignore")).unwrap();
+        drop(reopen(&other.join("vault.json")).unwrap());
+        assert!(!other.join(".gitignore").exists());
+    }
+
+    #[test]
+    fn git_tracking_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let ok = std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir.path())
+                .args(args)
+                .output()
+                .unwrap()
+                .status
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        let vault = dir.path().join(".fsfleet").join("vault.json");
+        assert_eq!(tracked_by_git(&vault), Some(false), "no work tree");
+        git(&["init", "-q"]);
+        drop(Vault::open(&vault).unwrap());
+        std::fs::write(&vault, "{}").unwrap();
+        assert_eq!(tracked_by_git(&vault), Some(false));
+        git(&["add", "-f", ".fsfleet/vault.json"]);
+        assert_eq!(tracked_by_git(&vault), Some(true));
     }
 
     #[test]

@@ -40,7 +40,14 @@ const FIELD_KEYS: &[&str] = &[
     "apt_lock_timeout",
     "waive",
 ];
-const TOP_KEYS: &[&str] = &["defaults", "groups", "hosts", "audit"];
+const TOP_KEYS: &[&str] = &[
+    "defaults",
+    "groups",
+    "hosts",
+    "audit",
+    "vault_encryption",
+    "age_recipients",
+];
 const AUDIT_KEYS: &[&str] = &["waive"];
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -122,6 +129,8 @@ pub(super) fn parse(
     let mut groups: Vec<(At<String>, Layer)> = Vec::new();
     let mut raw_hosts: Vec<RawHost> = Vec::new();
     let mut audit_waive: Vec<String> = Vec::new();
+    let mut vault = crate::vault::VaultSettings::default();
+    let mut recipients_span: Option<Span> = None;
     // A malformed `hosts` already has its own message; "no hosts" would only add noise.
     let mut hosts_malformed = false;
     // Groups whose table is malformed: already reported, so hosts naming them are not.
@@ -203,9 +212,36 @@ pub(super) fn parse(
                     }
                 }
             }
+            "vault_encryption" => match value.get_ref() {
+                DeValue::String(v) if v == "age" => {
+                    vault.encryption = crate::vault::Encryption::Age
+                }
+                DeValue::String(v) if v == "none" => {}
+                _ => problems.add(
+                    value.span(),
+                    "vault_encryption must be \"age\" (the vault encrypted with age) or \"none\"",
+                ),
+            },
+            "age_recipients" => {
+                recipients_span = Some(key.span());
+                for r in string_list(&mut problems, "age_recipients", value).unwrap_or_default() {
+                    match crate::vault::crypt::parse_recipient(&r.value) {
+                        Ok(_) => vault.age_recipients.push(r.value.trim().to_string()),
+                        Err(why) => problems.add(r.span, why),
+                    }
+                }
+            }
             "password" | "sudo_password" => password_rejected(&mut problems, key.span(), k),
             other => unknown_key(&mut problems, key.span(), other, "the top level", TOP_KEYS),
         }
+    }
+    if let Some(span) = recipients_span
+        && !vault.is_age()
+    {
+        problems.add(
+            span,
+            "age_recipients without vault_encryption = \"age\": add it, or the vault stays plain",
+        );
     }
     // Tables iterate in key order; the operator thinks in file order.
     groups.sort_by_key(|(name, _)| name.span.start);
@@ -323,6 +359,7 @@ pub(super) fn parse(
         hosts,
         groups: groups.into_iter().map(|(n, _)| n.value).collect(),
         missing_files,
+        vault,
     })
 }
 
