@@ -1009,6 +1009,9 @@ async fn change_fleet(
     })
 }
 
+/// Lines of a host's plan the text output shows (a blocklist can hold thousands).
+const SHOWN_LINES: usize = 20;
+
 /// The text output: the bans table (a listing) or each host's plan, then the recap.
 pub fn render_text(report: &RunReport) -> String {
     use std::fmt::Write as _;
@@ -1088,8 +1091,12 @@ pub fn render_text(report: &RunReport) -> String {
         for h in &report.hosts {
             for s in h.steps.iter().filter(|s| s.name != "read") {
                 let _ = writeln!(out, "{}  {}", h.name, crate::display::line(&s.message));
-                for e in &s.evidence {
+                for e in s.evidence.iter().take(SHOWN_LINES) {
                     let _ = writeln!(out, "  {}", crate::display::line(e));
+                }
+                let more = s.evidence.len().saturating_sub(SHOWN_LINES);
+                if more > 0 {
+                    let _ = writeln!(out, "  ... and {more} more (--format json lists them all)");
                 }
             }
         }
