@@ -573,6 +573,32 @@ mod tests {
     }
 
     #[test]
+    fn bans_takes_one_action_at_a_time() {
+        let cli = Cli::try_parse_from(["fsfleet", "bans", "inv.toml", "--share", "-C"]).unwrap();
+        let Command::Bans(a) = cli.command else {
+            panic!("bans")
+        };
+        assert!(a.share && a.check && a.unban.is_none() && a.import.is_none());
+        let cli = Cli::try_parse_from(["fsfleet", "bans", "--import", "l.txt", "--format", "json"])
+            .unwrap();
+        let Command::Bans(a) = cli.command else {
+            panic!("bans")
+        };
+        assert_eq!(a.import, Some(PathBuf::from("l.txt")));
+        assert_eq!(a.run.format, Format::Json);
+        for bad in [
+            &["--share", "--unban", "192.0.2.1"][..],
+            &["--share", "--import", "l.txt"],
+            &["--unban", "192.0.2.1", "--import", "l.txt"],
+            &["--unban", "192.0.2.1", "--check"],
+        ] {
+            let mut argv = vec!["fsfleet", "bans"];
+            argv.extend_from_slice(bad);
+            assert!(Cli::try_parse_from(&argv).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
     fn audit_flags_parse_with_its_own_format() {
         let cli = Cli::try_parse_from([
             "fsfleet",

@@ -83,6 +83,22 @@ fn bans_are_listed_shared_across_the_fleet_lifted_and_imported() {
     let fleet = Fleet::fresh(FLEET, 3);
     let _ = std::fs::remove_dir_all(fleet.dir.join(".fsfleet"));
     let (a, b, c) = (&fleet.hosts[0], &fleet.hosts[1], &fleet.hosts[2]);
+    // Before harden there is no fail2ban: every host fails, saying so.
+    let unhardened = fleet.fsfleet(&["bans"]);
+    assert_eq!(
+        unhardened.status.code(),
+        Some(4),
+        "{}",
+        output_text(&unhardened)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&unhardened.stdout)
+            .matches("fail2ban is not installed (run `fsfleet harden`)")
+            .count(),
+        3,
+        "{}",
+        output_text(&unhardened)
+    );
     let hardened = fleet.fsfleet(&["harden"]);
     assert_eq!(
         hardened.status.code(),
@@ -296,4 +312,31 @@ fn bans_are_listed_shared_across_the_fleet_lifted_and_imported() {
             h.name
         );
     }
+
+    // A host whose fail2ban-client answers with something that is no address (root's PATH finds
+    // /usr/local/sbin first): that host fails naming the line, the others are read, and nothing
+    // of its answer is shared.
+    fleet.ssh_root(
+        c,
+        &format!(
+            "cat >/usr/local/sbin/fail2ban-client <<'EOF'\n{FAKE_CLIENT}EOF\n\
+             chmod 755 /usr/local/sbin/fail2ban-client"
+        ),
+    );
+    let forged = run(&fleet, &inventory, &["--share", "--check"]);
+    fleet.ssh_root(c, "rm /usr/local/sbin/fail2ban-client");
+    assert_eq!(forged.status.code(), Some(4), "{}", output_text(&forged));
+    let out = String::from_utf8_lossy(&forged.stdout);
+    assert!(
+        out.contains("error: unexpected line in fail2ban's answer: 203.0.113.66;reboot"),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l.starts_with("fs01  ")), "{out}");
+    assert!(!out.contains("203.0.113.66 ("), "{out}");
 }
+
+/// A fail2ban-client that forges a ban of something that is no address.
+const FAKE_CLIENT: &str = r#"#!/bin/sh
+cat >/dev/null
+printf 'fail2ban> @jail:freeswitch\n203.0.113.66;reboot \t2026-11-29 23:30:22 + 3600 = 2026-11-30 00:30:22\n@end\n'
+"#;
