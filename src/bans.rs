@@ -1022,11 +1022,13 @@ pub fn render_text(report: &RunReport) -> String {
         .all(|h| h.steps.iter().all(|s| s.name == "bans"));
     if listing {
         let mut rows: Vec<[String; 6]> = Vec::new();
+        let mut down: Vec<(String, String)> = Vec::new();
         for h in &report.hosts {
             let Some(data) = &h.data else { continue };
             let Ok(b) = serde_json::from_value::<ListedBans>(data.clone()) else {
                 continue;
             };
+            down.extend(b.not_running.iter().map(|j| (h.name.clone(), j.clone())));
             for (jail, bans) in &b.jails {
                 for ban in bans {
                     rows.push([
@@ -1087,6 +1089,12 @@ pub fn render_text(report: &RunReport) -> String {
                 distinct.len()
             );
         }
+        for (host, jail) in &down {
+            let _ = writeln!(
+                out,
+                "{host}: jail {jail} is not running (run `fsfleet harden`)"
+            );
+        }
     } else {
         for h in &report.hosts {
             for s in h.steps.iter().filter(|s| s.name != "read") {
@@ -1110,6 +1118,7 @@ pub fn render_text(report: &RunReport) -> String {
 #[derive(serde::Deserialize)]
 struct ListedBans {
     jails: BTreeMap<String, Vec<ListedBan>>,
+    not_running: Vec<String>,
 }
 
 #[derive(serde::Deserialize)]
