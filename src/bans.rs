@@ -353,8 +353,13 @@ pub fn parse_answers(text: &str) -> Result<Answers, AnswerError> {
             return Err(AnswerError::NotRunning);
         }
         if let Some(c) = line.strip_prefix("@client ") {
-            // Only used to leave an address out; an unreadable one leaves nothing out.
-            a.bans.controller = c.trim().parse().ok();
+            // Only used to leave an address out; an unreadable one leaves nothing out. A link-local
+            // address may carry its zone (`fe80::1%eth0`); an IPv4-mapped one means the IPv4 peer.
+            let addr = c.trim().split('%').next().unwrap_or("");
+            a.bans.controller = parse_net(addr)
+                .ok()
+                .filter(|n| n.prefix_len() == n.max_prefix_len())
+                .map(|n| n.addr());
             continue;
         }
         if let Some(row) = line.strip_prefix("@row\t") {
@@ -1162,6 +1167,19 @@ mod tests {
     fn answers_give_the_servers_bans_with_the_databases_time_and_failures() {
         let a = parse_answers(ANSWER).unwrap();
         assert_eq!(a.bans.controller, Some("192.168.80.1".parse().unwrap()));
+        for (line, want) in [
+            ("@client ::ffff:192.0.2.9", Some("192.0.2.9")),
+            ("@client fe80::1%eth0", Some("fe80::1")),
+            ("@client 192.0.2.0/24", None),
+            ("@client $(reboot)", None),
+        ] {
+            let a = parse_answers(&format!("{line}\n@end\n")).unwrap();
+            assert_eq!(
+                a.bans.controller,
+                want.map(|w| w.parse().unwrap()),
+                "{line}"
+            );
+        }
         let fs = &a.bans.jails["freeswitch"];
         assert_eq!(fs.len(), 2);
         assert_eq!(
