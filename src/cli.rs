@@ -58,6 +58,75 @@ pub enum Command {
     /// Changes nothing, reloads nothing, sends no SIP. See `--list-controls`.
     #[command(after_help = AUDIT_EXIT_CODES)]
     Audit(AuditArgs),
+    /// The fleet's fail2ban bans in one table; share them across the fleet (--share), lift one
+    /// everywhere (--unban) or ban a blocklist on every host (--import).
+    #[command(after_help = BANS_HELP)]
+    Bans(BansArgs),
+}
+
+pub const BANS_HELP: &str = "\
+What it does:
+  (no flag)        one table of the current bans of every host: host, jail
+                   (freeswitch, sshd), address, since, bantime, and the
+                   failures that led to the ban; read from fail2ban itself
+                   (server and database), one SSH round trip per host
+  --share          ban every address banned in the freeswitch jail of any
+                   host in the freeswitch jail of every other host; a
+                   re-run bans nothing new (add --check to see the plan)
+  --unban ADDRESS  lift the ban of ADDRESS (or CIDR) in every jail of every
+                   host
+  --import FILE    ban every address or CIDR of FILE in the freeswitch jail
+                   of every host (add --check to see the plan)
+
+Never banned by --share or --import: a host's fail2ban_ignore and
+sip_allow_from entries (a 0.0.0.0/0 allow-list names nobody and protects
+nothing), the address a host sees fsfleet's SSH connection come from,
+loopback, and networks wider than /8 (IPv4) or /32 (IPv6). The freeswitch
+jail bans on the SIP ports only: SSH is never cut. sshd-jail bans are
+listed, not shared. A ban lasts the jail's bantime (fail2ban_bantime),
+like any other: re-run --share or --import (cron) to keep a list in force.
+
+Blocklist FILE (the plain format of APIBAN and VoIPBL): one address or
+CIDR per line, `#` starts a comment, blank lines are skipped. The whole
+file is checked before any host is contacted: one bad line (with its
+number in the error), 0.0.0.0/0 or ::/0 refuses the file, exit 2, and
+nothing changes anywhere.
+
+Examples:
+  fsfleet bans inventory.toml
+  fsfleet bans inventory.toml --format json        # for monitoring
+  fsfleet bans inventory.toml --share --check
+  fsfleet bans inventory.toml --share
+  fsfleet bans inventory.toml --unban 203.0.113.7
+  fsfleet bans inventory.toml --import voipbl.txt --check
+
+Exit codes:
+  0  every host read (and changed as planned); with --check: nothing
+     failed, whether or not hosts would change
+  2  usage, inventory, address or blocklist error: nothing was touched
+  4  at least one host failed or was unreachable (fail2ban not running,
+     jail down, ...; see the recap and .fsfleet/retry)";
+
+/// `fsfleet bans`.
+#[derive(Debug, Args)]
+pub struct BansArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArg,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Ban every address banned in some host's freeswitch jail on every other host.
+    #[arg(long, conflicts_with_all = ["unban", "import"])]
+    pub share: bool,
+    /// Lift the ban of this address or CIDR network in every jail of every host.
+    #[arg(long, value_name = "ADDRESS", conflicts_with_all = ["share", "import", "check"])]
+    pub unban: Option<String>,
+    /// Ban every address or network of this blocklist (one per line, `#` comments) on every
+    /// host.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["share", "unban"])]
+    pub import: Option<PathBuf>,
+    /// With --share or --import: show what would be banned where; change nothing.
+    #[arg(short = 'C', long)]
+    pub check: bool,
 }
 
 pub const AUDIT_EXIT_CODES: &str = "\
@@ -594,6 +663,8 @@ mod tests {
                 CREDS_FORGET_HELP,
                 CREDS_EXPORT_HELP,
                 CREDS_ENCRYPT_HELP,
+                BANS_HELP,
+                ROLLBACK_HELP,
             ] {
                 assert!(
                     all.iter().any(|(_, h)| h.contains(text)),
@@ -623,6 +694,32 @@ mod tests {
             .chain(crate::harden::packages::THEN)
         {
             assert!(packages.contains(p), "{p} missing from: {packages}");
+        }
+    }
+
+    #[test]
+    fn bans_takes_one_action_at_a_time() {
+        let cli = Cli::try_parse_from(["fsfleet", "bans", "inv.toml", "--share", "-C"]).unwrap();
+        let Command::Bans(a) = cli.command else {
+            panic!("bans")
+        };
+        assert!(a.share && a.check && a.unban.is_none() && a.import.is_none());
+        let cli = Cli::try_parse_from(["fsfleet", "bans", "--import", "l.txt", "--format", "json"])
+            .unwrap();
+        let Command::Bans(a) = cli.command else {
+            panic!("bans")
+        };
+        assert_eq!(a.import, Some(PathBuf::from("l.txt")));
+        assert_eq!(a.run.format, Format::Json);
+        for bad in [
+            &["--share", "--unban", "192.0.2.1"][..],
+            &["--share", "--import", "l.txt"],
+            &["--unban", "192.0.2.1", "--import", "l.txt"],
+            &["--unban", "192.0.2.1", "--check"],
+        ] {
+            let mut argv = vec!["fsfleet", "bans"];
+            argv.extend_from_slice(bad);
+            assert!(Cli::try_parse_from(&argv).is_err(), "{bad:?} parsed");
         }
     }
 

@@ -1,6 +1,7 @@
 //! fsfleet: harden and audit a fleet of FreeSWITCH servers over SSH.
 
 pub mod audit;
+pub mod bans;
 pub mod cli;
 pub mod cmd;
 pub mod conf;

@@ -46,6 +46,7 @@ async fn main() -> ExitCode {
         Command::Audit(args) => fsfleet::audit::command(args)
             .await
             .map_err(UsageError::from),
+        Command::Bans(args) => fsfleet::bans::command(args).await.map_err(UsageError::from),
     };
     match result {
         Ok(code) => ExitCode::from(code),
