@@ -369,7 +369,7 @@ fn evaluate(a: &Advisory, ev: &Evidence) -> Result<Finding, ControlError> {
         let mut evidence = vec![affected];
         evidence.extend(lines);
         evidence.push(format!(
-            "not mitigated: {}; to mitigate until the upgrade, {}",
+            "not mitigated (it is when {}): until the upgrade, {}",
             m.describe(),
             m.how()
         ));

@@ -79,7 +79,7 @@ fn stock_1_10_12_names_the_advisories_fixed_later_with_their_fixed_versions() {
         f.evidence[1..],
         [
             "autoload_configs/modules.conf.xml: mod_verto is loaded".to_string(),
-            "not mitigated: mod_verto is not loaded; to mitigate until the upgrade, remove or \
+            "not mitigated (it is when mod_verto is not loaded): until the upgrade, remove or \
              comment out `<load module=\"mod_verto\"/>` in autoload_configs/modules.conf.xml and \
              restart FreeSWITCH"
                 .to_string(),
