@@ -236,6 +236,7 @@ pub const UNITS: &[Unit] = &[
     Unit::of::<FsCliConfs>(),
     Unit::of::<super::vuln::facts::FsBinaryFact>(),
     Unit::of::<super::vuln::facts::VulnPackages>(),
+    Unit::of::<super::vuln::facts::FsModulesFact>(),
 ];
 
 /// Build the one audit script of a host: the audit's units, the base facts, the config files,

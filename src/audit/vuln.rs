@@ -276,14 +276,43 @@ fn sofia_version(ev: &Evidence) -> Result<Seen, ControlError> {
 fn mitigation_state(m: &Mitigation, ev: &Evidence) -> Result<(bool, Vec<String>), ControlError> {
     match m {
         Mitigation::ModuleNotLoaded { module, .. } => {
-            let loaded = super::modules::loaded(ev)?;
-            let on = loaded.iter().any(|l| l == module);
-            let line = if on {
+            let at_start = super::modules::loaded(ev)?.iter().any(|l| l == module);
+            let conf = if at_start {
                 format!("autoload_configs/modules.conf.xml: {module} is loaded")
             } else {
                 format!("autoload_configs/modules.conf.xml: {module} is not loaded")
             };
-            Ok((!on, vec![line]))
+            // The running process's maps, where root may read them: a module unloaded in the
+            // config stays loaded until FreeSWITCH restarts, and one loaded by hand (`load`)
+            // is not in the config. Mitigated only when it is loaded neither now nor at start.
+            let live = ev
+                .facts
+                .sections
+                .get::<facts::FsModulesFact>()
+                .ok()
+                .filter(|m| m.read);
+            let Some(live) = live else {
+                return Ok((!at_start, vec![conf]));
+            };
+            let now = live.modules.iter().any(|l| l == module);
+            let running = if now {
+                format!(
+                    "{module} is loaded in the running FreeSWITCH (its process maps {module}.so)"
+                )
+            } else {
+                format!(
+                    "{module} is not loaded in the running FreeSWITCH (its process maps no {module}.so)"
+                )
+            };
+            let mut lines = vec![conf, running];
+            if at_start && !now {
+                lines.push("it loads again when FreeSWITCH restarts".to_string());
+            } else if !at_start && now {
+                lines.push(format!(
+                    "restart FreeSWITCH (or `unload {module}`) to unload it"
+                ));
+            }
+            Ok((!(now || at_start), lines))
         }
         Mitigation::ProfileParam { param, value, .. } => {
             let found = ev.model().profile_param(param);

@@ -148,6 +148,69 @@ fact! {
     }
 }
 
+/// The modules the running FreeSWITCH has loaded: the `mod_*.so` files mapped into it
+/// (`/proc/PID/maps`). `maps unreadable` where root may not read another user's maps (no
+/// CAP_SYS_PTRACE, e.g. in a container) or no FreeSWITCH runs: then only modules.conf.xml says
+/// what FreeSWITCH loads. Maps with no `mod_*.so` at all count as unreadable (see
+/// [`parse_modules`]).
+fn modules_snippet() -> String {
+    "p=$(systemctl show -p MainPID --value freeswitch 2>/dev/null)\n\
+     case \"$p\" in ''|0|*[!0-9]*) p=$(pidof -s freeswitch 2>/dev/null) ;; esac\n\
+     case \"$p\" in ''|0|*[!0-9]*) echo 'maps no-process'; exit 0 ;; esac\n\
+     m=$(cat \"/proc/$p/maps\" 2>/dev/null) && [ -n \"$m\" ] || { echo 'maps unreadable'; exit 0; }\n\
+     echo 'maps read'\n\
+     printf '%s\\n' \"$m\" | awk '{print $NF}' | sed -n 's|^/.*/\\(mod_[A-Za-z0-9_]*\\)\\.so$|mod \\1|p' | sort -u | head -n 400"
+        .into()
+}
+
+/// What [`FsModulesFact`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadedModules {
+    /// The process's maps were read (else `modules` is empty and means nothing).
+    pub read: bool,
+    /// Why not, when not (`no-process`, `unreadable`).
+    pub why_not: Option<String>,
+    pub modules: Vec<String>,
+}
+
+pub fn parse_modules(text: &str) -> LoadedModules {
+    let mut out = LoadedModules::default();
+    for line in text.lines().take(500) {
+        match line.split_once(' ') {
+            Some(("maps", "read")) => out.read = true,
+            Some(("maps", why)) => out.why_not = Some(bounded(why)),
+            Some(("mod", name))
+                if name.starts_with("mod_")
+                    && name.len() <= 64
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+            {
+                out.modules.push(name.to_string());
+            }
+            _ => {}
+        }
+    }
+    if !out.read {
+        out.modules.clear();
+    } else if out.modules.is_empty() {
+        // Every FreeSWITCH loads its modules as mod_*.so (mod_sofia, mod_commands...): maps
+        // with none are not a FreeSWITCH's to judge by (the testbed's stand-in has none).
+        out.read = false;
+        out.why_not = Some("no mod_*.so mapped".into());
+    }
+    out
+}
+
+fact! {
+    /// The `mod_*.so` the running FreeSWITCH has mapped (see [`modules_snippet`]).
+    FsModulesFact: "audit_fs_modules" => LoadedModules,
+    snippet(_) {
+        modules_snippet()
+    }
+    parse(text, _) {
+        Ok(parse_modules(text))
+    }
+}
+
 /// What [`VulnPackages`] found: installed packages and sofia-sip's pkg-config version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Installed {
@@ -239,6 +302,21 @@ mod tests {
     }
 
     #[test]
+    fn loaded_modules_only_count_when_the_maps_were_read() {
+        let m = parse_modules("maps read\nmod mod_sofia\nmod mod_verto\nmod mod_x;rm\nmod evil\n");
+        assert!(m.read);
+        assert_eq!(m.modules, ["mod_sofia", "mod_verto"]);
+        let m = parse_modules("maps unreadable\nmod mod_verto\n");
+        assert!(!m.read);
+        assert!(m.modules.is_empty());
+        assert_eq!(m.why_not.as_deref(), Some("unreadable"));
+        assert_eq!(parse_modules(""), LoadedModules::default());
+        let m = parse_modules("maps read\n");
+        assert!(!m.read);
+        assert_eq!(m.why_not.as_deref(), Some("no mod_*.so mapped"));
+    }
+
+    #[test]
     fn packages_and_pkg_config_are_read() {
         let i = parse_installed(
             "pkg freeswitch 1.10.12~release~24~a88d069d6f~bookworm-1~bookworm+1\n\
@@ -289,6 +367,7 @@ mod shell_tests {
         for s in [
             super::FsBinaryFact::snippet(&input),
             super::VulnPackages::snippet(&input),
+            super::FsModulesFact::snippet(&input),
         ] {
             let out = std::process::Command::new("sh")
                 .args(["-n", "-c", &s])

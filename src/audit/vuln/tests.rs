@@ -422,3 +422,69 @@ fn the_summary_counts_known_and_mitigated() {
 fn stock_evidence_without_versions() -> Evidence {
     with(&[])
 }
+
+#[test]
+fn a_module_still_mapped_by_the_running_process_is_not_mitigated_yet() {
+    let maps = |mods: &str| format!("maps read\nmod mod_sofia\n{mods}");
+    let id = ctl("CVE-2026-49841");
+    // Unloaded in the config but still mapped: not mitigated until FreeSWITCH restarts.
+    let with_verto = maps("mod mod_verto\n");
+    let ev = evidence(
+        &without_verto(),
+        &[
+            ("audit_fs_binary", BIN_1_10_12, 0),
+            ("audit_fs_modules", with_verto.as_str(), 0),
+        ],
+        Live::default(),
+    );
+    let f = eval(id, &ev);
+    assert_eq!(f.status, Status::Fail, "{:?}", f.evidence);
+    assert_eq!(
+        f.evidence[1..4],
+        [
+            "autoload_configs/modules.conf.xml: mod_verto is not loaded",
+            "mod_verto is loaded in the running FreeSWITCH (its process maps mod_verto.so)",
+            "restart FreeSWITCH (or `unload mod_verto`) to unload it",
+        ]
+    );
+    // Loaded at start but not running now (unloaded by hand): it comes back on restart.
+    let without = maps("mod mod_commands\n");
+    let ev = with(&[
+        ("audit_fs_binary", BIN_1_10_12, 0),
+        ("audit_fs_modules", without.as_str(), 0),
+    ]);
+    let f = eval(id, &ev);
+    assert_eq!(f.status, Status::Fail, "{:?}", f.evidence);
+    assert!(
+        f.evidence
+            .contains(&"it loads again when FreeSWITCH restarts".to_string())
+    );
+    // Neither: mitigated, both readings named.
+    let ev = evidence(
+        &without_verto(),
+        &[
+            ("audit_fs_binary", BIN_1_10_12, 0),
+            ("audit_fs_modules", without.as_str(), 0),
+        ],
+        Live::default(),
+    );
+    let f = eval(id, &ev);
+    assert_eq!(f.status, Status::Pass, "{:?}", f.evidence);
+    assert!(f.evidence[0].starts_with(MITIGATED));
+    assert!(
+        f.evidence.contains(
+            &"mod_verto is not loaded in the running FreeSWITCH (its process maps no mod_verto.so)"
+                .to_string()
+        )
+    );
+    // Maps unreadable (a container without CAP_SYS_PTRACE): the config decides, as before.
+    let ev = evidence(
+        &without_verto(),
+        &[
+            ("audit_fs_binary", BIN_1_10_12, 0),
+            ("audit_fs_modules", "maps unreadable\nmod mod_verto", 0),
+        ],
+        Live::default(),
+    );
+    assert_eq!(eval(id, &ev).status, Status::Pass);
+}
