@@ -488,3 +488,88 @@ fn a_module_still_mapped_by_the_running_process_is_not_mitigated_yet() {
     );
     assert_eq!(eval(id, &ev).status, Status::Pass);
 }
+
+/// Every control of the catalogue, on its own boundary: the release before its fix fails (or is
+/// mitigated), the fixed release passes, each naming the version seen and the fixed one.
+#[test]
+fn each_control_fails_just_before_its_fix_and_passes_on_it() {
+    for a in advisories().unwrap() {
+        let [x, y, z] = a.fixed.numbers;
+        let before = if z > 0 {
+            format!("{x}.{y}.{}", z - 1)
+        } else {
+            format!("{x}.{}.99", y.saturating_sub(1))
+        };
+        let at = a.fixed.to_string();
+        for (version, affected) in [(before.as_str(), true), (at.as_str(), false)] {
+            let extra: Vec<(&str, String)> = match a.component {
+                Component::Freeswitch => vec![(
+                    "audit_fs_binary",
+                    format!(
+                        "binary running /usr/bin/freeswitch\nsaid FreeSWITCH version: {version}-release~64bit"
+                    ),
+                )],
+                Component::SofiaSip => vec![
+                    ("audit_fs_binary", BIN_1_10_12.to_string()),
+                    (
+                        "audit_vuln_packages",
+                        format!("pkg libsofia-sip-ua0 {version}-1~bookworm+1"),
+                    ),
+                ],
+            };
+            let pairs: Vec<(&str, &str, i32)> =
+                extra.iter().map(|(n, t)| (*n, t.as_str(), 0)).collect();
+            // Mitigations off: modules.conf.xml loads every module, profiles set nothing.
+            let mut files = stock_files();
+            if let Some(Mitigation::ModuleNotLoaded { module, .. }) = &a.mitigation {
+                edit(&mut files, "autoload_configs/modules.conf.xml", |t| {
+                    if t.contains(&format!("<load module=\"{module}\"/>")) {
+                        t.to_string()
+                    } else {
+                        t.replacen(
+                            "<modules>",
+                            &format!("<modules>\n    <load module=\"{module}\"/>"),
+                            1,
+                        )
+                    }
+                });
+            }
+            let f = control(&a.control)
+                .unwrap()
+                .run(&evidence(&files, &pairs, Live::default()));
+            let comp = a.component.name();
+            if affected {
+                assert_eq!(
+                    f.status,
+                    Status::Fail,
+                    "{} at {version}: {:?}",
+                    a.id,
+                    f.evidence
+                );
+                assert!(
+                    f.evidence[0].starts_with(&format!("{comp} {version} (")),
+                    "{:?}",
+                    f.evidence
+                );
+                assert!(
+                    f.evidence[0].ends_with(&format!("is affected by {}: fixed in {at}", a.ids())),
+                    "{:?}",
+                    f.evidence
+                );
+            } else {
+                assert_eq!(
+                    f.status,
+                    Status::Pass,
+                    "{} at {version}: {:?}",
+                    a.id,
+                    f.evidence
+                );
+                assert!(
+                    f.evidence[0].ends_with(&format!("not affected by {}, fixed in {at}", a.ids())),
+                    "{:?}",
+                    f.evidence
+                );
+            }
+        }
+    }
+}
