@@ -912,7 +912,7 @@ mod tests {
         assert!(
             t.contains(
                 "\nRESULT: baseline: 2 critical, 3 high fail, 10 errors (`fsfleet harden` brings \
-                 these to pass); operator-owned: 3 high, 2 medium, 1 low, 1 info fail, 11 errors \
+                 these to pass); operator-owned: 3 high, 2 medium, 1 low, 1 info fail, 13 errors \
                  (fix by hand or waive; `fsfleet harden` does not change these); not audited: \
                  pbx2\n"
             ),
@@ -927,7 +927,7 @@ mod tests {
              these to pass)\n  FAIL critical FS-ESL-01 "
         ));
         assert!(t.contains(
-            "\n  operator-owned: 1 pass, 1 waived; 3 high, 2 medium, 1 low, 1 info fail, 11 errors \
+            "\n  operator-owned: 1 pass, 1 waived; 3 high, 2 medium, 1 low, 1 info fail, 13 errors \
              (fix by hand or waive; `fsfleet harden` does not change these)\n  ERR  critical FS-VULN-03 "
         ));
         // The stock fixture has no version facts: its critical FS-VULN errors come first, then

@@ -119,6 +119,23 @@ fn after_harden(name: &str, address: &str) -> HostAudit {
                     "no mitigating setting is known: upgrade FreeSWITCH to 1.11.2 or later",
                 ],
             ),
+            (
+                "FS-VULN-09",
+                Status::Fail,
+                &[
+                    "FreeSWITCH 1.10.12 (freeswitch -version of /usr/bin/freeswitch, which the running process started from) is affected by CVE-2026-116779: fixed in 1.11.3",
+                    "no mitigating setting is known: upgrade FreeSWITCH to 1.11.3 or later",
+                ],
+            ),
+            (
+                "FS-VULN-10",
+                Status::Pass,
+                &[
+                    "mitigated by mod_xml_rpc is not loaded (the flaw is in mod_xml_rpc: a FreeSWITCH that does not load it does not run the code)",
+                    "FreeSWITCH 1.10.12 (freeswitch -version of /usr/bin/freeswitch, which the running process started from) is affected by CVE-2026-116785 (GHSA-jj89-q47c-gh94): fixed in 1.11.2",
+                    "autoload_configs/modules.conf.xml: mod_xml_rpc is not loaded",
+                ],
+            ),
         ],
         &["FS-MOD-01"],
     )

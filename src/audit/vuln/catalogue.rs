@@ -191,7 +191,9 @@ pub fn parse(text: &str) -> Result<Vec<Advisory>, CatalogueError> {
             }
         };
         if !r.source.starts_with("https://github.com/") {
-            return Err(bad("source is not the project's GitHub advisory".into()));
+            return Err(bad(
+                "source is not on the project's GitHub (its advisory, or the fixing change)".into(),
+            ));
         }
         if r.checked.is_empty() {
             return Err(bad("checked is empty: say what was read".into()));
