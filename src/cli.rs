@@ -151,7 +151,8 @@ pub struct AuditArgs {
     #[command(flatten)]
     pub run: RunArgs,
     /// Output on stdout: text (per host and a fleet table), json, junit (one testcase per
-    /// host x control), sarif; with --list-controls: text, json or markdown.
+    /// host x control), sarif; with --list-controls or --list-advisories: text, json or
+    /// markdown.
     #[arg(id = "audit_format", long = "format", value_enum, default_value_t = AuditFormat::Text)]
     pub format: AuditFormat,
     /// Exit 3 when a control of this severity or higher fails on any host.
@@ -164,6 +165,11 @@ pub struct AuditArgs {
     /// Print the control catalogue and exit (no inventory needed).
     #[arg(long)]
     pub list_controls: bool,
+    /// Print the catalogue of known advisories the FS-VULN controls check (CVE/GHSA, component,
+    /// fixed version, severity, mitigation, source) and exit (no inventory needed); with
+    /// --format markdown it is docs/advisories.md.
+    #[arg(long, conflicts_with = "list_controls")]
+    pub list_advisories: bool,
 }
 
 /// Output formats of `fsfleet audit` (a superset of [`Format`]).
@@ -173,7 +179,8 @@ pub enum AuditFormat {
     Json,
     Junit,
     Sarif,
-    /// Only with --list-controls (the source of docs/controls.md).
+    /// Only with --list-controls or --list-advisories (the source of docs/controls.md and
+    /// docs/advisories.md).
     Markdown,
 }
 

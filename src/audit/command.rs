@@ -326,6 +326,15 @@ pub async fn command(args: AuditArgs) -> Result<u8, AuditError> {
         std::io::stdout().write_all(text.as_bytes())?;
         return Ok(EXIT_OK);
     }
+    if args.list_advisories {
+        let text = match args.format {
+            AuditFormat::Markdown => render::advisories_markdown(),
+            AuditFormat::Json => serde_json::to_string_pretty(&render::advisories_json())? + "\n",
+            _ => render::advisories_text(),
+        };
+        std::io::stdout().write_all(text.as_bytes())?;
+        return Ok(EXIT_OK);
+    }
     if args.format == AuditFormat::Markdown {
         return Err(AuditError::MarkdownReport);
     }

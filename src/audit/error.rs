@@ -74,6 +74,15 @@ pub enum ControlError {
         "fail2ban-regex gave no result with filter freeswitch: {0}; check `fail2ban-regex -v` on the host"
     )]
     RegexNoResult(String),
+    /// The advisory catalogue compiled in could not be read (FS-VULN controls).
+    #[error(transparent)]
+    Catalogue(#[from] super::vuln::catalogue::CatalogueError),
+    /// The version an FS-VULN control compares could not be read on the host: what was tried.
+    #[error("the {component} version could not be read: {tried}")]
+    VersionUnknown {
+        component: &'static str,
+        tried: String,
+    },
 }
 
 impl ControlError {

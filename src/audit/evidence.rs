@@ -234,6 +234,9 @@ pub const UNITS: &[Unit] = &[
     Unit::of::<Creds>(),
     Unit::of::<Backups>(),
     Unit::of::<FsCliConfs>(),
+    Unit::of::<super::vuln::facts::FsBinaryFact>(),
+    Unit::of::<super::vuln::facts::VulnPackages>(),
+    Unit::of::<super::vuln::facts::FsModulesFact>(),
 ];
 
 /// Build the one audit script of a host: the audit's units, the base facts, the config files,
@@ -482,8 +485,11 @@ pub async fn probe_esl(session: &Session, ev: &Evidence) -> (EslProbe, EslProbe)
             return (EslProbe::NotProven(why.clone()), EslProbe::NotProven(why));
         }
     };
-    let cluecon = esl_try(session, &target, &Secret::new("ClueCon"), false).await;
-    let configured = if es.password.expose() == crate::model::ESL_DEFAULT_PASSWORD {
+    // When ClueCon is the configured password its login is the configured one: it also asks
+    // `api status` (the running version, for the FS-VULN controls).
+    let is_default = es.password.expose() == crate::model::ESL_DEFAULT_PASSWORD;
+    let cluecon = esl_try(session, &target, &Secret::new("ClueCon"), is_default).await;
+    let configured = if is_default {
         EslProbe::NotRun("the configured password is ClueCon itself".into())
     } else {
         esl_try(session, &target, &es.password, true).await

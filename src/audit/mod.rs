@@ -24,6 +24,7 @@ pub mod render;
 #[cfg(test)]
 mod render_snapshots;
 pub mod sip;
+pub mod vuln;
 
 pub use command::{AuditError, HostAudit, Outcome, audit_host, command, evaluate, exit_code};
 pub use error::ControlError;
@@ -191,6 +192,7 @@ pub fn catalogue() -> Vec<&'static Control> {
         fail2ban::CONTROLS,
         firewall::CONTROLS,
         credentials::CONTROLS,
+        vuln::controls(),
     ]
     .into_iter()
     .flatten()
@@ -227,7 +229,7 @@ mod tests {
             assert!(!c.title.is_empty() && !c.rationale.is_empty() && !c.remediation.is_empty());
             assert!(c.remediation.ends_with('.'), "{} remediation", c.id);
         }
-        for fam in ["ESL", "SIP", "DP", "MOD", "F2B", "FW", "CRED"] {
+        for fam in ["ESL", "SIP", "DP", "MOD", "F2B", "FW", "CRED", "VULN"] {
             assert!(
                 all.iter().any(|c| c.id.starts_with(&format!("FS-{fam}-"))),
                 "{fam}"

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use super::command::{ControlResult, HostAudit, Outcome};
-use super::{Severity, Status, catalogue, control};
+use super::{Severity, Status, catalogue, control, vuln};
 use crate::display;
 
 /// Version of the audit JSON document; bumped on incompatible change.
@@ -44,6 +44,72 @@ pub fn controls_json() -> Value {
             })
             .collect(),
     )
+}
+
+/// The advisory catalogue behind the FS-VULN controls, one line each.
+pub fn advisories_text() -> String {
+    let all = match vuln::advisories() {
+        Ok(a) => a,
+        Err(e) => return format!("{e}\n"),
+    };
+    let mut out = String::new();
+    for a in all {
+        let _ = writeln!(
+            out,
+            "{:<11} {:<20} {:<10} < {:<8} {:<8} {}{}",
+            a.control,
+            a.id,
+            a.component.name(),
+            a.fixed.to_string(),
+            a.severity.as_str(),
+            a.title,
+            if a.pre_auth { " [pre-auth]" } else { "" }
+        );
+        if let Some(m) = &a.mitigation {
+            let _ = writeln!(out, "{:<11} mitigated by: {}", "", m.describe());
+        }
+        let _ = writeln!(out, "{:<11} {}", "", a.source);
+    }
+    out
+}
+
+pub fn advisories_json() -> Value {
+    let Ok(all) = vuln::advisories() else {
+        return Value::Array(Vec::new());
+    };
+    Value::Array(
+        all.iter()
+            .map(|a| {
+                json!({
+                    "control": a.control,
+                    "id": a.id,
+                    "ghsa": a.ghsa,
+                    "component": a.component.name(),
+                    "module": a.module,
+                    "title": a.title,
+                    "fixed": a.fixed.to_string(),
+                    "severity": a.severity,
+                    "pre_auth": a.pre_auth,
+                    "published": a.published,
+                    "mitigation": a.mitigation.as_ref().map(|m| json!({
+                        "in_force_when": m.describe(),
+                        "how": m.how(),
+                        "basis": m.basis(),
+                    })),
+                    "source": a.source,
+                    "checked": a.checked,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The source of docs/advisories.md (a unit test keeps the committed file equal to it).
+pub fn advisories_markdown() -> String {
+    match vuln::advisories() {
+        Ok(all) => vuln::catalogue::markdown(all),
+        Err(e) => format!("{e}\n"),
+    }
 }
 
 /// The source of docs/controls.md (a unit test keeps the committed file equal to it).
@@ -423,7 +489,7 @@ fn result_lines(out: &mut String, results: &[&ControlResult]) {
     }
 }
 
-/// Per host: the baseline line and its failing / erroring controls (highest severity first)
+/// Per host: the known-vulnerability summary (FS-VULN), the baseline line and its failing / erroring controls (highest severity first)
 /// with evidence and the fix, waived ones listed; then the operator-owned ones alike; then the
 /// fleet table, the verdict (RESULT) and why the exit code is what it is (EXIT).
 pub fn text(o: &Outcome, code: u8) -> String {
@@ -444,6 +510,11 @@ pub fn text(o: &Outcome, code: u8) -> String {
             );
             continue;
         }
+        let _ = writeln!(
+            out,
+            "  {} (FS-VULN: `fsfleet audit --list-advisories`)",
+            vuln::Summary::of(&h.results).line()
+        );
         let (baseline, operator) = split(&h.results);
         for (is_baseline, tally, label, hint) in [
             (true, baseline, "baseline", BASELINE_HINT),
@@ -529,6 +600,7 @@ pub fn json(o: &Outcome, code: u8) -> Value {
                     "failed_by_severity": failed,
                     "baseline": baseline.json(),
                     "operator": operator.json(),
+                    "vulnerabilities": vuln::Summary::of(&h.results),
                 },
                 "results": h.results,
             })
@@ -840,7 +912,7 @@ mod tests {
         assert!(
             t.contains(
                 "\nRESULT: baseline: 2 critical, 3 high fail, 10 errors (`fsfleet harden` brings \
-                 these to pass); operator-owned: 3 high, 2 medium, 1 low, 1 info fail, 3 errors \
+                 these to pass); operator-owned: 3 high, 2 medium, 1 low, 1 info fail, 13 errors \
                  (fix by hand or waive; `fsfleet harden` does not change these); not audited: \
                  pbx2\n"
             ),
@@ -855,9 +927,12 @@ mod tests {
              these to pass)\n  FAIL critical FS-ESL-01 "
         ));
         assert!(t.contains(
-            "\n  operator-owned: 1 pass, 1 waived; 3 high, 2 medium, 1 low, 1 info fail, 3 errors \
-             (fix by hand or waive; `fsfleet harden` does not change these)\n  FAIL high     FS-DP-01 "
+            "\n  operator-owned: 1 pass, 1 waived; 3 high, 2 medium, 1 low, 1 info fail, 13 errors \
+             (fix by hand or waive; `fsfleet harden` does not change these)\n  ERR  critical FS-VULN-03 "
         ));
+        // The stock fixture has no version facts: its critical FS-VULN errors come first, then
+        // the failures by severity.
+        assert!(t.contains("\n  FAIL high     FS-DP-01 "), "{t}");
     }
 
     #[test]
@@ -975,7 +1050,9 @@ mod tests {
         );
         assert!(
             t.contains(&format!(
-                "pbx1 (192.0.2.5)\n  baseline: all {nb} pass\n  operator-owned: all {no} pass\n\n"
+                "pbx1 (192.0.2.5)\n  0 known vulnerabilities, 0 mitigated (FS-VULN: \
+                 `fsfleet audit --list-advisories`)\n  baseline: all {nb} pass\n  \
+                 operator-owned: all {no} pass\n\n"
             )),
             "{t}"
         );
@@ -1001,7 +1078,8 @@ mod tests {
             "{t}"
         );
         assert!(t.contains(&format!(
-            "pbx2 (192.0.2.5)\n  baseline: {} pass; 1 high fail ({BASELINE_HINT})\n  FAIL high     FS-FW-01 ",
+            "pbx2 (192.0.2.5)\n  0 known vulnerabilities, 0 mitigated (FS-VULN: `fsfleet audit \
+             --list-advisories`)\n  baseline: {} pass; 1 high fail ({BASELINE_HINT})\n  FAIL high     FS-FW-01 ",
             nb - 1
         )), "{t}");
         // Below the threshold the same failure is reported and exits 0.

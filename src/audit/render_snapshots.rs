@@ -92,6 +92,50 @@ fn after_harden(name: &str, address: &str) -> HostAudit {
                 Status::Fail,
                 &["mod_verto is loaded (WebRTC signalling on 8081/8082)"],
             ),
+            // The stand-in is FreeSWITCH 1.10.12 (tests/vuln_e2e.rs): the advisories fixed in
+            // 1.11.1 and 1.11.2 apply, and mod_verto is loaded.
+            (
+                "FS-VULN-03",
+                Status::Fail,
+                &[
+                    "FreeSWITCH 1.10.12 (freeswitch -version of /usr/bin/freeswitch, which the running process started from) is affected by CVE-2026-49841 (GHSA-wfrq-qvg2-f88f): fixed in 1.11.1",
+                    "autoload_configs/modules.conf.xml: mod_verto is loaded",
+                    "not mitigated (it is when mod_verto is not loaded): until the upgrade, remove or comment out `<load module=\"mod_verto\"/>` in autoload_configs/modules.conf.xml and restart FreeSWITCH",
+                ],
+            ),
+            (
+                "FS-VULN-04",
+                Status::Fail,
+                &[
+                    "FreeSWITCH 1.10.12 (freeswitch -version of /usr/bin/freeswitch, which the running process started from) is affected by CVE-2026-116574 (GHSA-r6vh-qmwm-h3cc): fixed in 1.11.2",
+                    "no mitigating setting is known: upgrade FreeSWITCH to 1.11.2 or later",
+                ],
+            ),
+            (
+                "FS-VULN-05",
+                Status::Fail,
+                &[
+                    "FreeSWITCH 1.10.12 (freeswitch -version of /usr/bin/freeswitch, which the running process started from) is affected by CVE-2026-116780 (GHSA-2p6g-9c8q-232p): fixed in 1.11.2",
+                    "no mitigating setting is known: upgrade FreeSWITCH to 1.11.2 or later",
+                ],
+            ),
+            (
+                "FS-VULN-09",
+                Status::Fail,
+                &[
+                    "FreeSWITCH 1.10.12 (freeswitch -version of /usr/bin/freeswitch, which the running process started from) is affected by CVE-2026-116779: fixed in 1.11.3",
+                    "no mitigating setting is known: upgrade FreeSWITCH to 1.11.3 or later",
+                ],
+            ),
+            (
+                "FS-VULN-10",
+                Status::Pass,
+                &[
+                    "mitigated by mod_xml_rpc is not loaded (the flaw is in mod_xml_rpc: a FreeSWITCH that does not load it does not run the code)",
+                    "FreeSWITCH 1.10.12 (freeswitch -version of /usr/bin/freeswitch, which the running process started from) is affected by CVE-2026-116785 (GHSA-jj89-q47c-gh94): fixed in 1.11.2",
+                    "autoload_configs/modules.conf.xml: mod_xml_rpc is not loaded",
+                ],
+            ),
         ],
         &["FS-MOD-01"],
     )

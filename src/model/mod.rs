@@ -21,6 +21,8 @@ use crate::secret::Secret;
 
 pub mod fail2ban;
 pub mod listeners;
+mod profile_params;
+pub use profile_params::{ProfileParam, ProfileParams};
 #[cfg(test)]
 mod property_tests;
 pub mod registrations;

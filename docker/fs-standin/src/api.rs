@@ -5,6 +5,8 @@ use std::time::Duration;
 
 pub const VERSION_LINE: &str = "FreeSWITCH (Version 1.10.12-release  64bit) is ready";
 pub const VERSION_BODY: &str = "FreeSWITCH Version 1.10.12-release~64bit ( 64bit)\n";
+/// SWITCH_VERSION_FULL of the source build: what `api version` and `freeswitch -version` print.
+pub const VERSION_FULL: &str = "1.10.12-release~64bit";
 
 /// What the caller must do after sending the reply.
 #[derive(Debug, Clone, PartialEq, Eq)]

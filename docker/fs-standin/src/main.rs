@@ -9,6 +9,7 @@ const USAGE: &str = "usage:
   fs-standin fs_cli [-H HOST] [-P PORT] [-p PASSWORD] [-x COMMAND] [PROFILE]
   fs-standin register --target HOST:PORT --user USER [--password PW | env SIP_PASSWORD]
                       [--domain D] [--timeout-ms N] [--attempts N]
+  fs-standin -version   (as freeswitch: prints `FreeSWITCH version: ...`)
   fs-standin sip-raw --target HOST:PORT [--timeout-ms N]   < request
       sends stdin as ONE UDP datagram, byte for byte, and prints the first final answer;
       exit 0 answered, 2 no answer in time, 3 error";
@@ -32,6 +33,13 @@ fn main() {
             Some("serve") => serve(&args[2..]),
             Some("register") => register(&args[2..]),
             Some("sip-raw") => sip_raw(&args[2..]),
+            // FreeSWITCH's src/switch.c: `-version` prints `FreeSWITCH version: %s\n` with
+            // SWITCH_VERSION_FULL and exits 0 before it reads a config, opens a port or needs a
+            // privilege (fsfleet's audit runs it as nobody).
+            Some("-version") => {
+                println!("FreeSWITCH version: {}", fs_standin::api::VERSION_FULL);
+                0
+            }
             _ => {
                 eprintln!("{USAGE}");
                 EX_USAGE

@@ -431,3 +431,20 @@ fn serve_end_to_end_on_loopback() {
         "no password in the log"
     );
 }
+
+/// `freeswitch -version` as FreeSWITCH's src/switch.c prints it (the binary is installed as
+/// /usr/bin/freeswitch on the testbed), with no config, no port and no privilege needed.
+#[test]
+fn dash_version_prints_the_version_full_and_exits_zero() {
+    let out = Command::new(BIN)
+        .arg("-version")
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "FreeSWITCH version: 1.10.12-release~64bit\n"
+    );
+    assert!(out.stderr.is_empty());
+}
