@@ -128,6 +128,9 @@ Steps, in order (names for --skip/--only):
                 fsfleet does not generate; listen on 127.0.0.1, ACL
                 loopback.auto
   auth-logging  log-auth-failures=true in every SIP profile
+  dialplan      [production] stock sip_uri and example gateway extensions
+                commented out, international out of the stock users'
+                toll_allow; operator-written ones untouched (reloadxml)
   packages      iptables, rsyslog, logrotate, python3-systemd, ufw, fail2ban
   fail2ban      FreeSWITCH filter that matches 1.10 log lines, jail on the
                 real log path, banning on the SIP ports the firewall opens
@@ -139,6 +142,10 @@ Steps, in order (names for --skip/--only):
   fs-cli        /etc/fs_cli.conf and ~/.fs_cli_conf so fs_cli keeps working
   verify        new ESL password works, fs_cli works, ESL not reachable from
                 here, jail and ufw on
+
+A [production] step runs only at --level production (or level =
+\"production\" in the inventory), or when --only names it; see
+docs/production.md for what each changes and how to undo it.
 
 New passwords are generated here, stored in the vault (default
 .fsfleet/vault.json beside the inventory) as pending BEFORE a host is
@@ -173,9 +180,14 @@ pub struct HardenArgs {
     /// Steps not to run (comma list; see below).
     #[arg(long, value_name = "STEPS", value_delimiter = ',')]
     pub skip: Vec<String>,
-    /// Run only these steps (preflight and backup always run).
+    /// Run only these steps (preflight and backup always run); a production step named here
+    /// runs at any level.
     #[arg(long, value_name = "STEPS", value_delimiter = ',')]
     pub only: Vec<String>,
+    /// baseline: the day-one steps; production: also the [production] steps below. Overrides
+    /// the inventory's `level` [default: the inventory's, else baseline].
+    #[arg(long, value_enum)]
+    pub level: Option<crate::inventory::HardenLevel>,
     /// `ufw --force reset` first: drop the host's other firewall rules.
     #[arg(long)]
     pub firewall_reset: bool,

@@ -157,6 +157,7 @@ async fn harden_command(args: HardenArgs) -> Result<u8, UsageError> {
             offline_ok: args.offline_ok,
             check: args.check,
             diff: args.diff,
+            level: args.level,
         },
         selection,
     });

@@ -10,7 +10,7 @@ use crate::facts::{
     self, Fact, FactError, Facts, FactsError, FileFact, Files, Script, ScriptInput, Sections, Unit,
 };
 use crate::hostfs::HostFsError;
-use crate::inventory::Host;
+use crate::inventory::{HardenLevel, Host};
 use crate::model::{EventSocket, ModelError};
 use crate::secret::Secret;
 use crate::ssh::{Connector, ExecOutput, Session, SshError};
@@ -29,6 +29,15 @@ pub struct HardenOptions {
     pub check: bool,
     /// Show config diffs (secrets masked).
     pub diff: bool,
+    /// `--level`: overrides every host's inventory `level` when given.
+    pub level: Option<HardenLevel>,
+}
+
+impl HardenOptions {
+    /// The level a host is hardened to: `--level`, else its inventory `level`.
+    pub fn level_for(&self, host: &Host) -> HardenLevel {
+        self.level.unwrap_or(host.level)
+    }
 }
 
 /// Collects what the steps of a run need to read, for the one facts script per host: the fact

@@ -21,6 +21,7 @@ pub mod packages;
 pub use context::{FileEdit, HardenOptions, HostFacts, Meta, Probes, StepCtx, StepError, StepPlan};
 pub mod auth_logging;
 pub mod backup;
+pub mod dialplan;
 pub mod event_socket;
 pub mod fs_cli;
 pub mod preflight;

@@ -20,7 +20,7 @@ use super::{
 use crate::facts::{self, FactsError};
 use crate::fleet::HostCtx;
 use crate::hostfs;
-use crate::inventory::{ConfDir, Host};
+use crate::inventory::{ConfDir, HardenLevel, Host};
 use crate::report::{HostReport, StepReport, StepStatus};
 use crate::secret::Secret;
 use crate::ssh::{Connector, Session};
@@ -218,6 +218,12 @@ impl Selection {
         Ok(sel)
     }
 
+    /// Whether a registry step runs on a host hardened to `level`: a production step only at
+    /// the production level or when `--only` names it (`--skip` still wins).
+    pub fn runs_entry(&self, e: &step::Entry, level: HardenLevel) -> bool {
+        self.runs(e.name) && (e.level <= level || self.only.contains(e.name))
+    }
+
     /// preflight always runs; backup runs whenever something changes.
     pub fn runs(&self, step: &str) -> bool {
         if step == preflight::NAME || step == backup::NAME {
@@ -318,7 +324,9 @@ impl Steps {
 async fn gather(session: &Session, host: &Host) -> Result<HostFacts, RunError> {
     let script = script(host);
     let sections = facts::gather(session, &script).await?;
-    Ok(HostFacts::parse(
+    // The dialplan step reads dialplan/default/*.xml through the audit's unit of extra files:
+    // one reading of them, merged like the audit merges it.
+    Ok(crate::audit::evidence::parse(
         sections,
         &session.user,
         session.uses_sudo(),
@@ -614,7 +622,11 @@ impl HostPlan {
 /// step's refusal is reported when it would run.
 fn plan_all(run: &Run<'_>, ready: &Ready, steps: &mut Steps) -> Result<HostPlan, RunError> {
     let mut planned: Vec<PlannedStep> = Vec::new();
-    for e in step::REGISTRY.iter().filter(|e| run.sel().runs(e.name)) {
+    let level = run.opts().level_for(run.host);
+    for e in step::REGISTRY
+        .iter()
+        .filter(|e| run.sel().runs_entry(e, level))
+    {
         let t = Instant::now();
         let before: Vec<&StepPlan> = planned
             .iter()
@@ -1248,6 +1260,50 @@ mod tests {
     }
 
     #[test]
+    fn production_steps_run_at_the_production_level_or_when_named() {
+        let prod: Vec<&step::Entry> = step::REGISTRY
+            .iter()
+            .filter(|e| e.level == HardenLevel::Production)
+            .collect();
+        assert!(!prod.is_empty());
+        let all = Selection::default();
+        for e in step::REGISTRY {
+            // Every step at production; only the baseline's at baseline.
+            assert!(all.runs_entry(e, HardenLevel::Production), "{}", e.name);
+            assert_eq!(
+                all.runs_entry(e, HardenLevel::Baseline),
+                e.level == HardenLevel::Baseline,
+                "{}",
+                e.name
+            );
+        }
+        // --only names a production step: it runs at the baseline level, and nothing else does.
+        let name = prod[0].name;
+        let only = Selection::new(&[], &names(&[name])).unwrap();
+        let ran: Vec<&str> = step::REGISTRY
+            .iter()
+            .filter(|e| only.runs_entry(e, HardenLevel::Baseline))
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(ran, [name]);
+        // --skip wins at the production level too.
+        let skip = Selection::new(&names(&[name]), &[]).unwrap();
+        assert!(!skip.runs_entry(prod[0], HardenLevel::Production));
+        // --level overrides the inventory's level; without it the host's level holds.
+        let mut host = crate::harden::context::test_host("pbx1");
+        host.level = HardenLevel::Production;
+        assert_eq!(
+            HardenOptions::default().level_for(&host),
+            HardenLevel::Production
+        );
+        let base = HardenOptions {
+            level: Some(HardenLevel::Baseline),
+            ..HardenOptions::default()
+        };
+        assert_eq!(base.level_for(&host), HardenLevel::Baseline);
+    }
+
+    #[test]
     fn only_and_skip_together() {
         // Nothing chosen: every step runs.
         let sel = Selection::new(&[], &[]).unwrap();
@@ -1264,6 +1320,7 @@ mod tests {
                 sip_password::NAME,
                 event_socket::NAME,
                 auth_logging::NAME,
+                crate::harden::dialplan::NAME,
                 packages::NAME,
                 firewall::NAME,
                 fs_cli::NAME,
@@ -1643,7 +1700,9 @@ mod snapshots {
             );
         }
         let mut before: Vec<StepPlan> = Vec::new();
-        for e in step::REGISTRY {
+        let level = opts.level_for(&host);
+        let sel = Selection::default();
+        for e in step::REGISTRY.iter().filter(|e| sel.runs_entry(e, level)) {
             let refs: Vec<&StepPlan> = before.iter().collect();
             let input = PlanInput {
                 facts: &f,
@@ -1691,7 +1750,10 @@ mod snapshots {
             t,
         );
         steps.skipped(backup::NAME, "nothing changes");
-        for e in step::REGISTRY {
+        for e in step::REGISTRY
+            .iter()
+            .filter(|e| e.level == HardenLevel::Baseline)
+        {
             steps.planned(e.name, &StepPlan::default(), false, t);
         }
         steps.push(

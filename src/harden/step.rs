@@ -16,9 +16,10 @@ use std::pin::Pin;
 use super::context::{FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
 use super::preflight::Preflight;
 use super::{
-    auth_logging, event_socket, fail2ban, firewall, fs_cli, packages, reload, sip_password,
+    auth_logging, dialplan, event_socket, fail2ban, firewall, fs_cli, packages, reload,
+    sip_password,
 };
-use crate::inventory::Host;
+use crate::inventory::{HardenLevel, Host};
 use crate::model::EventSocket;
 use crate::secret::Secret;
 
@@ -72,9 +73,13 @@ impl From<StepPlan> for Plan<()> {
 /// the orchestrator writes, so `apply` has nothing left to do.
 macro_rules! config_step {
     ($step:ident) => {
+        $crate::harden::step::config_step!($step, Baseline);
+    };
+    ($step:ident, $level:ident) => {
         impl $crate::harden::step::Step for $step {
             const NAME: &'static str = NAME;
             const PHASE: $crate::harden::step::Phase = $crate::harden::step::Phase::Config;
+            const LEVEL: $crate::inventory::HardenLevel = $crate::inventory::HardenLevel::$level;
             type Action = ();
 
             fn probes(p: &mut $crate::harden::Probes, host: &$crate::inventory::Host) {
@@ -118,6 +123,9 @@ pub trait Step {
     /// What the progress line says while `apply` runs ("installing packages (apt)").
     const DOING: &'static str = Self::NAME;
     const PHASE: Phase;
+    /// The level the step belongs to: a production step runs only at `--level production`
+    /// (or the inventory's `level`), or when `--only` names it.
+    const LEVEL: HardenLevel = HardenLevel::Baseline;
     /// What `apply` needs, computed by `plan` (no secrets in its Debug).
     type Action: Send + Sync + 'static;
 
@@ -164,6 +172,7 @@ pub struct Entry {
     pub name: &'static str,
     pub doing: &'static str,
     pub phase: Phase,
+    pub level: HardenLevel,
     pub probes: fn(&mut Probes, &Host),
     pub plan: PlanFn,
 }
@@ -178,6 +187,7 @@ const fn entry<S: Step + 'static>() -> Entry {
         name: S::NAME,
         doing: S::DOING,
         phase: S::PHASE,
+        level: S::LEVEL,
         probes: S::probes,
         plan: plan_erased::<S>,
     }
@@ -189,6 +199,7 @@ pub const REGISTRY: &[Entry] = &[
     entry::<sip_password::SipPassword>(),
     entry::<event_socket::EventSocketStep>(),
     entry::<auth_logging::AuthLogging>(),
+    entry::<dialplan::Dialplan>(),
     entry::<packages::Packages>(),
     entry::<fail2ban::Fail2ban>(),
     entry::<firewall::Firewall>(),
@@ -328,6 +339,7 @@ mod tests {
                 sip_password::NAME,
                 event_socket::NAME,
                 auth_logging::NAME,
+                dialplan::NAME,
                 packages::NAME,
                 fail2ban::NAME,
                 firewall::NAME,
