@@ -131,14 +131,17 @@ Steps, in order (names for --skip/--only):
   dialplan      [production] stock sip_uri and example gateway extensions
                 commented out, international out of the stock users'
                 toll_allow; operator-written ones untouched (reloadxml)
+  modules       [production] mod_verto (stock verto.conf), mod_signalwire (no
+                token), mod_xml_rpc commented out in modules.conf.xml unless
+                in modules_keep; unload over the Event Socket, else restart
   packages      iptables, rsyslog, logrotate, python3-systemd, ufw, fail2ban
   fail2ban      FreeSWITCH filter that matches 1.10 log lines, jail on the
                 real log path, banning on the SIP ports the firewall opens
                 and sshd's ports; ignoreip = fail2ban_ignore only
   firewall      ufw default deny; SSH, SIP, SIP-TLS, RTP open (SIP only from
                 sip_allow_from if set)
-  reload        reloadxml, sofia profile rescan, reload mod_event_socket, with
-                the OLD password
+  reload        reloadxml, sofia profile rescan, unload mod_x, reload
+                mod_event_socket, with the OLD password
   fs-cli        /etc/fs_cli.conf and ~/.fs_cli_conf so fs_cli keeps working
   verify        new ESL password works, fs_cli works, ESL not reachable from
                 here, jail and ufw on

@@ -136,6 +136,8 @@ pub const REGISTRY: &[&[Unit]] = &[
         Unit::of::<super::StaleStages>(),
         Unit::of::<crate::harden::packages::AptProbe>(),
         Unit::of::<crate::harden::fs_cli::Homes>(),
+        Unit::of::<crate::harden::modules::ModuleConfs>(),
+        Unit::of::<crate::harden::modules::SignalwireAdoption>(),
         Unit::of::<crate::audit::evidence::AuditFiles>(),
     ],
     crate::audit::evidence::UNITS,

@@ -24,6 +24,7 @@ pub mod backup;
 pub mod dialplan;
 pub mod event_socket;
 pub mod fs_cli;
+pub mod modules;
 pub mod preflight;
 pub mod reload;
 pub mod run;

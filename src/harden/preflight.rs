@@ -35,6 +35,9 @@ pub struct Preflight {
     /// `global_getvar conf_dir` / `log_dir` when FreeSWITCH answered.
     pub conf_dir: Option<String>,
     pub log_dir: Option<String>,
+    /// Which of the modules the `modules` step may unload the running FreeSWITCH has loaded
+    /// (`module_exists`); None when it was not asked or did not answer true or false.
+    pub loaded_modules: Option<Vec<String>>,
     pub evidence: Vec<String>,
 }
 
@@ -60,6 +63,20 @@ pub async fn esl_connect(
         },
     )
     .await
+}
+
+/// `module_exists` for each module the `modules` step may unload (FreeSWITCH answers `true` or
+/// `false`); None at the first other answer (an old version, a stand-in without it).
+async fn loaded_modules(client: &mut Esl) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    for m in super::modules::CANDIDATES {
+        match client.api(&format!("module_exists {m}")).await.ok()?.trim() {
+            "true" => out.push(m.to_string()),
+            "false" => {}
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 /// The OS and config checks that need no connection beyond the facts.
@@ -112,6 +129,7 @@ pub async fn run(
             stale: false,
             conf_dir: None,
             log_dir: None,
+            loaded_modules: None,
             evidence,
         })
     };
@@ -142,6 +160,7 @@ pub async fn run(
                     .await
                     .ok()
                     .filter(|s| !s.is_empty());
+                let loaded_modules = loaded_modules(&mut client).await;
                 let status = client.status().await.map_err(|source| StepError::Esl {
                     what: "Event Socket status".into(),
                     source,
@@ -166,6 +185,7 @@ pub async fn run(
                     stale,
                     conf_dir,
                     log_dir,
+                    loaded_modules,
                     evidence,
                 });
             }
@@ -213,6 +233,7 @@ impl Preflight {
             stale: false,
             conf_dir: None,
             log_dir: None,
+            loaded_modules: None,
             evidence: vec![],
         })
     }

@@ -1075,6 +1075,7 @@ fn reload_needs(
             reloadxml: true,
             rescan: all,
             event_socket: true,
+            unload: planned.unload,
         };
     }
     reload::Needs {
@@ -1321,6 +1322,7 @@ mod tests {
                 event_socket::NAME,
                 auth_logging::NAME,
                 crate::harden::dialplan::NAME,
+                crate::harden::modules::NAME,
                 packages::NAME,
                 firewall::NAME,
                 fs_cli::NAME,
@@ -1425,6 +1427,7 @@ mod tests {
             stale,
             conf_dir: None,
             log_dir: None,
+            loaded_modules: None,
             evidence: vec![],
         }
     }

@@ -16,7 +16,7 @@ use std::pin::Pin;
 use super::context::{FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
 use super::preflight::Preflight;
 use super::{
-    auth_logging, dialplan, event_socket, fail2ban, firewall, fs_cli, packages, reload,
+    auth_logging, dialplan, event_socket, fail2ban, firewall, fs_cli, modules, packages, reload,
     sip_password,
 };
 use crate::inventory::{HardenLevel, Host};
@@ -200,6 +200,7 @@ pub const REGISTRY: &[Entry] = &[
     entry::<event_socket::EventSocketStep>(),
     entry::<auth_logging::AuthLogging>(),
     entry::<dialplan::Dialplan>(),
+    entry::<modules::Modules>(),
     entry::<packages::Packages>(),
     entry::<fail2ban::Fail2ban>(),
     entry::<firewall::Firewall>(),
@@ -277,6 +278,11 @@ pub fn planned_reloads<'p>(plans: impl IntoIterator<Item = &'p StepPlan>) -> rel
                 out.rescan.push(r.clone());
             }
         }
+        for m in &p.reload.unload {
+            if !out.unload.contains(m) {
+                out.unload.push(m.clone());
+            }
+        }
     }
     out
 }
@@ -340,6 +346,7 @@ mod tests {
                 event_socket::NAME,
                 auth_logging::NAME,
                 dialplan::NAME,
+                modules::NAME,
                 packages::NAME,
                 fail2ban::NAME,
                 firewall::NAME,

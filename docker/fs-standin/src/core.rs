@@ -22,6 +22,9 @@ struct State {
     /// log-auth-failures per profile as of its last start or rescan: the XML alone never changes it.
     log_auth_failures: HashMap<String, bool>,
     running: Vec<RunningProfile>,
+    /// Modules loaded: modules.conf.xml's `<load module=...>` as read at startup (FreeSWITCH
+    /// reads that file only then), less those `unload` took out.
+    modules: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -55,6 +58,7 @@ impl Core {
         core_uuid: String,
     ) -> Result<Arc<Core>, XmlError> {
         let snap = config::load(&layout, &base_vars)?;
+        let modules = config::startup_modules(&layout, &base_vars)?;
         let log_auth_failures = snap
             .profiles
             .iter()
@@ -72,6 +76,7 @@ impl Core {
                 snap: Arc::new(snap),
                 log_auth_failures,
                 running: Vec::new(),
+                modules,
             }),
             esl_reload: Notify::new(),
             esl_generation,
@@ -151,6 +156,22 @@ impl Core {
 
     pub fn running_profiles(&self) -> Vec<RunningProfile> {
         self.lock().running.clone()
+    }
+
+    /// `module_exists NAME`.
+    pub fn module_loaded(&self, name: &str) -> bool {
+        self.lock().modules.iter().any(|m| m == name)
+    }
+
+    /// `unload NAME`: Err with FreeSWITCH's reason when no such module is loaded.
+    pub fn unload_module(&self, name: &str) -> Result<(), &'static str> {
+        let mut st = self.lock();
+        let before = st.modules.len();
+        st.modules.retain(|m| m != name);
+        if st.modules.len() == before {
+            return Err("No such module!");
+        }
+        Ok(())
     }
 
     /// Drop every Event Socket client with the shutdown notice.
