@@ -13,7 +13,7 @@
 //! about it instead. FreeSWITCH reads the dialplan on `reloadxml`.
 
 use super::step::{self, PlanInput};
-use super::{HostFacts, Probes, StepError, StepPlan, reload};
+use super::{Probes, StepError, StepPlan, reload};
 use crate::audit::evidence::AuditFiles;
 use crate::conf::{self, diff, xml};
 use crate::facts::FileFact;
@@ -111,11 +111,12 @@ pub fn probes(p: &mut Probes, _host: &Host) {
 }
 
 pub fn step_plan(input: &PlanInput<'_>) -> Result<StepPlan, StepError> {
-    plan(input.facts)
+    plan(input)
 }
 
-/// Every edit of the step on these facts (pure).
-pub fn plan(f: &HostFacts) -> Result<StepPlan, StepError> {
+/// Every edit of the step (pure), on top of the edits of the steps before it.
+pub fn plan(input: &PlanInput<'_>) -> Result<StepPlan, StepError> {
+    let f = input.facts;
     let mut out = StepPlan::default();
     let mut files: Vec<&str> = STOCK_EXTENSIONS.iter().map(|s| s.file).collect();
     files.dedup();
@@ -123,7 +124,7 @@ pub fn plan(f: &HostFacts) -> Result<StepPlan, StepError> {
         let Some(file) = f.files.conf(rel) else {
             continue;
         };
-        let text = text_of(file)?;
+        let text = text_now(input, file)?;
         let wanted: Vec<&StockExtension> =
             STOCK_EXTENSIONS.iter().filter(|s| s.file == rel).collect();
         let d = disable_extensions(text, &wanted).map_err(|source| StepError::Edit {
@@ -144,20 +145,23 @@ pub fn plan(f: &HostFacts) -> Result<StepPlan, StepError> {
         out.diffs
             .push(diff::masked_diff(&file.path, text, &d.text, &[]));
         out.edits
-            .extend(f.edit(&file.path, d.text.into_bytes(), false)?);
+            .extend(input.edit(&file.path, d.text.into_bytes(), false)?);
     }
-    toll_allow(f, &mut out)?;
+    toll_allow(input, &mut out)?;
     out.reload = reload::Needs::xml_for(&out.edits);
     Ok(out)
 }
 
-fn text_of(file: &FileFact) -> Result<&str, StepError> {
-    file.text().ok_or_else(|| {
+/// A file's text as the steps before this one leave it.
+fn text_now<'a>(input: &'a PlanInput<'_>, file: &FileFact) -> Result<&'a str, StepError> {
+    let refuse = || {
         StepError::Refused(format!(
             "{} is too large or not UTF-8 text; fsfleet will not edit it",
             file.path
         ))
-    })
+    };
+    let bytes = input.bytes_now(&file.path).ok_or_else(refuse)?;
+    std::str::from_utf8(bytes).map_err(|_| refuse())
 }
 
 /// The text with the stock extensions commented out, which it disabled (name, control), and
@@ -244,10 +248,11 @@ fn stock_user(id: &str) -> bool {
 
 /// `international` out of the stock users' stock toll_allow; users the operator gave
 /// `international` are named, not changed.
-fn toll_allow(f: &HostFacts, out: &mut StepPlan) -> Result<(), StepError> {
+fn toll_allow(input: &PlanInput<'_>, out: &mut StepPlan) -> Result<(), StepError> {
+    let f = input.facts;
     let mut changed_users: Vec<String> = Vec::new();
     for file in f.files.conf_dir_files("directory/default", ".xml") {
-        let text = text_of(file)?;
+        let text = text_now(input, file)?;
         let err = |source| StepError::Edit {
             path: file.path.clone(),
             source,
@@ -269,7 +274,7 @@ fn toll_allow(f: &HostFacts, out: &mut StepPlan) -> Result<(), StepError> {
             &[],
         ));
         out.edits
-            .extend(f.edit(&file.path, new.into_bytes(), false)?);
+            .extend(input.edit(&file.path, new.into_bytes(), false)?);
     }
     let model = HostModel::new(f);
     if let Ok(users) = model.directory_users() {
@@ -362,6 +367,7 @@ mod tests {
     use super::*;
     use crate::audit::evidence::testing as ev;
     use crate::audit::{Live, Status};
+    use crate::harden::HostFacts;
 
     const REF: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -375,6 +381,20 @@ mod tests {
     /// The stock files this step reads, as (relative path, text).
     fn stock_files() -> Vec<(String, String)> {
         ev::stock_files()
+    }
+
+    /// The step's plan on these facts, first in the run.
+    fn plan_of(f: &HostFacts) -> Result<StepPlan, StepError> {
+        let host = crate::harden::context::test_host("pbx1");
+        let opts = crate::harden::HardenOptions::default();
+        let pre = crate::harden::preflight::Preflight::from_config(f)?;
+        plan(&PlanInput {
+            facts: f,
+            host: &host,
+            opts: &opts,
+            pre: &pre,
+            before: &[],
+        })
     }
 
     fn facts(files: &[(String, String)]) -> HostFacts {
@@ -423,7 +443,7 @@ mod tests {
                 "{id} fails on stock"
             );
         }
-        let p = plan(&facts(&files)).unwrap();
+        let p = plan_of(&facts(&files)).unwrap();
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
         assert!(p.reload.reloadxml);
         // One change line per extension and per user, all named.
@@ -466,7 +486,7 @@ mod tests {
         assert!(new[i..].starts_with(MARK));
         assert!(new.ends_with(&old[i + SIP_URI.len()..]));
         assert!(xml::scan(new).is_ok(), "still well-formed");
-        let again = plan(&facts(&done)).unwrap();
+        let again = plan_of(&facts(&done)).unwrap();
         assert!(
             again.is_noop() && again.edits.is_empty() && again.warnings.is_empty(),
             "{:?}",
@@ -504,7 +524,7 @@ mod tests {
                 "<extension name=\"my_uri\">\n      <condition field=\"destination_number\" expression=\"^sip:(.*)$\">\n\t<action application=\"bridge\" data=\"sofia/${use_profile}/$1\"/>\n      </condition>\n    </extension>\n    <extension name=\"vmain\">",
             )
         });
-        let p = plan(&facts(&files)).unwrap();
+        let p = plan_of(&facts(&files)).unwrap();
         assert!(
             !p.changes.iter().any(|c| c.contains("sip_uri")),
             "{:?}",
@@ -543,7 +563,7 @@ mod tests {
         assert_eq!(audit(&done, "FS-DP-01").status, Status::Fail);
         assert_eq!(audit(&done, "FS-DP-03").status, Status::Fail);
         // And the second run changes nothing more.
-        assert!(plan(&facts(&done)).unwrap().is_noop());
+        assert!(plan_of(&facts(&done)).unwrap().is_noop());
     }
 
     #[test]
@@ -556,7 +576,7 @@ mod tests {
                     "value=\"4242\"/>\n    </params>",
                 )
         });
-        let p = plan(&facts(&files)).unwrap();
+        let p = plan_of(&facts(&files)).unwrap();
         let all = p.diffs.join("\n");
         assert!(
             all.contains(
@@ -586,6 +606,49 @@ mod tests {
     }
 
     #[test]
+    fn an_edit_of_a_file_an_earlier_step_edits_is_built_on_it() {
+        // sip-password makes a world-readable user file with a literal password 0640; this
+        // step then changes its toll_allow: one write, with both.
+        let mut files = stock_files();
+        ev::edit(&mut files, "directory/default/1001.xml", |t| {
+            t.replace("$${default_password}", "Lit3ralSecretXyz")
+        });
+        let mut f = facts(&files);
+        let path = "/etc/freeswitch/directory/default/1001.xml";
+        f.files.files.get_mut(path).unwrap().mode = 0o644;
+        let host = crate::harden::context::test_host("pbx1");
+        let plans = crate::harden::step::plan_model_only(
+            &f,
+            &host,
+            &crate::harden::HardenOptions::default(),
+        );
+        let ok: Vec<&StepPlan> = plans.iter().filter_map(|(_, p)| p.as_ref().ok()).collect();
+        let of_path: Vec<_> = ok
+            .iter()
+            .flat_map(|p| p.edits.iter())
+            .filter(|e| e.path == path)
+            .collect();
+        assert_eq!(of_path.len(), 2, "sip-password's and dialplan's");
+        let edits = crate::harden::step::planned_edits(ok.iter().copied());
+        let mine: Vec<_> = edits.iter().filter(|e| e.path == path).collect();
+        assert_eq!(mine.len(), 1, "written once");
+        let e = mine[0];
+        assert_eq!(e.want.mode, 0o640, "the mode fix stays");
+        assert_eq!(e.was.mode, 0o644);
+        let new = String::from_utf8(e.new.clone()).unwrap();
+        assert!(new.contains("value=\"domestic,local\"") && new.contains("Lit3ralSecretXyz"));
+        assert_eq!(
+            e.old,
+            files
+                .iter()
+                .find(|(r, _)| r == "directory/default/1001.xml")
+                .unwrap()
+                .1
+                .as_bytes()
+        );
+    }
+
+    #[test]
     fn a_host_without_the_example_file_or_users_plans_what_is_there() {
         let files: Vec<(String, String)> = stock_files()
             .into_iter()
@@ -593,7 +656,7 @@ mod tests {
                 !r.starts_with("dialplan/default/") && !r.starts_with("directory/default/")
             })
             .collect();
-        let p = plan(&facts(&files)).unwrap();
+        let p = plan_of(&facts(&files)).unwrap();
         assert_eq!(p.changes.len(), 1, "{:?}", p.changes);
         assert_eq!(p.edits.len(), 1);
     }
@@ -604,7 +667,7 @@ mod tests {
         ev::edit(&mut files, "dialplan/default.xml", |t| {
             t.replace("</include>", "")
         });
-        let e = plan(&facts(&files)).unwrap_err().to_string();
+        let e = plan_of(&facts(&files)).unwrap_err().to_string();
         assert!(
             e.starts_with("/etc/freeswitch/dialplan/default.xml:"),
             "{e}"

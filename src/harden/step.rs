@@ -287,9 +287,69 @@ pub fn planned_reloads<'p>(plans: impl IntoIterator<Item = &'p StepPlan>) -> rel
     out
 }
 
-/// The config files the plans edit, in registry order.
+/// The config files the plans edit, in registry order, each once: a later step's edit of a file
+/// an earlier step edits too is built on that one ([`PlanInput::edit`]), so the last edit of a
+/// path is what the file becomes (its `old` and `was` are still the host's).
 pub fn planned_edits<'p>(plans: impl IntoIterator<Item = &'p StepPlan>) -> Vec<&'p FileEdit> {
-    plans.into_iter().flat_map(|p| p.edits.iter()).collect()
+    let all: Vec<&FileEdit> = plans.into_iter().flat_map(|p| p.edits.iter()).collect();
+    all.iter()
+        .enumerate()
+        .filter(|(i, e)| !all[i + 1..].iter().any(|later| later.path == e.path))
+        .map(|(_, e)| *e)
+        .collect()
+}
+
+impl PlanInput<'_> {
+    /// The latest edit of `path` the steps before this one plan.
+    pub fn planned(&self, path: &str) -> Option<&FileEdit> {
+        self.before
+            .iter()
+            .rev()
+            .flat_map(|p| p.edits.iter().rev())
+            .find(|e| e.path == path)
+    }
+
+    /// A config file's bytes as the steps before this one leave it (None: not read).
+    pub fn bytes_now(&self, path: &str) -> Option<&[u8]> {
+        match self.planned(path) {
+            Some(e) => Some(&e.new),
+            None => self
+                .facts
+                .files
+                .files
+                .get(path)
+                .and_then(|f| f.content.as_deref()),
+        }
+    }
+
+    /// An edit of `path` to `new` on top of what the steps before plan for it (their content
+    /// and owner/mode), so two steps editing one file never undo each other; `secret`: the
+    /// file holds a secret (see [`HostFacts::edit`]). None when it adds nothing to theirs.
+    pub fn edit(
+        &self,
+        path: &str,
+        new: Vec<u8>,
+        secret: bool,
+    ) -> Result<Option<FileEdit>, StepError> {
+        let Some(prev) = self.planned(path) else {
+            return self.facts.edit(path, new, secret);
+        };
+        let want = if secret {
+            prev.want.for_secret(self.facts.fs_owner())
+        } else {
+            prev.want.clone()
+        };
+        if prev.new == new && prev.want == want {
+            return Ok(None);
+        }
+        Ok(Some(FileEdit {
+            path: path.to_string(),
+            old: prev.old.clone(),
+            new,
+            was: prev.was.clone(),
+            want,
+        }))
+    }
 }
 
 /// Every registry step planned on `f` (pure) as for a host whose running FreeSWITCH took its
