@@ -131,6 +131,8 @@ Steps, in order (names for --skip/--only):
   dialplan      [production] stock sip_uri and example gateway extensions
                 commented out, international out of the stock users'
                 toll_allow; operator-written ones untouched (reloadxml)
+  voicemail-pins [production] a distinct generated PIN (vault) for every
+                user whose vm-password is its extension
   modules       [production] mod_verto (stock verto.conf), mod_signalwire (no
                 token), mod_xml_rpc commented out in modules.conf.xml unless
                 in modules_keep; unload over the Event Socket, else restart
@@ -247,6 +249,9 @@ pub struct CredsShowArgs {
     /// Print the passwords themselves.
     #[arg(long)]
     pub reveal: bool,
+    /// Show this directory user's credentials (its voicemail PIN) instead of the host's.
+    #[arg(long, value_name = "ID")]
+    pub user: Option<String>,
     /// The credential vault [default: .fsfleet/vault.json beside the inventory].
     #[arg(long, value_name = "PATH")]
     pub vault: Option<PathBuf>,

@@ -1,8 +1,9 @@
 //! `fsfleet harden --level production` end to end on two fresh hosts (root, and `admin` through
 //! sudo): `--check --diff` changes nothing and names every change; the run disables the stock
 //! dialplan's toll-fraud paths and the unused modules (unloaded from the running FreeSWITCH);
-//! the audit then passes FS-DP-01/02/03 and FS-MOD-01 besides every baseline control; what the
-//! operator wrote is left as it was; a second run changes nothing.
+//! every user whose voicemail PIN was its extension gets a distinct one, kept in the vault and
+//! never printed; the audit then passes FS-DP-01/02/03, FS-SIP-05 and FS-MOD-01 besides every
+//! baseline control; what the operator wrote is left as it was; a second run changes nothing.
 
 mod common;
 
@@ -13,7 +14,7 @@ use common::{Fleet, TestHost};
 const FLEET: &str = "harden-prod";
 
 /// The controls the production steps of this branch fix.
-const FIXED: &[&str] = &["FS-DP-01", "FS-DP-02", "FS-DP-03", "FS-MOD-01"];
+const FIXED: &[&str] = &["FS-DP-01", "FS-DP-02", "FS-DP-03", "FS-SIP-05", "FS-MOD-01"];
 
 fn fsfleet(fleet: &Fleet, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fsfleet"))
@@ -85,6 +86,9 @@ fn production_level_fixes_the_dialplan_and_modules_controls_idempotently() {
         "remove international from user 1000's toll_allow",
         "stop loading mod_verto at startup",
         "unload mod_signalwire from the running FreeSWITCH",
+        "give user 1019 a distinct generated voicemail PIN",
+        "-      <param name=\"vm-password\" value=\"1000\"/>",
+        "+      <param name=\"vm-password\" value=\"********\"/>",
         "+    <!-- fsfleet harden dialplan: stock extension disabled",
     ] {
         assert!(out.contains(want), "--check --diff lacks {want:?}:\n{out}");
@@ -92,15 +96,37 @@ fn production_level_fixes_the_dialplan_and_modules_controls_idempotently() {
     let after: Vec<String> = fleet.hosts.iter().map(|h| conf_sum(&fleet, h)).collect();
     assert_eq!(before, after, "--check changed a host");
 
-    // The run.
+    // The run (text with diffs, so the test sees everything an operator would).
+    let run_text = fsfleet(
+        &fleet,
+        &[
+            "harden",
+            "--level",
+            "production",
+            "--diff",
+            "-v",
+            "--limit",
+            &h2.name,
+        ],
+    );
+    assert_eq!(run_text.status.code(), Some(0), "{}", text(&run_text));
     let run = fsfleet(
         &fleet,
-        &["harden", "--level", "production", "--format", "json", "-v"],
+        &[
+            "harden",
+            "--level",
+            "production",
+            "--format",
+            "json",
+            "-v",
+            "--limit",
+            &h1.name,
+        ],
     );
     assert_eq!(run.status.code(), Some(0), "{}", text(&run));
     let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("one JSON document");
-    assert_eq!(statuses(&report), ["changed", "changed"], "{report}");
-    let all = report.to_string();
+    assert_eq!(statuses(&report), ["changed"], "{report}");
+    let all = format!("{report} {}", text(&run_text));
     assert!(
         all.contains("unload mod_verto: +OK; module_exists mod_verto: false"),
         "{all}"
@@ -129,14 +155,83 @@ fn production_level_fixes_the_dialplan_and_modules_controls_idempotently() {
             h.name
         );
     }
+    // The operator's toll_allow stays; only the PIN (the extension) changed in that file.
+    let now_1005 = fleet.ssh_root(
+        h2,
+        &format!("cat {}/directory/default/1005.xml", h2.conf_dir),
+    );
+    assert!(
+        now_1005.contains("value=\"international,local\""),
+        "{now_1005}"
+    );
+    let but_pin = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| !l.contains("vm-password"))
+            .map(str::to_string)
+            .collect()
+    };
     assert_eq!(
-        fleet.ssh_root(
-            h2,
-            &format!("cat {}/directory/default/1005.xml", h2.conf_dir)
-        ),
-        operator_1005,
+        but_pin(&now_1005),
+        but_pin(&operator_1005),
         "an operator-written toll_allow is never touched"
     );
+
+    // The PINs: distinct, in the vault per host and user, on the hosts, never printed.
+    let vault: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fleet.dir.join(".fsfleet/vault.json")).unwrap(),
+    )
+    .unwrap();
+    for h in [h1, h2] {
+        let users = &vault["hosts"][&h.name]["users"];
+        let mut pins = Vec::new();
+        for id in 1000..=1019 {
+            let c = &users[id.to_string()]["vm_password"];
+            assert!(c["pending"].is_null(), "{} {id}: {c}", h.name);
+            let pin = c["active"]["value"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{} {id}: {vault}", h.name))
+                .to_string();
+            assert!(pin.len() == 6 && pin != id.to_string(), "{pin}");
+            let file = fleet.ssh_root(h, &format!("cat {}/directory/default/{id}.xml", h.conf_dir));
+            assert!(file.contains(&format!("name=\"vm-password\" value=\"{pin}\"")));
+            for out in [&all, &text(&check)] {
+                assert!(
+                    !out.contains(&format!("value=\"{pin}\"")),
+                    "PIN of {id} shown"
+                );
+            }
+            pins.push(pin);
+        }
+        pins.sort();
+        pins.dedup();
+        assert_eq!(pins.len(), 20, "distinct PINs on {}", h.name);
+        let mode = fleet.ssh_root(
+            h,
+            &format!("stat -c %a {}/directory/default/1000.xml", h.conf_dir),
+        );
+        let bits = u32::from_str_radix(mode.trim(), 8).unwrap();
+        assert_eq!(
+            bits & 0o007,
+            0,
+            "a file holding a PIN is not world-readable: {mode}"
+        );
+    }
+    let pin_1001 = vault["hosts"][&h1.name]["users"]["1001"]["vm_password"]["active"]["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let show = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_fsfleet"))
+            .args(["creds", "show", &h1.name, "--user", "1001"])
+            .args(extra)
+            .arg(fleet.inventory())
+            .output()
+            .unwrap()
+    };
+    let masked = show(&[]);
+    assert!(masked.status.success(), "{}", text(&masked));
+    assert!(!text(&masked).contains(&pin_1001) && text(&masked).contains("vm_password"));
+    assert!(text(&show(&["--reveal"])).contains(&pin_1001));
 
     // The audit: the controls these steps fix pass (FS-DP-03 on the host whose operator kept
     // international for 1005 excepted), and every baseline control still does.
@@ -178,6 +273,12 @@ fn production_level_fixes_the_dialplan_and_modules_controls_idempotently() {
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
     let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(statuses(&report), ["ok", "ok"], "{report}");
+    let vault_again = std::fs::read_to_string(fleet.dir.join(".fsfleet/vault.json")).unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&vault_again).unwrap()["hosts"][&h1.name]["users"],
+        vault["hosts"][&h1.name]["users"],
+        "the second run keeps every PIN"
+    );
     let sums_after: Vec<String> = fleet.hosts.iter().map(|h| conf_sum(&fleet, h)).collect();
     assert_eq!(sums, sums_after, "the second run changed a file");
 }

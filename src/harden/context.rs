@@ -14,7 +14,7 @@ use crate::inventory::{HardenLevel, Host};
 use crate::model::{EventSocket, ModelError};
 use crate::secret::Secret;
 use crate::ssh::{Connector, ExecOutput, Session, SshError};
-use crate::vault::CredKind;
+use crate::vault::{CredKind, UserCredKind};
 
 /// Options of a harden run that steps may consult.
 #[derive(Debug, Clone, Default)]
@@ -168,6 +168,9 @@ pub struct StepPlan {
     /// Passwords the edits set: to the vault as pending before the host sees them, active once
     /// verified.
     pub secrets: Vec<(CredKind, Secret)>,
+    /// Per-user secrets the edits set (a directory user's id, which credential, the value):
+    /// pending in the vault first, like `secrets`.
+    pub user_secrets: Vec<(String, UserCredKind, Secret)>,
     /// What FreeSWITCH must reload once the edits are written.
     pub reload: Needs,
     /// The Event Socket FreeSWITCH runs once the edits are reloaded, when they change it.

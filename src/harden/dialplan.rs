@@ -341,20 +341,37 @@ pub fn strip_international(text: &str) -> Result<Option<(String, Vec<String>)>, 
 /// replaced by the mask, for a diff that must not show them: the spans come from the scanner,
 /// so only those values change.
 pub fn mask_credentials(text: &str) -> String {
+    mask_credentials_but(text, &|_, _, _| false)
+}
+
+/// [`mask_credentials`], leaving visible the values `reveal(user id, param, value)` says are
+/// no secret (a voicemail PIN that is the extension itself).
+pub fn mask_credentials_but(text: &str, reveal: &dyn Fn(&str, &str, &str) -> bool) -> String {
     let Ok(tags) = xml::scan(text) else {
         // Not scannable: nothing of it is shown.
         return diff::MASK.to_string();
     };
-    let mut spans: Vec<std::ops::Range<usize>> = tags
-        .iter()
-        .filter(|t| t.name == "param")
-        .filter(|t| {
-            t.attr("name")
-                .is_some_and(|n| matches!(n.value.as_str(), "password" | "a1-hash" | "vm-password"))
-        })
-        .filter_map(|t| t.attr("value").map(|v| v.value_span.clone()))
-        .collect();
-    spans.sort_by_key(|s| s.start);
+    let mut user = String::new();
+    let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
+    for t in &tags {
+        match (t.name.as_str(), t.kind) {
+            ("user", xml::TagKind::Start) => {
+                user = t.attr("id").map(|a| a.value.clone()).unwrap_or_default()
+            }
+            ("user", xml::TagKind::End) => user.clear(),
+            ("param", _) => {
+                let (Some(n), Some(v)) = (t.attr("name"), t.attr("value")) else {
+                    continue;
+                };
+                if matches!(n.value.as_str(), "password" | "a1-hash" | "vm-password")
+                    && !reveal(&user, &n.value, &v.value)
+                {
+                    spans.push(v.value_span.clone());
+                }
+            }
+            _ => {}
+        }
+    }
     let mut out = text.to_string();
     for s in spans.iter().rev() {
         out.replace_range(s.clone(), diff::MASK);
@@ -628,7 +645,11 @@ mod tests {
             .flat_map(|p| p.edits.iter())
             .filter(|e| e.path == path)
             .collect();
-        assert_eq!(of_path.len(), 2, "sip-password's and dialplan's");
+        assert_eq!(
+            of_path.len(),
+            3,
+            "sip-password's, dialplan's and voicemail-pins'"
+        );
         let edits = crate::harden::step::planned_edits(ok.iter().copied());
         let mine: Vec<_> = edits.iter().filter(|e| e.path == path).collect();
         assert_eq!(mine.len(), 1, "written once");
@@ -637,6 +658,10 @@ mod tests {
         assert_eq!(e.was.mode, 0o644);
         let new = String::from_utf8(e.new.clone()).unwrap();
         assert!(new.contains("value=\"domestic,local\"") && new.contains("Lit3ralSecretXyz"));
+        assert!(
+            !new.contains("name=\"vm-password\" value=\"1001\""),
+            "the PIN changed too"
+        );
         assert_eq!(
             e.old,
             files

@@ -31,6 +31,7 @@ pub mod run;
 pub mod sip_password;
 pub mod step;
 pub mod verify;
+pub mod voicemail_pins;
 
 use crate::display;
 use crate::report::{RunReport, StepStatus};

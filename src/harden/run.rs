@@ -24,7 +24,7 @@ use crate::inventory::{ConfDir, HardenLevel, Host};
 use crate::report::{HostReport, StepReport, StepStatus};
 use crate::secret::Secret;
 use crate::ssh::{Connector, Session};
-use crate::vault::{CredKind, KeyBinding, Vault, VaultError};
+use crate::vault::{CredKind, KeyBinding, UserCredKind, Vault, VaultError};
 
 /// Every step name, in the order it runs: the orchestrator's phases (preflight, backup, reload,
 /// verify) around the registry's steps. `--skip`/`--only` take these names.
@@ -615,6 +615,11 @@ impl HostPlan {
     fn secrets(&self) -> impl Iterator<Item = &(CredKind, Secret)> {
         self.outlines().flat_map(|p| p.secrets.iter())
     }
+
+    /// Per-user secrets the edits set, for the vault before the host sees them.
+    fn user_secrets(&self) -> impl Iterator<Item = &(String, UserCredKind, Secret)> {
+        self.outlines().flat_map(|p| p.user_secrets.iter())
+    }
 }
 
 /// Plan every selected step from the facts (pure), in registry order; each sees the plans
@@ -815,11 +820,16 @@ async fn pending_secrets_to_vault(
     plan: &HostPlan,
     data: &mut serde_json::Value,
 ) -> Result<(), RunError> {
-    if plan.secrets().next().is_none() {
+    if plan.secrets().next().is_none() && plan.user_secrets().next().is_none() {
         return Ok(());
     }
     let (host, key) = (run.host, run.session.host_key());
     let mut vault = run.shared.vault.lock().await;
+    for (user, kind, value) in plan.user_secrets() {
+        vault
+            .set_user_pending(&host.name, key, user, *kind, value, run.run_id)
+            .map_err(|e| RunError::vault(e, Some(UNCHANGED)))?;
+    }
     let current_sip = sip_password_in(&ready.facts);
     for (kind, _) in plan.secrets() {
         let current = match kind {
@@ -985,6 +995,7 @@ async fn verify(
     let unchanged = !plan.any_change()
         && !needs.any()
         && plan.secrets().next().is_none()
+        && plan.user_secrets().next().is_none()
         && pre.live_password.as_ref() == Some(&pre.esl.password);
     let quick = if unchanged {
         verify::from_facts(&ready.facts, &plan.esl.es, &checks)
@@ -1041,6 +1052,26 @@ async fn confirm_in_vault(run: &Run<'_>, ready: &Ready, plan: &HostPlan) -> Resu
     if let Some(pw) = sip_now {
         vault
             .confirm(&host.name, key, CredKind::SipPassword, &pw, run.run_id)
+            .map_err(|e| RunError::vault(e, None))?;
+    }
+    // Per-user secrets this run set, and pending ones of a cut run that the host's files hold.
+    let on_host = super::voicemail_pins::pins_in(&ready.facts);
+    let mut confirmed: Vec<(String, UserCredKind, Secret)> = plan.user_secrets().cloned().collect();
+    for (user, value) in vault.pending_users(&host.name, UserCredKind::VmPassword) {
+        if confirmed.iter().any(|(u, _, _)| *u == user) {
+            continue;
+        }
+        if on_host.iter().any(|(u, v)| *u == user && *v == value) {
+            confirmed.push((user, UserCredKind::VmPassword, value));
+        } else {
+            vault
+                .drop_user_pending(&host.name, &user, UserCredKind::VmPassword)
+                .map_err(|e| RunError::vault(e, None))?;
+        }
+    }
+    for (user, kind, value) in &confirmed {
+        vault
+            .confirm_user(&host.name, key, user, *kind, value, run.run_id)
             .map_err(|e| RunError::vault(e, None))?;
     }
     Ok(())
@@ -1322,6 +1353,7 @@ mod tests {
                 event_socket::NAME,
                 auth_logging::NAME,
                 crate::harden::dialplan::NAME,
+                crate::harden::voicemail_pins::NAME,
                 crate::harden::modules::NAME,
                 packages::NAME,
                 firewall::NAME,

@@ -17,7 +17,7 @@ use super::context::{FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepEr
 use super::preflight::Preflight;
 use super::{
     auth_logging, dialplan, event_socket, fail2ban, firewall, fs_cli, modules, packages, reload,
-    sip_password,
+    sip_password, voicemail_pins,
 };
 use crate::inventory::{HardenLevel, Host};
 use crate::model::EventSocket;
@@ -200,6 +200,7 @@ pub const REGISTRY: &[Entry] = &[
     entry::<event_socket::EventSocketStep>(),
     entry::<auth_logging::AuthLogging>(),
     entry::<dialplan::Dialplan>(),
+    entry::<voicemail_pins::VoicemailPins>(),
     entry::<modules::Modules>(),
     entry::<packages::Packages>(),
     entry::<fail2ban::Fail2ban>(),
@@ -406,6 +407,7 @@ mod tests {
                 event_socket::NAME,
                 auth_logging::NAME,
                 dialplan::NAME,
+                voicemail_pins::NAME,
                 modules::NAME,
                 packages::NAME,
                 fail2ban::NAME,
