@@ -320,9 +320,13 @@ impl Steps {
     }
 }
 
-/// Gather every step's facts in one round trip.
-async fn gather(session: &Session, host: &Host) -> Result<HostFacts, RunError> {
-    let script = script(host);
+/// Gather the facts of every step that runs on this host, in one round trip.
+async fn gather(
+    session: &Session,
+    host: &Host,
+    runs: &(dyn Fn(&step::Entry) -> bool + Sync),
+) -> Result<HostFacts, RunError> {
+    let script = script(host, runs);
     let sections = facts::gather(session, &script).await?;
     // The dialplan step reads dialplan/default/*.xml through the audit's unit of extra files:
     // one reading of them, merged like the audit merges it.
@@ -333,12 +337,13 @@ async fn gather(session: &Session, host: &Host) -> Result<HostFacts, RunError> {
     )?)
 }
 
-/// The one facts script of a harden run: every step's snippets and files, then the base facts.
-fn script(host: &Host) -> facts::Script {
+/// The one facts script of a harden run: the snippets and files of every step that `runs`
+/// (a baseline run does not read what only the production steps need), then the base facts.
+fn script(host: &Host, runs: &(dyn Fn(&step::Entry) -> bool + Sync)) -> facts::Script {
     let mut probes = Probes::new();
     // Stage files a cut run left beside the configs (removed through hostfs in preflight).
     probes.fact::<facts::StaleStages>();
-    for s in step::REGISTRY {
+    for s in step::REGISTRY.iter().filter(|e| runs(e)) {
         (s.probes)(&mut probes, host);
     }
     probes.into_script(host)
@@ -441,7 +446,9 @@ async fn preflight(
     let (host, session, opts) = (run.host, run.session, run.opts());
     run.ctx.stage("gathering facts (one script)");
     let t = Instant::now();
-    let mut facts = gather(session, host).await?;
+    let level = opts.level_for(host);
+    let runs = |e: &step::Entry| run.sel().runs_entry(e, level);
+    let mut facts = gather(session, host, &runs).await?;
     data["timings"]["facts_ms"] = json!(t.elapsed().as_millis() as u64);
     let refuse = |steps: &mut Steps, e: StepError| {
         steps.failed(preflight::NAME, &e, t);
@@ -498,7 +505,7 @@ async fn preflight(
     {
         let mut h = host.clone();
         h.conf_dir = ConfDir::Path(live.clone());
-        facts = gather(session, &h).await?;
+        facts = gather(session, &h, &runs).await?;
         if facts.files.conf_dir.as_deref() != Some(live.as_str()) {
             let e = StepError::Refused(format!(
                 "FreeSWITCH reports conf_dir {live}, but no vars.xml is there"
@@ -1151,17 +1158,34 @@ mod tests {
     fn the_harden_and_audit_scripts_build_with_unique_fact_names() {
         // Script::add refuses a name twice (two snippets would share one section).
         let host = crate::harden::context::test_host("pbx");
-        let harden = script(&host);
+        let harden = script(&host, &|_| true);
         let audit = crate::audit::evidence::script(&host);
         assert!(harden.names().any(|n| n == facts::LISTEN));
         assert!(audit.names().any(|n| n == facts::LISTEN));
     }
 
     #[test]
+    fn a_baseline_run_reads_nothing_only_the_production_steps_need() {
+        use crate::facts::Fact;
+        let host = crate::harden::context::test_host("pbx");
+        let sel = Selection::default();
+        let base = script(&host, &|e| sel.runs_entry(e, HardenLevel::Baseline));
+        let prod = script(&host, &|e| sel.runs_entry(e, HardenLevel::Production));
+        let names = |s: &facts::Script| s.names().map(str::to_string).collect::<Vec<_>>();
+        for n in [
+            crate::harden::modules::ModuleConfs::NAME,
+            crate::audit::evidence::AuditFiles::NAME,
+        ] {
+            assert!(!names(&base).iter().any(|x| x == n), "{n} at baseline");
+            assert!(names(&prod).iter().any(|x| x == n), "{n} at production");
+        }
+    }
+
+    #[test]
     fn the_harden_and_audit_scripts_run_each_registered_fact_once() {
         let host = crate::harden::context::test_host("pbx");
         for (what, s) in [
-            ("harden", script(&host)),
+            ("harden", script(&host, &|_| true)),
             ("audit", crate::audit::evidence::script(&host)),
         ] {
             let names: Vec<&str> = s.names().collect();
