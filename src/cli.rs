@@ -136,6 +136,8 @@ Steps, in order (names for --skip/--only):
   modules       [production] mod_verto (stock verto.conf), mod_signalwire (no
                 token), mod_xml_rpc commented out in modules.conf.xml unless
                 in modules_keep; unload over the Event Socket, else restart
+  file-modes    [production] every config file holding a credential readable
+                only by root and FreeSWITCH (autoload_configs, gateways, ...)
   packages      iptables, rsyslog, logrotate, python3-systemd, ufw, fail2ban
   fail2ban      FreeSWITCH filter that matches 1.10 log lines, jail on the
                 real log path, banning on the SIP ports the firewall opens

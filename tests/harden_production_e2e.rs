@@ -14,6 +14,7 @@ use common::{Fleet, TestHost};
 const FLEET: &str = "harden-prod";
 
 /// The controls the production steps of this branch fix.
+/// (`file-modes` fixes no audit control beyond the baseline's FS-CRED-05: checked by mode below.)
 const FIXED: &[&str] = &["FS-DP-01", "FS-DP-02", "FS-DP-03", "FS-SIP-05", "FS-MOD-01"];
 
 fn fsfleet(fleet: &Fleet, args: &[&str]) -> Output {
@@ -67,6 +68,14 @@ fn production_level_fixes_the_dialplan_and_modules_controls_idempotently() {
             h2.conf_dir
         ),
     );
+    // A carrier gateway someone left world-readable on the first host.
+    fleet.ssh_root(
+        h1,
+        &format!(
+            "printf '%s\\n' '<include><gateway name=\"carrier\"><param name=\"username\" value=\"acct\"/><param name=\"password\" value=\"gwSecret9\"/></gateway></include>' > {d}/sip_profiles/external/carrier.xml && chmod 644 {d}/sip_profiles/external/carrier.xml",
+            d = h1.conf_dir
+        ),
+    );
     let operator_1005 = fleet.ssh_root(
         h2,
         &format!("cat {}/directory/default/1005.xml", h2.conf_dir),
@@ -89,6 +98,8 @@ fn production_level_fixes_the_dialplan_and_modules_controls_idempotently() {
         "give user 1019 a distinct generated voicemail PIN",
         "-      <param name=\"vm-password\" value=\"1000\"/>",
         "+      <param name=\"vm-password\" value=\"********\"/>",
+        "make /etc/freeswitch/sip_profiles/external/carrier.xml readable only by root and FreeSWITCH",
+        "make /etc/freeswitch/autoload_configs/xml_rpc.conf.xml readable only by root and FreeSWITCH",
         "+    <!-- fsfleet harden dialplan: stock extension disabled",
     ] {
         assert!(out.contains(want), "--check --diff lacks {want:?}:\n{out}");
@@ -216,6 +227,22 @@ fn production_level_fixes_the_dialplan_and_modules_controls_idempotently() {
             "a file holding a PIN is not world-readable: {mode}"
         );
     }
+    // file-modes: the gateway and the stock files with credentials are no one else's now.
+    for (h, rel) in [
+        (h1, "sip_profiles/external/carrier.xml"),
+        (h1, "autoload_configs/xml_rpc.conf.xml"),
+        (h2, "autoload_configs/amqp.conf.xml"),
+    ] {
+        let st = fleet.ssh_root(h, &format!("stat -c '%a %U:%G' {}/{rel}", h.conf_dir));
+        let (mode, owner) = st.trim().split_once(' ').unwrap();
+        let bits = u32::from_str_radix(mode, 8).unwrap();
+        assert_eq!(bits & 0o007, 0, "{} {rel}: {st}", h.name);
+        assert!(
+            owner.ends_with(":freeswitch") || owner.starts_with("freeswitch:"),
+            "{st}"
+        );
+    }
+    assert!(!all.contains("gwSecret9") && !text(&check).contains("gwSecret9"));
     let pin_1001 = vault["hosts"][&h1.name]["users"]["1001"]["vm_password"]["active"]["value"]
         .as_str()
         .unwrap()

@@ -138,6 +138,7 @@ pub const REGISTRY: &[&[Unit]] = &[
         Unit::of::<crate::harden::fs_cli::Homes>(),
         Unit::of::<crate::harden::modules::ModuleConfs>(),
         Unit::of::<crate::harden::modules::SignalwireAdoption>(),
+        Unit::of::<crate::harden::file_modes::SecretConfs>(),
         Unit::of::<crate::audit::evidence::AuditFiles>(),
     ],
     crate::audit::evidence::UNITS,

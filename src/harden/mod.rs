@@ -15,6 +15,7 @@
 
 pub mod context;
 pub mod fail2ban;
+pub mod file_modes;
 pub mod firewall;
 pub mod packages;
 

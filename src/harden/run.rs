@@ -1379,6 +1379,7 @@ mod tests {
                 crate::harden::dialplan::NAME,
                 crate::harden::voicemail_pins::NAME,
                 crate::harden::modules::NAME,
+                crate::harden::file_modes::NAME,
                 packages::NAME,
                 firewall::NAME,
                 fs_cli::NAME,

@@ -16,8 +16,8 @@ use std::pin::Pin;
 use super::context::{FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
 use super::preflight::Preflight;
 use super::{
-    auth_logging, dialplan, event_socket, fail2ban, firewall, fs_cli, modules, packages, reload,
-    sip_password, voicemail_pins,
+    auth_logging, dialplan, event_socket, fail2ban, file_modes, firewall, fs_cli, modules,
+    packages, reload, sip_password, voicemail_pins,
 };
 use crate::inventory::{HardenLevel, Host};
 use crate::model::EventSocket;
@@ -202,6 +202,7 @@ pub const REGISTRY: &[Entry] = &[
     entry::<dialplan::Dialplan>(),
     entry::<voicemail_pins::VoicemailPins>(),
     entry::<modules::Modules>(),
+    entry::<file_modes::FileModes>(),
     entry::<packages::Packages>(),
     entry::<fail2ban::Fail2ban>(),
     entry::<firewall::Firewall>(),
@@ -409,6 +410,7 @@ mod tests {
                 dialplan::NAME,
                 voicemail_pins::NAME,
                 modules::NAME,
+                file_modes::NAME,
                 packages::NAME,
                 fail2ban::NAME,
                 firewall::NAME,
