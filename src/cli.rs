@@ -211,17 +211,31 @@ Steps, in order (names for --skip/--only):
                 fsfleet does not generate; listen on 127.0.0.1, ACL
                 loopback.auto
   auth-logging  log-auth-failures=true in every SIP profile
+  dialplan      [production] stock sip_uri and example gateway extensions
+                commented out, international out of the stock users'
+                toll_allow; operator-written ones untouched (reloadxml)
+  voicemail-pins [production] a distinct generated PIN (vault) for every
+                user whose vm-password is its extension
+  modules       [production] mod_verto (stock verto.conf), mod_signalwire (no
+                token), mod_xml_rpc commented out in modules.conf.xml unless
+                in modules_keep; unload over the Event Socket, else restart
+  file-modes    [production] every config file holding a credential readable
+                only by root and FreeSWITCH (autoload_configs, gateways, ...)
   packages      iptables, rsyslog, logrotate, python3-systemd, ufw, fail2ban
   fail2ban      FreeSWITCH filter that matches 1.10 log lines, jail on the
                 real log path, banning on the SIP ports the firewall opens
                 and sshd's ports; ignoreip = fail2ban_ignore only
   firewall      ufw default deny; SSH, SIP, SIP-TLS, RTP open (SIP only from
                 sip_allow_from if set)
-  reload        reloadxml, sofia profile rescan, reload mod_event_socket, with
-                the OLD password
+  reload        reloadxml, sofia profile rescan, unload mod_x, reload
+                mod_event_socket, with the OLD password
   fs-cli        /etc/fs_cli.conf and ~/.fs_cli_conf so fs_cli keeps working
   verify        new ESL password works, fs_cli works, ESL not reachable from
                 here, jail and ufw on
+
+A [production] step runs only at --level production (or level =
+\"production\" in the inventory), or when --only names it; see
+docs/production.md for what each changes and how to undo it.
 
 New passwords are generated here, stored in the vault (default
 .fsfleet/vault.json beside the inventory) as pending BEFORE a host is
@@ -264,9 +278,14 @@ pub struct HardenArgs {
     /// Steps not to run (comma list; see below).
     #[arg(long, value_name = "STEPS", value_delimiter = ',')]
     pub skip: Vec<String>,
-    /// Run only these steps (preflight and backup always run).
+    /// Run only these steps (preflight and backup always run); a production step named here
+    /// runs at any level.
     #[arg(long, value_name = "STEPS", value_delimiter = ',')]
     pub only: Vec<String>,
+    /// baseline: the day-one steps; production: also the [production] steps below. Overrides
+    /// the inventory's `level` [default: the inventory's, else baseline].
+    #[arg(long, value_enum)]
+    pub level: Option<crate::inventory::HardenLevel>,
     /// `ufw --force reset` first: drop the host's other firewall rules.
     #[arg(long)]
     pub firewall_reset: bool,
@@ -425,6 +444,9 @@ pub struct CredsShowArgs {
     /// Print the passwords themselves.
     #[arg(long)]
     pub reveal: bool,
+    /// Show this directory user's credentials (its voicemail PIN) instead of the host's.
+    #[arg(long, value_name = "ID")]
+    pub user: Option<String>,
     /// The credential vault [default: .fsfleet/vault.json beside the inventory, vault.age if
     /// encrypted].
     #[arg(long, value_name = "PATH")]

@@ -48,6 +48,29 @@ impl HostKeyPolicy {
     }
 }
 
+/// How far `fsfleet harden` goes on a host.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum HardenLevel {
+    /// The day-one steps: nothing a phone or a call depends on changes.
+    #[default]
+    Baseline,
+    /// The baseline plus the production steps (dialplan, modules, ...): they change what users
+    /// may call and which services run, so an operator opts in.
+    Production,
+}
+
+impl HardenLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HardenLevel::Baseline => "baseline",
+            HardenLevel::Production => "production",
+        }
+    }
+}
+
 /// How to reach a host through a bastion.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -133,6 +156,10 @@ pub struct Host {
     pub apt_lock_timeout: Duration,
     /// Audit control IDs waived for this host (from `[audit]`, groups and host).
     pub waive: Vec<String>,
+    /// The harden level this host gets when `--level` is not given.
+    pub level: HardenLevel,
+    /// Modules the production `modules` step must leave loaded (e.g. `mod_verto`).
+    pub modules_keep: Vec<String>,
 }
 
 /// A validated inventory: every host fully resolved.
@@ -252,6 +279,8 @@ impl Host {
             fail2ban: Fail2banSettings::default(),
             apt_lock_timeout: DEFAULT_APT_LOCK_TIMEOUT,
             waive: Vec::new(),
+            level: HardenLevel::Baseline,
+            modules_keep: Vec::new(),
         }
     }
 }
@@ -384,6 +413,12 @@ pub fn render_hosts(inv: &Inventory, hosts: &[Host]) -> String {
         ));
         if !h.waive.is_empty() {
             out.push_str(&row("waived controls", h.waive.join(", ")));
+        }
+        if h.level != HardenLevel::Baseline {
+            out.push_str(&row("harden level", h.level.as_str().into()));
+        }
+        if !h.modules_keep.is_empty() {
+            out.push_str(&row("modules kept", h.modules_keep.join(", ")));
         }
     }
     out

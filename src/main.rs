@@ -163,6 +163,7 @@ async fn harden_command(args: HardenArgs) -> Result<u8, UsageError> {
             offline_ok: args.offline_ok,
             check: args.check,
             diff: args.diff,
+            level: args.level,
         },
         selection,
     });
@@ -335,10 +336,7 @@ fn creds_show(args: CredsShowArgs) -> Result<u8, UsageError> {
             .as_deref()
             .unwrap_or("(not bound yet: the next harden binds it to the key it verifies)")
     );
-    for kind in CredKind::ALL {
-        let Some(c) = entry.creds.get(&kind) else {
-            continue;
-        };
+    let show = |name: &str, c: &vault::Credential| {
         for (state, v) in [
             ("active", &c.active),
             ("pending", &c.pending),
@@ -352,13 +350,40 @@ fn creds_show(args: CredsShowArgs) -> Result<u8, UsageError> {
                     vault::mask(&v.value)
                 };
                 println!(
-                    "  {:<13} {:<8} {shown}  ({} run {})",
-                    kind.as_str(),
-                    state,
-                    v.at,
-                    v.run_id
+                    "  {name:<13} {state:<8} {shown}  ({} run {})",
+                    v.at, v.run_id
                 );
             }
+        }
+    };
+    if let Some(user) = &args.user {
+        let creds = entry.users.get(user).ok_or_else(|| {
+            anyhow::anyhow!(
+                "the vault {} has nothing for user {} of {}",
+                vault.path().display(),
+                fsfleet::display::line(user),
+                args.host
+            )
+        })?;
+        println!("  user          {}", fsfleet::display::line(user));
+        for kind in vault::UserCredKind::ALL {
+            if let Some(c) = creds.get(&kind) {
+                show(kind.as_str(), c);
+            }
+        }
+    } else {
+        for kind in CredKind::ALL {
+            if let Some(c) = entry.creds.get(&kind) {
+                show(kind.as_str(), c);
+            }
+        }
+        if !entry.users.is_empty() {
+            let ids: Vec<&str> = entry.users.keys().map(String::as_str).collect();
+            println!(
+                "  users         {} with their own credentials ({}): --user ID shows one",
+                ids.len(),
+                fsfleet::display::line(&ids.join(", "))
+            );
         }
     }
     if !args.reveal {

@@ -751,7 +751,8 @@ async fn run(
     // The facts harden reads (the config as it is now), and what each file holds.
     ctx.stage("reading the files of that run");
     let t = Instant::now();
-    let facts = crate::harden::run::gather(session, host)
+    // Everything any step reads: the config as it is now, the listeners, ufw's state.
+    let facts = crate::harden::run::gather(session, host, &|_| true)
         .await
         .map_err(|e| {
             (

@@ -57,6 +57,23 @@ impl CredKind {
     pub const ALL: [CredKind; 2] = [CredKind::SipPassword, CredKind::EslPassword];
 }
 
+/// Which credential of one directory user of a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserCredKind {
+    /// The user's voicemail PIN (`vm-password` in directory/).
+    VmPassword,
+}
+
+impl UserCredKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserCredKind::VmPassword => "vm_password",
+        }
+    }
+    pub const ALL: [UserCredKind; 1] = [UserCredKind::VmPassword];
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
     #[error("vault {path}: {source}")]
@@ -189,13 +206,26 @@ pub struct Entry {
     pub host_key: Option<String>,
     #[serde(default)]
     pub creds: BTreeMap<CredKind, Credential>,
+    /// Per directory user (its id): the credentials fsfleet generated for that user.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub users: BTreeMap<String, BTreeMap<UserCredKind, Credential>>,
 }
 
 impl Entry {
-    fn holds_secrets(&self) -> bool {
+    fn all_creds(&self) -> impl Iterator<Item = &Credential> {
         self.creds
             .values()
+            .chain(self.users.values().flat_map(|u| u.values()))
+    }
+
+    fn holds_secrets(&self) -> bool {
+        self.all_creds()
             .any(|c| c.active.is_some() || c.pending.is_some() || c.previous.is_some())
+    }
+
+    /// A user's credential of this kind.
+    pub fn user_credential(&self, user: &str, kind: UserCredKind) -> Option<&Credential> {
+        self.users.get(user)?.get(&kind)
     }
 }
 
@@ -285,6 +315,16 @@ pub fn generate_password(len: usize) -> Secret {
 /// the only values the vault takes from a host, and the only ones a host may keep.
 pub fn is_generated_alphabet(s: &str) -> bool {
     s.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+/// A voicemail PIN: `len` digits from the OS RNG (phones' keypads have no letters).
+pub fn generate_pin(len: usize) -> Secret {
+    let mut rng = rand::rngs::OsRng;
+    Secret::new(
+        (0..len)
+            .map(|_| char::from(b'0' + rng.gen_range(0..10u8)))
+            .collect::<String>(),
+    )
 }
 
 /// Password length fsfleet generates (the baseline asks for at least 28).
@@ -519,7 +559,101 @@ impl Vault {
         self.doc
             .hosts
             .get(host)
-            .is_some_and(|e| e.creds.values().any(|c| c.pending.is_some()))
+            .is_some_and(|e| e.all_creds().any(|c| c.pending.is_some()))
+    }
+
+    fn user_cred_mut(&mut self, host: &str, user: &str, kind: UserCredKind) -> &mut Credential {
+        self.doc
+            .hosts
+            .entry(host.to_string())
+            .or_default()
+            .users
+            .entry(user.to_string())
+            .or_default()
+            .entry(kind)
+            .or_default()
+    }
+
+    /// [`Vault::set_pending`] for one directory user's credential.
+    pub fn set_user_pending(
+        &mut self,
+        host: &str,
+        host_key: &str,
+        user: &str,
+        kind: UserCredKind,
+        value: &Secret,
+        run_id: &str,
+    ) -> Result<(), VaultError> {
+        self.bind_entry(host, host_key)?;
+        self.user_cred_mut(host, user, kind).pending = Some(Stamped {
+            value: value.expose().to_string(),
+            at: now(),
+            run_id: run_id.to_string(),
+        });
+        self.save()
+    }
+
+    /// [`Vault::confirm`] for one directory user's credential: the host was verified to use
+    /// `value` for that user.
+    pub fn confirm_user(
+        &mut self,
+        host: &str,
+        host_key: &str,
+        user: &str,
+        kind: UserCredKind,
+        value: &Secret,
+        run_id: &str,
+    ) -> Result<(), VaultError> {
+        let bound = self.bind_entry(host, host_key)?;
+        let cred = self.user_cred_mut(host, user, kind);
+        let pending = cred.pending.take();
+        if !is_generated_alphabet(value.expose()) {
+            return if pending.is_some() || bound {
+                self.save()
+            } else {
+                Ok(())
+            };
+        }
+        if activate(cred, value, run_id, pending.as_ref()) || pending.is_some() || bound {
+            self.save()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Drop a user's pending value the host never took (a run cut before its write).
+    pub fn drop_user_pending(
+        &mut self,
+        host: &str,
+        user: &str,
+        kind: UserCredKind,
+    ) -> Result<(), VaultError> {
+        let dropped = self
+            .doc
+            .hosts
+            .get_mut(host)
+            .and_then(|e| e.users.get_mut(user))
+            .and_then(|u| u.get_mut(&kind))
+            .and_then(|c| c.pending.take());
+        if dropped.is_some() {
+            self.save()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The users of a host with a pending credential of this kind, and its value.
+    pub fn pending_users(&self, host: &str, kind: UserCredKind) -> Vec<(String, Secret)> {
+        let Some(e) = self.doc.hosts.get(host) else {
+            return vec![];
+        };
+        e.users
+            .iter()
+            .filter_map(|(u, creds)| {
+                let p = creds.get(&kind)?.pending.as_ref()?;
+                Some((u.clone(), Secret::new(p.value.clone())))
+            })
+            .collect()
     }
 
     /// Every value the vault holds for a host's credential (pending first): what to try when
@@ -969,6 +1103,56 @@ mod tests {
             format!("{c:?}").find(pw2.expose()).is_none(),
             "Debug never shows a value"
         );
+    }
+
+    #[test]
+    fn user_pins_are_kept_per_host_and_user_pending_then_active() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.json");
+        let (a, b) = (generate_pin(6), generate_pin(6));
+        assert!(a.expose().len() == 6 && a.expose().bytes().all(|c| c.is_ascii_digit()));
+        {
+            let mut v = Vault::open(&path).unwrap();
+            v.set_user_pending("h", K, "1001", UserCredKind::VmPassword, &a, "run-1")
+                .unwrap();
+            v.set_user_pending("h", K, "1002", UserCredKind::VmPassword, &b, "run-1")
+                .unwrap();
+            assert!(v.has_pending("h"), "a pending PIN is an interrupted run");
+            assert_eq!(v.pending_users("h", UserCredKind::VmPassword).len(), 2);
+            // Another machine under the same name gets nothing written for it.
+            assert!(
+                v.set_user_pending(
+                    "h",
+                    "SHA256:other",
+                    "1003",
+                    UserCredKind::VmPassword,
+                    &a,
+                    "r"
+                )
+                .is_err()
+            );
+        }
+        let mut v = reopen(&path).unwrap();
+        v.confirm_user("h", K, "1001", UserCredKind::VmPassword, &a, "run-1")
+            .unwrap();
+        let e = v.entry("h").unwrap();
+        let c = e.user_credential("1001", UserCredKind::VmPassword).unwrap();
+        assert_eq!(c.active.as_ref().unwrap().value, a.expose());
+        assert!(c.pending.is_none());
+        assert!(e.creds.is_empty(), "the host's own credentials are apart");
+        assert_eq!(
+            v.pending_users("h", UserCredKind::VmPassword)
+                .into_iter()
+                .map(|(u, _)| u)
+                .collect::<Vec<_>>(),
+            ["1002"]
+        );
+        // A vault with no user credentials writes no `users` key (older readers stay happy).
+        let plain = dir.path().join("plain.json");
+        let mut p = Vault::open(&plain).unwrap();
+        p.set_pending("x", K, CredKind::SipPassword, &a, "r")
+            .unwrap();
+        assert!(!std::fs::read_to_string(&plain).unwrap().contains("users"));
     }
 
     #[test]

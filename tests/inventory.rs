@@ -746,3 +746,42 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn level_and_modules_keep_resolve_host_over_groups_over_defaults() {
+    use fsfleet::inventory::HardenLevel;
+    let i = inv(
+        r#"
+[defaults]
+level = "production"
+modules_keep = ["mod_verto"]
+
+[groups.lab]
+level = "baseline"
+
+[[hosts]]
+name = "a"
+
+[[hosts]]
+name = "b"
+groups = ["lab"]
+
+[[hosts]]
+name = "c"
+groups = ["lab"]
+level = "production"
+modules_keep = ["mod_xml_rpc", "mod_signalwire"]
+"#,
+        None,
+    );
+    let get = |n: &str| i.get(n).unwrap();
+    assert_eq!(get("a").level, HardenLevel::Production);
+    assert_eq!(get("a").modules_keep, ["mod_verto"]);
+    assert_eq!(get("b").level, HardenLevel::Baseline);
+    assert_eq!(get("c").level, HardenLevel::Production);
+    assert_eq!(get("c").modules_keep, ["mod_xml_rpc", "mod_signalwire"]);
+    // Nothing said: the baseline, nothing kept.
+    let plain = inv("[[hosts]]\nname = \"x\"\n", None);
+    assert_eq!(plain.hosts[0].level, HardenLevel::Baseline);
+    assert!(plain.hosts[0].modules_keep.is_empty());
+}

@@ -10,11 +10,11 @@ use crate::facts::{
     self, Fact, FactError, Facts, FactsError, FileFact, Files, Script, ScriptInput, Sections, Unit,
 };
 use crate::hostfs::HostFsError;
-use crate::inventory::Host;
+use crate::inventory::{HardenLevel, Host};
 use crate::model::{EventSocket, ModelError};
 use crate::secret::Secret;
 use crate::ssh::{Connector, ExecOutput, Session, SshError};
-use crate::vault::CredKind;
+use crate::vault::{CredKind, UserCredKind};
 
 /// Options of a harden run that steps may consult.
 #[derive(Debug, Clone, Default)]
@@ -31,6 +31,15 @@ pub struct HardenOptions {
     pub check: bool,
     /// Show config diffs (secrets masked).
     pub diff: bool,
+    /// `--level`: overrides every host's inventory `level` when given.
+    pub level: Option<HardenLevel>,
+}
+
+impl HardenOptions {
+    /// The level a host is hardened to: `--level`, else its inventory `level`.
+    pub fn level_for(&self, host: &Host) -> HardenLevel {
+        self.level.unwrap_or(host.level)
+    }
 }
 
 /// Collects what the steps of a run need to read, for the one facts script per host: the fact
@@ -164,6 +173,9 @@ pub struct StepPlan {
     /// Passwords the edits set: to the vault as pending before the host sees them, active once
     /// verified.
     pub secrets: Vec<(CredKind, Secret)>,
+    /// Per-user secrets the edits set (a directory user's id, which credential, the value):
+    /// pending in the vault first, like `secrets`.
+    pub user_secrets: Vec<(String, UserCredKind, Secret)>,
     /// What FreeSWITCH must reload once the edits are written.
     pub reload: Needs,
     /// The Event Socket FreeSWITCH runs once the edits are reloaded, when they change it.

@@ -15,20 +15,24 @@
 
 pub mod context;
 pub mod fail2ban;
+pub mod file_modes;
 pub mod firewall;
 pub mod packages;
 
 pub use context::{FileEdit, HardenOptions, HostFacts, Meta, Probes, StepCtx, StepError, StepPlan};
 pub mod auth_logging;
 pub mod backup;
+pub mod dialplan;
 pub mod event_socket;
 pub mod fs_cli;
+pub mod modules;
 pub mod preflight;
 pub mod reload;
 pub mod run;
 pub mod sip_password;
 pub mod step;
 pub mod verify;
+pub mod voicemail_pins;
 
 use crate::display;
 use crate::report::{RunReport, StepStatus};

@@ -39,6 +39,9 @@ pub struct Preflight {
     /// Who is registered right now, when the run asked (a `default_password` rotation is
     /// planned) and FreeSWITCH answered; None otherwise.
     pub registered: Option<Registered>,
+    /// Which of the modules the `modules` step may unload the running FreeSWITCH has loaded
+    /// (`module_exists`); None when it was not asked or did not answer true or false.
+    pub loaded_modules: Option<Vec<String>>,
     pub evidence: Vec<String>,
 }
 
@@ -64,6 +67,20 @@ pub async fn esl_connect(
         },
     )
     .await
+}
+
+/// `module_exists` for each module the `modules` step may unload (FreeSWITCH answers `true` or
+/// `false`); None at the first other answer (an old version, a stand-in without it).
+async fn loaded_modules(client: &mut Esl) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    for m in super::modules::CANDIDATES {
+        match client.api(&format!("module_exists {m}")).await.ok()?.trim() {
+            "true" => out.push(m.to_string()),
+            "false" => {}
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 /// The OS and config checks that need no connection beyond the facts.
@@ -118,6 +135,7 @@ pub async fn run(
             conf_dir: None,
             log_dir: None,
             registered: None,
+            loaded_modules: None,
             evidence,
         })
     };
@@ -148,6 +166,7 @@ pub async fn run(
                     .await
                     .ok()
                     .filter(|s| !s.is_empty());
+                let loaded_modules = loaded_modules(&mut client).await;
                 let status = client.status().await.map_err(|source| StepError::Esl {
                     what: "Event Socket status".into(),
                     source,
@@ -178,6 +197,7 @@ pub async fn run(
                     conf_dir,
                     log_dir,
                     registered,
+                    loaded_modules,
                     evidence,
                 });
             }
@@ -250,6 +270,7 @@ impl Preflight {
             conf_dir: None,
             log_dir: None,
             registered: None,
+            loaded_modules: None,
             evidence: vec![],
         })
     }

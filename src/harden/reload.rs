@@ -29,6 +29,9 @@ pub struct Needs {
     pub reloadxml: bool,
     pub rescan: Vec<String>,
     pub event_socket: bool,
+    /// Modules to take out of the running FreeSWITCH with `unload NAME` (modules.conf.xml no
+    /// longer loads them): before `reload mod_event_socket`, which drops the connection.
+    pub unload: Vec<String>,
 }
 
 impl Needs {
@@ -41,7 +44,7 @@ impl Needs {
     }
 
     pub fn any(&self) -> bool {
-        self.reloadxml || !self.rescan.is_empty() || self.event_socket
+        self.reloadxml || !self.rescan.is_empty() || self.event_socket || !self.unload.is_empty()
     }
 }
 
@@ -96,6 +99,9 @@ pub async fn apply(
             ));
         }
     }
+    for module in &needs.unload {
+        evidence.push(unload(&mut client, module).await?);
+    }
     if needs.event_socket {
         client
             .reload_event_socket()
@@ -119,6 +125,48 @@ pub async fn apply(
         let _ = client.exit().await;
     }
     Ok(evidence)
+}
+
+/// `unload NAME` (never `-f`: FreeSWITCH itself refuses a module that is busy), then
+/// `module_exists NAME` to prove it is gone. A module FreeSWITCH will not unload is not a failure
+/// of the run: modules.conf.xml no longer loads it, so the report says that it goes at the next
+/// restart (fsfleet never restarts FreeSWITCH).
+async fn unload<S>(client: &mut esl::EslClient<S>, module: &str) -> Result<String, StepError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    let failed = |what: &str, source: esl::EslError| StepError::Esl {
+        what: what.into(),
+        source,
+    };
+    let body = client
+        .api(&format!("unload {module}"))
+        .await
+        .map_err(|e| failed("unload", e))?;
+    let body = body.trim();
+    // mod_commands answers `+OK`, or `-ERR [No such module!]` when it is not loaded (FreeSWITCH
+    // 1.10 switch_loadable_module_unload_module).
+    if !body.starts_with("+OK") && body != "-ERR [No such module!]" {
+        return Ok(format!(
+            "warning: unload {module} answered {}: it stays loaded until FreeSWITCH restarts \
+             (modules.conf.xml no longer loads it); restart FreeSWITCH when convenient",
+            crate::display::line(body)
+        ));
+    }
+    let exists = client
+        .api(&format!("module_exists {module}"))
+        .await
+        .map_err(|e| failed("module_exists", e))?;
+    match exists.trim() {
+        "false" => Ok(format!(
+            "unload {module}: {body}; module_exists {module}: false"
+        )),
+        other => Err(StepError::Failed(format!(
+            "unload {module} answered {} but module_exists {module} says {}",
+            crate::display::line(body),
+            crate::display::line(other)
+        ))),
+    }
 }
 
 /// Reconnect with the NEW password after `reload mod_event_socket`, retrying like
@@ -181,5 +229,71 @@ async fn reconnect(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(policy.max_backoff);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::esl::fake::{ApiReply, Config, FakeEsl};
+    use crate::esl::{EslClient, EslOptions};
+
+    async fn with(replies: &[(&str, &str)]) -> (FakeEsl, EslClient<tokio::net::TcpStream>) {
+        let mut cfg = Config::default();
+        for (cmd, body) in replies {
+            cfg.api
+                .insert(cmd.to_string(), ApiReply::Body(body.to_string()));
+        }
+        let fake = FakeEsl::start(cfg).await;
+        let client = EslClient::connect(
+            fake.connect().await,
+            &Secret::new("ClueCon"),
+            EslOptions::default(),
+        )
+        .await
+        .unwrap();
+        (fake, client)
+    }
+
+    #[tokio::test]
+    async fn an_unloaded_module_is_proven_gone() {
+        let (fake, mut c) = with(&[
+            ("unload mod_verto", "+OK\n"),
+            ("module_exists mod_verto", "false"),
+        ])
+        .await;
+        let ev = unload(&mut c, "mod_verto").await.unwrap();
+        assert_eq!(ev, "unload mod_verto: +OK; module_exists mod_verto: false");
+        assert_eq!(
+            fake.log().commands[1..],
+            ["api unload mod_verto", "api module_exists mod_verto"]
+        );
+        // Already gone (a cut run unloaded it): the same proof.
+        let (_, mut c) = with(&[
+            ("unload mod_verto", "-ERR [No such module!]\n"),
+            ("module_exists mod_verto", "false"),
+        ])
+        .await;
+        assert!(unload(&mut c, "mod_verto").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_module_freeswitch_keeps_is_a_restart_warning_and_a_lie_is_a_failure() {
+        let (fake, mut c) = with(&[("unload mod_signalwire", "-ERR [Module in use.]\n")]).await;
+        let ev = unload(&mut c, "mod_signalwire").await.unwrap();
+        assert!(
+            ev.starts_with("warning: unload mod_signalwire answered -ERR [Module in use.]")
+                && ev.contains("until FreeSWITCH restarts"),
+            "{ev}"
+        );
+        // No module_exists asked: nothing to prove.
+        assert_eq!(fake.log().commands.len(), 2);
+        let (_, mut c) = with(&[
+            ("unload mod_verto", "+OK\n"),
+            ("module_exists mod_verto", "true"),
+        ])
+        .await;
+        let e = unload(&mut c, "mod_verto").await.unwrap_err().to_string();
+        assert!(e.contains("module_exists mod_verto says true"), "{e}");
     }
 }

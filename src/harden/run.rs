@@ -20,11 +20,11 @@ use super::{
 use crate::facts::{self, FactsError};
 use crate::fleet::HostCtx;
 use crate::hostfs;
-use crate::inventory::{ConfDir, Host};
+use crate::inventory::{ConfDir, HardenLevel, Host};
 use crate::report::{HostReport, StepReport, StepStatus};
 use crate::secret::Secret;
 use crate::ssh::{Connector, Session};
-use crate::vault::{CredKind, KeyBinding, Vault, VaultError};
+use crate::vault::{CredKind, KeyBinding, UserCredKind, Vault, VaultError};
 
 /// Every step name, in the order it runs: the orchestrator's phases (preflight, backup, reload,
 /// verify) around the registry's steps. `--skip`/`--only` take these names.
@@ -218,6 +218,12 @@ impl Selection {
         Ok(sel)
     }
 
+    /// Whether a registry step runs on a host hardened to `level`: a production step only at
+    /// the production level or when `--only` names it (`--skip` still wins).
+    pub fn runs_entry(&self, e: &step::Entry, level: HardenLevel) -> bool {
+        self.runs(e.name) && (e.level <= level || self.only.contains(e.name))
+    }
+
     /// preflight always runs; backup runs whenever something changes.
     pub fn runs(&self, step: &str) -> bool {
         if step == preflight::NAME || step == backup::NAME {
@@ -395,23 +401,30 @@ fn refused_message(plan: &StepPlan, check: bool) -> String {
     msg
 }
 
-/// Gather every step's facts in one round trip.
-pub(crate) async fn gather(session: &Session, host: &Host) -> Result<HostFacts, RunError> {
-    let script = script(host);
+/// Gather the facts of every step that runs on this host, in one round trip.
+pub(crate) async fn gather(
+    session: &Session,
+    host: &Host,
+    runs: &(dyn Fn(&step::Entry) -> bool + Sync),
+) -> Result<HostFacts, RunError> {
+    let script = script(host, runs);
     let sections = facts::gather(session, &script).await?;
-    Ok(HostFacts::parse(
+    // The dialplan step reads dialplan/default/*.xml through the audit's unit of extra files:
+    // one reading of them, merged like the audit merges it.
+    Ok(crate::audit::evidence::parse(
         sections,
         &session.user,
         session.uses_sudo(),
     )?)
 }
 
-/// The one facts script of a harden run: every step's snippets and files, then the base facts.
-fn script(host: &Host) -> facts::Script {
+/// The one facts script of a harden run: the snippets and files of every step that `runs`
+/// (a baseline run does not read what only the production steps need), then the base facts.
+fn script(host: &Host, runs: &(dyn Fn(&step::Entry) -> bool + Sync)) -> facts::Script {
     let mut probes = Probes::new();
     // Stage files a cut run left beside the configs (removed through hostfs in preflight).
     probes.fact::<facts::StaleStages>();
-    for s in step::REGISTRY {
+    for s in step::REGISTRY.iter().filter(|e| runs(e)) {
         (s.probes)(&mut probes, host);
     }
     probes.into_script(host)
@@ -521,7 +534,9 @@ async fn preflight(
     let (host, session, opts) = (run.host, run.session, run.opts());
     run.ctx.stage("gathering facts (one script)");
     let t = Instant::now();
-    let mut facts = gather(session, host).await?;
+    let level = opts.level_for(host);
+    let runs = |e: &step::Entry| run.sel().runs_entry(e, level);
+    let mut facts = gather(session, host, &runs).await?;
     data["timings"]["facts_ms"] = json!(t.elapsed().as_millis() as u64);
     let refuse = |steps: &mut Steps, e: StepError| {
         steps.failed(preflight::NAME, &e, t);
@@ -588,7 +603,7 @@ async fn preflight(
     {
         let mut h = host.clone();
         h.conf_dir = ConfDir::Path(live.clone());
-        facts = gather(session, &h).await?;
+        facts = gather(session, &h, &runs).await?;
         if facts.files.conf_dir.as_deref() != Some(live.as_str()) {
             let e = StepError::Refused(format!(
                 "FreeSWITCH reports conf_dir {live}, but no vars.xml is there"
@@ -711,6 +726,11 @@ impl HostPlan {
     fn secrets(&self) -> impl Iterator<Item = &(CredKind, Secret)> {
         self.outlines().flat_map(|p| p.secrets.iter())
     }
+
+    /// Per-user secrets the edits set, for the vault before the host sees them.
+    fn user_secrets(&self) -> impl Iterator<Item = &(String, UserCredKind, Secret)> {
+        self.outlines().flat_map(|p| p.user_secrets.iter())
+    }
 }
 
 /// Plan every selected step from the facts (pure), in registry order; each sees the plans
@@ -718,7 +738,11 @@ impl HostPlan {
 /// step's refusal is reported when it would run.
 fn plan_all(run: &Run<'_>, ready: &Ready, steps: &mut Steps) -> Result<HostPlan, RunError> {
     let mut planned: Vec<PlannedStep> = Vec::new();
-    for e in step::REGISTRY.iter().filter(|e| run.sel().runs(e.name)) {
+    let level = run.opts().level_for(run.host);
+    for e in step::REGISTRY
+        .iter()
+        .filter(|e| run.sel().runs_entry(e, level))
+    {
         let t = Instant::now();
         let before: Vec<&StepPlan> = planned
             .iter()
@@ -907,11 +931,16 @@ async fn pending_secrets_to_vault(
     plan: &HostPlan,
     data: &mut serde_json::Value,
 ) -> Result<(), RunError> {
-    if plan.secrets().next().is_none() {
+    if plan.secrets().next().is_none() && plan.user_secrets().next().is_none() {
         return Ok(());
     }
     let (host, key) = (run.host, run.session.host_key());
     let mut vault = run.shared.vault.lock().await;
+    for (user, kind, value) in plan.user_secrets() {
+        vault
+            .set_user_pending(&host.name, key, user, *kind, value, run.run_id)
+            .map_err(|e| RunError::vault(e, Some(UNCHANGED)))?;
+    }
     let current_sip = sip_password_in(&ready.facts);
     for (kind, _) in plan.secrets() {
         let current = match kind {
@@ -1077,6 +1106,7 @@ async fn verify(
     let unchanged = !plan.any_change()
         && !needs.any()
         && plan.secrets().next().is_none()
+        && plan.user_secrets().next().is_none()
         && pre.live_password.as_ref() == Some(&pre.esl.password);
     let quick = if unchanged {
         verify::from_facts(&ready.facts, &plan.esl.es, &checks)
@@ -1129,6 +1159,26 @@ async fn confirm_in_vault(run: &Run<'_>, ready: &Ready, plan: &HostPlan) -> Resu
             .confirm(&host.name, key, CredKind::SipPassword, &pw, run.run_id)
             .map_err(|e| RunError::vault(e, None))?;
     }
+    // Per-user secrets this run set, and pending ones of a cut run that the host's files hold.
+    let on_host = super::voicemail_pins::pins_in(&ready.facts);
+    let mut confirmed: Vec<(String, UserCredKind, Secret)> = plan.user_secrets().cloned().collect();
+    for (user, value) in vault.pending_users(&host.name, UserCredKind::VmPassword) {
+        if confirmed.iter().any(|(u, _, _)| *u == user) {
+            continue;
+        }
+        if on_host.iter().any(|(u, v)| *u == user && *v == value) {
+            confirmed.push((user, UserCredKind::VmPassword, value));
+        } else {
+            vault
+                .drop_user_pending(&host.name, &user, UserCredKind::VmPassword)
+                .map_err(|e| RunError::vault(e, None))?;
+        }
+    }
+    for (user, kind, value) in &confirmed {
+        vault
+            .confirm_user(&host.name, key, user, *kind, value, run.run_id)
+            .map_err(|e| RunError::vault(e, None))?;
+    }
     Ok(())
 }
 
@@ -1161,6 +1211,7 @@ fn reload_needs(
             reloadxml: true,
             rescan: all,
             event_socket: true,
+            unload: planned.unload,
         };
     }
     reload::Needs {
@@ -1205,17 +1256,34 @@ mod tests {
     fn the_harden_and_audit_scripts_build_with_unique_fact_names() {
         // Script::add refuses a name twice (two snippets would share one section).
         let host = crate::harden::context::test_host("pbx");
-        let harden = script(&host);
+        let harden = script(&host, &|_| true);
         let audit = crate::audit::evidence::script(&host);
         assert!(harden.names().any(|n| n == facts::LISTEN));
         assert!(audit.names().any(|n| n == facts::LISTEN));
     }
 
     #[test]
+    fn a_baseline_run_reads_nothing_only_the_production_steps_need() {
+        use crate::facts::Fact;
+        let host = crate::harden::context::test_host("pbx");
+        let sel = Selection::default();
+        let base = script(&host, &|e| sel.runs_entry(e, HardenLevel::Baseline));
+        let prod = script(&host, &|e| sel.runs_entry(e, HardenLevel::Production));
+        let names = |s: &facts::Script| s.names().map(str::to_string).collect::<Vec<_>>();
+        for n in [
+            crate::harden::modules::ModuleConfs::NAME,
+            crate::audit::evidence::AuditFiles::NAME,
+        ] {
+            assert!(!names(&base).iter().any(|x| x == n), "{n} at baseline");
+            assert!(names(&prod).iter().any(|x| x == n), "{n} at production");
+        }
+    }
+
+    #[test]
     fn the_harden_and_audit_scripts_run_each_registered_fact_once() {
         let host = crate::harden::context::test_host("pbx");
         for (what, s) in [
-            ("harden", script(&host)),
+            ("harden", script(&host, &|_| true)),
             ("audit", crate::audit::evidence::script(&host)),
         ] {
             let names: Vec<&str> = s.names().collect();
@@ -1346,6 +1414,50 @@ mod tests {
     }
 
     #[test]
+    fn production_steps_run_at_the_production_level_or_when_named() {
+        let prod: Vec<&step::Entry> = step::REGISTRY
+            .iter()
+            .filter(|e| e.level == HardenLevel::Production)
+            .collect();
+        assert!(!prod.is_empty());
+        let all = Selection::default();
+        for e in step::REGISTRY {
+            // Every step at production; only the baseline's at baseline.
+            assert!(all.runs_entry(e, HardenLevel::Production), "{}", e.name);
+            assert_eq!(
+                all.runs_entry(e, HardenLevel::Baseline),
+                e.level == HardenLevel::Baseline,
+                "{}",
+                e.name
+            );
+        }
+        // --only names a production step: it runs at the baseline level, and nothing else does.
+        let name = prod[0].name;
+        let only = Selection::new(&[], &names(&[name])).unwrap();
+        let ran: Vec<&str> = step::REGISTRY
+            .iter()
+            .filter(|e| only.runs_entry(e, HardenLevel::Baseline))
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(ran, [name]);
+        // --skip wins at the production level too.
+        let skip = Selection::new(&names(&[name]), &[]).unwrap();
+        assert!(!skip.runs_entry(prod[0], HardenLevel::Production));
+        // --level overrides the inventory's level; without it the host's level holds.
+        let mut host = crate::harden::context::test_host("pbx1");
+        host.level = HardenLevel::Production;
+        assert_eq!(
+            HardenOptions::default().level_for(&host),
+            HardenLevel::Production
+        );
+        let base = HardenOptions {
+            level: Some(HardenLevel::Baseline),
+            ..HardenOptions::default()
+        };
+        assert_eq!(base.level_for(&host), HardenLevel::Baseline);
+    }
+
+    #[test]
     fn only_and_skip_together() {
         // Nothing chosen: every step runs.
         let sel = Selection::new(&[], &[]).unwrap();
@@ -1362,6 +1474,10 @@ mod tests {
                 sip_password::NAME,
                 event_socket::NAME,
                 auth_logging::NAME,
+                crate::harden::dialplan::NAME,
+                crate::harden::voicemail_pins::NAME,
+                crate::harden::modules::NAME,
+                crate::harden::file_modes::NAME,
                 packages::NAME,
                 firewall::NAME,
                 fs_cli::NAME,
@@ -1467,6 +1583,7 @@ mod tests {
             conf_dir: None,
             log_dir: None,
             registered: None,
+            loaded_modules: None,
             evidence: vec![],
         }
     }
@@ -1779,7 +1896,9 @@ mod snapshots {
             );
         }
         let mut before: Vec<StepPlan> = Vec::new();
-        for e in step::REGISTRY {
+        let level = opts.level_for(&host);
+        let sel = Selection::default();
+        for e in step::REGISTRY.iter().filter(|e| sel.runs_entry(e, level)) {
             let refs: Vec<&StepPlan> = before.iter().collect();
             let input = PlanInput {
                 facts: &f,
@@ -1827,7 +1946,10 @@ mod snapshots {
             t,
         );
         steps.skipped(backup::NAME, "nothing changes");
-        for e in step::REGISTRY {
+        for e in step::REGISTRY
+            .iter()
+            .filter(|e| e.level == HardenLevel::Baseline)
+        {
             steps.planned(e.name, &StepPlan::default(), false, t);
         }
         steps.push(

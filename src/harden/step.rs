@@ -16,9 +16,10 @@ use std::pin::Pin;
 use super::context::{FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan};
 use super::preflight::Preflight;
 use super::{
-    auth_logging, event_socket, fail2ban, firewall, fs_cli, packages, reload, sip_password,
+    auth_logging, dialplan, event_socket, fail2ban, file_modes, firewall, fs_cli, modules,
+    packages, reload, sip_password, voicemail_pins,
 };
-use crate::inventory::Host;
+use crate::inventory::{HardenLevel, Host};
 use crate::model::EventSocket;
 use crate::secret::Secret;
 
@@ -72,9 +73,13 @@ impl From<StepPlan> for Plan<()> {
 /// the orchestrator writes, so `apply` has nothing left to do.
 macro_rules! config_step {
     ($step:ident) => {
+        $crate::harden::step::config_step!($step, Baseline);
+    };
+    ($step:ident, $level:ident) => {
         impl $crate::harden::step::Step for $step {
             const NAME: &'static str = NAME;
             const PHASE: $crate::harden::step::Phase = $crate::harden::step::Phase::Config;
+            const LEVEL: $crate::inventory::HardenLevel = $crate::inventory::HardenLevel::$level;
             type Action = ();
 
             fn probes(p: &mut $crate::harden::Probes, host: &$crate::inventory::Host) {
@@ -118,6 +123,9 @@ pub trait Step {
     /// What the progress line says while `apply` runs ("installing packages (apt)").
     const DOING: &'static str = Self::NAME;
     const PHASE: Phase;
+    /// The level the step belongs to: a production step runs only at `--level production`
+    /// (or the inventory's `level`), or when `--only` names it.
+    const LEVEL: HardenLevel = HardenLevel::Baseline;
     /// What `apply` needs, computed by `plan` (no secrets in its Debug).
     type Action: Send + Sync + 'static;
 
@@ -164,6 +172,7 @@ pub struct Entry {
     pub name: &'static str,
     pub doing: &'static str,
     pub phase: Phase,
+    pub level: HardenLevel,
     pub probes: fn(&mut Probes, &Host),
     pub plan: PlanFn,
 }
@@ -178,6 +187,7 @@ const fn entry<S: Step + 'static>() -> Entry {
         name: S::NAME,
         doing: S::DOING,
         phase: S::PHASE,
+        level: S::LEVEL,
         probes: S::probes,
         plan: plan_erased::<S>,
     }
@@ -189,6 +199,10 @@ pub const REGISTRY: &[Entry] = &[
     entry::<sip_password::SipPassword>(),
     entry::<event_socket::EventSocketStep>(),
     entry::<auth_logging::AuthLogging>(),
+    entry::<dialplan::Dialplan>(),
+    entry::<voicemail_pins::VoicemailPins>(),
+    entry::<modules::Modules>(),
+    entry::<file_modes::FileModes>(),
     entry::<packages::Packages>(),
     entry::<fail2ban::Fail2ban>(),
     entry::<firewall::Firewall>(),
@@ -266,13 +280,78 @@ pub fn planned_reloads<'p>(plans: impl IntoIterator<Item = &'p StepPlan>) -> rel
                 out.rescan.push(r.clone());
             }
         }
+        for m in &p.reload.unload {
+            if !out.unload.contains(m) {
+                out.unload.push(m.clone());
+            }
+        }
     }
     out
 }
 
-/// The config files the plans edit, in registry order.
+/// The config files the plans edit, in registry order, each once: a later step's edit of a file
+/// an earlier step edits too is built on that one ([`PlanInput::edit`]), so the last edit of a
+/// path is what the file becomes (its `old` and `was` are still the host's).
 pub fn planned_edits<'p>(plans: impl IntoIterator<Item = &'p StepPlan>) -> Vec<&'p FileEdit> {
-    plans.into_iter().flat_map(|p| p.edits.iter()).collect()
+    let all: Vec<&FileEdit> = plans.into_iter().flat_map(|p| p.edits.iter()).collect();
+    all.iter()
+        .enumerate()
+        .filter(|(i, e)| !all[i + 1..].iter().any(|later| later.path == e.path))
+        .map(|(_, e)| *e)
+        .collect()
+}
+
+impl PlanInput<'_> {
+    /// The latest edit of `path` the steps before this one plan.
+    pub fn planned(&self, path: &str) -> Option<&FileEdit> {
+        self.before
+            .iter()
+            .rev()
+            .flat_map(|p| p.edits.iter().rev())
+            .find(|e| e.path == path)
+    }
+
+    /// A config file's bytes as the steps before this one leave it (None: not read).
+    pub fn bytes_now(&self, path: &str) -> Option<&[u8]> {
+        match self.planned(path) {
+            Some(e) => Some(&e.new),
+            None => self
+                .facts
+                .files
+                .files
+                .get(path)
+                .and_then(|f| f.content.as_deref()),
+        }
+    }
+
+    /// An edit of `path` to `new` on top of what the steps before plan for it (their content
+    /// and owner/mode), so two steps editing one file never undo each other; `secret`: the
+    /// file holds a secret (see [`HostFacts::edit`]). None when it adds nothing to theirs.
+    pub fn edit(
+        &self,
+        path: &str,
+        new: Vec<u8>,
+        secret: bool,
+    ) -> Result<Option<FileEdit>, StepError> {
+        let Some(prev) = self.planned(path) else {
+            return self.facts.edit(path, new, secret);
+        };
+        let want = if secret {
+            prev.want.for_secret(self.facts.fs_owner())
+        } else {
+            prev.want.clone()
+        };
+        if prev.new == new && prev.want == want {
+            return Ok(None);
+        }
+        Ok(Some(FileEdit {
+            path: path.to_string(),
+            old: prev.old.clone(),
+            new,
+            was: prev.was.clone(),
+            want,
+        }))
+    }
 }
 
 /// Every registry step planned on `f` (pure) as for a host whose running FreeSWITCH took its
@@ -328,6 +407,10 @@ mod tests {
                 sip_password::NAME,
                 event_socket::NAME,
                 auth_logging::NAME,
+                dialplan::NAME,
+                voicemail_pins::NAME,
+                modules::NAME,
+                file_modes::NAME,
                 packages::NAME,
                 fail2ban::NAME,
                 firewall::NAME,

@@ -12,7 +12,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::error::{Diagnostic, InventoryError, MAX_DIAGNOSTICS};
-use super::{ConfDir, Fail2banSettings, Host, HostKeyPolicy, Inventory, Jump};
+use super::{ConfDir, Fail2banSettings, HardenLevel, Host, HostKeyPolicy, Inventory, Jump};
 use crate::ssh::config::{SshConfig, SshHostConfig, expand_tilde};
 
 type Span = Range<usize>;
@@ -39,6 +39,8 @@ const FIELD_KEYS: &[&str] = &[
     "fail2ban_ignore",
     "apt_lock_timeout",
     "waive",
+    "level",
+    "modules_keep",
 ];
 const TOP_KEYS: &[&str] = &[
     "defaults",
@@ -79,6 +81,8 @@ struct Layer {
     fail2ban_ignore: Option<At<Vec<IpNet>>>,
     apt_lock_timeout: Option<At<u64>>,
     waive: Option<At<Vec<String>>>,
+    level: Option<At<HardenLevel>>,
+    modules_keep: Option<At<Vec<String>>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -493,6 +497,10 @@ impl Resolver<'_> {
                 .map(|v| Duration::from_secs(v.value))
                 .unwrap_or(crate::inventory::DEFAULT_APT_LOCK_TIMEOUT),
             waive,
+            level: pick!(layers, level).map(|l| l.value).unwrap_or_default(),
+            modules_keep: pick!(layers, modules_keep)
+                .map(|m| m.value.clone())
+                .unwrap_or_default(),
         };
         (host, jump_span)
     }
@@ -847,6 +855,20 @@ fn parse_fields(
             "fail2ban_ignore" => l.fail2ban_ignore = parse_fail2ban_ignore(p, value),
             "apt_lock_timeout" => l.apt_lock_timeout = positive(p, k, value),
             "waive" => l.waive = parse_waive(p, value),
+            "level" => {
+                l.level = string(p, k, value).and_then(|s| {
+                    let level = match s.value.as_str() {
+                        "baseline" => HardenLevel::Baseline,
+                        "production" => HardenLevel::Production,
+                        other => {
+                            p.add(s.span, format!("level `{other}` is not one of baseline, production"));
+                            return None;
+                        }
+                    };
+                    Some(At { value: level, span: s.span })
+                })
+            }
+            "modules_keep" => l.modules_keep = parse_modules_keep(p, value),
             other => {
                 let (what, keys): (String, Vec<&str>) = match level {
                     Level::Defaults => ("[defaults]".into(), FIELD_KEYS.to_vec()),
@@ -971,6 +993,35 @@ fn parse_waive(p: &mut Problems, value: &Value<'_>) -> Option<At<Vec<String>>> {
     }
     Some(At {
         value: ids,
+        span: value.span(),
+    })
+}
+
+/// `modules_keep`: FreeSWITCH module names as modules.conf.xml writes them (`mod_verto`).
+fn parse_modules_keep(p: &mut Problems, value: &Value<'_>) -> Option<At<Vec<String>>> {
+    let items = string_list(p, "modules_keep", value)?;
+    let mut names = Vec::new();
+    for item in items {
+        let ok = item.value.starts_with("mod_")
+            && item.value.len() > 4
+            && item
+                .value
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'_');
+        if ok {
+            names.push(item.value);
+        } else {
+            p.add(
+                item.span,
+                format!(
+                    "`{}` in modules_keep is not a module name such as mod_verto",
+                    item.value
+                ),
+            );
+        }
+    }
+    Some(At {
+        value: names,
         span: value.span(),
     })
 }

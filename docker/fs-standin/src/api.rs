@@ -60,8 +60,35 @@ pub fn execute(core: &Core, line: &str) -> Reply {
         }),
         "sofia" => sofia(core, args),
         "reload" => reload(core, args),
+        // mod_commands' module_exists_function: `true` or `false`, no newline.
+        "module_exists" => Reply::body(if args.is_empty() {
+            String::new()
+        } else if core.module_loaded(args) {
+            "true".to_string()
+        } else {
+            "false".to_string()
+        }),
+        "unload" => unload(core, args),
         _ => Reply::body(format!("-ERR {cmd} Command not found!\n")),
     }
+}
+
+/// mod_commands' unload_function: `[-f] <mod_name>`; `+OK` or `-ERR [reason]`. The Event
+/// Socket serving the request cannot unload itself (FreeSWITCH would hang up on its caller):
+/// refused here like a module whose shutdown fails.
+fn unload(core: &Core, args: &str) -> Reply {
+    let module = args
+        .split_whitespace()
+        .find(|w| !w.starts_with('-'))
+        .unwrap_or("");
+    Reply::body(match module {
+        "" => "-USAGE: [-f] <mod_name>\n".to_string(),
+        "mod_event_socket" => "-ERR [Module in use.]\n".to_string(),
+        m => match core.unload_module(m) {
+            Ok(()) => "+OK\n".to_string(),
+            Err(e) => format!("-ERR [{e}]\n"),
+        },
+    })
 }
 
 fn reload(core: &Core, args: &str) -> Reply {
@@ -184,6 +211,31 @@ pub fn status_body(up: Duration, idle_cpu: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn module_exists_and_unload_follow_modules_conf() {
+        let dir = std::env::temp_dir().join(format!("standin-mods-{}", new_uuid()));
+        let conf = dir.join("conf");
+        std::fs::create_dir_all(conf.join("autoload_configs")).unwrap();
+        std::fs::write(conf.join("vars.xml"), "<include/>\n").unwrap();
+        std::fs::write(
+            conf.join("autoload_configs/modules.conf.xml"),
+            "<configuration name=\"modules.conf\"><modules>\n\
+             <load module=\"mod_sofia\"/>\n<!-- <load module=\"mod_xml_rpc\"/> -->\n\
+             <load module=\"mod_verto\"/>\n</modules></configuration>\n",
+        )
+        .unwrap();
+        let core = crate::core::test_core(&conf, &dir);
+        let api = |l: &str| execute(&core, l).body;
+        assert_eq!(api("module_exists mod_verto"), "true");
+        assert_eq!(api("module_exists mod_xml_rpc"), "false");
+        assert_eq!(api("unload mod_verto"), "+OK\n");
+        assert_eq!(api("module_exists mod_verto"), "false");
+        assert_eq!(api("unload mod_verto"), "-ERR [No such module!]\n");
+        assert_eq!(api("unload"), "-USAGE: [-f] <mod_name>\n");
+        assert_eq!(api("module_exists mod_sofia"), "true");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn status_is_byte_exact() {

@@ -325,6 +325,22 @@ pub fn load(layout: &Layout, base_vars: &Vars) -> Result<Snapshot, XmlError> {
     })
 }
 
+/// The modules FreeSWITCH loads at startup: every live `<load module=...>` of
+/// autoload_configs/modules.conf.xml, in order (commented lines are not elements). No file: none.
+pub fn startup_modules(layout: &Layout, base_vars: &Vars) -> Result<Vec<String>, XmlError> {
+    let path = layout.conf_dir.join("autoload_configs/modules.conf.xml");
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    let mut vars = base_vars.clone();
+    let doc = xml::load(&path, &mut vars)?;
+    Ok(doc
+        .find_all("load")
+        .into_iter()
+        .filter_map(|l| l.attr("module").map(str::to_string))
+        .collect())
+}
+
 /// The stock tree shipped with the project: `$FS_STOCK_CONF`, else found by walking up from `from`.
 pub fn find_stock_tree(from: &Path) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("FS_STOCK_CONF") {

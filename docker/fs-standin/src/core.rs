@@ -24,6 +24,9 @@ struct State {
     running: Vec<RunningProfile>,
     /// mod_sofia's sip_registrations: kept across reloadxml and rescans, as the real table is.
     registrations: crate::registrations::Table,
+    /// Modules loaded: modules.conf.xml's `<load module=...>` as read at startup (FreeSWITCH
+    /// reads that file only then), less those `unload` took out.
+    modules: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -57,6 +60,7 @@ impl Core {
         core_uuid: String,
     ) -> Result<Arc<Core>, XmlError> {
         let snap = config::load(&layout, &base_vars)?;
+        let modules = config::startup_modules(&layout, &base_vars)?;
         let log_auth_failures = snap
             .profiles
             .iter()
@@ -75,6 +79,7 @@ impl Core {
                 log_auth_failures,
                 running: Vec::new(),
                 registrations: Default::default(),
+                modules,
             }),
             esl_reload: Notify::new(),
             esl_generation,
@@ -164,6 +169,22 @@ impl Core {
     /// The live registrations of a profile.
     pub fn registrations(&self, profile: &str) -> Vec<crate::registrations::Registration> {
         self.lock().registrations.of_profile(profile)
+    }
+
+    /// `module_exists NAME`.
+    pub fn module_loaded(&self, name: &str) -> bool {
+        self.lock().modules.iter().any(|m| m == name)
+    }
+
+    /// `unload NAME`: Err with FreeSWITCH's reason when no such module is loaded.
+    pub fn unload_module(&self, name: &str) -> Result<(), &'static str> {
+        let mut st = self.lock();
+        let before = st.modules.len();
+        st.modules.retain(|m| m != name);
+        if st.modules.len() == before {
+            return Err("No such module!");
+        }
+        Ok(())
     }
 
     /// Drop every Event Socket client with the shutdown notice.
