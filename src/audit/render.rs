@@ -178,7 +178,7 @@ fn remediation_of(id: &str) -> &'static str {
 
 /// What the operator does about failing operator-owned controls: `fsfleet harden` leaves them
 /// alone. (A production level of harden that takes some of them on will be named here.)
-pub const OPERATOR_HINT: &str = "fix by hand or waive; `fsfleet harden` does not change these";
+pub const OPERATOR_HINT: &str = "fix by hand, waive, or `fsfleet harden --level production` (docs/production.md: which it fixes)";
 
 /// What brings failing baseline controls to pass.
 pub const BASELINE_HINT: &str = "`fsfleet harden` brings these to pass";
@@ -913,7 +913,7 @@ mod tests {
             t.contains(
                 "\nRESULT: baseline: 2 critical, 3 high fail, 10 errors (`fsfleet harden` brings \
                  these to pass); operator-owned: 3 high, 2 medium, 1 low, 1 info fail, 13 errors \
-                 (fix by hand or waive; `fsfleet harden` does not change these); not audited: \
+                 (fix by hand, waive, or `fsfleet harden --level production` (docs/production.md: which it fixes)); not audited: \
                  pbx2\n"
             ),
             "{t}"
@@ -928,7 +928,7 @@ mod tests {
         ));
         assert!(t.contains(
             "\n  operator-owned: 1 pass, 1 waived; 3 high, 2 medium, 1 low, 1 info fail, 13 errors \
-             (fix by hand or waive; `fsfleet harden` does not change these)\n  ERR  critical FS-VULN-03 "
+             (fix by hand, waive, or `fsfleet harden --level production` (docs/production.md: which it fixes))\n  ERR  critical FS-VULN-03 "
         ));
         // The stock fixture has no version facts: its critical FS-VULN errors come first, then
         // the failures by severity.
