@@ -431,7 +431,9 @@ pub(super) fn resolve(
             vec![top.diag("the inventory has no hosts: add at least one host to a group")],
         ));
     }
-    let dir = load::inventory_dir(path);
+    // As written (not made absolute): the vars files are named in messages the way the
+    // operator named the inventory.
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut files = VarsFiles {
         dir,
         groups: HashMap::new(),
@@ -490,7 +492,7 @@ pub(super) fn resolve(
             format!("groups = {}", toml::Value::Array(list)),
             Src::Name(h.at.clone()),
         );
-        settings(&h.name, vars, &mut out, &mut diags);
+        settings(vars, &mut out, &mut diags);
     }
     let parsed = load::parse(&out.text, path, ssh);
     let remap = |d: &Diagnostic| -> Diagnostic {
@@ -707,20 +709,20 @@ const ANSIBLE_SPELLED: &[(&str, &str)] = &[
 ];
 
 /// Writes one host's fsfleet settings from its resolved variables.
-fn settings(host: &str, vars: &Vars, out: &mut Toml, diags: &mut Vec<Diagnostic>) {
+fn settings(vars: &Vars, out: &mut Toml, diags: &mut Vec<Diagnostic>) {
     let mut set: HashMap<&'static str, String> = HashMap::new();
     let mut emit =
         |var: &str, key: &'static str, kind: Kind, v: &Var, diags: &mut Vec<Diagnostic>| {
             if let Some(first) = set.get(key) {
                 if first != var {
                     diags.push(v.at.diag(format!(
-                        "host {host}: `{var}` and `{first}` both set fsfleet's {key}: keep one"
+                        "`{var}` and `{first}` both set fsfleet's {key}: keep one"
                     )));
                 }
                 return;
             }
             set.insert(key, var.to_string());
-            if let Some(value) = to_toml(host, var, kind, v, diags) {
+            if let Some(value) = to_toml(var, kind, v, diags) {
                 out.line(
                     format!("{key} = {value}"),
                     Src::Var {
@@ -770,12 +772,12 @@ fn settings(host: &str, vars: &Vars, out: &mut Toml, diags: &mut Vec<Diagnostic>
             }
             continue;
         }
-        connection_var(host, name, v, vars, diags);
+        connection_var(name, v, vars, diags);
     }
 }
 
 /// Ansible variables that would make Ansible reach the host in a way fsfleet does not.
-fn connection_var(host: &str, name: &str, v: &Var, vars: &Vars, diags: &mut Vec<Diagnostic>) {
+fn connection_var(name: &str, v: &Var, vars: &Vars, diags: &mut Vec<Diagnostic>) {
     let text = match &v.value {
         Val::Str(s) => s.trim().to_string(),
         _ => return,
@@ -784,22 +786,26 @@ fn connection_var(host: &str, name: &str, v: &Var, vars: &Vars, diags: &mut Vec<
         "ansible_connection"
             if !matches!(
                 text.as_str(),
-                "ssh" | "smart" | "paramiko" | "paramiko_ssh" | "ansible.builtin.ssh"
+                "ssh"
+                    | "smart"
+                    | "paramiko"
+                    | "paramiko_ssh"
+                    | "ansible.builtin.ssh"
                     | "ansible.builtin.paramiko_ssh"
             ) =>
         {
             diags.push(v.at.diag(format!(
-                "host {host}: ansible_connection `{text}`: fsfleet reaches hosts over SSH only; \
+                "ansible_connection `{text}`: fsfleet reaches hosts over SSH only; \
                  remove the host from the inventory fsfleet reads"
             )))
         }
         "ansible_become_method" if text != "sudo" && text != "ansible.builtin.sudo" => {
             diags.push(v.at.diag(format!(
-                "host {host}: ansible_become_method `{text}`: fsfleet becomes root with sudo only"
+                "ansible_become_method `{text}`: fsfleet becomes root with sudo only"
             )))
         }
         "ansible_become_user" if text != "root" => diags.push(v.at.diag(format!(
-            "host {host}: ansible_become_user `{text}`: fsfleet needs root (sudo to root)"
+            "ansible_become_user `{text}`: fsfleet needs root (sudo to root)"
         ))),
         "ansible_ssh_common_args" | "ansible_ssh_extra_args"
             if !vars.contains_key("fsfleet_jump")
@@ -808,7 +814,7 @@ fn connection_var(host: &str, name: &str, v: &Var, vars: &Vars, diags: &mut Vec<
                     || text.split_whitespace().any(|w| w == "-J")) =>
         {
             diags.push(v.at.diag(format!(
-                "host {host}: {name} goes through a bastion, and fsfleet does not read ssh arguments: \
+                "{name} goes through a bastion, and fsfleet does not read ssh arguments: \
                  set fsfleet_jump to the bastion (an inventory host, or user@host:port)"
             )))
         }
@@ -858,17 +864,11 @@ fn env_lookup(s: &str) -> Option<&str> {
     ok.then_some(name)
 }
 
-fn to_toml(
-    host: &str,
-    var: &str,
-    kind: Kind,
-    v: &Var,
-    diags: &mut Vec<Diagnostic>,
-) -> Option<toml::Value> {
+fn to_toml(var: &str, kind: Kind, v: &Var, diags: &mut Vec<Diagnostic>) -> Option<toml::Value> {
     let at = &v.at;
     if v.value == Val::Vault {
         diags.push(at.diag(format!(
-            "host {host}: `{var}` is encrypted with Ansible Vault (!vault), which fsfleet cannot decrypt: \
+            "`{var}` is encrypted with Ansible Vault (!vault), which fsfleet cannot decrypt: \
              write the value in the clear (or, for a password, `{{{{ lookup('env', 'NAME') }}}}`)"
         )));
         return None;
@@ -881,7 +881,7 @@ fn to_toml(
                 Some(name) => Some(toml::Value::String(name.to_string())),
                 None => {
                     diags.push(at.diag(format!(
-                        "host {host}: `{var}` must be an environment lookup such as \
+                        "`{var}` must be an environment lookup such as \
                          \"{{{{ lookup('env', 'FS_SUDO_PASSWORD') }}}}\": fsfleet never takes a password written in the inventory"
                     )));
                     None
@@ -889,7 +889,7 @@ fn to_toml(
             },
             _ => {
                 diags.push(at.diag(format!(
-                    "host {host}: `{var}` must be an environment lookup such as \
+                    "`{var}` must be an environment lookup such as \
                      \"{{{{ lookup('env', 'FS_SUDO_PASSWORD') }}}}\": fsfleet never takes a password written in the inventory"
                 )));
                 None
@@ -900,7 +900,7 @@ fn to_toml(
         && (s.contains("{{") || s.contains("{%"))
     {
         diags.push(at.diag(format!(
-            "host {host}: `{var}` is a Jinja2 template (`{s}`), which fsfleet does not evaluate: write the value itself"
+            "`{var}` is a Jinja2 template (`{s}`), which fsfleet does not evaluate: write the value itself"
         )));
         return None;
     }
@@ -909,9 +909,7 @@ fn to_toml(
         (Kind::Bool, val) => match ansible_bool(val) {
             Some(b) => toml::Value::Boolean(b),
             None => {
-                diags.push(at.diag(format!(
-                    "host {host}: `{var}` must be true or false (yes/no)"
-                )));
+                diags.push(at.diag(format!("`{var}` must be true or false (yes/no)")));
                 return None;
             }
         },
