@@ -499,6 +499,9 @@ pub(super) fn resolve(
         match out.src.get(d.line.saturating_sub(1)) {
             Some(Src::Var { at, var, key }) => {
                 let mut message = d.message.replace(&format!("`{key}`"), &format!("`{var}`"));
+                if let Some(rest) = message.strip_prefix(&format!("{key} ")) {
+                    message = format!("{var} {rest}");
+                }
                 if !message.contains(var.as_str()) {
                     message = format!("{var}: {message}");
                 }
@@ -945,5 +948,333 @@ fn plain_toml(v: &Val) -> toml::Value {
                 .map(|(k, v)| (k.clone(), plain_toml(v)))
                 .collect(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{Host, InventoryFormat};
+
+    /// Writes `files` (path, text) into a new directory and loads the first as an inventory.
+    fn load_files(
+        files: &[(&str, &str)],
+    ) -> (tempfile::TempDir, Result<Inventory, InventoryError>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, text) in files {
+            let p = dir.path().join(name);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&p, text).expect("write");
+        }
+        let inv = Inventory::load_with(&dir.path().join(files[0].0), None);
+        (dir, inv)
+    }
+
+    fn ok(files: &[(&str, &str)]) -> (tempfile::TempDir, Inventory) {
+        let (d, r) = load_files(files);
+        (d, r.unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    fn err(files: &[(&str, &str)]) -> String {
+        let (_d, r) = load_files(files);
+        match r {
+            Ok(inv) => panic!("accepted: {:?}", inv.hosts),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn host<'a>(inv: &'a Inventory, name: &str) -> &'a Host {
+        inv.get(name).unwrap_or_else(|| panic!("no host {name}"))
+    }
+
+    const LAYERS: &str = "\
+[all:vars]
+ansible_user=from_all
+
+[parent:children]
+child
+
+[parent:vars]
+ansible_user=from_parent
+ansible_port=2000
+
+[child]
+a
+b ansible_user=from_host
+
+[child:vars]
+ansible_user=from_child
+";
+
+    #[test]
+    fn host_beats_child_group_beats_parent_group_beats_all() {
+        let (_d, inv) = ok(&[
+            ("hosts.ini", LAYERS),
+            (
+                "hosts2.ini",
+                "[x]\nlone\n[all:vars]\nansible_user=from_all\n",
+            ),
+        ]);
+        assert_eq!(host(&inv, "a").user, "from_child");
+        assert_eq!(host(&inv, "a").port, 2000);
+        assert_eq!(host(&inv, "b").user, "from_host");
+        assert_eq!(host(&inv, "a").groups, ["parent", "child"]);
+        let (_d, inv) = ok(&[(
+            "hosts.ini",
+            "[x]\nlone\n[all:vars]\nansible_user=from_all\n",
+        )]);
+        assert_eq!(host(&inv, "lone").user, "from_all");
+    }
+
+    #[test]
+    fn vars_files_come_after_inline_vars_and_host_vars_last() {
+        let (_d, inv) = ok(&[
+            ("hosts.ini", LAYERS),
+            // group_vars/all after every inline group var (as ansible-inventory resolves it)
+            ("group_vars/all.yml", "ansible_port: 3000\n"),
+            ("group_vars/parent/a.yml", "ansible_user: gv_parent\n"),
+            ("group_vars/parent/b.yaml", "ansible_port: 3100\n"),
+            ("group_vars/parent/skip.txt", "ansible_port: 9\n"),
+            ("group_vars/child.yml", "fsfleet_conf_dir: /opt/fs/conf\n"),
+            ("host_vars/b.yml", "ansible_user: hv_b\n"),
+        ]);
+        let a = host(&inv, "a");
+        assert_eq!((a.user.as_str(), a.port), ("gv_parent", 3100));
+        assert_eq!(
+            a.conf_dir,
+            crate::inventory::ConfDir::Path("/opt/fs/conf".into())
+        );
+        assert_eq!(host(&inv, "b").user, "hv_b");
+    }
+
+    #[test]
+    fn group_priority_orders_groups_of_the_same_depth() {
+        let yaml = "\
+all:
+  children:
+    zeta:
+      hosts: {h: }
+      vars: {ansible_user: from_zeta}
+    alpha:
+      hosts: {h: }
+      vars: {ansible_user: from_alpha, ansible_group_priority: 5}
+";
+        let (_d, inv) = ok(&[("hosts.yml", yaml)]);
+        assert_eq!(host(&inv, "h").user, "from_alpha");
+        let (_d, inv) = ok(&[(
+            "hosts.yml",
+            &yaml.replace("ansible_group_priority: 5", "x: 1"),
+        )]);
+        assert_eq!(host(&inv, "h").user, "from_zeta");
+    }
+
+    #[test]
+    fn connection_and_fsfleet_variables_map_onto_the_settings() {
+        let (d, inv) = ok(&[
+            (
+                "hosts.ini",
+                "[pbx]\nfs1 ansible_host=192.0.2.1 ansible_become=no ansible_user=ops \
+                 ansible_ssh_private_key_file=keys/id fsfleet_waive=FS-ESL-01,FS-SIP-02\n\
+                 [pbx:vars]\nfsfleet_sip_allow_from=['198.51.100.0/24', '203.0.113.9']\n\
+                 fsfleet_fail2ban_maxretry=\"3\"\nfsfleet_connect_timeout=2.5\n\
+                 ansible_password=\"{{ lookup('ansible.builtin.env', 'FS_SSH_PW') }}\"\n\
+                 fsfleet_sudo_password_env=FS_SUDO\n",
+            ),
+            ("keys/id", "key"),
+        ]);
+        let h = host(&inv, "fs1");
+        assert_eq!(h.address, "192.0.2.1");
+        assert!(!h.sudo);
+        assert_eq!(h.identity_files, [d.path().join("keys/id")]);
+        assert_eq!(h.waive, ["FS-ESL-01", "FS-SIP-02"]);
+        let nets: Vec<String> = h.sip_allow_from.iter().map(|n| n.to_string()).collect();
+        assert_eq!(nets, ["198.51.100.0/24", "203.0.113.9/32"]);
+        assert_eq!(h.fail2ban.maxretry, 3);
+        assert_eq!(h.connect_timeout.as_secs_f64(), 2.5);
+        assert_eq!(h.password_env.as_deref(), Some("FS_SSH_PW"));
+        assert_eq!(h.sudo_password_env.as_deref(), Some("FS_SUDO"));
+        // become unset: fsfleet's default (sudo unless root)
+        let (_d, inv) = ok(&[("hosts.ini", "a ansible_user=root\nb ansible_user=ops\n")]);
+        assert!(!host(&inv, "a").sudo);
+        assert!(host(&inv, "b").sudo);
+        assert_eq!(inv.groups, ["ungrouped"]);
+    }
+
+    #[test]
+    fn a_literal_password_is_refused_and_never_echoed() {
+        for var in [
+            "ansible_become_password",
+            "ansible_password",
+            "ansible_ssh_pass",
+        ] {
+            let e = err(&[("hosts.ini", &format!("[pbx]\nfs1 {var}=Hunter2secret\n"))]);
+            assert!(e.starts_with("/") && e.contains("hosts.ini:2:5: "), "{e}");
+            assert!(e.contains("lookup('env'"), "{e}");
+            assert!(!e.contains("Hunter2secret"), "{e}");
+        }
+        let e = err(&[(
+            "hosts.yml",
+            "all:\n  vars:\n    fsfleet_sudo_password: Hunter2secret\n  hosts: {a: }\n",
+        )]);
+        assert!(
+            e.contains("hosts.yml:3:28: `fsfleet_sudo_password` is not accepted"),
+            "{e}"
+        );
+        assert!(!e.contains("Hunter2secret"), "{e}");
+    }
+
+    #[test]
+    fn vault_values_are_refused_where_fsfleet_reads_them() {
+        let vaulted = "!vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  6162\n";
+        let e = err(&[
+            ("hosts.ini", "[pbx]\nfs1\n"),
+            (
+                "group_vars/pbx.yml",
+                &format!("db_password: {vaulted}ansible_user: {vaulted}"),
+            ),
+        ]);
+        assert!(
+            e.contains("group_vars/pbx.yml:4:15: `ansible_user` is encrypted with Ansible Vault"),
+            "{e}"
+        );
+        assert_eq!(
+            e.lines().count(),
+            1,
+            "db_password is not fsfleet's business: {e}"
+        );
+        let e = err(&[
+            ("hosts.ini", "[pbx]\nfs1\n"),
+            ("host_vars/fs1", "$ANSIBLE_VAULT;1.1;AES256\n6162\n"),
+        ]);
+        assert!(
+            e.contains("host_vars/fs1:1:1: this vars file is encrypted with Ansible Vault"),
+            "{e}"
+        );
+        let e = err(&[("hosts.yml", "$ANSIBLE_VAULT;1.1;AES256\n6162\n")]);
+        assert!(
+            e.contains("hosts.yml:1:1: this inventory is encrypted"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unsupported_constructs_are_located_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = dir.path().join("ec2.py");
+        std::fs::write(&script, "#!/bin/sh\necho '{}'\n").expect("write");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let e = Inventory::load_with(&script, None)
+            .expect_err("a script")
+            .to_string();
+        assert!(e.contains("ec2.py:1:1: this file is executable: Ansible would run it as a dynamic inventory script"), "{e}");
+        let e = Inventory::load_with(dir.path(), None)
+            .expect_err("a dir")
+            .to_string();
+        assert!(e.contains("an inventory directory is not supported"), "{e}");
+
+        let e = err(&[("aws_ec2.yml", "# dynamic\nplugin: amazon.aws.aws_ec2\n")]);
+        assert!(
+            e.contains("aws_ec2.yml:2:1: this is an inventory plugin's configuration"),
+            "{e}"
+        );
+        let e = err(&[(
+            "hosts.ini",
+            "[pbx]\nfs1 ansible_host=\"{{ inventory_hostname }}.lan\"\n",
+        )]);
+        assert!(
+            e.contains("hosts.ini:2:5: `ansible_host` is a Jinja2 template"),
+            "{e}"
+        );
+        let e = err(&[(
+            "hosts.ini",
+            "[pbx]\nfs1 ansible_connection=local\nfs2 ansible_become_method=su\n",
+        )]);
+        assert!(
+            e.contains("hosts.ini:2:5: ansible_connection `local`"),
+            "{e}"
+        );
+        assert!(
+            e.contains("hosts.ini:3:5: ansible_become_method `su`"),
+            "{e}"
+        );
+        let e = err(&[(
+            "hosts.ini",
+            "[pbx]\nfs1 ansible_ssh_common_args='-o ProxyJump=bastion'\n",
+        )]);
+        assert!(e.contains("set fsfleet_jump"), "{e}");
+        let e = err(&[("hosts.ini", "[a:children]\nb\n[b:children]\na\n")]);
+        assert!(e.contains("makes a loop of groups"), "{e}");
+        let e = err(&[("hosts.yml", "all:\n  hosts:\n    a:\n  childs:\n    b:\n")]);
+        assert!(
+            e.contains("hosts.yml:4:3: unknown key `childs` in group `all`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn fsfleet_checks_are_reported_at_the_ansible_line() {
+        let e = err(&[
+            (
+                "hosts.ini",
+                "[pbx]\nfs1 ansible_port=70000 fsfleet_sip_alow_from=10.0.0.0/8 fsfleet_address=x\n",
+            ),
+            (
+                "group_vars/pbx.yml",
+                "\nfsfleet_fail2ban_ignore: [\"0.0.0.0/0\"]\n",
+            ),
+        ]);
+        assert!(
+            e.contains("hosts.ini:2:5: ansible_port: bad port 70000"),
+            "{e}"
+        );
+        assert!(e.contains("hosts.ini:2:24: unknown fsfleet variable `fsfleet_sip_alow_from`: did you mean `fsfleet_sip_allow_from`?"), "{e}");
+        assert!(e.contains("hosts.ini:2:57: `fsfleet_address` is not read: set Ansible's `ansible_host` instead"), "{e}");
+        assert!(e.contains("group_vars/pbx.yml:2:26: fsfleet_fail2ban_ignore `0.0.0.0/0` is every IPv4 address"), "{e}");
+        // The main file's problems come first, then the vars files'.
+        assert!(
+            e.find("hosts.ini:2:5").unwrap_or(usize::MAX) < e.find("group_vars").unwrap_or(0),
+            "{e}"
+        );
+
+        let (_d, inv) = ok(&[(
+            "hosts.ini",
+            "[pbx]\nfs1\n[pbx:vars]\nansible_ssh_private_key_file=/nonexistent/id\n",
+        )]);
+        let e = inv
+            .check_local_files(&inv.hosts)
+            .expect_err("missing key")
+            .to_string();
+        assert!(
+            e.contains(
+                "hosts.ini:4:1: ansible_ssh_private_key_file /nonexistent/id does not exist"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_format_is_detected_or_forced() {
+        assert!(detect(Path::new("hosts"), "[pbx]\nfs1\n"));
+        assert!(detect(Path::new("hosts.ini"), "[[hosts]]\n"));
+        assert!(!detect(
+            Path::new("fleet"),
+            "[defaults]\nuser = \"x\"\n[[hosts]]\nname = \"a\"\n"
+        ));
+        assert!(!detect(Path::new("x.toml"), "[pbx]\n"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("fleet.cfg");
+        std::fs::write(&p, "[pbx]\nfs1\n").expect("write");
+        assert_eq!(
+            Inventory::load_as(&p, InventoryFormat::Ansible, None)
+                .expect("ansible")
+                .hosts
+                .len(),
+            1
+        );
+        let e = Inventory::load_as(&p, InventoryFormat::Toml, None)
+            .expect_err("not TOML")
+            .to_string();
+        assert!(e.contains("fleet.cfg:2:4: TOML syntax"), "{e}");
     }
 }
