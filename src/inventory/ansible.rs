@@ -1230,7 +1230,12 @@ all:
         );
         assert!(e.contains("hosts.ini:2:24: unknown fsfleet variable `fsfleet_sip_alow_from`: did you mean `fsfleet_sip_allow_from`?"), "{e}");
         assert!(e.contains("hosts.ini:2:57: `fsfleet_address` is not read: set Ansible's `ansible_host` instead"), "{e}");
-        assert!(e.contains("group_vars/pbx.yml:2:26: fsfleet_fail2ban_ignore `0.0.0.0/0` is every IPv4 address"), "{e}");
+        assert!(
+            e.contains(
+                "group_vars/pbx.yml:2:26: fsfleet_fail2ban_ignore `0.0.0.0/0` is every IPv4 address"
+            ),
+            "{e}"
+        );
         // The main file's problems come first, then the vars files'.
         assert!(
             e.find("hosts.ini:2:5").unwrap_or(usize::MAX) < e.find("group_vars").unwrap_or(0),
