@@ -660,8 +660,8 @@ enum Kind {
     EnvLookup,
 }
 
-/// Ansible's connection variables fsfleet reads, first of a kind wins (the modern name before
-/// the old `ansible_ssh_*` one).
+/// Ansible's connection variables fsfleet reads. Where two spellings of one setting are both set,
+/// they must agree (see `settings`).
 const ANSIBLE_VARS: &[(&str, &str, Kind)] = &[
     ("ansible_host", "address", Kind::Text),
     ("ansible_ssh_host", "address", Kind::Text),
@@ -713,29 +713,34 @@ const ANSIBLE_SPELLED: &[(&str, &str)] = &[
 
 /// Writes one host's fsfleet settings from its resolved variables.
 fn settings(vars: &Vars, out: &mut Toml, diags: &mut Vec<Diagnostic>) {
-    let mut set: HashMap<&'static str, String> = HashMap::new();
-    let mut emit =
-        |var: &str, key: &'static str, kind: Kind, v: &Var, diags: &mut Vec<Diagnostic>| {
-            if let Some(first) = set.get(key) {
-                if first != var {
-                    diags.push(v.at.diag(format!(
-                        "`{var}` and `{first}` both set fsfleet's {key}: keep one"
-                    )));
-                }
-                return;
+    let mut set: HashMap<&'static str, (String, Val)> = HashMap::new();
+    let mut emit = |var: &str,
+                    key: &'static str,
+                    kind: Kind,
+                    v: &Var,
+                    diags: &mut Vec<Diagnostic>| {
+        if let Some((first, value)) = set.get(key) {
+            // Both spellings with one value (an inventory half migrated) mean no doubt;
+            // with two, Ansible would silently take the later spelling of its list.
+            if *value != v.value {
+                diags.push(v.at.diag(format!(
+                    "`{var}` and `{first}` both set fsfleet's {key}, to different values: keep one"
+                )));
             }
-            set.insert(key, var.to_string());
-            if let Some(value) = to_toml(var, kind, v, diags) {
-                out.line(
-                    format!("{key} = {value}"),
-                    Src::Var {
-                        at: v.at.clone(),
-                        var: var.to_string(),
-                        key,
-                    },
-                );
-            }
-        };
+            return;
+        }
+        set.insert(key, (var.to_string(), v.value.clone()));
+        if let Some(value) = to_toml(var, kind, v, diags) {
+            out.line(
+                format!("{key} = {value}"),
+                Src::Var {
+                    at: v.at.clone(),
+                    var: var.to_string(),
+                    key,
+                },
+            );
+        }
+    };
     for (var, key, kind) in ANSIBLE_VARS {
         if let Some(v) = vars.get(*var) {
             emit(var, key, *kind, v, diags);
@@ -1203,6 +1208,16 @@ all:
             "[pbx]\nfs1 ansible_ssh_common_args='-o ProxyJump=bastion'\n",
         )]);
         assert!(e.contains("set fsfleet_jump"), "{e}");
+        let e = err(&[(
+            "hosts.ini",
+            "[pbx]\nfs1 ansible_host=192.0.2.1 ansible_ssh_host=192.0.2.2\n",
+        )]);
+        assert!(e.contains("hosts.ini:2:28: `ansible_ssh_host` and `ansible_host` both set fsfleet's address, to different values"), "{e}");
+        let (_d, inv) = ok(&[(
+            "hosts.ini",
+            "[pbx]\nfs1 ansible_user=ops ansible_ssh_user=ops\n",
+        )]);
+        assert_eq!(host(&inv, "fs1").user, "ops");
         let e = err(&[("hosts.ini", "[a:children]\nb\n[b:children]\na\n")]);
         assert!(e.contains("makes a loop of groups"), "{e}");
         let e = err(&[("hosts.yml", "all:\n  hosts:\n    a:\n  childs:\n    b:\n")]);
