@@ -203,16 +203,27 @@ impl Inventory {
             InventoryFormat::Toml => Inventory::parse_str(&read()?, path, ssh_config),
             InventoryFormat::Ansible => ansible::load(path, ssh_config),
             InventoryFormat::Auto => {
-                // A directory or an executable file is only ever an Ansible inventory (the
-                // Ansible reader explains that fsfleet reads neither).
-                let special = std::fs::metadata(path).is_ok_and(|m| {
-                    use std::os::unix::fs::PermissionsExt;
-                    m.is_dir() || m.permissions().mode() & 0o111 != 0
-                });
-                if special {
+                // A directory or a program is only ever an Ansible inventory (whose reader
+                // explains that fsfleet reads neither); `.toml` is always TOML.
+                let toml_ext = path
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("toml"));
+                if !toml_ext && std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
                     return ansible::load(path, ssh_config);
                 }
-                let text = read()?;
+                let bytes = std::fs::read(path).map_err(|source| InventoryError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                if !toml_ext
+                    && std::fs::metadata(path).is_ok_and(|m| ansible::is_script(&m, &bytes))
+                {
+                    return ansible::load(path, ssh_config);
+                }
+                let text = String::from_utf8(bytes).map_err(|e| InventoryError::Read {
+                    path: path.to_path_buf(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                })?;
                 if ansible::detect(path, &text) {
                     ansible::load(path, ssh_config)
                 } else {

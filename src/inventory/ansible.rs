@@ -376,21 +376,30 @@ pub(super) fn load(path: &Path, ssh: Option<&SshConfig>) -> Result<Inventory, In
             )],
         ));
     }
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if meta.permissions().mode() & 0o111 != 0 {
-            return Err(invalid(
-                path,
-                vec![top.diag(
-                    "this file is executable: Ansible would run it as a dynamic inventory script, which fsfleet does not; \
-                     save its output as a static file (`ansible-inventory -i FILE --list --yaml > hosts.yml`) \
-                     or remove the execute bit if it is a static inventory",
-                )],
-            ));
-        }
+    let bytes = std::fs::read(path).map_err(read_err)?;
+    if is_script(&meta, &bytes) {
+        return Err(invalid(
+            path,
+            vec![top.diag(
+                "this file is a program: Ansible would run it as a dynamic inventory script, which fsfleet does not; \
+                 save its output as a static file (`ansible-inventory -i FILE --list --yaml > hosts.yml`) \
+                 and give fsfleet that",
+            )],
+        ));
     }
-    let text = std::fs::read_to_string(path).map_err(read_err)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| read_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
     resolve(&text, path, ssh)
+}
+
+/// An executable file that is a program (`#!` or not text): a dynamic inventory script. A static
+/// inventory with an execute bit (a file from a Windows share) is read as one, as Ansible does
+/// after its script reader fails on it.
+pub(super) fn is_script(meta: &std::fs::Metadata, bytes: &[u8]) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.is_file()
+        && meta.permissions().mode() & 0o111 != 0
+        && (bytes.starts_with(b"#!") || std::str::from_utf8(bytes).is_err())
 }
 
 /// Resolves Ansible inventory text read from `path` (whose directory holds `group_vars/` and
@@ -714,33 +723,30 @@ const ANSIBLE_SPELLED: &[(&str, &str)] = &[
 /// Writes one host's fsfleet settings from its resolved variables.
 fn settings(vars: &Vars, out: &mut Toml, diags: &mut Vec<Diagnostic>) {
     let mut set: HashMap<&'static str, (String, Val)> = HashMap::new();
-    let mut emit = |var: &str,
-                    key: &'static str,
-                    kind: Kind,
-                    v: &Var,
-                    diags: &mut Vec<Diagnostic>| {
-        if let Some((first, value)) = set.get(key) {
-            // Both spellings with one value (an inventory half migrated) mean no doubt;
-            // with two, Ansible would silently take the later spelling of its list.
-            if *value != v.value {
-                diags.push(v.at.diag(format!(
+    let mut emit =
+        |var: &str, key: &'static str, kind: Kind, v: &Var, diags: &mut Vec<Diagnostic>| {
+            if let Some((first, value)) = set.get(key) {
+                // Both spellings with one value (an inventory half migrated) mean no doubt;
+                // with two, Ansible would silently take the later spelling of its list.
+                if *value != v.value {
+                    diags.push(v.at.diag(format!(
                     "`{var}` and `{first}` both set fsfleet's {key}, to different values: keep one"
                 )));
+                }
+                return;
             }
-            return;
-        }
-        set.insert(key, (var.to_string(), v.value.clone()));
-        if let Some(value) = to_toml(var, kind, v, diags) {
-            out.line(
-                format!("{key} = {value}"),
-                Src::Var {
-                    at: v.at.clone(),
-                    var: var.to_string(),
-                    key,
-                },
-            );
-        }
-    };
+            set.insert(key, (var.to_string(), v.value.clone()));
+            if let Some(value) = to_toml(var, kind, v, diags) {
+                out.line(
+                    format!("{key} = {value}"),
+                    Src::Var {
+                        at: v.at.clone(),
+                        var: var.to_string(),
+                        key,
+                    },
+                );
+            }
+        };
     for (var, key, kind) in ANSIBLE_VARS {
         if let Some(v) = vars.get(*var) {
             emit(var, key, *kind, v, diags);
@@ -1172,7 +1178,18 @@ all:
         let e = Inventory::load_with(&script, None)
             .expect_err("a script")
             .to_string();
-        assert!(e.contains("ec2.py:1:1: this file is executable: Ansible would run it as a dynamic inventory script"), "{e}");
+        assert!(e.contains("ec2.py:1:1: this file is a program: Ansible would run it as a dynamic inventory script"), "{e}");
+        // A static inventory with an execute bit is still read.
+        let ini = dir.path().join("hosts.ini");
+        std::fs::write(&ini, "[pbx]\nfs1\n").expect("write");
+        std::fs::set_permissions(&ini, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        assert_eq!(
+            Inventory::load_with(&ini, None)
+                .expect("static")
+                .hosts
+                .len(),
+            1
+        );
         let e = Inventory::load_with(dir.path(), None)
             .expect_err("a dir")
             .to_string();

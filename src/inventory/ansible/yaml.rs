@@ -87,8 +87,25 @@ fn convert(y: &MarkedYaml<'_>, origin: &Origin) -> Node {
             leaf(value, at)
         }
         YamlData::Mapping(map) => {
-            let mut entries = Vec::new();
+            let mut entries: Vec<(String, Origin, Node)> = Vec::new();
+            // YAML 1.1 merge keys (`<<: *defaults`), as ansible-core 2.19 applies them: the
+            // merged mappings' entries first, an explicit key wins over a merged one wherever it
+            // is written, and of a list of merged mappings the later one wins.
+            let mut merged: Vec<(String, Origin, Node)> = Vec::new();
             for (k, v) in map {
+                if is_merge_key(k) {
+                    let sources: Vec<&MarkedYaml<'_>> = match &v.data {
+                        YamlData::Sequence(items) => items.iter().collect(),
+                        _ => vec![v],
+                    };
+                    for src in sources {
+                        for e in convert(src, origin).entries {
+                            merged.retain(|(m, _, _)| *m != e.0);
+                            merged.push(e);
+                        }
+                    }
+                    continue;
+                }
                 let key = convert(k, origin);
                 let name = match &key.value {
                     Val::Str(s) => s.clone(),
@@ -100,6 +117,9 @@ fn convert(y: &MarkedYaml<'_>, origin: &Origin) -> Node {
                 };
                 entries.push((name, key.at, convert(v, origin)));
             }
+            merged.retain(|(m, _, _)| !entries.iter().any(|(e, _, _)| e == m));
+            merged.append(&mut entries);
+            let entries = merged;
             let value = Val::Map(
                 entries
                     .iter()
@@ -116,6 +136,15 @@ fn convert(y: &MarkedYaml<'_>, origin: &Origin) -> Node {
             }
         }
         YamlData::Alias(_) | YamlData::BadValue => leaf(Val::Null, at),
+    }
+}
+
+fn is_merge_key(k: &MarkedYaml<'_>) -> bool {
+    match &k.data {
+        YamlData::Representation(text, ScalarStyle::Plain, tag) => {
+            text == "<<" && tag.as_deref().is_none_or(|t| t.suffix == "merge")
+        }
+        _ => false,
     }
 }
 
