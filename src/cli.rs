@@ -445,6 +445,22 @@ mod tests {
             panic!("audit")
         };
         assert_eq!(a.inventory.resolve(), PathBuf::from("x.toml"));
+        assert_eq!(a.inventory.format, InventoryFormat::Auto);
+        let cli = Cli::try_parse_from([
+            "fsfleet",
+            "inventory",
+            "check",
+            "-i",
+            "production",
+            "--inventory-format",
+            "ansible",
+        ])
+        .unwrap();
+        let Command::Inventory(InventoryCommand::Check(a)) = cli.command else {
+            panic!("inventory check")
+        };
+        assert_eq!(a.inventory.format, InventoryFormat::Ansible);
+        assert!(Cli::try_parse_from(["fsfleet", "audit", "--inventory-format", "ini"]).is_err());
         // Two inventories is a mistake, not a silent choice of one.
         assert!(Cli::try_parse_from(["fsfleet", "facts", "a.toml", "-i", "b.toml"]).is_err());
     }
