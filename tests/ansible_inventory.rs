@@ -50,13 +50,16 @@ fn ansible_list(file: &Path) -> Result<Value, String> {
     serde_json::from_slice(&out.stdout).map_err(|e| format!("ansible-inventory JSON: {e}"))
 }
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 struct Seen {
     address: String,
     port: u16,
     user: String,
     groups: BTreeSet<String>,
     sudo_password_env: Option<String>,
+    /// `ansible_become` where the inventory sets it (unset, fsfleet's default applies: sudo
+    /// unless root, as Ansible needs `become` to act as root).
+    sudo: Option<bool>,
 }
 
 /// What Ansible connects to, per host: ansible_host (else the name), ansible_port (else 22),
@@ -123,9 +126,20 @@ fn ansible_view(list: &Value) -> BTreeMap<String, Seen> {
                 .unwrap_or_else(|| panic!("{host}: not an env lookup: {s}"))
                 .to_string()
         });
+        let sudo = match &vars["ansible_become"] {
+            Value::Bool(b) => Some(*b),
+            Value::String(s) => match s.to_ascii_lowercase().as_str() {
+                "yes" | "true" | "on" | "1" => Some(true),
+                "no" | "false" | "off" | "0" => Some(false),
+                other => panic!("{host}: ansible_become {other}"),
+            },
+            Value::Null => None,
+            other => panic!("{host}: ansible_become {other}"),
+        };
         view.insert(
             host.clone(),
             Seen {
+                sudo,
                 address: vars["ansible_host"].as_str().unwrap_or(&host).to_string(),
                 port,
                 user: vars["ansible_user"]
@@ -152,6 +166,7 @@ fn fsfleet_view(inv: &Inventory) -> BTreeMap<String, Seen> {
                     user: h.user.clone(),
                     groups: h.groups.iter().cloned().collect(),
                     sudo_password_env: h.sudo_password_env.clone(),
+                    sudo: Some(h.sudo),
                 },
             )
         })
@@ -202,12 +217,16 @@ fn fsfleet_resolves_every_inventory_exactly_as_ansible_inventory_does() {
             file.display()
         );
         for (name, w) in &want {
-            assert_eq!(&got[name], w, "{}: host {name}", file.display());
+            let mut g = got[name].clone();
+            if w.sudo.is_none() {
+                g.sudo = None;
+            }
+            assert_eq!(&g, w, "{}: host {name}", file.display());
         }
         total += want.len();
     }
-    // INI, YAML and a file without an extension were all compared.
-    for k in [Some("ini"), Some("yml"), None] {
+    // INI, YAML, JSON and a file without an extension were all compared.
+    for k in [Some("ini"), Some("yml"), Some("yaml"), Some("json"), None] {
         assert!(kinds.contains(&k.map(String::from)), "{kinds:?}");
     }
     assert!(total >= 50, "only {total} hosts compared");
