@@ -89,6 +89,10 @@ struct HostDef {
 pub(crate) struct Model {
     groups: Vec<Group>,
     hosts: Vec<HostDef>,
+    /// Host name -> index in `hosts`; (group, host) memberships: lookups stay O(1) on
+    /// inventories of thousands of hosts from a few range lines.
+    host_index: HashMap<String, usize>,
+    members: HashSet<(String, String)>,
 }
 
 impl Model {
@@ -122,7 +126,8 @@ impl Model {
     }
 
     fn add_host(&mut self, name: &str, group: &str, port: Option<i64>, at: &Origin) {
-        if !self.hosts.iter().any(|h| h.name == name) {
+        if !self.host_index.contains_key(name) {
+            self.host_index.insert(name.to_string(), self.hosts.len());
             self.hosts.push(HostDef {
                 name: name.to_string(),
                 at: at.clone(),
@@ -130,8 +135,8 @@ impl Model {
             });
         }
         self.add_group(group, at);
-        if let Some(g) = self.group_mut(group)
-            && !g.hosts.iter().any(|h| h == name)
+        if self.members.insert((group.to_string(), name.to_string()))
+            && let Some(g) = self.group_mut(group)
         {
             g.hosts.push(name.to_string());
         }
@@ -148,7 +153,11 @@ impl Model {
     }
 
     fn set_host_var(&mut self, host: &str, key: &str, var: Var) {
-        if let Some(h) = self.hosts.iter_mut().find(|h| h.name == host) {
+        if let Some(h) = self
+            .host_index
+            .get(host)
+            .and_then(|&i| self.hosts.get_mut(i))
+        {
             h.vars.insert(key.to_string(), var);
         }
     }
@@ -226,8 +235,9 @@ impl Model {
         let names: Vec<String> = self.hosts.iter().map(|h| h.name.clone()).collect();
         if let Some(u) = self.group_mut("ungrouped") {
             u.hosts.retain(|h| !in_other.contains(h));
+            let mut listed: HashSet<String> = u.hosts.iter().cloned().collect();
             for n in names {
-                if !in_other.contains(&n) && !u.hosts.contains(&n) {
+                if !in_other.contains(&n) && listed.insert(n.clone()) {
                     u.hosts.push(n);
                 }
             }
@@ -259,38 +269,41 @@ impl Model {
         depth
     }
 
-    /// The groups of a host (direct and through children), `all` first, then ansible's order:
-    /// depth, priority, name.
-    fn groups_of(&self, host: &str, depth: &HashMap<String, i64>) -> Vec<&Group> {
-        let mut member: HashSet<&str> = HashSet::new();
-        let mut stack: Vec<&str> = self
-            .groups
-            .iter()
-            .filter(|g| g.hosts.iter().any(|h| h == host))
-            .map(|g| g.name.as_str())
-            .collect();
-        while let Some(g) = stack.pop() {
-            if member.insert(g) {
-                for parent in self
-                    .groups
-                    .iter()
-                    .filter(|p| p.children.iter().any(|c| c == g))
-                {
-                    stack.push(&parent.name);
-                }
+    /// For every host, its groups (direct and through children), `all` first, then ansible's
+    /// order: depth, priority, name.
+    fn groups_by_host(&self, depth: &HashMap<String, i64>) -> HashMap<&str, Vec<&Group>> {
+        let mut direct: HashMap<&str, Vec<&str>> = HashMap::new();
+        let mut parents: HashMap<&str, Vec<&str>> = HashMap::new();
+        for g in &self.groups {
+            for h in &g.hosts {
+                direct.entry(h).or_default().push(&g.name);
+            }
+            for c in &g.children {
+                parents.entry(c).or_default().push(&g.name);
             }
         }
-        member.insert("all");
-        let mut groups: Vec<&Group> = self
-            .groups
-            .iter()
-            .filter(|g| member.contains(g.name.as_str()))
-            .collect();
-        groups.sort_by(|a, b| {
-            let key = |g: &Group| (depth.get(&g.name).copied().unwrap_or(0), g.priority);
-            key(a).cmp(&key(b)).then_with(|| a.name.cmp(&b.name))
-        });
-        groups
+        let by_name: HashMap<&str, &Group> =
+            self.groups.iter().map(|g| (g.name.as_str(), g)).collect();
+        let mut out = HashMap::new();
+        for h in &self.hosts {
+            let mut member: HashSet<&str> = HashSet::from(["all"]);
+            let mut stack: Vec<&str> = direct.get(h.name.as_str()).cloned().unwrap_or_default();
+            while let Some(g) = stack.pop() {
+                if member.insert(g) {
+                    stack.extend(parents.get(g).into_iter().flatten().copied());
+                }
+            }
+            let mut groups: Vec<&Group> = member
+                .iter()
+                .filter_map(|g| by_name.get(g).copied())
+                .collect();
+            groups.sort_by(|a, b| {
+                let key = |g: &Group| (depth.get(&g.name).copied().unwrap_or(0), g.priority);
+                key(a).cmp(&key(b)).then_with(|| a.name.cmp(&b.name))
+            });
+            out.insert(h.name.as_str(), groups);
+        }
+        out
     }
 }
 
@@ -449,9 +462,10 @@ pub(super) fn resolve(
         diags: Vec::new(),
     };
     let depth = model.depths();
+    let mut groups_by_host = model.groups_by_host(&depth);
     let mut resolved: Vec<(&HostDef, Vec<String>, Vars)> = Vec::new();
     for h in &model.hosts {
-        let groups = model.groups_of(&h.name, &depth);
+        let groups = groups_by_host.remove(h.name.as_str()).unwrap_or_default();
         // all inline, groups inline, group_vars/all, group_vars/GROUP, host inline, host_vars.
         let mut vars = Vars::new();
         for g in &groups {
