@@ -765,7 +765,7 @@ pub async fn command(args: BansArgs) -> Result<u8, BansError> {
     };
     let unban = args.unban.as_deref().map(parse_unban).transpose()?;
     let path = args.inventory.resolve();
-    let (inv, hosts) = cmd::select(&path, args.run.limit.as_deref())?;
+    let (inv, hosts) = cmd::select(&path, args.inventory.format, args.run.limit.as_deref())?;
     let opts = fleet::FleetOptions {
         check: args.check,
         ..cmd::fleet_options(&args.run)?

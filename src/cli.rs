@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::inventory::HostKeyPolicy;
+use crate::inventory::{HostKeyPolicy, InventoryFormat};
 
 pub const EXIT_CODES: &str = "\
 Exit codes:
@@ -21,8 +21,10 @@ Exit codes:
     version,
     about = "Harden and audit a fleet of FreeSWITCH servers over SSH, with nothing installed on them",
     long_about = "Harden and audit a fleet of FreeSWITCH servers over SSH, with nothing installed on them.\n\n\
-                  Hosts come from a TOML inventory (see inventory/example.toml): the positional \
-                  INVENTORY argument, else $FSFLEET_INVENTORY, else ./inventory.toml.",
+                  Hosts come from a TOML inventory (see inventory/example.toml) or an Ansible \
+                  inventory as it is (INI or YAML, with its group_vars/ and host_vars/; \
+                  --inventory-format): the positional INVENTORY argument, else $FSFLEET_INVENTORY, \
+                  else ./inventory.toml.",
     after_help = EXIT_CODES,
     propagate_version = true
 )]
@@ -525,6 +527,11 @@ pub struct InventoryArg {
         conflicts_with = "path"
     )]
     pub flag: Option<PathBuf>,
+    /// How to read the inventory: `toml` (fsfleet's), `ansible` (an Ansible INI or YAML
+    /// inventory with its group_vars/ and host_vars/), or `auto`: by the file's extension, else
+    /// its content (TOML has [[hosts]]).
+    #[arg(id = "inventory_format", long = "inventory-format", value_enum, default_value_t = InventoryFormat::Auto, value_name = "FORMAT")]
+    pub format: InventoryFormat,
 }
 
 impl InventoryArg {
@@ -658,6 +665,22 @@ mod tests {
             panic!("audit")
         };
         assert_eq!(a.inventory.resolve(), PathBuf::from("x.toml"));
+        assert_eq!(a.inventory.format, InventoryFormat::Auto);
+        let cli = Cli::try_parse_from([
+            "fsfleet",
+            "inventory",
+            "check",
+            "-i",
+            "production",
+            "--inventory-format",
+            "ansible",
+        ])
+        .unwrap();
+        let Command::Inventory(InventoryCommand::Check(a)) = cli.command else {
+            panic!("inventory check")
+        };
+        assert_eq!(a.inventory.format, InventoryFormat::Ansible);
+        assert!(Cli::try_parse_from(["fsfleet", "audit", "--inventory-format", "ini"]).is_err());
         // Two inventories is a mistake, not a silent choice of one.
         assert!(Cli::try_parse_from(["fsfleet", "facts", "a.toml", "-i", "b.toml"]).is_err());
     }

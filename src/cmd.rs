@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::cli::RunArgs;
 use crate::fleet::{FleetOptions, HostError, ProgressMode, Serial, SerialError};
-use crate::inventory::{Host, Inventory, InventoryError, Limit};
+use crate::inventory::{Host, Inventory, InventoryError, InventoryFormat, Limit};
 use crate::ssh::{self, ConnectOptions, Connector};
 
 /// Errors before any host is touched (exit 2).
@@ -21,8 +21,12 @@ pub enum CmdError {
 }
 
 /// Load the inventory and select the hosts of this run.
-pub fn select(path: &Path, limit: Option<&str>) -> Result<(Inventory, Vec<Host>), CmdError> {
-    let inv = Inventory::load(path)?;
+pub fn select(
+    path: &Path,
+    format: InventoryFormat,
+    limit: Option<&str>,
+) -> Result<(Inventory, Vec<Host>), CmdError> {
+    let inv = Inventory::load_format(path, format)?;
     let hosts = match limit {
         Some(spec) => Limit::parse(spec, &inv.dir())?.apply(&inv)?,
         None => inv.hosts.clone(),

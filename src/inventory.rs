@@ -1,4 +1,5 @@
-//! The inventory: TOML schema, validation, groups and defaults, `--limit`.
+//! The inventory: TOML schema, validation, groups and defaults, `--limit`; an Ansible inventory
+//! (INI or YAML) is read as it is and resolved into the same hosts (see `ansible.rs`).
 //!
 //! `Inventory::load` turns a file into fully resolved [`Host`]s; nothing else in fsfleet reads the
 //! TOML. Precedence per field: host > its groups (first listed wins) > `[defaults]` > `~/.ssh/config`
@@ -17,6 +18,7 @@ use serde::Serialize;
 
 use crate::ssh::config::SshConfig;
 
+mod ansible;
 mod error;
 mod limit;
 mod load;
@@ -25,6 +27,20 @@ pub use error::{Diagnostic, InventoryError};
 pub use limit::Limit;
 pub(crate) use load::closest;
 pub use load::local_login_user;
+
+/// Which reader an inventory file gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum InventoryFormat {
+    /// `.toml` is TOML; `.ini`, `.yml`, `.yaml`, `.json`, `.cfg` are Ansible; any other file is
+    /// TOML when it has a `[[hosts]]` table, else Ansible.
+    #[default]
+    Auto,
+    /// fsfleet's own TOML inventory.
+    Toml,
+    /// An Ansible inventory, INI or YAML (told apart by the extension, else the content), with
+    /// its group_vars/ and host_vars/.
+    Ansible,
+}
 
 /// What to do with a host key that is in no known_hosts file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
@@ -179,22 +195,71 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    /// Reads and validates `path`, honouring `~/.ssh/config`.
+    /// Reads and validates `path` (format detected), honouring `~/.ssh/config`.
     pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
-        let ssh = SshConfig::load_default()?;
-        Inventory::load_with(path, Some(&ssh))
+        Inventory::load_format(path, InventoryFormat::Auto)
     }
 
-    /// Like [`Inventory::load`] with an explicit ssh client config (`None`: ignore it).
+    /// Reads and validates `path` as `format`, honouring `~/.ssh/config`.
+    pub fn load_format(path: &Path, format: InventoryFormat) -> Result<Inventory, InventoryError> {
+        let ssh = SshConfig::load_default()?;
+        Inventory::load_as(path, format, Some(&ssh))
+    }
+
+    /// Like [`Inventory::load`] with an explicit ssh client config (`None`: ignore it); the
+    /// format is detected ([`InventoryFormat::Auto`]).
     pub fn load_with(
         path: &Path,
         ssh_config: Option<&SshConfig>,
     ) -> Result<Inventory, InventoryError> {
-        let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Inventory::parse_str(&text, path, ssh_config)
+        Inventory::load_as(path, InventoryFormat::Auto, ssh_config)
+    }
+
+    /// Reads and validates `path` as `format` (TOML, or an Ansible inventory with the
+    /// `group_vars/` and `host_vars/` beside it).
+    pub fn load_as(
+        path: &Path,
+        format: InventoryFormat,
+        ssh_config: Option<&SshConfig>,
+    ) -> Result<Inventory, InventoryError> {
+        let read = || {
+            std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        match format {
+            InventoryFormat::Toml => Inventory::parse_str(&read()?, path, ssh_config),
+            InventoryFormat::Ansible => ansible::load(path, ssh_config),
+            InventoryFormat::Auto => {
+                // A directory or a program is only ever an Ansible inventory (whose reader
+                // explains that fsfleet reads neither); `.toml` is always TOML.
+                let toml_ext = path
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("toml"));
+                if !toml_ext && std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+                    return ansible::load(path, ssh_config);
+                }
+                let bytes = std::fs::read(path).map_err(|source| InventoryError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                if !toml_ext
+                    && std::fs::metadata(path).is_ok_and(|m| ansible::is_script(&m, &bytes))
+                {
+                    return ansible::load(path, ssh_config);
+                }
+                let text = String::from_utf8(bytes).map_err(|e| InventoryError::Read {
+                    path: path.to_path_buf(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                })?;
+                if ansible::detect(path, &text) {
+                    ansible::load(path, ssh_config)
+                } else {
+                    Inventory::parse_str(&text, path, ssh_config)
+                }
+            }
+        }
     }
 
     /// Validates inventory text. `path` names the file in messages and is the base of the

@@ -84,7 +84,7 @@ fn finish(
 
 async fn facts_command(args: FactsArgs) -> Result<u8, UsageError> {
     let path = args.inventory.resolve();
-    let (inv, hosts) = select(&path, args.run.limit.as_deref())?;
+    let (inv, hosts) = select(&path, args.inventory.format, args.run.limit.as_deref())?;
     let opts = fleet_options(&args.run)?;
     let connector = connector(&inv, &hosts, &args.run).await;
     let run = fleet::run("facts", hosts, &opts, move |ctx| {
@@ -126,7 +126,7 @@ async fn facts_command(args: FactsArgs) -> Result<u8, UsageError> {
 
 fn inventory_check(args: InventoryCheckArgs) -> Result<u8, UsageError> {
     let path = args.inventory.resolve();
-    let (inv, hosts) = select(&path, args.limit.as_deref())?;
+    let (inv, hosts) = select(&path, args.inventory.format, args.limit.as_deref())?;
     match args.format {
         Format::Json => println!(
             "{}",
@@ -139,7 +139,7 @@ fn inventory_check(args: InventoryCheckArgs) -> Result<u8, UsageError> {
 
 async fn harden_command(args: HardenArgs) -> Result<u8, UsageError> {
     let path = args.inventory.resolve();
-    let (inv, hosts) = select(&path, args.run.limit.as_deref())?;
+    let (inv, hosts) = select(&path, args.inventory.format, args.run.limit.as_deref())?;
     let opts = fsfleet::fleet::FleetOptions {
         check: args.check,
         ..fleet_options(&args.run)?
@@ -184,7 +184,7 @@ async fn harden_command(args: HardenArgs) -> Result<u8, UsageError> {
 
 async fn rollback_command(args: RollbackArgs) -> Result<u8, UsageError> {
     let path = args.inventory.resolve();
-    let (inv, hosts) = select(&path, args.run.limit.as_deref())?;
+    let (inv, hosts) = select(&path, args.inventory.format, args.run.limit.as_deref())?;
     if let Some(id) = &args.run_id
         && !fsfleet::rollback::valid_run_id(id)
     {

@@ -339,7 +339,7 @@ pub async fn command(args: AuditArgs) -> Result<u8, AuditError> {
         return Err(AuditError::MarkdownReport);
     }
     let path = args.inventory.resolve();
-    let (inv, hosts) = cmd::select(&path, args.run.limit.as_deref())?;
+    let (inv, hosts) = cmd::select(&path, args.inventory.format, args.run.limit.as_deref())?;
     check_waivers(&args.waive, &hosts)?;
     let opts = cmd::fleet_options(&args.run)?;
     let connector = cmd::connector(&inv, &hosts, &args.run).await;

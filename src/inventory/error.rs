@@ -11,6 +11,9 @@ pub(crate) const MAX_DIAGNOSTICS: usize = 50;
 /// One problem at one place of the inventory file (1-based line and column).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// The file the problem is in, when it is not the inventory file itself (an Ansible
+    /// inventory's `group_vars/` and `host_vars/` files).
+    pub file: Option<PathBuf>,
     pub line: usize,
     pub col: usize,
     pub message: String,
@@ -78,20 +81,28 @@ impl InventoryError {
 }
 
 fn render_invalid(path: &std::path::Path, diagnostics: &[Diagnostic], omitted: usize) -> String {
-    let file = path.display();
+    let file_of = |d: &Diagnostic| d.file.as_deref().unwrap_or(path).display().to_string();
     let mut out = String::new();
     for (i, d) in diagnostics.iter().enumerate() {
         if i > 0 {
             out.push('\n');
         }
-        out.push_str(&format!("{file}:{}:{}: {}", d.line, d.col, d.message));
+        out.push_str(&format!(
+            "{}:{}:{}: {}",
+            file_of(d),
+            d.line,
+            d.col,
+            d.message
+        ));
     }
     if omitted > 0
         && let Some(last) = diagnostics.last()
     {
         out.push_str(&format!(
-            "\n{file}:{}:{}: ... and {omitted} more problem(s); fix the ones above first",
-            last.line, last.col
+            "\n{}:{}:{}: ... and {omitted} more problem(s); fix the ones above first",
+            file_of(last),
+            last.line,
+            last.col
         ));
     }
     out

@@ -336,6 +336,7 @@ pub(super) fn parse(
             missing_files.push((
                 name.value.clone(),
                 Diagnostic {
+                    file: None,
                     line,
                     col,
                     message: format!(
@@ -1316,7 +1317,12 @@ fn invalid(text: &str, path: &Path, mut problems: Problems) -> InventoryError {
         .take(MAX_DIAGNOSTICS)
         .map(|(span, message)| {
             let (line, col) = line_col(text, span.start);
-            Diagnostic { line, col, message }
+            Diagnostic {
+                file: None,
+                line,
+                col,
+                message,
+            }
         })
         .collect();
     InventoryError::Invalid {
