@@ -146,12 +146,7 @@ async fn harden_command(args: HardenArgs) -> Result<u8, UsageError> {
     };
     let selection =
         harden::run::Selection::new(&args.skip, &args.only).map_err(|e| anyhow::anyhow!(e))?;
-    let vault_path = args
-        .vault
-        .clone()
-        .unwrap_or_else(|| vault::default_path_for(&inv.path, &inv.vault));
-    let vault = Vault::open_with(&vault_path, &inv.vault, &vault::AgeKeys::from_env())?;
-    warn_if_tracked(&vault);
+    let vault = run_vault(&inv, &args.vault)?;
     let connector = connector(&inv, &hosts, &args.run).await;
     let shared = Arc::new(harden::run::Shared {
         connector,
@@ -172,14 +167,30 @@ async fn harden_command(args: HardenArgs) -> Result<u8, UsageError> {
     })
     .await
     .into_report(|_, _, report| report);
-    let report = fsfleet::report::RunReport {
-        check: args.check,
-        ..report
-    };
-    let verbose = args.run.verbosity() > 0;
-    finish(&report, &inv, &args.run, |r| {
-        harden::render_text(r, verbose)
-    })
+    finish_changes(report, args.check, &inv, &args.run)
+}
+
+/// The vault a command that changes hosts writes: `--vault`, else the inventory's.
+fn run_vault(inv: &Inventory, explicit: &Option<std::path::PathBuf>) -> Result<Vault, UsageError> {
+    let path = explicit
+        .clone()
+        .unwrap_or_else(|| vault::default_path_for(&inv.path, &inv.vault));
+    let vault = Vault::open_with(&path, &inv.vault, &vault::AgeKeys::from_env())?;
+    warn_if_tracked(&vault);
+    Ok(vault)
+}
+
+/// The report of a command that changes hosts (harden, rollback): text as harden's, CHECK when
+/// nothing was changed.
+fn finish_changes(
+    report: fsfleet::report::RunReport,
+    check: bool,
+    inv: &Inventory,
+    run: &RunArgs,
+) -> Result<u8, UsageError> {
+    let report = fsfleet::report::RunReport { check, ..report };
+    let verbose = run.verbosity() > 0;
+    finish(&report, inv, run, |r| harden::render_text(r, verbose))
 }
 
 async fn rollback_command(args: RollbackArgs) -> Result<u8, UsageError> {
@@ -197,12 +208,7 @@ async fn rollback_command(args: RollbackArgs) -> Result<u8, UsageError> {
         check: args.check,
         ..fleet_options(&args.run)?
     };
-    let vault_path = args
-        .vault
-        .clone()
-        .unwrap_or_else(|| vault::default_path_for(&inv.path, &inv.vault));
-    let vault = Vault::open_with(&vault_path, &inv.vault, &vault::AgeKeys::from_env())?;
-    warn_if_tracked(&vault);
+    let vault = run_vault(&inv, &args.vault)?;
     let connector = connector(&inv, &hosts, &args.run).await;
     let shared = Arc::new(fsfleet::rollback::Shared {
         connector,
@@ -219,14 +225,7 @@ async fn rollback_command(args: RollbackArgs) -> Result<u8, UsageError> {
     })
     .await
     .into_report(|_, _, report| report);
-    let report = fsfleet::report::RunReport {
-        check: args.check,
-        ..report
-    };
-    let verbose = args.run.verbosity() > 0;
-    finish(&report, &inv, &args.run, |r| {
-        harden::render_text(r, verbose)
-    })
+    finish_changes(report, args.check, &inv, &args.run)
 }
 
 /// The inventory's vault settings for a creds command: an inventory that is not there (a
