@@ -317,7 +317,9 @@ the restored profiles, reload mod_event_socket last (with the password
 FreeSWITCH runs now; reconnect with the restored one); a failed reload puts
 the files back as they were. fail2ban restarts when its files change. The
 vault makes the restored passwords active (the undone ones stay as
-previous). Left alone: installed packages, ufw rules (ufw status numbered).
+previous). ufw goes back as the run found it (its rules deleted, the old
+default policies, disabled if the run enabled it; a new SSH login must work
+while it stays on). Left alone: installed packages.
 
 Exit codes:
   0  every host rolled back (or, with --check, nothing failed)

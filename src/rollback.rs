@@ -19,8 +19,11 @@
 //!   (the undone ones stay as previous);
 //! - the run is marked rolled back, so a second rollback refuses instead of reaching further.
 //!
-//! What is left alone: packages (installed stay installed) and ufw's rules (the report says so;
-//! `ufw status numbered` and `ufw delete N` remove them by hand).
+//! - ufw goes back as the run found it, from the firewall step's record (`ufw` beside the
+//!   backup): old default policies, the run's rules deleted, disabled if the run enabled it;
+//!   while it stays on, a new SSH connection must work afterwards or the rules come back.
+//!
+//! What is left alone: packages (installed stay installed), rules a `--firewall-reset` dropped.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -86,6 +89,57 @@ pub struct RunRecord {
     pub after: Option<BTreeMap<String, Option<String>>>,
     /// The rollback that undid this run, if one did.
     pub rolled_back: Option<String>,
+    /// What the run did to ufw, when it changed it.
+    pub ufw: Option<UfwRecord>,
+}
+
+/// The firewall step's record of a run (see `harden::firewall::UfwChange::record`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UfwRecord {
+    pub was_active: bool,
+    pub incoming: Option<String>,
+    pub outgoing: Option<String>,
+    pub reset: bool,
+    /// `ufw` arguments of each rule the run added.
+    pub added: Vec<String>,
+    /// Rules the run deleted (stale fsfleet rules): not put back, said in the report.
+    pub deleted: usize,
+}
+
+/// ufw arguments fsfleet writes for a rule (`allow proto tcp from 192.0.2.0/24 to any port
+/// 5060 comment 'fsfleet sip'`): checked word by word before they reach a command, since the
+/// record sits on the host.
+fn valid_rule_args(args: &str) -> bool {
+    let Some(rest) = args.strip_prefix("allow proto ") else {
+        return false;
+    };
+    let Some((spec, comment)) = rest.split_once(" comment ") else {
+        return false;
+    };
+    let comment_ok = matches!(comment, "'fsfleet ssh'" | "'fsfleet sip'" | "'fsfleet rtp'");
+    let words: Vec<&str> = spec.split(' ').collect();
+    let addr = |w: &str| {
+        !w.is_empty()
+            && w.chars()
+                .all(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '/'))
+    };
+    let ports = |w: &str| {
+        !w.is_empty()
+            && w.chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, ':' | ','))
+    };
+    let spec_ok = match words.as_slice() {
+        [p, "to", "any", "port", n] => matches!(*p, "tcp" | "udp") && ports(n),
+        [p, "from", a, "to", "any", "port", n] => {
+            matches!(*p, "tcp" | "udp") && addr(a) && ports(n)
+        }
+        _ => false,
+    };
+    comment_ok && spec_ok
+}
+
+fn policy(v: &str) -> Option<String> {
+    matches!(v, "allow" | "deny" | "reject").then(|| v.to_string())
 }
 
 /// A run id as fsfleet makes them (`20261129T221000Z-ab12`): anything else in the backup
@@ -119,10 +173,12 @@ fn records_script() -> String {
          cat {root}/\"$d\"/{m}\n\
          if [ -f {root}/\"$d\"/{a} ]; then echo '== after'; cat {root}/\"$d\"/{a}; fi\n\
          if [ -f {root}/\"$d\"/{r} ]; then echo '== rolled-back'; head -n 1 {root}/\"$d\"/{r}; fi\n\
+         if [ -f {root}/\"$d\"/{u} ]; then echo '== ufw'; cat {root}/\"$d\"/{u}; fi\n\
          done\n",
         m = backup::MANIFEST,
         a = backup::AFTER,
         r = backup::ROLLED_BACK,
+        u = crate::harden::firewall::RECORD,
     )
 }
 
@@ -135,6 +191,7 @@ pub fn parse_records(text: &str) -> Result<Vec<RunRecord>, RollbackError> {
         Manifest,
         After,
         RolledBack,
+        Ufw,
     }
     let mut part = Part::Manifest;
     let mut head_seen = false;
@@ -151,6 +208,7 @@ pub fn parse_records(text: &str) -> Result<Vec<RunRecord>, RollbackError> {
                 files: Vec::new(),
                 after: None,
                 rolled_back: None,
+                ufw: None,
             });
             part = Part::Manifest;
             head_seen = false;
@@ -167,6 +225,11 @@ pub fn parse_records(text: &str) -> Result<Vec<RunRecord>, RollbackError> {
             }
             "== rolled-back" => {
                 part = Part::RolledBack;
+                continue;
+            }
+            "== ufw" => {
+                rec.ufw = Some(UfwRecord::default());
+                part = Part::Ufw;
                 continue;
             }
             _ => {}
@@ -210,6 +273,22 @@ pub fn parse_records(text: &str) -> Result<Vec<RunRecord>, RollbackError> {
             Part::RolledBack => {
                 if rec.rolled_back.is_none() && valid_run_id(line.trim()) {
                     rec.rolled_back = Some(line.trim().to_string());
+                }
+            }
+            Part::Ufw => {
+                let id = rec.run_id.clone();
+                let u = rec.ufw.get_or_insert_with(UfwRecord::default);
+                let bad = || bad(format!("run {id}: firewall record line {line:?}"));
+                let (k, v) = line.split_once('\t').ok_or_else(bad)?;
+                match k {
+                    "was-active" => u.was_active = v == "1",
+                    "reset" => u.reset = v == "1",
+                    // A policy the facts could not read is not put back.
+                    "incoming" => u.incoming = policy(v),
+                    "outgoing" => u.outgoing = policy(v),
+                    "added" if valid_rule_args(v) => u.added.push(v.to_string()),
+                    "deleted" => u.deleted += 1,
+                    _ => return Err(bad()),
                 }
             }
         }
@@ -799,7 +878,10 @@ async fn run(
             &secrets_of(&facts, &states, &vault_secrets),
         ));
     }
-    if crate::model::ufw::UfwState::from_facts(&facts).active && !plan.changes.is_empty() {
+    if rec.ufw.is_none()
+        && crate::model::ufw::UfwState::from_facts(&facts).active
+        && !plan.changes.is_empty()
+    {
         evidence.insert(
             0,
             "warning: ufw stays as it is: rollback does not remove firewall rules (`ufw status \
@@ -808,7 +890,8 @@ async fn run(
         );
     }
     let needs = reload_needs(&facts, &plan);
-    if plan.touched.is_empty() {
+    let ufw_undo = rec.ufw.as_ref().is_some_and(UfwRecord::any);
+    if plan.touched.is_empty() && !ufw_undo {
         steps.push(
             "restore",
             StepStatus::Ok,
@@ -826,6 +909,15 @@ async fn run(
             evidence,
             t,
         );
+        if let Some(u) = rec.ufw.as_ref().filter(|u| u.any()) {
+            steps.push(
+                "firewall",
+                StepStatus::Changed,
+                u.summary(true),
+                u.warnings(),
+                Instant::now(),
+            );
+        }
         if needs.any() {
             steps.push(
                 reload::NAME,
@@ -850,7 +942,15 @@ async fn run(
     // The files, all or nothing.
     ctx.stage("restoring the files");
     let t = Instant::now();
-    if plan.changes.is_empty() {
+    if plan.touched.is_empty() {
+        steps.push(
+            "restore",
+            StepStatus::Ok,
+            "no file to restore".into(),
+            evidence,
+            t,
+        );
+    } else if plan.changes.is_empty() {
         steps.push(
             "restore",
             StepStatus::Ok,
@@ -1005,6 +1105,19 @@ async fn finish(
         steps.push("fail2ban", status, msg, vec![], t);
     }
 
+    // ufw as the run found it.
+    if let Some(u) = rec.ufw.as_ref().filter(|u| u.any()) {
+        ctx.stage("putting ufw back");
+        let t = Instant::now();
+        match undo_firewall(session, shared, host, u).await {
+            Ok(msg) => steps.push("firewall", StepStatus::Changed, msg, u.warnings(), t),
+            Err(e) => {
+                steps.push("firewall", StepStatus::Failed, e.clone(), u.warnings(), t);
+                return Err(("firewall", RollbackError::Refused(e)));
+            }
+        }
+    }
+
     // The vault follows the host: the restored passwords are active, the undone ones previous.
     let t = Instant::now();
     let mut restored = Vec::new();
@@ -1056,6 +1169,143 @@ async fn finish(
         )
         .await;
     Ok(())
+}
+
+impl UfwRecord {
+    /// Whether undoing it changes anything at all.
+    fn any(&self) -> bool {
+        !self.added.is_empty()
+            || !self.was_active
+            || self.incoming.is_some()
+            || self.outgoing.is_some()
+    }
+
+    /// The script that puts ufw back: the old default policies, the run's rules deleted
+    /// (already gone is fine), ufw disabled when the run had enabled it.
+    fn undo_script(&self) -> String {
+        let mut s = String::from(
+            "set -e\nexport LC_ALL=C\ncommand -v ufw >/dev/null 2>&1 || { echo 'ufw is not installed' >&2; exit 3; }\n",
+        );
+        if let Some(p) = &self.incoming {
+            s.push_str(&format!("ufw default {p} incoming >/dev/null\n"));
+        }
+        if let Some(p) = &self.outgoing {
+            s.push_str(&format!("ufw default {p} outgoing >/dev/null\n"));
+        }
+        for a in &self.added {
+            s.push_str(&format!("ufw delete {a} >/dev/null || true\n"));
+        }
+        if !self.was_active {
+            s.push_str("ufw --force disable >/dev/null\n");
+        }
+        s
+    }
+
+    /// The report's line.
+    fn summary(&self, check: bool) -> String {
+        let w = |done: &str, would: &str| {
+            if check {
+                would.to_string()
+            } else {
+                done.to_string()
+            }
+        };
+        let mut parts = Vec::new();
+        if !self.added.is_empty() {
+            parts.push(format!(
+                "{} the {} ufw rule{} the run added",
+                w("deleted", "would delete"),
+                self.added.len(),
+                if self.added.len() == 1 { "" } else { "s" }
+            ));
+        }
+        for (dir, p) in [("incoming", &self.incoming), ("outgoing", &self.outgoing)] {
+            if let Some(p) = p {
+                parts.push(format!(
+                    "{} the default {dir} policy {p}",
+                    w("set", "would set")
+                ));
+            }
+        }
+        if !self.was_active {
+            parts.push(format!(
+                "{} ufw (the run had enabled it)",
+                w("disabled", "would disable")
+            ));
+        }
+        parts.join("; ")
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.reset {
+            w.push(
+                "warning: the run reset ufw (--firewall-reset): the rules it dropped cannot be put back"
+                    .to_string(),
+            );
+        }
+        if self.deleted > 0 {
+            w.push(format!(
+                "warning: the run deleted {} stale fsfleet rule(s): they are not put back",
+                self.deleted
+            ));
+        }
+        w
+    }
+}
+
+/// Put ufw back as the run found it. While ufw stays on, a NEW SSH connection must work
+/// afterwards, else the run's rules are added again (harden's lock-out rule, the other way).
+async fn undo_firewall(
+    session: &Session,
+    shared: &Shared,
+    host: &Host,
+    u: &UfwRecord,
+) -> Result<String, String> {
+    let out = session
+        .run_for(
+            "putting ufw back",
+            &u.undo_script(),
+            b"",
+            Duration::from_secs(60),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if !out.success() {
+        return Err(format!(
+            "ufw exited {}: {}",
+            out.status,
+            out.stderr_text().trim()
+        ));
+    }
+    if u.was_active && !u.added.is_empty() {
+        let proof = tokio::time::timeout(
+            Duration::from_secs(20),
+            crate::cmd::connect(&shared.connector, host),
+        )
+        .await;
+        match proof {
+            Ok(Ok(s)) => s.close().await,
+            _ => {
+                let again: String = u.added.iter().map(|a| format!("ufw {a}\n")).collect();
+                let _ = session
+                    .run_for(
+                        "adding the run's ufw rules again",
+                        &again,
+                        b"",
+                        Duration::from_secs(60),
+                    )
+                    .await;
+                return Err(
+                    "a new SSH connection failed once the run's ufw rules were deleted: they were \
+                     added again; check `ufw status numbered` by hand"
+                        .into(),
+                );
+            }
+        }
+        return Ok(format!("{}; a new SSH connection works", u.summary(false)));
+    }
+    Ok(u.summary(false))
 }
 
 /// Put back what the files held before the rollback; the line says how that went.
@@ -1169,6 +1419,7 @@ mod tests {
                     .collect()
             }),
             rolled_back: None,
+            ufw: None,
         }
     }
 
@@ -1257,6 +1508,50 @@ mod tests {
         assert!(p.changes.is_empty() && p.conflicts.is_empty());
         let touched: Vec<&str> = p.touched.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(touched, ["/c/vars.xml", "/etc/fs_cli.conf"]);
+    }
+
+    #[test]
+    fn the_firewall_record_is_read_strictly_and_undone_in_order() {
+        let text = "== run 20261130T010000Z-bbbb\nfsfleet-run 1\n== ufw\nwas-active\t0\nincoming\tallow\noutgoing\tallow\nreset\t0\n\
+                    added\tallow proto tcp to any port 22 comment 'fsfleet ssh'\n\
+                    added\tallow proto udp from 192.0.2.0/24 to any port 5060 comment 'fsfleet sip'\n\
+                    deleted\tallow proto udp to any port 5060 comment 'fsfleet sip'\n";
+        let recs = parse_records(text).unwrap();
+        let u = recs[0].ufw.clone().unwrap();
+        assert_eq!(u.added.len(), 2);
+        assert_eq!(u.deleted, 1);
+        assert_eq!(
+            u.undo_script().lines().skip(3).collect::<Vec<_>>(),
+            [
+                "ufw default allow incoming >/dev/null",
+                "ufw default allow outgoing >/dev/null",
+                "ufw delete allow proto tcp to any port 22 comment 'fsfleet ssh' >/dev/null || true",
+                "ufw delete allow proto udp from 192.0.2.0/24 to any port 5060 comment 'fsfleet sip' >/dev/null || true",
+                "ufw --force disable >/dev/null",
+            ]
+        );
+        assert_eq!(
+            u.summary(true),
+            "would delete the 2 ufw rules the run added; would set the default incoming policy \
+             allow; would set the default outgoing policy allow; would disable ufw (the run had \
+             enabled it)"
+        );
+        // A record line that would be anything but a rule of fsfleet's is refused, not run.
+        for bad in [
+            "added\tallow proto tcp to any port 22 comment 'fsfleet ssh'; reboot",
+            "added\tallow proto tcp to any port 22 comment 'x' ",
+            "added\tdeny proto tcp to any port 22 comment 'fsfleet ssh'",
+            "added\tallow proto tcp from $(id) to any port 22 comment 'fsfleet ssh'",
+            "whatever\t1",
+        ] {
+            let t = format!("== run 20261130T010000Z-bbbb\nfsfleet-run 1\n== ufw\n{bad}\n");
+            assert!(parse_records(&t).is_err(), "{bad}");
+        }
+        // A policy the facts could not read is not put back.
+        let t = "== run 20261130T010000Z-bbbb\nfsfleet-run 1\n== ufw\nwas-active\t1\nincoming\tunknown\n";
+        let u = parse_records(t).unwrap()[0].ufw.clone().unwrap();
+        assert_eq!(u.incoming, None);
+        assert!(!u.any());
     }
 
     #[test]
