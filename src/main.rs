@@ -411,8 +411,13 @@ fn creds_forget(args: CredsForgetArgs) -> Result<u8, UsageError> {
                 .count()
         })
         .sum();
+    let users = if entry.users.is_empty() {
+        String::new()
+    } else {
+        format!(" and the credentials of {} user(s)", entry.users.len())
+    };
     println!(
-        "forgot {}: {n} password(s){}; the next `fsfleet harden` treats it as a new host",
+        "forgot {}: {n} password(s){users}{}; the next `fsfleet harden` treats it as a new host",
         args.host,
         entry
             .host_key

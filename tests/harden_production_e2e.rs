@@ -308,4 +308,17 @@ fn production_level_fixes_the_dialplan_and_modules_controls_idempotently() {
     );
     let sums_after: Vec<String> = fleet.hosts.iter().map(|h| conf_sum(&fleet, h)).collect();
     assert_eq!(sums, sums_after, "the second run changed a file");
+
+    // Forgetting the host says the users' PINs go too.
+    let forget = Command::new(env!("CARGO_BIN_EXE_fsfleet"))
+        .args(["creds", "forget", &h1.name])
+        .arg(fleet.inventory())
+        .output()
+        .unwrap();
+    assert!(forget.status.success(), "{}", text(&forget));
+    assert!(
+        text(&forget).contains("and the credentials of 20 user(s)"),
+        "{}",
+        text(&forget)
+    );
 }
