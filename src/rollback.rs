@@ -228,7 +228,11 @@ pub fn parse_records(text: &str) -> Result<Vec<RunRecord>, RollbackError> {
                 continue;
             }
             "== ufw" => {
-                rec.ufw = Some(UfwRecord::default());
+                // A record that does not say ufw was off leaves it on.
+                rec.ufw = Some(UfwRecord {
+                    was_active: true,
+                    ..UfwRecord::default()
+                });
                 part = Part::Ufw;
                 continue;
             }
@@ -277,7 +281,10 @@ pub fn parse_records(text: &str) -> Result<Vec<RunRecord>, RollbackError> {
             }
             Part::Ufw => {
                 let id = rec.run_id.clone();
-                let u = rec.ufw.get_or_insert_with(UfwRecord::default);
+                let u = rec.ufw.get_or_insert_with(|| UfwRecord {
+                    was_active: true,
+                    ..UfwRecord::default()
+                });
                 let bad = || bad(format!("run {id}: firewall record line {line:?}"));
                 let (k, v) = line.split_once('\t').ok_or_else(bad)?;
                 match k {
@@ -378,24 +385,39 @@ pub struct FileState {
     pub copy: Found,
 }
 
+/// Reads each path with ONE open that never follows a link at the last component (a link,
+/// a FIFO, a device or a directory is `other`), the owner and mode from that open's fstat and
+/// the bytes from the same descriptor: a local user swapping the file between checks cannot
+/// make owner, mode and content come from different files. One line per path: `-`, `other`,
+/// `big`, or `USER:GROUP:MODE<TAB>HEX`.
+const READ_PL: &str = r#"use strict; use warnings;
+use Fcntl qw(O_RDONLY O_NOFOLLOW O_NONBLOCK :mode);
+for my $p (@ARGV) {
+  my $fh;
+  if (!sysopen($fh, $p, O_RDONLY | O_NOFOLLOW | O_NONBLOCK)) { print($!{ENOENT} ? "-\n" : "other\n"); next; }
+  my @st = stat($fh);
+  if (!@st || !S_ISREG($st[2])) { print "other\n"; next; }
+  if ($st[7] > 4194304) { print "big\n"; next; }
+  my ($data, $buf) = ('', '');
+  while (1) { my $n = sysread($fh, $buf, 65536); last if !$n; $data .= $buf; last if length($data) > 4194304; }
+  if (length($data) > 4194304) { print "big\n"; next; }
+  my $u = getpwuid($st[4]); my $g = getgrgid($st[5]);
+  $u = $st[4] if !defined $u; $g = $st[5] if !defined $g;
+  printf("%s:%s:%o\t%s\n", $u, $g, $st[2] & 07777, unpack("H*", $data));
+}
+"#;
+
 fn state_script(run_id: &str, files: &[(String, bool)]) -> String {
-    let mut s = String::from(
-        "f() {\n\
-         if [ -L \"$1\" ]; then printf '%s\\tother\\n' \"$2\";\n\
-         elif [ -f \"$1\" ]; then printf '%s\\t%s\\t%s\\t' \"$2\" \"$(sha256sum < \"$1\" | cut -c1-64)\" \"$(stat -c '%U:%G:%a' \"$1\")\"; base64 -w0 < \"$1\"; echo;\n\
-         elif [ -e \"$1\" ]; then printf '%s\\tother\\n' \"$2\";\n\
-         else printf '%s\\t-\\n' \"$2\"; fi\n\
-         }\n",
-    );
     let dir = backup::dir(run_id);
+    let mut args = String::new();
     for (path, _) in files {
-        s.push_str(&format!(
-            "f {} N\nf {} C\n",
+        args.push_str(&format!(
+            " {} {}",
             sh_quote(path),
             sh_quote(&format!("{dir}/files{path}"))
         ));
     }
-    s
+    format!("exec perl -e {} --{args}\n", sh_quote(READ_PL))
 }
 
 fn plain_name(s: &str) -> bool {
@@ -405,43 +427,42 @@ fn plain_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-fn parse_found(line: &str, tag: &str) -> Result<Found, RollbackError> {
-    let bad = || RollbackError::Records(format!("unexpected file state line for {tag}"));
-    let rest = line
-        .strip_prefix(tag)
-        .and_then(|r| r.strip_prefix('\t'))
-        .ok_or_else(bad)?;
-    match rest {
+fn parse_found(line: &str, what: &str) -> Result<Found, RollbackError> {
+    let bad = || RollbackError::Records(format!("unexpected file state line for {what}"));
+    match line {
         "-" => return Ok(Found::Absent),
-        "other" => return Ok(Found::Other),
+        "other" | "big" => return Ok(Found::Other),
         _ => {}
     }
-    let mut parts = rest.splitn(3, '\t');
-    let (Some(digest), Some(meta), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(bad());
-    };
+    let (meta, hex) = line.split_once('\t').ok_or_else(bad)?;
     let mut m = meta.split(':');
     let (Some(user), Some(group), Some(mode), None) = (m.next(), m.next(), m.next(), m.next())
     else {
         return Err(bad());
     };
-    if !is_digest(digest) || !plain_name(user) || !plain_name(group) {
+    if !plain_name(user) || !plain_name(group) {
         return Err(bad());
     }
     let mode = u32::from_str_radix(mode, 8).map_err(|_| bad())?;
     if mode > 0o7777 {
         return Err(bad());
     }
-    let content = data_encoding::BASE64
-        .decode(b64.as_bytes())
+    let content = data_encoding::HEXLOWER_PERMISSIVE
+        .decode(hex.as_bytes())
         .map_err(|_| bad())?;
     Ok(Found::File(HostFile {
-        digest: digest.to_ascii_lowercase(),
+        digest: sha256_hex(&content),
         user: user.to_string(),
         group: group.to_string(),
         mode,
         content,
     }))
+}
+
+/// The digest `record_after` writes (sha256sum), of bytes read on the controller.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(bytes))
 }
 
 /// Parse the state script's output: two lines per file, in the order asked.
@@ -461,8 +482,8 @@ pub fn parse_states(text: &str, files: &[(String, bool)]) -> Result<Vec<FileStat
             Ok(FileState {
                 path: path.clone(),
                 existed: *existed,
-                now: parse_found(lines[2 * i], "N")?,
-                copy: parse_found(lines[2 * i + 1], "C")?,
+                now: parse_found(lines[2 * i], path)?,
+                copy: parse_found(lines[2 * i + 1], &format!("the backup of {path}"))?,
             })
         })
         .collect()
@@ -564,9 +585,13 @@ pub fn plan(rec: &RunRecord, states: &[FileState], force: bool) -> Result<Plan, 
                     rec.run_id, s.path
                 )));
             };
+            // Never a set-id or sticky bit back, whatever the copy carries.
             p.changes.push(Change::Restore {
                 path: s.path.clone(),
-                file: copy.clone(),
+                file: HostFile {
+                    mode: copy.mode & 0o777,
+                    ..copy.clone()
+                },
             });
             p.touched.push((s.path.clone(), s.copy.clone()));
         } else {
@@ -655,6 +680,7 @@ fn secrets_of(f: &HostFacts, states: &[FileState], vault: &[Secret]) -> Vec<Secr
                 if let Ok(es) = EventSocket::parse(&text, &s.path, &vars_now) {
                     out.push(es.password);
                 }
+                out.extend(param_secrets(&text));
                 for line in text.lines() {
                     // fs_cli configs: `password => X` / `password = X`.
                     if let Some(v) = line.trim_start().strip_prefix("password").map(|r| {
@@ -673,6 +699,27 @@ fn secrets_of(f: &HostFacts, states: &[FileState], vault: &[Secret]) -> Vec<Secr
     }
     out.retain(|s| !s.expose().is_empty());
     out
+}
+
+/// The values of every credential param in a FreeSWITCH XML text (`password`, `vm-password`,
+/// `a1-hash`, gateway `password`s), as written: what a diff of directory or gateway files must
+/// mask whatever the vault knows. `$${var}` references are not secrets.
+fn param_secrets(text: &str) -> Vec<Secret> {
+    const NAMES: &[&str] = &["password", "vm-password", "a1-hash"];
+    let Ok(tags) = crate::conf::xml::scan(text) else {
+        return Vec::new();
+    };
+    tags.iter()
+        .filter(|t| t.name == "param")
+        .filter(|t| {
+            t.attr("name")
+                .is_some_and(|n| NAMES.contains(&n.value.as_str()))
+        })
+        .filter_map(|t| t.attr("value"))
+        .map(|v| v.value.clone())
+        .filter(|v| !v.is_empty() && !v.starts_with("$${"))
+        .map(Secret::new)
+        .collect()
 }
 
 fn diffs(states: &[FileState], p: &Plan, secrets: &[Secret]) -> Vec<String> {
@@ -1321,7 +1368,7 @@ async fn undo(session: &Session, states: &[FileState], plan: &Plan) -> String {
                 content: &f.content,
                 user: &f.user,
                 group: &f.group,
-                mode: f.mode,
+                mode: f.mode & 0o777,
             }),
             _ => ops.push(hostfs::Op::Remove { path: &s.path }),
         }
@@ -1555,23 +1602,69 @@ mod tests {
     }
 
     #[test]
+    fn every_credential_param_is_masked_in_a_rollback_diff() {
+        let old = "<user id=\"1000\">\n<params>\n<param name=\"password\" value=\"$${default_password}\"/>\n\
+                   <param name=\"vm-password\" value=\"1000\"/>\n</params>\n</user>\n";
+        let new = "<user id=\"1000\">\n<params>\n<param name=\"password\" value=\"Zz9own1000pass\"/>\n\
+                   <param name=\"vm-password\" value=\"482913\"/>\n</params>\n</user>\n";
+        let mut secrets = param_secrets(old);
+        secrets.extend(param_secrets(new));
+        let refs: Vec<&Secret> = secrets.iter().collect();
+        let d = diff::masked_diff("/c/directory/default/1000.xml", new, old, &refs);
+        assert!(!d.is_empty());
+        for leak in ["482913", "Zz9own1000pass", "\"1000\"/>"] {
+            assert!(!d.contains(leak), "{leak} in {d}");
+        }
+        assert!(d.contains("$${default_password}"), "{d}");
+    }
+
+    #[test]
     fn file_states_are_parsed_strictly() {
         let files = vec![("/c/vars.xml".to_string(), true)];
-        let ok = format!(
-            "N\t{}\tfreeswitch:freeswitch:640\t{}\nC\t-\n",
-            digest('a'),
-            data_encoding::BASE64.encode(b"<x/>")
+        let ok = "freeswitch:freeswitch:4640\t3c782f3e\nother\n";
+        let s = parse_states(ok, &files).unwrap();
+        match &s[0].now {
+            Found::File(f) => {
+                assert_eq!(f.content, b"<x/>");
+                assert_eq!(f.mode, 0o4640);
+                // The digest is the controller's own, of the bytes read (sha256sum's form).
+                assert_eq!(
+                    f.digest,
+                    "2a31f44da4bd7decbbd3ddfd1a37ae04d02ec665e2c2688816ccc65631586ed1"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s[0].copy, Found::Other);
+        assert_eq!(
+            parse_states("-\nbig\n", &files).unwrap()[0].now,
+            Found::Absent
         );
-        let s = parse_states(&ok, &files).unwrap();
-        assert!(matches!(&s[0].now, Found::File(f) if f.content == b"<x/>" && f.mode == 0o640));
-        assert_eq!(s[0].copy, Found::Absent);
         for bad in [
-            format!("N\t{}\tfree switch:x:640\tAA==\nC\t-\n", digest('a')),
-            format!("N\t{}\tx:x:99999\tAA==\nC\t-\n", digest('a')),
-            "N\tzz\tx:x:640\tAA==\nC\t-\n".to_string(),
-            "N\t-\n".to_string(),
+            "free switch:x:640\t00\n-\n",
+            "x:x:99999\t00\n-\n",
+            "x:x:640\tzz\n-\n",
+            "x:x:640\n-\n",
+            "-\n",
         ] {
-            assert!(parse_states(&bad, &files).is_err(), "{bad:?}");
+            assert!(parse_states(bad, &files).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_restored_file_never_gets_a_set_id_bit_back() {
+        let r = rec(Some(vec![
+            ("/c/vars.xml", Some('1')),
+            ("/etc/fs_cli.conf", None),
+        ]));
+        let mut st = states('1', None);
+        if let Found::File(c) = &mut st[0].copy {
+            c.mode = 0o6755;
+        }
+        let p = plan(&r, &st, false).unwrap();
+        match &p.changes[0] {
+            Change::Restore { file, .. } => assert_eq!(file.mode, 0o755),
+            other => panic!("{other:?}"),
         }
     }
 }
