@@ -647,7 +647,18 @@ fn restored_esl(f: &HostFacts, p: &Plan) -> Option<Result<EventSocket, model::Mo
     p.touched.iter().find_map(|(cp, found)| match found {
         Found::File(file) if *cp == path => {
             let text = String::from_utf8_lossy(&file.content);
-            Some(EventSocket::parse(&text, &path, HostModel::new(f).vars()))
+            // Its `$${vars}` are those of the vars.xml FreeSWITCH will read: the restored one
+            // when the run had changed it too.
+            let vars_path = format!("{conf_dir}/vars.xml");
+            let restored_vars = p.touched.iter().find_map(|(vp, vf)| match vf {
+                Found::File(v) if *vp == vars_path => {
+                    Some(model::Vars::parse(Some(&String::from_utf8_lossy(&v.content))))
+                }
+                _ => None,
+            });
+            let model = HostModel::new(f);
+            let vars = restored_vars.as_ref().unwrap_or_else(|| model.vars());
+            Some(EventSocket::parse(&text, &path, vars))
         }
         _ => None,
     })
