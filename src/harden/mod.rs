@@ -26,6 +26,7 @@ pub mod dialplan;
 pub mod event_socket;
 pub mod fs_cli;
 pub mod modules;
+pub mod per_user_passwords;
 pub mod preflight;
 pub mod reload;
 pub mod run;

@@ -17,7 +17,7 @@ use super::context::{FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepEr
 use super::preflight::Preflight;
 use super::{
     auth_logging, dialplan, event_socket, fail2ban, file_modes, firewall, fs_cli, modules,
-    packages, reload, sip_password, voicemail_pins,
+    packages, per_user_passwords, reload, sip_password, voicemail_pins,
 };
 use crate::inventory::{HardenLevel, Host};
 use crate::model::EventSocket;
@@ -201,6 +201,7 @@ pub const REGISTRY: &[Entry] = &[
     entry::<auth_logging::AuthLogging>(),
     entry::<dialplan::Dialplan>(),
     entry::<voicemail_pins::VoicemailPins>(),
+    entry::<per_user_passwords::PerUserPasswords>(),
     entry::<modules::Modules>(),
     entry::<file_modes::FileModes>(),
     entry::<packages::Packages>(),
@@ -409,6 +410,7 @@ mod tests {
                 auth_logging::NAME,
                 dialplan::NAME,
                 voicemail_pins::NAME,
+                per_user_passwords::NAME,
                 modules::NAME,
                 file_modes::NAME,
                 packages::NAME,
