@@ -213,6 +213,10 @@ Steps, in order (names for --skip/--only):
                 fsfleet does not generate; listen on 127.0.0.1, ACL
                 loopback.auto
   auth-logging  log-auth-failures=true in every SIP profile
+  remove-stock-users [production] the stock users 1000-1019, brian and
+                default (files still as shipped) disabled, but those in
+                keep_users, registered now or routed to by the dialplan
+                (--remove-in-use disables them anyway) (reloadxml)
   dialplan      [production] stock sip_uri and example gateway extensions
                 commented out, international out of the stock users'
                 toll_allow; operator-written ones untouched (reloadxml)
@@ -288,6 +292,10 @@ pub struct HardenArgs {
     /// names them).
     #[arg(long)]
     pub force_reregister: bool,
+    /// remove-stock-users: disable stock users even while registered or routed to by the
+    /// dialplan (the report names them).
+    #[arg(long)]
+    pub remove_in_use: bool,
     /// Steps not to run (comma list; see below).
     #[arg(long, value_name = "STEPS", value_delimiter = ',')]
     pub skip: Vec<String>,

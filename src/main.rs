@@ -160,6 +160,7 @@ async fn harden_command(args: HardenArgs) -> Result<u8, UsageError> {
             rotate: args.rotate,
             rotate_in_use: args.rotate_in_use,
             force_reregister: args.force_reregister,
+            remove_in_use: args.remove_in_use,
             firewall_reset: args.firewall_reset,
             offline_ok: args.offline_ok,
             check: args.check,

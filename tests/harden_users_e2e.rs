@@ -1,10 +1,12 @@
-//! `per-user-passwords` end to end on one fresh host: a phone registered as 1000 on the shared
-//! `$${default_password}` makes the step refuse, naming it, and nothing changes; with
-//! `--force-reregister` (and `--rotate-in-use` for the baseline's rotation of the shared one)
-//! every user gets its own password, the report names the phone to reprovision, and
-//! `fsfleet creds export --users` gives the passwords a phone then registers with, while the
-//! old shared one is refused. The audit passes FS-SIP-04; a second run changes nothing; no
-//! password is ever printed but by the export.
+//! `per-user-passwords` and `remove-stock-users` end to end on one fresh host: a phone
+//! registered as 1000 on the shared `$${default_password}` makes per-user-passwords refuse,
+//! naming it, and nothing changes; `--level production --force-reregister` (and
+//! `--rotate-in-use` for the baseline's rotation of the shared one) disables every stock user
+//! but the registered 1000 (named), gives 1000 its own password, names the phone to
+//! reprovision, and `fsfleet creds export --users` gives the password the phone then registers
+//! with, while the old and the rotated shared ones are refused. The audit passes FS-SIP-04 and
+//! names only 1000 for FS-SIP-03; a second run changes nothing; `--remove-in-use` disables 1000
+//! too and FS-SIP-03 passes. No password is ever printed but by the export.
 
 mod common;
 
@@ -52,7 +54,7 @@ fn export(fleet: &Fleet, format: &str) -> Output {
 }
 
 #[test]
-fn per_user_passwords_wait_for_registered_phones_then_phones_need_their_own() {
+fn stock_users_go_and_the_rest_get_their_own_passwords_around_a_registered_phone() {
     let fleet = Fleet::fresh("harden-users", 1);
     let _ = std::fs::remove_dir_all(fleet.dir.join(".fsfleet"));
     let h = &fleet.hosts[0];
@@ -94,8 +96,9 @@ fn per_user_passwords_wait_for_registered_phones_then_phones_need_their_own() {
     let check_out = text(&check);
     assert_eq!(check.status.code(), Some(0), "{check_out}");
     for want in [
-        "give user 1019 its own generated password",
-        "give user brian its own generated password",
+        "give user 1000 its own generated password",
+        "disable stock user 1019: /etc/freeswitch/directory/default/1019.xml keeps only a comment",
+        "stock user 1000 kept: registered now from",
         "-      <param name=\"password\" value=\"$${default_password}\"/>",
         "+      <param name=\"password\" value=\"********\"/>",
     ] {
@@ -120,9 +123,19 @@ fn per_user_passwords_wait_for_registered_phones_then_phones_need_their_own() {
     let run_out = text(&run);
     assert_eq!(run.status.code(), Some(0), "{run_out}");
     assert!(
-        run_out.contains(&format!("reprovision them first: {phone}")),
+        run_out.contains(&format!("reprovision them first: {phone}"))
+            && run_out.contains(&format!(
+                "stock user 1000 kept: registered now from {}",
+                attacker.address
+            )),
         "{run_out}"
     );
+    // The other stock users are gone from what FreeSWITCH reads.
+    assert_eq!(
+        attacker.register(&h.address, 5060, "1001", "1234"),
+        Register::Forbidden
+    );
+    assert!(user_file(&fleet, h, "brian").contains("fsfleet harden remove-stock-users"));
 
     // The export: one row per user, the domain the phones register to.
     let csv = export(&fleet, "csv");
@@ -134,7 +147,12 @@ fn per_user_passwords_wait_for_registered_phones_then_phones_need_their_own() {
         .filter(|l| !l.is_empty())
         .map(|l| l.split(',').collect())
         .collect();
-    assert_eq!(rows.len(), 22, "1000-1019, brian, SEP001120AABBCC: {csv}");
+    let users: Vec<&str> = rows.iter().map(|r| r[2]).collect();
+    assert_eq!(
+        users,
+        ["1000", "SEP001120AABBCC"],
+        "the kept stock user and the skinny example: {csv}"
+    );
     let row = rows.iter().find(|r| r[2] == "1000").expect("1000 exported");
     assert_eq!(row[0], h.name);
     assert_eq!(
@@ -210,17 +228,15 @@ fn per_user_passwords_wait_for_registered_phones_then_phones_need_their_own() {
     );
     assert!(text(&show(&["--reveal"])).contains(&pw1000));
 
-    // The audit: FS-SIP-04 passes.
-    let audit = fsfleet(&fleet, &["audit", "--format", "json"]);
-    let doc: serde_json::Value = serde_json::from_slice(&audit.stdout).expect("audit JSON");
-    let sip04 = doc["hosts"][0]["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == "FS-SIP-04")
-        .cloned()
-        .unwrap();
+    // The audit: FS-SIP-04 passes; FS-SIP-03 names only the kept 1000.
+    let sip04 = control(&fleet, "FS-SIP-04");
     assert_eq!(sip04["status"], "pass", "{sip04}");
+    let sip03 = control(&fleet, "FS-SIP-03");
+    assert_eq!(sip03["status"], "fail", "{sip03}");
+    assert_eq!(
+        sip03["evidence"][0],
+        "stock users still defined in directory/default/: 1000"
+    );
 
     // A second run changes nothing, though the phone is registered now.
     let sum = conf_sum(&fleet, h);
@@ -232,4 +248,47 @@ fn per_user_passwords_wait_for_registered_phones_then_phones_need_their_own() {
     let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(report["hosts"][0]["status"], "ok", "{report}");
     assert_eq!(conf_sum(&fleet, h), sum, "the second run changed a file");
+
+    // --remove-in-use: 1000 goes too, and FS-SIP-03 passes.
+    let run = fsfleet(
+        &fleet,
+        &["harden", "--level", "production", "--remove-in-use"],
+    );
+    let out = text(&run);
+    assert_eq!(run.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains(
+            "stock user 1000: /etc/freeswitch/directory/default/1000.xml keeps only a comment"
+        ) && out.contains("--remove-in-use: registered now"),
+        "{out}"
+    );
+    assert_eq!(control(&fleet, "FS-SIP-03")["status"], "pass");
+    assert_eq!(control(&fleet, "FS-SIP-04")["status"], "pass");
+    assert_eq!(
+        attacker.register(&h.address, 5060, "1000", &pw1000),
+        Register::Forbidden
+    );
+    // The backup holds the stock file: putting it back restores the user.
+    let backup = fleet.ssh_root(
+        h,
+        &format!(
+            "ls -1d /var/backups/fsfleet/*/files{}/directory/default/1000.xml | tail -1",
+            h.conf_dir
+        ),
+    );
+    let saved = fleet.ssh_root(h, &format!("cat {}", backup.trim()));
+    assert!(saved.contains("<user id=\"1000\">"), "{backup}: {saved}");
+}
+
+/// One audit control's result for the fleet's only host.
+fn control(fleet: &Fleet, id: &str) -> serde_json::Value {
+    let audit = fsfleet(fleet, &["audit", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&audit.stdout).expect("audit JSON");
+    doc["hosts"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .cloned()
+        .unwrap()
 }

@@ -25,6 +25,9 @@ pub struct HardenOptions {
     pub rotate_in_use: bool,
     /// Give users their own passwords even while their phones are registered (`per-user-passwords`).
     pub force_reregister: bool,
+    /// Disable stock users even while registered or routed to by the dialplan
+    /// (`remove-stock-users`).
+    pub remove_in_use: bool,
     /// `ufw --force reset` before applying fsfleet's rules (drops the host's other rules).
     pub firewall_reset: bool,
     /// Edit configs even when FreeSWITCH is down (no reload, said in the report).

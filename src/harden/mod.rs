@@ -29,6 +29,7 @@ pub mod modules;
 pub mod per_user_passwords;
 pub mod preflight;
 pub mod reload;
+pub mod remove_stock_users;
 pub mod run;
 pub mod sip_password;
 pub mod step;

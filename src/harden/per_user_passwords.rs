@@ -686,7 +686,9 @@ mod tests {
     fn on_top_of_the_dialplan_and_voicemail_pin_edits_of_the_same_file() {
         let files = ev::stock_files();
         let f = facts(&files);
-        let host = crate::harden::context::test_host("pbx1");
+        // 1000 kept (keep_users), so remove-stock-users leaves it to the other steps.
+        let mut host = crate::harden::context::test_host("pbx1");
+        host.keep_users = vec!["1000".into()];
         let opts = HardenOptions::default();
         let plans = crate::harden::step::plan_model_only(
             &f,
@@ -711,6 +713,14 @@ mod tests {
             "the PIN's stays"
         );
         assert!(!new.contains("$${default_password}"));
+        // The users remove-stock-users disables get no password.
+        let p = plans
+            .iter()
+            .find(|(n, _)| *n == NAME)
+            .and_then(|(_, p)| p.as_ref().ok())
+            .unwrap();
+        let users: Vec<&str> = p.user_secrets.iter().map(|(u, _, _)| u.as_str()).collect();
+        assert_eq!(users, ["1000", "SEP001120AABBCC"]);
         // The masked diffs of every step never show a generated secret.
         let shown: String = ok.iter().flat_map(|p| p.diffs.iter().cloned()).collect();
         for p in &ok {

@@ -572,13 +572,20 @@ async fn preflight(
     // Who is registered matters to a default_password rotation and to giving users their own
     // passwords (their impact, their refusal).
     let level = opts.level_for(host);
-    let per_user = step::REGISTRY
-        .iter()
-        .find(|e| e.name == per_user_passwords::NAME)
-        .is_some_and(|e| run.sel().runs_entry(e, level));
+    let runs_named = |name: &str| {
+        step::REGISTRY
+            .iter()
+            .find(|e| e.name == name)
+            .is_some_and(|e| run.sel().runs_entry(e, level))
+    };
+    let (per_user, remove_users) = (
+        runs_named(per_user_passwords::NAME),
+        runs_named(super::remove_stock_users::NAME),
+    );
     let ask_regs = |f: &HostFacts| {
         (run.sel().runs(sip_password::NAME) && sip_password::rotation_reason(f, opts).is_some())
             || (per_user && !per_user_passwords::targets(f).is_empty())
+            || (remove_users && super::remove_stock_users::any_stock_user(f))
     };
     let mut pre = preflight::run(
         session,
@@ -1491,6 +1498,7 @@ mod tests {
                 sip_password::NAME,
                 event_socket::NAME,
                 auth_logging::NAME,
+                crate::harden::remove_stock_users::NAME,
                 crate::harden::dialplan::NAME,
                 crate::harden::voicemail_pins::NAME,
                 per_user_passwords::NAME,
