@@ -228,6 +228,9 @@ Steps, in order (names for --skip/--only):
                 --users`); refuses while any of them is registered
                 (--force-reregister changes them anyway); names the phones
                 to reprovision
+  sip-protocol  [production] auth-messages and auth-subscriptions true on
+                every profile with auth-calls true (SIP MESSAGE and SUBSCRIBE
+                challenged); trunk-facing profiles named, left (rescan)
   modules       [production] mod_verto (stock verto.conf), mod_signalwire (no
                 token), mod_xml_rpc commented out in modules.conf.xml unless
                 in modules_keep; unload over the Event Socket, else restart

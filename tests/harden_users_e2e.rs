@@ -130,6 +130,22 @@ fn stock_users_go_and_the_rest_get_their_own_passwords_around_a_registered_phone
             )),
         "{run_out}"
     );
+    // sip-protocol: the phones' profile challenges MESSAGE and SUBSCRIBE; the trunk-facing
+    // external profile is named and left.
+    for param in ["auth-messages", "auth-subscriptions"] {
+        let n = fleet.ssh_root(
+            h,
+            &format!(
+                "grep -c '<param name=\"{param}\" value=\"true\"/>' {}/sip_profiles/internal.xml",
+                h.conf_dir
+            ),
+        );
+        assert_eq!(n.trim(), "1", "{param}");
+    }
+    assert!(
+        run_out.contains("profile external (") && run_out.contains("trunk-facing"),
+        "{run_out}"
+    );
     // The other stock users are gone from what FreeSWITCH reads.
     assert_eq!(
         attacker.register(&h.address, 5060, "1001", "1234"),

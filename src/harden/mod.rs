@@ -32,6 +32,7 @@ pub mod reload;
 pub mod remove_stock_users;
 pub mod run;
 pub mod sip_password;
+pub mod sip_protocol;
 pub mod step;
 pub mod verify;
 pub mod voicemail_pins;

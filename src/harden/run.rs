@@ -1502,6 +1502,7 @@ mod tests {
                 crate::harden::dialplan::NAME,
                 crate::harden::voicemail_pins::NAME,
                 per_user_passwords::NAME,
+                crate::harden::sip_protocol::NAME,
                 crate::harden::modules::NAME,
                 crate::harden::file_modes::NAME,
                 packages::NAME,
