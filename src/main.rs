@@ -154,6 +154,8 @@ async fn harden_command(args: HardenArgs) -> Result<u8, UsageError> {
         opts: HardenOptions {
             rotate: args.rotate,
             rotate_in_use: args.rotate_in_use,
+            force_reregister: args.force_reregister,
+            remove_in_use: args.remove_in_use,
             firewall_reset: args.firewall_reset,
             offline_ok: args.offline_ok,
             check: args.check,
@@ -429,7 +431,30 @@ fn creds_forget(args: CredsForgetArgs) -> Result<u8, UsageError> {
 
 fn creds_export(args: CredsExportArgs) -> Result<u8, UsageError> {
     let vault = open_vault(&args.inventory, &args.vault)?;
-    match args.format {
+    if args.users {
+        let rows = vault::user_passwords(&vault);
+        match args.format {
+            Some(ExportFormat::Csv) => print!("{}", vault::users_csv(&rows)),
+            Some(ExportFormat::Json) => println!(
+                "{}",
+                serde_json::to_string_pretty(&rows).context("encoding JSON")?
+            ),
+            _ => {
+                return Err(anyhow::anyhow!("--users takes --format csv or --format json").into());
+            }
+        }
+        if rows.is_empty() {
+            eprintln!(
+                "no user has a password of its own in {} (harden --level production gives them one)",
+                vault.path().display()
+            );
+        }
+        return Ok(0);
+    }
+    match args.format.unwrap_or(ExportFormat::Env) {
+        ExportFormat::Csv => {
+            return Err(anyhow::anyhow!("--format csv is for --users").into());
+        }
         ExportFormat::Json => {
             let mut map = serde_json::Map::new();
             for (host, entry) in vault.hosts() {

@@ -39,6 +39,9 @@ pub struct Preflight {
     /// Who is registered right now, when the run asked (a `default_password` rotation is
     /// planned) and FreeSWITCH answered; None otherwise.
     pub registered: Option<Registered>,
+    /// `global_getvar domain` when FreeSWITCH answered: the stock directory's domain is
+    /// `$${domain}`, set from the host's address at startup (phones register to it).
+    pub domain: Option<String>,
     /// Which of the modules the `modules` step may unload the running FreeSWITCH has loaded
     /// (`module_exists`); None when it was not asked or did not answer true or false.
     pub loaded_modules: Option<Vec<String>>,
@@ -135,6 +138,7 @@ pub async fn run(
             conf_dir: None,
             log_dir: None,
             registered: None,
+            domain: None,
             loaded_modules: None,
             evidence,
         })
@@ -166,6 +170,17 @@ pub async fn run(
                     .await
                     .ok()
                     .filter(|s| !s.is_empty());
+                // Asked with the registrations: only a run giving users passwords needs it.
+                let domain = if ask_registrations {
+                    client
+                        .global_getvar("domain")
+                        .await
+                        .ok()
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| super::per_user_passwords::plain_domain(s))
+                } else {
+                    None
+                };
                 let loaded_modules = loaded_modules(&mut client).await;
                 let status = client.status().await.map_err(|source| StepError::Esl {
                     what: "Event Socket status".into(),
@@ -197,6 +212,7 @@ pub async fn run(
                     conf_dir,
                     log_dir,
                     registered,
+                    domain,
                     loaded_modules,
                     evidence,
                 });
@@ -270,6 +286,7 @@ impl Preflight {
             conf_dir: None,
             log_dir: None,
             registered: None,
+            domain: None,
             loaded_modules: None,
             evidence: vec![],
         })
