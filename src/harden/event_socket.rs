@@ -69,12 +69,13 @@ pub fn plan(f: &HostFacts, opts: &HardenOptions) -> Result<Planned, StepError> {
     };
 
     let mut new_password = None;
-    let why = if let Some(why) = model::password_weakness(current.password.expose()) {
-        Some(why.as_str())
-    } else if opts.rotate {
-        Some("--rotate")
-    } else {
-        None
+    let weak = model::password_weakness(current.password.expose()).map(|w| w.as_str());
+    let why = match opts.rotate_only {
+        // `fsfleet rotate`: the password only, and only when asked for, weak or not.
+        Some(scope) => scope.esl.then_some(weak.unwrap_or("fsfleet rotate")),
+        None if weak.is_some() => weak,
+        None if opts.rotate => Some("--rotate"),
+        None => None,
     };
     if let Some(why) = why {
         let pw = vault::generate_password(vault::PASSWORD_LEN);
@@ -85,7 +86,22 @@ pub fn plan(f: &HostFacts, opts: &HardenOptions) -> Result<Planned, StepError> {
             .push(format!("rotate the Event Socket password (was {why})"));
         new_password = Some(pw);
     }
-    if !LOOPBACK.contains(&current.listen_ip.as_str()) {
+    if opts.rotate_only.is_some() {
+        // The listener and its ACL are `fsfleet harden`'s to change: said, not changed.
+        if let Some(why) = exposure(&current) {
+            plan.warnings.push(format!(
+                "{why}: `fsfleet harden` fixes that; `fsfleet rotate` changes only the password"
+            ));
+        }
+        if new_password.is_some() {
+            plan.warnings.push(
+                "Event Socket clients other than the fs_cli configs fsfleet writes (your own \
+                 scripts, monitoring) are disconnected by `reload mod_event_socket` and need the \
+                 new password to reconnect (`fsfleet creds show HOST --reveal`)"
+                    .into(),
+            );
+        }
+    } else if !LOOPBACK.contains(&current.listen_ip.as_str()) {
         if let Some(o) = xml::set_param(&out, "listen-ip", "127.0.0.1").map_err(edit_err)? {
             out = o;
         }
@@ -94,7 +110,7 @@ pub fn plan(f: &HostFacts, opts: &HardenOptions) -> Result<Planned, StepError> {
             current.listen_ip
         ));
     }
-    if current.inbound_acl.as_deref() != Some("loopback.auto") {
+    if opts.rotate_only.is_none() && current.inbound_acl.as_deref() != Some("loopback.auto") {
         if let Some(o) =
             xml::set_param(&out, "apply-inbound-acl", "loopback.auto").map_err(edit_err)?
         {
@@ -135,6 +151,21 @@ pub fn plan(f: &HostFacts, opts: &HardenOptions) -> Result<Planned, StepError> {
         after,
         new_password,
     })
+}
+
+/// What the baseline would change about where the Event Socket listens and whom it lets in.
+fn exposure(es: &EventSocket) -> Option<String> {
+    let mut out = Vec::new();
+    if !LOOPBACK.contains(&es.listen_ip.as_str()) {
+        out.push(format!("the Event Socket listens on {}", es.listen_ip));
+    }
+    if es.inbound_acl.as_deref() != Some("loopback.auto") {
+        out.push(format!(
+            "its apply-inbound-acl is {}",
+            es.inbound_acl.as_deref().unwrap_or("unset")
+        ));
+    }
+    (!out.is_empty()).then(|| out.join(" and "))
 }
 
 #[cfg(test)]

@@ -233,6 +233,11 @@ impl Selection {
     }
 }
 
+/// `fsfleet rotate` leaves where the Event Socket listens alone, so it does not fail on it.
+fn opts_exposure_fails(opts: &HardenOptions) -> bool {
+    opts.rotate_only.is_none()
+}
+
 /// What all hosts of a run share.
 pub struct Shared {
     pub connector: Arc<Connector>,
@@ -1099,6 +1104,7 @@ async fn verify(
         fail2ban: sel.runs(fail2ban::NAME),
         firewall: sel.runs(firewall::NAME),
         probe_timeout: verify::probe_timeout(run.connect_time),
+        exposure_fails: opts_exposure_fails(run.opts()),
     };
     // A run that changed nothing verifies from what preflight and the facts already proved (no
     // second round trip, no outside probe waiting out a filtered port); anything the facts do not

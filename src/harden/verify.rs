@@ -135,6 +135,9 @@ pub struct Checks {
     pub firewall: bool,
     /// How long the outside probe waits for a TCP answer before calling the port filtered.
     pub probe_timeout: Duration,
+    /// An Event Socket the controller reaches fails the verify (harden's baseline); false: a
+    /// warning only (`fsfleet rotate` changes passwords, not where the socket listens).
+    pub exposure_fails: bool,
 }
 
 /// The outside probe's connect timeout from how long the SSH connection to the same address took
@@ -176,10 +179,19 @@ pub async fn apply(
             "from the controller, {}:{} gives no Event Socket greeting",
             host.address, es.listen_port
         )),
-        Some(Ok(true)) => problems.push(format!(
-            "the Event Socket at {}:{} greets the controller: it is reachable from the network",
-            host.address, es.listen_port
-        )),
+        Some(Ok(true)) => {
+            let what = format!(
+                "the Event Socket at {}:{} greets the controller: it is reachable from the network",
+                host.address, es.listen_port
+            );
+            if checks.exposure_fails {
+                problems.push(what);
+            } else {
+                evidence.push(format!(
+                    "warning: {what} (`fsfleet harden` binds it to 127.0.0.1)"
+                ));
+            }
+        }
         Some(Err(e)) => evidence.push(format!("outside probe inconclusive: {e}")),
     }
     if problems.is_empty() {
