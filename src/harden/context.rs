@@ -37,6 +37,9 @@ pub struct HardenOptions {
     pub rotate_only: Option<RotateScope>,
 }
 
+/// Why `fsfleet rotate` rotates a password that is not weak (the report's "(was ...)").
+pub const ON_REQUEST: &str = "strong, rotated on request";
+
 /// The passwords `fsfleet rotate` changes; the steps that set them rotate these (strong or
 /// not) and leave every other baseline change to `fsfleet harden`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
