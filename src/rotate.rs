@@ -239,7 +239,9 @@ mod tests {
         let again = plans(&f2, scope(false, true, false)).remove(0).1;
         assert_eq!(
             again.changes,
-            ["rotate default_password in /etc/freeswitch/vars.xml (was strong, rotated on request)"]
+            [
+                "rotate default_password in /etc/freeswitch/vars.xml (was strong, rotated on request)"
+            ]
         );
         assert_ne!(again.secrets[0].1, sip.secrets[0].1);
         // harden leaves it alone (no --rotate).

@@ -72,7 +72,9 @@ pub fn plan(f: &HostFacts, opts: &HardenOptions) -> Result<Planned, StepError> {
     let weak = model::password_weakness(current.password.expose()).map(|w| w.as_str());
     let why = match opts.rotate_only {
         // `fsfleet rotate`: the password only, and only when asked for, weak or not.
-        Some(scope) => scope.esl.then_some(weak.unwrap_or(crate::harden::context::ON_REQUEST)),
+        Some(scope) => scope
+            .esl
+            .then_some(weak.unwrap_or(crate::harden::context::ON_REQUEST)),
         None if weak.is_some() => weak,
         None if opts.rotate => Some("--rotate"),
         None => None,

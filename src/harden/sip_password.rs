@@ -57,7 +57,9 @@ pub fn rotation_reason(f: &HostFacts, opts: &HardenOptions) -> Option<&'static s
     let weak = model::password_weakness(current.expose()).map(|w| w.as_str());
     match opts.rotate_only {
         // `fsfleet rotate`: only when asked for, weak or not.
-        Some(scope) => scope.sip.then_some(weak.unwrap_or(super::context::ON_REQUEST)),
+        Some(scope) => scope
+            .sip
+            .then_some(weak.unwrap_or(super::context::ON_REQUEST)),
         None if weak.is_some() => weak,
         None if opts.rotate => Some("--rotate"),
         None => None,
