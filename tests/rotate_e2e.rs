@@ -1,7 +1,7 @@
 //! `fsfleet rotate` end to end on one stock host of its own (docker/testbed): `--check` changes
 //! nothing; `--esl` on a host not hardened yet changes the Event Socket password and nothing
-//! else (the old one is refused, the new one and fs_cli work); a second `--esl` keeps both
-//! values in the vault's history (`creds history`, masked unless --reveal); `--sip` is refused
+//! else (the old one is refused, the new one and fs_cli work); a second `--esl`, run while a
+//! phone is in a call, leaves the call up and keeps both values in the vault's history (`creds history`, masked unless --reveal); `--sip` is refused
 //! while a phone that logs in with default_password is registered (naming it) and rotates with
 //! `--rotate-in-use`; no secret is ever printed.
 
@@ -126,8 +126,49 @@ fn rotate_changes_only_the_passwords_asked_for_and_holds_for_registered_phones()
         "--esl rotated the SIP password"
     );
 
-    // Again: the vault's history keeps both values, with their runs.
+    // Again, while a phone is in a call (the stock echo extension, held 8 s): the call
+    // survives the Event Socket rotation, and the vault's history keeps both values.
+    let attacker = fleet.attacker();
+    let call = std::process::Command::new("docker")
+        .args(["exec", "-e", "SIP_PASSWORD", &attacker.container])
+        .args([
+            "/usr/bin/freeswitch",
+            "call",
+            "--user",
+            "1000",
+            "--hold-ms",
+            "8000",
+        ])
+        .arg("--target")
+        .arg(format!("{}:5060", h.address))
+        .env("SIP_PASSWORD", &sip_before)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the call");
+    let calls = || fleet.ssh_root(h, "fs_cli -x 'show calls count'");
+    let t0 = std::time::Instant::now();
+    while !calls().contains("1 total.") {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "the call was not answered: {}",
+            calls()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let run = fleet.fsfleet(&["rotate", "--esl", "--format", "json"]);
+    assert!(
+        calls().contains("1 total."),
+        "the call is gone after the rotation: {}",
+        calls()
+    );
+    let call = call.wait_with_output().expect("wait for the call");
+    assert_eq!(
+        call.status.code(),
+        Some(0),
+        "the call did not survive the rotation: {}",
+        text(&call)
+    );
     assert_eq!(run.status.code(), Some(0), "{}", text(&run));
     printed.push_str(&text(&run));
     let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("one JSON report");
@@ -178,7 +219,6 @@ fn rotate_changes_only_the_passwords_asked_for_and_holds_for_registered_phones()
     );
 
     // --sip with a phone registered as 1000 on the shared password: refused, naming it.
-    let attacker = fleet.attacker();
     assert_eq!(
         attacker.register(&h.address, 5060, "1000", &sip_before),
         Register::Ok
