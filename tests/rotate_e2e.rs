@@ -105,6 +105,16 @@ fn rotate_changes_only_the_passwords_asked_for_and_holds_for_registered_phones()
     printed.push_str(&text(&run));
     let report: serde_json::Value = serde_json::from_slice(&run.stdout).expect("one JSON report");
     let run1 = report["run_id"].as_str().unwrap().to_string();
+    // verify proved it too, through the same proven listener.
+    let verify = report["hosts"][0]["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "verify"))
+        .map(|s| s["message"].to_string())
+        .unwrap_or_default();
+    assert!(
+        verify.contains("the old Event Socket password is refused"),
+        "{verify}"
+    );
     let esl1 = active(&fleet, h, "esl_password");
     assert!(esl1.len() >= 28, "{}", vault_json(&fleet));
     assert!(

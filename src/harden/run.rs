@@ -1105,6 +1105,13 @@ async fn verify(
         firewall: sel.runs(firewall::NAME),
         probe_timeout: verify::probe_timeout(run.connect_time),
         exposure_fails: opts_exposure_fails(run.opts()),
+        // `fsfleet rotate --esl` proves the password it replaced no longer opens the socket.
+        retired_esl: run
+            .opts()
+            .rotate_only
+            .filter(|s| s.esl)
+            .and(pre.live_password.clone())
+            .filter(|old| *old != plan.esl.password),
     };
     // A run that changed nothing verifies from what preflight and the facts already proved (no
     // second round trip, no outside probe waiting out a filtered port); anything the facts do not
