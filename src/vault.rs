@@ -1275,6 +1275,53 @@ mod tests {
     }
 
     #[test]
+    fn an_age_vault_from_before_the_history_loads_and_keeps_it_encrypted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (id_path, public) = identity(dir.path(), "a.key");
+        let settings = age_settings(&[&public]);
+        let path = dir.path().join(".fsfleet").join("vault.age");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::set_permissions(
+            path.parent().unwrap(),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        let old = "o".repeat(32);
+        let doc = format!(
+            r#"{{"version":1,"hosts":{{"pbx1":{{"host_key":"{K}","creds":{{"sip_password":{{
+            "active":{{"value":"{old}","at":"2026-10-01T00:00:00Z","run_id":"r1"}}}}}}}}}}}}"#
+        );
+        let id: age::x25519::Identity = std::fs::read_to_string(&id_path)
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let armored = age::encrypt_and_armor(&id.to_public(), doc.as_bytes()).unwrap();
+        std::fs::write(&path, armored).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut v = reopen_with(&path, &settings, &keys(&id_path)).unwrap();
+        let c = v.credential("pbx1", CredKind::SipPassword).unwrap();
+        assert_eq!(c.timeline().len(), 1);
+        let new = generate_password(PASSWORD_LEN);
+        v.confirm("pbx1", K, CredKind::SipPassword, &new, "r2")
+            .unwrap();
+        drop(v);
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(!bytes.windows(32).any(|w| w == new.expose().as_bytes()));
+        let v = reopen_with(&path, &settings, &keys(&id_path)).unwrap();
+        let runs: Vec<&str> = v
+            .credential("pbx1", CredKind::SipPassword)
+            .unwrap()
+            .timeline()
+            .iter()
+            .map(|s| s.run_id.as_str())
+            .collect();
+        assert_eq!(runs, ["r2", "r1"]);
+    }
+
+    #[test]
     fn the_history_is_shown_newest_first_masked_unless_revealed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(".fsfleet").join("vault.json");
