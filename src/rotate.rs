@@ -225,6 +225,37 @@ mod tests {
     }
 
     #[test]
+    fn the_calls_up_now_are_said_with_an_event_socket_rotation() {
+        let f = HostFacts::stock();
+        let (sel, opts) = plan(scope(true, false, false), false, true, false).unwrap();
+        let host = test_host("pbx1");
+        let mut pre = Preflight::from_config(&f).unwrap();
+        let plan_esl = |pre: &Preflight| {
+            let e = step::REGISTRY
+                .iter()
+                .find(|e| e.name == event_socket::NAME && sel.runs(e.name))
+                .unwrap();
+            let input = PlanInput {
+                facts: &f,
+                host: &host,
+                opts: &opts,
+                pre,
+                before: &[],
+            };
+            (e.plan)(&input).unwrap().outline().warnings.clone()
+        };
+        assert!(!plan_esl(&pre).iter().any(|w| w.contains("up now")));
+        pre.sessions = Some(2);
+        assert!(
+            plan_esl(&pre).contains(
+                &"2 calls are up now: the Event Socket reload does not touch calls".to_string()
+            ),
+            "{:?}",
+            plan_esl(&pre)
+        );
+    }
+
+    #[test]
     fn a_strong_password_is_rotated_only_when_asked_for() {
         let f = HostFacts::stock();
         let esl_only = plans(&f, scope(true, false, false));

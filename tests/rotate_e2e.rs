@@ -166,6 +166,12 @@ fn rotate_changes_only_the_passwords_asked_for_and_holds_for_registered_phones()
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    let check = fleet.fsfleet(&["rotate", "--esl", "--check"]);
+    assert!(
+        text(&check).contains("1 call is up now: the Event Socket reload does not touch calls"),
+        "{}",
+        text(&check)
+    );
     let run = fleet.fsfleet(&["rotate", "--esl", "--format", "json"]);
     assert!(
         calls().contains("1 total."),

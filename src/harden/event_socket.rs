@@ -37,6 +37,18 @@ pub fn step_plan(input: &PlanInput<'_>) -> Result<StepPlan, StepError> {
         }
         outline.edits.push(edit);
     }
+    // Who a rotation affects: the calls up now are not among them (calls are the core's
+    // sessions; `reload mod_event_socket` restarts only the listener), said so the operator
+    // need not wait for a quiet hour.
+    if input.opts.rotate_only.is_some()
+        && p.new_password.is_some()
+        && let Some(n) = input.pre.sessions
+    {
+        outline.warnings.push(format!(
+            "{n} call{} up now: the Event Socket reload does not touch calls",
+            if n == 1 { " is" } else { "s are" }
+        ));
+    }
     outline
         .secrets
         .extend(p.new_password.map(|pw| (CredKind::EslPassword, pw)));

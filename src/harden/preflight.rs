@@ -42,6 +42,8 @@ pub struct Preflight {
     /// Which of the modules the `modules` step may unload the running FreeSWITCH has loaded
     /// (`module_exists`); None when it was not asked or did not answer true or false.
     pub loaded_modules: Option<Vec<String>>,
+    /// The calls up now (`status`'s session count), when FreeSWITCH said.
+    pub sessions: Option<u64>,
     pub evidence: Vec<String>,
 }
 
@@ -136,6 +138,7 @@ pub async fn run(
             log_dir: None,
             registered: None,
             loaded_modules: None,
+            sessions: None,
             evidence,
         })
     };
@@ -198,6 +201,7 @@ pub async fn run(
                     log_dir,
                     registered,
                     loaded_modules,
+                    sessions: status.sessions,
                     evidence,
                 });
             }
@@ -271,6 +275,7 @@ impl Preflight {
             log_dir: None,
             registered: None,
             loaded_modules: None,
+            sessions: None,
             evidence: vec![],
         })
     }

@@ -1597,6 +1597,7 @@ mod tests {
             log_dir: None,
             registered: None,
             loaded_modules: None,
+            sessions: None,
             evidence: vec![],
         }
     }
