@@ -198,7 +198,8 @@ mod tests {
             ["rotate the Event Socket password (was the stock ClueCon)"]
         );
         assert!(
-            esl.warnings[0].contains("`fsfleet rotate` changes only the password"),
+            esl.warnings[0].contains("`fsfleet rotate` changes only the password")
+                && esl.warnings[1].ends_with("(`fsfleet creds show pbx1 --reveal`)"),
             "{:?}",
             esl.warnings
         );
@@ -271,7 +272,7 @@ mod tests {
         assert_eq!(
             again.changes,
             [
-                "rotate default_password in /etc/freeswitch/vars.xml (was strong, rotated on request)"
+                "rotate default_password in /etc/freeswitch/vars.xml (was strong; rotation requested)"
             ]
         );
         assert_ne!(again.secrets[0].1, sip.secrets[0].1);

@@ -38,7 +38,7 @@ pub struct HardenOptions {
 }
 
 /// Why `fsfleet rotate` rotates a password that is not weak (the report's "(was ...)").
-pub const ON_REQUEST: &str = "strong, rotated on request";
+pub const ON_REQUEST: &str = "strong; rotation requested";
 
 /// The passwords `fsfleet rotate` changes; the steps that set them rotate these (strong or
 /// not) and leave every other baseline change to `fsfleet harden`.

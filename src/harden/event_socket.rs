@@ -40,14 +40,19 @@ pub fn step_plan(input: &PlanInput<'_>) -> Result<StepPlan, StepError> {
     // Who a rotation affects: the calls up now are not among them (calls are the core's
     // sessions; `reload mod_event_socket` restarts only the listener), said so the operator
     // need not wait for a quiet hour.
-    if input.opts.rotate_only.is_some()
-        && p.new_password.is_some()
-        && let Some(n) = input.pre.sessions
-    {
+    if input.opts.rotate_only.is_some() && p.new_password.is_some() {
         outline.warnings.push(format!(
-            "{n} call{} up now: the Event Socket reload does not touch calls",
-            if n == 1 { " is" } else { "s are" }
+            "Event Socket clients other than the fs_cli configs fsfleet writes (your own \
+             scripts, monitoring) are disconnected by `reload mod_event_socket` and need the new \
+             password to reconnect (`fsfleet creds show {} --reveal`)",
+            input.host.name
         ));
+        if let Some(n) = input.pre.sessions {
+            outline.warnings.push(format!(
+                "{n} call{} up now: the Event Socket reload does not touch calls",
+                if n == 1 { " is" } else { "s are" }
+            ));
+        }
     }
     outline
         .secrets
@@ -106,14 +111,6 @@ pub fn plan(f: &HostFacts, opts: &HardenOptions) -> Result<Planned, StepError> {
             plan.warnings.push(format!(
                 "{why}: `fsfleet harden` fixes that; `fsfleet rotate` changes only the password"
             ));
-        }
-        if new_password.is_some() {
-            plan.warnings.push(
-                "Event Socket clients other than the fs_cli configs fsfleet writes (your own \
-                 scripts, monitoring) are disconnected by `reload mod_event_socket` and need the \
-                 new password to reconnect (`fsfleet creds show HOST --reveal`)"
-                    .into(),
-            );
         }
     } else if !LOOPBACK.contains(&current.listen_ip.as_str()) {
         if let Some(o) = xml::set_param(&out, "listen-ip", "127.0.0.1").map_err(edit_err)? {
