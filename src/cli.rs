@@ -370,7 +370,8 @@ Who is affected (--check shows it, changing nothing):
   (`fsfleet creds show HOST --reveal`).
   --esl: fs_cli keeps working (its configs are rewritten); your own Event
   Socket clients are disconnected by the reload and need the new password.
-  Calls are SIP, not Event Socket: the reload does not touch them.
+  Calls are SIP, not Event Socket: the reload does not touch them (--check
+  says how many are up), and verify proves the old password is refused.
 
 What it does, per host (harden's order and guarantees): back up the files
 (`fsfleet rollback` undoes a rotation), the new passwords to the vault as
