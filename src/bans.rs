@@ -203,12 +203,24 @@ fn overlaps(a: &IpNet, b: &IpNet) -> bool {
 
 /// Why `net` must not be banned on `host` (None: it may). `controllers`: the addresses the hosts
 /// see the controller come from.
-pub fn protected(net: &IpNet, host: &Host, controllers: &BTreeSet<IpAddr>) -> Option<String> {
+pub fn protected(
+    net: &IpNet,
+    host: &Host,
+    controllers: &BTreeSet<IpAddr>,
+    fleet: &BTreeMap<IpAddr, String>,
+) -> Option<String> {
     if let Some(why) = refuse_anywhere(net) {
         return Some(why);
     }
     if let Some(c) = controllers.iter().find(|c| net.contains(*c)) {
         return Some(format!("it holds the controller's address {c}"));
+    }
+    // One host's bans are that host's word (its log is writable by the FreeSWITCH user): they
+    // never cut a host of the fleet off from the others.
+    if let Some((a, name)) = fleet.iter().find(|(a, _)| net.contains(*a)) {
+        return Some(format!(
+            "it holds {name}'s address {a} (a host of this fleet)"
+        ));
     }
     if let Some(i) = host.fail2ban_ignore.iter().find(|i| overlaps(net, i)) {
         return Some(format!("it is in fail2ban_ignore {}", show(i)));
@@ -477,10 +489,23 @@ pub fn controllers<'a>(read: impl IntoIterator<Item = &'a HostBans>) -> BTreeSet
     read.into_iter().filter_map(|b| b.controller).collect()
 }
 
+/// The inventory addresses of the hosts of the run that are IP addresses (a name is not
+/// resolved here).
+pub fn fleet_addresses<'a>(hosts: impl IntoIterator<Item = &'a Host>) -> BTreeMap<IpAddr, String> {
+    hosts
+        .into_iter()
+        .filter_map(|h| {
+            let a = h.address.trim_start_matches('[').trim_end_matches(']');
+            a.parse::<IpAddr>().ok().map(|ip| (ip, h.name.clone()))
+        })
+        .collect()
+}
+
 /// `--share`: every address banned in the freeswitch jail of some host, for every OTHER host that
 /// does not have it banned yet and may ban it ([`protected`]).
 pub fn plan_share(read: &[(&Host, &HostBans)]) -> Vec<HostPlan> {
     let controllers = controllers(read.iter().map(|(_, b)| *b));
+    let fleet = fleet_addresses(read.iter().map(|(h, _)| *h));
     let mut origins: BTreeMap<IpNet, Vec<&str>> = BTreeMap::new();
     for (h, b) in read {
         for ban in b.jails.get(SIP_JAIL).into_iter().flatten() {
@@ -497,7 +522,7 @@ pub fn plan_share(read: &[(&Host, &HostBans)]) -> Vec<HostPlan> {
                 }
                 if b.has(SIP_JAIL, net) {
                     plan.already += 1;
-                } else if let Some(reason) = protected(net, h, &controllers) {
+                } else if let Some(reason) = protected(net, h, &controllers, &fleet) {
                     plan.skipped.push(Skipped {
                         address: *net,
                         reason,
@@ -564,13 +589,14 @@ pub fn parse_list(text: &str) -> Result<Vec<ListEntry>, Vec<String>> {
 /// ban it.
 pub fn plan_import(list: &[ListEntry], read: &[(&Host, &HostBans)]) -> Vec<HostPlan> {
     let controllers = controllers(read.iter().map(|(_, b)| *b));
+    let fleet = fleet_addresses(read.iter().map(|(h, _)| *h));
     read.iter()
         .map(|(h, b)| {
             let mut plan = HostPlan::default();
             for e in list {
                 if b.has(SIP_JAIL, &e.net) {
                     plan.already += 1;
-                } else if let Some(reason) = protected(&e.net, h, &controllers) {
+                } else if let Some(reason) = protected(&e.net, h, &controllers, &fleet) {
                     plan.skipped.push(Skipped {
                         address: e.net,
                         reason,
@@ -1164,6 +1190,33 @@ mod tests {
         @row\tfreeswitch\t198.51.100.9\t1795990000\t3600\t7\n";
 
     #[test]
+    fn a_host_of_the_fleet_is_never_banned_by_another_hosts_word() {
+        let mut fs02 = Host::with_defaults("fs02", "192.0.2.12");
+        fs02.fail2ban_ignore.clear();
+        let fleet = fleet_addresses([&fs02]);
+        let h = Host::with_defaults("fs01", "192.0.2.11");
+        let why = protected(
+            &"192.0.2.12/32".parse().unwrap(),
+            &h,
+            &BTreeSet::new(),
+            &fleet,
+        );
+        assert_eq!(
+            why.as_deref(),
+            Some("it holds fs02's address 192.0.2.12 (a host of this fleet)")
+        );
+        assert!(
+            protected(
+                &"203.0.113.9/32".parse().unwrap(),
+                &h,
+                &BTreeSet::new(),
+                &fleet
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
     fn answers_give_the_servers_bans_with_the_databases_time_and_failures() {
         let a = parse_answers(ANSWER).unwrap();
         assert_eq!(a.bans.controller, Some("192.168.80.1".parse().unwrap()));
@@ -1436,13 +1489,13 @@ mod tests {
         let mut h = Host::with_defaults("h", "192.0.2.1");
         h.fail2ban_ignore = vec![net("198.51.100.7")];
         let none = BTreeSet::new();
-        assert!(protected(&net("198.51.100.0/24"), &h, &none).is_some());
-        assert!(protected(&net("198.51.101.0/24"), &h, &none).is_none());
+        assert!(protected(&net("198.51.100.0/24"), &h, &none, &BTreeMap::new()).is_some());
+        assert!(protected(&net("198.51.101.0/24"), &h, &none, &BTreeMap::new()).is_none());
         let ctl: BTreeSet<IpAddr> = ["192.0.2.50".parse().unwrap()].into();
-        assert!(protected(&net("192.0.2.0/24"), &h, &ctl).is_some());
-        assert!(protected(&net("127.0.0.1"), &h, &none).is_some());
-        assert!(protected(&net("::1"), &h, &none).is_some());
-        assert!(protected(&net("4.0.0.0/7"), &h, &none).is_some());
+        assert!(protected(&net("192.0.2.0/24"), &h, &ctl, &BTreeMap::new()).is_some());
+        assert!(protected(&net("127.0.0.1"), &h, &none, &BTreeMap::new()).is_some());
+        assert!(protected(&net("::1"), &h, &none, &BTreeMap::new()).is_some());
+        assert!(protected(&net("4.0.0.0/7"), &h, &none, &BTreeMap::new()).is_some());
     }
 
     #[test]

@@ -218,11 +218,24 @@ Steps, in order (names for --skip/--only):
                 fsfleet does not generate; listen on 127.0.0.1, ACL
                 loopback.auto
   auth-logging  log-auth-failures=true in every SIP profile
+  remove-stock-users [production] the stock users 1000-1019, brian and
+                default (files still as shipped) disabled, but those in
+                keep_users, registered now or routed to by the dialplan
+                (--remove-in-use disables them anyway) (reloadxml)
   dialplan      [production] stock sip_uri and example gateway extensions
                 commented out, international out of the stock users'
                 toll_allow; operator-written ones untouched (reloadxml)
   voicemail-pins [production] a distinct generated PIN (vault) for every
                 user whose vm-password is its extension
+  per-user-passwords [production] every user on $${default_password} (or
+                with no password; not the stock passwordless `default`) gets
+                its own generated password (vault; `fsfleet creds export
+                --users`); refuses while any of them is registered
+                (--force-reregister changes them anyway); names the phones
+                to reprovision
+  sip-protocol  [production] auth-messages and auth-subscriptions true on
+                every profile with auth-calls true (SIP MESSAGE and SUBSCRIBE
+                challenged); trunk-facing profiles named, left (rescan)
   modules       [production] mod_verto (stock verto.conf), mod_signalwire (no
                 token), mod_xml_rpc commented out in modules.conf.xml unless
                 in modules_keep; unload over the Event Socket, else restart
@@ -282,6 +295,15 @@ pub struct HardenArgs {
     /// (they stop working until they get the new password; the report names them).
     #[arg(long)]
     pub rotate_in_use: bool,
+    /// per-user-passwords: give users their own passwords even while their phones are
+    /// registered (each phone stops registering until it gets its new password; the report
+    /// names them).
+    #[arg(long)]
+    pub force_reregister: bool,
+    /// remove-stock-users: disable stock users even while registered or routed to by the
+    /// dialplan (the report names them).
+    #[arg(long)]
+    pub remove_in_use: bool,
     /// Steps not to run (comma list; see below).
     #[arg(long, value_name = "STEPS", value_delimiter = ',')]
     pub skip: Vec<String>,
@@ -322,7 +344,9 @@ the restored profiles, reload mod_event_socket last (with the password
 FreeSWITCH runs now; reconnect with the restored one); a failed reload puts
 the files back as they were. fail2ban restarts when its files change. The
 vault makes the restored passwords active (the undone ones stay as
-previous). Left alone: installed packages, ufw rules (ufw status numbered).
+previous). ufw goes back as the run found it (its rules deleted, the old
+default policies, disabled if the run enabled it; a new SSH login must work
+while it stays on). Left alone: installed packages.
 
 Exit codes:
   0  every host rolled back (or, with --check, nothing failed)
@@ -359,8 +383,9 @@ Which passwords (none of the three flags: --esl and --sip):
            (/etc/fs_cli.conf, and root's or the login user's ~/.fs_cli_conf)
   --sip    vars.xml's default_password (every directory user without a
            password of its own logs in with it)
-  --users  the production level's per-user SIP passwords (its
-           per-user-passwords step; an error while fsfleet has none)
+  --users  the production level's per-user SIP passwords: not available
+           yet (its per-user-passwords step gives users their own passwords
+           but cannot rotate them); a usage error, nothing is touched
 
 Who is affected (--check shows it, changing nothing):
   --sip asks FreeSWITCH who is registered (sofia xmlstatus, through the
@@ -409,7 +434,7 @@ pub struct RotateArgs {
     /// Rotate vars.xml's default_password.
     #[arg(long)]
     pub sip: bool,
-    /// Rotate the production level's per-user SIP passwords.
+    /// Rotate the production level's per-user SIP passwords (not available yet: refused).
     #[arg(long)]
     pub users: bool,
     /// Rotate default_password even while phones of users that log in with it are registered
@@ -435,7 +460,8 @@ pub enum CredsCommand {
     /// Each of one host's passwords over time: the last values with the run that set them and
     /// when (masked unless --reveal).
     History(CredsShowArgs),
-    /// Every host's active passwords: as shell variables, JSON, or into pass.
+    /// Every host's active passwords: as shell variables, JSON, or into pass; --users: every
+    /// directory user's own SIP password, CSV or JSON.
     #[command(long_about = CREDS_EXPORT_HELP)]
     Export(CredsExportArgs),
     /// Encrypt a plain vault with age, as the inventory's vault_encryption says.
@@ -480,6 +506,19 @@ Every host's active passwords, for a password manager or a script.
                   and fsfleet/HOST/esl_password (`pass insert --multiline
                   --force`, the secret on its stdin, never in an argument);
                   prints the names
+
+With --users, every directory user's own SIP password (set by the
+per-user-passwords step of `harden --level production`), for provisioning
+phones:
+
+  --users --format csv    host,domain,user,password (a header, then a row
+                          per user; RFC 4180 quoting)
+  --users --format json   [{\"host\": ..., \"domain\": ..., \"user\": ...,
+                          \"password\": ...}, ...]
+
+The domain is the SIP domain the phone registers to (FreeSWITCH's `domain`
+when the run knew it, else empty). Passwords go to stdout only: redirect it
+to a file only you can read.
 
 pass uses your store and GnuPG key as usual (PASSWORD_STORE_DIR, GNUPGHOME;
 `pass init KEY-ID` once). An encrypted vault is read with
@@ -554,8 +593,13 @@ pub struct CredsForgetArgs {
 pub struct CredsExportArgs {
     #[command(flatten)]
     pub inventory: InventoryArg,
-    #[arg(long, value_enum, default_value_t = ExportFormat::Env)]
-    pub format: ExportFormat,
+    /// env, json, pass; with --users: csv or json.
+    #[arg(long, value_enum)]
+    pub format: Option<ExportFormat>,
+    /// Every directory user's own SIP password (from per-user-passwords): host, domain, user,
+    /// password, for provisioning phones.
+    #[arg(long)]
+    pub users: bool,
     /// The credential vault [default: .fsfleet/vault.json beside the inventory, vault.age if
     /// encrypted].
     #[arg(long, value_name = "PATH")]
@@ -569,6 +613,8 @@ pub enum ExportFormat {
     Json,
     /// Into the password-store: `pass insert` of fsfleet/HOST/KIND
     Pass,
+    /// With --users: `host,domain,user,password` rows (RFC 4180)
+    Csv,
 }
 
 #[derive(Debug, Subcommand)]

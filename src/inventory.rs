@@ -176,6 +176,8 @@ pub struct Host {
     pub level: HardenLevel,
     /// Modules the production `modules` step must leave loaded (e.g. `mod_verto`).
     pub modules_keep: Vec<String>,
+    /// Stock directory users the production `remove-stock-users` step must leave (e.g. `1000`).
+    pub keep_users: Vec<String>,
 }
 
 /// A validated inventory: every host fully resolved.
@@ -346,6 +348,7 @@ impl Host {
             waive: Vec::new(),
             level: HardenLevel::Baseline,
             modules_keep: Vec::new(),
+            keep_users: Vec::new(),
         }
     }
 }
@@ -481,6 +484,9 @@ pub fn render_hosts(inv: &Inventory, hosts: &[Host]) -> String {
         }
         if h.level != HardenLevel::Baseline {
             out.push_str(&row("harden level", h.level.as_str().into()));
+        }
+        if !h.keep_users.is_empty() {
+            out.push_str(&row("users kept", h.keep_users.join(", ")));
         }
         if !h.modules_keep.is_empty() {
             out.push_str(&row("modules kept", h.modules_keep.join(", ")));

@@ -148,12 +148,7 @@ async fn harden_command(args: HardenArgs) -> Result<u8, UsageError> {
     };
     let selection =
         harden::run::Selection::new(&args.skip, &args.only).map_err(|e| anyhow::anyhow!(e))?;
-    let vault_path = args
-        .vault
-        .clone()
-        .unwrap_or_else(|| vault::default_path_for(&inv.path, &inv.vault));
-    let vault = Vault::open_with(&vault_path, &inv.vault, &vault::AgeKeys::from_env())?;
-    warn_if_tracked(&vault);
+    let vault = run_vault(&inv, &args.vault)?;
     let connector = connector(&inv, &hosts, &args.run).await;
     let shared = Arc::new(harden::run::Shared {
         connector,
@@ -161,6 +156,8 @@ async fn harden_command(args: HardenArgs) -> Result<u8, UsageError> {
         opts: HardenOptions {
             rotate: args.rotate,
             rotate_in_use: args.rotate_in_use,
+            force_reregister: args.force_reregister,
+            remove_in_use: args.remove_in_use,
             firewall_reset: args.firewall_reset,
             offline_ok: args.offline_ok,
             check: args.check,
@@ -175,14 +172,30 @@ async fn harden_command(args: HardenArgs) -> Result<u8, UsageError> {
     })
     .await
     .into_report(|_, _, report| report);
-    let report = fsfleet::report::RunReport {
-        check: args.check,
-        ..report
-    };
-    let verbose = args.run.verbosity() > 0;
-    finish(&report, &inv, &args.run, |r| {
-        harden::render_text(r, verbose)
-    })
+    finish_changes(report, args.check, &inv, &args.run)
+}
+
+/// The vault a command that changes hosts writes: `--vault`, else the inventory's.
+fn run_vault(inv: &Inventory, explicit: &Option<std::path::PathBuf>) -> Result<Vault, UsageError> {
+    let path = explicit
+        .clone()
+        .unwrap_or_else(|| vault::default_path_for(&inv.path, &inv.vault));
+    let vault = Vault::open_with(&path, &inv.vault, &vault::AgeKeys::from_env())?;
+    warn_if_tracked(&vault);
+    Ok(vault)
+}
+
+/// The report of a command that changes hosts (harden, rollback): text as harden's, CHECK when
+/// nothing was changed.
+fn finish_changes(
+    report: fsfleet::report::RunReport,
+    check: bool,
+    inv: &Inventory,
+    run: &RunArgs,
+) -> Result<u8, UsageError> {
+    let report = fsfleet::report::RunReport { check, ..report };
+    let verbose = run.verbosity() > 0;
+    finish(&report, inv, run, |r| harden::render_text(r, verbose))
 }
 
 async fn rotate_command(args: RotateArgs) -> Result<u8, UsageError> {
@@ -197,12 +210,7 @@ async fn rotate_command(args: RotateArgs) -> Result<u8, UsageError> {
         check: args.check,
         ..fleet_options(&args.run)?
     };
-    let vault_path = args
-        .vault
-        .clone()
-        .unwrap_or_else(|| vault::default_path_for(&inv.path, &inv.vault));
-    let vault = Vault::open_with(&vault_path, &inv.vault, &vault::AgeKeys::from_env())?;
-    warn_if_tracked(&vault);
+    let vault = run_vault(&inv, &args.vault)?;
     let connector = connector(&inv, &hosts, &args.run).await;
     let shared = Arc::new(harden::run::Shared {
         connector,
@@ -215,14 +223,7 @@ async fn rotate_command(args: RotateArgs) -> Result<u8, UsageError> {
     })
     .await
     .into_report(|_, _, report| report);
-    let report = fsfleet::report::RunReport {
-        check: args.check,
-        ..report
-    };
-    let verbose = args.run.verbosity() > 0;
-    finish(&report, &inv, &args.run, |r| {
-        harden::render_text(r, verbose)
-    })
+    finish_changes(report, args.check, &inv, &args.run)
 }
 
 async fn rollback_command(args: RollbackArgs) -> Result<u8, UsageError> {
@@ -240,12 +241,7 @@ async fn rollback_command(args: RollbackArgs) -> Result<u8, UsageError> {
         check: args.check,
         ..fleet_options(&args.run)?
     };
-    let vault_path = args
-        .vault
-        .clone()
-        .unwrap_or_else(|| vault::default_path_for(&inv.path, &inv.vault));
-    let vault = Vault::open_with(&vault_path, &inv.vault, &vault::AgeKeys::from_env())?;
-    warn_if_tracked(&vault);
+    let vault = run_vault(&inv, &args.vault)?;
     let connector = connector(&inv, &hosts, &args.run).await;
     let shared = Arc::new(fsfleet::rollback::Shared {
         connector,
@@ -262,14 +258,7 @@ async fn rollback_command(args: RollbackArgs) -> Result<u8, UsageError> {
     })
     .await
     .into_report(|_, _, report| report);
-    let report = fsfleet::report::RunReport {
-        check: args.check,
-        ..report
-    };
-    let verbose = args.run.verbosity() > 0;
-    finish(&report, &inv, &args.run, |r| {
-        harden::render_text(r, verbose)
-    })
+    finish_changes(report, args.check, &inv, &args.run)
 }
 
 /// The inventory's vault settings for a creds command: an inventory that is not there (a
@@ -495,8 +484,13 @@ fn creds_forget(args: CredsForgetArgs) -> Result<u8, UsageError> {
                 .count()
         })
         .sum();
+    let users = if entry.users.is_empty() {
+        String::new()
+    } else {
+        format!(" and the credentials of {} user(s)", entry.users.len())
+    };
     println!(
-        "forgot {}: {n} password(s){}; the next `fsfleet harden` treats it as a new host",
+        "forgot {}: {n} password(s){users}{}; the next `fsfleet harden` treats it as a new host",
         args.host,
         entry
             .host_key
@@ -508,7 +502,30 @@ fn creds_forget(args: CredsForgetArgs) -> Result<u8, UsageError> {
 
 fn creds_export(args: CredsExportArgs) -> Result<u8, UsageError> {
     let vault = open_vault(&args.inventory, &args.vault)?;
-    match args.format {
+    if args.users {
+        let rows = vault::user_passwords(&vault);
+        match args.format {
+            Some(ExportFormat::Csv) => print!("{}", vault::users_csv(&rows)),
+            Some(ExportFormat::Json) => println!(
+                "{}",
+                serde_json::to_string_pretty(&rows).context("encoding JSON")?
+            ),
+            _ => {
+                return Err(anyhow::anyhow!("--users takes --format csv or --format json").into());
+            }
+        }
+        if rows.is_empty() {
+            eprintln!(
+                "no user has a password of its own in {} (harden --level production gives them one)",
+                vault.path().display()
+            );
+        }
+        return Ok(0);
+    }
+    match args.format.unwrap_or(ExportFormat::Env) {
+        ExportFormat::Csv => {
+            return Err(anyhow::anyhow!("--format csv is for --users").into());
+        }
         ExportFormat::Json => {
             let mut map = serde_json::Map::new();
             for (host, entry) in vault.hosts() {

@@ -19,8 +19,11 @@
 //!   (the undone ones stay as previous);
 //! - the run is marked rolled back, so a second rollback refuses instead of reaching further.
 //!
-//! What is left alone: packages (installed stay installed) and ufw's rules (the report says so;
-//! `ufw status numbered` and `ufw delete N` remove them by hand).
+//! - ufw goes back as the run found it, from the firewall step's record (`ufw` beside the
+//!   backup): old default policies, the run's rules deleted, disabled if the run enabled it;
+//!   while it stays on, a new SSH connection must work afterwards or the rules come back.
+//!
+//! What is left alone: packages (installed stay installed), rules a `--firewall-reset` dropped.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -86,6 +89,57 @@ pub struct RunRecord {
     pub after: Option<BTreeMap<String, Option<String>>>,
     /// The rollback that undid this run, if one did.
     pub rolled_back: Option<String>,
+    /// What the run did to ufw, when it changed it.
+    pub ufw: Option<UfwRecord>,
+}
+
+/// The firewall step's record of a run (see `harden::firewall::UfwChange::record`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UfwRecord {
+    pub was_active: bool,
+    pub incoming: Option<String>,
+    pub outgoing: Option<String>,
+    pub reset: bool,
+    /// `ufw` arguments of each rule the run added.
+    pub added: Vec<String>,
+    /// Rules the run deleted (stale fsfleet rules): not put back, said in the report.
+    pub deleted: usize,
+}
+
+/// ufw arguments fsfleet writes for a rule (`allow proto tcp from 192.0.2.0/24 to any port
+/// 5060 comment 'fsfleet sip'`): checked word by word before they reach a command, since the
+/// record sits on the host.
+fn valid_rule_args(args: &str) -> bool {
+    let Some(rest) = args.strip_prefix("allow proto ") else {
+        return false;
+    };
+    let Some((spec, comment)) = rest.split_once(" comment ") else {
+        return false;
+    };
+    let comment_ok = matches!(comment, "'fsfleet ssh'" | "'fsfleet sip'" | "'fsfleet rtp'");
+    let words: Vec<&str> = spec.split(' ').collect();
+    let addr = |w: &str| {
+        !w.is_empty()
+            && w.chars()
+                .all(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '/'))
+    };
+    let ports = |w: &str| {
+        !w.is_empty()
+            && w.chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, ':' | ','))
+    };
+    let spec_ok = match words.as_slice() {
+        [p, "to", "any", "port", n] => matches!(*p, "tcp" | "udp") && ports(n),
+        [p, "from", a, "to", "any", "port", n] => {
+            matches!(*p, "tcp" | "udp") && addr(a) && ports(n)
+        }
+        _ => false,
+    };
+    comment_ok && spec_ok
+}
+
+fn policy(v: &str) -> Option<String> {
+    matches!(v, "allow" | "deny" | "reject").then(|| v.to_string())
 }
 
 /// A run id as fsfleet makes them (`20261129T221000Z-ab12`): anything else in the backup
@@ -119,10 +173,12 @@ fn records_script() -> String {
          cat {root}/\"$d\"/{m}\n\
          if [ -f {root}/\"$d\"/{a} ]; then echo '== after'; cat {root}/\"$d\"/{a}; fi\n\
          if [ -f {root}/\"$d\"/{r} ]; then echo '== rolled-back'; head -n 1 {root}/\"$d\"/{r}; fi\n\
+         if [ -f {root}/\"$d\"/{u} ]; then echo '== ufw'; cat {root}/\"$d\"/{u}; fi\n\
          done\n",
         m = backup::MANIFEST,
         a = backup::AFTER,
         r = backup::ROLLED_BACK,
+        u = crate::harden::firewall::RECORD,
     )
 }
 
@@ -135,6 +191,7 @@ pub fn parse_records(text: &str) -> Result<Vec<RunRecord>, RollbackError> {
         Manifest,
         After,
         RolledBack,
+        Ufw,
     }
     let mut part = Part::Manifest;
     let mut head_seen = false;
@@ -151,6 +208,7 @@ pub fn parse_records(text: &str) -> Result<Vec<RunRecord>, RollbackError> {
                 files: Vec::new(),
                 after: None,
                 rolled_back: None,
+                ufw: None,
             });
             part = Part::Manifest;
             head_seen = false;
@@ -167,6 +225,15 @@ pub fn parse_records(text: &str) -> Result<Vec<RunRecord>, RollbackError> {
             }
             "== rolled-back" => {
                 part = Part::RolledBack;
+                continue;
+            }
+            "== ufw" => {
+                // A record that does not say ufw was off leaves it on.
+                rec.ufw = Some(UfwRecord {
+                    was_active: true,
+                    ..UfwRecord::default()
+                });
+                part = Part::Ufw;
                 continue;
             }
             _ => {}
@@ -210,6 +277,25 @@ pub fn parse_records(text: &str) -> Result<Vec<RunRecord>, RollbackError> {
             Part::RolledBack => {
                 if rec.rolled_back.is_none() && valid_run_id(line.trim()) {
                     rec.rolled_back = Some(line.trim().to_string());
+                }
+            }
+            Part::Ufw => {
+                let id = rec.run_id.clone();
+                let u = rec.ufw.get_or_insert_with(|| UfwRecord {
+                    was_active: true,
+                    ..UfwRecord::default()
+                });
+                let bad = || bad(format!("run {id}: firewall record line {line:?}"));
+                let (k, v) = line.split_once('\t').ok_or_else(bad)?;
+                match k {
+                    "was-active" => u.was_active = v == "1",
+                    "reset" => u.reset = v == "1",
+                    // A policy the facts could not read is not put back.
+                    "incoming" => u.incoming = policy(v),
+                    "outgoing" => u.outgoing = policy(v),
+                    "added" if valid_rule_args(v) => u.added.push(v.to_string()),
+                    "deleted" => u.deleted += 1,
+                    _ => return Err(bad()),
                 }
             }
         }
@@ -299,24 +385,39 @@ pub struct FileState {
     pub copy: Found,
 }
 
+/// Reads each path with ONE open that never follows a link at the last component (a link,
+/// a FIFO, a device or a directory is `other`), the owner and mode from that open's fstat and
+/// the bytes from the same descriptor: a local user swapping the file between checks cannot
+/// make owner, mode and content come from different files. One line per path: `-`, `other`,
+/// `big`, or `USER:GROUP:MODE<TAB>HEX`.
+const READ_PL: &str = r#"use strict; use warnings;
+use Fcntl qw(O_RDONLY O_NOFOLLOW O_NONBLOCK :mode);
+for my $p (@ARGV) {
+  my $fh;
+  if (!sysopen($fh, $p, O_RDONLY | O_NOFOLLOW | O_NONBLOCK)) { print($!{ENOENT} ? "-\n" : "other\n"); next; }
+  my @st = stat($fh);
+  if (!@st || !S_ISREG($st[2])) { print "other\n"; next; }
+  if ($st[7] > 4194304) { print "big\n"; next; }
+  my ($data, $buf) = ('', '');
+  while (1) { my $n = sysread($fh, $buf, 65536); last if !$n; $data .= $buf; last if length($data) > 4194304; }
+  if (length($data) > 4194304) { print "big\n"; next; }
+  my $u = getpwuid($st[4]); my $g = getgrgid($st[5]);
+  $u = $st[4] if !defined $u; $g = $st[5] if !defined $g;
+  printf("%s:%s:%o\t%s\n", $u, $g, $st[2] & 07777, unpack("H*", $data));
+}
+"#;
+
 fn state_script(run_id: &str, files: &[(String, bool)]) -> String {
-    let mut s = String::from(
-        "f() {\n\
-         if [ -L \"$1\" ]; then printf '%s\\tother\\n' \"$2\";\n\
-         elif [ -f \"$1\" ]; then printf '%s\\t%s\\t%s\\t' \"$2\" \"$(sha256sum < \"$1\" | cut -c1-64)\" \"$(stat -c '%U:%G:%a' \"$1\")\"; base64 -w0 < \"$1\"; echo;\n\
-         elif [ -e \"$1\" ]; then printf '%s\\tother\\n' \"$2\";\n\
-         else printf '%s\\t-\\n' \"$2\"; fi\n\
-         }\n",
-    );
     let dir = backup::dir(run_id);
+    let mut args = String::new();
     for (path, _) in files {
-        s.push_str(&format!(
-            "f {} N\nf {} C\n",
+        args.push_str(&format!(
+            " {} {}",
             sh_quote(path),
             sh_quote(&format!("{dir}/files{path}"))
         ));
     }
-    s
+    format!("exec perl -e {} --{args}\n", sh_quote(READ_PL))
 }
 
 fn plain_name(s: &str) -> bool {
@@ -326,43 +427,42 @@ fn plain_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-fn parse_found(line: &str, tag: &str) -> Result<Found, RollbackError> {
-    let bad = || RollbackError::Records(format!("unexpected file state line for {tag}"));
-    let rest = line
-        .strip_prefix(tag)
-        .and_then(|r| r.strip_prefix('\t'))
-        .ok_or_else(bad)?;
-    match rest {
+fn parse_found(line: &str, what: &str) -> Result<Found, RollbackError> {
+    let bad = || RollbackError::Records(format!("unexpected file state line for {what}"));
+    match line {
         "-" => return Ok(Found::Absent),
-        "other" => return Ok(Found::Other),
+        "other" | "big" => return Ok(Found::Other),
         _ => {}
     }
-    let mut parts = rest.splitn(3, '\t');
-    let (Some(digest), Some(meta), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(bad());
-    };
+    let (meta, hex) = line.split_once('\t').ok_or_else(bad)?;
     let mut m = meta.split(':');
     let (Some(user), Some(group), Some(mode), None) = (m.next(), m.next(), m.next(), m.next())
     else {
         return Err(bad());
     };
-    if !is_digest(digest) || !plain_name(user) || !plain_name(group) {
+    if !plain_name(user) || !plain_name(group) {
         return Err(bad());
     }
     let mode = u32::from_str_radix(mode, 8).map_err(|_| bad())?;
     if mode > 0o7777 {
         return Err(bad());
     }
-    let content = data_encoding::BASE64
-        .decode(b64.as_bytes())
+    let content = data_encoding::HEXLOWER_PERMISSIVE
+        .decode(hex.as_bytes())
         .map_err(|_| bad())?;
     Ok(Found::File(HostFile {
-        digest: digest.to_ascii_lowercase(),
+        digest: sha256_hex(&content),
         user: user.to_string(),
         group: group.to_string(),
         mode,
         content,
     }))
+}
+
+/// The digest `record_after` writes (sha256sum), of bytes read on the controller.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(bytes))
 }
 
 /// Parse the state script's output: two lines per file, in the order asked.
@@ -382,8 +482,8 @@ pub fn parse_states(text: &str, files: &[(String, bool)]) -> Result<Vec<FileStat
             Ok(FileState {
                 path: path.clone(),
                 existed: *existed,
-                now: parse_found(lines[2 * i], "N")?,
-                copy: parse_found(lines[2 * i + 1], "C")?,
+                now: parse_found(lines[2 * i], path)?,
+                copy: parse_found(lines[2 * i + 1], &format!("the backup of {path}"))?,
             })
         })
         .collect()
@@ -485,9 +585,13 @@ pub fn plan(rec: &RunRecord, states: &[FileState], force: bool) -> Result<Plan, 
                     rec.run_id, s.path
                 )));
             };
+            // Never a set-id or sticky bit back, whatever the copy carries.
             p.changes.push(Change::Restore {
                 path: s.path.clone(),
-                file: copy.clone(),
+                file: HostFile {
+                    mode: copy.mode & 0o777,
+                    ..copy.clone()
+                },
             });
             p.touched.push((s.path.clone(), s.copy.clone()));
         } else {
@@ -543,7 +647,18 @@ fn restored_esl(f: &HostFacts, p: &Plan) -> Option<Result<EventSocket, model::Mo
     p.touched.iter().find_map(|(cp, found)| match found {
         Found::File(file) if *cp == path => {
             let text = String::from_utf8_lossy(&file.content);
-            Some(EventSocket::parse(&text, &path, HostModel::new(f).vars()))
+            // Its `$${vars}` are those of the vars.xml FreeSWITCH will read: the restored one
+            // when the run had changed it too.
+            let vars_path = format!("{conf_dir}/vars.xml");
+            let restored_vars = p.touched.iter().find_map(|(vp, vf)| match vf {
+                Found::File(v) if *vp == vars_path => Some(model::Vars::parse(Some(
+                    &String::from_utf8_lossy(&v.content),
+                ))),
+                _ => None,
+            });
+            let model = HostModel::new(f);
+            let vars = restored_vars.as_ref().unwrap_or_else(|| model.vars());
+            Some(EventSocket::parse(&text, &path, vars))
         }
         _ => None,
     })
@@ -576,6 +691,7 @@ fn secrets_of(f: &HostFacts, states: &[FileState], vault: &[Secret]) -> Vec<Secr
                 if let Ok(es) = EventSocket::parse(&text, &s.path, &vars_now) {
                     out.push(es.password);
                 }
+                out.extend(param_secrets(&text));
                 for line in text.lines() {
                     // fs_cli configs: `password => X` / `password = X`.
                     if let Some(v) = line.trim_start().strip_prefix("password").map(|r| {
@@ -594,6 +710,27 @@ fn secrets_of(f: &HostFacts, states: &[FileState], vault: &[Secret]) -> Vec<Secr
     }
     out.retain(|s| !s.expose().is_empty());
     out
+}
+
+/// The values of every credential param in a FreeSWITCH XML text (`password`, `vm-password`,
+/// `a1-hash`, gateway `password`s), as written: what a diff of directory or gateway files must
+/// mask whatever the vault knows. `$${var}` references are not secrets.
+fn param_secrets(text: &str) -> Vec<Secret> {
+    const NAMES: &[&str] = &["password", "vm-password", "a1-hash"];
+    let Ok(tags) = crate::conf::xml::scan(text) else {
+        return Vec::new();
+    };
+    tags.iter()
+        .filter(|t| t.name == "param")
+        .filter(|t| {
+            t.attr("name")
+                .is_some_and(|n| NAMES.contains(&n.value.as_str()))
+        })
+        .filter_map(|t| t.attr("value"))
+        .map(|v| v.value.clone())
+        .filter(|v| !v.is_empty() && !v.starts_with("$${"))
+        .map(Secret::new)
+        .collect()
 }
 
 fn diffs(states: &[FileState], p: &Plan, secrets: &[Secret]) -> Vec<String> {
@@ -799,7 +936,10 @@ async fn run(
             &secrets_of(&facts, &states, &vault_secrets),
         ));
     }
-    if crate::model::ufw::UfwState::from_facts(&facts).active && !plan.changes.is_empty() {
+    if rec.ufw.is_none()
+        && crate::model::ufw::UfwState::from_facts(&facts).active
+        && !plan.changes.is_empty()
+    {
         evidence.insert(
             0,
             "warning: ufw stays as it is: rollback does not remove firewall rules (`ufw status \
@@ -808,7 +948,8 @@ async fn run(
         );
     }
     let needs = reload_needs(&facts, &plan);
-    if plan.touched.is_empty() {
+    let ufw_undo = rec.ufw.as_ref().is_some_and(UfwRecord::any);
+    if plan.touched.is_empty() && !ufw_undo {
         steps.push(
             "restore",
             StepStatus::Ok,
@@ -826,6 +967,15 @@ async fn run(
             evidence,
             t,
         );
+        if let Some(u) = rec.ufw.as_ref().filter(|u| u.any()) {
+            steps.push(
+                "firewall",
+                StepStatus::Changed,
+                u.summary(true),
+                u.warnings(),
+                Instant::now(),
+            );
+        }
         if needs.any() {
             steps.push(
                 reload::NAME,
@@ -850,7 +1000,15 @@ async fn run(
     // The files, all or nothing.
     ctx.stage("restoring the files");
     let t = Instant::now();
-    if plan.changes.is_empty() {
+    if plan.touched.is_empty() {
+        steps.push(
+            "restore",
+            StepStatus::Ok,
+            "no file to restore".into(),
+            evidence,
+            t,
+        );
+    } else if plan.changes.is_empty() {
         steps.push(
             "restore",
             StepStatus::Ok,
@@ -1005,6 +1163,19 @@ async fn finish(
         steps.push("fail2ban", status, msg, vec![], t);
     }
 
+    // ufw as the run found it.
+    if let Some(u) = rec.ufw.as_ref().filter(|u| u.any()) {
+        ctx.stage("putting ufw back");
+        let t = Instant::now();
+        match undo_firewall(session, shared, host, u).await {
+            Ok(msg) => steps.push("firewall", StepStatus::Changed, msg, u.warnings(), t),
+            Err(e) => {
+                steps.push("firewall", StepStatus::Failed, e.clone(), u.warnings(), t);
+                return Err(("firewall", RollbackError::Refused(e)));
+            }
+        }
+    }
+
     // The vault follows the host: the restored passwords are active, the undone ones previous.
     let t = Instant::now();
     let mut restored = Vec::new();
@@ -1058,6 +1229,143 @@ async fn finish(
     Ok(())
 }
 
+impl UfwRecord {
+    /// Whether undoing it changes anything at all.
+    fn any(&self) -> bool {
+        !self.added.is_empty()
+            || !self.was_active
+            || self.incoming.is_some()
+            || self.outgoing.is_some()
+    }
+
+    /// The script that puts ufw back: the old default policies, the run's rules deleted
+    /// (already gone is fine), ufw disabled when the run had enabled it.
+    fn undo_script(&self) -> String {
+        let mut s = String::from(
+            "set -e\nexport LC_ALL=C\ncommand -v ufw >/dev/null 2>&1 || { echo 'ufw is not installed' >&2; exit 3; }\n",
+        );
+        if let Some(p) = &self.incoming {
+            s.push_str(&format!("ufw default {p} incoming >/dev/null\n"));
+        }
+        if let Some(p) = &self.outgoing {
+            s.push_str(&format!("ufw default {p} outgoing >/dev/null\n"));
+        }
+        for a in &self.added {
+            s.push_str(&format!("ufw delete {a} >/dev/null || true\n"));
+        }
+        if !self.was_active {
+            s.push_str("ufw --force disable >/dev/null\n");
+        }
+        s
+    }
+
+    /// The report's line.
+    fn summary(&self, check: bool) -> String {
+        let w = |done: &str, would: &str| {
+            if check {
+                would.to_string()
+            } else {
+                done.to_string()
+            }
+        };
+        let mut parts = Vec::new();
+        if !self.added.is_empty() {
+            parts.push(format!(
+                "{} the {} ufw rule{} the run added",
+                w("deleted", "would delete"),
+                self.added.len(),
+                if self.added.len() == 1 { "" } else { "s" }
+            ));
+        }
+        for (dir, p) in [("incoming", &self.incoming), ("outgoing", &self.outgoing)] {
+            if let Some(p) = p {
+                parts.push(format!(
+                    "{} the default {dir} policy {p}",
+                    w("set", "would set")
+                ));
+            }
+        }
+        if !self.was_active {
+            parts.push(format!(
+                "{} ufw (the run had enabled it)",
+                w("disabled", "would disable")
+            ));
+        }
+        parts.join("; ")
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.reset {
+            w.push(
+                "warning: the run reset ufw (--firewall-reset): the rules it dropped cannot be put back"
+                    .to_string(),
+            );
+        }
+        if self.deleted > 0 {
+            w.push(format!(
+                "warning: the run deleted {} stale fsfleet rule(s): they are not put back",
+                self.deleted
+            ));
+        }
+        w
+    }
+}
+
+/// Put ufw back as the run found it. While ufw stays on, a NEW SSH connection must work
+/// afterwards, else the run's rules are added again (harden's lock-out rule, the other way).
+async fn undo_firewall(
+    session: &Session,
+    shared: &Shared,
+    host: &Host,
+    u: &UfwRecord,
+) -> Result<String, String> {
+    let out = session
+        .run_for(
+            "putting ufw back",
+            &u.undo_script(),
+            b"",
+            Duration::from_secs(60),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if !out.success() {
+        return Err(format!(
+            "ufw exited {}: {}",
+            out.status,
+            out.stderr_text().trim()
+        ));
+    }
+    if u.was_active && !u.added.is_empty() {
+        let proof = tokio::time::timeout(
+            Duration::from_secs(20),
+            crate::cmd::connect(&shared.connector, host),
+        )
+        .await;
+        match proof {
+            Ok(Ok(s)) => s.close().await,
+            _ => {
+                let again: String = u.added.iter().map(|a| format!("ufw {a}\n")).collect();
+                let _ = session
+                    .run_for(
+                        "adding the run's ufw rules again",
+                        &again,
+                        b"",
+                        Duration::from_secs(60),
+                    )
+                    .await;
+                return Err(
+                    "a new SSH connection failed once the run's ufw rules were deleted: they were \
+                     added again; check `ufw status numbered` by hand"
+                        .into(),
+                );
+            }
+        }
+        return Ok(format!("{}; a new SSH connection works", u.summary(false)));
+    }
+    Ok(u.summary(false))
+}
+
 /// Put back what the files held before the rollback; the line says how that went.
 async fn undo(session: &Session, states: &[FileState], plan: &Plan) -> String {
     let mut ops = Vec::new();
@@ -1071,7 +1379,7 @@ async fn undo(session: &Session, states: &[FileState], plan: &Plan) -> String {
                 content: &f.content,
                 user: &f.user,
                 group: &f.group,
-                mode: f.mode,
+                mode: f.mode & 0o777,
             }),
             _ => ops.push(hostfs::Op::Remove { path: &s.path }),
         }
@@ -1169,6 +1477,7 @@ mod tests {
                     .collect()
             }),
             rolled_back: None,
+            ufw: None,
         }
     }
 
@@ -1260,23 +1569,113 @@ mod tests {
     }
 
     #[test]
+    fn the_firewall_record_is_read_strictly_and_undone_in_order() {
+        let text = "== run 20261130T010000Z-bbbb\nfsfleet-run 1\n== ufw\nwas-active\t0\nincoming\tallow\noutgoing\tallow\nreset\t0\n\
+                    added\tallow proto tcp to any port 22 comment 'fsfleet ssh'\n\
+                    added\tallow proto udp from 192.0.2.0/24 to any port 5060 comment 'fsfleet sip'\n\
+                    deleted\tallow proto udp to any port 5060 comment 'fsfleet sip'\n";
+        let recs = parse_records(text).unwrap();
+        let u = recs[0].ufw.clone().unwrap();
+        assert_eq!(u.added.len(), 2);
+        assert_eq!(u.deleted, 1);
+        assert_eq!(
+            u.undo_script().lines().skip(3).collect::<Vec<_>>(),
+            [
+                "ufw default allow incoming >/dev/null",
+                "ufw default allow outgoing >/dev/null",
+                "ufw delete allow proto tcp to any port 22 comment 'fsfleet ssh' >/dev/null || true",
+                "ufw delete allow proto udp from 192.0.2.0/24 to any port 5060 comment 'fsfleet sip' >/dev/null || true",
+                "ufw --force disable >/dev/null",
+            ]
+        );
+        assert_eq!(
+            u.summary(true),
+            "would delete the 2 ufw rules the run added; would set the default incoming policy \
+             allow; would set the default outgoing policy allow; would disable ufw (the run had \
+             enabled it)"
+        );
+        // A record line that would be anything but a rule of fsfleet's is refused, not run.
+        for bad in [
+            "added\tallow proto tcp to any port 22 comment 'fsfleet ssh'; reboot",
+            "added\tallow proto tcp to any port 22 comment 'x' ",
+            "added\tdeny proto tcp to any port 22 comment 'fsfleet ssh'",
+            "added\tallow proto tcp from $(id) to any port 22 comment 'fsfleet ssh'",
+            "whatever\t1",
+        ] {
+            let t = format!("== run 20261130T010000Z-bbbb\nfsfleet-run 1\n== ufw\n{bad}\n");
+            assert!(parse_records(&t).is_err(), "{bad}");
+        }
+        // A policy the facts could not read is not put back.
+        let t = "== run 20261130T010000Z-bbbb\nfsfleet-run 1\n== ufw\nwas-active\t1\nincoming\tunknown\n";
+        let u = parse_records(t).unwrap()[0].ufw.clone().unwrap();
+        assert_eq!(u.incoming, None);
+        assert!(!u.any());
+    }
+
+    #[test]
+    fn every_credential_param_is_masked_in_a_rollback_diff() {
+        let old = "<user id=\"1000\">\n<params>\n<param name=\"password\" value=\"$${default_password}\"/>\n\
+                   <param name=\"vm-password\" value=\"1000\"/>\n</params>\n</user>\n";
+        let new = "<user id=\"1000\">\n<params>\n<param name=\"password\" value=\"Zz9own1000pass\"/>\n\
+                   <param name=\"vm-password\" value=\"482913\"/>\n</params>\n</user>\n";
+        let mut secrets = param_secrets(old);
+        secrets.extend(param_secrets(new));
+        let refs: Vec<&Secret> = secrets.iter().collect();
+        let d = diff::masked_diff("/c/directory/default/1000.xml", new, old, &refs);
+        assert!(!d.is_empty());
+        for leak in ["482913", "Zz9own1000pass", "\"1000\"/>"] {
+            assert!(!d.contains(leak), "{leak} in {d}");
+        }
+        assert!(d.contains("$${default_password}"), "{d}");
+    }
+
+    #[test]
     fn file_states_are_parsed_strictly() {
         let files = vec![("/c/vars.xml".to_string(), true)];
-        let ok = format!(
-            "N\t{}\tfreeswitch:freeswitch:640\t{}\nC\t-\n",
-            digest('a'),
-            data_encoding::BASE64.encode(b"<x/>")
+        let ok = "freeswitch:freeswitch:4640\t3c782f3e\nother\n";
+        let s = parse_states(ok, &files).unwrap();
+        match &s[0].now {
+            Found::File(f) => {
+                assert_eq!(f.content, b"<x/>");
+                assert_eq!(f.mode, 0o4640);
+                // The digest is the controller's own, of the bytes read (sha256sum's form).
+                assert_eq!(
+                    f.digest,
+                    "2a31f44da4bd7decbbd3ddfd1a37ae04d02ec665e2c2688816ccc65631586ed1"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s[0].copy, Found::Other);
+        assert_eq!(
+            parse_states("-\nbig\n", &files).unwrap()[0].now,
+            Found::Absent
         );
-        let s = parse_states(&ok, &files).unwrap();
-        assert!(matches!(&s[0].now, Found::File(f) if f.content == b"<x/>" && f.mode == 0o640));
-        assert_eq!(s[0].copy, Found::Absent);
         for bad in [
-            format!("N\t{}\tfree switch:x:640\tAA==\nC\t-\n", digest('a')),
-            format!("N\t{}\tx:x:99999\tAA==\nC\t-\n", digest('a')),
-            "N\tzz\tx:x:640\tAA==\nC\t-\n".to_string(),
-            "N\t-\n".to_string(),
+            "free switch:x:640\t00\n-\n",
+            "x:x:99999\t00\n-\n",
+            "x:x:640\tzz\n-\n",
+            "x:x:640\n-\n",
+            "-\n",
         ] {
-            assert!(parse_states(&bad, &files).is_err(), "{bad:?}");
+            assert!(parse_states(bad, &files).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_restored_file_never_gets_a_set_id_bit_back() {
+        let r = rec(Some(vec![
+            ("/c/vars.xml", Some('1')),
+            ("/etc/fs_cli.conf", None),
+        ]));
+        let mut st = states('1', None);
+        if let Found::File(c) = &mut st[0].copy {
+            c.mode = 0o6755;
+        }
+        let p = plan(&r, &st, false).unwrap();
+        match &p.changes[0] {
+            Change::Restore { file, .. } => assert_eq!(file.mode, 0o755),
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -7,7 +7,10 @@
 //! - `--sip`: the `sip-password` step (vars.xml's `default_password`, not the directory files'
 //!   modes), refused while users that log in with it are registered unless `--rotate-in-use`,
 //!   exactly as harden's rule;
-//! - `--users`: the production level's `per-user-passwords` step, when fsfleet has it.
+//! - `--users`: refused for now. The production level's `per-user-passwords` step gives every
+//!   user on the shared password one of its own, but has no rotation of a user's own password
+//!   yet; running it under `--users` would report "nothing to change" for exactly the users the
+//!   operator asked to rotate.
 //!
 //! Everything else is harden's orchestration as it is: backup (so `fsfleet rollback` can undo a
 //! rotation), the new passwords to the vault as pending before the host sees them, one
@@ -21,8 +24,8 @@
 //! its ACL) is reported as a warning, not a failure.
 
 use crate::harden::run::{Selection, SelectionError};
+use crate::harden::verify;
 use crate::harden::{HardenOptions, RotateScope, event_socket, fs_cli, reload, sip_password};
-use crate::harden::{step, verify};
 
 /// The production level's step that sets per-user SIP passwords (`--users` rotates through it).
 pub const USERS_STEP: &str = "per-user-passwords";
@@ -31,8 +34,10 @@ pub const USERS_STEP: &str = "per-user-passwords";
 #[derive(Debug, thiserror::Error)]
 pub enum RotateError {
     #[error(
-        "--users: per-user passwords are the production level's {USERS_STEP} step; not available yet \
-         (rotate the shared ones with --esl and --sip)"
+        "--users: per-user passwords are the production level's {USERS_STEP} step; not available yet: \
+         that step gives users on the shared password their own (`fsfleet harden --level \
+         production`) but cannot rotate a user's own password yet (rotate the shared ones with \
+         --esl and --sip)"
     )]
     UsersUnavailable,
     #[error("choosing the steps of the rotation")]
@@ -54,25 +59,15 @@ pub fn scope(esl: bool, sip: bool, users: bool) -> RotateScope {
 
 /// The harden steps a rotation runs (preflight and backup always run).
 pub fn steps(scope: RotateScope) -> Result<Vec<String>, RotateError> {
-    steps_with(scope, |name| step::REGISTRY.iter().any(|e| e.name == name))
-}
-
-fn steps_with(
-    scope: RotateScope,
-    registered: impl Fn(&str) -> bool,
-) -> Result<Vec<String>, RotateError> {
+    if scope.users {
+        return Err(RotateError::UsersUnavailable);
+    }
     let mut out: Vec<&str> = Vec::new();
     if scope.sip {
         out.push(sip_password::NAME);
     }
     if scope.esl {
         out.extend([event_socket::NAME, fs_cli::NAME]);
-    }
-    if scope.users {
-        if !registered(USERS_STEP) {
-            return Err(RotateError::UsersUnavailable);
-        }
-        out.push(USERS_STEP);
     }
     out.extend([reload::NAME, verify::NAME]);
     Ok(out.into_iter().map(str::to_string).collect())
@@ -88,9 +83,6 @@ pub fn plan(
     let only = steps(scope)?;
     let selection = Selection::new(&[], &only).map_err(RotateError::Selection)?;
     let opts = HardenOptions {
-        // A step of the production level that follows harden's `--rotate` (per-user passwords)
-        // rotates with it; the Event Socket and SIP steps follow `rotate_only` instead.
-        rotate: scope.users,
         rotate_in_use,
         check,
         diff,
@@ -105,6 +97,7 @@ mod tests {
     use super::*;
     use crate::harden::context::test_host;
     use crate::harden::preflight::Preflight;
+    use crate::harden::step;
     use crate::harden::step::PlanInput;
     use crate::harden::{HostFacts, StepPlan};
 
@@ -137,21 +130,17 @@ mod tests {
     }
 
     #[test]
-    fn users_needs_the_per_user_passwords_step() {
-        let e = steps_with(scope(false, false, true), |_| false).unwrap_err();
+    fn users_is_refused_until_the_per_user_step_can_rotate() {
+        let e = steps(scope(false, false, true)).unwrap_err();
         assert!(
             e.to_string().starts_with(
                 "--users: per-user passwords are the production level's per-user-passwords step; not available yet"
             ),
             "{e}"
         );
-        assert_eq!(
-            steps_with(scope(true, false, true), |n| n == USERS_STEP).unwrap(),
-            ["event-socket", "fs-cli", USERS_STEP, "reload", "verify"]
-        );
-        // What the registry has today decides.
-        let have = step::REGISTRY.iter().any(|e| e.name == USERS_STEP);
-        assert_eq!(steps(scope(false, false, true)).is_ok(), have);
+        assert!(steps(scope(true, true, true)).is_err());
+        // The step it names is the registry's.
+        assert!(step::REGISTRY.iter().any(|e| e.name == USERS_STEP));
     }
 
     /// Every registry step the selection runs, planned on `f` as preflight would see a stock

@@ -63,15 +63,18 @@ impl CredKind {
 pub enum UserCredKind {
     /// The user's voicemail PIN (`vm-password` in directory/).
     VmPassword,
+    /// The user's own SIP password (`password` in directory/), for its phone.
+    SipPassword,
 }
 
 impl UserCredKind {
     pub fn as_str(self) -> &'static str {
         match self {
             UserCredKind::VmPassword => "vm_password",
+            UserCredKind::SipPassword => "sip_password",
         }
     }
-    pub const ALL: [UserCredKind; 1] = [UserCredKind::VmPassword];
+    pub const ALL: [UserCredKind; 2] = [UserCredKind::VmPassword, UserCredKind::SipPassword];
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -232,6 +235,10 @@ pub struct Entry {
     /// Per directory user (its id): the credentials fsfleet generated for that user.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub users: BTreeMap<String, BTreeMap<UserCredKind, Credential>>,
+    /// The SIP domain the host's directory users are in (what a phone registers to), when the
+    /// run that gave them their passwords knew it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_domain: Option<String>,
 }
 
 impl Entry {
@@ -646,6 +653,22 @@ impl Vault {
         } else {
             Ok(())
         }
+    }
+
+    /// Record the SIP domain of the host's directory users (for `creds export --users`).
+    pub fn set_sip_domain(
+        &mut self,
+        host: &str,
+        host_key: &str,
+        domain: &str,
+    ) -> Result<(), VaultError> {
+        let bound = self.bind_entry(host, host_key)?;
+        let entry = self.doc.hosts.entry(host.to_string()).or_default();
+        if entry.sip_domain.as_deref() == Some(domain) && !bound {
+            return Ok(());
+        }
+        entry.sip_domain = Some(domain.to_string());
+        self.save()
     }
 
     /// Drop a user's pending value the host never took (a run cut before its write).
@@ -1120,6 +1143,72 @@ pub fn render_history(
     out
 }
 
+/// One directory user's active SIP password, for provisioning its phone.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct UserPassword {
+    pub host: String,
+    /// Empty when the run that set it did not know the domain.
+    pub domain: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for UserPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserPassword")
+            .field("host", &self.host)
+            .field("domain", &self.domain)
+            .field("user", &self.user)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// Every host's users with an active SIP password of their own, host then user order.
+pub fn user_passwords(vault: &Vault) -> Vec<UserPassword> {
+    let mut out = Vec::new();
+    for (host, entry) in vault.hosts() {
+        for (user, creds) in &entry.users {
+            let Some(a) = creds
+                .get(&UserCredKind::SipPassword)
+                .and_then(|c| c.active.as_ref())
+            else {
+                continue;
+            };
+            out.push(UserPassword {
+                host: host.clone(),
+                domain: entry.sip_domain.clone().unwrap_or_default(),
+                user: user.clone(),
+                password: a.value.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// `host,domain,user,password` with a header, RFC 4180 quoting (a field with a comma, quote or
+/// line break is quoted, quotes doubled), CRLF line ends.
+pub fn users_csv(rows: &[UserPassword]) -> String {
+    fn field(s: &str) -> String {
+        if s.contains([',', '"', '\r', '\n']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    }
+    let mut out = String::from("host,domain,user,password\r\n");
+    for r in rows {
+        out.push_str(&format!(
+            "{},{},{},{}\r\n",
+            field(&r.host),
+            field(&r.domain),
+            field(&r.user),
+            field(&r.password)
+        ));
+    }
+    out
+}
+
 /// Mask a secret for display: its length only.
 pub fn mask(value: &str) -> String {
     format!("******** ({} chars)", value.chars().count())
@@ -1363,6 +1452,71 @@ mod tests {
         let shown = render_history("pbx1", None, &creds, true);
         let at = |pw: &Secret| shown.find(pw.expose()).unwrap();
         assert!(at(&c) < at(&b) && at(&b) < at(&a), "{shown}");
+    }
+
+    #[test]
+    fn user_passwords_export_only_active_ones_with_the_domain_as_csv_and_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.json");
+        let (a, b, pin) = (
+            generate_password(PASSWORD_LEN),
+            generate_password(PASSWORD_LEN),
+            generate_pin(6),
+        );
+        let mut v = Vault::open(&path).unwrap();
+        v.set_sip_domain("h1", K, "192.0.2.10").unwrap();
+        for (user, pw) in [("1000", &a), ("1001", &b)] {
+            v.set_user_pending("h1", K, user, UserCredKind::SipPassword, pw, "r")
+                .unwrap();
+        }
+        v.set_user_pending("h1", K, "1000", UserCredKind::VmPassword, &pin, "r")
+            .unwrap();
+        // Pending only: nothing to provision a phone with yet.
+        assert!(user_passwords(&v).is_empty());
+        v.confirm_user("h1", K, "1000", UserCredKind::SipPassword, &a, "r")
+            .unwrap();
+        v.confirm_user("h1", K, "1000", UserCredKind::VmPassword, &pin, "r")
+            .unwrap();
+        v.set_pending("h2", K, CredKind::SipPassword, &b, "r")
+            .unwrap();
+        drop(v);
+        let v = reopen(&path).unwrap();
+        let rows = user_passwords(&v);
+        assert_eq!(
+            rows.len(),
+            1,
+            "only 1000's active SIP password, not its PIN"
+        );
+        assert_eq!(
+            (
+                rows[0].host.as_str(),
+                rows[0].domain.as_str(),
+                rows[0].user.as_str()
+            ),
+            ("h1", "192.0.2.10", "1000")
+        );
+        assert!(!format!("{rows:?}").contains(a.expose()), "Debug masks it");
+        assert_eq!(
+            users_csv(&rows),
+            format!(
+                "host,domain,user,password\r\nh1,192.0.2.10,1000,{}\r\n",
+                a.expose()
+            )
+        );
+        let json: serde_json::Value = serde_json::to_value(&rows).unwrap();
+        assert_eq!(json[0]["password"], a.expose());
+        assert_eq!(json[0]["domain"], "192.0.2.10");
+        // A field a CSV reader would split is quoted.
+        let odd = UserPassword {
+            host: "a,b".into(),
+            domain: String::new(),
+            user: "x\"y".into(),
+            password: "p".into(),
+        };
+        assert_eq!(
+            users_csv(&[odd]),
+            "host,domain,user,password\r\n\"a,b\",,\"x\"\"y\",p\r\n"
+        );
     }
 
     #[test]

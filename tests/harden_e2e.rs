@@ -448,7 +448,9 @@ fn rollback_undoes_a_harden_run_byte_for_byte() {
     let out = String::from_utf8_lossy(&check.stdout);
     assert_eq!(check.status.code(), Some(0), "{}", text(&check));
     assert!(
-        out.contains("would restore") && out.contains("/etc/fs_cli.conf"),
+        out.contains("would restore")
+            && out.contains("/etc/fs_cli.conf")
+            && out.contains("would disable ufw (the run had enabled it)"),
         "{out}"
     );
     assert_eq!(conf_sum(&fleet, h), hardened);
@@ -463,6 +465,9 @@ fn rollback_undoes_a_harden_run_byte_for_byte() {
         "0",
         "the fail2ban files the run created are still there"
     );
+    // ufw is off again, as the run found it.
+    let ufw = fleet.ssh_root(h, "ufw status");
+    assert!(ufw.contains("Status: inactive"), "{ufw}");
     // FreeSWITCH runs the restored settings: fs_cli's defaults (ClueCon on 127.0.0.1) work, a
     // phone registers with the stock password again, and the vault holds what the host uses.
     let status = fleet.ssh_root(h, "fs_cli -x status");

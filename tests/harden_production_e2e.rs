@@ -15,7 +15,18 @@ const FLEET: &str = "harden-prod";
 
 /// The controls the production steps of this branch fix.
 /// (`file-modes` fixes no audit control beyond the baseline's FS-CRED-05: checked by mode below.)
-const FIXED: &[&str] = &["FS-DP-01", "FS-DP-02", "FS-DP-03", "FS-SIP-05", "FS-MOD-01"];
+/// The stock users stay here, for the steps that change them (PINs, toll_allow, passwords);
+/// `remove-stock-users` is proven in tests/harden_users_e2e.rs.
+const SKIP: &str = "remove-stock-users";
+
+const FIXED: &[&str] = &[
+    "FS-DP-01",
+    "FS-DP-02",
+    "FS-DP-03",
+    "FS-SIP-04",
+    "FS-SIP-05",
+    "FS-MOD-01",
+];
 
 fn fsfleet(fleet: &Fleet, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fsfleet"))
@@ -85,7 +96,17 @@ fn production_level_fixes_the_dialplan_and_modules_controls_idempotently() {
     let before: Vec<String> = fleet.hosts.iter().map(|h| conf_sum(&fleet, h)).collect();
     let check = fsfleet(
         &fleet,
-        &["harden", "--level", "production", "--check", "--diff"],
+        &[
+            "harden",
+            "--level",
+            "production",
+            "--skip",
+            SKIP,
+            "--skip",
+            SKIP,
+            "--check",
+            "--diff",
+        ],
     );
     assert_eq!(check.status.code(), Some(0), "{}", text(&check));
     let out = String::from_utf8_lossy(&check.stdout);
@@ -114,6 +135,8 @@ fn production_level_fixes_the_dialplan_and_modules_controls_idempotently() {
             "harden",
             "--level",
             "production",
+            "--skip",
+            SKIP,
             "--diff",
             "-v",
             "--limit",
@@ -127,6 +150,8 @@ fn production_level_fixes_the_dialplan_and_modules_controls_idempotently() {
             "harden",
             "--level",
             "production",
+            "--skip",
+            SKIP,
             "--format",
             "json",
             "-v",
@@ -166,7 +191,8 @@ fn production_level_fixes_the_dialplan_and_modules_controls_idempotently() {
             h.name
         );
     }
-    // The operator's toll_allow stays; only the PIN (the extension) changed in that file.
+    // The operator's toll_allow stays; only the PIN (the extension) and the shared password
+    // changed in that file.
     let now_1005 = fleet.ssh_root(
         h2,
         &format!("cat {}/directory/default/1005.xml", h2.conf_dir),
@@ -177,7 +203,8 @@ fn production_level_fixes_the_dialplan_and_modules_controls_idempotently() {
     );
     let but_pin = |t: &str| -> Vec<String> {
         t.lines()
-            .filter(|l| !l.contains("vm-password"))
+            // per-user-passwords gives 1005 its own password too: credentials aside, the same.
+            .filter(|l| !l.contains("vm-password") && !l.contains("name=\"password\""))
             .map(str::to_string)
             .collect()
     };
@@ -295,7 +322,15 @@ fn production_level_fixes_the_dialplan_and_modules_controls_idempotently() {
     let sums: Vec<String> = fleet.hosts.iter().map(|h| conf_sum(&fleet, h)).collect();
     let again = fsfleet(
         &fleet,
-        &["harden", "--level", "production", "--format", "json"],
+        &[
+            "harden",
+            "--level",
+            "production",
+            "--skip",
+            SKIP,
+            "--format",
+            "json",
+        ],
     );
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
     let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
@@ -308,4 +343,17 @@ fn production_level_fixes_the_dialplan_and_modules_controls_idempotently() {
     );
     let sums_after: Vec<String> = fleet.hosts.iter().map(|h| conf_sum(&fleet, h)).collect();
     assert_eq!(sums, sums_after, "the second run changed a file");
+
+    // Forgetting the host says the users' PINs go too.
+    let forget = Command::new(env!("CARGO_BIN_EXE_fsfleet"))
+        .args(["creds", "forget", &h1.name])
+        .arg(fleet.inventory())
+        .output()
+        .unwrap();
+    assert!(forget.status.success(), "{}", text(&forget));
+    assert!(
+        text(&forget).contains("and the credentials of 20 user(s)"),
+        "{}",
+        text(&forget)
+    );
 }

@@ -758,6 +758,7 @@ modules_keep = ["mod_verto"]
 
 [groups.lab]
 level = "baseline"
+keep_users = ["1000", "brian"]
 
 [[hosts]]
 name = "a"
@@ -780,8 +781,11 @@ modules_keep = ["mod_xml_rpc", "mod_signalwire"]
     assert_eq!(get("b").level, HardenLevel::Baseline);
     assert_eq!(get("c").level, HardenLevel::Production);
     assert_eq!(get("c").modules_keep, ["mod_xml_rpc", "mod_signalwire"]);
+    assert!(get("a").keep_users.is_empty());
+    assert_eq!(get("b").keep_users, ["1000", "brian"]);
     // Nothing said: the baseline, nothing kept.
     let plain = inv("[[hosts]]\nname = \"x\"\n", None);
     assert_eq!(plain.hosts[0].level, HardenLevel::Baseline);
     assert!(plain.hosts[0].modules_keep.is_empty());
+    assert!(plain.hosts[0].keep_users.is_empty());
 }

@@ -276,20 +276,18 @@ fn rotate_changes_only_the_passwords_asked_for_and_holds_for_registered_phones()
     assert_eq!(active(&fleet, h, "esl_password"), esl2);
     assert!(esl_takes(&fleet, h, &esl2));
 
-    // --users rotates through the production level's per-user-passwords step, or says that
-    // fsfleet has none yet (a usage error: nothing is touched).
-    if !fsfleet::harden::step::REGISTRY
-        .iter()
-        .any(|e| e.name == fsfleet::rotate::USERS_STEP)
-    {
-        let users = fleet.fsfleet(&["rotate", "--users"]);
-        let out = text(&users);
-        assert_eq!(users.status.code(), Some(2), "{out}");
-        assert!(
-            out.contains("per-user passwords are the production level's per-user-passwords step; not available yet"),
-            "{out}"
-        );
-    }
+    // --users: a usage error naming the per-user step (it cannot rotate a user's own password
+    // yet); nothing is touched.
+    let users = fleet.fsfleet(&["rotate", "--users"]);
+    let out = text(&users);
+    assert_eq!(users.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains(
+            "per-user passwords are the production level's per-user-passwords step; not available yet"
+        ),
+        "{out}"
+    );
+    assert_eq!(vars(&fleet, h), sip, "--users changed vars.xml");
 
     // No secret was ever printed (creds history --reveal aside).
     for secret in [&esl1, &esl2, &sip] {

@@ -26,14 +26,20 @@ pub fn dir(run_id: &str) -> String {
 }
 
 /// Back up `conf_dir` and the files about to change; returns the directory and evidence.
+/// A listed path that is a symbolic link is copied as the link (`cp -P`), never followed: a
+/// local user's link to a root-only file must not become a readable copy that a rollback would
+/// write back.
 pub async fn apply(
     ctx: &StepCtx<'_>,
     conf_dir: &str,
     files: &[String],
 ) -> Result<(String, Vec<String>), StepError> {
     let dir = dir(ctx.run_id);
+    // A path the run record cannot hold (a control character, a tab) is not backed up: the
+    // write that would change it refuses it anyway.
     let copies = files
         .iter()
+        .filter(|f| crate::hostfs::check_path(f).is_ok())
         .map(|f| sh_quote(f))
         .collect::<Vec<_>>()
         .join(" ");
@@ -42,7 +48,7 @@ pub async fn apply(
         "set -e\numask 077\nmkdir -p {root}\nchmod 700 {root}\nmkdir -p {d}/files\n\
          tar -C \"$(dirname {c})\" -czf {d}/conf.tar.gz \"$(basename {c})\"\n\
          printf '%s\\n' {head} > {d}/{MANIFEST}\n\
-         for f in {copies}; do if [ -e \"$f\" ]; then printf '1\\t%s\\n' \"$f\" >> {d}/{MANIFEST}; else printf '0\\t%s\\n' \"$f\" >> {d}/{MANIFEST}; continue; fi; mkdir -p {d}/files\"$(dirname \"$f\")\"; cp -p \"$f\" {d}/files\"$f\"; done\n\
+         for f in {copies}; do if [ -e \"$f\" ] || [ -L \"$f\" ]; then printf '1\\t%s\\n' \"$f\" >> {d}/{MANIFEST}; else printf '0\\t%s\\n' \"$f\" >> {d}/{MANIFEST}; continue; fi; mkdir -p {d}/files\"$(dirname \"$f\")\"; cp -P -p -- \"$f\" {d}/files\"$f\"; done\n\
          ls -1 {root} | sort | head -n -{KEEP} | while read -r old; do rm -rf {root}/\"$old\"; done\n\
          du -sk {d} | cut -f1\n",
         root = sh_quote(ROOT),

@@ -23,6 +23,11 @@ pub struct HardenOptions {
     pub rotate: bool,
     /// Rotate `default_password` even while users that log in with it are registered.
     pub rotate_in_use: bool,
+    /// Give users their own passwords even while their phones are registered (`per-user-passwords`).
+    pub force_reregister: bool,
+    /// Disable stock users even while registered or routed to by the dialplan
+    /// (`remove-stock-users`).
+    pub remove_in_use: bool,
     /// `ufw --force reset` before applying fsfleet's rules (drops the host's other rules).
     pub firewall_reset: bool,
     /// Edit configs even when FreeSWITCH is down (no reload, said in the report).
@@ -193,6 +198,9 @@ pub struct StepPlan {
     /// Per-user secrets the edits set (a directory user's id, which credential, the value):
     /// pending in the vault first, like `secrets`.
     pub user_secrets: Vec<(String, UserCredKind, Secret)>,
+    /// The SIP domain of the users `user_secrets` are for, when known (the vault keeps it for
+    /// `creds export --users`).
+    pub user_domain: Option<String>,
     /// What FreeSWITCH must reload once the edits are written.
     pub reload: Needs,
     /// The Event Socket FreeSWITCH runs once the edits are reloaded, when they change it.

@@ -447,6 +447,41 @@ pub struct UfwChange {
     pub commands: Vec<UfwCommand>,
     /// The SSH ports the plan allows (the session's is added at apply when missing).
     pub ssh_ports: Vec<u16>,
+    /// ufw as it was before: what `fsfleet rollback` puts back.
+    pub before: Before,
+}
+
+/// ufw's state before the change, as the facts read it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Before {
+    pub active: bool,
+    pub incoming: String,
+    pub outgoing: String,
+}
+
+/// The name of the firewall record in a run's backup directory.
+pub const RECORD: &str = "ufw";
+
+impl UfwChange {
+    /// The record `fsfleet rollback` reads: ufw before, then each rule this change added
+    /// (`added ARGS`, as given to `ufw`) and each it deleted.
+    pub fn record(&self, commands: &[String]) -> String {
+        let mut s = format!(
+            "was-active\t{}\nincoming\t{}\noutgoing\t{}\nreset\t{}\n",
+            u8::from(self.before.active),
+            self.before.incoming,
+            self.before.outgoing,
+            u8::from(self.commands.first() == Some(&UfwCommand::Reset)),
+        );
+        for c in commands {
+            if c.starts_with("allow ") {
+                s.push_str(&format!("added\t{c}\n"));
+            } else if let Some(d) = c.strip_prefix("delete ") {
+                s.push_str(&format!("deleted\t{d}\n"));
+            }
+        }
+        s
+    }
 }
 
 impl UfwChange {
@@ -646,6 +681,11 @@ fn plan_with(
         UfwChange {
             commands,
             ssh_ports: wanted.ssh_ports,
+            before: Before {
+                active: state.active,
+                incoming: state.incoming.clone(),
+                outgoing: state.outgoing.clone(),
+            },
         }
     };
     Ok(Plan {
@@ -762,6 +802,28 @@ pub async fn apply(ctx: &StepCtx<'_>, action: &UfwChange) -> Result<Vec<String>,
         "a new SSH connection to port {} works with ufw enabled",
         ctx.session.port
     )];
+    // What rollback needs to undo this, beside the run's backup (best effort: the change stands).
+    let dir = sh_quote(&super::backup::dir(ctx.run_id));
+    let save = format!(
+        "[ -d {dir} ] || exit 0\numask 077\ncat > {dir}/{RECORD}.tmp && mv {dir}/{RECORD}.tmp {dir}/{RECORD}\n"
+    );
+    match ctx
+        .session
+        .run_for(
+            "recording the firewall change for rollback",
+            &save,
+            action.record(&commands).as_bytes(),
+            Duration::from_secs(30),
+        )
+        .await
+    {
+        Ok(o) if o.success() => {}
+        _ => evidence.push(
+            "warning: the firewall change could not be recorded: `fsfleet rollback` of this run \
+             will leave ufw as it is"
+                .into(),
+        ),
+    }
     evidence.extend(
         status
             .lines()
@@ -939,6 +1001,30 @@ mod tests {
         let w = wanted_rules(&fx.facts, h, h.port, true);
         let (v4, v6) = ufw_files(&w.rules);
         fx.set(USER_RULES, &v4).set(USER6_RULES, &v6).active()
+    }
+
+    #[test]
+    fn the_rollback_record_says_what_ufw_was_and_what_was_added() {
+        let change = UfwChange {
+            commands: vec![],
+            ssh_ports: vec![22],
+            before: Before {
+                active: false,
+                incoming: "allow".into(),
+                outgoing: "allow".into(),
+            },
+        };
+        let r = change.record(&[
+            "allow proto tcp to any port 22 comment 'fsfleet ssh'".into(),
+            "delete allow proto udp to any port 5060 comment 'fsfleet sip'".into(),
+            "default deny incoming".into(),
+        ]);
+        assert_eq!(
+            r,
+            "was-active\t0\nincoming\tallow\noutgoing\tallow\nreset\t0\n\
+             added\tallow proto tcp to any port 22 comment 'fsfleet ssh'\n\
+             deleted\tallow proto udp to any port 5060 comment 'fsfleet sip'\n"
+        );
     }
 
     #[test]

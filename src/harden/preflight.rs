@@ -39,6 +39,9 @@ pub struct Preflight {
     /// Who is registered right now, when the run asked (a `default_password` rotation is
     /// planned) and FreeSWITCH answered; None otherwise.
     pub registered: Option<Registered>,
+    /// `global_getvar domain` when FreeSWITCH answered: the stock directory's domain is
+    /// `$${domain}`, set from the host's address at startup (phones register to it).
+    pub domain: Option<String>,
     /// Which of the modules the `modules` step may unload the running FreeSWITCH has loaded
     /// (`module_exists`); None when it was not asked or did not answer true or false.
     pub loaded_modules: Option<Vec<String>>,
@@ -137,6 +140,7 @@ pub async fn run(
             conf_dir: None,
             log_dir: None,
             registered: None,
+            domain: None,
             loaded_modules: None,
             sessions: None,
             evidence,
@@ -169,6 +173,17 @@ pub async fn run(
                     .await
                     .ok()
                     .filter(|s| !s.is_empty());
+                // Asked with the registrations: only a run giving users passwords needs it.
+                let domain = if ask_registrations {
+                    client
+                        .global_getvar("domain")
+                        .await
+                        .ok()
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| super::per_user_passwords::plain_domain(s))
+                } else {
+                    None
+                };
                 let loaded_modules = loaded_modules(&mut client).await;
                 let status = client.status().await.map_err(|source| StepError::Esl {
                     what: "Event Socket status".into(),
@@ -200,6 +215,7 @@ pub async fn run(
                     conf_dir,
                     log_dir,
                     registered,
+                    domain,
                     loaded_modules,
                     sessions: status.sessions,
                     evidence,
@@ -274,6 +290,7 @@ impl Preflight {
             conf_dir: None,
             log_dir: None,
             registered: None,
+            domain: None,
             loaded_modules: None,
             sessions: None,
             evidence: vec![],

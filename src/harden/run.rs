@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 use super::step::{Phase, PlanInput};
 use super::{
     FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepError, StepPlan, backup, fail2ban,
-    firewall, preflight, reload, sip_password, step, verify,
+    firewall, per_user_passwords, preflight, reload, sip_password, step, verify,
 };
 use crate::facts::{self, FactsError};
 use crate::fleet::HostCtx;
@@ -574,9 +574,23 @@ async fn preflight(
     };
     run.ctx
         .stage("preflight: proving the Event Socket is FreeSWITCH's");
-    // Who is registered matters only to a default_password rotation (its impact, its refusal).
+    // Who is registered matters to a default_password rotation and to giving users their own
+    // passwords (their impact, their refusal).
+    let level = opts.level_for(host);
+    let runs_named = |name: &str| {
+        step::REGISTRY
+            .iter()
+            .find(|e| e.name == name)
+            .is_some_and(|e| run.sel().runs_entry(e, level))
+    };
+    let (per_user, remove_users) = (
+        runs_named(per_user_passwords::NAME),
+        runs_named(super::remove_stock_users::NAME),
+    );
     let ask_regs = |f: &HostFacts| {
-        run.sel().runs(sip_password::NAME) && sip_password::rotation_reason(f, opts).is_some()
+        (run.sel().runs(sip_password::NAME) && sip_password::rotation_reason(f, opts).is_some())
+            || (per_user && !per_user_passwords::targets(f).is_empty())
+            || (remove_users && super::remove_stock_users::any_stock_user(f))
     };
     let mut pre = preflight::run(
         session,
@@ -946,6 +960,11 @@ async fn pending_secrets_to_vault(
             .set_user_pending(&host.name, key, user, *kind, value, run.run_id)
             .map_err(|e| RunError::vault(e, Some(UNCHANGED)))?;
     }
+    if let Some(domain) = plan.outlines().find_map(|p| p.user_domain.as_deref()) {
+        vault
+            .set_sip_domain(&host.name, key, domain)
+            .map_err(|e| RunError::vault(e, Some(UNCHANGED)))?;
+    }
     let current_sip = sip_password_in(&ready.facts);
     for (kind, _) in plan.secrets() {
         let current = match kind {
@@ -1173,18 +1192,23 @@ async fn confirm_in_vault(run: &Run<'_>, ready: &Ready, plan: &HostPlan) -> Resu
             .map_err(|e| RunError::vault(e, None))?;
     }
     // Per-user secrets this run set, and pending ones of a cut run that the host's files hold.
-    let on_host = super::voicemail_pins::pins_in(&ready.facts);
     let mut confirmed: Vec<(String, UserCredKind, Secret)> = plan.user_secrets().cloned().collect();
-    for (user, value) in vault.pending_users(&host.name, UserCredKind::VmPassword) {
-        if confirmed.iter().any(|(u, _, _)| *u == user) {
-            continue;
-        }
-        if on_host.iter().any(|(u, v)| *u == user && *v == value) {
-            confirmed.push((user, UserCredKind::VmPassword, value));
-        } else {
-            vault
-                .drop_user_pending(&host.name, &user, UserCredKind::VmPassword)
-                .map_err(|e| RunError::vault(e, None))?;
+    for kind in UserCredKind::ALL {
+        let on_host = match kind {
+            UserCredKind::VmPassword => super::voicemail_pins::pins_in(&ready.facts),
+            UserCredKind::SipPassword => per_user_passwords::passwords_in(&ready.facts),
+        };
+        for (user, value) in vault.pending_users(&host.name, kind) {
+            if confirmed.iter().any(|(u, k, _)| *u == user && *k == kind) {
+                continue;
+            }
+            if on_host.iter().any(|(u, v)| *u == user && *v == value) {
+                confirmed.push((user, kind, value));
+            } else {
+                vault
+                    .drop_user_pending(&host.name, &user, kind)
+                    .map_err(|e| RunError::vault(e, None))?;
+            }
         }
     }
     for (user, kind, value) in &confirmed {
@@ -1487,8 +1511,11 @@ mod tests {
                 sip_password::NAME,
                 event_socket::NAME,
                 auth_logging::NAME,
+                crate::harden::remove_stock_users::NAME,
                 crate::harden::dialplan::NAME,
                 crate::harden::voicemail_pins::NAME,
+                per_user_passwords::NAME,
+                crate::harden::sip_protocol::NAME,
                 crate::harden::modules::NAME,
                 crate::harden::file_modes::NAME,
                 packages::NAME,
@@ -1596,6 +1623,7 @@ mod tests {
             conf_dir: None,
             log_dir: None,
             registered: None,
+            domain: None,
             loaded_modules: None,
             sessions: None,
             evidence: vec![],

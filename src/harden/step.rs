@@ -17,7 +17,8 @@ use super::context::{FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepEr
 use super::preflight::Preflight;
 use super::{
     auth_logging, dialplan, event_socket, fail2ban, file_modes, firewall, fs_cli, modules,
-    packages, reload, sip_password, voicemail_pins,
+    packages, per_user_passwords, reload, remove_stock_users, sip_password, sip_protocol,
+    voicemail_pins,
 };
 use crate::inventory::{HardenLevel, Host};
 use crate::model::EventSocket;
@@ -199,8 +200,11 @@ pub const REGISTRY: &[Entry] = &[
     entry::<sip_password::SipPassword>(),
     entry::<event_socket::EventSocketStep>(),
     entry::<auth_logging::AuthLogging>(),
+    entry::<remove_stock_users::RemoveStockUsers>(),
     entry::<dialplan::Dialplan>(),
     entry::<voicemail_pins::VoicemailPins>(),
+    entry::<per_user_passwords::PerUserPasswords>(),
+    entry::<sip_protocol::SipProtocol>(),
     entry::<modules::Modules>(),
     entry::<file_modes::FileModes>(),
     entry::<packages::Packages>(),
@@ -407,8 +411,11 @@ mod tests {
                 sip_password::NAME,
                 event_socket::NAME,
                 auth_logging::NAME,
+                remove_stock_users::NAME,
                 dialplan::NAME,
                 voicemail_pins::NAME,
+                per_user_passwords::NAME,
+                sip_protocol::NAME,
                 modules::NAME,
                 file_modes::NAME,
                 packages::NAME,

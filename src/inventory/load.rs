@@ -41,6 +41,7 @@ const FIELD_KEYS: &[&str] = &[
     "waive",
     "level",
     "modules_keep",
+    "keep_users",
 ];
 const TOP_KEYS: &[&str] = &[
     "defaults",
@@ -83,6 +84,7 @@ struct Layer {
     waive: Option<At<Vec<String>>>,
     level: Option<At<HardenLevel>>,
     modules_keep: Option<At<Vec<String>>>,
+    keep_users: Option<At<Vec<String>>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -502,6 +504,9 @@ impl Resolver<'_> {
             modules_keep: pick!(layers, modules_keep)
                 .map(|m| m.value.clone())
                 .unwrap_or_default(),
+            keep_users: pick!(layers, keep_users)
+                .map(|m| m.value.clone())
+                .unwrap_or_default(),
         };
         (host, jump_span)
     }
@@ -870,6 +875,7 @@ fn parse_fields(
                 })
             }
             "modules_keep" => l.modules_keep = parse_modules_keep(p, value),
+            "keep_users" => l.keep_users = parse_keep_users(p, value),
             other => {
                 let (what, keys): (String, Vec<&str>) = match level {
                     Level::Defaults => ("[defaults]".into(), FIELD_KEYS.to_vec()),
@@ -1023,6 +1029,29 @@ fn parse_modules_keep(p: &mut Problems, value: &Value<'_>) -> Option<At<Vec<Stri
     }
     Some(At {
         value: names,
+        span: value.span(),
+    })
+}
+
+/// `keep_users`: directory user ids as a user's file names them (`1000`, `brian`).
+fn parse_keep_users(p: &mut Problems, value: &Value<'_>) -> Option<At<Vec<String>>> {
+    let items = string_list(p, "keep_users", value)?;
+    let mut ids = Vec::new();
+    for item in items {
+        if crate::harden::per_user_passwords::plain_user(&item.value) {
+            ids.push(item.value);
+        } else {
+            p.add(
+                item.span,
+                format!(
+                    "`{}` in keep_users is not a directory user id such as 1000 or brian",
+                    item.value
+                ),
+            );
+        }
+    }
+    Some(At {
+        value: ids,
         span: value.span(),
     })
 }

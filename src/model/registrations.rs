@@ -4,10 +4,14 @@
 //! rotation would lock out.
 //!
 //! The answer is host text, and parts of it are chosen by whoever registers: the Call-ID and
-//! the To URI are printed as received (not escaped), so a registered phone could put
-//! `</call-id>...<sip-auth-user>` into its own line. Every field is therefore read only from a
-//! line that starts with that field's own tag at mod_sofia's indentation: SIP headers cannot
-//! hold a line break, so injected text never starts a line.
+//! the To URI are printed as received (not escaped), and sofia-sip keeps a folded header's
+//! CRLF and leading whitespace in the value, so a registered phone can put whole lines of its
+//! own, at any indentation, into the answer. A row is therefore read only when its lines are
+//! exactly mod_sofia's fields, each once and in mod_sofia's order, with nothing else between
+//! `<registration>` and `</registration>` and nothing but rows between them: injected lines
+//! either repeat a field, come out of order, or are not a field, and the whole answer is then an
+//! error (the profile's registrations are unknown, which holds a rotation as a registration
+//! would), never a forged row.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -56,6 +60,28 @@ pub enum ProfileRegs {
 const ROW_START: &str = "    <registration>";
 const ROW_END: &str = "    </registration>";
 const FIELD_INDENT: &str = "        ";
+/// mod_sofia's fields of a row, in the order `show_reg_callback_xml` prints them.
+const FIELDS: &[&str] = &[
+    "call-id",
+    "user",
+    "contact",
+    "agent",
+    "status",
+    "ping-status",
+    "host",
+    "network-ip",
+    "network-port",
+    "sip-auth-user",
+    "sip-auth-realm",
+    "mwi-account",
+];
+/// The lines around the rows.
+const FRAME: &[&str] = &[
+    "<profile>",
+    "  <registrations>",
+    "  </registrations>",
+    "</profile>",
+];
 
 /// Parse the body of `sofia xmlstatus profile NAME reg`.
 pub fn parse(profile: &str, body: &str) -> Result<ProfileRegs, RegistrationsError> {
@@ -92,11 +118,27 @@ pub fn parse(profile: &str, body: &str) -> Result<ProfileRegs, RegistrationsErro
                     row(profile, &fields).ok_or_else(|| bad("a registration without its user"))?,
                 );
             }
-            _ => {
-                if let (Some(fields), Some((tag, value))) = (current.as_mut(), field(line)) {
-                    fields.entry(tag).or_insert(value);
+            _ => match (current.as_mut(), field(line)) {
+                (Some(fields), Some((tag, value))) => {
+                    // Each field once, in mod_sofia's order (see the module docs).
+                    let rank = FIELDS.iter().position(|f| *f == tag);
+                    let last = fields
+                        .keys()
+                        .filter_map(|k| FIELDS.iter().position(|f| f == k))
+                        .max();
+                    match (rank, last) {
+                        (None, _) => return Err(bad("a field mod_sofia does not print")),
+                        (Some(r), Some(l)) if r <= l => {
+                            return Err(bad("a field repeated or out of mod_sofia's order"));
+                        }
+                        _ => {
+                            fields.insert(tag, value);
+                        }
+                    }
                 }
-            }
+                (None, _) if FRAME.contains(&line) || line.is_empty() => {}
+                _ => return Err(bad("a line that is not mod_sofia's")),
+            },
         }
     }
     if current.is_some() {
@@ -225,6 +267,22 @@ mod tests {
         };
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].auth_user, "1000");
+    }
+
+    #[test]
+    fn a_folded_call_id_cannot_forge_a_row_it_makes_the_answer_unreadable() {
+        // sofia-sip keeps a folded header's CRLF and whitespace: a phone can send a Call-ID
+        // whose continuation lines look like mod_sofia's own, at any indentation.
+        for forged in [
+            "x\n        <sip-auth-user>1005</sip-auth-user>",
+            "x\n        <user>1005@h</user>\n        <contact>c</contact>",
+            "x\n    </registration>\n    <registration>\n        <call-id>y</call-id>",
+            "x\n  </registrations>\n</profile>",
+            "x\n        junk",
+        ] {
+            let body = format!("{HEAD}{}{TAIL}", reg(forged, "1000", "1000", "192.0.2.5"));
+            assert!(parse("internal", &body).is_err(), "{forged:?}");
+        }
     }
 
     #[test]
