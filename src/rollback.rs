@@ -664,6 +664,39 @@ fn restored_esl(f: &HostFacts, p: &Plan) -> Option<Result<EventSocket, model::Mo
     })
 }
 
+/// Each user of a restored directory file with what it logs in with now: its own literal
+/// password and PIN (None: the shared `$${default_password}`, a variable, or none).
+fn restored_users(text: &str) -> Vec<(String, Option<String>, Option<String>)> {
+    use crate::conf::xml::TagKind;
+    let Ok(tags) = crate::conf::xml::scan(text) else {
+        return Vec::new();
+    };
+    let literal = |v: &str| (!v.is_empty() && !v.contains("$${")).then(|| v.to_string());
+    let mut out = Vec::new();
+    let mut current: Option<(String, Option<String>, Option<String>)> = None;
+    for t in &tags {
+        match (t.name.as_str(), t.kind) {
+            ("user", TagKind::Start) => {
+                current = t.attr("id").map(|a| (a.value.clone(), None, None));
+            }
+            ("user", TagKind::End) => out.extend(current.take()),
+            ("param", TagKind::Start | TagKind::Empty) => {
+                if let (Some(u), Some(n), Some(v)) =
+                    (current.as_mut(), t.attr("name"), t.attr("value"))
+                {
+                    match n.value.as_str() {
+                        "password" => u.1 = literal(&v.value),
+                        "vm-password" => u.2 = literal(&v.value),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// The `default_password` a restored vars.xml sets.
 fn restored_sip(f: &HostFacts, p: &Plan) -> Option<Secret> {
     let conf_dir = f.files.conf_dir.as_deref()?;
@@ -1198,6 +1231,46 @@ async fn finish(
             restored.push(CredKind::SipPassword.as_str());
         }
     }
+    // Directory users: what the restored files set is what the vault holds as active; a user
+    // back on the shared password (or without a PIN of its own) keeps its own only as previous.
+    {
+        let conf_dir = facts.files.conf_dir.clone().unwrap_or_default();
+        let dir = format!("{conf_dir}/directory/");
+        let mut v = shared.vault.lock().await;
+        for (path, found) in &plan.touched {
+            let (true, Found::File(file)) = (!conf_dir.is_empty() && path.starts_with(&dir), found)
+            else {
+                continue;
+            };
+            for (user, password, pin) in restored_users(&String::from_utf8_lossy(&file.content)) {
+                for (kind, value) in [
+                    (crate::vault::UserCredKind::SipPassword, password),
+                    (crate::vault::UserCredKind::VmPassword, pin),
+                ] {
+                    // Only credentials the vault holds for this user follow (a stock user's
+                    // own PIN is not news to anyone).
+                    let known = v
+                        .entry(&host.name)
+                        .is_some_and(|e| e.user_credential(&user, kind).is_some());
+                    if !known {
+                        continue;
+                    }
+                    let done = match value {
+                        Some(val) => v.confirm_user(
+                            &host.name,
+                            &key,
+                            &user,
+                            kind,
+                            &Secret::new(val),
+                            ctx.run_id(),
+                        ),
+                        None => v.retire_user(&host.name, &user, kind),
+                    };
+                    done.map_err(|e| ("vault", RollbackError::Vault(e)))?;
+                }
+            }
+        }
+    }
     if !restored.is_empty() {
         steps.push(
             "vault",
@@ -1627,6 +1700,22 @@ mod tests {
             assert!(!d.contains(leak), "{leak} in {d}");
         }
         assert!(d.contains("$${default_password}"), "{d}");
+    }
+
+    #[test]
+    fn restored_directory_users_say_what_they_log_in_with() {
+        let text = "<include>\n<user id=\"1000\">\n<params>\n\
+                    <param name=\"password\" value=\"$${default_password}\"/>\n\
+                    <param name=\"vm-password\" value=\"1000\"/>\n</params>\n</user>\n\
+                    <user id=\"1001\">\n<params>\n<param name=\"password\" value=\"Own1001pw\"/>\n\
+                    </params>\n</user>\n</include>\n";
+        assert_eq!(
+            restored_users(text),
+            [
+                ("1000".to_string(), None, Some("1000".to_string())),
+                ("1001".to_string(), Some("Own1001pw".to_string()), None),
+            ]
+        );
     }
 
     #[test]

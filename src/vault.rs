@@ -655,6 +655,32 @@ impl Vault {
         }
     }
 
+    /// The host no longer uses a user's own credential (a rollback put the shared
+    /// `$${default_password}` or the old PIN file back): its active value becomes previous, so
+    /// `creds export --users` stops offering it.
+    pub fn retire_user(
+        &mut self,
+        host: &str,
+        user: &str,
+        kind: UserCredKind,
+    ) -> Result<(), VaultError> {
+        let Some(cred) = self
+            .doc
+            .hosts
+            .get_mut(host)
+            .and_then(|e| e.users.get_mut(user))
+            .and_then(|u| u.get_mut(&kind))
+        else {
+            return Ok(());
+        };
+        let Some(active) = cred.active.take() else {
+            return Ok(());
+        };
+        cred.previous = Some(active);
+        cred.pending = None;
+        self.save()
+    }
+
     /// Record the SIP domain of the host's directory users (for `creds export --users`).
     pub fn set_sip_domain(
         &mut self,
@@ -1452,6 +1478,33 @@ mod tests {
         let shown = render_history("pbx1", None, &creds, true);
         let at = |pw: &Secret| shown.find(pw.expose()).unwrap();
         assert!(at(&c) < at(&b) && at(&b) < at(&a), "{shown}");
+    }
+
+    #[test]
+    fn a_retired_user_password_is_no_longer_exported_but_kept_as_previous() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.json");
+        let a = generate_password(PASSWORD_LEN);
+        let mut v = Vault::open(&path).unwrap();
+        v.set_user_pending("h1", K, "1000", UserCredKind::SipPassword, &a, "r")
+            .unwrap();
+        v.confirm_user("h1", K, "1000", UserCredKind::SipPassword, &a, "r")
+            .unwrap();
+        assert_eq!(user_passwords(&v).len(), 1);
+        v.retire_user("h1", "1000", UserCredKind::SipPassword)
+            .unwrap();
+        drop(v);
+        let v = reopen(&path).unwrap();
+        assert!(user_passwords(&v).is_empty());
+        let c = v
+            .entry("h1")
+            .and_then(|e| e.user_credential("1000", UserCredKind::SipPassword))
+            .unwrap();
+        assert_eq!(
+            c.previous.as_ref().map(|p| p.value.as_str()),
+            Some(a.expose())
+        );
+        assert!(c.active.is_none());
     }
 
     #[test]
