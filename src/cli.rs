@@ -50,6 +50,11 @@ pub enum Command {
     /// the vault's passwords moved back.
     #[command(after_help = ROLLBACK_HELP)]
     Rollback(RollbackArgs),
+    /// New Event Socket and SIP passwords (scheduled, or after a staff change) and nothing else
+    /// of the baseline: vault first, reload with the old password, fs_cli configs, verify; the
+    /// vault keeps each password's history.
+    #[command(after_help = ROTATE_HELP)]
+    Rotate(RotateArgs),
     /// Inspect the inventory without connecting to anything.
     #[command(subcommand)]
     Inventory(InventoryCommand),
@@ -372,10 +377,89 @@ pub struct RollbackArgs {
     pub vault: Option<PathBuf>,
 }
 
+pub const ROTATE_HELP: &str = "\
+Which passwords (none of the three flags: --esl and --sip):
+  --esl    the Event Socket password, and the fs_cli configs that carry it
+           (/etc/fs_cli.conf, and root's or the login user's ~/.fs_cli_conf)
+  --sip    vars.xml's default_password (every directory user without a
+           password of its own logs in with it)
+  --users  the production level's per-user SIP passwords: not available
+           yet (its per-user-passwords step gives users their own passwords
+           but cannot rotate them); a usage error, nothing is touched
+
+Who is affected (--check shows it, changing nothing):
+  --sip asks FreeSWITCH who is registered (sofia xmlstatus, through the
+  Event Socket) and REFUSES the host while a user that logs in with
+  default_password is registered, naming them; --rotate-in-use rotates
+  anyway and lists the phones to give the new password
+  (`fsfleet creds show HOST --reveal`).
+  --esl: fs_cli keeps working (its configs are rewritten); your own Event
+  Socket clients are disconnected by the reload and need the new password.
+  Calls are SIP, not Event Socket: the reload does not touch them (--check
+  says how many are up), and verify proves the old password is refused.
+
+What it does, per host (harden's order and guarantees): back up the files
+(`fsfleet rollback` undoes a rotation), the new passwords to the vault as
+pending BEFORE the host sees them, one all-or-nothing write, reloadxml, then
+`reload mod_event_socket` with the OLD password, reconnect with the new one,
+fs_cli configs, verify (the new Event Socket password and fs_cli work), the
+vault's new values active. `fsfleet creds history HOST` lists each
+password's last values with their run ids.
+
+Only the passwords change. On a host not hardened yet, the rewritten file
+becomes readable only by root and FreeSWITCH (a new secret never goes into a
+world-readable file) and what harden would still change (an Event Socket
+listening on the network, its ACL) is a warning: run `fsfleet harden` for it.
+
+  fsfleet rotate inventory.toml --check          # who and what, no change
+  fsfleet rotate inventory.toml --esl            # the Event Socket only
+  fsfleet rotate inventory.toml --sip --limit fs01 --rotate-in-use
+
+Exit codes:
+  0  every host rotated (or, with --check, nothing would be refused)
+  2  usage or inventory error: nothing was touched
+  4  at least one host was refused (a registered phone), failed or was
+     unreachable (see the recap and .fsfleet/retry)";
+
+/// `fsfleet rotate`.
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArg,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Rotate the Event Socket password (and rewrite the fs_cli configs).
+    #[arg(long)]
+    pub esl: bool,
+    /// Rotate vars.xml's default_password.
+    #[arg(long)]
+    pub sip: bool,
+    /// Rotate the production level's per-user SIP passwords (not available yet: refused).
+    #[arg(long)]
+    pub users: bool,
+    /// Rotate default_password even while phones of users that log in with it are registered
+    /// (they stop working until they get the new password; the report names them).
+    #[arg(long)]
+    pub rotate_in_use: bool,
+    /// Show what would rotate on each host and who it affects; change nothing.
+    #[arg(short = 'C', long)]
+    pub check: bool,
+    /// Show config diffs (secrets masked).
+    #[arg(short = 'D', long)]
+    pub diff: bool,
+    /// The credential vault [default: .fsfleet/vault.json beside the inventory, vault.age if
+    /// encrypted].
+    #[arg(long, value_name = "PATH")]
+    pub vault: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum CredsCommand {
     /// One host's passwords (masked unless --reveal).
     Show(CredsShowArgs),
+    /// Each of one host's passwords over time: the last values with the run that set them and
+    /// when (masked unless --reveal).
+    History(CredsShowArgs),
     /// Every host's active passwords: as shell variables, JSON, or into pass; --users: every
     /// directory user's own SIP password, CSV or JSON.
     #[command(long_about = CREDS_EXPORT_HELP)]

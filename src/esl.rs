@@ -429,6 +429,8 @@ pub struct Status {
     pub ready: bool,
     /// The `UP 0 years, ...` line, when present.
     pub uptime_line: Option<String>,
+    /// The sessions (calls) up now: the N of `N session(s) - peak P, last 5min L`, when present.
+    pub sessions: Option<u64>,
 }
 
 /// Parse the body of `api status`. Matches `^FreeSWITCH \(Version (.+)\) is (ready|not ready)$`.
@@ -459,10 +461,17 @@ pub fn parse_status(body: &str) -> Result<Status, EslError> {
         .lines()
         .find(|l| l.starts_with("UP "))
         .map(|l| l.trim_end().to_owned());
+    let sessions = body.lines().find_map(|l| {
+        let (n, rest) = l.split_once(' ')?;
+        rest.starts_with("session(s) - peak ")
+            .then(|| n.parse::<u64>().ok())
+            .flatten()
+    });
     Ok(Status {
         version,
         ready,
         uptime_line,
+        sessions,
     })
 }
 
@@ -1259,6 +1268,27 @@ mod tests {
         assert!(matches!(err, EslError::Protocol(_)), "{err:?}");
         assert!(err.to_string().contains("-ERR status"), "{err}");
         assert!(parse_status("FreeSWITCH (Version ) is ready").is_err());
+    }
+
+    #[test]
+    fn status_says_how_many_sessions_are_up() {
+        let body = |now: &str| {
+            format!(
+                "UP 0 years, 0 days\nFreeSWITCH (Version 1.10.12-release  64bit) is ready\n\
+                 7 session(s) since startup\n{now} session(s) - peak 3, last 5min 3 \n\
+                 0 session(s) per Sec out of max 30, peak 0, last 5min 0 \n1000 session(s) max\n"
+            )
+        };
+        assert_eq!(parse_status(&body("2")).unwrap().sessions, Some(2));
+        assert_eq!(parse_status(&body("0")).unwrap().sessions, Some(0));
+        // Host text that is not a count is no count.
+        assert_eq!(parse_status(&body("-1")).unwrap().sessions, None);
+        assert_eq!(
+            parse_status("FreeSWITCH (Version 1.10.12-release  64bit) is ready\n")
+                .unwrap()
+                .sessions,
+            None
+        );
     }
 
     #[tokio::test]

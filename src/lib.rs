@@ -18,6 +18,7 @@ pub mod model;
 pub mod progress;
 pub mod report;
 pub mod rollback;
+pub mod rotate;
 pub mod secret;
 #[cfg(test)]
 mod snapshot;

@@ -9,7 +9,7 @@ use clap::Parser;
 use fsfleet::cli::{
     Cli, Command, CredsCommand, CredsEncryptArgs, CredsExportArgs, CredsForgetArgs, CredsShowArgs,
     ExportFormat, FactsArgs, Format, HardenArgs, InventoryCheckArgs, InventoryCommand,
-    RollbackArgs, RunArgs,
+    RollbackArgs, RotateArgs, RunArgs,
 };
 use fsfleet::cmd::{connect, connector, fleet_options, select};
 use fsfleet::facts;
@@ -38,8 +38,10 @@ async fn main() -> ExitCode {
         Command::Facts(args) => facts_command(args).await,
         Command::Harden(args) => harden_command(args).await,
         Command::Rollback(args) => rollback_command(args).await,
+        Command::Rotate(args) => rotate_command(args).await,
         Command::Inventory(InventoryCommand::Check(args)) => inventory_check(args),
         Command::Creds(CredsCommand::Show(args)) => creds_show(args),
+        Command::Creds(CredsCommand::History(args)) => creds_history(args),
         Command::Creds(CredsCommand::Export(args)) => creds_export(args),
         Command::Creds(CredsCommand::Forget(args)) => creds_forget(args),
         Command::Creds(CredsCommand::Encrypt(args)) => creds_encrypt(args),
@@ -161,6 +163,7 @@ async fn harden_command(args: HardenArgs) -> Result<u8, UsageError> {
             check: args.check,
             diff: args.diff,
             level: args.level,
+            rotate_only: None,
         },
         selection,
     });
@@ -193,6 +196,34 @@ fn finish_changes(
     let report = fsfleet::report::RunReport { check, ..report };
     let verbose = run.verbosity() > 0;
     finish(&report, inv, run, |r| harden::render_text(r, verbose))
+}
+
+async fn rotate_command(args: RotateArgs) -> Result<u8, UsageError> {
+    let path = args.inventory.resolve();
+    // The flags first: a rotation that cannot be done is said before anything is read.
+    let scope = fsfleet::rotate::scope(args.esl, args.sip, args.users);
+    let (selection, hopts) =
+        fsfleet::rotate::plan(scope, args.rotate_in_use, args.check, args.diff)
+            .map_err(|e| anyhow::anyhow!(e))?;
+    let (inv, hosts) = select(&path, args.inventory.format, args.run.limit.as_deref())?;
+    let opts = fsfleet::fleet::FleetOptions {
+        check: args.check,
+        ..fleet_options(&args.run)?
+    };
+    let vault = run_vault(&inv, &args.vault)?;
+    let connector = connector(&inv, &hosts, &args.run).await;
+    let shared = Arc::new(harden::run::Shared {
+        connector,
+        vault: tokio::sync::Mutex::new(vault),
+        opts: hopts,
+        selection,
+    });
+    let report = fleet::run("rotate", hosts, &opts, move |ctx| {
+        harden::run::host(ctx, shared.clone())
+    })
+    .await
+    .into_report(|_, _, report| report);
+    finish_changes(report, args.check, &inv, &args.run)
 }
 
 async fn rollback_command(args: RollbackArgs) -> Result<u8, UsageError> {
@@ -387,6 +418,46 @@ fn creds_show(args: CredsShowArgs) -> Result<u8, UsageError> {
             );
         }
     }
+    if !args.reveal {
+        eprintln!("(masked: add --reveal to print the passwords)");
+    }
+    Ok(0)
+}
+
+/// Each of a host's (or one user's) credentials over time, newest first.
+fn creds_history(args: CredsShowArgs) -> Result<u8, UsageError> {
+    let vault = open_vault(&args.inventory, &args.vault)?;
+    let entry = vault.entry(&args.host).ok_or_else(|| {
+        anyhow::anyhow!(
+            "the vault {} has nothing for {}",
+            vault.path().display(),
+            args.host
+        )
+    })?;
+    let creds: Vec<(&str, &vault::Credential)> = match &args.user {
+        Some(user) => {
+            let creds = entry.users.get(user).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the vault {} has nothing for user {} of {}",
+                    vault.path().display(),
+                    fsfleet::display::line(user),
+                    args.host
+                )
+            })?;
+            vault::UserCredKind::ALL
+                .iter()
+                .filter_map(|k| Some((k.as_str(), creds.get(k)?)))
+                .collect()
+        }
+        None => CredKind::ALL
+            .iter()
+            .filter_map(|k| Some((k.as_str(), entry.creds.get(k)?)))
+            .collect(),
+    };
+    print!(
+        "{}",
+        vault::render_history(&args.host, args.user.as_deref(), &creds, args.reveal)
+    );
     if !args.reveal {
         eprintln!("(masked: add --reveal to print the passwords)");
     }

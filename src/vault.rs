@@ -199,6 +199,29 @@ pub struct Credential {
     /// restored from backup).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<Stamped>,
+    /// Every value the host was verified to use, oldest first, each with when it became active
+    /// and the run that set it; the last is the active one. The newest [`HISTORY_LEN`] are
+    /// kept. A vault written before the history was kept has none until the next change
+    /// (then it starts from its previous and active values); [`Credential::timeline`] reads both.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Stamped>,
+}
+
+/// How many values of each credential the vault keeps in its history.
+pub const HISTORY_LEN: usize = 10;
+
+impl Credential {
+    /// The values this credential has had, newest first: its history, or, for an entry written
+    /// before the history was kept, its active and previous values.
+    pub fn timeline(&self) -> Vec<&Stamped> {
+        if self.history.is_empty() {
+            return [&self.active, &self.previous]
+                .into_iter()
+                .flatten()
+                .collect();
+        }
+        self.history.iter().rev().collect()
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -226,8 +249,12 @@ impl Entry {
     }
 
     fn holds_secrets(&self) -> bool {
-        self.all_creds()
-            .any(|c| c.active.is_some() || c.pending.is_some() || c.previous.is_some())
+        self.all_creds().any(|c| {
+            c.active.is_some()
+                || c.pending.is_some()
+                || c.previous.is_some()
+                || !c.history.is_empty()
+        })
     }
 
     /// A user's credential of this kind.
@@ -1000,12 +1027,25 @@ fn activate(
         Some(p) if p.value == value.expose() => p.run_id.clone(),
         _ => run_id.to_string(),
     };
+    if cred.history.is_empty() {
+        // An entry from before the history was kept: it starts from what the entry knew.
+        cred.history.extend(
+            [&cred.previous, &cred.active]
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
+    }
     cred.previous = cred.active.take();
-    cred.active = Some(Stamped {
+    let stamped = Stamped {
         value: value.expose().to_string(),
         at: now(),
         run_id: run,
-    });
+    };
+    cred.history.push(stamped.clone());
+    let extra = cred.history.len().saturating_sub(HISTORY_LEN);
+    cred.history.drain(..extra);
+    cred.active = Some(stamped);
     true
 }
 
@@ -1079,6 +1119,54 @@ pub fn export_env(vault: &Vault) -> Result<String, VaultError> {
         }
     }
     Ok(out)
+}
+
+/// `fsfleet creds history`: per credential, a pending value first (a run not verified yet),
+/// then every value it has had, newest first, with when and the run that set it; values masked
+/// unless `reveal` (then escaped: a vault written by an older fsfleet may hold host text).
+pub fn render_history(
+    host: &str,
+    user: Option<&str>,
+    creds: &[(&str, &Credential)],
+    reveal: bool,
+) -> String {
+    let shown = |v: &str| {
+        if reveal {
+            crate::display::line(v).into_owned()
+        } else {
+            mask(v)
+        }
+    };
+    let mut out = format!("{}\n", crate::display::line(host));
+    if let Some(u) = user {
+        out.push_str(&format!("  user {}\n", crate::display::line(u)));
+    }
+    for (name, c) in creds {
+        out.push_str(&format!("  {name}\n"));
+        let mut rows: Vec<(&str, &Stamped)> = Vec::new();
+        if let Some(p) = &c.pending {
+            rows.push(("pending", p));
+        }
+        for s in c.timeline() {
+            let state = if c.active.as_ref().is_some_and(|a| a.value == s.value)
+                && rows.iter().all(|(st, _)| *st != "active")
+            {
+                "active"
+            } else {
+                "earlier"
+            };
+            rows.push((state, s));
+        }
+        for (state, s) in rows {
+            out.push_str(&format!(
+                "    {state:<8} {}  {}  run {}\n",
+                shown(&s.value),
+                crate::display::line(&s.at),
+                crate::display::line(&s.run_id)
+            ));
+        }
+    }
+    out
 }
 
 /// One directory user's active SIP password, for provisioning its phone.
@@ -1218,6 +1306,178 @@ mod tests {
             format!("{c:?}").find(pw2.expose()).is_none(),
             "Debug never shows a value"
         );
+    }
+
+    #[test]
+    fn each_credential_keeps_its_last_values_with_their_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".fsfleet").join("vault.json");
+        let pws: Vec<Secret> = (0..HISTORY_LEN + 3)
+            .map(|_| generate_password(PASSWORD_LEN))
+            .collect();
+        {
+            let mut v = Vault::open(&path).unwrap();
+            for (i, pw) in pws.iter().enumerate() {
+                let run = format!("run-{i}");
+                v.set_pending("pbx1", K, CredKind::EslPassword, pw, &run)
+                    .unwrap();
+                v.confirm("pbx1", K, CredKind::EslPassword, pw, "confirming")
+                    .unwrap();
+                // Confirming the active value again adds nothing.
+                v.confirm("pbx1", K, CredKind::EslPassword, pw, "again")
+                    .unwrap();
+            }
+        }
+        let v = reopen(&path).unwrap();
+        let c = v.credential("pbx1", CredKind::EslPassword).unwrap();
+        let t = c.timeline();
+        assert_eq!(t.len(), HISTORY_LEN);
+        // Newest first, each with the run that generated it.
+        let n = pws.len();
+        for (i, s) in t.iter().enumerate() {
+            assert_eq!(s.value, pws[n - 1 - i].expose());
+            assert_eq!(s.run_id, format!("run-{}", n - 1 - i));
+        }
+        assert_eq!(c.active.as_ref(), Some(t[0]));
+        assert_eq!(c.previous.as_ref(), Some(t[1]));
+    }
+
+    #[test]
+    fn a_vault_from_before_the_history_loads_and_starts_its_history_from_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".fsfleet").join("vault.json");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::set_permissions(
+            path.parent().unwrap(),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        let (a, b) = ("a".repeat(32), "b".repeat(32));
+        let old = format!(
+            r#"{{"version":1,"hosts":{{"pbx1":{{"host_key":"{K}","creds":{{"esl_password":{{
+            "active":{{"value":"{b}","at":"2026-11-01T00:00:00Z","run_id":"r2"}},
+            "previous":{{"value":"{a}","at":"2026-10-01T00:00:00Z","run_id":"r1"}}}}}}}}}}}}"#
+        );
+        std::fs::write(&path, &old).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut v = reopen(&path).unwrap();
+        let c = v.credential("pbx1", CredKind::EslPassword).unwrap();
+        assert!(c.history.is_empty());
+        let runs: Vec<&str> = c.timeline().iter().map(|s| s.run_id.as_str()).collect();
+        assert_eq!(runs, ["r2", "r1"]);
+        let new = generate_password(PASSWORD_LEN);
+        v.confirm("pbx1", K, CredKind::EslPassword, &new, "r3")
+            .unwrap();
+        drop(v);
+        let v = reopen(&path).unwrap();
+        let c = v.credential("pbx1", CredKind::EslPassword).unwrap();
+        let t: Vec<(&str, &str)> = c
+            .timeline()
+            .iter()
+            .map(|s| (s.value.as_str(), s.run_id.as_str()))
+            .collect();
+        assert_eq!(
+            t,
+            [(new.expose(), "r3"), (b.as_str(), "r2"), (a.as_str(), "r1")]
+        );
+        // Written back, the file still reads as the old format does (active, previous).
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let e = &json["hosts"]["pbx1"]["creds"]["esl_password"];
+        assert_eq!(e["active"]["value"], new.expose());
+        assert_eq!(e["previous"]["value"], b.as_str());
+        assert_eq!(e["history"].as_array().map(Vec::len), Some(3));
+    }
+
+    #[test]
+    fn an_age_vault_from_before_the_history_loads_and_keeps_it_encrypted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (id_path, public) = identity(dir.path(), "a.key");
+        let settings = age_settings(&[&public]);
+        let path = dir.path().join(".fsfleet").join("vault.age");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::set_permissions(
+            path.parent().unwrap(),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        let old = "o".repeat(32);
+        let doc = format!(
+            r#"{{"version":1,"hosts":{{"pbx1":{{"host_key":"{K}","creds":{{"sip_password":{{
+            "active":{{"value":"{old}","at":"2026-10-01T00:00:00Z","run_id":"r1"}}}}}}}}}}}}"#
+        );
+        let id: age::x25519::Identity = std::fs::read_to_string(&id_path)
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let armored = age::encrypt_and_armor(&id.to_public(), doc.as_bytes()).unwrap();
+        std::fs::write(&path, armored).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut v = reopen_with(&path, &settings, &keys(&id_path)).unwrap();
+        let c = v.credential("pbx1", CredKind::SipPassword).unwrap();
+        assert_eq!(c.timeline().len(), 1);
+        let new = generate_password(PASSWORD_LEN);
+        v.confirm("pbx1", K, CredKind::SipPassword, &new, "r2")
+            .unwrap();
+        drop(v);
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(!bytes.windows(32).any(|w| w == new.expose().as_bytes()));
+        let v = reopen_with(&path, &settings, &keys(&id_path)).unwrap();
+        let runs: Vec<&str> = v
+            .credential("pbx1", CredKind::SipPassword)
+            .unwrap()
+            .timeline()
+            .iter()
+            .map(|s| s.run_id.as_str())
+            .collect();
+        assert_eq!(runs, ["r2", "r1"]);
+    }
+
+    #[test]
+    fn the_history_is_shown_newest_first_masked_unless_revealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".fsfleet").join("vault.json");
+        let mut v = Vault::open(&path).unwrap();
+        let (a, b, c) = (
+            generate_password(PASSWORD_LEN),
+            generate_password(PASSWORD_LEN),
+            generate_password(PASSWORD_LEN),
+        );
+        v.confirm("pbx1", K, CredKind::EslPassword, &a, "run-a")
+            .unwrap();
+        v.confirm("pbx1", K, CredKind::EslPassword, &b, "run-b")
+            .unwrap();
+        v.set_pending("pbx1", K, CredKind::EslPassword, &c, "run-c")
+            .unwrap();
+        let cred = v.credential("pbx1", CredKind::EslPassword).unwrap();
+        let creds = [("esl_password", cred)];
+        let masked = render_history("pbx1", None, &creds, false);
+        for pw in [&a, &b, &c] {
+            assert!(!masked.contains(pw.expose()), "{masked}");
+        }
+        let states: Vec<(&str, &str)> = masked
+            .lines()
+            .skip(2)
+            .map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                (w[0], w[w.len() - 1])
+            })
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("pending", "run-c"),
+                ("active", "run-b"),
+                ("earlier", "run-a")
+            ],
+            "{masked}"
+        );
+        let shown = render_history("pbx1", None, &creds, true);
+        let at = |pw: &Secret| shown.find(pw.expose()).unwrap();
+        assert!(at(&c) < at(&b) && at(&b) < at(&a), "{shown}");
     }
 
     #[test]

@@ -38,6 +38,23 @@ pub struct HardenOptions {
     pub diff: bool,
     /// `--level`: overrides every host's inventory `level` when given.
     pub level: Option<HardenLevel>,
+    /// `fsfleet rotate`: only these passwords change, whatever else the baseline would fix.
+    pub rotate_only: Option<RotateScope>,
+}
+
+/// Why `fsfleet rotate` rotates a password that is not weak (the report's "(was ...)").
+pub const ON_REQUEST: &str = "strong; rotation requested";
+
+/// The passwords `fsfleet rotate` changes; the steps that set them rotate these (strong or
+/// not) and leave every other baseline change to `fsfleet harden`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RotateScope {
+    /// The Event Socket password (and the fs_cli configs that carry it).
+    pub esl: bool,
+    /// vars.xml's `default_password`.
+    pub sip: bool,
+    /// The production level's per-user SIP passwords.
+    pub users: bool,
 }
 
 impl HardenOptions {

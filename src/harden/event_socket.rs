@@ -37,6 +37,23 @@ pub fn step_plan(input: &PlanInput<'_>) -> Result<StepPlan, StepError> {
         }
         outline.edits.push(edit);
     }
+    // Who a rotation affects: the calls up now are not among them (calls are the core's
+    // sessions; `reload mod_event_socket` restarts only the listener), said so the operator
+    // need not wait for a quiet hour.
+    if input.opts.rotate_only.is_some() && p.new_password.is_some() {
+        outline.warnings.push(format!(
+            "Event Socket clients other than the fs_cli configs fsfleet writes (your own \
+             scripts, monitoring) are disconnected by `reload mod_event_socket` and need the new \
+             password to reconnect (`fsfleet creds show {} --reveal`)",
+            input.host.name
+        ));
+        if let Some(n) = input.pre.sessions {
+            outline.warnings.push(format!(
+                "{n} call{} up now: the Event Socket reload does not touch calls",
+                if n == 1 { " is" } else { "s are" }
+            ));
+        }
+    }
     outline
         .secrets
         .extend(p.new_password.map(|pw| (CredKind::EslPassword, pw)));
@@ -69,12 +86,15 @@ pub fn plan(f: &HostFacts, opts: &HardenOptions) -> Result<Planned, StepError> {
     };
 
     let mut new_password = None;
-    let why = if let Some(why) = model::password_weakness(current.password.expose()) {
-        Some(why.as_str())
-    } else if opts.rotate {
-        Some("--rotate")
-    } else {
-        None
+    let weak = model::password_weakness(current.password.expose()).map(|w| w.as_str());
+    let why = match opts.rotate_only {
+        // `fsfleet rotate`: the password only, and only when asked for, weak or not.
+        Some(scope) => scope
+            .esl
+            .then_some(weak.unwrap_or(crate::harden::context::ON_REQUEST)),
+        None if weak.is_some() => weak,
+        None if opts.rotate => Some("--rotate"),
+        None => None,
     };
     if let Some(why) = why {
         let pw = vault::generate_password(vault::PASSWORD_LEN);
@@ -85,7 +105,14 @@ pub fn plan(f: &HostFacts, opts: &HardenOptions) -> Result<Planned, StepError> {
             .push(format!("rotate the Event Socket password (was {why})"));
         new_password = Some(pw);
     }
-    if !LOOPBACK.contains(&current.listen_ip.as_str()) {
+    if opts.rotate_only.is_some() {
+        // The listener and its ACL are `fsfleet harden`'s to change: said, not changed.
+        if let Some(why) = exposure(&current) {
+            plan.warnings.push(format!(
+                "{why}: `fsfleet harden` fixes that; `fsfleet rotate` changes only the password"
+            ));
+        }
+    } else if !LOOPBACK.contains(&current.listen_ip.as_str()) {
         if let Some(o) = xml::set_param(&out, "listen-ip", "127.0.0.1").map_err(edit_err)? {
             out = o;
         }
@@ -94,7 +121,7 @@ pub fn plan(f: &HostFacts, opts: &HardenOptions) -> Result<Planned, StepError> {
             current.listen_ip
         ));
     }
-    if current.inbound_acl.as_deref() != Some("loopback.auto") {
+    if opts.rotate_only.is_none() && current.inbound_acl.as_deref() != Some("loopback.auto") {
         if let Some(o) =
             xml::set_param(&out, "apply-inbound-acl", "loopback.auto").map_err(edit_err)?
         {
@@ -135,6 +162,21 @@ pub fn plan(f: &HostFacts, opts: &HardenOptions) -> Result<Planned, StepError> {
         after,
         new_password,
     })
+}
+
+/// What the baseline would change about where the Event Socket listens and whom it lets in.
+fn exposure(es: &EventSocket) -> Option<String> {
+    let mut out = Vec::new();
+    if !LOOPBACK.contains(&es.listen_ip.as_str()) {
+        out.push(format!("the Event Socket listens on {}", es.listen_ip));
+    }
+    if es.inbound_acl.as_deref() != Some("loopback.auto") {
+        out.push(format!(
+            "its apply-inbound-acl is {}",
+            es.inbound_acl.as_deref().unwrap_or("unset")
+        ));
+    }
+    (!out.is_empty()).then(|| out.join(" and "))
 }
 
 #[cfg(test)]

@@ -19,7 +19,9 @@ pub mod file_modes;
 pub mod firewall;
 pub mod packages;
 
-pub use context::{FileEdit, HardenOptions, HostFacts, Meta, Probes, StepCtx, StepError, StepPlan};
+pub use context::{
+    FileEdit, HardenOptions, HostFacts, Meta, Probes, RotateScope, StepCtx, StepError, StepPlan,
+};
 pub mod auth_logging;
 pub mod backup;
 pub mod dialplan;

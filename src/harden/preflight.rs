@@ -45,6 +45,8 @@ pub struct Preflight {
     /// Which of the modules the `modules` step may unload the running FreeSWITCH has loaded
     /// (`module_exists`); None when it was not asked or did not answer true or false.
     pub loaded_modules: Option<Vec<String>>,
+    /// The calls up now (`status`'s session count), when FreeSWITCH said.
+    pub sessions: Option<u64>,
     pub evidence: Vec<String>,
 }
 
@@ -140,6 +142,7 @@ pub async fn run(
             registered: None,
             domain: None,
             loaded_modules: None,
+            sessions: None,
             evidence,
         })
     };
@@ -214,6 +217,7 @@ pub async fn run(
                     registered,
                     domain,
                     loaded_modules,
+                    sessions: status.sessions,
                     evidence,
                 });
             }
@@ -288,6 +292,7 @@ impl Preflight {
             registered: None,
             domain: None,
             loaded_modules: None,
+            sessions: None,
             evidence: vec![],
         })
     }

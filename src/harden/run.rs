@@ -233,6 +233,11 @@ impl Selection {
     }
 }
 
+/// `fsfleet rotate` leaves where the Event Socket listens alone, so it does not fail on it.
+fn opts_exposure_fails(opts: &HardenOptions) -> bool {
+    opts.rotate_only.is_none()
+}
+
 /// What all hosts of a run share.
 pub struct Shared {
     pub connector: Arc<Connector>,
@@ -1118,6 +1123,14 @@ async fn verify(
         fail2ban: sel.runs(fail2ban::NAME),
         firewall: sel.runs(firewall::NAME),
         probe_timeout: verify::probe_timeout(run.connect_time),
+        exposure_fails: opts_exposure_fails(run.opts()),
+        // `fsfleet rotate --esl` proves the password it replaced no longer opens the socket.
+        retired_esl: run
+            .opts()
+            .rotate_only
+            .filter(|s| s.esl)
+            .and(pre.live_password.clone())
+            .filter(|old| *old != plan.esl.password),
     };
     // A run that changed nothing verifies from what preflight and the facts already proved (no
     // second round trip, no outside probe waiting out a filtered port); anything the facts do not
@@ -1612,6 +1625,7 @@ mod tests {
             registered: None,
             domain: None,
             loaded_modules: None,
+            sessions: None,
             evidence: vec![],
         }
     }

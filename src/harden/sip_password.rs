@@ -29,9 +29,12 @@ pub fn step_plan(input: &PlanInput<'_>) -> Result<StepPlan, StepError> {
         input.pre.registered.as_ref(),
         input.pre.live_password.is_some(),
     )?;
-    let (changes, dir_edits) = directory_modes(input.facts)?;
-    outline.changes.extend(changes);
-    outline.edits.extend(dir_edits);
+    // The directory files' modes are `fsfleet harden`'s to fix, not `fsfleet rotate`'s.
+    if input.opts.rotate_only.is_none() {
+        let (changes, dir_edits) = directory_modes(input.facts)?;
+        outline.changes.extend(changes);
+        outline.edits.extend(dir_edits);
+    }
     if let Some((edit, pw)) = rotation {
         outline.edits.push(edit);
         outline
@@ -51,8 +54,13 @@ pub type Rotation = (FileEdit, Option<Secret>);
 /// Why `default_password` would be rotated (weak, or `--rotate`), None when it stays.
 pub fn rotation_reason(f: &HostFacts, opts: &HardenOptions) -> Option<&'static str> {
     let current = HostModel::new(f).default_password().ok().flatten()?;
-    match model::password_weakness(current.expose()) {
-        Some(why) => Some(why.as_str()),
+    let weak = model::password_weakness(current.expose()).map(|w| w.as_str());
+    match opts.rotate_only {
+        // `fsfleet rotate`: only when asked for, weak or not.
+        Some(scope) => scope
+            .sip
+            .then_some(weak.unwrap_or(super::context::ON_REQUEST)),
+        None if weak.is_some() => weak,
         None if opts.rotate => Some("--rotate"),
         None => None,
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::preflight::esl_connect;
 use super::{HostFacts, StepError, fail2ban, firewall};
+use crate::esl::EslError;
 use crate::esl_target;
 use crate::facts::{self, is_loopback};
 use crate::inventory::Host;
@@ -81,6 +82,10 @@ const PROVED: &[(&str, &str)] = &[
         "nothing changed: preflight proved",
         "the Event Socket takes the configured password",
     ),
+    (
+        "Event Socket: the old password is refused",
+        "the old Event Socket password is refused",
+    ),
     ("fs_cli -x status works", "fs_cli works"),
     (
         "from the controller, ",
@@ -135,6 +140,11 @@ pub struct Checks {
     pub firewall: bool,
     /// How long the outside probe waits for a TCP answer before calling the port filtered.
     pub probe_timeout: Duration,
+    /// An Event Socket the controller reaches fails the verify (harden's baseline); false: a
+    /// warning only (`fsfleet rotate` changes passwords, not where the socket listens).
+    pub exposure_fails: bool,
+    /// The Event Socket password a rotation replaced: it must now be refused.
+    pub retired_esl: Option<Secret>,
 }
 
 /// The outside probe's connect timeout from how long the SSH connection to the same address took
@@ -176,10 +186,19 @@ pub async fn apply(
             "from the controller, {}:{} gives no Event Socket greeting",
             host.address, es.listen_port
         )),
-        Some(Ok(true)) => problems.push(format!(
-            "the Event Socket at {}:{} greets the controller: it is reachable from the network",
-            host.address, es.listen_port
-        )),
+        Some(Ok(true)) => {
+            let what = format!(
+                "the Event Socket at {}:{} greets the controller: it is reachable from the network",
+                host.address, es.listen_port
+            );
+            if checks.exposure_fails {
+                problems.push(what);
+            } else {
+                evidence.push(format!(
+                    "warning: {what} (`fsfleet harden` binds it to 127.0.0.1)"
+                ));
+            }
+        }
         Some(Err(e)) => evidence.push(format!("outside probe inconclusive: {e}")),
     }
     if problems.is_empty() {
@@ -203,12 +222,13 @@ async fn inband(
             evidence.push(target.evidence.clone());
             esl_connect(session, &target, password)
                 .await
+                .map(|c| (c, target))
                 .map_err(|e| format!("Event Socket with the vault's password: {e}"))
         }
         Err(r) => Err(format!("Event Socket not checked: {r}")),
     };
     match connected {
-        Ok(mut c) => {
+        Ok((mut c, target)) => {
             match c.status().await {
                 Ok(s) if s.ready => evidence.push(format!(
                     "Event Socket: new password accepted, FreeSWITCH {} ready",
@@ -218,6 +238,20 @@ async fn inband(
                 Err(e) => problems.push(format!("Event Socket status: {e}")),
             }
             let _ = c.exit().await;
+            if let Some(old) = checks.retired_esl.as_ref().filter(|old| *old != password) {
+                match esl_connect(session, &target, old).await {
+                    Err(EslError::AuthRejected) => evidence.push(
+                        "Event Socket: the old password is refused (-ERR invalid)".to_string(),
+                    ),
+                    Ok(c) => {
+                        let _ = c.exit().await;
+                        problems.push("the Event Socket still takes the old password".to_string());
+                    }
+                    Err(e) => problems.push(format!(
+                        "the Event Socket with the old password answered neither yes nor no: {e}"
+                    )),
+                }
+            }
         }
         Err(e) => problems.push(e),
     }
@@ -312,6 +346,23 @@ mod tests {
              active; ufw active; the Event Socket gives the controller no greeting"
         );
         assert_eq!(summary(&[]), "baseline verified");
+    }
+
+    #[test]
+    fn a_rotation_says_the_old_password_is_refused() {
+        let ev: Vec<String> = [
+            "Event Socket: new password accepted, FreeSWITCH 1.10.12-release  64bit ready",
+            "Event Socket: the old password is refused (-ERR invalid)",
+            "fs_cli -x status works on the host without a password argument",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            summary(&ev),
+            "proved: the Event Socket takes the vault's password; the old Event Socket password \
+             is refused; fs_cli works"
+        );
     }
 
     #[test]

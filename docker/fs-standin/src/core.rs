@@ -27,6 +27,33 @@ struct State {
     /// Modules loaded: modules.conf.xml's `<load module=...>` as read at startup (FreeSWITCH
     /// reads that file only then), less those `unload` took out.
     modules: Vec<String>,
+    /// The sessions up now (answered calls), by SIP Call-ID. They belong to the core, as
+    /// switch_core_session's do: reloadxml, a profile rescan and `reload mod_event_socket` leave
+    /// them up; only a BYE ends one.
+    calls: HashMap<String, Call>,
+    /// `status`'s session counters: created since startup, and the most up at once.
+    sessions_since_startup: u64,
+    sessions_peak: u64,
+}
+
+/// One answered call (a session with its SIP dialog).
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub uuid: String,
+    pub profile: String,
+    /// The authenticated caller (digest username) and the number it called.
+    pub caller: String,
+    pub destination: String,
+    pub network: std::net::SocketAddr,
+    pub created: std::time::SystemTime,
+}
+
+/// `status`'s session counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sessions {
+    pub since_startup: u64,
+    pub now: u64,
+    pub peak: u64,
 }
 
 #[derive(Debug)]
@@ -80,6 +107,9 @@ impl Core {
                 running: Vec::new(),
                 registrations: Default::default(),
                 modules,
+                calls: HashMap::new(),
+                sessions_since_startup: 0,
+                sessions_peak: 0,
             }),
             esl_reload: Notify::new(),
             esl_generation,
@@ -169,6 +199,46 @@ impl Core {
     /// The live registrations of a profile.
     pub fn registrations(&self, profile: &str) -> Vec<crate::registrations::Registration> {
         self.lock().registrations.of_profile(profile)
+    }
+
+    /// An answered INVITE: a new session, unless this Call-ID has one (a retransmission).
+    pub fn answer_call(&self, call_id: &str, call: Call) {
+        let mut st = self.lock();
+        if st.calls.contains_key(call_id) {
+            return;
+        }
+        st.calls.insert(call_id.to_string(), call);
+        st.sessions_since_startup += 1;
+        st.sessions_peak = st.sessions_peak.max(st.calls.len() as u64);
+    }
+
+    /// A BYE: the session of this Call-ID ends. False when there is none (sofia answers 481).
+    pub fn hangup_call(&self, call_id: &str) -> bool {
+        self.lock().calls.remove(call_id).is_some()
+    }
+
+    /// Every session ends at once (FreeSWITCH's `hupall`, or a crash): how many there were.
+    pub fn hangup_all(&self) -> usize {
+        let mut st = self.lock();
+        let n = st.calls.len();
+        st.calls.clear();
+        n
+    }
+
+    /// The sessions up now, oldest first.
+    pub fn calls(&self) -> Vec<Call> {
+        let mut v: Vec<Call> = self.lock().calls.values().cloned().collect();
+        v.sort_by_key(|c| c.created);
+        v
+    }
+
+    pub fn sessions(&self) -> Sessions {
+        let st = self.lock();
+        Sessions {
+            since_startup: st.sessions_since_startup,
+            now: st.calls.len() as u64,
+            peak: st.sessions_peak,
+        }
     }
 
     /// `module_exists NAME`.

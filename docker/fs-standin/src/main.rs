@@ -1,7 +1,7 @@
-//! fs-standin: `serve`, `fs_cli` (also as argv[0]), `register`, `sip-raw`.
+//! fs-standin: `serve`, `fs_cli` (also as argv[0]), `register`, `call`, `sip-raw`.
 
 use fs_standin::config::Secret;
-use fs_standin::sip::{self, Outcome, RegisterOpts};
+use fs_standin::sip::{self, CallOpts, CallOutcome, Outcome, RegisterOpts};
 use std::time::Duration;
 
 const USAGE: &str = "usage:
@@ -9,6 +9,10 @@ const USAGE: &str = "usage:
   fs-standin fs_cli [-H HOST] [-P PORT] [-p PASSWORD] [-x COMMAND] [PROFILE]
   fs-standin register --target HOST:PORT --user USER [--password PW | env SIP_PASSWORD]
                       [--domain D] [--timeout-ms N] [--attempts N]
+  fs-standin call --target HOST:PORT --user USER [--password PW | env SIP_PASSWORD]
+                  [--to NUMBER (9196)] [--hold-ms N (5000)] [--timeout-ms N (3000)]
+      INVITE, hold the answered call, BYE; exit 0 the call was up until the BYE, 1 the
+      switch had dropped it (481), 2 no answer in time, 3 not answered or error
   fs-standin -version   (as freeswitch: prints `FreeSWITCH version: ...`)
   fs-standin sip-raw --target HOST:PORT [--timeout-ms N]   < request
       sends stdin as ONE UDP datagram, byte for byte, and prints the first final answer;
@@ -32,6 +36,7 @@ fn main() {
             Some("fs_cli") => fs_standin::fs_cli::main(&args[2..]),
             Some("serve") => serve(&args[2..]),
             Some("register") => register(&args[2..]),
+            Some("call") => call(&args[2..]),
             Some("sip-raw") => sip_raw(&args[2..]),
             // FreeSWITCH's src/switch.c: `-version` prints `FreeSWITCH version: %s\n` with
             // SWITCH_VERSION_FULL and exits 0 before it reads a config, opens a port or needs a
@@ -168,6 +173,101 @@ fn register(args: &[String]) -> i32 {
         };
     }
     code
+}
+
+/// `call`: a phone's call to the switch, held, then hung up; the exit code says whether the
+/// switch still had it when the BYE came.
+fn call(args: &[String]) -> i32 {
+    let (mut target, mut user, mut password) = (None, None, None);
+    let mut to = sip::ECHO_EXTENSION.to_string();
+    let (mut hold_ms, mut timeout_ms): (u64, u64) = (5000, 3000);
+    let mut i = 0;
+    while i < args.len() {
+        let (name, inline) = match args[i].split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (args[i].clone(), None),
+        };
+        let value = match inline {
+            Some(v) => Some(v),
+            None => {
+                i += 1;
+                args.get(i).cloned()
+            }
+        };
+        let Some(value) = value else {
+            eprintln!("fs-standin call: {name} needs a value\n{USAGE}");
+            return EX_USAGE;
+        };
+        match name.as_str() {
+            "--target" => target = Some(value),
+            "--user" => user = Some(value),
+            "--password" => password = Some(value),
+            "--to" => to = value,
+            "--hold-ms" | "--timeout-ms" => {
+                let Ok(n) = value.parse::<u64>() else {
+                    eprintln!("fs-standin call: {name} wants a number, got {value:?}");
+                    return EX_USAGE;
+                };
+                if name == "--hold-ms" {
+                    hold_ms = n;
+                } else {
+                    timeout_ms = n.max(1);
+                }
+            }
+            other => {
+                eprintln!("fs-standin call: unknown option {other:?}\n{USAGE}");
+                return EX_USAGE;
+            }
+        }
+        i += 1;
+    }
+    let password = password.or_else(|| std::env::var("SIP_PASSWORD").ok());
+    let (Some(target), Some(user), Some(password)) = (target, user, password) else {
+        eprintln!(
+            "fs-standin call: --target, --user and a password (--password or env SIP_PASSWORD) are required\n{USAGE}"
+        );
+        return EX_USAGE;
+    };
+    let opts = CallOpts {
+        target,
+        user,
+        password: Secret::new(password),
+        to,
+        hold: Duration::from_millis(hold_ms),
+        timeout: Duration::from_millis(timeout_ms),
+    };
+    let Some(rt) = runtime() else { return 3 };
+    match rt.block_on(sip::call(&opts)) {
+        Ok(CallOutcome::Answered { bye: Some(200) }) => {
+            println!("answered, held {hold_ms} ms, BYE: 200 OK");
+            0
+        }
+        Ok(CallOutcome::Answered { bye: Some(code) }) => {
+            println!(
+                "answered, held {hold_ms} ms, BYE: {code} (the switch no longer had the call)"
+            );
+            1
+        }
+        Ok(CallOutcome::Answered { bye: None }) => {
+            println!("answered, held {hold_ms} ms, BYE: no answer within {timeout_ms} ms");
+            2
+        }
+        Ok(CallOutcome::NotAnswered { status_line, .. }) => {
+            println!("not answered: {status_line}");
+            3
+        }
+        Ok(CallOutcome::Timeout) => {
+            println!(
+                "timeout: no final answer from {} within {timeout_ms} ms",
+                opts.target
+            );
+            2
+        }
+        Err(e) => {
+            eprintln!("fs-standin call: {e}");
+            3
+        }
+    }
 }
 
 /// `sip-raw`: what a hostile SIP peer sends, exactly (tests craft folds, bare CRs and escapes

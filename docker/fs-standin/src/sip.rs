@@ -13,6 +13,8 @@ use tokio::net::UdpSocket;
 
 pub const USER_AGENT: &str = "FreeSWITCH-mod_sofia/1.10.12-release~64bit";
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, INFO, UPDATE, REGISTER, REFER, NOTIFY, PUBLISH, SUBSCRIBE";
+/// The stock default dialplan's echo test extension: the one number the stand-in answers.
+pub const ECHO_EXTENSION: &str = "9196";
 /// Nonces older than this are stale and get a fresh challenge.
 const NONCE_TTL: Duration = Duration::from_secs(300);
 const MAX_NONCES: usize = 20_000;
@@ -395,6 +397,14 @@ impl Registrar {
                 &["Accept: application/sdp".to_string()],
             )),
             "ACK" => None,
+            // A BYE in the dialog of an answered call ends its session.
+            "BYE"
+                if msg
+                    .header("Call-ID")
+                    .is_some_and(|c| self.core.hangup_call(c.trim())) =>
+            {
+                Some(response(&msg, src, 200, "OK", &[]))
+            }
             "BYE" | "CANCEL" => Some(response(
                 &msg,
                 src,
@@ -404,6 +414,53 @@ impl Registrar {
             )),
             _ => Some(response(&msg, src, 405, "Method Not Allowed", &[])),
         }
+    }
+
+    /// An authenticated INVITE. The stock default dialplan answers 9196 (its `echo` extension:
+    /// answer, then echo the caller's audio back) and the call stays up until a BYE: a session
+    /// in the core, which `show calls` and `status` count and which no reload touches (real
+    /// FreeSWITCH keeps calls across reloadxml, a profile rescan and `reload
+    /// mod_event_socket`, which restarts only the Event Socket listener). Every other number
+    /// gets 480, as the stand-in has no other dialplan; no media flows.
+    fn answer(&mut self, msg: &Message, src: SocketAddr, ruri: &str, caller: &str) -> String {
+        let (dest, _) = uri_user_host(ruri);
+        if dest != ECHO_EXTENSION {
+            return response(msg, src, 480, "Temporarily Unavailable", &[]);
+        }
+        let call_id = msg.header("Call-ID").unwrap_or_default().trim().to_string();
+        self.core.answer_call(
+            &call_id,
+            crate::core::Call {
+                uuid: new_uuid(),
+                profile: self.profile.clone(),
+                caller: caller.to_string(),
+                destination: dest.clone(),
+                network: src,
+                created: std::time::SystemTime::now(),
+            },
+        );
+        let ip = self
+            .core
+            .global_var("local_ip_v4")
+            .unwrap_or_else(|| "127.0.0.1".to_string());
+        let sdp = format!(
+            "v=0\r\no=FreeSWITCH 1 2 IN IP4 {ip}\r\ns=FreeSWITCH\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+             m=audio 16384 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+        );
+        let head = response(
+            msg,
+            src,
+            200,
+            "OK",
+            &[
+                format!("Contact: <sip:{dest}@{ip}>"),
+                "Content-Type: application/sdp".to_string(),
+            ],
+        );
+        let head = head
+            .strip_suffix("Content-Length: 0\r\n\r\n")
+            .unwrap_or(&head);
+        format!("{head}Content-Length: {}\r\n\r\n{sdp}", sdp.len())
     }
 
     fn fresh_nonce(&mut self) -> String {
@@ -525,7 +582,7 @@ impl Registrar {
         };
         if ok {
             if regtype == "INVITE" {
-                return response(msg, src, 480, "Temporarily Unavailable", &[]);
+                return self.answer(msg, src, ruri, username);
             }
             let expires = msg
                 .header("Expires")
@@ -895,41 +952,14 @@ pub async fn register(opts: &RegisterOpts) -> Result<Outcome, ClientError> {
         match challenge {
             Some(ch) if !answered_challenge => {
                 answered_challenge = true;
-                let get = |k: &str| ch.get(k).map(String::as_str).unwrap_or("");
-                let qop = if get("qop").split(',').any(|q| q.trim() == "auth") {
-                    "auth"
-                } else {
-                    ""
-                };
-                let (nc, cnonce) = ("00000001", random_hex(16));
-                let response = digest_response(
+                let a = authorization(
+                    &ch,
+                    *code,
                     &opts.user,
-                    get("realm"),
                     opts.password.expose(),
                     "REGISTER",
                     &ruri,
-                    get("nonce"),
-                    nc,
-                    &cnonce,
-                    qop,
                 );
-                let mut a = format!(
-                    "{}: Digest username=\"{}\", realm=\"{}\", nonce=\"{}\", uri=\"{ruri}\", response=\"{response}\", algorithm=MD5",
-                    if *code == 407 {
-                        "Proxy-Authorization"
-                    } else {
-                        "Authorization"
-                    },
-                    opts.user,
-                    get("realm"),
-                    get("nonce"),
-                );
-                if !qop.is_empty() {
-                    a.push_str(&format!(", cnonce=\"{cnonce}\", qop=auth, nc={nc}"));
-                }
-                if let Some(o) = ch.get("opaque") {
-                    a.push_str(&format!(", opaque=\"{o}\""));
-                }
                 cseq += 1;
                 request = build(cseq, Some(a));
             }
@@ -941,6 +971,193 @@ pub async fn register(opts: &RegisterOpts) -> Result<Outcome, ClientError> {
             }
         }
     }
+}
+
+/// The `Authorization` (401) or `Proxy-Authorization` (407) header answering a digest challenge.
+fn authorization(
+    ch: &HashMap<String, String>,
+    code: u16,
+    user: &str,
+    password: &str,
+    method: &str,
+    ruri: &str,
+) -> String {
+    let get = |k: &str| ch.get(k).map(String::as_str).unwrap_or("");
+    let qop = if get("qop").split(',').any(|q| q.trim() == "auth") {
+        "auth"
+    } else {
+        ""
+    };
+    let (nc, cnonce) = ("00000001", random_hex(16));
+    let response = digest_response(
+        user,
+        get("realm"),
+        password,
+        method,
+        ruri,
+        get("nonce"),
+        nc,
+        &cnonce,
+        qop,
+    );
+    let mut a = format!(
+        "{}: Digest username=\"{user}\", realm=\"{}\", nonce=\"{}\", uri=\"{ruri}\", response=\"{response}\", algorithm=MD5",
+        if code == 407 {
+            "Proxy-Authorization"
+        } else {
+            "Authorization"
+        },
+        get("realm"),
+        get("nonce"),
+    );
+    if !qop.is_empty() {
+        a.push_str(&format!(", cnonce=\"{cnonce}\", qop=auth, nc={nc}"));
+    }
+    if let Some(o) = ch.get("opaque") {
+        a.push_str(&format!(", opaque=\"{o}\""));
+    }
+    a
+}
+
+#[derive(Debug, Clone)]
+pub struct CallOpts {
+    pub target: String,
+    pub user: String,
+    pub password: Secret,
+    /// The number called (the request URI's user).
+    pub to: String,
+    /// How long the call stays up once answered before the client hangs up.
+    pub hold: Duration,
+    /// The limit for each transaction (the INVITE, the BYE).
+    pub timeout: Duration,
+}
+
+/// How a test call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// Answered (200), held, then the BYE got this final code (200: the call was still up;
+    /// 481: the switch had dropped it), or None when the BYE got no answer.
+    Answered {
+        bye: Option<u16>,
+    },
+    /// The INVITE ended with another final answer.
+    NotAnswered {
+        code: u16,
+        status_line: String,
+    },
+    Timeout,
+}
+
+/// A phone's call: INVITE (with an SDP offer, answering one digest challenge), ACK the 200,
+/// keep the call up for `hold`, then BYE in the dialog; the BYE's answer says whether the switch
+/// still had the call.
+pub async fn call(opts: &CallOpts) -> Result<CallOutcome, ClientError> {
+    let (sock, target) = connect_udp(&opts.target).await?;
+    let io = |source| ClientError::Io { target, source };
+    let local = sock.local_addr().map_err(io)?;
+    let host = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    };
+    let (domain, local_host) = (host(target.ip()), host(local.ip()));
+    let call_id = format!("{}@{local_host}", random_hex(24));
+    let from_tag = random_hex(10);
+    let ruri = format!("sip:{}@{domain}", opts.to);
+    let from = format!("<sip:{}@{domain}>;tag={from_tag}", opts.user);
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 {local_host}\r\ns=-\r\nc=IN IP4 {local_host}\r\nt=0 0\r\n\
+         m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+    );
+    let request = |method: &str, cseq: u32, to: &str, extra: &[String], body: &str| {
+        let mut m = format!(
+            "{method} {ruri} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local_host}:{port};branch=z9hG4bK{branch};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: {from}\r\n\
+             To: {to}\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: {cseq} {method}\r\n\
+             Contact: <sip:{user}@{local_host}:{port}>\r\n\
+             User-Agent: fs-standin-call\r\n",
+            port = local.port(),
+            branch = random_hex(16),
+            user = opts.user,
+        );
+        for e in extra {
+            m.push_str(e);
+            m.push_str("\r\n");
+        }
+        if !body.is_empty() {
+            m.push_str("Content-Type: application/sdp\r\n");
+        }
+        m.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        m
+    };
+    let to_plain = format!("<sip:{}@{domain}>", opts.to);
+    let mut cseq = 1;
+    let mut invite = request("INVITE", cseq, &to_plain, &[], &sdp);
+    let mut answered_challenge = false;
+    let answer = loop {
+        let deadline = Instant::now() + opts.timeout;
+        let Some(resp) = transact(&sock, &invite, &call_id, cseq, deadline).await? else {
+            return Ok(CallOutcome::Timeout);
+        };
+        let StartLine::Response { code, reason } = &resp.start else {
+            continue;
+        };
+        let challenge = match code {
+            401 => resp.header("WWW-Authenticate"),
+            407 => resp.header("Proxy-Authenticate"),
+            _ => None,
+        }
+        .and_then(parse_digest);
+        match challenge {
+            Some(ch) if !answered_challenge => {
+                answered_challenge = true;
+                // The challenged INVITE is acknowledged (RFC 3261 17.1.1.3) before the new one.
+                let ack = request(
+                    "ACK",
+                    cseq,
+                    &unfold(resp.header("To").unwrap_or("")),
+                    &[],
+                    "",
+                );
+                let _ = sock.send(ack.as_bytes()).await;
+                let auth = authorization(
+                    &ch,
+                    *code,
+                    &opts.user,
+                    opts.password.expose(),
+                    "INVITE",
+                    &ruri,
+                );
+                cseq += 1;
+                invite = request("INVITE", cseq, &to_plain, &[auth], &sdp);
+            }
+            _ if *code == 200 => break resp,
+            _ => {
+                return Ok(CallOutcome::NotAnswered {
+                    code: *code,
+                    status_line: format!("SIP/2.0 {code} {reason}"),
+                });
+            }
+        }
+    };
+    // The dialog's To carries the switch's tag from now on.
+    let to = unfold(answer.header("To").unwrap_or(""));
+    let ack = request("ACK", cseq, &to, &[], "");
+    sock.send(ack.as_bytes()).await.map_err(io)?;
+    tokio::time::sleep(opts.hold).await;
+    cseq += 1;
+    let bye = request("BYE", cseq, &to, &[], "");
+    let deadline = Instant::now() + opts.timeout;
+    let code = transact(&sock, &bye, &call_id, cseq, deadline)
+        .await?
+        .and_then(|m| match m.start {
+            StartLine::Response { code, .. } => Some(code),
+            StartLine::Request { .. } => None,
+        });
+    Ok(CallOutcome::Answered { bye: code })
 }
 
 /// Send (retransmitting as RFC 3261 timer A does) until a final response for this CSeq arrives.
@@ -1248,6 +1465,108 @@ mod registrar_tests {
                 format!("[WARNING] sofia_reg.c:1842 SIP auth challenge (REGISTER) {p} [1001@127.0.0.1] from ip 127.0.0.1"),
                 format!("[WARNING] sofia_reg.c:1842 SIP auth challenge (REGISTER) {p} [default@127.0.0.1] from ip 127.0.0.1"),
             ]
+        );
+    }
+
+    fn call_opts(target: SocketAddr, to: &str, pw: &str, hold_ms: u64) -> CallOpts {
+        CallOpts {
+            target: target.to_string(),
+            user: "1000".into(),
+            password: Secret::new(pw),
+            to: to.into(),
+            hold: Duration::from_millis(hold_ms),
+            timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// The stock echo extension answers an authenticated call, which stays up (counted by
+    /// `show calls count` and `status`) through reloadxml, a rescan and an Event Socket reload
+    /// until the phone's BYE; a call the switch dropped gets 481 to its BYE.
+    #[tokio::test]
+    async fn an_answered_call_stays_up_through_reloads_until_its_bye() {
+        let dir = tempfile::tempdir().unwrap();
+        tree(dir.path(), true);
+        let core = test_core(dir.path(), dir.path());
+        let target = registrar(&core).await;
+        let api = |l: &str| crate::api::execute(&core, l);
+        assert_eq!(api("show calls count").body, "\n0 total.\n");
+
+        let held = tokio::spawn({
+            let o = call_opts(target, ECHO_EXTENSION, "1234", 1500);
+            async move { call(&o).await }
+        });
+        let t0 = Instant::now();
+        while api("show calls count").body != "\n1 total.\n" {
+            assert!(
+                t0.elapsed() < Duration::from_secs(3),
+                "the call was not answered"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let status = api("status").body;
+        assert!(
+            status.contains("\n1 session(s) since startup\n1 session(s) - peak 1, last 5min 1 \n"),
+            "{status}"
+        );
+        let shown = api("show calls").body;
+        assert!(
+            shown.contains(",inbound,")
+                && shown.contains("sofia/internal/1000@127.0.0.1,1000,9196,ACTIVE"),
+            "{shown}"
+        );
+        // What a rotation reloads: the XML, the profile, the Event Socket.
+        assert_eq!(
+            api("reload mod_event_socket").after,
+            crate::api::After::ReloadEventSocket
+        );
+        core.drop_esl_clients();
+        assert!(core.reload_xml().is_ok());
+        assert_eq!(api("show calls count").body, "\n1 total.\n");
+        assert_eq!(
+            held.await.unwrap().unwrap(),
+            CallOutcome::Answered { bye: Some(200) }
+        );
+        assert_eq!(api("show calls count").body, "\n0 total.\n");
+        assert!(
+            api("status")
+                .body
+                .contains("\n0 session(s) - peak 1, last 5min 1 \n")
+        );
+
+        // A call the switch drops before the phone hangs up: its BYE finds no dialog.
+        let dropped = tokio::spawn({
+            let o = call_opts(target, ECHO_EXTENSION, "1234", 800);
+            async move { call(&o).await }
+        });
+        let t0 = Instant::now();
+        while core.hangup_all() == 0 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(3),
+                "the call was not answered"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            dropped.await.unwrap().unwrap(),
+            CallOutcome::Answered { bye: Some(481) }
+        );
+
+        // Another number, or a wrong password: not answered, nothing counted.
+        match call(&call_opts(target, "1001", "1234", 0)).await.unwrap() {
+            CallOutcome::NotAnswered { code: 480, .. } => {}
+            other => panic!("{other:?}"),
+        }
+        match call(&call_opts(target, ECHO_EXTENSION, "wrong", 0))
+            .await
+            .unwrap()
+        {
+            CallOutcome::NotAnswered { code: 403, .. } => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            api("status")
+                .body
+                .contains("\n2 session(s) since startup\n")
         );
     }
 
