@@ -383,9 +383,10 @@ Which passwords (none of the three flags: --esl and --sip):
            (/etc/fs_cli.conf, and root's or the login user's ~/.fs_cli_conf)
   --sip    vars.xml's default_password (every directory user without a
            password of its own logs in with it)
-  --users  the production level's per-user SIP passwords: not available
-           yet (its per-user-passwords step gives users their own passwords
-           but cannot rotate them); a usage error, nothing is touched
+  --users  every directory user's own SIP password (the ones the
+           production level's per-user-passwords step gives; users still on
+           default_password are left alone); refused while one of their
+           phones is registered, like --sip (--rotate-in-use)
 
 Who is affected (--check shows it, changing nothing):
   --sip asks FreeSWITCH who is registered (sofia xmlstatus, through the
@@ -434,7 +435,7 @@ pub struct RotateArgs {
     /// Rotate vars.xml's default_password.
     #[arg(long)]
     pub sip: bool,
-    /// Rotate the production level's per-user SIP passwords (not available yet: refused).
+    /// Rotate every directory user's own SIP password (the production level's per-user ones).
     #[arg(long)]
     pub users: bool,
     /// Rotate default_password even while phones of users that log in with it are registered

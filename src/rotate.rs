@@ -7,10 +7,10 @@
 //! - `--sip`: the `sip-password` step (vars.xml's `default_password`, not the directory files'
 //!   modes), refused while users that log in with it are registered unless `--rotate-in-use`,
 //!   exactly as harden's rule;
-//! - `--users`: refused for now. The production level's `per-user-passwords` step gives every
-//!   user on the shared password one of its own, but has no rotation of a user's own password
-//!   yet; running it under `--users` would report "nothing to change" for exactly the users the
-//!   operator asked to rotate.
+//! - `--users`: the production level's `per-user-passwords` step in its rotation mode: every
+//!   user with a password of its own (a literal, not `$${default_password}`) gets a new one
+//!   (users still on the shared password are left to `harden --level production`); refused while
+//!   one of their phones is registered unless `--rotate-in-use`, the same rule as `--sip`.
 //!
 //! Everything else is harden's orchestration as it is: backup (so `fsfleet rollback` can undo a
 //! rotation), the new passwords to the vault as pending before the host sees them, one
@@ -33,13 +33,6 @@ pub const USERS_STEP: &str = "per-user-passwords";
 /// Why a rotate cannot be run as asked.
 #[derive(Debug, thiserror::Error)]
 pub enum RotateError {
-    #[error(
-        "--users: per-user passwords are the production level's {USERS_STEP} step; not available yet: \
-         that step gives users on the shared password their own (`fsfleet harden --level \
-         production`) but cannot rotate a user's own password yet (rotate the shared ones with \
-         --esl and --sip)"
-    )]
-    UsersUnavailable,
     #[error("choosing the steps of the rotation")]
     Selection(#[source] SelectionError),
 }
@@ -59,12 +52,12 @@ pub fn scope(esl: bool, sip: bool, users: bool) -> RotateScope {
 
 /// The harden steps a rotation runs (preflight and backup always run).
 pub fn steps(scope: RotateScope) -> Result<Vec<String>, RotateError> {
-    if scope.users {
-        return Err(RotateError::UsersUnavailable);
-    }
     let mut out: Vec<&str> = Vec::new();
     if scope.sip {
         out.push(sip_password::NAME);
+    }
+    if scope.users {
+        out.push(USERS_STEP);
     }
     if scope.esl {
         out.extend([event_socket::NAME, fs_cli::NAME]);
@@ -84,6 +77,9 @@ pub fn plan(
     let selection = Selection::new(&[], &only).map_err(RotateError::Selection)?;
     let opts = HardenOptions {
         rotate_in_use,
+        // Per-user passwords follow the same rule as the shared one: refused while a phone of
+        // the user is registered unless the operator says go.
+        force_reregister: rotate_in_use,
         check,
         diff,
         rotate_only: Some(scope),
@@ -130,17 +126,29 @@ mod tests {
     }
 
     #[test]
-    fn users_is_refused_until_the_per_user_step_can_rotate() {
-        let e = steps(scope(false, false, true)).unwrap_err();
-        assert!(
-            e.to_string().starts_with(
-                "--users: per-user passwords are the production level's per-user-passwords step; not available yet"
-            ),
-            "{e}"
+    fn users_rotate_through_the_per_user_passwords_step() {
+        assert_eq!(
+            steps(scope(false, false, true)).unwrap(),
+            ["per-user-passwords", "reload", "verify"]
         );
-        assert!(steps(scope(true, true, true)).is_err());
+        assert_eq!(
+            steps(scope(true, true, true)).unwrap(),
+            [
+                "sip-password",
+                "per-user-passwords",
+                "event-socket",
+                "fs-cli",
+                "reload",
+                "verify"
+            ]
+        );
         // The step it names is the registry's.
         assert!(step::REGISTRY.iter().any(|e| e.name == USERS_STEP));
+        let (_, opts) = plan(scope(false, false, true), true, false, false).unwrap();
+        assert!(
+            opts.force_reregister,
+            "--rotate-in-use forces the users too"
+        );
     }
 
     /// Every registry step the selection runs, planned on `f` as preflight would see a stock

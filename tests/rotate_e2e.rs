@@ -276,18 +276,66 @@ fn rotate_changes_only_the_passwords_asked_for_and_holds_for_registered_phones()
     assert_eq!(active(&fleet, h, "esl_password"), esl2);
     assert!(esl_takes(&fleet, h, &esl2));
 
-    // --users: a usage error naming the per-user step (it cannot rotate a user's own password
-    // yet); nothing is touched.
-    let users = fleet.fsfleet(&["rotate", "--users"]);
-    let out = text(&users);
-    assert_eq!(users.status.code(), Some(2), "{out}");
-    assert!(
-        out.contains(
-            "per-user passwords are the production level's per-user-passwords step; not available yet"
-        ),
-        "{out}"
+    // --users renews users' own passwords (the production level's per-user-passwords gives
+    // them; phone 1000 is registered, so that needs --force-reregister).
+    let give = fleet.fsfleet(&[
+        "harden",
+        "--only",
+        "per-user-passwords,reload,verify",
+        "--force-reregister",
+    ]);
+    assert_eq!(give.status.code(), Some(0), "{}", text(&give));
+    let own_1000 = || -> String {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fsfleet"))
+            .args(["creds", "export", "--users", "--format", "json"])
+            .arg(fleet.inventory())
+            .output()
+            .expect("run fsfleet creds export");
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("export JSON");
+        rows.as_array()
+            .and_then(|r| r.iter().find(|r| r["user"] == "1000"))
+            .and_then(|r| r["password"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let p1 = own_1000();
+    assert!(p1.len() >= 28, "no own password for 1000");
+    assert_eq!(
+        attacker.register(&h.address, 5060, "1000", &p1),
+        Register::Ok
     );
+    // Registered with it: --users is refused naming 1000, and nothing changes.
+    let held = fleet.fsfleet(&["rotate", "--users"]);
+    let out = text(&held);
+    printed.push_str(&out);
+    assert_eq!(held.status.code(), Some(4), "{out}");
+    assert!(out.contains("1000"), "{out}");
+    assert_eq!(own_1000(), p1);
+    let users = fleet.fsfleet(&["rotate", "--users", "--rotate-in-use"]);
+    let out = text(&users);
+    printed.push_str(&out);
+    assert_eq!(users.status.code(), Some(0), "{out}");
+    let p2 = own_1000();
+    assert!(
+        p2.len() >= 28 && p2 != p1,
+        "1000's own password was not renewed"
+    );
+    assert_eq!(
+        attacker.register(&h.address, 5060, "1000", &p1),
+        Register::Forbidden
+    );
+    assert_eq!(
+        attacker.register(&h.address, 5060, "1000", &p2),
+        Register::Ok
+    );
+    // The shared default_password was left alone by --users.
     assert_eq!(vars(&fleet, h), sip, "--users changed vars.xml");
+    for secret in [&p1, &p2] {
+        assert!(
+            !printed.contains(secret.as_str()),
+            "a user password was printed"
+        );
+    }
 
     // No secret was ever printed (creds history --reveal aside).
     for secret in [&esl1, &esl2, &sip] {

@@ -51,21 +51,33 @@ fn user_files(f: &HostFacts) -> Vec<&FileFact> {
 
 /// The users of the host's files this step would give a password (preflight asks FreeSWITCH
 /// who is registered only when there is one).
-pub fn targets(f: &HostFacts) -> Vec<String> {
+pub fn targets(f: &HostFacts, rotate_own: bool) -> Vec<String> {
     HostModel::new(f)
         .directory_users()
         .unwrap_or_default()
         .into_iter()
         .filter(|u| plain_user(&u.id))
         .filter(|u| match u.password.as_deref() {
+            // Rotating renews only the users' own passwords; harden gives them.
+            Some(p) if rotate_own => own_password(p),
             Some(p) => p.contains(DEFAULT_REF),
-            None => u.id != PASSWORDLESS_BY_DESIGN,
+            None => !rotate_own && u.id != PASSWORDLESS_BY_DESIGN,
         })
         .map(|u| u.id)
         .collect()
 }
 
 const DEFAULT_REF: &str = "$${default_password}";
+
+/// A user's own literal password (not a `$${variable}`): what `fsfleet rotate --users` renews.
+fn own_password(v: &str) -> bool {
+    !v.is_empty() && !v.contains("$${")
+}
+
+/// `fsfleet rotate --users`: users' own passwords are renewed too.
+fn rotating_own(opts: &super::HardenOptions) -> bool {
+    opts.rotate_only.is_some_and(|s| s.users)
+}
 
 /// What to do for one user of a file.
 enum Fix {
@@ -88,7 +100,7 @@ struct Seen {
 }
 
 /// The users of one file to change, and users that need a password fsfleet cannot add.
-fn scan_file(text: &str) -> Result<(Fixes, Vec<String>), crate::conf::ConfError> {
+fn scan_file(text: &str, rotate_own: bool) -> Result<(Fixes, Vec<String>), crate::conf::ConfError> {
     let tags = xml::scan(text)?;
     let mut fixes = Vec::new();
     let mut manual = Vec::new();
@@ -114,9 +126,14 @@ fn scan_file(text: &str) -> Result<(Fixes, Vec<String>), crate::conf::ConfError>
             ("user", xml::TagKind::End) => {
                 let Some(u) = cur.take() else { continue };
                 match (u.password, u.a1_hash, u.params_end) {
-                    (Some((v, span)), _, _) if v.contains(DEFAULT_REF) => {
+                    // Rotating renews only the users' own passwords; harden gives them.
+                    (Some((v, span)), _, _)
+                        if (rotate_own && own_password(&v))
+                            || (!rotate_own && v.contains(DEFAULT_REF)) =>
+                    {
                         fixes.push((u.id, Fix::Replace(span)));
                     }
+                    _ if rotate_own => {}
                     (Some(_), _, _) | (None, true, _) => {}
                     (None, false, _) if u.id == PASSWORDLESS_BY_DESIGN => {}
                     (None, false, Some(at)) => {
@@ -219,10 +236,11 @@ pub fn plan(
         };
         let bytes = input.bytes_now(&file.path).ok_or_else(refuse)?;
         let text = std::str::from_utf8(bytes).map_err(|_| refuse())?;
-        let (fixes, manual) = scan_file(text).map_err(|source| StepError::Edit {
-            path: file.path.clone(),
-            source,
-        })?;
+        let (fixes, manual) =
+            scan_file(text, rotating_own(input.opts)).map_err(|source| StepError::Edit {
+                path: file.path.clone(),
+                source,
+            })?;
         for id in manual {
             out.warnings.push(format!(
                 "user {} in {} has no password and no <params> element: give it a `password` \
@@ -453,6 +471,24 @@ mod tests {
     }
 
     #[test]
+    fn rotating_renews_only_users_own_passwords() {
+        let text = "<include>\n<user id=\"1000\">\n<params>\n\
+                    <param name=\"password\" value=\"Own1000PasswordAbc\"/>\n</params>\n</user>\n\
+                    <user id=\"1001\">\n<params>\n<param name=\"password\" value=\"$${default_password}\"/>\n\
+                    </params>\n</user>\n<user id=\"1002\">\n<params>\n</params>\n</user>\n</include>\n";
+        let ids = |rotate: bool| -> Vec<String> {
+            scan_file(text, rotate)
+                .unwrap()
+                .0
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect()
+        };
+        assert_eq!(ids(true), ["1000"]);
+        assert_eq!(ids(false), ["1001", "1002"]);
+    }
+
+    #[test]
     fn every_stock_user_on_the_shared_password_gets_its_own_never_shown() {
         let files = ev::stock_files();
         assert_eq!(sip04(&files).status, Status::Fail);
@@ -512,7 +548,7 @@ mod tests {
         let again = plan_of(&facts(&done));
         assert!(again.is_noop() && again.edits.is_empty() && again.user_secrets.is_empty());
         assert!(again.warnings.is_empty() && again.refused.is_empty());
-        assert!(targets(&facts(&done)).is_empty());
+        assert!(targets(&facts(&done), false).is_empty());
     }
 
     #[test]

@@ -589,7 +589,9 @@ async fn preflight(
     );
     let ask_regs = |f: &HostFacts| {
         (run.sel().runs(sip_password::NAME) && sip_password::rotation_reason(f, opts).is_some())
-            || (per_user && !per_user_passwords::targets(f).is_empty())
+            || (per_user
+                && !per_user_passwords::targets(f, opts.rotate_only.is_some_and(|s| s.users))
+                    .is_empty())
             || (remove_users && super::remove_stock_users::any_stock_user(f))
     };
     let mut pre = preflight::run(
