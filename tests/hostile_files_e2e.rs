@@ -228,4 +228,61 @@ while (my $c = $s->accept) {
             .success()
     );
     assert_eq!(victim(&fleet), victim_before);
+
+    // 4. A link planted (as freeswitch) at a file the run changes, pointing at a root-only file
+    //    that reads like it: the backup keeps the link, never a copy of the root file, and a
+    //    rollback refuses instead of writing anything back.
+    let vars = "/etc/freeswitch/vars.xml";
+    let secret_copy = format!("{VICTIM}-vars");
+    fleet.ssh_root(
+        fs01,
+        &format!(
+            "cp {vars} {secret_copy} && chown root:root {secret_copy} && chmod 600 {secret_copy} \
+             && cp -p {vars} /root/.vars-saved"
+        ),
+    );
+    as_freeswitch(
+        &fleet,
+        fs01,
+        &format!("rm -f {vars} && ln -s {secret_copy} {vars}"),
+    );
+    let run = fsfleet(&fleet, &["harden", "--rotate", "--only", "sip-password"]);
+    assert_eq!(run.status.code(), Some(4), "{}", report(&run));
+    let copied = fleet.ssh_root(
+        fs01,
+        &format!(
+            "d=$(ls -1d /var/backups/fsfleet/*/ | sort | tail -n 1); \
+             if [ -L \"$d/files{vars}\" ]; then echo link; elif [ -e \"$d/files{vars}\" ]; then echo copy; else echo none; fi"
+        ),
+    );
+    assert_eq!(
+        copied.trim(),
+        "link",
+        "the backup followed the planted link"
+    );
+    let back = fsfleet(&fleet, &["rollback", "--diff"]);
+    assert_eq!(back.status.code(), Some(4), "{}", report(&back));
+    assert!(
+        back_text(&back).contains("no longer a regular file"),
+        "{}",
+        back_text(&back)
+    );
+    assert_eq!(
+        fleet
+            .ssh_root(fs01, &format!("stat -c '%U:%G %a %F' {secret_copy}"))
+            .trim(),
+        "root:root 600 regular file"
+    );
+    fleet.ssh_root(
+        fs01,
+        &format!("rm -f {vars} && mv /root/.vars-saved {vars} && rm -f {secret_copy}"),
+    );
+}
+
+fn back_text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
