@@ -351,15 +351,37 @@ fn creds_encrypt(args: CredsEncryptArgs) -> Result<u8, UsageError> {
     Ok(0)
 }
 
+/// A host's vault entry, or an error naming the vault and the host.
+fn host_entry<'v>(vault: &'v Vault, host: &str) -> Result<&'v vault::Entry, UsageError> {
+    vault.entry(host).ok_or_else(|| {
+        anyhow::anyhow!(
+            "the vault {} has nothing for {host}",
+            vault.path().display()
+        )
+        .into()
+    })
+}
+
+/// One directory user's credentials in a host's entry, or an error naming them.
+fn user_creds<'e>(
+    vault: &Vault,
+    entry: &'e vault::Entry,
+    host: &str,
+    user: &str,
+) -> Result<&'e std::collections::BTreeMap<vault::UserCredKind, vault::Credential>, UsageError> {
+    entry.users.get(user).ok_or_else(|| {
+        anyhow::anyhow!(
+            "the vault {} has nothing for user {} of {host}",
+            vault.path().display(),
+            fsfleet::display::line(user)
+        )
+        .into()
+    })
+}
+
 fn creds_show(args: CredsShowArgs) -> Result<u8, UsageError> {
     let vault = open_vault(&args.inventory, &args.vault)?;
-    let entry = vault.entry(&args.host).ok_or_else(|| {
-        anyhow::anyhow!(
-            "the vault {} has nothing for {}",
-            vault.path().display(),
-            args.host
-        )
-    })?;
+    let entry = host_entry(&vault, &args.host)?;
     println!("{}", args.host);
     println!(
         "  host key      {}",
@@ -389,14 +411,7 @@ fn creds_show(args: CredsShowArgs) -> Result<u8, UsageError> {
         }
     };
     if let Some(user) = &args.user {
-        let creds = entry.users.get(user).ok_or_else(|| {
-            anyhow::anyhow!(
-                "the vault {} has nothing for user {} of {}",
-                vault.path().display(),
-                fsfleet::display::line(user),
-                args.host
-            )
-        })?;
+        let creds = user_creds(&vault, entry, &args.host, user)?;
         println!("  user          {}", fsfleet::display::line(user));
         for kind in vault::UserCredKind::ALL {
             if let Some(c) = creds.get(&kind) {
@@ -427,23 +442,10 @@ fn creds_show(args: CredsShowArgs) -> Result<u8, UsageError> {
 /// Each of a host's (or one user's) credentials over time, newest first.
 fn creds_history(args: CredsShowArgs) -> Result<u8, UsageError> {
     let vault = open_vault(&args.inventory, &args.vault)?;
-    let entry = vault.entry(&args.host).ok_or_else(|| {
-        anyhow::anyhow!(
-            "the vault {} has nothing for {}",
-            vault.path().display(),
-            args.host
-        )
-    })?;
+    let entry = host_entry(&vault, &args.host)?;
     let creds: Vec<(&str, &vault::Credential)> = match &args.user {
         Some(user) => {
-            let creds = entry.users.get(user).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "the vault {} has nothing for user {} of {}",
-                    vault.path().display(),
-                    fsfleet::display::line(user),
-                    args.host
-                )
-            })?;
+            let creds = user_creds(&vault, entry, &args.host, user)?;
             vault::UserCredKind::ALL
                 .iter()
                 .filter_map(|k| Some((k.as_str(), creds.get(k)?)))
