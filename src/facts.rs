@@ -158,6 +158,35 @@ impl Sections {
     }
 }
 
+/// The shell function snippets call for systemd's view of FreeSWITCH and fail2ban:
+/// `fsfleet_sd N PROPERTY` prints PROPERTY of unit N (1 = freeswitch, 2 = fail2ban) as
+/// `systemctl show` gave it, or nothing (no systemd, no such property).
+pub const SYSTEMD_CALL: &str = "fsfleet_sd ";
+
+/// ONE `systemctl show` for every snippet of a script, run before the snippets start, when one
+/// of them calls [`SYSTEMD_CALL`]: each `systemctl` start costs the host about 6 ms of CPU, and
+/// five snippets (the FreeSWITCH process, its binary and its maps, the fs_cli gate, the
+/// services, fail2ban's state) asked it the same questions. `systemctl show A B` prints one
+/// block per unit, in argument order, separated by an empty line (a unit that does not exist
+/// still gets its block, `LoadState=not-found`), so the block's position names the unit even
+/// when `freeswitch` is an alias (its `Id` is then the target's). The function reads only with
+/// builtins and its own variable names (snippets share the shell's globals).
+const SYSTEMD_PRELUDE: &str = "fsfleet_sd_out=$(systemctl show -p LoadState -p ActiveState -p UnitFileState -p MainPID freeswitch fail2ban 2>/dev/null)\n\
+fsfleet_sd() {\n\
+_sdn=1; _sdr=''\n\
+while IFS= read -r _sdl; do case $_sdl in '') _sdn=$((_sdn + 1)) ;; \"$2\"=*) [ \"$_sdn\" = \"$1\" ] && _sdr=${_sdl#*=} ;; esac; done <<FSFLEET_SD_EOF\n\
+$fsfleet_sd_out\n\
+FSFLEET_SD_EOF\n\
+[ -z \"$_sdr\" ] || printf '%s\\n' \"$_sdr\"\n\
+}\n";
+
+/// `snippet` as a script of its own, with the functions [`Script`] gives every snippet (for
+/// tests that run one snippet with the local shell).
+#[cfg(test)]
+pub(crate) fn standalone(snippet: &str) -> String {
+    format!("{SYSTEMD_PRELUDE}{snippet}")
+}
+
 /// A script made of named snippets; each snippet's stdout and exit status become a section.
 ///
 /// The snippets run concurrently (each in the background into a temp dir, printed in order
@@ -212,6 +241,9 @@ impl Script {
     fn render(&self) -> String {
         let t = &self.token;
         let mut defs = String::from("exec 2>/dev/null\n");
+        if self.snippets.iter().any(|(_, s)| s.contains(SYSTEMD_CALL)) {
+            defs.push_str(SYSTEMD_PRELUDE);
+        }
         let mut parallel = String::new();
         let mut sequential = String::new();
         for (i, (name, snippet)) in self.snippets.iter().enumerate() {
@@ -361,12 +393,12 @@ pub const FS_PROCESS: &str = "fs_process";
 fn fs_proc_fn(proc: &str) -> String {
     let proc = sh_quote(proc);
     format!(
-        // Shell builtins only after `systemctl show`: every script runs this twice (the process
-        // snippet and the fs_cli gate), and the two `sed` and the `awk` it forked were about
-        // 5 ms of host CPU per call. Neither value holds a space, so the words split cleanly.
+        // Shell builtins only, systemd's answer from the script's one `systemctl show`
+        // (SYSTEMD_PRELUDE): every script runs this twice (the process snippet and the fs_cli
+        // gate), and each fork costs the host CPU.
         "fs_proc() {{\n\
          s=''; p=''\n\
-         for kv in $(systemctl show -p LoadState -p MainPID freeswitch 2>/dev/null); do case $kv in LoadState=*) s=${{kv#LoadState=}} ;; MainPID=*) p=${{kv#MainPID=}} ;; esac; done\n\
+         s=$(fsfleet_sd 1 LoadState); p=$(fsfleet_sd 1 MainPID)\n\
          if [ -n \"$s\" ] && [ \"$s\" != not-found ]; then echo 'via systemd'\n\
          else echo 'via pidof'; p=$(pidof freeswitch); fi\n\
          for q in $p; do case \"$q\" in ''|0|*[!0-9]*) continue ;; esac\n\
@@ -387,9 +419,9 @@ fn fs_process_snippet_in(proc: &str) -> String {
     format!(
         "{}\n\
          o=$(fs_proc); printf '%s\\n' \"$o\"\n\
-         printf '%s\\n' \"$o\" | awk '$1 == \"proc\" {{print $3, $4}}' | sort -u | while read -r u g; do\n\
-         printf 'user %s %s\\n' \"$u\" \"$(getent passwd \"$u\" | cut -d: -f1)\"\n\
-         printf 'group %s %s\\n' \"$g\" \"$(getent group \"$g\" | cut -d: -f1)\"\n\
+         printf '%s\\n' \"$o\" | awk '$1 == \"proc\" && !s[$3 \" \" $4]++ {{print $3, $4}}' | while read -r u g; do\n\
+         n=$(getent passwd \"$u\"); printf 'user %s %s\\n' \"$u\" \"${{n%%:*}}\"\n\
+         n=$(getent group \"$g\"); printf 'group %s %s\\n' \"$g\" \"${{n%%:*}}\"\n\
          done; true",
         fs_proc_fn(proc)
     )
@@ -398,11 +430,13 @@ fn fs_process_snippet_in(proc: &str) -> String {
 /// The section with the host's own addresses (`addr IP` per interface address) and the names
 /// of the users owning TCP listeners (`name UID NAME`), for the Event Socket proof and its
 /// messages. The owners come from `/proc/net/tcp{,6}` (state 0A, column 8): a second `ss -e`
-/// would walk the cgroup tree again (~40 ms of system CPU on the testbed).
+/// would walk the cgroup tree again (~40 ms of system CPU on the testbed); their names from ONE
+/// `getent passwd UID...` (NSS, as `ls` would name them; a uid without an entry gets no line
+/// and is shown as `uid N`).
 pub const NET: &str = "net";
 pub(crate) const NET_SNIPPET: &str = "ip -o addr show 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == \"inet\" || $i == \"inet6\") {a = $(i + 1); sub(/\\/.*/, \"\", a); print \"addr\", a}}'\n\
-     awk '$4 == \"0A\" && $8 ~ /^[0-9]+$/ {print $8}' /proc/net/tcp /proc/net/tcp6 2>/dev/null | sort -un | while read -r u; do\n\
-     printf 'name %s %s\\n' \"$u\" \"$(getent passwd \"$u\" | cut -d: -f1)\"; done; true";
+     u=$(awk '$4 == \"0A\" && $8 ~ /^[0-9]+$/ && !s[$8]++ {print $8}' /proc/net/tcp /proc/net/tcp6 2>/dev/null)\n\
+     [ -z \"$u\" ] || getent passwd $u | awk -F: '$3 ~ /^[0-9]+$/ {print \"name\", $3, $1}'; true";
 
 /// Shell function `fscli_gate` (needs `fs_proc`): succeeds only when the Event Socket that
 /// `fs_cli` would send its stored password to is FreeSWITCH's own: every host in root's fs_cli
@@ -819,10 +853,11 @@ impl HostNet {
     }
 }
 
-/// `systemctl is-active freeswitch fail2ban` (one line per unit, in that order: one systemctl
-/// instead of two), then `pidof` when FreeSWITCH runs without its unit (built from source).
+/// systemd's ActiveState of freeswitch and fail2ban (what `systemctl is-active` prints; one line
+/// per unit, in that order, from the script's one `systemctl show`), then `pidof` when
+/// FreeSWITCH runs without its unit (built from source).
 pub const SERVICES: &str = "services";
-const SERVICES_SNIPPET: &str = "a=$(systemctl is-active freeswitch fail2ban 2>/dev/null)\n\
+const SERVICES_SNIPPET: &str = "a=$(fsfleet_sd 1 ActiveState; fsfleet_sd 2 ActiveState)\n\
      printf '%s\\n' \"$a\"\n\
      case \"$a\" in active*) ;; *) pidof freeswitch >/dev/null && echo 'pidof freeswitch' ;; esac\n\
      true";
@@ -1663,6 +1698,73 @@ mod tests {
         assert_eq!(sec.text("missing"), "");
     }
 
+    /// systemd is asked once per script, and only when a snippet needs it; each snippet reads
+    /// its unit's block by position (freeswitch first, fail2ban second), whatever the order of
+    /// the properties; no systemctl gives nothing, not an error.
+    #[test]
+    fn one_systemctl_answers_every_snippet_by_unit_position() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("calls");
+        let fake = dir.path().join("systemctl");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\necho \"$*\" >>'{}'\nprintf 'MainPID=4242\\nLoadState=loaded\\nActiveState=active\\n\\nActiveState=failed\\nUnitFileState=enabled\\nLoadState=loaded\\nMainPID=0\\n'\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, PermissionsExt::from_mode(0o755)).unwrap();
+        let mut s = Script::new();
+        s.add("pid", "fsfleet_sd 1 MainPID")
+            .add(
+                "f2b",
+                "fsfleet_sd 2 ActiveState; fsfleet_sd 2 UnitFileState",
+            )
+            .add(
+                "none",
+                "x=$(fsfleet_sd 1 UnitFileState); echo \"[$x]\"; fsfleet_sd 3 MainPID",
+            );
+        let run = |path: String| {
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(s.text())
+                .env("PATH", path)
+                .output()
+                .unwrap();
+            s.parse(&out.stdout).unwrap()
+        };
+        let path = format!(
+            "{}:{}",
+            dir.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let sec = run(path);
+        assert_eq!(sec.text("pid"), "4242\n");
+        assert_eq!(sec.text("f2b"), "failed\nenabled\n");
+        assert_eq!(sec.text("none"), "[]\n");
+        let calls = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(calls.lines().count(), 1, "{calls}");
+        assert!(calls.contains("freeswitch fail2ban"), "{calls}");
+        // A host without systemctl: every property is empty.
+        let bare = tempfile::tempdir().unwrap();
+        for tool in ["mktemp", "cat", "rm"] {
+            let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                .map(|d| d.join(tool))
+                .find(|p| p.is_file())
+                .unwrap();
+            std::os::unix::fs::symlink(found, bare.path().join(tool)).unwrap();
+        }
+        let sec = run(bare.path().display().to_string());
+        assert_eq!(sec.text("pid"), "");
+        assert_eq!(sec.text("f2b"), "");
+        // A script whose snippets do not ask systemd does not start it.
+        let mut plain = Script::new();
+        plain.add("x", "echo x");
+        assert!(!plain.text().contains("systemctl"));
+    }
+
     /// The rendered script, run by the local `sh`: every snippet's output and exit status come
     /// back, in the parallel path and in the fallback used when `mktemp -d` fails.
     #[test]
@@ -2273,7 +2375,10 @@ L 00000000000000000000000001000000:1F56 1000\n";
             );
             let out = std::process::Command::new("sh")
                 .arg("-c")
-                .arg(fs_cli_status_snippet_in(5, proc.to_str().unwrap()))
+                .arg(standalone(&fs_cli_status_snippet_in(
+                    5,
+                    proc.to_str().unwrap(),
+                )))
                 .env("PATH", path)
                 .env("HOME", dir.path())
                 .output()

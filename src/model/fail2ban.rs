@@ -125,8 +125,8 @@ pub fn state_snippet(detail: &[&str]) -> String {
     if detail.is_empty() {
         format!(
             "{installed}\n\
-             systemctl show -p ActiveState -p UnitFileState fail2ban 2>/dev/null | \
-             while IFS='=' read -r k v; do case $k in ActiveState) echo \"active $v\" ;; UnitFileState) echo \"enabled $v\" ;; esac; done\n\
+             v=$(fsfleet_sd 2 ActiveState); [ -z \"$v\" ] || echo \"active $v\"\n\
+             v=$(fsfleet_sd 2 UnitFileState); [ -z \"$v\" ] || echo \"enabled $v\"\n\
              {}\n[ -z \"$p\" ] || echo \"server $p\"\ntrue",
             jails_snippet("/proc", SERVER_LOG)
         )
@@ -793,8 +793,9 @@ mod tests {
         f.sections = crate::facts::Sections::from_pairs(&[(STATE_SECTION, "active failed\n", 0)]);
         assert!(!Fail2banState::from_facts(&f).active);
         // Both forms gather the same way: one snippet, one section.
-        assert!(state_snippet(&[]).contains("systemctl show"));
+        assert!(state_snippet(&[]).contains(crate::facts::SYSTEMD_CALL));
         assert!(!state_snippet(&["sshd"]).contains("systemctl"));
+        assert!(!state_snippet(&["sshd"]).contains(crate::facts::SYSTEMD_CALL));
     }
 
     /// Run `snippet` with the local sh and `bin` first on the PATH.
@@ -802,7 +803,7 @@ mod tests {
         let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
         let out = std::process::Command::new("sh")
             .arg("-c")
-            .arg(snippet)
+            .arg(crate::facts::standalone(snippet))
             .env("PATH", path)
             .output()
             .unwrap();

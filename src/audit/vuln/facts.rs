@@ -39,7 +39,7 @@ const INSTALLED: &[&str] = &[
 /// output cut at 300 bytes and each line prefixed (no line can pass for a section marker).
 fn binary_snippet() -> String {
     format!(
-        "p=$(systemctl show -p MainPID --value freeswitch 2>/dev/null)\n\
+        "p=$(fsfleet_sd 1 MainPID)\n\
          case \"$p\" in ''|0|*[!0-9]*) p=$(pidof -s freeswitch 2>/dev/null) ;; esac\n\
          e=''; how=installed\n\
          case \"$p\" in ''|0|*[!0-9]*) ;; *)\n\
@@ -57,16 +57,16 @@ fn binary_snippet() -> String {
          if [ -z \"$e\" ]; then how=installed; for c in {installed}; do [ -f \"$c\" ] && {{ e=$(readlink -f \"$c\"); break; }}; done; fi\n\
          [ -n \"$e\" ] || {{ echo none; exit 0; }}\n\
          case \"$e\" in /*/freeswitch) ;; *) echo \"unsafe $e: not an absolute path to a freeswitch binary\"; exit 0 ;; esac\n\
-         d=$e\n\
-         while :; do\n\
-         set -- $(stat -c '%u %a' \"$d\" 2>/dev/null)\n\
-         [ \"$1\" = 0 ] || {{ echo \"unsafe $d: not owned by root\"; exit 0; }}\n\
-         [ $(( 0$2 & 022 )) -eq 0 ] || {{ echo \"unsafe $d: writable by group or others (mode $2)\"; exit 0; }}\n\
-         [ \"$d\" = / ] && break; d=$(dirname \"$d\")\n\
-         done\n\
+         set -- \"$e\"; d=$e\n\
+         while [ \"$d\" != / ]; do d=${{d%/*}}; [ -n \"$d\" ] || d=/; set -- \"$@\" \"$d\"; done\n\
+         r=$(stat -c '%u %a %n' -- \"$@\" 2>/dev/null | {{ n=0; while read -r u m f; do n=$((n + 1))\n\
+         [ \"$u\" = 0 ] || {{ echo \"unsafe $f: not owned by root\"; exit; }}\n\
+         [ $(( 0$m & 022 )) -eq 0 ] || {{ echo \"unsafe $f: writable by group or others (mode $m)\"; exit; }}\n\
+         done; echo \"ok $n\"; }})\n\
+         [ \"$r\" = \"ok $#\" ] || {{ case $r in unsafe*) echo \"$r\" ;; *) echo \"unsafe $e: a directory above it cannot be read\" ;; esac; exit 0; }}\n\
          command -v setpriv >/dev/null 2>&1 || {{ echo \"unsafe $e: setpriv is missing, so it cannot be run unprivileged\"; exit 0; }}\n\
          echo \"binary $how $e\"\n\
-         (cd / && timeout 5 setpriv --reuid=65534 --regid=65534 --clear-groups --no-new-privs -- \"$e\" -version </dev/null 2>&1) | head -c 300 | head -n 3 | sed 's/^/said /'\n\
+         (cd / && timeout 5 setpriv --reuid=65534 --regid=65534 --clear-groups --no-new-privs -- \"$e\" -version </dev/null 2>&1) | head -c 300 | sed -n '1,3s/^/said /p'\n\
          true",
         installed = INSTALLED.join(" ")
     )
@@ -154,12 +154,12 @@ fact! {
 /// what FreeSWITCH loads. Maps with no `mod_*.so` at all count as unreadable (see
 /// [`parse_modules`]).
 fn modules_snippet() -> String {
-    "p=$(systemctl show -p MainPID --value freeswitch 2>/dev/null)\n\
+    "p=$(fsfleet_sd 1 MainPID)\n\
      case \"$p\" in ''|0|*[!0-9]*) p=$(pidof -s freeswitch 2>/dev/null) ;; esac\n\
      case \"$p\" in ''|0|*[!0-9]*) echo 'maps no-process'; exit 0 ;; esac\n\
-     m=$(cat \"/proc/$p/maps\" 2>/dev/null) && [ -n \"$m\" ] || { echo 'maps unreadable'; exit 0; }\n\
+     m=$(awk '{f = $NF} f ~ /^\\/.*\\/mod_[A-Za-z0-9_]*\\.so$/ {sub(/^.*\\//, \"\", f); sub(/\\.so$/, \"\", f); if (!s[f]++ && n++ < 400) print \"mod\", f} END {if (NR == 0) exit 3}' \"/proc/$p/maps\" 2>/dev/null) || { echo 'maps unreadable'; exit 0; }\n\
      echo 'maps read'\n\
-     printf '%s\\n' \"$m\" | awk '{print $NF}' | sed -n 's|^/.*/\\(mod_[A-Za-z0-9_]*\\)\\.so$|mod \\1|p' | sort -u | head -n 400"
+     [ -z \"$m\" ] || printf '%s\\n' \"$m\" | sort"
         .into()
 }
 
