@@ -163,28 +163,79 @@ impl Sections {
 /// `systemctl show` gave it, or nothing (no systemd, no such property).
 pub const SYSTEMD_CALL: &str = "fsfleet_sd ";
 
-/// ONE `systemctl show` for every snippet of a script, run before the snippets start, when one
-/// of them calls [`SYSTEMD_CALL`]: each `systemctl` start costs the host about 6 ms of CPU, and
-/// five snippets (the FreeSWITCH process, its binary and its maps, the fs_cli gate, the
-/// services, fail2ban's state) asked it the same questions. `systemctl show A B` prints one
-/// block per unit, in argument order, separated by an empty line (a unit that does not exist
-/// still gets its block, `LoadState=not-found`), so the block's position names the unit even
-/// when `freeswitch` is an alias (its `Id` is then the target's). The function reads only with
-/// builtins and its own variable names (snippets share the shell's globals).
-const SYSTEMD_PRELUDE: &str = "fsfleet_sd_out=$(systemctl show -p LoadState -p ActiveState -p UnitFileState -p MainPID freeswitch fail2ban 2>/dev/null)\n\
-fsfleet_sd() {\n\
-_sdn=1; _sdr=''\n\
-while IFS= read -r _sdl; do case $_sdl in '') _sdn=$((_sdn + 1)) ;; \"$2\"=*) [ \"$_sdn\" = \"$1\" ] && _sdr=${_sdl#*=} ;; esac; done <<FSFLEET_SD_EOF\n\
-$fsfleet_sd_out\n\
-FSFLEET_SD_EOF\n\
-[ -z \"$_sdr\" ] || printf '%s\\n' \"$_sdr\"\n\
-}\n";
+/// The shell variable holding the kernel's TCP listeners, `ADDR:PORT UID` a line (hex, as
+/// `/proc/net/tcp{,6}` show them, state 0A).
+pub const LISTENERS_VAR: &str = "$fsfleet_listen";
 
-/// `snippet` as a script of its own, with the functions [`Script`] gives every snippet (for
-/// tests that run one snippet with the local shell).
+/// A read that several snippets of one script need, done once before they start, when one of
+/// them uses it (its text holds `used_by`). Each is a question two to four snippets asked on
+/// their own, and each answer is expensive to the host: a `systemctl` start costs about 6 ms
+/// of CPU per unit, and reading `/proc/net/tcp{,6}` makes the kernel walk its whole socket
+/// hash table (about 8 ms on the testbed, whose table is sized for 24 GiB) however few sockets
+/// the host has.
+struct Shared {
+    used_by: &'static str,
+    /// The shell that reads it; `proc` is `/proc` but in tests.
+    code: fn(proc: &str) -> String,
+}
+
+const SHARED: &[Shared] = &[
+    Shared {
+        used_by: SYSTEMD_CALL,
+        code: systemd_read,
+    },
+    Shared {
+        used_by: LISTENERS_VAR,
+        code: listeners_read,
+    },
+];
+
+/// ONE `systemctl show` for both units. It prints one block per unit, in argument order,
+/// separated by an empty line (a unit that does not exist still gets its block,
+/// `LoadState=not-found`), so the block's position names the unit even when `freeswitch` is an
+/// alias (its `Id` is then the target's). The function reads with builtins only and its own
+/// variable names (snippets share the shell's globals).
+fn systemd_read(_proc: &str) -> String {
+    "fsfleet_sd_out=$(systemctl show -p LoadState -p ActiveState -p UnitFileState -p MainPID freeswitch fail2ban 2>/dev/null)\n\
+     fsfleet_sd() {\n\
+     _sdn=1; _sdr=''\n\
+     while IFS= read -r _sdl; do case $_sdl in '') _sdn=$((_sdn + 1)) ;; \"$2\"=*) [ \"$_sdn\" = \"$1\" ] && _sdr=${_sdl#*=} ;; esac; done <<FSFLEET_SD_EOF\n\
+     $fsfleet_sd_out\n\
+     FSFLEET_SD_EOF\n\
+     [ -z \"$_sdr\" ] || printf '%s\\n' \"$_sdr\"\n\
+     }\n"
+        .into()
+}
+
+/// The kernel's listening TCP sockets with their owners' uids: column 2 (local address and
+/// port) and column 8 (uid) of `PROC/net/tcp{,6}` lines in state 0A. Only kernel-formatted hex
+/// and digits: no text a user chose (process names, cgroup paths) is on those lines.
+fn listeners_read(proc: &str) -> String {
+    let proc = sh_quote(proc);
+    format!(
+        "fsfleet_listen=$(awk '$4 == \"0A\" && $2 ~ /^[0-9A-F]+:[0-9A-F]+$/ && $8 ~ /^[0-9]+$/ {{print $2, $8}}' {proc}/net/tcp {proc}/net/tcp6 2>/dev/null)\n"
+    )
+}
+
+/// The shared reads a script of these snippets needs, in [`SHARED`]'s order.
+fn shared_reads<'a>(proc: &str, snippets: impl Iterator<Item = &'a str> + Clone) -> String {
+    SHARED
+        .iter()
+        .filter(|r| snippets.clone().any(|s| s.contains(r.used_by)))
+        .map(|r| (r.code)(proc))
+        .collect()
+}
+
+/// `snippet` as a script of its own, with the shared reads [`Script`] gives it (for tests that
+/// run one snippet with the local shell, on a scratch `proc` tree).
 #[cfg(test)]
 pub(crate) fn standalone(snippet: &str) -> String {
-    format!("{SYSTEMD_PRELUDE}{snippet}")
+    standalone_in("/proc", snippet)
+}
+
+#[cfg(test)]
+pub(crate) fn standalone_in(proc: &str, snippet: &str) -> String {
+    format!("{}{snippet}", shared_reads(proc, std::iter::once(snippet)))
 }
 
 /// A script made of named snippets; each snippet's stdout and exit status become a section.
@@ -241,9 +292,10 @@ impl Script {
     fn render(&self) -> String {
         let t = &self.token;
         let mut defs = String::from("exec 2>/dev/null\n");
-        if self.snippets.iter().any(|(_, s)| s.contains(SYSTEMD_CALL)) {
-            defs.push_str(SYSTEMD_PRELUDE);
-        }
+        defs.push_str(&shared_reads(
+            "/proc",
+            self.snippets.iter().map(|(_, s)| s.as_str()),
+        ));
         let mut parallel = String::new();
         let mut sequential = String::new();
         for (i, (name, snippet)) in self.snippets.iter().enumerate() {
@@ -374,13 +426,14 @@ pub const UFW_STATUS_SNIPPET: &str = "command -v ufw >/dev/null || exit 1\n\
 /// fsfleet talks to.
 pub const LISTEN: &str = "listen";
 /// The owners of listening sockets come from the kernel's `/proc/net/tcp{,6}` (`L ADDR:PORT UID`
-/// lines, state 0A), not from `ss -e`: that option also resolves every socket's cgroup path,
-/// which cost about 300 ms of a host's CPU per run on the testbed, against 1 ms for the kernel's
-/// table; `ss -p` still names the processes where root may see them.
+/// lines, state 0A; read once per script, [`LISTENERS_VAR`]), not from `ss -e`: that option
+/// also resolves every socket's cgroup path, which cost about 300 ms of a host's CPU per run on
+/// the testbed, against about 8 ms for the kernel's table; `ss -p` still names the processes
+/// where root may see them.
 pub(crate) const LISTEN_SNIPPET: &str = "l=$(ss -Hltnp 2>/dev/null); rc=$?\n\
      printf '%s\\n' \"$l\"\n\
      case \"$l\" in *'\"sshd\"'*) ;; *) sshd -T 2>/dev/null | grep -i '^port ' ;; esac\n\
-     awk '$4 == \"0A\" && $8 ~ /^[0-9]+$/ {print \"L\", $2, $8}' /proc/net/tcp /proc/net/tcp6 2>/dev/null\n\
+     [ -z \"$fsfleet_listen\" ] || printf '%s\\n' \"$fsfleet_listen\" | while read -r a u; do echo \"L $a $u\"; done\n\
      exit $rc";
 
 /// The section naming the running FreeSWITCH process (see [`FsProcess`], [`parse_fs_process`]).
@@ -394,7 +447,7 @@ fn fs_proc_fn(proc: &str) -> String {
     let proc = sh_quote(proc);
     format!(
         // Shell builtins only, systemd's answer from the script's one `systemctl show`
-        // (SYSTEMD_PRELUDE): every script runs this twice (the process snippet and the fs_cli
+        // (`systemd_read`): every script runs this twice (the process snippet and the fs_cli
         // gate), and each fork costs the host CPU.
         "fs_proc() {{\n\
          s=''; p=''\n\
@@ -429,13 +482,13 @@ fn fs_process_snippet_in(proc: &str) -> String {
 
 /// The section with the host's own addresses (`addr IP` per interface address) and the names
 /// of the users owning TCP listeners (`name UID NAME`), for the Event Socket proof and its
-/// messages. The owners come from `/proc/net/tcp{,6}` (state 0A, column 8): a second `ss -e`
+/// messages. The owners come from `/proc/net/tcp{,6}` ([`LISTENERS_VAR`]): a second `ss -e`
 /// would walk the cgroup tree again (~40 ms of system CPU on the testbed); their names from ONE
 /// `getent passwd UID...` (NSS, as `ls` would name them; a uid without an entry gets no line
 /// and is shown as `uid N`).
 pub const NET: &str = "net";
 pub(crate) const NET_SNIPPET: &str = "ip -o addr show 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == \"inet\" || $i == \"inet6\") {a = $(i + 1); sub(/\\/.*/, \"\", a); print \"addr\", a}}'\n\
-     u=$(awk '$4 == \"0A\" && $8 ~ /^[0-9]+$/ && !s[$8]++ {print $8}' /proc/net/tcp /proc/net/tcp6 2>/dev/null)\n\
+     u=$(printf '%s\\n' \"$fsfleet_listen\" | awk '$2 ~ /^[0-9]+$/ && !s[$2]++ {print $2}')\n\
      [ -z \"$u\" ] || getent passwd $u | awk -F: '$3 ~ /^[0-9]+$/ {print \"name\", $3, $1}'; true";
 
 /// Shell function `fscli_gate` (needs `fs_proc`): succeeds only when the Event Socket that
@@ -444,26 +497,34 @@ pub(crate) const NET_SNIPPET: &str = "ip -o addr show 2>/dev/null | awk '{for (i
 /// TCP listener on each of its ports (8021 by default) belongs to the running FreeSWITCH's user.
 /// Otherwise it prints why (`fsfleet: fs_cli not run: ...`) and fails. Stricter than the proof
 /// the Event Socket client makes (any other listener on the port refuses). The owners are the
-/// kernel's own `PROC/net/tcp{,6}` (listening state 0A, port in hex, uid in column 8): no text a
-/// user chose (process names, cgroup paths) is on those lines.
-fn fscli_gate_fn(proc: &str) -> String {
-    let proc = sh_quote(proc);
-    format!(
-        "fscli_gate() {{\n\
-         u=$(fs_proc | awk '$1 == \"proc\" {{n++; if (u == \"\") u = $3; else if (u != $3) bad = 1}} END {{if (n > 0 && !bad) print u}}')\n\
-         [ -n \"$u\" ] || {{ echo 'fsfleet: fs_cli not run: the running FreeSWITCH process could not be identified'; return 1; }}\n\
-         f=''; for c in \"$HOME/.fs_cli_conf\" /etc/fs_cli.conf; do [ -e \"$c\" ] && {{ f=$c; break; }}; done\n\
-         kv=''; [ -n \"$f\" ] && kv=$(awk '/^[#;]/ {{next}} {{l = $0; sub(/^[ \\t]+/, \"\", l); lk = tolower(l)}} lk ~ /^(host|port)[ \\t]*=/ {{k = lk; sub(/[ \\t]*=.*/, \"\", k); v = l; sub(/^[A-Za-z]+[ \\t]*=>?[ \\t]*/, \"\", v); sub(/[ \\t\\r]+$/, \"\", v); print k, v}}' \"$f\")\n\
-         h=$(printf '%s\\n' \"$kv\" | awk '$1 == \"host\" {{print $2}}'); p=$(printf '%s\\n' \"$kv\" | awk '$1 == \"port\" {{print $2}}')\n\
-         for x in ${{h:-127.0.0.1}}; do case \"$x\" in 127.0.0.1|::1|localhost) ;; *) echo \"fsfleet: fs_cli not run: its config points it at $x, not this host's loopback\"; return 1 ;; esac; done\n\
-         for x in ${{p:-8021}}; do case \"$x\" in ''|*[!0-9]*) echo \"fsfleet: fs_cli not run: its config has port $x\"; return 1 ;; esac\n\
-         [ \"$x\" -le 65535 ] || {{ echo \"fsfleet: fs_cli not run: its config has port $x\"; return 1; }}\n\
-         x16=$(printf '%04X' \"$x\")\n\
-         awk -v u=\"$u\" -v p=\":$x16\" 'BEGIN {{n = 0; ok = 1}} $4 == \"0A\" && substr($2, length($2) - 4) == p {{n++; if ($8 != u) ok = 0}} END {{exit !(n > 0 && ok)}}' {proc}/net/tcp {proc}/net/tcp6 2>/dev/null || \
-         {{ echo \"fsfleet: fs_cli not run: TCP port $x on this host is not held by FreeSWITCH (uid $u) alone\"; return 1; }}\n\
-         done\n\
-         }}"
-    )
+/// kernel's own `/proc/net/tcp{,6}` ([`LISTENERS_VAR`]: port in hex, uid): no text a user chose
+/// (process names, cgroup paths) is on those lines.
+fn fscli_gate_fn() -> String {
+    // Builtins where a fork did the same (each costs the host CPU, in every script): the
+    // process lines and the config's host/port pairs are split with `read`; awk only parses
+    // the config file and matches the listeners' hex ports.
+    "fscli_gate() {\n\
+     u=''; bad=''\n\
+     while read -r w q a b; do [ \"$w\" = proc ] || continue; if [ -z \"$u\" ]; then u=$a; elif [ \"$u\" != \"$a\" ]; then bad=1; fi; done <<FSFLEET_GATE_EOF\n\
+     $(fs_proc)\n\
+     FSFLEET_GATE_EOF\n\
+     [ -z \"$bad\" ] || u=''\n\
+     [ -n \"$u\" ] || { echo 'fsfleet: fs_cli not run: the running FreeSWITCH process could not be identified'; return 1; }\n\
+     f=''; for c in \"$HOME/.fs_cli_conf\" /etc/fs_cli.conf; do [ -e \"$c\" ] && { f=$c; break; }; done\n\
+     kv=''; [ -n \"$f\" ] && kv=$(awk '/^[#;]/ {next} {l = $0; sub(/^[ \\t]+/, \"\", l); lk = tolower(l)} lk ~ /^(host|port)[ \\t]*=/ {k = lk; sub(/[ \\t]*=.*/, \"\", k); v = l; sub(/^[A-Za-z]+[ \\t]*=>?[ \\t]*/, \"\", v); sub(/[ \\t\\r]+$/, \"\", v); print k, v}' \"$f\")\n\
+     h=''; p=''\n\
+     while read -r k v w; do [ -n \"$v\" ] || continue; case $k in host) h=\"$h $v\" ;; port) p=\"$p $v\" ;; esac; done <<FSFLEET_GATE_EOF\n\
+     $kv\n\
+     FSFLEET_GATE_EOF\n\
+     for x in ${h:-127.0.0.1}; do case \"$x\" in 127.0.0.1|::1|localhost) ;; *) echo \"fsfleet: fs_cli not run: its config points it at $x, not this host's loopback\"; return 1 ;; esac; done\n\
+     for x in ${p:-8021}; do case \"$x\" in ''|*[!0-9]*) echo \"fsfleet: fs_cli not run: its config has port $x\"; return 1 ;; esac\n\
+     [ \"$x\" -le 65535 ] || { echo \"fsfleet: fs_cli not run: its config has port $x\"; return 1; }\n\
+     x16=$(printf '%04X' \"$x\")\n\
+     printf '%s\\n' \"$fsfleet_listen\" | awk -v u=\"$u\" -v p=\":$x16\" 'BEGIN {n = 0; ok = 1} substr($1, length($1) - 4) == p {n++; if ($2 != u) ok = 0} END {exit !(n > 0 && ok)}' || \
+     { echo \"fsfleet: fs_cli not run: TCP port $x on this host is not held by FreeSWITCH (uid $u) alone\"; return 1; }\n\
+     done\n\
+     }"
+        .into()
 }
 
 /// Exit status of the fs_status snippet (and verify's fs_cli check) when the gate kept fs_cli
@@ -481,7 +542,7 @@ fn fs_cli_status_snippet_in(limit_secs: u32, proc: &str) -> String {
         "command -v fs_cli >/dev/null || exit 1\n{}\n{}\n\
          fscli_gate || exit {FSCLI_GATED}\ntimeout {limit_secs} fs_cli -x status",
         fs_proc_fn(proc),
-        fscli_gate_fn(proc)
+        fscli_gate_fn()
     )
 }
 
@@ -2375,10 +2436,10 @@ L 00000000000000000000000001000000:1F56 1000\n";
             );
             let out = std::process::Command::new("sh")
                 .arg("-c")
-                .arg(standalone(&fs_cli_status_snippet_in(
-                    5,
+                .arg(standalone_in(
                     proc.to_str().unwrap(),
-                )))
+                    &fs_cli_status_snippet_in(5, proc.to_str().unwrap()),
+                ))
                 .env("PATH", path)
                 .env("HOME", dir.path())
                 .output()
