@@ -439,7 +439,7 @@ pub const FILTER_INPUTS: &[&str] = &[
 pub const CONF_DIR: &str = "/etc/fail2ban";
 
 /// Bumped when the crafted line or the way it is tested changes: old proofs then no longer apply.
-const PROOF_VERSION: &str = "fsfleet-f2b-proof-2";
+const PROOF_VERSION: &str = "fsfleet-f2b-proof-3";
 
 /// The proof snippet: finds the log the freeswitch jail reads (its `logpath` in the jail files,
 /// else the first of `default_logs` that exists), tells its format by its newest dated line,
@@ -447,8 +447,9 @@ const PROOF_VERSION: &str = "fsfleet-f2b-proof-2";
 /// with the `freeswitch` filter. Prints `log PATH`, `format percent|plain|unknown`, `line ...`,
 /// `key HASH` and fail2ban-regex's `Lines:` (or error) line; status 3 without fail2ban-regex.
 ///
-/// `key` hashes what the result depends on: [`FILTER_INPUTS`] (names and contents), fail2ban's
-/// package version and the crafted line without its time stamp. When it equals `known` (the key
+/// `key` hashes what the result depends on: [`FILTER_INPUTS`] (their `sha256sum` lines: names
+/// and contents), fail2ban's package version and the crafted line without its time stamp (the
+/// time is taken only when the proof runs). When it equals `known` (the key
 /// the controller holds a proof for, for this host) the snippet prints `cached KEY` instead of
 /// running fail2ban-regex. Without a package version (fail2ban not from dpkg) there is no key
 /// and the proof always runs.
@@ -480,21 +481,18 @@ fn proof_snippet_in(conf: &str, default_logs: &[String], known: Option<&str>) ->
          [ -f \"$log\" ] || log=''\n\
          if [ -z \"$log\" ]; then for l in {logs}; do [ -f \"$l\" ] && {{ log=$l; break; }}; done; fi\n\
          echo \"log $log\"\n\
-         last=$( [ -n \"$log\" ] && tail -n 500 \"$log\" | grep -E '^([0-9a-f-]{{36}} )?[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}} ' | tail -n 1)\n\
-         now=$(date '+%Y-%m-%d %H:%M:%S').000000\n\
-         if [ -z \"$last\" ]; then fmt=unknown; pct=' 97.50%';\n\
-         elif printf '%s\\n' \"$last\" | grep -Eq '^([0-9a-f-]{{36}} )?[0-9-]+ [0-9:.]+ [0-9]+\\.[0-9]+% '; then fmt=percent; pct=' 97.50%';\n\
-         else fmt=plain; pct=''; fi\n\
+         fmt=''; [ -z \"$log\" ] || fmt=$(tail -n 500 \"$log\" | sed -En '/^([0-9a-f-]{{36}} )?[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}} /h; ${{x; /^$/{{s/.*/unknown/p;q}}; /^([0-9a-f-]{{36}} )?[0-9-]+ [0-9:.]+ [0-9]+\\.[0-9]+% /{{s/.*/percent/p;q}}; s/.*/plain/p}}')\n\
+         case $fmt in percent) pct=' 97.50%' ;; plain) pct='' ;; *) fmt=unknown; pct=' 97.50%' ;; esac\n\
          echo \"format $fmt\"\n\
          tail=\"$pct [WARNING] sofia_reg.c:1787 SIP auth failure (REGISTER) on sofia profile 'internal' for [1000@192.0.2.10] from ip {PROBE_IP}\"\n\
-         line=\"$now$tail\"\n\
-         echo \"line $line\"\n\
          v=$(dpkg-query -W -f '${{Version}}' fail2ban 2>/dev/null)\n\
          k=''\n\
-         if [ -n \"$v\" ]; then k=$({{ echo {PROOF_VERSION}; echo \"$v\"; echo \"$tail\"; \
-         for f in {inputs}; do [ -f \"$f\" ] && {{ echo \"== $f\"; cat \"$f\"; }}; done; }} | sha256sum | cut -c1-64); fi\n\
+         if [ -n \"$v\" ]; then set --; for f in {inputs}; do [ -f \"$f\" ] && set -- \"$@\" \"$f\"; done\n\
+         k=$({{ echo {PROOF_VERSION}; echo \"$v\"; echo \"$tail\"; [ $# -eq 0 ] || sha256sum -- \"$@\"; }} | sha256sum); k=${{k%% *}}; fi\n\
          if [ -n \"$k\" ] && [ \"$k\" = {known} ]; then echo \"cached $k\"; exit 0; fi\n\
          [ -z \"$k\" ] || echo \"key $k\"\n\
+         line=\"$(date '+%Y-%m-%d %H:%M:%S').000000$tail\"\n\
+         echo \"line $line\"\n\
          timeout 30 fail2ban-regex \"$line\" freeswitch | grep -E '^Lines:|ERROR|Error|No section'",
         known = sh_quote(known),
         conf = sh_quote(conf),
@@ -992,6 +990,53 @@ mod tests {
         assert!(!nokey.0.contains("key "), "{}", nokey.0);
         // A key that is not a hash never reaches the script.
         assert!(!proof_snippet(&[], Some("x'; rm -rf /; '")).contains("rm -rf"));
+    }
+
+    /// The crafted line follows the log's format, told by its newest dated line: FreeSWITCH's
+    /// default (`97.50%` after the time, with or without a session UUID first), plain time
+    /// stamps, or unknown (no dated line, an empty or missing log).
+    #[test]
+    fn the_proof_tells_the_log_format_by_its_newest_dated_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path();
+        let etc = bin.join("fail2ban");
+        std::fs::create_dir_all(etc.join("filter.d")).unwrap();
+        script(bin, "fail2ban-regex", "echo \"Lines: $1\"");
+        script(bin, "dpkg-query", "echo 1.0.2-2");
+        let log = bin.join("freeswitch.log");
+        let format = |text: Option<&str>| {
+            let _ = std::fs::remove_file(&log);
+            if let Some(t) = text {
+                std::fs::write(&log, t).unwrap();
+            }
+            let logs = [log.display().to_string()];
+            let (out, _) = run(&proof_snippet_in(etc.to_str().unwrap(), &logs, None), bin);
+            let f = out
+                .lines()
+                .find_map(|l| l.strip_prefix("format "))
+                .unwrap_or("")
+                .to_string();
+            let percent = out
+                .lines()
+                .any(|l| l.starts_with("Lines: ") && l.contains(".000000 97.50% [WARNING]"));
+            (f, percent)
+        };
+        let pct = "2026-11-30 02:36:15.123456 97.50% [NOTICE] switch.c:1 up\n";
+        let uuid =
+            "4f1c2a4e-6a2b-4d3e-9f00-0123456789ab 2026-11-30 02:36:16.000001 12.00% [INFO] x\n";
+        let plain = "2026-11-30 02:36:17.000000 [INFO] switch.c:1 plain\n";
+        assert_eq!(format(Some(pct)), ("percent".into(), true));
+        assert_eq!(
+            format(Some(&format!("{plain}{uuid}continued line\n"))),
+            ("percent".into(), true)
+        );
+        assert_eq!(
+            format(Some(&format!("{pct}{plain}\tmore\n"))),
+            ("plain".into(), false)
+        );
+        assert_eq!(format(Some("no date here\n")), ("unknown".into(), true));
+        assert_eq!(format(Some("")), ("unknown".into(), true));
+        assert_eq!(format(None), ("unknown".into(), true));
     }
 
     #[test]
