@@ -60,6 +60,9 @@ pub struct App {
 struct Condition {
     field: Option<String>,
     expression: String,
+    /// The expression compiled once at load when it holds no `${var}` (the stock tree's all do):
+    /// compiling ~150 regexes per call would hold up the registrar.
+    compiled: Option<fancy_regex::Regex>,
     brk: Break,
     /// Date/time attributes (wday, hour, ...), checked like switch_xml_std_datetime_check.
     time: Vec<(String, String)>,
@@ -153,9 +156,16 @@ fn conditions(el: &Element) -> Vec<Condition> {
                 Some("never") => Break::Never,
                 _ => Break::OnFalse,
             };
+            let expression = c.attr("expression").unwrap_or("").to_string();
+            let compiled = if expression.contains("${") {
+                None
+            } else {
+                fancy_regex::Regex::new(&expression).ok()
+            };
             Condition {
                 field: c.attr("field").map(str::to_string),
-                expression: c.attr("expression").unwrap_or("").to_string(),
+                expression,
+                compiled,
                 brk,
                 time: c
                     .attrs
@@ -476,8 +486,11 @@ fn parse_exten(
             } else {
                 ch.field(field)
             };
-            let expr = ch.expand(&c.expression);
-            match regex_match(&expr, &data) {
+            let found = match &c.compiled {
+                Some(re) => captures_of(re, &data),
+                None => regex_match(&ch.expand(&c.expression), &data),
+            };
+            match found {
                 Some(caps) => {
                     proceed = true;
                     anti = false;
@@ -523,7 +536,10 @@ fn parse_exten(
 /// The captures, or None: no match, or an expression that does not compile (switch_regex_perform
 /// then reports no match too).
 fn regex_match(expr: &str, data: &str) -> Option<Vec<Option<String>>> {
-    let re = fancy_regex::Regex::new(expr).ok()?;
+    captures_of(&fancy_regex::Regex::new(expr).ok()?, data)
+}
+
+fn captures_of(re: &fancy_regex::Regex, data: &str) -> Option<Vec<Option<String>>> {
     let caps = re.captures(data).ok()??;
     Some(
         caps.iter()
@@ -661,7 +677,6 @@ const NO_EFFECT: &[&str] = &[
     "ring_ready",
     "acknowledge_call",
     "push",
-    "unset",
 ];
 
 fn run(ch: &mut Channel<'_>, extension: &str, apps: &[App]) -> Step {
@@ -675,10 +690,17 @@ fn run(ch: &mut Channel<'_>, extension: &str, apps: &[App]) -> Step {
             }
             "set" | "export" => {
                 let data = ch.expand(&app.data);
-                let data = data.strip_prefix("nolocal:").unwrap_or(&data).to_string();
+                // `export nolocal:` sets the variable on the other leg only.
+                if data.starts_with("nolocal:") {
+                    continue;
+                }
                 if let Some((k, v)) = data.split_once('=') {
                     ch.vars.insert(k.trim().to_string(), v.to_string());
                 }
+            }
+            "unset" => {
+                let name = ch.expand(&app.data);
+                ch.vars.remove(name.trim());
             }
             "bridge" => match bridge(ch, &ch.expand(&app.data)) {
                 Ok(()) => {
@@ -1188,6 +1210,21 @@ mod tests {
         assert_eq!(
             route_simple(&d, "1", &[]),
             hung_up(Cause(21, "CALL_REJECTED"), "anti")
+        );
+    }
+
+    #[test]
+    fn unset_clears_and_export_nolocal_leaves_this_leg_alone() {
+        let d = dp(r#"<include><context name="default">
+            <extension name="x"><condition field="destination_number" expression="^5$">
+              <action application="unset" data="gw"/>
+              <action application="export" data="nolocal:gw=up"/>
+              <action application="bridge" data="sofia/gateway/${gw}/5"/>
+            </condition></extension>
+          </context></include>"#);
+        assert_eq!(
+            route_simple(&d, "5", &[("gw", "up")]),
+            hung_up(Cause::INVALID_GATEWAY, "x")
         );
     }
 
