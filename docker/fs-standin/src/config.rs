@@ -174,6 +174,8 @@ pub struct ProfileConf {
     /// `inbound-reg-force-matching-username` (stock internal: true): a REGISTER whose digest
     /// username differs from its To user is refused before the directory is searched.
     pub force_matching_username: bool,
+    /// The dialplan context of calls no directory `user_context` places (`context` param).
+    pub context: String,
 }
 
 impl ProfileConf {
@@ -187,6 +189,7 @@ impl ProfileConf {
             log_auth_failures: false,
             force_register_domain: None,
             force_matching_username: false,
+            context: "default".into(),
         };
         if let Some(settings) = p.child("settings") {
             for (k, v) in settings.params() {
@@ -197,6 +200,7 @@ impl ProfileConf {
                     "force-register-domain" if !v.is_empty() => {
                         conf.force_register_domain = Some(v)
                     }
+                    "context" if !v.is_empty() => conf.context = v,
                     "inbound-reg-force-matching-username" => {
                         conf.force_matching_username = xml::is_true(&v)
                     }
@@ -214,6 +218,9 @@ pub struct User {
     /// None: the directory gives no password, so FreeSWITCH lets the user register without one.
     pub password: Option<Secret>,
     pub cidr: Option<String>,
+    /// The channel variables an authenticated call of this user gets: the domain's
+    /// `<variables>`, then the user's (which win), in order.
+    pub variables: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -231,6 +238,7 @@ impl Directory {
         for d in doc.find_all("domain") {
             let Some(name) = d.attr("name") else { continue };
             let users = self.domains.entry(name.to_string()).or_default();
+            let domain_vars = variables(d);
             for u in d.find_all("user") {
                 let Some(id) = u.attr("id") else { continue };
                 if u.attr("type") == Some("pointer") {
@@ -246,11 +254,25 @@ impl Directory {
                         id: id.to_string(),
                         password,
                         cidr: u.attr("cidr").map(str::to_string),
+                        variables: domain_vars.iter().cloned().chain(variables(u)).collect(),
                     },
                 );
             }
         }
     }
+}
+
+/// `<variable name= value=>` of an element's own `<variables>`.
+fn variables(el: &Element) -> Vec<(String, String)> {
+    el.child("variables")
+        .map(|v| {
+            v.children
+                .iter()
+                .filter(|c| c.name == "variable")
+                .filter_map(|c| Some((c.attr("name")?.to_string(), c.attr("value")?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// One complete read of the config tree.
@@ -261,6 +283,10 @@ pub struct Snapshot {
     pub profiles: Vec<ProfileConf>,
     pub directory: Directory,
     pub acl_lists: Vec<AclList>,
+    /// The `<gateway name=...>`s of the SIP profiles.
+    pub gateways: Vec<String>,
+    /// The XML dialplan (dialplan/*.xml), read after everything above as freeswitch.xml orders it.
+    pub dialplan: crate::dialplan::Dialplan,
     /// Problems worth a log line that did not stop the load.
     pub warnings: Vec<String>,
 }
@@ -292,9 +318,15 @@ pub fn load(layout: &Layout, base_vars: &Vars) -> Result<Snapshot, XmlError> {
     };
 
     let mut profiles: Vec<ProfileConf> = Vec::new();
+    let mut gateways = Vec::new();
     for file in xml::glob(&conf.join("sip_profiles"), "*.xml") {
         let doc = xml::load(&file, &mut vars)?;
         for p in doc.find_all("profile") {
+            gateways.extend(
+                p.find_all("gateway")
+                    .into_iter()
+                    .filter_map(|g| g.attr("name").map(str::to_string)),
+            );
             if let Some(pc) = ProfileConf::from_element(p, &file) {
                 if profiles.iter().any(|o| o.name == pc.name) {
                     warnings.push(format!(
@@ -315,12 +347,15 @@ pub fn load(layout: &Layout, base_vars: &Vars) -> Result<Snapshot, XmlError> {
     }
 
     let acl_lists = crate::acl::build_lists(acl_doc.as_ref(), &vars, &directory);
+    let dialplan = crate::dialplan::Dialplan::load(conf, &mut vars)?;
     Ok(Snapshot {
         vars,
         esl,
         profiles,
         directory,
         acl_lists,
+        gateways,
+        dialplan,
         warnings,
     })
 }

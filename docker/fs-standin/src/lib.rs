@@ -6,6 +6,7 @@ pub mod acl;
 pub mod api;
 pub mod config;
 pub mod core;
+pub mod dialplan;
 pub mod esl;
 pub mod fs_cli;
 pub mod logfile;

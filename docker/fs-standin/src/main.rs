@@ -12,7 +12,9 @@ const USAGE: &str = "usage:
   fs-standin call --target HOST:PORT --user USER [--password PW | env SIP_PASSWORD]
                   [--to NUMBER (9196)] [--hold-ms N (5000)] [--timeout-ms N (3000)]
       INVITE, hold the answered call, BYE; exit 0 the call was up until the BYE, 1 the
-      switch had dropped it (481), 2 no answer in time, 3 not answered or error
+      switch had dropped it (481), 2 no answer in time, 3 not answered (the final status and
+      its Reason header printed, e.g. `not answered: SIP/2.0 484 Address Incomplete (Reason:
+      SIP;cause=608;text=\"INVALID_GATEWAY\")`) or error
   fs-standin -version   (as freeswitch: prints `FreeSWITCH version: ...`)
   fs-standin sip-raw --target HOST:PORT [--timeout-ms N]   < request
       sends stdin as ONE UDP datagram, byte for byte, and prints the first final answer;
@@ -252,8 +254,15 @@ fn call(args: &[String]) -> i32 {
             println!("answered, held {hold_ms} ms, BYE: no answer within {timeout_ms} ms");
             2
         }
-        Ok(CallOutcome::NotAnswered { status_line, .. }) => {
-            println!("not answered: {status_line}");
+        Ok(CallOutcome::NotAnswered {
+            status_line,
+            reason,
+            ..
+        }) => {
+            match reason {
+                Some(r) => println!("not answered: {status_line} (Reason: {r})"),
+                None => println!("not answered: {status_line}"),
+            }
             3
         }
         Ok(CallOutcome::Timeout) => {

@@ -416,16 +416,32 @@ impl Registrar {
         }
     }
 
-    /// An authenticated INVITE. The stock default dialplan answers 9196 (its `echo` extension:
-    /// answer, then echo the caller's audio back) and the call stays up until a BYE: a session
-    /// in the core, which `show calls` and `status` count and which no reload touches (real
-    /// FreeSWITCH keeps calls across reloadxml, a profile rescan and `reload
-    /// mod_event_socket`, which restarts only the Event Socket listener). Every other number
-    /// gets 480, as the stand-in has no other dialplan; no media flows.
-    fn answer(&mut self, msg: &Message, src: SocketAddr, ruri: &str, caller: &str) -> String {
+    /// An authenticated INVITE, routed through the XML dialplan (crate::dialplan). Answered
+    /// (the stock 9196, the `echo` extension), the call stays up until a BYE: a session in the
+    /// core, which `show calls` and `status` count and which no reload touches (real FreeSWITCH
+    /// keeps calls across reloadxml, a profile rescan and `reload mod_event_socket`, which
+    /// restarts only the Event Socket listener); no media flows. Hung up by the dialplan: the
+    /// status mod_sofia gives the cause, with its Reason header. Decided by something the
+    /// stand-in does not model: 480.
+    fn answer(
+        &mut self,
+        msg: &Message,
+        src: SocketAddr,
+        ruri: &str,
+        caller: &str,
+        domain: &str,
+    ) -> String {
         let (dest, _) = uri_user_host(ruri);
-        if dest != ECHO_EXTENSION {
-            return response(msg, src, 480, "Temporarily Unavailable", &[]);
+        match crate::dialplan::route_call(&self.core, &self.profile, caller, domain, &dest, src) {
+            crate::dialplan::Routed::Answered { .. } => {}
+            crate::dialplan::Routed::HungUp { cause, .. } => {
+                let (code, phrase) = cause.sip();
+                let reason = format!("Reason: {}", cause.reason());
+                return response(msg, src, code, phrase, &[reason]);
+            }
+            crate::dialplan::Routed::NotModelled { .. } => {
+                return response(msg, src, 480, "Temporarily Unavailable", &[]);
+            }
         }
         let call_id = msg.header("Call-ID").unwrap_or_default().trim().to_string();
         self.core.answer_call(
@@ -582,7 +598,7 @@ impl Registrar {
         };
         if ok {
             if regtype == "INVITE" {
-                return self.answer(msg, src, ruri, username);
+                return self.answer(msg, src, ruri, username, &domain_name);
             }
             let expires = msg
                 .header("Expires")
@@ -1040,10 +1056,12 @@ pub enum CallOutcome {
     Answered {
         bye: Option<u16>,
     },
-    /// The INVITE ended with another final answer.
+    /// The INVITE ended with another final answer; `reason` is its Reason header (the hangup
+    /// cause FreeSWITCH gives, e.g. `Q.850;cause=16;text="NORMAL_CLEARING"`).
     NotAnswered {
         code: u16,
         status_line: String,
+        reason: Option<String>,
     },
     Timeout,
 }
@@ -1139,6 +1157,7 @@ pub async fn call(opts: &CallOpts) -> Result<CallOutcome, ClientError> {
                 return Ok(CallOutcome::NotAnswered {
                     code: *code,
                     status_line: format!("SIP/2.0 {code} {reason}"),
+                    reason: resp.header("Reason").map(str::to_string),
                 });
             }
         }
@@ -1385,6 +1404,10 @@ mod registrar_tests {
         std::fs::create_dir_all(dir.join("autoload_configs")).unwrap();
         let esl = "autoload_configs/event_socket.conf.xml";
         std::fs::copy(stock.join(esl), dir.join(esl)).unwrap();
+        // Calls are routed by the stock dialplan, whose enum extension needs mod_enum loaded.
+        copy_dir(&stock.join("dialplan"), &dir.join("dialplan"));
+        let modules = "autoload_configs/modules.conf.xml";
+        std::fs::copy(stock.join(modules), dir.join(modules)).unwrap();
         std::fs::create_dir_all(dir.join("sip_profiles")).unwrap();
         let internal = std::fs::read_to_string(stock.join("sip_profiles/internal.xml"))
             .unwrap()
@@ -1551,8 +1574,9 @@ mod registrar_tests {
             CallOutcome::Answered { bye: Some(481) }
         );
 
-        // Another number, or a wrong password: not answered, nothing counted.
-        match call(&call_opts(target, "1001", "1234", 0)).await.unwrap() {
+        // A number the stock dialplan hands to mod_enum, which finds no record (cleared before
+        // answer), or a wrong password: not answered, nothing counted.
+        match call(&call_opts(target, "777", "1234", 0)).await.unwrap() {
             CallOutcome::NotAnswered { code: 480, .. } => {}
             other => panic!("{other:?}"),
         }
@@ -1568,6 +1592,51 @@ mod registrar_tests {
                 .body
                 .contains("\n2 session(s) since startup\n")
         );
+    }
+
+    /// The stock dialplan routes 1000's international call to the example gateway, which is not
+    /// configured (484, INVALID_GATEWAY); once `international` is out of 1000's toll_allow and
+    /// the XML reloaded, the call falls through to mod_enum and is cleared (480).
+    #[tokio::test]
+    async fn an_international_call_is_answered_as_the_dialplan_routes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        tree(dir.path(), false);
+        let core = test_core(dir.path(), dir.path());
+        let target = registrar(&core).await;
+        let intl = "011442071234567";
+        match call(&call_opts(target, intl, "1234", 0)).await.unwrap() {
+            CallOutcome::NotAnswered {
+                code: 484,
+                status_line,
+                reason,
+            } => {
+                assert_eq!(status_line, "SIP/2.0 484 Address Incomplete");
+                assert_eq!(
+                    reason.as_deref(),
+                    Some("SIP;cause=608;text=\"INVALID_GATEWAY\"")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let user = dir.path().join("directory/default/1000.xml");
+        let text = std::fs::read_to_string(&user).unwrap();
+        std::fs::write(&user, text.replace("domestic,international,local", "local")).unwrap();
+        assert!(core.reload_xml().is_ok());
+        match call(&call_opts(target, intl, "1234", 0)).await.unwrap() {
+            CallOutcome::NotAnswered {
+                code: 480, reason, ..
+            } => assert_eq!(
+                reason.as_deref(),
+                Some("Q.850;cause=16;text=\"NORMAL_CLEARING\"")
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            call(&call_opts(target, ECHO_EXTENSION, "1234", 0))
+                .await
+                .unwrap(),
+            CallOutcome::Answered { bye: Some(200) }
+        ));
     }
 
     #[tokio::test]
