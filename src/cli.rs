@@ -307,8 +307,8 @@ pub struct HardenArgs {
     /// Steps not to run (comma list; see below).
     #[arg(long, value_name = "STEPS", value_delimiter = ',')]
     pub skip: Vec<String>,
-    /// Run only these steps (preflight and backup always run); a production step named here
-    /// runs at any level.
+    /// Run only these steps (preflight and backup always run; reload runs when their changes
+    /// need it, unless --skip reload); a production step named here runs at any level.
     #[arg(long, value_name = "STEPS", value_delimiter = ',')]
     pub only: Vec<String>,
     /// baseline: the day-one steps; production: also the [production] steps below. Overrides

@@ -3,9 +3,9 @@
 //! dialplan.rs): before the `dialplan` production step the stock `international.example.com`
 //! extension takes it and bridges to the example gateway, which is not configured (484 Address
 //! Incomplete, Reason INVALID_GATEWAY: the toll-fraud route is live); after `fsfleet harden --only
-//! dialplan,reload` no gateway route is left for it and the dialplan rejects it (it falls through to
-//! mod_enum, which finds no record: 480, Reason NORMAL_CLEARING), while the echo extension 9196
-//! still answers.
+//! dialplan` (which reloads FreeSWITCH: the change is live) no gateway route is left for it and the
+//! dialplan rejects it (it falls through to mod_enum, which finds no record: 480, Reason
+//! NORMAL_CLEARING), while the echo extension 9196 still answers.
 
 mod common;
 
@@ -63,10 +63,15 @@ fn an_international_call_from_a_stock_user_is_rejected_by_the_dialplan_after_the
     let (code, out) = call(&attacker, h, "9196", &password);
     assert_eq!(code, Some(0), "the echo extension answers: {out}");
 
-    // `reload` is a step of its own: `--only dialplan` alone would leave FreeSWITCH (and the
-    // stand-in, which reads the dialplan at reloadxml like the rest) on the old dialplan.
-    let run = fleet.fsfleet(&["harden", "--only", "dialplan,reload"]);
+    // `--only dialplan` includes the reload its change needs: FreeSWITCH (and the stand-in,
+    // which reads the dialplan at reloadxml like the rest) routes with the new dialplan at once.
+    let run = fleet.fsfleet(&["harden", "--only", "dialplan"]);
     assert_eq!(run.status.code(), Some(0), "{}", output_text(&run));
+    assert!(
+        output_text(&run).contains("reload"),
+        "the run names its reload: {}",
+        output_text(&run)
+    );
     let dp = fleet.ssh_root(
         h,
         &format!("cat {}/dialplan/default/01_example.com.xml", h.conf_dir),

@@ -224,10 +224,16 @@ impl Selection {
         self.runs(e.name) && (e.level <= level || self.only.contains(e.name))
     }
 
-    /// preflight always runs; backup runs whenever something changes.
+    /// preflight always runs; backup runs whenever something changes; reload runs whenever
+    /// the changes of the steps that ran need it, unless `--skip reload` says otherwise: a
+    /// step's change is not made until FreeSWITCH reads it, so `--only dialplan` means the
+    /// dialplan change, live.
     pub fn runs(&self, step: &str) -> bool {
         if step == preflight::NAME || step == backup::NAME {
             return true;
+        }
+        if step == reload::NAME {
+            return !self.skip.contains(step);
         }
         !self.skip.contains(step) && (self.only.is_empty() || self.only.contains(step))
     }
@@ -1527,7 +1533,7 @@ mod tests {
             ]
         );
 
-        // --only alone: those, plus preflight and backup.
+        // --only alone: those, plus preflight, backup and the reload their changes need.
         let sel = Selection::new(&[], &names(&["fail2ban,firewall"])).unwrap();
         let ran: Vec<&str> = STEPS.iter().copied().filter(|s| sel.runs(s)).collect();
         assert_eq!(
@@ -1536,12 +1542,14 @@ mod tests {
                 preflight::NAME,
                 backup::NAME,
                 fail2ban::NAME,
-                firewall::NAME
+                firewall::NAME,
+                reload::NAME,
             ]
         );
 
-        // Both: --skip wins over --only.
-        let sel = Selection::new(&names(&["firewall"]), &names(&["fail2ban,firewall"])).unwrap();
+        // Both: --skip wins over --only, reload included.
+        let sel =
+            Selection::new(&names(&["firewall,reload"]), &names(&["fail2ban,firewall"])).unwrap();
         let ran: Vec<&str> = STEPS.iter().copied().filter(|s| sel.runs(s)).collect();
         assert_eq!(ran, [preflight::NAME, backup::NAME, fail2ban::NAME]);
 
