@@ -1345,7 +1345,7 @@ mod tests {
                     1,
                     "{what}: {n}"
                 );
-                assert_eq!(text.matches(&format!("( s{i} )")).count(), 2, "{what}: {n}");
+                assert_eq!(text.matches(&format!(" s{i} )")).count(), 2, "{what}: {n}");
                 assert_eq!(
                     text.matches(&format!(" begin {n}@@")).count(),
                     2,

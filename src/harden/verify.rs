@@ -267,6 +267,7 @@ async fn inband(
     if checks.firewall {
         script.push_str("echo '== ufw'; ufw status 2>&1 | head -n 1; echo \"rc=$?\"\n");
     }
+    let script = facts::standalone(&script);
     let out = session
         .run_for(
             "verify (fs_cli, fail2ban, ufw on the host)",
