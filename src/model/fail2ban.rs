@@ -485,7 +485,9 @@ fn proof_snippet_in(conf: &str, default_logs: &[String], known: Option<&str>) ->
          case $fmt in percent) pct=' 97.50%' ;; plain) pct='' ;; *) fmt=unknown; pct=' 97.50%' ;; esac\n\
          echo \"format $fmt\"\n\
          tail=\"$pct [WARNING] sofia_reg.c:1787 SIP auth failure (REGISTER) on sofia profile 'internal' for [1000@192.0.2.10] from ip {PROBE_IP}\"\n\
-         v=$(dpkg-query -W -f '${{Version}}' fail2ban 2>/dev/null)\n\
+         v=''; while read -r n st ver; do [ \"$n\" = fail2ban ] && [ \"$st\" = installed ] && v=$ver; done <<FSFLEET_PKG_EOF\n\
+         {pkgs}\n\
+         FSFLEET_PKG_EOF\n\
          k=''\n\
          if [ -n \"$v\" ]; then set --; for f in {inputs}; do [ -f \"$f\" ] && set -- \"$@\" \"$f\"; done\n\
          k=$({{ echo {PROOF_VERSION}; echo \"$v\"; echo \"$tail\"; [ $# -eq 0 ] || sha256sum -- \"$@\"; }} | sha256sum); k=${{k%% *}}; fi\n\
@@ -496,6 +498,7 @@ fn proof_snippet_in(conf: &str, default_logs: &[String], known: Option<&str>) ->
          timeout 30 fail2ban-regex \"$line\" freeswitch | grep -E '^Lines:|ERROR|Error|No section'",
         known = sh_quote(known),
         conf = sh_quote(conf),
+        pkgs = crate::facts::PACKAGES_VAR,
     )
 }
 
@@ -937,7 +940,11 @@ mod tests {
         );
         let version = bin.join("version");
         std::fs::write(&version, "1.0.2-2").unwrap();
-        script(bin, "dpkg-query", &format!("cat {}", version.display()));
+        script(
+            bin,
+            "dpkg-query",
+            &format!("echo \"fail2ban installed $(cat {})\"", version.display()),
+        );
         let runs = || {
             std::fs::read_to_string(&calls)
                 .unwrap_or_default()
@@ -1002,7 +1009,7 @@ mod tests {
         let etc = bin.join("fail2ban");
         std::fs::create_dir_all(etc.join("filter.d")).unwrap();
         script(bin, "fail2ban-regex", "echo \"Lines: $1\"");
-        script(bin, "dpkg-query", "echo 1.0.2-2");
+        script(bin, "dpkg-query", "echo 'fail2ban installed 1.0.2-2'");
         let log = bin.join("freeswitch.log");
         let format = |text: Option<&str>| {
             let _ = std::fs::remove_file(&log);

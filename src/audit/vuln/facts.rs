@@ -9,9 +9,6 @@ use crate::facts::fact;
 /// Longest host text kept per line.
 const MAX_LINE: usize = 200;
 
-/// The system's FreeSWITCH packages and sofia-sip library packages: `ii NAME VERSION`.
-const PACKAGE_PATTERNS: &str = "freeswitch 'libsofia-sip-ua*'";
-
 /// Where a source build of sofia-sip (`./configure && make install`) and packages put its
 /// pkg-config file, whose `Version:` is the release (e.g. `1.13.17`).
 const SOFIA_PC: &[&str] = &[
@@ -244,15 +241,19 @@ pub fn parse_installed(text: &str) -> Installed {
 }
 
 fact! {
-    /// The FreeSWITCH and sofia-sip packages (dpkg) and sofia-sip's pkg-config version.
+    /// The FreeSWITCH and sofia-sip packages dpkg has installed (`pkg NAME VERSION`, from the
+    /// script's one `dpkg-query`, [`crate::facts::PACKAGES_VAR`]) and sofia-sip's pkg-config
+    /// version.
     VulnPackages: "audit_vuln_packages" => Installed,
     snippet(_) {
         format!(
-            "dpkg-query -W -f='${{db:Status-Abbrev}} ${{Package}} ${{Version}}\\n' {PACKAGE_PATTERNS} 2>/dev/null \
-             | awk '$1 == \"ii\" && NF == 3 {{print \"pkg\", $2, $3}}'\n\
+            "while read -r n st v; do case $n in freeswitch|libsofia-sip-ua*) [ \"$st\" = installed ] && [ -n \"$v\" ] && echo \"pkg $n $v\" ;; esac; done <<FSFLEET_PKG_EOF\n\
+             {pkgs}\n\
+             FSFLEET_PKG_EOF\n\
              for f in {pcs}; do [ -f \"$f\" ] && sed -n \"s|^Version:[[:space:]]*\\([^[:space:]]*\\).*|pc $f \\1|p\" \"$f\" | head -n 1; done\n\
              true",
-            pcs = SOFIA_PC.join(" ")
+            pcs = SOFIA_PC.join(" "),
+            pkgs = crate::facts::PACKAGES_VAR,
         )
     }
     parse(text, _) {
