@@ -184,6 +184,12 @@ const SHARED: &[Shared] = &[
         used_by: SYSTEMD_CALL,
         code: systemd_read,
     },
+    // Before the kernel's table: a listener ss shows must have its owner in the table read
+    // after it (after `reload mod_event_socket` the listener comes back while fsfleet looks).
+    Shared {
+        used_by: SS_VAR,
+        code: ss_read,
+    },
     Shared {
         used_by: LISTENERS_VAR,
         code: listeners_read,
@@ -224,6 +230,13 @@ fn systemd_read(_proc: &str) -> String {
      [ -z \"$_sdr\" ] || printf '%s\\n' \"$_sdr\"\n\
      }\n"
         .into()
+}
+
+/// The shell variables holding `ss -Hltnp`'s listeners and its exit status.
+pub const SS_VAR: &str = "$fsfleet_ss";
+
+fn ss_read(_proc: &str) -> String {
+    "fsfleet_ss=$(ss -Hltnp 2>/dev/null); fsfleet_ss_rc=$?\n".into()
 }
 
 /// The kernel's listening TCP sockets with their owners' uids: column 2 (local address and
@@ -454,7 +467,7 @@ pub const LISTEN: &str = "listen";
 /// also resolves every socket's cgroup path, which cost about 300 ms of a host's CPU per run on
 /// the testbed, against about 8 ms for the kernel's table; `ss -p` still names the processes
 /// where root may see them.
-pub(crate) const LISTEN_SNIPPET: &str = "l=$(ss -Hltnp 2>/dev/null); rc=$?\n\
+pub(crate) const LISTEN_SNIPPET: &str = "l=$fsfleet_ss; rc=$fsfleet_ss_rc\n\
      printf '%s\\n' \"$l\"\n\
      case \"$l\" in *'\"sshd\"'*) ;; *) sshd -T 2>/dev/null | grep -i '^port ' ;; esac\n\
      [ -z \"$fsfleet_listen\" ] || printf '%s\\n' \"$fsfleet_listen\" | while read -r a u; do echo \"L $a $u\"; done\n\
@@ -2422,6 +2435,24 @@ L 00000000000000000000000001000000:1F56 1000\n";
         assert_eq!(net.owner(1002), "uid 1002");
         assert_eq!(net.owner(1003), "uid 1003");
         assert_eq!(net.owner(7), "uid 7");
+    }
+
+    /// ss is asked before the kernel's table is read: an owner is never older than the
+    /// listener ss showed (the reconnect after `reload mod_event_socket` depends on it); each
+    /// read once, however many snippets use it.
+    #[test]
+    fn shared_reads_run_once_and_ss_before_the_kernels_table() {
+        let mut s = Script::new();
+        s.add(LISTEN, LISTEN_SNIPPET)
+            .add(NET, NET_SNIPPET)
+            .add("gate", &fs_cli_status_snippet(5));
+        let t = s.text();
+        let ss = t.find("ss -Hltnp").unwrap();
+        let tcp = t.find("/net/tcp").unwrap();
+        assert!(ss < tcp, "{t}");
+        assert_eq!(t.matches("ss -Hltnp").count(), 1);
+        assert_eq!(t.matches("/net/tcp6").count(), 1);
+        assert!(t.find("/net/tcp").unwrap() < t.find("s0() {").unwrap());
     }
 
     /// The process and net snippets, run by the local shell on a scratch proc tree with
