@@ -10,8 +10,11 @@
 //! command (`reloadxml`, `sofia profile NAME rescan`, `unload mod_x`). [`CUTS`] names each of
 //! those stages, plus before the backup and before verify; the rounds cut each in turn, one host
 //! per stage, with fsfleet held still while the connection drops ([`Fault::CutSshAtStage`]), so
-//! the cut lands within milliseconds of the stage's start (mostly before its command has run;
-//! the checks hold either way, and the test prints which state each cut left).
+//! the cut lands within milliseconds of the stage line. A reload command takes less than that on
+//! the stand-in: a cut at `reloadxml` stops the run at the rescan after it, one at a rescan at
+//! the unload after it, one at an unload at its `module_exists` (the test prints each cut run's
+//! error, which names where it stopped), and the cut before the reload stops it before any
+//! command: every gap between the reload's commands is cut.
 //!
 //! After each cut, on every host: the config tree (content, owner, mode of every file) is
 //! entirely the old one or entirely what the completing run writes, never a mix; every PIN and
@@ -254,6 +257,15 @@ fn round(fleet: &Fleet, pass: &Pass, cuts: &[(&str, &str)], baseline: &[BTreeMap
         );
     }
     let cut_secs = cut.elapsed;
+    for h in cut.json()["hosts"].as_array().into_iter().flatten() {
+        eprintln!(
+            "  cut run: {} {} in {} ms: {}",
+            h["name"].as_str().unwrap_or(""),
+            h["status"].as_str().unwrap_or(""),
+            h["elapsed_ms"],
+            h["error"].as_str().unwrap_or("")
+        );
+    }
 
     // The cut state: what changed, and every changed PIN or password in the vault.
     let v = vault(fleet);
