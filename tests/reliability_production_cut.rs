@@ -205,7 +205,7 @@ fn reset(fleet: &Fleet, h: &TestHost) {
 }
 
 struct Pass {
-    /// fsfleet harden's arguments besides `--level production --format json`.
+    /// The steps the run skips (`--skip`).
     skip: String,
     /// The run sets PINs and per-user passwords.
     secrets: bool,
@@ -503,8 +503,14 @@ fn a_cut_connection_during_each_production_step_leaves_old_or_new_and_a_re_run_c
         .chain(CUTS_NO_SECRET.chunks(n).map(|c| (&no_secret, c)));
     for (i, (pass, cuts)) in rounds.enumerate() {
         if i > 0 {
-            for h in &fleet.hosts {
+            for (h, base) in fleet.hosts.iter().zip(&baseline) {
                 reset(&fleet, h);
+                assert_eq!(
+                    tree(&fleet, h),
+                    *base,
+                    "{}: not back to the baseline",
+                    h.name
+                );
             }
         }
         round(&fleet, pass, cuts, &baseline);
