@@ -1132,7 +1132,8 @@ async fn finish(
                     old.listen_ip = t.address.clone();
                     old.listen_port = t.port;
                 }
-                match reload::apply(session, needs, &old, live, &new_es).await {
+                let stage = |s: &str| ctx.stage(s);
+                match reload::apply(session, needs, &old, live, &new_es, &stage).await {
                     Ok(ev) => steps.push(
                         reload::NAME,
                         StepStatus::Changed,

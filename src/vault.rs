@@ -239,6 +239,12 @@ pub struct Entry {
     /// run that gave them their passwords knew it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sip_domain: Option<String>,
+    /// The run that wrote config files the running FreeSWITCH has not been reloaded with yet:
+    /// set before the write, cleared once the reload is done. A run cut in between owes the
+    /// host its reload even when it set no secret (its re-run finds the files done and plans
+    /// nothing), so the next run reloads everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload_owed: Option<String>,
 }
 
 impl Entry {
@@ -594,6 +600,42 @@ impl Vault {
             .hosts
             .get(host)
             .is_some_and(|e| e.all_creds().any(|c| c.pending.is_some()))
+    }
+
+    /// Whether a run on this host was interrupted: it left an unverified secret, or config
+    /// files FreeSWITCH was not reloaded with ([`Vault::set_reload_owed`]).
+    pub fn interrupted(&self, host: &str) -> bool {
+        self.has_pending(host)
+            || self
+                .doc
+                .hosts
+                .get(host)
+                .is_some_and(|e| e.reload_owed.is_some())
+    }
+
+    /// Record, before a run writes config files, that the running FreeSWITCH must reload them
+    /// (written to disk before returning, like a pending secret).
+    pub fn set_reload_owed(
+        &mut self,
+        host: &str,
+        host_key: &str,
+        run_id: &str,
+    ) -> Result<(), VaultError> {
+        self.bind_entry(host, host_key)?;
+        let entry = self.doc.hosts.entry(host.to_string()).or_default();
+        entry.reload_owed = Some(run_id.to_string());
+        self.save()
+    }
+
+    /// FreeSWITCH runs what is on disk (reloaded, or not running and reading it at start).
+    pub fn clear_reload_owed(&mut self, host: &str) -> Result<(), VaultError> {
+        match self.doc.hosts.get_mut(host) {
+            Some(e) if e.reload_owed.is_some() => {
+                e.reload_owed = None;
+                self.save()
+            }
+            _ => Ok(()),
+        }
     }
 
     fn user_cred_mut(&mut self, host: &str, user: &str, kind: UserCredKind) -> &mut Credential {
@@ -1569,6 +1611,33 @@ mod tests {
         assert_eq!(
             users_csv(&[odd]),
             "host,domain,user,password\r\n\"a,b\",,\"x\"\"y\",p\r\n"
+        );
+    }
+
+    #[test]
+    fn a_reload_owed_marks_the_host_interrupted_until_it_is_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.json");
+        {
+            let mut v = Vault::open(&path).unwrap();
+            assert!(!v.interrupted("h"));
+            // No secret at all: a run that only disables extensions or users.
+            v.set_reload_owed("h", K, "run-1").unwrap();
+        }
+        // On disk before the write it guards: a cut run leaves it.
+        let mut v = reopen(&path).unwrap();
+        assert!(v.interrupted("h") && !v.has_pending("h"));
+        assert!(!v.interrupted("other-host"));
+        assert_eq!(v.entry("h").unwrap().reload_owed.as_deref(), Some("run-1"));
+        v.clear_reload_owed("h").unwrap();
+        v.clear_reload_owed("never-seen").unwrap();
+        drop(v);
+        let v = reopen(&path).unwrap();
+        assert!(!v.interrupted("h"));
+        assert!(
+            !std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("reload_owed")
         );
     }
 

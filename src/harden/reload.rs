@@ -48,13 +48,22 @@ impl Needs {
     }
 }
 
-/// `old`: the settings and password FreeSWITCH runs with; `new`: what is on disk now.
+/// The progress line (at -v) before each command of the reload: where a run was when it stopped,
+/// and where the reliability tests cut the connection. (A profile name is host text: the
+/// progress line escapes it.)
+pub fn stage_of(command: &str) -> String {
+    format!("reloading FreeSWITCH: {command}")
+}
+
+/// `old`: the settings and password FreeSWITCH runs with; `new`: what is on disk now. `stage`
+/// shows each command before it is sent ([`stage_of`]).
 pub async fn apply(
     session: &Session,
     needs: &Needs,
     old: &EventSocket,
     old_pw: &Secret,
     new: &EventSocket,
+    stage: &(dyn Fn(&str) + Sync),
 ) -> Result<Vec<String>, StepError> {
     let mut evidence = Vec::new();
     let failed = |what: &str, source: esl::EslError| StepError::Esl {
@@ -68,6 +77,7 @@ pub async fn apply(
     // A profile's rescan re-reads its XML, but reloadxml first makes vars and the directory
     // consistent with it (a rescan alone would use stale $${vars}).
     if needs.reloadxml || !needs.rescan.is_empty() {
+        stage(&stage_of("reloadxml"));
         let body = client
             .api("reloadxml")
             .await
@@ -81,6 +91,7 @@ pub async fn apply(
         evidence.push(format!("reloadxml: {}", body.trim()));
     }
     for profile in &needs.rescan {
+        stage(&stage_of(&format!("sofia profile {profile} rescan")));
         let body = client
             .api(&format!("sofia profile {profile} rescan"))
             .await
@@ -100,9 +111,11 @@ pub async fn apply(
         }
     }
     for module in &needs.unload {
+        stage(&stage_of(&format!("unload {module}")));
         evidence.push(unload(&mut client, module).await?);
     }
     if needs.event_socket {
+        stage(&stage_of("reload mod_event_socket"));
         client
             .reload_event_socket()
             .await

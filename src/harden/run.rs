@@ -531,7 +531,8 @@ async fn run_steps(
 struct Ready {
     facts: HostFacts,
     pre: preflight::Preflight,
-    /// The vault holds a pending password for the host: an earlier run was interrupted.
+    /// An earlier run was interrupted: the vault holds a pending secret for the host, or a
+    /// reload FreeSWITCH still owes the files it wrote.
     interrupted: bool,
     conf_dir: String,
 }
@@ -574,7 +575,7 @@ async fn preflight(
         };
         (
             vault.candidates(&host.name, key, CredKind::EslPassword),
-            vault.has_pending(&host.name),
+            vault.interrupted(&host.name),
             note,
         )
     };
@@ -860,6 +861,8 @@ async fn apply_all(
     };
     backup_if_changing(run, &sctx, ready, plan, steps, data).await?;
     pending_secrets_to_vault(run, ready, plan, data).await?;
+    let needs = reload_needs_of(ready, plan);
+    owe_reload(run, plan, &needs).await?;
     let written = write_configs(run, ready, plan, steps).await?;
     // A failure of a system step restores the config files (no reload yet).
     let before_reload = |p: Phase| p != Phase::AfterReload;
@@ -867,7 +870,6 @@ async fn apply_all(
         let restored = restore(run.session, &written).await;
         return Err(e.then(restored));
     }
-    let needs = reload_needs_of(ready, plan);
     reload_freeswitch(run, ready, plan, &needs, steps).await?;
     apply_steps(run, &sctx, plan, |p| p == Phase::AfterReload, steps).await?;
     Ok(needs)
@@ -994,6 +996,28 @@ async fn pending_secrets_to_vault(
     Ok(())
 }
 
+/// Before the config write, the vault records that FreeSWITCH owes a reload of what it writes:
+/// a run cut between the write and the reload leaves the files done, and a re-run whose steps
+/// then plan nothing (no secret pending either: a dialplan or users-only run) would otherwise
+/// never reload them. The next run reloads everything instead ([`reload_needs`]).
+async fn owe_reload(run: &Run<'_>, plan: &HostPlan, needs: &reload::Needs) -> Result<(), RunError> {
+    if plan.edits().is_empty() || !needs.any() {
+        return Ok(());
+    }
+    let mut vault = run.shared.vault.lock().await;
+    vault
+        .set_reload_owed(&run.host.name, run.session.host_key(), run.run_id)
+        .map_err(|e| RunError::vault(e, Some(UNCHANGED)))
+}
+
+/// FreeSWITCH runs what is on disk now: the run owes it no reload.
+async fn reload_paid(run: &Run<'_>) -> Result<(), RunError> {
+    let mut vault = run.shared.vault.lock().await;
+    vault
+        .clear_reload_owed(&run.host.name)
+        .map_err(|e| RunError::vault(e, None))
+}
+
 /// The SIP password vars.xml sets now.
 fn sip_password_in(facts: &HostFacts) -> Option<Secret> {
     facts
@@ -1080,10 +1104,20 @@ async fn reload_freeswitch(
             reload::NAME,
             "--offline-ok: FreeSWITCH is not running; it reads the new configs when it starts",
         );
-        return Ok(());
+        return reload_paid(run).await;
     };
     run.ctx.stage("reloading FreeSWITCH over the Event Socket");
-    match reload::apply(run.session, needs, &ready.pre.esl, &old_pw, &plan.esl.es).await {
+    let stage = |s: &str| run.ctx.stage(s);
+    match reload::apply(
+        run.session,
+        needs,
+        &ready.pre.esl,
+        &old_pw,
+        &plan.esl.es,
+        &stage,
+    )
+    .await
+    {
         Ok(ev) => {
             steps.push(
                 reload::NAME,
@@ -1092,7 +1126,7 @@ async fn reload_freeswitch(
                 ev,
                 t,
             );
-            Ok(())
+            reload_paid(run).await
         }
         Err(e) => {
             steps.failed(reload::NAME, &e, t);

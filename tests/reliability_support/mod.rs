@@ -26,6 +26,11 @@ pub const EDITED: &[&str] = &[
 pub enum Fault {
     /// Kill the host's sshd session processes: every connection of fsfleet to it drops at once.
     CutSsh,
+    /// [`Fault::CutSsh`] with fsfleet stopped (SIGSTOP) from the moment the line is read until
+    /// the connections are gone, then continued: the cut lands at the start of the stage (a few
+    /// milliseconds after the line, not the hundred or so `docker exec` takes), before a fast
+    /// stage such as one `reloadxml` can finish.
+    CutSshAtStage,
     /// SIGKILL the controller itself.
     KillController,
 }
@@ -82,6 +87,12 @@ pub fn run_with_faults(fleet: &Fleet, args: &[&str], faults: &[(&str, &str, Faul
                 fired[i] = true;
                 match fault {
                     Fault::CutSsh => cut_ssh(&fleet.host(host).container),
+                    Fault::CutSshAtStage => {
+                        let pid = child.id().to_string();
+                        let _ = Command::new("kill").args(["-STOP", &pid]).status();
+                        cut_ssh(&fleet.host(host).container);
+                        let _ = Command::new("kill").args(["-CONT", &pid]).status();
+                    }
                     Fault::KillController => {
                         // SAFETY-free: kill(2) on the child we spawned, by its pid.
                         let _ = Command::new("kill")
