@@ -1355,11 +1355,14 @@ fact! {
 }
 
 fact! {
-    /// FreeSWITCH's config files ([`CONF_FILES`]) and the command's absolute files
-    /// ([`ScriptInput::files`]), exact bytes with mode and owner (see [`files_snippet`]).
+    /// FreeSWITCH's config files ([`CONF_FILES`] and the command's [`ScriptInput::conf_globs`])
+    /// and its absolute files ([`ScriptInput::files`]), exact bytes with mode and owner, in ONE
+    /// tar stream (see [`files_snippet`]).
     ConfFiles: "files" => Files,
     snippet(input) {
-        files_snippet(input.host, CONF_FILES, input.files)
+        let mut globs = CONF_FILES.to_vec();
+        globs.extend(input.conf_globs.iter().filter(|g| !CONF_FILES.contains(g)));
+        files_snippet(input.host, &globs, input.files)
     }
     parse(text, _) {
         Files::parse(text).map_err(|e| malformed(Self::NAME, e))
@@ -1426,7 +1429,11 @@ pub async fn gather(session: &Session, script: &Script) -> Result<Sections, Fact
 
 /// The base facts of a host, in one round trip.
 pub async fn base_facts(session: &Session, host: &Host) -> Result<Facts, FactsError> {
-    let input = ScriptInput { host, files: &[] };
+    let input = ScriptInput {
+        host,
+        files: &[],
+        conf_globs: &[],
+    };
     let script = Script::of_units(&input, BASE);
     let sections = gather(session, &script).await?;
     Ok(parse_base(&sections, &session.user, session.uses_sudo()))

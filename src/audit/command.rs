@@ -267,7 +267,7 @@ pub async fn audit_host(
 ) -> Result<Evidence, FactsError> {
     let script = evidence::script_with(host, proof.as_ref());
     let sections = facts::gather(session, &script).await?;
-    let facts = evidence::parse(sections, &session.user, session.uses_sudo())?;
+    let facts = crate::harden::HostFacts::parse(sections, &session.user, session.uses_sudo())?;
     let mut ev = Evidence {
         host: host.clone(),
         facts,

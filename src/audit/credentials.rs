@@ -240,7 +240,7 @@ mod tests {
         let mut section =
             files_section(&files).replace("vars.xml\t640 freeswitch", "vars.xml\t644 freeswitch");
         section = section.replace("1001.xml\t640", "1001.xml\t604");
-        let facts = crate::audit::evidence::parse(
+        let facts = crate::harden::HostFacts::parse(
             sections(&[
                 ("files", &section, 0),
                 ("audit_fscli_conf", "F 644 root root /etc/fs_cli.conf\n", 0),

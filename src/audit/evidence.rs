@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::ControlError;
 use crate::esl::{EslClient, EslError, EslOptions};
 use crate::esl_target::{self, Outside, Target};
-use crate::facts::{self, FactError, FactsError, Files, LAYOUTS, Script, ScriptInput, Unit, fact};
+use crate::facts::{self, FactError, LAYOUTS, Script, ScriptInput, Unit, fact};
 use crate::harden::HostFacts;
 use crate::inventory::Host;
 use crate::model::fail2ban::{self as f2b, CachedProof};
@@ -18,8 +18,9 @@ use crate::model::{ESL_CONF, EventSocket, HostModel, ufw};
 use crate::secret::Secret;
 use crate::ssh::Session;
 
-/// Config files read beyond [`facts::CONF_FILES`]: dialplan includes hold the example gateway
-/// extensions.
+/// Config files read beyond [`facts::CONF_FILES`] (in the same tar stream, see
+/// [`facts::ScriptInput::conf_globs`]): dialplan includes hold the example gateway extensions.
+/// The audit reads them, and the production steps that edit or look into the dialplan.
 pub const EXTRA_CONF_FILES: &[&str] = &["dialplan/default/*.xml", "dialplan/public/*.xml"];
 
 /// fs_cli reads these (FACTS §3); users' `~/.fs_cli_conf` are found by the snippet.
@@ -214,20 +215,6 @@ fact! {
     }
 }
 
-fact! {
-    /// The config files only the audit reads ([`EXTRA_CONF_FILES`]).
-    AuditFiles: "audit_files" => Files,
-    snippet(input) {
-        facts::files_snippet(input.host, EXTRA_CONF_FILES, &[])
-    }
-    parse(text, _) {
-        Files::parse(text).map_err(|e| FactError::Malformed {
-            fact: Self::NAME,
-            what: e.to_string(),
-        })
-    }
-}
-
 /// The audit's own fact units; with [`facts::BASE`] and the config files they make its script.
 pub const UNITS: &[Unit] = &[
     Unit::of::<IptablesInput>(),
@@ -257,11 +244,11 @@ pub fn script_with(host: &Host, proof: Option<&CachedProof>) -> Script {
     let input = ScriptInput {
         host,
         files: &ufw_files,
+        conf_globs: EXTRA_CONF_FILES,
     };
     let mut units = UNITS.to_vec();
     units.extend_from_slice(facts::BASE);
     units.push(Unit::of::<facts::ConfFiles>());
-    units.push(Unit::of::<AuditFiles>());
     let mut s = Script::of_units(&input, &units);
     // fail2ban's state as harden reads it, with the status of the two jails the controls look
     // at (one fail2ban-client start; none when no server runs).
@@ -274,21 +261,6 @@ pub fn script_with(host: &Host, proof: Option<&CachedProof>) -> Script {
         &f2b::proof_snippet(&default_logs(), proof.map(|p| p.key.as_str())),
     );
     s
-}
-
-/// Parse the audit script's output: HostFacts with the extra config files merged in.
-pub fn parse(
-    sections: facts::Sections,
-    session_user: &str,
-    uses_sudo: bool,
-) -> Result<HostFacts, FactsError> {
-    let extra = sections.get::<AuditFiles>()?;
-    let mut f = HostFacts::parse(sections, session_user, uses_sudo)?;
-    f.files.files.extend(extra.files);
-    if f.files.conf_dir.is_none() {
-        f.files.conf_dir = extra.conf_dir;
-    }
-    Ok(f)
 }
 
 /// One `stat` line of the `st` helper.
@@ -614,7 +586,7 @@ pub mod testing {
         let files_text = files_section(files);
         let mut pairs: Vec<(&str, &str, i32)> = vec![("files", files_text.as_str(), 0)];
         pairs.extend_from_slice(extra);
-        let facts = parse(sections(&pairs), "root", false).unwrap();
+        let facts = HostFacts::parse(sections(&pairs), "root", false).unwrap();
         Evidence {
             host: host(),
             facts,

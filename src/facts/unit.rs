@@ -11,11 +11,13 @@ use crate::inventory::Host;
 
 use super::{Script, Sections};
 
-/// What a snippet may depend on: the host's inventory entry (its `conf_dir`, its login user) and
-/// the absolute files the command reads beside FreeSWITCH's config.
+/// What a snippet may depend on: the host's inventory entry (its `conf_dir`, its login user),
+/// the absolute files the command reads beside FreeSWITCH's config, and the config files it
+/// reads beyond [`super::CONF_FILES`] (globs relative to the config dir, in the same tar).
 pub struct ScriptInput<'a> {
     pub host: &'a Host,
     pub files: &'a [String],
+    pub conf_globs: &'a [&'static str],
 }
 
 /// Why a fact's section gave no value. The fact's name is in every variant.
@@ -139,7 +141,6 @@ pub const REGISTRY: &[&[Unit]] = &[
         Unit::of::<crate::harden::modules::ModuleConfs>(),
         Unit::of::<crate::harden::modules::SignalwireAdoption>(),
         Unit::of::<crate::harden::file_modes::SecretConfs>(),
-        Unit::of::<crate::audit::evidence::AuditFiles>(),
     ],
     crate::audit::evidence::UNITS,
 ];
@@ -181,6 +182,7 @@ mod tests {
         let input = ScriptInput {
             host: &host,
             files: &[],
+            conf_globs: &[],
         };
         let s = Script::of_units(
             &input,
@@ -257,6 +259,7 @@ mod tests {
         let input = ScriptInput {
             host: &host,
             files: &[],
+            conf_globs: &[],
         };
         Script::of_units(
             &input,

@@ -70,6 +70,7 @@ pub struct Probes {
     units: Vec<Unit>,
     raw: Vec<(&'static str, String)>,
     abs_files: Vec<String>,
+    conf_globs: Vec<&'static str>,
 }
 
 impl Probes {
@@ -78,6 +79,7 @@ impl Probes {
             units: Vec::new(),
             raw: Vec::new(),
             abs_files: Vec::new(),
+            conf_globs: Vec::new(),
         }
     }
 
@@ -104,6 +106,17 @@ impl Probes {
         self
     }
 
+    /// Config files to read beyond [`facts::CONF_FILES`] (globs relative to the config dir),
+    /// in the same tar stream.
+    pub fn conf_files(&mut self, globs: &[&'static str]) -> &mut Self {
+        for g in globs {
+            if !self.conf_globs.contains(g) {
+                self.conf_globs.push(g);
+            }
+        }
+        self
+    }
+
     /// Finish the script: the steps' units, the base facts, the files, then the raw snippets.
     pub fn into_script(mut self, host: &Host) -> Script {
         self.units.extend_from_slice(facts::BASE);
@@ -111,6 +124,7 @@ impl Probes {
         let input = ScriptInput {
             host,
             files: &self.abs_files,
+            conf_globs: &self.conf_globs,
         };
         let mut script = Script::of_units(&input, &self.units);
         for (name, snippet) in &self.raw {

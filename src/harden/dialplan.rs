@@ -14,7 +14,7 @@
 
 use super::step::{self, PlanInput};
 use super::{Probes, StepError, StepPlan, reload};
-use crate::audit::evidence::AuditFiles;
+use crate::audit::evidence::EXTRA_CONF_FILES;
 use crate::conf::{self, diff, xml};
 use crate::facts::FileFact;
 use crate::inventory::Host;
@@ -105,9 +105,9 @@ pub struct Dialplan;
 step::config_step!(Dialplan, Production);
 
 /// dialplan/default.xml and the directory are config files; the files of dialplan/default/
-/// are the audit's extra files (one unit both read).
+/// are read with them, as the audit reads them.
 pub fn probes(p: &mut Probes, _host: &Host) {
-    p.fact::<AuditFiles>();
+    p.conf_files(EXTRA_CONF_FILES);
 }
 
 pub fn step_plan(input: &PlanInput<'_>) -> Result<StepPlan, StepError> {

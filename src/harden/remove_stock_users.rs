@@ -14,7 +14,7 @@
 
 use super::step::{self, PlanInput};
 use super::{HostFacts, Probes, StepError, StepPlan, reload};
-use crate::audit::evidence::AuditFiles;
+use crate::audit::evidence::EXTRA_CONF_FILES;
 use crate::conf::{diff, xml};
 use crate::facts::FileFact;
 use crate::inventory::Host;
@@ -70,9 +70,9 @@ pub struct RemoveStockUsers;
 step::config_step!(RemoveStockUsers, Production);
 
 /// The directory and dialplan/*.xml are config files; dialplan/default/ and dialplan/public/
-/// are the audit's extra files.
+/// are read with them, as the audit reads them.
 pub fn probes(p: &mut Probes, _host: &Host) {
-    p.fact::<AuditFiles>();
+    p.conf_files(EXTRA_CONF_FILES);
 }
 
 pub fn step_plan(input: &PlanInput<'_>) -> Result<StepPlan, StepError> {

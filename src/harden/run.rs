@@ -420,9 +420,7 @@ pub(crate) async fn gather(
 ) -> Result<HostFacts, RunError> {
     let script = script(host, runs);
     let sections = facts::gather(session, &script).await?;
-    // The dialplan step reads dialplan/default/*.xml through the audit's unit of extra files:
-    // one reading of them, merged like the audit merges it.
-    Ok(crate::audit::evidence::parse(
+    Ok(HostFacts::parse(
         sections,
         &session.user,
         session.uses_sudo(),
@@ -1349,12 +1347,13 @@ mod tests {
         let base = script(&host, &|e| sel.runs_entry(e, HardenLevel::Baseline));
         let prod = script(&host, &|e| sel.runs_entry(e, HardenLevel::Production));
         let names = |s: &facts::Script| s.names().map(str::to_string).collect::<Vec<_>>();
-        for n in [
-            crate::harden::modules::ModuleConfs::NAME,
-            crate::audit::evidence::AuditFiles::NAME,
-        ] {
-            assert!(!names(&base).iter().any(|x| x == n), "{n} at baseline");
-            assert!(names(&prod).iter().any(|x| x == n), "{n} at production");
+        let n = crate::harden::modules::ModuleConfs::NAME;
+        assert!(!names(&base).iter().any(|x| x == n), "{n} at baseline");
+        assert!(names(&prod).iter().any(|x| x == n), "{n} at production");
+        // The dialplan includes go in the config files' tar only for the production steps.
+        for g in crate::audit::evidence::EXTRA_CONF_FILES {
+            assert!(!base.text().contains(g), "{g} at baseline");
+            assert!(prod.text().contains(g), "{g} at production");
         }
     }
 

@@ -364,6 +364,7 @@ mod shell_tests {
         let input = ScriptInput {
             host: &host,
             files: &[],
+            conf_globs: &[],
         };
         for s in [
             super::FsBinaryFact::snippet(&input),
