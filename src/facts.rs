@@ -2462,12 +2462,27 @@ L 00000000000000000000000001000000:1F56 1000\n";
         assert!(t.find("/net/tcp").unwrap() < t.find("s0() {").unwrap());
     }
 
-    /// The process and net snippets, run by the local shell on a scratch proc tree with
-    /// stand-ins for systemctl, ip and getent: FreeSWITCH's ids and names, the host's addresses
-    /// and each listener owner's name once (a uid without an entry gets none).
-    #[test]
-    fn process_and_net_snippets_name_ids_and_addresses() {
+    /// A scratch host for the snippets that read `/proc` and call systemctl: FreeSWITCH is pid
+    /// 4242 (uid 999, gid 997), the kernel's TCP tables hold `v4`/`v6` (local address in hex,
+    /// uid, state), `tools` are stand-ins on the PATH (name, sh body). Returns the dir (HOME),
+    /// the proc root and the PATH.
+    fn fake_host(
+        v4: &[(&str, u32, &str)],
+        v6: &[(&str, u32, &str)],
+        tools: &[(&str, &str)],
+    ) -> (tempfile::TempDir, String, String) {
         use std::os::unix::fs::PermissionsExt;
+        let tcp = |rows: &[(&str, u32, &str)]| {
+            let mut t = String::from(
+                "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n",
+            );
+            for (i, (local, uid, st)) in rows.iter().enumerate() {
+                t.push_str(&format!(
+                    "   {i}: {local} 00000000:0000 {st} 00000000:00000000 00:00000000 00000000   {uid}        0 1234{i} 1 0000000000000000 100 0 0 10 0\n"
+                ));
+            }
+            t
+        };
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("bin");
         let proc = dir.path().join("proc");
@@ -2479,45 +2494,10 @@ L 00000000000000000000000001000000:1F56 1000\n";
             "Name:\tfreeswitch\nUid:\t999\t999\t999\t999\nGid:\t997\t997\t997\t997\n",
         )
         .unwrap();
-        let head = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
-        let row = |i: u32, local: &str, st: &str, uid: u32| {
-            format!(
-                "   {i}: {local} 00000000:0000 {st} 00000000:00000000 00:00000000 00000000   {uid}        0 1234{i} 1 0000000000000000 100 0 0 10 0\n"
-            )
-        };
-        std::fs::write(
-            proc.join("net/tcp"),
-            format!(
-                "{head}{}{}{}{}",
-                row(0, "00000000:0016", "0A", 0),
-                row(1, "0100007F:1F55", "0A", 999),
-                row(2, "0100007F:1F56", "0A", 1234),
-                row(3, "0100007F:1F57", "01", 1001)
-            ),
-        )
-        .unwrap();
-        std::fs::write(
-            proc.join("net/tcp6"),
-            format!(
-                "{head}{}",
-                row(0, "00000000000000000000000000000000:1F55", "0A", 999)
-            ),
-        )
-        .unwrap();
-        for (name, body) in [
-            ("systemctl", "printf 'MainPID=4242\\nLoadState=loaded\\n'"),
-            (
-                "ip",
-                "echo '1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever'; \
-                 echo '2: eth0    inet6 fe80::1/64 scope link \\       valid_lft forever'",
-            ),
-            (
-                "getent",
-                "db=$1; shift; for k in \"$@\"; do case $db:$k in passwd:0) echo root:x:0:0::/root:/bin/sh ;; \
-                 passwd:999) echo freeswitch:x:999:997::/var/lib/freeswitch:/bin/false ;; \
-                 group:997) echo freeswitch:x:997: ;; esac; done",
-            ),
-        ] {
+        std::fs::write(proc.join("net/tcp"), tcp(v4)).unwrap();
+        std::fs::write(proc.join("net/tcp6"), tcp(v6)).unwrap();
+        let systemctl = ("systemctl", "printf 'MainPID=4242\\nLoadState=loaded\\n'");
+        for (name, body) in std::iter::once(&systemctl).chain(tools) {
             let p = bin.join(name);
             std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
             std::fs::set_permissions(&p, PermissionsExt::from_mode(0o755)).unwrap();
@@ -2527,19 +2507,49 @@ L 00000000000000000000000001000000:1F56 1000\n";
             bin.display(),
             std::env::var("PATH").unwrap_or_default()
         );
+        let proc = proc.to_str().unwrap().to_string();
+        (dir, proc, path)
+    }
+
+    /// The process and net snippets, run by the local shell on a scratch proc tree with
+    /// stand-ins for systemctl, ip and getent: FreeSWITCH's ids and names, the host's addresses
+    /// and each listener owner's name once (a uid without an entry gets none).
+    #[test]
+    fn process_and_net_snippets_name_ids_and_addresses() {
+        let (_dir, proc, path) = fake_host(
+            &[
+                ("00000000:0016", 0, "0A"),
+                ("0100007F:1F55", 999, "0A"),
+                ("0100007F:1F56", 1234, "0A"),
+                ("0100007F:1F57", 1001, "01"),
+            ],
+            &[("00000000000000000000000000000000:1F55", 999, "0A")],
+            &[
+                (
+                    "ip",
+                    "echo '1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever'; \
+                     echo '2: eth0    inet6 fe80::1/64 scope link \\       valid_lft forever'",
+                ),
+                (
+                    "getent",
+                    "db=$1; shift; for k in \"$@\"; do case $db:$k in passwd:0) echo root:x:0:0::/root:/bin/sh ;; \
+                     passwd:999) echo freeswitch:x:999:997::/var/lib/freeswitch:/bin/false ;; \
+                     group:997) echo freeswitch:x:997: ;; esac; done",
+                ),
+            ],
+        );
         let run = |snippet: &str| {
             let out = std::process::Command::new("sh")
                 .arg("-c")
-                .arg(standalone_in(proc.to_str().unwrap(), snippet))
+                .arg(standalone_in(&proc, snippet))
                 .env("PATH", &path)
                 .output()
                 .unwrap();
             String::from_utf8_lossy(&out.stdout).into_owned()
         };
-        let p = proc.to_str().unwrap();
         assert_eq!(
-            run(&fs_process_snippet_in(p)),
-            format!("via systemd\nproc 4242 999 997\nuser 999 freeswitch\ngroup 997 freeswitch\n")
+            run(&fs_process_snippet_in(&proc)),
+            "via systemd\nproc 4242 999 997\nuser 999 freeswitch\ngroup 997 freeswitch\n"
         );
         let net = run(NET_SNIPPET);
         assert_eq!(
@@ -2556,55 +2566,14 @@ L 00000000000000000000000001000000:1F56 1000\n";
     /// its port is FreeSWITCH's user's and its config names loopback.
     #[test]
     fn fs_cli_runs_only_towards_freeswitchs_own_listener() {
-        use std::os::unix::fs::PermissionsExt;
-        // /proc/net/tcp lines: (local address in hex, uid, state).
-        let tcp = |rows: &[(&str, u32, &str)]| {
-            let mut t = String::from(
-                "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n",
-            );
-            for (i, (local, uid, st)) in rows.iter().enumerate() {
-                t.push_str(&format!(
-                    "   {i}: {local} 00000000:0000 {st} 00000000:00000000 00:00000000 00000000   {uid}        0 1234{i} 1 0000000000000000 100 0 0 10 0\n"
-                ));
-            }
-            t
-        };
         let run = |v4: &[(&str, u32, &str)], v6: &[(&str, u32, &str)], conf: Option<&str>| {
-            let dir = tempfile::tempdir().unwrap();
-            let bin = dir.path().join("bin");
-            let proc = dir.path().join("proc");
-            std::fs::create_dir_all(proc.join("4242")).unwrap();
-            std::fs::create_dir_all(proc.join("net")).unwrap();
-            std::fs::create_dir(&bin).unwrap();
-            std::fs::write(
-                proc.join("4242/status"),
-                "Name:\tfreeswitch\nUid:\t999\t999\t999\t999\nGid:\t997\t997\t997\t997\n",
-            )
-            .unwrap();
-            std::fs::write(proc.join("net/tcp"), tcp(v4)).unwrap();
-            std::fs::write(proc.join("net/tcp6"), tcp(v6)).unwrap();
-            for (name, body) in [
-                ("systemctl", "printf 'MainPID=4242\\nLoadState=loaded\\n'"),
-                ("fs_cli", "echo \"fs_cli $*\""),
-            ] {
-                let p = bin.join(name);
-                std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-                std::fs::set_permissions(&p, PermissionsExt::from_mode(0o755)).unwrap();
-            }
+            let (dir, proc, path) = fake_host(v4, v6, &[("fs_cli", "echo \"fs_cli $*\"")]);
             if let Some(c) = conf {
                 std::fs::write(dir.path().join(".fs_cli_conf"), c).unwrap();
             }
-            let path = format!(
-                "{}:{}",
-                bin.display(),
-                std::env::var("PATH").unwrap_or_default()
-            );
             let out = std::process::Command::new("sh")
                 .arg("-c")
-                .arg(standalone_in(
-                    proc.to_str().unwrap(),
-                    &fs_cli_status_snippet_in(5, proc.to_str().unwrap()),
-                ))
+                .arg(standalone_in(&proc, &fs_cli_status_snippet_in(5, &proc)))
                 .env("PATH", path)
                 .env("HOME", dir.path())
                 .output()

@@ -18,20 +18,6 @@ use reliability_support::{
     run_with_faults, sums, vault,
 };
 
-fn hosts_status(out: &reliability_support::RunOutput) -> Vec<(String, String)> {
-    out.json()["hosts"]
-        .as_array()
-        .expect("hosts")
-        .iter()
-        .map(|h| {
-            (
-                h["name"].as_str().unwrap_or("").to_string(),
-                h["status"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn a_cut_connection_at_any_step_boundary_never_mixes_configs_or_loses_a_password() {
     let fleet = Fleet::fresh("reliability-cut", 3);
@@ -57,7 +43,7 @@ fn a_cut_connection_at_any_step_boundary_never_mixes_configs_or_loses_a_password
     );
     eprintln!("round 1 with cuts: {:?}", cut.elapsed);
     assert_eq!(cut.code, Some(4), "{}", cut.text());
-    for (name, status) in hosts_status(&cut) {
+    for (name, status) in cut.statuses() {
         assert!(
             status == "failed" || status == "unreachable",
             "{name} was cut but is {status}:\n{}",
@@ -200,7 +186,7 @@ fn a_cut_rollback_leaves_old_or_new_and_the_next_one_finishes() {
         ],
     );
     assert_eq!(cut.code, Some(4), "{}", cut.text());
-    for (name, status) in hosts_status(&cut) {
+    for (name, status) in cut.statuses() {
         assert!(
             status == "failed" || status == "unreachable",
             "{name} was cut but is {status}:\n{}",

@@ -41,7 +41,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use common::{Fleet, Register, TestHost};
-use reliability_support::{Fault, RunOutput, run_with_faults, vault};
+use reliability_support::{Fault, run_with_faults, vault};
 
 const FLEET: &str = "rel-prod-cut";
 /// Stock users remove-stock-users keeps (inventory `keep_users`): the users the PIN and
@@ -176,20 +176,6 @@ fn vault_user_values(v: &serde_json::Value, host: &str, user: &str, kind: &str) 
         .collect()
 }
 
-fn statuses(out: &RunOutput) -> BTreeMap<String, String> {
-    out.json()["hosts"]
-        .as_array()
-        .expect("hosts")
-        .iter()
-        .map(|h| {
-            (
-                h["name"].as_str().unwrap_or("").to_string(),
-                h["status"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
-}
-
 /// Put a host back to the baseline: the config tree from the tarball, FreeSWITCH restarted
 /// (it reads modules.conf.xml only at startup; the registrations go with it).
 fn reset(fleet: &Fleet, h: &TestHost) {
@@ -240,7 +226,7 @@ fn round(fleet: &Fleet, pass: &Pass, cuts: &[(&str, &str)], baseline: &[BTreeMap
     let secrets_before: Vec<_> = fleet.hosts.iter().map(|h| user_secrets(fleet, h)).collect();
     let cut = run_with_faults(fleet, &pass.args(), &faults);
     assert_eq!(cut.code, Some(4), "{}", cut.text());
-    let st = statuses(&cut);
+    let st = cut.statuses();
     for (i, h) in fleet.hosts.iter().enumerate() {
         let (stage, _) = cut_of(i);
         let status = &st[&h.name];
@@ -364,7 +350,7 @@ fn check_complete(fleet: &Fleet, pass: &Pass) {
     check.push("--check");
     let plan = run_with_faults(fleet, &check, &[]);
     assert_eq!(plan.code, Some(0), "{}", plan.text());
-    for (name, status) in statuses(&plan) {
+    for (name, status) in plan.statuses() {
         assert_eq!(
             status,
             "ok",

@@ -50,6 +50,20 @@ impl RunOutput {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("not one JSON document ({e}):\n{}", self.text()))
     }
+    /// Each host's status in the JSON report, by name.
+    pub fn statuses(&self) -> std::collections::BTreeMap<String, String> {
+        self.json()["hosts"]
+            .as_array()
+            .expect("hosts")
+            .iter()
+            .map(|h| {
+                (
+                    h["name"].as_str().unwrap_or("").to_string(),
+                    h["status"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
 }
 
 pub fn fsfleet(fleet: &Fleet, args: &[&str]) -> Command {

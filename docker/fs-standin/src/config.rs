@@ -376,6 +376,21 @@ pub fn startup_modules(layout: &Layout, base_vars: &Vars) -> Result<Vec<String>,
         .collect())
 }
 
+/// Copy a directory tree (tests build config trees from the stock one).
+#[cfg(test)]
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
 /// The stock tree shipped with the project: `$FS_STOCK_CONF`, else found by walking up from `from`.
 pub fn find_stock_tree(from: &Path) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("FS_STOCK_CONF") {

@@ -902,26 +902,13 @@ pub fn route_call(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{self, Layout, find_stock_tree};
+    use crate::config::{self, Layout, copy_dir, find_stock_tree};
     use std::path::PathBuf;
 
     const INTERNATIONAL: &str = "011442071234567";
 
     fn stock() -> PathBuf {
         find_stock_tree(Path::new(env!("CARGO_MANIFEST_DIR"))).expect("the stock tree")
-    }
-
-    fn copy_dir(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for e in std::fs::read_dir(from).unwrap() {
-            let e = e.unwrap();
-            let dest = to.join(e.file_name());
-            if e.file_type().unwrap().is_dir() {
-                copy_dir(&e.path(), &dest);
-            } else {
-                std::fs::copy(e.path(), dest).unwrap();
-            }
-        }
     }
 
     /// What the `dialplan` production step leaves: the sip_uri and example.com extensions

@@ -1379,22 +1379,9 @@ mod hostile_parse_tests {
 #[cfg(test)]
 mod registrar_tests {
     use super::*;
-    use crate::config::find_stock_tree;
+    use crate::config::{copy_dir, find_stock_tree};
     use crate::core::test_core;
     use std::path::Path;
-
-    fn copy_dir(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for e in std::fs::read_dir(from).unwrap() {
-            let e = e.unwrap();
-            let dest = to.join(e.file_name());
-            if e.file_type().unwrap().is_dir() {
-                copy_dir(&e.path(), &dest);
-            } else {
-                std::fs::copy(e.path(), dest).unwrap();
-            }
-        }
-    }
 
     /// A tree with vars, the directory and only the internal profile, log-auth-failures as given.
     fn tree(dir: &Path, log_auth_failures: bool) {
