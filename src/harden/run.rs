@@ -1251,6 +1251,7 @@ fn reload_needs(
             rescan: all,
             event_socket: true,
             unload: planned.unload,
+            restart: planned.restart,
         };
     }
     reload::Needs {
@@ -1261,6 +1262,10 @@ fn reload_needs(
 
 /// The hostfs write of an edit: its new content and metadata, or (`restore`) the old ones.
 fn write_op(e: &FileEdit, restore: bool) -> hostfs::Op<'_> {
+    // A file the run created did not exist before: putting it back means removing it.
+    if restore && e.created {
+        return hostfs::Op::Remove { path: &e.path };
+    }
     let (content, meta) = if restore {
         (&e.old, &e.was)
     } else {
@@ -1523,6 +1528,7 @@ mod tests {
                 packages::NAME,
                 firewall::NAME,
                 fs_cli::NAME,
+                crate::harden::tls::NAME,
                 verify::NAME,
             ]
         );
@@ -1654,6 +1660,7 @@ mod tests {
             old,
             was: meta(0o644),
             want: meta(0o640),
+            created: false,
         }
     }
 

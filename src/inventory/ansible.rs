@@ -723,6 +723,8 @@ const FSFLEET_VARS: &[(&str, Kind)] = &[
     ("fail2ban_ignore", Kind::List),
     ("apt_lock_timeout", Kind::Int),
     ("waive", Kind::List),
+    ("tls_cert", Kind::Text),
+    ("tls_key", Kind::Text),
 ];
 
 /// fsfleet settings that have an Ansible variable: `fsfleet_address` would compete with it.
