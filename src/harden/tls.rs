@@ -729,6 +729,19 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
     }
 }
 
+/// A TLS client that accepts whatever certificate the server shows (the caller compares its
+/// fingerprint) but checks that the server holds its key.
+pub fn client_config() -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(
+        rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+            .with_no_client_auth(),
+    )
+}
+
 /// What a TLS server showed in one handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Served {
@@ -770,13 +783,7 @@ pub async fn handshake(
         target: target.clone(),
         why,
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| other(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
-        .with_no_client_auth();
+    let config = client_config().map_err(|e| other(e.to_string()))?;
     let name = ServerName::try_from(address.trim_matches(['[', ']']).to_string())
         .map_err(|e| other(format!("not a server name: {e}")))?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));

@@ -1096,6 +1096,24 @@ all:
     }
 
     #[test]
+    fn fsfleet_tls_cert_and_key_are_paths_beside_the_inventory() {
+        let (d, inv) = ok(&[(
+            "hosts.ini",
+            "[pbx]\nfs1 ansible_host=192.0.2.1 fsfleet_tls_cert=tls/fs1.pem \
+             fsfleet_tls_key=tls/fs1.key\n",
+        )]);
+        let h = host(&inv, "fs1");
+        assert_eq!(
+            h.tls_cert.as_deref(),
+            Some(d.path().join("tls/fs1.pem").as_path())
+        );
+        assert_eq!(
+            h.tls_key.as_deref(),
+            Some(d.path().join("tls/fs1.key").as_path())
+        );
+    }
+
+    #[test]
     fn connection_and_fsfleet_variables_map_onto_the_settings() {
         let (d, inv) = ok(&[
             (

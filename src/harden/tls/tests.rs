@@ -148,6 +148,13 @@ fn on_the_stock_tree_tls_goes_on_with_the_certificate_then_nothing() {
     );
     let audit = ev::eval("FS-SIP-07", &ev::evidence(&done, &[], Default::default()));
     assert_eq!(audit.status, Status::Pass, "{:?}", audit.evidence);
+    assert!(
+        audit.evidence[0].starts_with("TLS is on for: ")
+            && audit.evidence[0].contains("internal (port 5061/tcp)")
+            && audit.evidence[0].contains("external (port 5081/tcp)"),
+        "{:?}",
+        audit.evidence
+    );
     // A second run with the same certificate plans nothing.
     let f2 = facts(&files).with_edits(p.edits.iter());
     let again = plan_on(&f2, &m).unwrap();
