@@ -1502,6 +1502,17 @@ mod tests {
     }
 
     #[test]
+    fn a_file_the_run_created_is_removed_when_the_files_are_put_back() {
+        let mut e = edit("tls/agent.pem", true);
+        assert!(matches!(write_op(&e, true), hostfs::Op::Write { .. }));
+        e.created = true;
+        assert!(matches!(write_op(&e, false), hostfs::Op::Write { .. }));
+        assert!(
+            matches!(write_op(&e, true), hostfs::Op::Remove { path } if path == "/etc/freeswitch/tls/agent.pem")
+        );
+    }
+
+    #[test]
     fn only_and_skip_together() {
         // Nothing chosen: every step runs.
         let sel = Selection::new(&[], &[]).unwrap();

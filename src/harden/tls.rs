@@ -545,8 +545,33 @@ pub fn plan_with(input: &PlanInput<'_>, m: &Material) -> Result<Plan<Option<Veri
         )));
     }
 
-    // The certificate files, in the same write.
+    // The certificate files, in the same write: in the certs dir, which is where a profile
+    // without `tls-cert-dir` reads them. One that names its own dir would not serve them.
     let dir = certs_dir(&conf_dir);
+    let own_dirs = HostModel::of_files(&after_files).profile_param("tls-cert-dir");
+    let elsewhere: Vec<String> = own_dirs
+        .profiles
+        .iter()
+        .filter(|p| tls_on.iter().any(|t| t.name == p.name && t.file == p.file))
+        .filter_map(|p| {
+            let v = p.value.as_deref()?.trim().trim_end_matches('/');
+            (!v.is_empty() && v != dir).then(|| {
+                format!(
+                    "{} (tls-cert-dir {})",
+                    crate::display::line(&p.name),
+                    crate::display::line(v)
+                )
+            })
+        })
+        .collect();
+    if !elsewhere.is_empty() {
+        return Err(StepError::Refused(format!(
+            "profile(s) {} read their certificate from their own tls-cert-dir, not {dir} where \
+             fsfleet writes agent.pem: remove the param (FreeSWITCH then reads {dir}) or put \
+             the certificate there yourself and skip this step",
+            elsewhere.join(", ")
+        )));
+    }
     let agent_path = format!("{dir}/{AGENT}");
     let ca_path = format!("{dir}/{CAFILE}");
     // A missing certs dir (FreeSWITCH creates it when it starts) fails the write, which then

@@ -436,3 +436,27 @@ async fn the_handshake_shows_the_servers_certificate() {
         "{e}"
     );
 }
+
+#[test]
+fn a_profile_with_its_own_cert_dir_is_refused_by_name() {
+    let mut files = ev::stock_files();
+    ev::edit(&mut files, "sip_profiles/internal.xml", |t| {
+        t.replace(
+            "<!--<param name=\"tls-cert-dir\" value=\"\"/>-->",
+            "<param name=\"tls-cert-dir\" value=\"/srv/certs\"/>",
+        )
+    });
+    let (cert, key) = made(&["pbx1"]);
+    let e = plan_on(&facts(&files), &material(&cert, &key))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("profile(s) internal (tls-cert-dir /srv/certs) read their certificate"),
+        "{e}"
+    );
+    // The certs dir itself, named explicitly, is fine.
+    ev::edit(&mut files, "sip_profiles/internal.xml", |t| {
+        t.replace("/srv/certs", "/etc/freeswitch/tls/")
+    });
+    assert!(plan_on(&facts(&files), &material(&cert, &key)).is_ok());
+}
