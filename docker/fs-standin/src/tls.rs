@@ -51,14 +51,15 @@ fn cert_dir(core: &Core, p: &ProfileConf) -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// At startup: make the certs dir (as switch_core_init does, 0755) and take profile restart
+/// At startup: make the certs dir (as switch_core_init does, with SWITCH_DEFAULT_DIR_PERMS:
+/// 0750) and take profile restart
 /// requests from now on.
 pub fn start(core: &Arc<Core>) {
     if let Some(dir) = core.global_var("certs_dir") {
         use std::os::unix::fs::DirBuilderExt;
         let _ = std::fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o755)
+            .mode(0o750)
             .create(dir);
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();

@@ -460,3 +460,38 @@ fn a_profile_with_its_own_cert_dir_is_refused_by_name() {
     });
     assert!(plan_on(&facts(&files), &material(&cert, &key)).is_ok());
 }
+
+/// `ss` listing lines for the given TCP ports, as the listeners fact reads them.
+fn listening(ports: &[u16]) -> crate::facts::Sections {
+    let text: String = ports
+        .iter()
+        .map(|p| format!("LISTEN 0      128    192.0.2.10:{p}  0.0.0.0:* uid:999 ino:1 sk:1 <->\n"))
+        .collect();
+    crate::facts::Sections::from_pairs(&[(crate::facts::LISTEN, &text, 0)])
+}
+
+#[test]
+fn tls_on_in_the_files_but_not_served_restarts_only_those_profiles() {
+    let files = ev::stock_files();
+    let (cert, key) = made(&["pbx1"]);
+    let m = material(&cert, &key);
+    let first = plan_on(&facts(&files), &m).unwrap();
+    // A run cut after the write, before the reload: the files are right, 5061 is not served.
+    let mut f = facts(&files).with_edits(first.edits.iter());
+    f.sections = listening(&[5060, 5080, 5081]);
+    let p = plan_on(&f, &m).unwrap();
+    assert!(p.edits.is_empty(), "{:?}", p.changes);
+    let mut restart = p.reload.restart.clone();
+    restart.sort();
+    assert_eq!(restart, ["internal", "internal-ipv6"]);
+    assert!(
+        p.changes[0].contains("FreeSWITCH does not serve it"),
+        "{:?}",
+        p.changes
+    );
+    assert!(p.action.is_some());
+    // Both TLS ports served: nothing to do.
+    f.sections = listening(&[5060, 5061, 5080, 5081]);
+    let p = plan_on(&f, &m).unwrap();
+    assert!(p.is_noop() && !p.reload.any());
+}
