@@ -257,6 +257,9 @@ pub enum StepError {
     /// No password may go to the Event Socket listener (the message names it and what to do).
     #[error(transparent)]
     Listener(#[from] Refusal),
+    /// The `tls` step's certificate or key cannot be used (the message names host and file).
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsError),
 }
 
 /// What a step's `apply` gets.

@@ -411,8 +411,7 @@ fn material(input: &PlanInput<'_>) -> Result<Option<Material>, TlsError> {
 
 /// The plan: files, vars.xml edits, restarts and the handshake to check.
 pub fn plan(input: &PlanInput<'_>) -> Result<Plan<Option<Verify>>, StepError> {
-    let refused = |e: TlsError| StepError::Refused(e.to_string());
-    let Some(m) = material(input).map_err(refused)? else {
+    let Some(m) = material(input)? else {
         return Ok(Plan {
             outline: StepPlan {
                 warnings: vec![
