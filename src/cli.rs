@@ -247,9 +247,15 @@ Steps, in order (names for --skip/--only):
                 and sshd's ports; ignoreip = fail2ban_ignore only
   firewall      ufw default deny; SSH, SIP, SIP-TLS, RTP open (SIP only from
                 sip_allow_from if set)
-  reload        reloadxml, sofia profile rescan, unload mod_x, reload
+  reload        reloadxml, sofia profile rescan/restart, unload mod_x, reload
                 mod_event_socket, with the OLD password
   fs-cli        /etc/fs_cli.conf and ~/.fs_cli_conf so fs_cli keeps working
+  tls           [production] the inventory's tls_cert/tls_key (or
+                --self-signed) uploaded as agent.pem (0600, FreeSWITCH's) and
+                cafile.pem in FreeSWITCH's certs dir, TLS on (vars.xml
+                internal/external_ssl_enable) at TLS 1.2 (sip_tls_version),
+                profiles restarted, then a TLS handshake from here must show
+                the certificate's SHA-256; skipped without a certificate
   verify        new ESL password works, fs_cli works, ESL not reachable from
                 here, jail and ufw on
 
@@ -315,6 +321,11 @@ pub struct HardenArgs {
     /// the inventory's `level` [default: the inventory's, else baseline].
     #[arg(long, value_enum)]
     pub level: Option<crate::inventory::HardenLevel>,
+    /// tls: hosts without tls_cert/tls_key get a self-signed certificate made on the
+    /// controller (for testing: phones will not trust it), kept with its key (0600) in
+    /// .fsfleet/tls/HOST/ beside the vault and reused by later runs.
+    #[arg(long)]
+    pub self_signed: bool,
     /// `ufw --force reset` first: drop the host's other firewall rules.
     #[arg(long)]
     pub firewall_reset: bool,

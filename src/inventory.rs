@@ -178,6 +178,11 @@ pub struct Host {
     pub modules_keep: Vec<String>,
     /// Stock directory users the production `remove-stock-users` step must leave (e.g. `1000`).
     pub keep_users: Vec<String>,
+    /// The production `tls` step's certificate (PEM, the chain from the server's own
+    /// certificate up) and private key: controller-side paths, relative ones resolved against
+    /// the inventory's directory. Read when the step plans, never sent anywhere but the host.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// A validated inventory: every host fully resolved.
@@ -349,6 +354,8 @@ impl Host {
             level: HardenLevel::Baseline,
             modules_keep: Vec::new(),
             keep_users: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -490,6 +497,12 @@ pub fn render_hosts(inv: &Inventory, hosts: &[Host]) -> String {
         }
         if !h.modules_keep.is_empty() {
             out.push_str(&row("modules kept", h.modules_keep.join(", ")));
+        }
+        if let (Some(c), Some(k)) = (&h.tls_cert, &h.tls_key) {
+            out.push_str(&row(
+                "TLS certificate",
+                format!("{} (key {})", c.display(), k.display()),
+            ));
         }
     }
     out

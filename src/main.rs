@@ -164,6 +164,13 @@ async fn harden_command(args: HardenArgs) -> Result<u8, UsageError> {
             diff: args.diff,
             level: args.level,
             rotate_only: None,
+            self_signed: args.self_signed.then(|| {
+                args.vault
+                    .clone()
+                    .unwrap_or_else(|| vault::default_path_for(&inv.path, &inv.vault))
+                    .parent()
+                    .map_or_else(|| std::path::PathBuf::from("tls"), |d| d.join("tls"))
+            }),
         },
         selection,
     });

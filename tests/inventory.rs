@@ -789,3 +789,57 @@ modules_keep = ["mod_xml_rpc", "mod_signalwire"]
     assert!(plain.hosts[0].modules_keep.is_empty());
     assert!(plain.hosts[0].keep_users.is_empty());
 }
+
+#[test]
+fn tls_cert_and_key_resolve_against_the_inventory_dir_host_over_groups_over_defaults() {
+    let i = inv(
+        r#"
+[defaults]
+tls_cert = "certs/fleet.pem"
+tls_key = "certs/fleet.key"
+
+[groups.edge]
+tls_cert = "/etc/pki/edge.pem"
+tls_key = "~/edge.key"
+
+[[hosts]]
+name = "a"
+
+[[hosts]]
+name = "b"
+groups = ["edge"]
+
+[[hosts]]
+name = "c"
+groups = ["edge"]
+tls_cert = "c.pem"
+tls_key = "c.key"
+"#,
+        None,
+    );
+    let get = |n: &str| {
+        let h = i.get(n).unwrap();
+        (h.tls_cert.clone().unwrap(), h.tls_key.clone().unwrap())
+    };
+    assert_eq!(
+        get("a"),
+        (
+            Path::new("/srv/fleet/certs/fleet.pem").to_path_buf(),
+            Path::new("/srv/fleet/certs/fleet.key").to_path_buf()
+        )
+    );
+    let (cert_b, key_b) = get("b");
+    assert_eq!(cert_b, Path::new("/etc/pki/edge.pem"));
+    assert!(key_b.is_absolute() && key_b.ends_with("edge.key") && !key_b.starts_with("~"));
+    assert_eq!(get("c").0, Path::new("/srv/fleet/c.pem"));
+    let plain = inv("[[hosts]]\nname = \"x\"\n", None);
+    assert!(plain.hosts[0].tls_cert.is_none() && plain.hosts[0].tls_key.is_none());
+    let err = Inventory::parse_str(
+        "[[hosts]]\nname = \"x\"\ntls_cert = \"\"\n",
+        Path::new("/srv/fleet/inventory.toml"),
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("`tls_cert` is empty"), "{err}");
+}

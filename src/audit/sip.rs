@@ -300,10 +300,10 @@ fn sip_exposure(ev: &Evidence) -> Result<Finding, ControlError> {
 
 fn tls(ev: &Evidence) -> Result<Finding, ControlError> {
     let profiles = profiles(ev)?;
-    let on: Vec<&str> = profiles
+    let on: Vec<String> = profiles
         .iter()
         .filter(|p| p.tls)
-        .map(|p| p.name.as_str())
+        .map(|p| format!("{} (port {}/tcp)", p.name, p.tls_port))
         .collect();
     Ok(if on.is_empty() {
         Finding::fail(vec![format!(

@@ -40,6 +40,9 @@ pub struct HardenOptions {
     pub level: Option<HardenLevel>,
     /// `fsfleet rotate`: only these passwords change, whatever else the baseline would fix.
     pub rotate_only: Option<RotateScope>,
+    /// `--self-signed`: hosts without `tls_cert`/`tls_key` get a test certificate made on the
+    /// controller, kept (key 0600) under this directory and reused by later runs.
+    pub self_signed: Option<std::path::PathBuf>,
 }
 
 /// Why `fsfleet rotate` rotates a password that is not weak (the report's "(was ...)").
@@ -268,6 +271,9 @@ pub enum StepError {
     /// No password may go to the Event Socket listener (the message names it and what to do).
     #[error(transparent)]
     Listener(#[from] Refusal),
+    /// The `tls` step's certificate or key cannot be used (the message names host and file).
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsError),
 }
 
 /// What a step's `apply` gets.
@@ -377,6 +383,9 @@ pub struct FileEdit {
     pub new: Vec<u8>,
     pub was: Meta,
     pub want: Meta,
+    /// The file does not exist yet: the write creates it (`old` is empty, `was` is `want`),
+    /// and putting the old state back removes it.
+    pub created: bool,
 }
 
 impl FileEdit {
@@ -458,6 +467,7 @@ impl HostFacts {
             new,
             was,
             want,
+            created: false,
         }))
     }
 }

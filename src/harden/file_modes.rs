@@ -155,6 +155,7 @@ fn restrict(file: &FileFact, fs: Option<(&str, &str)>) -> Option<FileEdit> {
         new: content,
         was,
         want,
+        created: false,
     })
 }
 

@@ -36,6 +36,7 @@ pub mod run;
 pub mod sip_password;
 pub mod sip_protocol;
 pub mod step;
+pub mod tls;
 pub mod verify;
 pub mod voicemail_pins;
 

@@ -32,6 +32,9 @@ pub struct Needs {
     /// Modules to take out of the running FreeSWITCH with `unload NAME` (modules.conf.xml no
     /// longer loads them): before `reload mod_event_socket`, which drops the connection.
     pub unload: Vec<String>,
+    /// Profiles to restart with `sofia profile NAME restart` (after `reloadxml`): what a
+    /// profile binds when it starts, its TLS transport and certificate, a rescan never changes.
+    pub restart: Vec<String>,
 }
 
 impl Needs {
@@ -44,7 +47,11 @@ impl Needs {
     }
 
     pub fn any(&self) -> bool {
-        self.reloadxml || !self.rescan.is_empty() || self.event_socket || !self.unload.is_empty()
+        self.reloadxml
+            || !self.rescan.is_empty()
+            || self.event_socket
+            || !self.unload.is_empty()
+            || !self.restart.is_empty()
     }
 }
 
@@ -76,7 +83,7 @@ pub async fn apply(
         .map_err(|e| failed("Event Socket (old password)", e))?;
     // A profile's rescan re-reads its XML, but reloadxml first makes vars and the directory
     // consistent with it (a rescan alone would use stale $${vars}).
-    if needs.reloadxml || !needs.rescan.is_empty() {
+    if needs.reloadxml || !needs.rescan.is_empty() || !needs.restart.is_empty() {
         stage(&stage_of("reloadxml"));
         let body = client
             .api("reloadxml")
@@ -110,6 +117,10 @@ pub async fn apply(
             ));
         }
     }
+    for profile in &needs.restart {
+        stage(&stage_of(&format!("sofia profile {profile} restart")));
+        evidence.push(restart(&mut client, profile).await?);
+    }
     for module in &needs.unload {
         stage(&stage_of(&format!("unload {module}")));
         evidence.push(unload(&mut client, module).await?);
@@ -138,6 +149,49 @@ pub async fn apply(
         let _ = client.exit().await;
     }
     Ok(evidence)
+}
+
+/// `sofia profile NAME restart`. mod_sofia answers `restarting: NAME` and restarts the profile
+/// in the background (FreeSWITCH 1.10 mod_sofia.c `cmd_profile`); a profile up for less than
+/// its minimum time answers `Profile NAME must be up for at least N seconds to stop/restart.
+/// Please wait N seconds`, so fsfleet waits that long once and asks again. A profile that is not
+/// running (`Invalid Profile`) binds what its file says when it next starts.
+async fn restart<S>(client: &mut esl::EslClient<S>, profile: &str) -> Result<String, StepError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    let cmd = format!("sofia profile {profile} restart");
+    for attempt in 0..2 {
+        let body = client.api(&cmd).await.map_err(|source| StepError::Esl {
+            what: "sofia restart".into(),
+            source,
+        })?;
+        let body = body.trim();
+        if body.contains("restarting:") {
+            return Ok(format!("{cmd}: {}", crate::display::line(body)));
+        }
+        if body.starts_with("Invalid Profile") {
+            return Ok(format!(
+                "{cmd}: {} (profile not running; it takes the file's settings when it starts)",
+                crate::display::line(body)
+            ));
+        }
+        if let Some(wait) = wait_seconds(body).filter(|_| attempt == 0) {
+            tokio::time::sleep(Duration::from_secs(wait.min(60) + 1)).await;
+            continue;
+        }
+        return Err(StepError::Failed(format!(
+            "{cmd} answered {}",
+            crate::display::line(body)
+        )));
+    }
+    Err(StepError::Failed(format!("{cmd} was refused twice")))
+}
+
+/// The N of mod_sofia's `Please wait N second(s)`.
+fn wait_seconds(body: &str) -> Option<u64> {
+    let rest = &body[body.find("Please wait ")? + "Please wait ".len()..];
+    rest.split_whitespace().next()?.parse().ok()
 }
 
 /// `unload NAME` (never `-f`: FreeSWITCH itself refuses a module that is busy), then
@@ -247,6 +301,21 @@ async fn reconnect(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_profile_restart_too_soon_says_how_long_to_wait() {
+        // mod_sofia.c cmd_profile's refusal, as FreeSWITCH 1.10 words it.
+        let body = "Profile internal must be up for at least 10 seconds to stop/restart.\nPlease wait 7 seconds\n";
+        assert_eq!(super::wait_seconds(body), Some(7));
+        assert_eq!(super::wait_seconds("restarting: internal"), None);
+        assert!(
+            super::Needs {
+                restart: vec!["internal".into()],
+                ..Default::default()
+            }
+            .any()
+        );
+    }
+
     use super::*;
     use crate::esl::fake::{ApiReply, Config, FakeEsl};
     use crate::esl::{EslClient, EslOptions};

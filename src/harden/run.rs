@@ -1289,6 +1289,7 @@ fn reload_needs(
             rescan: all,
             event_socket: true,
             unload: planned.unload,
+            restart: planned.restart,
         };
     }
     reload::Needs {
@@ -1299,6 +1300,10 @@ fn reload_needs(
 
 /// The hostfs write of an edit: its new content and metadata, or (`restore`) the old ones.
 fn write_op(e: &FileEdit, restore: bool) -> hostfs::Op<'_> {
+    // A file the run created did not exist before: putting it back means removing it.
+    if restore && e.created {
+        return hostfs::Op::Remove { path: &e.path };
+    }
     let (content, meta) = if restore {
         (&e.old, &e.was)
     } else {
@@ -1536,6 +1541,17 @@ mod tests {
     }
 
     #[test]
+    fn a_file_the_run_created_is_removed_when_the_files_are_put_back() {
+        let mut e = edit("tls/agent.pem", true);
+        assert!(matches!(write_op(&e, true), hostfs::Op::Write { .. }));
+        e.created = true;
+        assert!(matches!(write_op(&e, false), hostfs::Op::Write { .. }));
+        assert!(
+            matches!(write_op(&e, true), hostfs::Op::Remove { path } if path == "/etc/freeswitch/tls/agent.pem")
+        );
+    }
+
+    #[test]
     fn only_and_skip_together() {
         // Nothing chosen: every step runs.
         let sel = Selection::new(&[], &[]).unwrap();
@@ -1562,6 +1578,7 @@ mod tests {
                 packages::NAME,
                 firewall::NAME,
                 fs_cli::NAME,
+                crate::harden::tls::NAME,
                 verify::NAME,
             ]
         );
@@ -1695,6 +1712,7 @@ mod tests {
             old,
             was: meta(0o644),
             want: meta(0o640),
+            created: false,
         }
     }
 

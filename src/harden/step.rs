@@ -17,7 +17,7 @@ use super::context::{FileEdit, HardenOptions, HostFacts, Probes, StepCtx, StepEr
 use super::preflight::Preflight;
 use super::{
     auth_logging, dialplan, event_socket, fail2ban, file_modes, firewall, fs_cli, modules,
-    packages, per_user_passwords, reload, remove_stock_users, sip_password, sip_protocol,
+    packages, per_user_passwords, reload, remove_stock_users, sip_password, sip_protocol, tls,
     voicemail_pins,
 };
 use crate::inventory::{HardenLevel, Host};
@@ -211,6 +211,7 @@ pub const REGISTRY: &[Entry] = &[
     entry::<fail2ban::Fail2ban>(),
     entry::<firewall::Firewall>(),
     entry::<fs_cli::FsCli>(),
+    entry::<tls::Tls>(),
 ];
 
 /// The phases of [`REGISTRY`] never go back (the orchestrator applies them in that order).
@@ -289,6 +290,11 @@ pub fn planned_reloads<'p>(plans: impl IntoIterator<Item = &'p StepPlan>) -> rel
                 out.unload.push(m.clone());
             }
         }
+        for r in &p.reload.restart {
+            if !out.restart.contains(r) {
+                out.restart.push(r.clone());
+            }
+        }
     }
     out
 }
@@ -354,6 +360,7 @@ impl PlanInput<'_> {
             new,
             was: prev.was.clone(),
             want,
+            created: prev.created,
         }))
     }
 }
@@ -421,7 +428,8 @@ mod tests {
                 packages::NAME,
                 fail2ban::NAME,
                 firewall::NAME,
-                fs_cli::NAME
+                fs_cli::NAME,
+                tls::NAME
             ]
         );
         assert!(phases_in_order(REGISTRY));

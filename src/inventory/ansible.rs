@@ -723,6 +723,8 @@ const FSFLEET_VARS: &[(&str, Kind)] = &[
     ("fail2ban_ignore", Kind::List),
     ("apt_lock_timeout", Kind::Int),
     ("waive", Kind::List),
+    ("tls_cert", Kind::Text),
+    ("tls_key", Kind::Text),
 ];
 
 /// fsfleet settings that have an Ansible variable: `fsfleet_address` would compete with it.
@@ -1091,6 +1093,24 @@ all:
             &yaml.replace("ansible_group_priority: 5", "x: 1"),
         )]);
         assert_eq!(host(&inv, "h").user, "from_zeta");
+    }
+
+    #[test]
+    fn fsfleet_tls_cert_and_key_are_paths_beside_the_inventory() {
+        let (d, inv) = ok(&[(
+            "hosts.ini",
+            "[pbx]\nfs1 ansible_host=192.0.2.1 fsfleet_tls_cert=tls/fs1.pem \
+             fsfleet_tls_key=tls/fs1.key\n",
+        )]);
+        let h = host(&inv, "fs1");
+        assert_eq!(
+            h.tls_cert.as_deref(),
+            Some(d.path().join("tls/fs1.pem").as_path())
+        );
+        assert_eq!(
+            h.tls_key.as_deref(),
+            Some(d.path().join("tls/fs1.key").as_path())
+        );
     }
 
     #[test]

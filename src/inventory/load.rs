@@ -42,6 +42,8 @@ const FIELD_KEYS: &[&str] = &[
     "level",
     "modules_keep",
     "keep_users",
+    "tls_cert",
+    "tls_key",
 ];
 const TOP_KEYS: &[&str] = &[
     "defaults",
@@ -85,6 +87,8 @@ struct Layer {
     level: Option<At<HardenLevel>>,
     modules_keep: Option<At<Vec<String>>>,
     keep_users: Option<At<Vec<String>>>,
+    tls_cert: Option<At<PathBuf>>,
+    tls_key: Option<At<PathBuf>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -507,6 +511,8 @@ impl Resolver<'_> {
             keep_users: pick!(layers, keep_users)
                 .map(|m| m.value.clone())
                 .unwrap_or_default(),
+            tls_cert: pick!(layers, tls_cert).map(|t| t.value.clone()),
+            tls_key: pick!(layers, tls_key).map(|t| t.value.clone()),
         };
         (host, jump_span)
     }
@@ -759,6 +765,8 @@ fn parse_fields(
             }
             "identity_file" => l.identity_file = path_value(p, k, value, dir),
             "known_hosts" => l.known_hosts = path_value(p, k, value, dir),
+            "tls_cert" => l.tls_cert = path_value(p, k, value, dir),
+            "tls_key" => l.tls_key = path_value(p, k, value, dir),
             "password_env" => l.password_env = env_name(p, k, value),
             "sudo_password_env" => l.sudo_password_env = env_name(p, k, value),
             "sudo" => l.sudo = boolean(p, k, value),

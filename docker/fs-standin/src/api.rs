@@ -147,6 +147,8 @@ fn sofia(core: &Core, args: &str) -> Reply {
         ["profile", name, ..] if !core.running_profiles().iter().any(|p| p.name == *name) => {
             Reply::body(format!("Invalid Profile [{name}]"))
         }
+        // mod_sofia.c cmd_profile: the profile restarts in the background.
+        ["profile", name, "restart"] => Reply::body(crate::tls::request_restart(name)),
         ["profile", _, ..] => Reply::body("-ERR Unknown command!\n"),
         _ => Reply::body(
             "USAGE:\n--------------------------------------------------------------------------------\n\

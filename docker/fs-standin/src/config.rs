@@ -176,6 +176,12 @@ pub struct ProfileConf {
     pub force_matching_username: bool,
     /// The dialplan context of calls no directory `user_context` places (`context` param).
     pub context: String,
+    /// `tls` (sofia.c `PFLAG_TLS`): the profile also serves SIP over TLS on `tls_sip_port`.
+    pub tls: bool,
+    /// `tls-sip-port`, 5061 when absent (sofia.c's default).
+    pub tls_sip_port: u16,
+    /// `tls-cert-dir`; None: FreeSWITCH's certs dir (`$${certs_dir}`).
+    pub tls_cert_dir: Option<String>,
 }
 
 impl ProfileConf {
@@ -190,6 +196,9 @@ impl ProfileConf {
             force_register_domain: None,
             force_matching_username: false,
             context: "default".into(),
+            tls: false,
+            tls_sip_port: 5061,
+            tls_cert_dir: None,
         };
         if let Some(settings) = p.child("settings") {
             for (k, v) in settings.params() {
@@ -204,6 +213,9 @@ impl ProfileConf {
                     "inbound-reg-force-matching-username" => {
                         conf.force_matching_username = xml::is_true(&v)
                     }
+                    "tls" => conf.tls = xml::is_true(&v),
+                    "tls-sip-port" => conf.tls_sip_port = v.trim().parse().unwrap_or(5061),
+                    "tls-cert-dir" if !v.trim().is_empty() => conf.tls_cert_dir = Some(v),
                     _ => {}
                 }
             }

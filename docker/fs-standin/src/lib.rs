@@ -14,4 +14,5 @@ pub mod netinfo;
 pub mod registrations;
 pub mod serve;
 pub mod sip;
+pub mod tls;
 pub mod xml;

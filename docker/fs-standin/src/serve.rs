@@ -85,6 +85,7 @@ pub async fn run(mut layout: Layout) -> Result<(), ServeError> {
             return Err(e.into());
         }
     };
+    crate::tls::start(&core);
     crate::sip::start_profiles(&core).await;
     tokio::spawn(crate::esl::run(core.clone()));
     log.log(

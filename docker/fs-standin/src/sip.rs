@@ -724,6 +724,7 @@ pub async fn start_profiles(core: &Arc<Core>) {
                 ),
             }
         }
+        crate::tls::start_profile(core, p).await;
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65535];
             loop {
@@ -743,7 +744,7 @@ pub async fn start_profiles(core: &Arc<Core>) {
     }
 }
 
-type SharedRegistrar = Arc<std::sync::Mutex<Registrar>>;
+pub(crate) type SharedRegistrar = Arc<std::sync::Mutex<Registrar>>;
 
 async fn serve_tcp(listener: tokio::net::TcpListener, reg: SharedRegistrar) {
     loop {
@@ -758,12 +759,16 @@ async fn serve_tcp(listener: tokio::net::TcpListener, reg: SharedRegistrar) {
     }
 }
 
-/// Messages on a stream are delimited by the blank line plus Content-Length.
-async fn sip_tcp_connection(
-    mut stream: tokio::net::TcpStream,
+/// Messages on a stream (TCP, or TLS: see tls.rs) are delimited by the blank line plus
+/// Content-Length.
+pub(crate) async fn sip_tcp_connection<S>(
+    mut stream: S,
     peer: SocketAddr,
     reg: SharedRegistrar,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const MAX: usize = 65535;
     let mut buf: Vec<u8> = Vec::new();
