@@ -1,14 +1,15 @@
 //! Facts: everything a command needs to know about a host, read in ONE remote round trip.
 //!
 //! A fact is a shell snippet plus a parser. All snippets are joined into one script whose output
-//! sections are delimited by a marker carrying a random token (so no file content can forge a
-//! section), run once per host with root privileges, and parsed here. Parsers take untrusted text:
-//! they return errors or "unknown", never panic.
+//! sections are delimited by a marker carrying a random token the script draws on the host and
+//! prints first (so no file content, process name or program output can forge a section: the
+//! token is in no command line and no file a user can read), run once per host with root
+//! privileges, and parsed here. Parsers take untrusted text: they return errors or "unknown",
+//! never panic.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::inventory::{ConfDir, Host};
@@ -184,8 +185,13 @@ const SHARED: &[Shared] = &[
         used_by: SYSTEMD_CALL,
         code: systemd_read,
     },
-    // Before the kernel's table: a listener ss shows must have its owner in the table read
-    // after it (after `reload mod_event_socket` the listener comes back while fsfleet looks).
+    Shared {
+        used_by: PACKAGES_VAR,
+        code: packages_read,
+    },
+    // The listener reads last, the kernel's table after ss: a listener ss shows must have its
+    // owner in the table read after it (after `reload mod_event_socket` the listener comes back
+    // while fsfleet looks), and the gate's check stays close to fs_cli's connection.
     Shared {
         used_by: SS_VAR,
         code: ss_read,
@@ -193,10 +199,6 @@ const SHARED: &[Shared] = &[
     Shared {
         used_by: LISTENERS_VAR,
         code: listeners_read,
-    },
-    Shared {
-        used_by: PACKAGES_VAR,
-        code: packages_read,
     },
 ];
 
@@ -276,20 +278,29 @@ fn standalone_in(proc: &str, snippet: &str) -> String {
 /// a busy host a long chain of small commands waits for the CPU once per command. Without a
 /// temp dir they run one after the other.
 pub struct Script {
-    token: String,
     snippets: Vec<(String, String)>,
     body: String,
 }
 
+/// The first line of a script's output: `@@fsfleet-token UUID@@`. The token is drawn on the host
+/// (the kernel's random UUID, read by a shell builtin) and held only in the root shell's memory:
+/// a token the controller put into the script would be in `sh -c`'s command line, which every
+/// local user can read in `/proc/PID/cmdline` while the script runs, and then print in a process
+/// name, a listener's name or a program's output to forge a section.
+pub(crate) const TOKEN_LINE: &str = "@@fsfleet-token ";
+
+/// A kernel UUID (`8-4-4-4-12` lowercase hex).
+fn is_token(t: &str) -> bool {
+    t.len() == 36
+        && t.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_digit() || ('a'..='f').contains(&c),
+        })
+}
+
 impl Script {
     pub fn new() -> Script {
-        let token: String = rand::thread_rng()
-            .sample_iter(rand::distributions::Alphanumeric)
-            .take(16)
-            .map(char::from)
-            .collect();
         Script {
-            token,
             snippets: Vec::new(),
             body: String::new(),
         }
@@ -321,8 +332,11 @@ impl Script {
     }
 
     fn render(&self) -> String {
-        let t = &self.token;
-        let mut defs = String::from("exec 2>/dev/null\n");
+        let mut defs = format!(
+            "exec 2>/dev/null\n\
+             read -r t </proc/sys/kernel/random/uuid || exit 90\n\
+             echo \"{TOKEN_LINE}$t@@\"\n"
+        );
         defs.push_str(&shared_reads(
             "/proc",
             self.snippets.iter().map(|(_, s)| s.as_str()),
@@ -343,13 +357,13 @@ impl Script {
             // gives; ONE `cat` collects every output. A `cat` per output and per status was a
             // fifth of a fresh audit's CPU on the host, a second fork per job about 8 ms more.
             parallel.push_str(&format!(
-                "( echo '@@{t} begin {name}@@'; s{i} ) </dev/null >\"$d/{i}\" & p{i}=$!\n"
+                "( echo \"@@$t begin {name}@@\"; s{i} ) </dev/null >\"$d/{i}\" & p{i}=$!\n"
             ));
             collect.push_str(&format!(
-                "wait \"$p{i}\"; echo \"@@{t} end {name} $?@@\" >>\"$d/{i}\"\n"
+                "wait \"$p{i}\"; echo \"@@$t end {name} $?@@\" >>\"$d/{i}\"\n"
             ));
             sequential.push_str(&format!(
-                "echo '@@{t} begin {name}@@'\n( s{i} )\necho \"@@{t} end {name} $?@@\"\n"
+                "echo \"@@$t begin {name}@@\"\n( s{i} ) </dev/null\necho \"@@$t end {name} $?@@\"\n"
             ));
         }
         format!(
@@ -361,17 +375,37 @@ impl Script {
         &self.body
     }
 
-    /// Split the output into sections. Text outside sections is ignored; a begun but unended
-    /// section (output cut short) is an error.
+    /// Split the output into sections. The token is the first token line's (see
+    /// [`TOKEN_LINE`]); text outside sections is ignored; a begun but unended section (output
+    /// cut short), a section begun inside another or a section twice is an error.
     pub fn parse(&self, output: &[u8]) -> Result<Sections, FactsError> {
         let text = String::from_utf8_lossy(output);
-        let begin = format!("@@{} begin ", self.token);
-        let end = format!("@@{} end ", self.token);
+        let mut lines = text.split_inclusive('\n');
+        let token = lines
+            .find_map(|l| {
+                l.trim_end_matches('\n')
+                    .strip_prefix(TOKEN_LINE)
+                    .and_then(|r| r.strip_suffix("@@"))
+            })
+            .ok_or_else(|| FactsError::Malformed("no token line (truncated?)".into()))?;
+        if !is_token(token) {
+            return Err(FactsError::Malformed(format!("bad token {token:?}")));
+        }
+        let begin = format!("@@{token} begin ");
+        let end = format!("@@{token} end ");
         let mut sections = Sections::default();
         let mut current: Option<(String, String)> = None;
-        for line in text.split_inclusive('\n') {
+        for line in lines {
             let bare = line.trim_end_matches('\n');
             if let Some(rest) = bare.strip_prefix(&begin).and_then(|r| r.strip_suffix("@@")) {
+                if let Some((open, _)) = &current {
+                    return Err(FactsError::Malformed(format!(
+                        "section {rest} begun inside {open}"
+                    )));
+                }
+                if sections.map.contains_key(rest) {
+                    return Err(FactsError::Malformed(format!("section {rest} twice")));
+                }
                 current = Some((rest.to_string(), String::new()));
             } else if let Some(rest) = bare.strip_prefix(&end).and_then(|r| r.strip_suffix("@@")) {
                 let (name, status) = rest
@@ -965,9 +999,9 @@ impl HostNet {
 /// per unit, in that order, from the script's one `systemctl show`), then `pidof` when
 /// FreeSWITCH runs without its unit (built from source).
 pub const SERVICES: &str = "services";
-const SERVICES_SNIPPET: &str = "a=$(fsfleet_sd 1 ActiveState; fsfleet_sd 2 ActiveState)\n\
-     printf '%s\\n' \"$a\"\n\
-     case \"$a\" in active*) ;; *) pidof freeswitch >/dev/null && echo 'pidof freeswitch' ;; esac\n\
+const SERVICES_SNIPPET: &str = "a=$(fsfleet_sd 1 ActiveState); b=$(fsfleet_sd 2 ActiveState)\n\
+     [ -z \"$a$b\" ] || printf '%s\\n%s\\n' \"${a:-unknown}\" \"${b:-unknown}\"\n\
+     case \"$a\" in active) ;; *) pidof freeswitch >/dev/null && echo 'pidof freeswitch' ;; esac\n\
      true";
 
 /// The SSH ports from the listen section: sshd's listeners, else `sshd -T`'s `port` lines. A
@@ -1802,19 +1836,44 @@ mod tests {
 
     use super::*;
 
+    /// A token as the host draws it, and an output framed with its token line.
+    pub(crate) const T: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
+    pub(crate) fn framed(body: &str) -> String {
+        format!("{TOKEN_LINE}{T}@@\n{body}")
+    }
+
     #[test]
     fn sections_round_trip_and_resist_forgery() {
         let mut s = Script::new();
         s.add("a", "x").add("b", "y");
-        let t = s.token.clone();
-        let out = format!(
+        let t = T;
+        let out = framed(&format!(
             "junk\n@@{t} begin a@@\nline1\n@@fake end a 0@@\n@@{t} end a 0@@\n@@{t} begin b@@\nno newline@@{t} end b 3@@\n"
-        );
+        ));
         let sec = s.parse(out.as_bytes()).unwrap();
         assert_eq!(sec.text("a"), "line1\n@@fake end a 0@@\n");
         assert_eq!(sec.text("b"), "no newline");
         assert_eq!(sec.status("b"), Some(3));
         assert_eq!(sec.text("missing"), "");
+        // No token line, a token that is not the kernel's UUID shape, a section twice or one
+        // begun inside another: refused, not read.
+        let body = format!("@@{t} begin a@@\nx\n@@{t} end a 0@@\n");
+        assert!(s.parse(body.as_bytes()).is_err());
+        assert!(
+            s.parse(format!("{TOKEN_LINE}x@@\n@@x begin a@@\n@@x end a 0@@\n").as_bytes())
+                .is_err()
+        );
+        assert!(
+            s.parse(framed(&format!("{body}{body}")).as_bytes())
+                .is_err()
+        );
+        assert!(
+            s.parse(framed(&format!("@@{t} begin b@@\n{body}@@{t} end b 0@@\n")).as_bytes())
+                .is_err()
+        );
+        // The token is drawn on the host: it is not in the script the controller sends.
+        assert!(!s.text().contains(T));
+        assert!(s.text().contains("/proc/sys/kernel/random/uuid"));
     }
 
     /// systemd is asked once per script, and only when a snippet needs it; each snippet reads
@@ -1919,18 +1978,24 @@ mod tests {
     fn truncated_or_garbage_output_is_an_error_not_a_panic() {
         let mut s = Script::new();
         s.add("a", "x");
-        let t = s.token.clone();
+        let t = T;
         assert!(
-            s.parse(format!("@@{t} begin a@@\npartial").as_bytes())
+            s.parse(framed(&format!("@@{t} begin a@@\npartial")).as_bytes())
                 .is_err()
         );
-        assert!(s.parse(format!("@@{t} end a 0@@\n").as_bytes()).is_err());
         assert!(
-            s.parse(format!("@@{t} begin a@@\n@@{t} end a x@@\n").as_bytes())
+            s.parse(framed(&format!("@@{t} end a 0@@\n")).as_bytes())
+                .is_err()
+        );
+        assert!(
+            s.parse(framed(&format!("@@{t} begin a@@\n@@{t} end a x@@\n")).as_bytes())
                 .is_err()
         );
         let binary: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
-        assert!(s.parse(&binary).is_ok_and(|x| x.map.is_empty()));
+        assert!(s.parse(&binary).is_err());
+        let mut framed_binary = framed("").into_bytes();
+        framed_binary.extend_from_slice(&binary);
+        assert!(s.parse(&framed_binary).is_ok_and(|x| x.map.is_empty()));
     }
 
     #[test]
@@ -2633,12 +2698,12 @@ mod hostile {
     use proptest::prelude::*;
 
     /// A well-formed facts output of two sections, for cutting and corrupting.
-    fn good(s: &Script) -> Vec<u8> {
-        let t = &s.token;
-        format!(
+    fn good(_s: &Script) -> Vec<u8> {
+        let t = super::tests::T;
+        super::tests::framed(&format!(
             "@@{t} begin os@@\nID=debian\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n@@{t} end os 0@@\n\
              @@{t} begin files@@\nC\t/etc/freeswitch\nF\t/etc/freeswitch/vars.xml\t644 root root 5\taGVsbG8=\n@@{t} end files 0@@\n"
-        )
+        ))
         .into_bytes()
     }
 
@@ -2686,9 +2751,9 @@ mod hostile {
         fn binary_and_forged_output_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
             let mut s = Script::new();
             s.add("os", "x");
-            let t = s.token.clone();
+            let t = super::tests::T;
             let _ = s.parse(&bytes);
-            let mut forged = format!("@@{t} begin os@@\n").into_bytes();
+            let mut forged = super::tests::framed(&format!("@@{t} begin os@@\n")).into_bytes();
             forged.extend_from_slice(&bytes);
             forged.extend_from_slice(format!("@@{t} end os 0@@\n").as_bytes());
             if let Ok(sec) = s.parse(&forged) {
@@ -2716,9 +2781,9 @@ mod hostile {
     fn huge_output_is_handled() {
         let mut s = Script::new();
         s.add("os", "x");
-        let t = s.token.clone();
+        let t = super::tests::T;
         let big = "A".repeat(8 * 1024 * 1024);
-        let out = format!("@@{t} begin os@@\n{big}\n@@{t} end os 0@@\n");
+        let out = super::tests::framed(&format!("@@{t} begin os@@\n{big}\n@@{t} end os 0@@\n"));
         let sec = s.parse(out.as_bytes()).unwrap();
         assert_eq!(sec.text("os").len(), big.len() + 1);
         let _ = parse_base(&sec, "root", false);

@@ -498,11 +498,9 @@ pub mod testing {
         for (n, _, _) in pairs {
             s.add(n, "true");
         }
-        // The marker token is only in the script text: take it from there.
-        let text = s.text().to_string();
-        let begin = text.find("@@").unwrap_or(0) + 2;
-        let token: String = text[begin..].chars().take_while(|c| *c != ' ').collect();
-        let mut out = String::new();
+        // The token the host would draw, on the line the script prints first.
+        let token = "0f8fad5b-d9cb-469f-a165-70867728950e";
+        let mut out = format!("{}{token}@@\n", facts::TOKEN_LINE);
         for (n, body, st) in pairs {
             out.push_str(&format!(
                 "@@{token} begin {n}@@\n{body}\n@@{token} end {n} {st}@@\n"

@@ -555,7 +555,7 @@ async fn preflight(
     // The vault's secrets go only to the host whose SSH key they belong to (finding 9): a name
     // now pointing at another machine is refused before anything is sent to it.
     let key = session.host_key();
-    let (candidates, interrupted, key_note) = {
+    let (candidates, interrupted, owed_note, key_note) = {
         let mut vault = run.shared.vault.lock().await;
         let note = match vault.check_host_key(&host.name, key) {
             Err(mismatch) => {
@@ -571,9 +571,20 @@ async fn preflight(
             }
             Ok(_) => None,
         };
+        // Said, not silent: a reload an earlier run owes makes this one reload everything.
+        let owed = vault
+            .entry(&host.name)
+            .and_then(|e| e.reload_owed.clone())
+            .map(|run| {
+                format!(
+                    "run {run} wrote files FreeSWITCH has not reloaded (cut, --skip reload, or \
+                     --offline-ok while it ran): this run reloads everything"
+                )
+            });
         (
             vault.candidates(&host.name, key, CredKind::EslPassword),
             vault.interrupted(&host.name),
+            owed,
             note,
         )
     };
@@ -651,6 +662,7 @@ async fn preflight(
     }
     let mut evidence = pre.evidence.clone();
     evidence.extend(key_note);
+    evidence.extend(owed_note);
     evidence.extend(remove_stale_stages(session, &facts, opts.check).await);
     steps.push(
         preflight::NAME,
@@ -1098,6 +1110,22 @@ async fn reload_freeswitch(
         return Ok(());
     }
     let Some(old_pw) = ready.pre.live_password.clone() else {
+        // Only a FreeSWITCH that is not running reads the files without a reload (at start);
+        // one whose Event Socket did not answer still runs the old settings and is owed one.
+        let running = ready
+            .facts
+            .base
+            .freeswitch
+            .as_ref()
+            .is_some_and(|f| f.service_active);
+        if running {
+            steps.skipped(
+                reload::NAME,
+                "--offline-ok: FreeSWITCH runs but its Event Socket did not answer; it keeps the \
+                 old settings until a reload (the next run does it)",
+            );
+            return Ok(());
+        }
         steps.skipped(
             reload::NAME,
             "--offline-ok: FreeSWITCH is not running; it reads the new configs when it starts",

@@ -356,6 +356,16 @@ impl Channel<'_> {
 
     /// switch_channel_expand_variables: `${name}` and `${api(args)}`, nested.
     fn expand(&self, s: &str) -> String {
+        self.expand_at(s, 0)
+    }
+
+    /// Nesting is bounded: a caller's destination reaches here (the stock `enum` extension
+    /// transfers `$1`), and unbounded recursion on `${${${...` would overflow the stack.
+    fn expand_at(&self, s: &str, level: usize) -> String {
+        const MAX_LEVEL: usize = 16;
+        if level >= MAX_LEVEL {
+            return s.to_string();
+        }
         let mut out = String::with_capacity(s.len());
         let mut rest = s;
         while let Some(start) = rest.find("${") {
@@ -380,7 +390,7 @@ impl Channel<'_> {
                 out.push_str(&rest[start..]);
                 return out;
             };
-            let body = self.expand(&inner[..end]);
+            let body = self.expand_at(&inner[..end], level + 1);
             match body.find('(') {
                 Some(p) if body.ends_with(')') => {
                     let cmd = format!("{} {}", &body[..p], &body[p + 1..body.len() - 1]);
@@ -1010,6 +1020,15 @@ mod tests {
             cause,
             extension: Some(ext.to_string()),
         }
+    }
+
+    /// A caller's number full of `${` (the enum extension expands it) neither overflows the
+    /// stack nor hangs: nesting is bounded.
+    #[test]
+    fn a_deeply_nested_destination_is_routed_not_a_crash() {
+        let sw = switch(&stock());
+        let deep = format!("{}x{}", "${".repeat(5000), "}".repeat(5000));
+        let _ = call(&sw, "1000", &deep);
     }
 
     #[test]

@@ -36,7 +36,9 @@ const INSTALLED: &[&str] = &[
 /// output cut at 300 bytes and each line prefixed (no line can pass for a section marker).
 fn binary_snippet() -> String {
     format!(
-        "p=$(fsfleet_sd 1 MainPID)\n\
+        "nl='\n'\n\
+         oneline() {{ case \"$1\" in *\"$nl\"*) echo 'unsafe (a path with a line break): not run'; exit 0 ;; esac; }}\n\
+         p=$(fsfleet_sd 1 MainPID)\n\
          case \"$p\" in ''|0|*[!0-9]*) p=$(pidof -s freeswitch 2>/dev/null) ;; esac\n\
          e=''; how=installed\n\
          case \"$p\" in ''|0|*[!0-9]*) ;; *)\n\
@@ -44,14 +46,17 @@ fn binary_snippet() -> String {
          else\n\
          e=$(tr '\\000' '\\n' <\"/proc/$p/cmdline\" 2>/dev/null | head -n 1); how=started\n\
          case \"$e\" in /*) e=$(readlink -f \"$e\") ;; *) e='' ;; esac\n\
+         oneline \"$e\"\n\
          b=$(awk '/^btime / {{print $2}}' /proc/stat 2>/dev/null); hz=$(getconf CLK_TCK 2>/dev/null)\n\
          t=$(awk -v b=\"$b\" -v hz=\"$hz\" '{{sub(/^.*\\) /, \"\"); if (b > 0 && hz > 0) print int(b + $20 / hz)}}' \"/proc/$p/stat\" 2>/dev/null)\n\
          m=$(stat -c %Y \"$e\" 2>/dev/null)\n\
          if [ -n \"$e\" ] && {{ [ -z \"$t\" ] || [ -z \"$m\" ] || [ \"$m\" -gt \"$t\" ]; }}; then echo \"replaced $e (changed after the process started, or its start time is unreadable)\"; e=''; fi\n\
          fi ;;\n\
          esac\n\
+         oneline \"$e\"\n\
          case \"$e\" in *' (deleted)') echo \"replaced $e\"; e='' ;; esac\n\
          if [ -z \"$e\" ]; then how=installed; for c in {installed}; do [ -f \"$c\" ] && {{ e=$(readlink -f \"$c\"); break; }}; done; fi\n\
+         oneline \"$e\"\n\
          [ -n \"$e\" ] || {{ echo none; exit 0; }}\n\
          case \"$e\" in /*/freeswitch) ;; *) echo \"unsafe $e: not an absolute path to a freeswitch binary\"; exit 0 ;; esac\n\
          set -- \"$e\"; d=$e\n\
@@ -110,12 +115,18 @@ fn bounded(s: &str) -> String {
     s.chars().take(MAX_LINE).collect()
 }
 
+/// The snippet prints at most one `binary` line, never with an `unsafe` one, and `said` only
+/// after it: output that contradicts that is not the snippet's alone (a path or a name some
+/// user chose that slipped a line in), so the binary counts as refused, its version unread.
 pub fn parse_binary(text: &str) -> FsBinary {
     let mut out = FsBinary::default();
+    let mut binaries = 0;
+    let mut said_early = false;
     for line in text.lines() {
         let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
         match word {
             "binary" => {
+                binaries += 1;
                 let (how, path) = rest.split_once(' ').unwrap_or((rest, ""));
                 out.source = match how {
                     "running" => BinarySource::Exe,
@@ -125,11 +136,20 @@ pub fn parse_binary(text: &str) -> FsBinary {
                 out.path = Some(bounded(path));
             }
             // Only the first line: the version is on it; anything after is not FreeSWITCH's.
-            "said" if out.said.is_none() => out.said = Some(bounded(rest)),
+            "said" if out.said.is_none() => {
+                said_early |= binaries == 0;
+                out.said = Some(bounded(rest));
+            }
             "replaced" => out.replaced = Some(bounded(rest)),
             "unsafe" => out.refused = Some(bounded(rest)),
             _ => {}
         }
+    }
+    if binaries > 1 || said_early || (binaries == 1 && out.refused.is_some()) {
+        return FsBinary {
+            refused: Some("the binary probe's output contradicts itself: not read".into()),
+            ..FsBinary::default()
+        };
     }
     out
 }
@@ -295,11 +315,33 @@ mod tests {
         ] {
             assert_eq!(parse_binary(odd).version_text(), None, "{odd:?}");
         }
-        let long = format!("said FreeSWITCH version: 1.10.12{}\n", "x".repeat(1000));
+        let long = format!(
+            "binary running /usr/bin/freeswitch\nsaid FreeSWITCH version: 1.10.12{}\n",
+            "x".repeat(1000)
+        );
         assert_eq!(
             parse_binary(&long).said.map(|s| s.chars().count()),
             Some(MAX_LINE)
         );
+    }
+
+    /// Lines a path or a name could slip into the section (a second `binary` line, `said`
+    /// before it, `binary` beside `unsafe`): the binary is refused, no version read.
+    #[test]
+    fn a_section_that_contradicts_itself_reads_no_version() {
+        for forged in [
+            "binary started /tmp/x\nbinary running /usr/bin/freeswitch\nsaid FreeSWITCH version: 1.10.12-release\n",
+            "said FreeSWITCH version: 1.10.12-release\nbinary running /usr/bin/freeswitch\n",
+            "unsafe /tmp/x: not owned by root\nbinary running /usr/bin/freeswitch\nsaid FreeSWITCH version: 1.10.12-release\n",
+        ] {
+            let b = parse_binary(forged);
+            assert_eq!(b.version_text(), None, "{forged:?}");
+            assert_eq!(b.path, None, "{forged:?}");
+            assert!(
+                b.refused.as_deref().unwrap_or("").contains("contradicts"),
+                "{forged:?}"
+            );
+        }
     }
 
     #[test]
@@ -356,6 +398,74 @@ mod tests {
 
 #[cfg(test)]
 mod shell_tests {
+    /// A process whose binary path holds a line break (any user can start one and name it
+    /// freeswitch): the snippet refuses it in one line, and prints no line of the path.
+    #[test]
+    fn a_binary_path_with_a_line_break_is_refused_in_one_line() {
+        use crate::facts::{Fact, ScriptInput};
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("x\nbinary running /usr/bin");
+        std::fs::create_dir_all(&odd).unwrap();
+        let sleep = ["/bin/sleep", "/usr/bin/sleep"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap();
+        let fake = odd.join("freeswitch");
+        std::fs::copy(sleep, &fake).unwrap();
+        // A binary just written may be "busy" while another test's fork still holds it open.
+        let mut child = (0..50)
+            .find_map(
+                |_| match std::process::Command::new(&fake).arg("30").spawn() {
+                    Ok(c) => Some(c),
+                    Err(_) => {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        None
+                    }
+                },
+            )
+            .unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let systemctl = bin.join("systemctl");
+        std::fs::write(
+            &systemctl,
+            format!(
+                "#!/bin/sh\nprintf 'MainPID={}\\nLoadState=loaded\\n'\n",
+                child.id()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&systemctl, PermissionsExt::from_mode(0o755)).unwrap();
+        let host = crate::audit::evidence::testing::host();
+        let input = ScriptInput {
+            host: &host,
+            files: &[],
+            conf_globs: &[],
+        };
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(crate::facts::standalone(&super::FsBinaryFact::snippet(
+                &input,
+            )))
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .output()
+            .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(text, "unsafe (a path with a line break): not run\n");
+        let b = super::parse_binary(&text);
+        assert!(b.refused.is_some() && b.path.is_none() && b.said.is_none());
+    }
+
     /// The snippets are valid POSIX shell (`sh -n`), as the host's /bin/sh reads them.
     #[test]
     fn snippets_parse_as_sh() {
