@@ -10,6 +10,7 @@
 //! blocks leave unset. Validation reports every problem found (up to 50), one per line, as
 //! `FILE:LINE:COL: what is wrong and what to do`; see [`InventoryError`].
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -172,6 +173,8 @@ pub struct Host {
     pub apt_lock_timeout: Duration,
     /// Audit control IDs waived for this host (from `[audit]`, groups and host).
     pub waive: Vec<String>,
+    /// Why, for the waivers the inventory gives a reason (`waive = { ID = "reason" }`).
+    pub waive_reasons: BTreeMap<String, String>,
     /// The harden level this host gets when `--level` is not given.
     pub level: HardenLevel,
     /// Modules the production `modules` step must leave loaded (e.g. `mod_verto`).
@@ -351,6 +354,7 @@ impl Host {
             fail2ban: Fail2banSettings::default(),
             apt_lock_timeout: DEFAULT_APT_LOCK_TIMEOUT,
             waive: Vec::new(),
+            waive_reasons: BTreeMap::new(),
             level: HardenLevel::Baseline,
             modules_keep: Vec::new(),
             keep_users: Vec::new(),

@@ -843,3 +843,55 @@ tls_key = "c.key"
     .to_string();
     assert!(err.contains("`tls_cert` is empty"), "{err}");
 }
+
+/// A waiver may say why (`waive = { ID = "reason" }`): the reason goes with the host, a narrower
+/// layer's replaces a broader one's for the same control, and the list form still works beside
+/// it. A reason that is empty or not a string is an error naming the file, line and control.
+#[test]
+fn waivers_carry_their_reasons_narrowest_first() {
+    let inv = inv(
+        r#"
+[audit.waive]
+FS-SIP-06 = "the SBC in front filters SIP"
+FS-VULN-01 = "fleet-wide: upgrade planned for Q1"
+
+[groups.lab]
+waive = { FS-VULN-01 = "lab hosts run the release under test" }
+
+[[hosts]]
+name = "fs1"
+groups = ["lab"]
+waive = ["FS-MOD-01"]
+
+[[hosts]]
+name = "fs2"
+"#,
+        None,
+    );
+    let fs1 = inv.get("fs1").unwrap();
+    assert_eq!(fs1.waive, ["FS-SIP-06", "FS-VULN-01", "FS-MOD-01"]);
+    assert_eq!(
+        fs1.waive_reasons.get("FS-VULN-01").map(String::as_str),
+        Some("lab hosts run the release under test")
+    );
+    assert_eq!(
+        fs1.waive_reasons.get("FS-SIP-06").map(String::as_str),
+        Some("the SBC in front filters SIP")
+    );
+    assert!(!fs1.waive_reasons.contains_key("FS-MOD-01"));
+    let fs2 = inv.get("fs2").unwrap();
+    assert_eq!(
+        fs2.waive_reasons.get("FS-VULN-01").map(String::as_str),
+        Some("fleet-wide: upgrade planned for Q1")
+    );
+    for bad in [
+        "[audit.waive]\nFS-SIP-06 = \"\"\n[[hosts]]\nname = \"a\"\n",
+        "[[hosts]]\nname = \"a\"\nwaive = { FS-SIP-06 = 3 }\n",
+    ] {
+        let e = Inventory::parse_str(bad, Path::new("inv.toml"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("reason for waiving FS-SIP-06"), "{e}");
+        assert_located(&e, "inv.toml");
+    }
+}

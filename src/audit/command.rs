@@ -53,6 +53,9 @@ pub struct ControlResult {
     /// For waived controls: what the control found.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waived_status: Option<Status>,
+    /// For waived controls: why, when the inventory says (`waive = { ID = "reason" }`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waived_reason: Option<String>,
     pub evidence: Vec<String>,
     /// The files on the host the evidence names, for SARIF's physical locations.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -212,6 +215,7 @@ impl ControlResult {
             baseline: c.baseline,
             status: if waived { Status::Waived } else { status },
             waived_status: waived.then_some(status),
+            waived_reason: None,
             locations: locations(&evidence, conf_dir),
             evidence,
         }
@@ -384,7 +388,16 @@ pub async fn command(args: AuditArgs) -> Result<u8, AuditError> {
             ctx.stage("evaluating");
             let mut waived: Vec<String> = ctx.host.waive.clone();
             waived.extend(cli_waive.iter().cloned());
-            Ok(evaluate(&ev, &waived))
+            let mut results = evaluate(&ev, &waived);
+            for r in results.iter_mut().filter(|r| r.status == Status::Waived) {
+                r.waived_reason = ctx
+                    .host
+                    .waive_reasons
+                    .iter()
+                    .find(|(id, _)| id.eq_ignore_ascii_case(r.id))
+                    .map(|(_, why)| why.clone());
+            }
+            Ok(results)
         }
     })
     .await;
@@ -439,6 +452,7 @@ mod tests {
             baseline: super::super::control(id).is_some_and(|c| c.baseline),
             status,
             waived_status: None,
+            waived_reason: None,
             evidence: vec![],
             locations: vec![],
         }

@@ -481,10 +481,14 @@ fn result_lines(out: &mut String, results: &[&ControlResult]) {
     for r in results.iter().filter(|r| r.status == Status::Waived) {
         let _ = writeln!(
             out,
-            "  waived {} {} (would be {})",
+            "  waived {} {} (would be {}){}",
             r.id,
             title_of(r.id),
-            r.waived_status.map_or("?", |s| s.as_str())
+            r.waived_status.map_or("?", |s| s.as_str()),
+            r.waived_reason
+                .as_deref()
+                .map(|why| format!(": {}", crate::display::line(why)))
+                .unwrap_or_default()
         );
     }
 }
@@ -719,8 +723,12 @@ pub fn junit(o: &Outcome) -> String {
                 Status::Skipped | Status::Waived => {
                     let msg = if r.status == Status::Waived {
                         format!(
-                            "waived (would be {})",
-                            r.waived_status.map_or("?", |s| s.as_str())
+                            "waived (would be {}){}",
+                            r.waived_status.map_or("?", |s| s.as_str()),
+                            r.waived_reason
+                                .as_deref()
+                                .map(|why| format!(": {why}"))
+                                .unwrap_or_default()
                         )
                     } else {
                         r.evidence.join("; ")
@@ -905,8 +913,22 @@ mod tests {
             "  FAIL critical FS-ESL-01 Event Socket password is not ClueCon, at least 16 characters, letters and digits only\n         - autoload_configs/event_socket.conf.xml: password is ClueCon\n         - live: not checked (live probes were not run)\n         fix: Run `fsfleet harden`"
         ), "{t}");
         assert!(t.contains(
-            "waived FS-MOD-01 No unused service-exposing modules are loaded (would be fail)"
+            "waived FS-MOD-01 No unused service-exposing modules are loaded (would be fail)\n"
         ));
+        // The inventory's reason for a waiver is shown with it, in text and JUnit.
+        let mut o2 = outcome();
+        for r in o2.hosts[0]
+            .results
+            .iter_mut()
+            .filter(|r| r.id == "FS-MOD-01")
+        {
+            r.waived_reason = Some("verto serves the softphones".into());
+        }
+        let t2 = text(&o2, code);
+        assert!(t2.contains(
+            "waived FS-MOD-01 No unused service-exposing modules are loaded (would be fail): verto serves the softphones\n"
+        ), "{t2}");
+        assert!(junit(&o2).contains("waived (would be fail): verto serves the softphones"));
         assert!(t.contains("NOT AUDITED (unreachable): cannot connect"));
         assert!(t.contains("FS-SIP-01   critical  FAIL    n/a"), "{t}");
         assert!(

@@ -2,7 +2,7 @@
 //! problems are reported with their position, then each host is resolved through its groups,
 //! `[defaults]`, the ssh client config and the built-in defaults.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -83,7 +83,7 @@ struct Layer {
     fail2ban_bantime: Option<At<u64>>,
     fail2ban_ignore: Option<At<Vec<IpNet>>>,
     apt_lock_timeout: Option<At<u64>>,
-    waive: Option<At<Vec<String>>>,
+    waive: Option<At<Vec<Waiver>>>,
     level: Option<At<HardenLevel>>,
     modules_keep: Option<At<Vec<String>>>,
     keep_users: Option<At<Vec<String>>>,
@@ -138,7 +138,7 @@ pub(super) fn parse(
     let mut defaults = Layer::default();
     let mut groups: Vec<(At<String>, Layer)> = Vec::new();
     let mut raw_hosts: Vec<RawHost> = Vec::new();
-    let mut audit_waive: Vec<String> = Vec::new();
+    let mut audit_waive: Vec<Waiver> = Vec::new();
     let mut vault = crate::vault::VaultSettings::default();
     let mut recipients_span: Option<Span> = None;
     // A malformed `hosts` already has its own message; "no hosts" would only add noise.
@@ -321,14 +321,24 @@ pub(super) fn parse(
                 .filter_map(|g| group_map.get(g.value.as_str()).copied()),
         );
         layers.push(&defaults);
-        let mut waive = audit_waive.clone();
+        // Broad to narrow ([audit], defaults, groups, host): a narrower reason replaces a
+        // broader one for the same control.
+        let mut waivers: Vec<Waiver> = audit_waive.clone();
         for l in layers.iter().rev() {
             if let Some(w) = &l.waive {
-                waive.extend(w.value.iter().cloned());
+                waivers.extend(w.value.iter().cloned());
             }
         }
+        let mut reasons: BTreeMap<String, String> = BTreeMap::new();
+        for (id, reason) in &waivers {
+            if let Some(r) = reason {
+                reasons.insert(id.clone(), r.clone());
+            }
+        }
+        let mut waive: Vec<String> = waivers.into_iter().map(|(id, _)| id).collect();
         let mut uniq = HashSet::new();
         waive.retain(|w| uniq.insert(w.clone()));
+        let waive = (waive, reasons);
         let mut groups_of: Vec<String> = Vec::new();
         for g in &h.groups {
             if !groups_of.contains(&g.value) {
@@ -395,7 +405,7 @@ impl Resolver<'_> {
         name: &At<String>,
         groups: Vec<String>,
         layers: &[&Layer],
-        waive: Vec<String>,
+        (waive, waive_reasons): (Vec<String>, BTreeMap<String, String>),
     ) -> (Host, Span) {
         let inv_address = pick!(layers, address).map(|a| a.value.clone());
         let ssh_host = self.ssh.map(|cfg| {
@@ -504,6 +514,7 @@ impl Resolver<'_> {
                 .map(|v| Duration::from_secs(v.value))
                 .unwrap_or(crate::inventory::DEFAULT_APT_LOCK_TIMEOUT),
             waive,
+            waive_reasons,
             level: pick!(layers, level).map(|l| l.value).unwrap_or_default(),
             modules_keep: pick!(layers, modules_keep)
                 .map(|m| m.value.clone())
@@ -993,21 +1004,45 @@ fn check_ignore(raw: &str) -> Result<IpNet, String> {
     Ok(net)
 }
 
-fn parse_waive(p: &mut Problems, value: &Value<'_>) -> Option<At<Vec<String>>> {
-    let items = string_list(p, "waive", value)?;
-    let mut ids = Vec::new();
-    for item in items {
-        if item.value.is_empty() || item.value.contains(char::is_whitespace) {
-            p.add(
-                item.span,
-                "a waived control ID must be a single word such as FS-ESL-01",
-            );
-        } else {
-            ids.push(item.value);
+/// A waived control ID and, in the table form, why the operator accepts it.
+type Waiver = (String, Option<String>);
+
+/// `waive`: a list of control IDs (`["FS-SIP-06"]`), or a table of ID = reason
+/// (`{ FS-SIP-06 = "an SBC filters SIP" }`), the reason shown wherever the waiver is.
+fn parse_waive(p: &mut Problems, value: &Value<'_>) -> Option<At<Vec<Waiver>>> {
+    const ONE_WORD: &str = "a waived control ID must be a single word such as FS-ESL-01";
+    let mut out = Vec::new();
+    if let DeValue::Table(t) = value.get_ref() {
+        for (k, v) in t.iter() {
+            let id: &str = k.get_ref();
+            if id.is_empty() || id.contains(char::is_whitespace) {
+                p.add(k.span(), ONE_WORD);
+                continue;
+            }
+            match v.get_ref() {
+                DeValue::String(r) if !r.trim().is_empty() => {
+                    out.push((id.to_string(), Some(r.trim().to_string())));
+                }
+                _ => p.add(
+                    v.span(),
+                    format!(
+                        "the reason for waiving {id} must be a non-empty string, such as \
+                         {id} = \"the SBC in front filters SIP\""
+                    ),
+                ),
+            }
+        }
+    } else {
+        for item in string_list(p, "waive", value)? {
+            if item.value.is_empty() || item.value.contains(char::is_whitespace) {
+                p.add(item.span, ONE_WORD);
+            } else {
+                out.push((item.value, None));
+            }
         }
     }
     Some(At {
-        value: ids,
+        value: out,
         span: value.span(),
     })
 }
