@@ -613,8 +613,9 @@ pub fn plan(rec: &RunRecord, states: &[FileState], force: bool) -> Result<Plan, 
 }
 
 /// The reloads restoring `changes` needs, from the host's config as it is now and as it will
-/// be: reloadxml for any FreeSWITCH config file, a rescan of each restored profile, and the
-/// Event Socket reload when its file changes.
+/// be: reloadxml for any FreeSWITCH config file, a rescan of each restored profile, a restart
+/// of each profile serving TLS when what it serves changes, and the Event Socket reload when
+/// its file changes.
 fn reload_needs(f: &HostFacts, p: &Plan) -> reload::Needs {
     let conf_dir = f.files.conf_dir.clone().unwrap_or_default();
     let in_conf = |path: &str| !conf_dir.is_empty() && path.starts_with(&format!("{conf_dir}/"));
@@ -637,7 +638,50 @@ fn reload_needs(f: &HostFacts, p: &Plan) -> reload::Needs {
     }
     let esl_file = format!("{conf_dir}/{}", model::ESL_CONF);
     needs.event_socket = touched.contains(&esl_file.as_str());
+    // A rescan neither binds nor unbinds TLS nor reloads its certificate (harden's tls step):
+    // restoring the certificate files, or vars.xml with other TLS settings, restarts the
+    // profiles that serve TLS now, so they stop serving it or serve the restored certificate.
+    if !conf_dir.is_empty() && tls_changes(&conf_dir, &touched, f, p) {
+        needs.restart = HostModel::new(f)
+            .sip_profiles()
+            .profiles
+            .into_iter()
+            .filter(|prof| prof.tls && model::registrations::plain_profile_name(&prof.name))
+            .map(|prof| prof.name)
+            .collect();
+        needs.rescan.retain(|r| !needs.restart.contains(r));
+    }
     needs
+}
+
+/// The vars.xml settings that decide whether and how the profiles serve TLS.
+const TLS_VARS: &[&str] = &[
+    "internal_ssl_enable",
+    "external_ssl_enable",
+    "sip_tls_version",
+    "internal_tls_port",
+    "external_tls_port",
+];
+
+/// Whether restoring `touched` changes what TLS the profiles serve: a file of the certs dir, or
+/// a vars.xml whose TLS settings differ from today's.
+fn tls_changes(conf_dir: &str, touched: &[&str], f: &HostFacts, p: &Plan) -> bool {
+    let certs = format!("{}/", crate::harden::tls::certs_dir(conf_dir));
+    if touched.iter().any(|t| t.starts_with(&certs)) {
+        return true;
+    }
+    let vars_path = format!("{conf_dir}/vars.xml");
+    let Some(restored) = p.touched.iter().find_map(|(vp, vf)| match vf {
+        Found::File(v) if *vp == vars_path => Some(model::Vars::parse(Some(
+            &String::from_utf8_lossy(&v.content),
+        ))),
+        _ => None,
+    }) else {
+        return false;
+    };
+    let model = HostModel::new(f);
+    let now = model.vars();
+    TLS_VARS.iter().any(|k| now.get(k) != restored.get(k))
 }
 
 /// The Event Socket settings a restored event_socket.conf.xml gives.
@@ -1481,6 +1525,65 @@ mod tests {
             digest('1'),
             digest('2')
         )
+    }
+
+    /// Rolling back a run that turned TLS on (or changed its certificate) restarts the profiles
+    /// that serve TLS now: a rescan would leave the port bound with the old certificate. A
+    /// vars.xml restore that leaves the TLS settings alone only rescans.
+    #[test]
+    fn restoring_tls_restarts_the_profiles_that_serve_it() {
+        use crate::audit::evidence::testing::{edit, evidence, stock_files};
+        let stock = stock_files();
+        let stock_vars = stock
+            .iter()
+            .find(|(r, _)| r == "vars.xml")
+            .unwrap()
+            .1
+            .clone();
+        let mut files = stock.clone();
+        edit(&mut files, "vars.xml", |t| {
+            t.replace("internal_ssl_enable=false", "internal_ssl_enable=true")
+        });
+        let facts = evidence(&files, &[], Default::default()).facts;
+        let conf = facts.files.conf_dir.clone().unwrap();
+        let plan = |touched: Vec<(String, Found)>| Plan {
+            touched,
+            ..Default::default()
+        };
+        let vars_back = plan(vec![(
+            format!("{conf}/vars.xml"),
+            Found::File(file('0', &stock_vars)),
+        )]);
+        let n = reload_needs(&facts, &vars_back);
+        assert!(n.reloadxml);
+        // internal-ipv6 serves TLS by the same variable.
+        assert_eq!(n.restart, ["internal-ipv6", "internal"]);
+        assert!(
+            !n.rescan.contains(&"internal".to_string()),
+            "{:?}",
+            n.rescan
+        );
+        // The certificate files alone (TLS stays on): the same restart.
+        let cert_back = plan(vec![(format!("{conf}/tls/agent.pem"), Found::Absent)]);
+        assert_eq!(
+            reload_needs(&facts, &cert_back).restart,
+            ["internal-ipv6", "internal"]
+        );
+        // vars.xml with the same TLS settings (another variable restored): no restart.
+        let same_tls = files
+            .iter()
+            .find(|(r, _)| r == "vars.xml")
+            .unwrap()
+            .1
+            .replace(
+                "default_password=1234",
+                "default_password=Other123456789012",
+            );
+        let other = plan(vec![(
+            format!("{conf}/vars.xml"),
+            Found::File(file('1', &same_tls)),
+        )]);
+        assert!(reload_needs(&facts, &other).restart.is_empty());
     }
 
     #[test]

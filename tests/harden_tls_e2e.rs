@@ -6,7 +6,8 @@
 //! other control but the waived ones (each with its reason in the inventory); the key is in no
 //! output and in no command line on the host; a second run changes nothing. Then
 //! `--self-signed` (no certificate in the inventory) makes one on the controller, uploads it, and
-//! reuses it on the next run (`--only tls`, which includes the reload and restarts it needs).
+//! reuses it on the next run (`--only tls`, which includes the reload and restarts it needs);
+//! `fsfleet rollback` of that run restarts the profiles, which serve the previous certificate.
 
 mod common;
 
@@ -319,4 +320,21 @@ fn tls_step_uploads_the_certificate_freeswitch_then_serves() {
         conf_sum(&fleet, h),
         "the reused certificate changed a file"
     );
+
+    // Rolling back the run that put the self-signed certificate in: the files go back and the
+    // TLS profiles are restarted, so the port serves the inventory's certificate again.
+    let back = fsfleet(&fleet.inventory(), &["rollback"]);
+    assert_eq!(back.status.code(), Some(0), "{}", output_text(&back));
+    let mut served_now = [0u8; 32];
+    for _ in 0..60 {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        if let Ok(hs) = rt.block_on(tls::handshake(&h.address, 5061, Duration::from_secs(2))) {
+            served_now = hs.fingerprint;
+            if served_now == want {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(served_now, want, "after rollback: {}", output_text(&back));
 }
