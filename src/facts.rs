@@ -260,13 +260,15 @@ fn shared_reads<'a>(proc: &str, snippets: impl Iterator<Item = &'a str> + Clone)
         .collect()
 }
 
-/// `script` (a script of its own, not a [`Script`] section) with the shared reads its snippets
-/// use, as [`Script`] gives them (e.g. verify's fs_cli check, which runs the gate).
-pub fn standalone(script: &str) -> String {
-    standalone_in("/proc", script)
+/// `snippet` as a script of its own, with the shared reads [`Script`] gives it (tests run one
+/// snippet with the local shell).
+#[cfg(test)]
+pub(crate) fn standalone(snippet: &str) -> String {
+    standalone_in("/proc", snippet)
 }
 
 /// [`standalone`] with the shared reads from a scratch `proc` tree (tests).
+#[cfg(test)]
 fn standalone_in(proc: &str, snippet: &str) -> String {
     format!("{}{snippet}", shared_reads(proc, std::iter::once(snippet)))
 }

@@ -9,7 +9,7 @@ use super::preflight::esl_connect;
 use super::{HostFacts, StepError, fail2ban, firewall};
 use crate::esl::EslError;
 use crate::esl_target;
-use crate::facts::{self, is_loopback};
+use crate::facts::{self, FactsError, Script, is_loopback};
 use crate::inventory::Host;
 use crate::model::EventSocket;
 use crate::secret::Secret;
@@ -256,34 +256,32 @@ async fn inband(
         Err(e) => problems.push(e),
     }
 
-    // fs_cli sends the password of its config: only through the same gate as the facts.
-    let mut script = format!(
-        "echo '== fs_cli'; ( {} ) 2>&1; echo \"rc=$?\"\n",
-        facts::fs_cli_status_snippet(10)
+    // fs_cli sends the password of its config: only through the same gate as the facts. The
+    // answers come back as sections of one script (markers with the host-drawn token): fs_cli
+    // prints what FreeSWITCH answers, which must not pass for the other checks' lines.
+    let mut script = Script::new();
+    script.add(
+        "verify_fs_cli",
+        &format!("( {} ) 2>&1", facts::fs_cli_status_snippet(10)),
     );
     if checks.fail2ban {
-        script.push_str("echo '== fail2ban'; timeout 10 fail2ban-client status freeswitch 2>&1; echo \"rc=$?\"\n");
+        script.add(
+            "verify_fail2ban",
+            "timeout 10 fail2ban-client status freeswitch 2>&1",
+        );
     }
     if checks.firewall {
-        script.push_str("echo '== ufw'; ufw status 2>&1 | head -n 1; echo \"rc=$?\"\n");
+        script.add("verify_ufw", "ufw status 2>&1 | head -n 1");
     }
-    let script = facts::standalone(&script);
-    let out = session
-        .run_for(
-            "verify (fs_cli, fail2ban, ufw on the host)",
-            &script,
-            b"",
-            Duration::from_secs(40),
-        )
-        .await?;
-    let text = out.stdout_text();
-    let part = |name: &str| -> String {
-        text.split(&format!("== {name}\n"))
-            .nth(1)
-            .map(|s| s.split("\n== ").next().unwrap_or("").to_string())
-            .unwrap_or_default()
+    let sections = match facts::gather(session, &script).await {
+        Ok(s) => s,
+        Err(FactsError::Ssh(e)) => return Err(StepError::Ssh(e)),
+        Err(e) => {
+            problems.push(format!("fs_cli, fail2ban and ufw not checked: {e}"));
+            return Ok((evidence, problems));
+        }
     };
-    let fs = part("fs_cli");
+    let fs = sections.text("verify_fs_cli");
     if fs.contains("is ready") {
         evidence.push("fs_cli -x status works on the host without a password argument".into());
     } else {
@@ -293,8 +291,8 @@ async fn inband(
         ));
     }
     if checks.fail2ban {
-        let f2b = part("fail2ban");
-        if f2b.contains("rc=0") {
+        let f2b = sections.text("verify_fail2ban");
+        if sections.status("verify_fail2ban") == Some(0) {
             let banned = f2b
                 .lines()
                 .find(|l| l.contains("Currently banned"))
@@ -309,8 +307,8 @@ async fn inband(
         }
     }
     if checks.firewall {
-        let ufw = part("ufw");
-        if crate::model::ufw_status_active(&ufw) {
+        let ufw = sections.text("verify_ufw");
+        if crate::model::ufw_status_active(ufw) {
             evidence.push("ufw active".into());
         } else {
             problems.push(format!(
