@@ -11,7 +11,7 @@ use crate::facts::{
 };
 use crate::hostfs::HostFsError;
 use crate::inventory::{HardenLevel, Host};
-use crate::model::{EventSocket, ModelError};
+use crate::model::{EventSocket, HostModel, ModelError};
 use crate::secret::Secret;
 use crate::ssh::{Connector, ExecOutput, Session, SshError};
 use crate::vault::{CredKind, UserCredKind};
@@ -595,6 +595,25 @@ impl HostFacts {
 #[cfg(test)]
 pub(crate) fn test_host(name: &str) -> Host {
     Host::with_defaults(name, "192.0.2.10")
+}
+
+/// Every directory user's credential of `kind` as the host's files hold it (user id, value;
+/// `$${vars}` expanded): what confirms a cut run's pending per-user secrets.
+pub fn user_credentials_in(f: &HostFacts, kind: UserCredKind) -> Vec<(String, Secret)> {
+    let model = HostModel::new(f);
+    let vars = model.vars();
+    model
+        .directory_users()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|u| {
+            let v = match kind {
+                UserCredKind::SipPassword => u.password.as_deref(),
+                UserCredKind::VmPassword => u.vm_password.as_deref(),
+            }?;
+            Some((u.id.clone(), Secret::new(vars.expand_text(v))))
+        })
+        .collect()
 }
 
 #[cfg(test)]

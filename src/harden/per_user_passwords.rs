@@ -394,22 +394,6 @@ pub fn plan(
     Ok(out)
 }
 
-/// Every user's literal password as the host's files hold it (user id, value; variables
-/// expanded), to confirm a cut run's pending values.
-pub fn passwords_in(f: &HostFacts) -> Vec<(String, Secret)> {
-    let model = HostModel::new(f);
-    let vars = model.vars();
-    model
-        .directory_users()
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|u| {
-            let v = u.password.as_deref()?;
-            Some((u.id, Secret::new(vars.expand_text(v))))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,7 +520,8 @@ mod tests {
             file(&files, "directory/default/1000.xml")
                 .replace("$${default_password}", pw1000.expose())
         );
-        let now = passwords_in(&facts(&done));
+        let now =
+            crate::harden::context::user_credentials_in(&facts(&done), UserCredKind::SipPassword);
         for (user, _, pw) in &p.user_secrets {
             assert!(now.iter().any(|(u, v)| u == user && v == pw), "{user}");
         }

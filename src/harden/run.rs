@@ -1262,10 +1262,7 @@ async fn confirm_in_vault(run: &Run<'_>, ready: &Ready, plan: &HostPlan) -> Resu
     // Per-user secrets this run set, and pending ones of a cut run that the host's files hold.
     let mut confirmed: Vec<(String, UserCredKind, Secret)> = plan.user_secrets().cloned().collect();
     for kind in UserCredKind::ALL {
-        let on_host = match kind {
-            UserCredKind::VmPassword => super::voicemail_pins::pins_in(&ready.facts),
-            UserCredKind::SipPassword => per_user_passwords::passwords_in(&ready.facts),
-        };
+        let on_host = super::context::user_credentials_in(&ready.facts, kind);
         for (user, value) in vault.pending_users(&host.name, kind) {
             if confirmed.iter().any(|(u, k, _)| *u == user && *k == kind) {
                 continue;

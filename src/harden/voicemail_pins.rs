@@ -139,21 +139,6 @@ pub fn plan(
     Ok(out)
 }
 
-/// Every user's voicemail PIN as the host's files hold it (user id, value; variables expanded).
-pub fn pins_in(f: &HostFacts) -> Vec<(String, Secret)> {
-    let model = HostModel::new(f);
-    let vars = model.vars();
-    model
-        .directory_users()
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|u| {
-            let v = u.vm_password.as_deref()?;
-            Some((u.id, Secret::new(vars.expand_text(v))))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,7 +219,8 @@ mod tests {
         );
         // The files hold the vault's values, readable only by root and FreeSWITCH.
         let done = after(&files, &p);
-        let now = pins_in(&facts(&done));
+        let now =
+            crate::harden::context::user_credentials_in(&facts(&done), UserCredKind::VmPassword);
         for (user, _, pin) in &p.user_secrets {
             assert!(now.iter().any(|(u, v)| u == user && v == pin), "{user}");
         }
