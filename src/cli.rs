@@ -169,6 +169,13 @@ pub struct AuditArgs {
     /// evaluated and reported as waived, never hidden.
     #[arg(long, value_name = "ID[,ID...]", value_delimiter = ',')]
     pub waive: Vec<String>,
+    /// Run FS-F2B-03's fail2ban-regex proof on every host. Without it a host runs the proof
+    /// only when its filter files, fail2ban's version or its log format changed since the
+    /// controller's last proof for that host (.fsfleet/fail2ban-proofs.json), and not at all when
+    /// they hash the same as one of the proofs fsfleet's test suite made (Debian's fail2ban with
+    /// Debian's or fsfleet's filter); the evidence says which.
+    #[arg(long)]
+    pub reprove: bool,
     /// Print the control catalogue and exit (no inventory needed).
     #[arg(long)]
     pub list_controls: bool,

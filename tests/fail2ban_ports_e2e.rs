@@ -159,14 +159,21 @@ fn a_wide_sip_allow_list_still_bans_and_the_ban_covers_the_sip_port_really_open(
     let live = fleet.ssh_root(h, "fail2ban-client get freeswitch ignoreip");
     assert!(!live.contains("0.0.0.0"), "{live}");
 
-    // The audit proves the filter with fail2ban-regex once, then takes the controller's proof
-    // while the filter files, fail2ban's version and the log format hash the same on the host;
+    // fsfleet's own proofs, made again here with the real fail2ban-regex: Debian's filter alone
+    // (a fresh host) and with fsfleet's .local (this one), each in both log formats, from copies
+    // of this host's /etc/fail2ban (the key hashes the filter files by their relative names).
+    common::remade_proofs_agree_with_the_table(&fleet, h);
+
+    // The audit takes fsfleet's own proof when the host's filter files, fail2ban's version and
+    // log format hash as one of them (`--reprove` runs fail2ban-regex anyway), then the
+    // controller's proof for the host, made by fail2ban-regex there, while they hash the same;
     // an edit of the filter makes the host run the proof again.
-    let proof = |inventory: &std::path::Path| -> (String, String) {
+    let proof = |inventory: &std::path::Path, extra: &[&str]| -> (String, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_fsfleet"))
             .arg("audit")
             .arg(inventory)
             .args(["--no-progress", "--format", "json"])
+            .args(extra)
             .output()
             .expect("run fsfleet audit");
         let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
@@ -183,13 +190,31 @@ fn a_wide_sip_allow_list_still_bans_and_the_ban_covers_the_sip_port_really_open(
             r["evidence"].to_string(),
         )
     };
+    let table = fsfleet::model::fail2ban::PROVEN;
+    let version = fleet
+        .ssh_root(h, "dpkg-query -W -f '${Version}' fail2ban")
+        .trim()
+        .to_string();
+    let covered = table.iter().any(|p| p.fail2ban == version);
+    const SUITE: &str = "proved by fsfleet's test suite";
     let cache = fleet.dir.join(".fsfleet/fail2ban-proofs.json");
     let _ = std::fs::remove_file(&cache);
-    let (status, ev) = proof(&inventory);
+    let (status, ev) = proof(&inventory, &[]);
     assert_eq!(status, "pass", "{ev}");
     assert!(
         ev.contains("1 matched") && !ev.contains("proved at"),
         "{ev}"
+    );
+    assert_eq!(
+        ev.contains(SUITE),
+        covered,
+        "fail2ban {version}: fsfleet's own proof is taken exactly when it covers this version: {ev}"
+    );
+    let (status, ev) = proof(&inventory, &["--reprove"]);
+    assert_eq!(status, "pass", "{ev}");
+    assert!(
+        ev.contains("1 matched") && !ev.contains("proved at") && !ev.contains(SUITE),
+        "--reprove runs fail2ban-regex on the host: {ev}"
     );
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&cache).unwrap().permissions());
@@ -198,7 +223,7 @@ fn a_wide_sip_allow_list_still_bans_and_the_ban_covers_the_sip_port_really_open(
         0o600,
         "the proof cache is the controller's alone"
     );
-    let (status, ev) = proof(&inventory);
+    let (status, ev) = proof(&inventory, &[]);
     assert_eq!(status, "pass", "{ev}");
     assert!(
         ev.contains("1 matched") && ev.contains("proved at"),
@@ -208,10 +233,10 @@ fn a_wide_sip_allow_list_still_bans_and_the_ban_covers_the_sip_port_really_open(
         h,
         "printf '# an operator was here\\n' >>/etc/fail2ban/filter.d/freeswitch.local",
     );
-    let (status, ev) = proof(&inventory);
+    let (status, ev) = proof(&inventory, &[]);
     assert_eq!(status, "pass", "{ev}");
     assert!(
-        !ev.contains("proved at"),
+        !ev.contains("proved at") && !ev.contains(SUITE),
         "a changed filter is proved again: {ev}"
     );
     // A filter that no longer matches fails at once, whatever was proved before.
@@ -219,7 +244,7 @@ fn a_wide_sip_allow_list_still_bans_and_the_ban_covers_the_sip_port_really_open(
         h,
         "sed -i 's/SIP auth failure/SIP auth never-written/' /etc/fail2ban/filter.d/freeswitch.local",
     );
-    let (status, ev) = proof(&inventory);
+    let (status, ev) = proof(&inventory, &[]);
     assert_eq!(
         status, "fail",
         "a broken filter must fail, not be taken from the cache: {ev}"

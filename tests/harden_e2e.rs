@@ -91,6 +91,12 @@ fn harden_brings_a_mixed_fleet_to_the_baseline_idempotently_without_leaking_secr
         );
     }
 
+    // fsfleet's own fail2ban-regex proofs hold on Debian 13 too (tests/fail2ban_ports_e2e.rs
+    // re-proves them on Debian 12).
+    for h in fleet.hosts.iter().filter(|h| h.distro == "trixie") {
+        common::remade_proofs_agree_with_the_table(&fleet, h);
+    }
+
     let vault: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(fleet.dir.join(".fsfleet/vault.json")).unwrap(),
     )

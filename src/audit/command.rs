@@ -262,14 +262,16 @@ pub fn check_waivers(cli: &[String], hosts: &[Host]) -> Result<(), AuditError> {
 /// Gather the evidence of one host: ONE remote round trip for every file and snippet, then the
 /// Event Socket probes through the tunnel and the TCP probe from the controller, concurrently.
 /// `probe_limit` bounds the TCP probe: a filtered port answers nothing and costs all of it.
-/// `proof`: the controller's fail2ban-regex proof for this host, if it holds one.
+/// `proof`: the controller's fail2ban-regex proof for this host, if it holds one; `table`: take
+/// fsfleet's own proofs too ([`f2b::PROVEN`]; `--reprove` turns both off).
 pub async fn audit_host(
     session: &Session,
     host: &Host,
     probe_limit: Duration,
     proof: Option<CachedProof>,
+    table: bool,
 ) -> Result<Evidence, FactsError> {
-    let script = evidence::script_with(host, proof.as_ref());
+    let script = evidence::script_with(host, proof.as_ref(), table);
     let sections = facts::gather(session, &script).await?;
     let facts = crate::harden::HostFacts::parse(sections, &session.user, session.uses_sudo())?;
     let mut ev = Evidence {
@@ -356,6 +358,7 @@ pub async fn command(args: AuditArgs) -> Result<u8, AuditError> {
     });
     let proofs = Arc::new(std::sync::Mutex::new(cache));
     let proofs_run = proofs.clone();
+    let reprove = args.reprove;
     let run = fleet::run("audit", hosts, &opts, move |ctx| {
         let connector = connector.clone();
         let cli_waive = cli_waive.clone();
@@ -367,11 +370,15 @@ pub async fn command(args: AuditArgs) -> Result<u8, AuditError> {
             // The same rule as harden's verify: ten times the SSH connect time, 1 to 3 s.
             let probe_limit = crate::harden::verify::probe_timeout(started.elapsed());
             ctx.stage("gathering evidence");
-            let held = proofs
-                .lock()
-                .ok()
-                .and_then(|c| c.hosts.get(&ctx.host.name).cloned());
-            let ev = audit_host(&session, &ctx.host, probe_limit, held).await;
+            let held = if reprove {
+                None
+            } else {
+                proofs
+                    .lock()
+                    .ok()
+                    .and_then(|c| c.hosts.get(&ctx.host.name).cloned())
+            };
+            let ev = audit_host(&session, &ctx.host, probe_limit, held, !reprove).await;
             session.close().await;
             let ev = ev.map_err(|e| {
                 HostError::Failed(format!(

@@ -112,7 +112,7 @@ const STAT_FN: &str = "st() { while IFS= read -r f; do [ -n \"$f\" ] || continue
 
 /// Build the one audit script of a host with no proof of its fail2ban filter held.
 pub fn script(host: &Host) -> Script {
-    script_with(host, None)
+    script_with(host, None, true)
 }
 
 fact! {
@@ -228,8 +228,9 @@ pub const UNITS: &[Unit] = &[
 
 /// Build the one audit script of a host: the audit's units, the base facts, the config files,
 /// then the fail2ban snippets (not units yet, see [`facts::RAW_SECTIONS`]). `proof`: the
-/// controller's fail2ban-regex proof for this host (its key goes to the script).
-pub fn script_with(host: &Host, proof: Option<&CachedProof>) -> Script {
+/// controller's fail2ban-regex proof for this host (its key goes to the script); `table`: the
+/// keys of fsfleet's own proofs ([`f2b::PROVEN`]) go too (not with `audit --reprove`).
+pub fn script_with(host: &Host, proof: Option<&CachedProof>, table: bool) -> Script {
     // ufw's rules and defaults from its own files, as harden reads them (no Python start).
     // fsfleet's jail file too: FS-F2B-02 compares its ports with the model's SIP ports.
     let ufw_files: Vec<String> = [
@@ -258,7 +259,7 @@ pub fn script_with(host: &Host, proof: Option<&CachedProof>) -> Script {
     );
     s.add(
         f2b::PROOF_SECTION,
-        &f2b::proof_snippet(&default_logs(), proof.map(|p| p.key.as_str())),
+        &f2b::proof_snippet(&default_logs(), proof.map(|p| p.key.as_str()), table),
     );
     s
 }

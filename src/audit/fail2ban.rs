@@ -232,6 +232,11 @@ fn filter_matches(ev: &Evidence) -> Result<Finding, ControlError> {
         line.push_str(&format!(
             " (proved at {at}; the filter files, fail2ban's version and the log format are unchanged since)"
         ));
+    } else if let Some(known) = proof.proven {
+        line.push_str(&format!(
+            " (proved by fsfleet's test suite for fail2ban {} with {}, {} format: this host's filter files, version and format hash the same; --reprove runs it here)",
+            known.fail2ban, known.filter, known.format
+        ));
     }
     Ok(if proof.matched() >= 1 {
         Finding::pass(vec![format, line])

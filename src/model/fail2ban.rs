@@ -439,7 +439,90 @@ pub const FILTER_INPUTS: &[&str] = &[
 pub const CONF_DIR: &str = "/etc/fail2ban";
 
 /// Bumped when the crafted line or the way it is tested changes: old proofs then no longer apply.
-const PROOF_VERSION: &str = "fsfleet-f2b-proof-3";
+const PROOF_VERSION: &str = "fsfleet-f2b-proof-4";
+
+/// A proof fsfleet's own test suite made with `fail2ban-regex` on a testbed host: for these
+/// exact filter files, this fail2ban package version and this crafted line (one [`PROOF_VERSION`]
+/// key), fail2ban-regex said `lines`. A host whose key is one of these is not asked to run
+/// fail2ban-regex (about 100 ms of its CPU, a Python start) on its first audit: its own filter
+/// files and version hash to the key, so the result is the one fail2ban-regex gives there.
+/// No host's answer ever enters this table (a host can vouch only for itself, see
+/// [`ProofCache`]); `tests/fail2ban_ports_e2e.rs` re-proves every entry for the testbed's
+/// fail2ban version with the real fail2ban-regex and prints the lines to add when a Debian
+/// update brings a new version. `fsfleet audit --reprove` runs the proof on every host anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Proven {
+    pub key: &'static str,
+    pub lines: &'static str,
+    /// fail2ban's Debian package version.
+    pub fail2ban: &'static str,
+    /// Which filter files: Debian's `freeswitch.conf` alone, or with fsfleet's `.local`.
+    pub filter: &'static str,
+    /// The crafted line's format: `percent` (FreeSWITCH 1.10.7+, and logs with no dated line
+    /// yet) or `plain`.
+    pub format: &'static str,
+}
+
+/// See [`Proven`]. Debian 12's fail2ban 1.0.2-2 and Debian 13's 1.1.0-8, each with Debian's
+/// filter alone (a fresh host: it misses the 1.10.7+ format) and with fsfleet's.
+pub const PROVEN: &[Proven] = &[
+    Proven {
+        key: "df6ffd73bc4e058088c5df4ad410b2719adb22c68f241c8916d901d5dde0a9b6",
+        lines: "1 lines, 0 ignored, 0 matched, 1 missed",
+        fail2ban: "1.0.2-2",
+        filter: "Debian's freeswitch.conf",
+        format: "percent",
+    },
+    Proven {
+        key: "ce2cd9c184818186d4c520030a4ea3275dbef51f9d2f7e33e72af953955efb7d",
+        lines: "1 lines, 0 ignored, 1 matched, 0 missed",
+        fail2ban: "1.0.2-2",
+        filter: "Debian's freeswitch.conf",
+        format: "plain",
+    },
+    Proven {
+        key: "75564588be04f2249d4c2db0a4b3051e1ce0e4f75fad999b1963c703849dded4",
+        lines: "1 lines, 0 ignored, 1 matched, 0 missed",
+        fail2ban: "1.0.2-2",
+        filter: "fsfleet's freeswitch.local",
+        format: "percent",
+    },
+    Proven {
+        key: "ac610978a899f569b21eb22edacbc40c6a42653faa91de58150dd895317eb63d",
+        lines: "1 lines, 0 ignored, 1 matched, 0 missed",
+        fail2ban: "1.0.2-2",
+        filter: "fsfleet's freeswitch.local",
+        format: "plain",
+    },
+    Proven {
+        key: "4b075a24b9797451de6644e5fe1373e28a52993298374dea72e10f102c84dc40",
+        lines: "1 lines, 0 ignored, 0 matched, 1 missed",
+        fail2ban: "1.1.0-8",
+        filter: "Debian's freeswitch.conf",
+        format: "percent",
+    },
+    Proven {
+        key: "f278fb8472f5007e05478ff991405eef2def8f53647c8691df525f81cf0b1717",
+        lines: "1 lines, 0 ignored, 1 matched, 0 missed",
+        fail2ban: "1.1.0-8",
+        filter: "Debian's freeswitch.conf",
+        format: "plain",
+    },
+    Proven {
+        key: "9955e5fe9c10b46b67e61145708c7f4eb7d4bb9d18789c2dec2c952efadc4ead",
+        lines: "1 lines, 0 ignored, 1 matched, 0 missed",
+        fail2ban: "1.1.0-8",
+        filter: "fsfleet's freeswitch.local",
+        format: "percent",
+    },
+    Proven {
+        key: "e66ce01f3ed9d22072318027559c7aee6f9433c258c4b660450afcb3681b678c",
+        lines: "1 lines, 0 ignored, 1 matched, 0 missed",
+        fail2ban: "1.1.0-8",
+        filter: "fsfleet's freeswitch.local",
+        format: "plain",
+    },
+];
 
 /// The proof snippet: finds the log the freeswitch jail reads (its `logpath` in the jail files,
 /// else the first of `default_logs` that exists), tells its format by its newest dated line,
@@ -448,31 +531,42 @@ const PROOF_VERSION: &str = "fsfleet-f2b-proof-3";
 /// `key HASH` and fail2ban-regex's `Lines:` (or error) line; status 3 without fail2ban-regex.
 ///
 /// `key` hashes what the result depends on: [`FILTER_INPUTS`] (their `sha256sum` lines: names
-/// and contents), fail2ban's package version and the crafted line without its time stamp (the
-/// time is taken only when the proof runs). When it equals `known` (the key
-/// the controller holds a proof for, for this host) the snippet prints `cached KEY` instead of
-/// running fail2ban-regex. Without a package version (fail2ban not from dpkg) there is no key
-/// and the proof always runs.
-pub fn proof_snippet(default_logs: &[String], known: Option<&str>) -> String {
-    proof_snippet_in(CONF_DIR, default_logs, known)
+/// relative to the configuration directory, and contents), fail2ban's package version and the
+/// crafted line without its time stamp (the time is taken only when the proof runs). When it
+/// equals `known` (the key the controller holds a proof for, for this host) or, with `table`,
+/// one of [`PROVEN`]'s keys, the snippet prints `cached KEY` instead of running fail2ban-regex.
+/// Without a package version (fail2ban not from dpkg) there is no key and the proof always runs.
+pub fn proof_snippet(default_logs: &[String], known: Option<&str>, table: bool) -> String {
+    proof_snippet_in(CONF_DIR, default_logs, known, table)
 }
 
 /// [`proof_snippet`] with the jail and filter files read from `conf` (tests use a copy).
-fn proof_snippet_in(conf: &str, default_logs: &[String], known: Option<&str>) -> String {
+pub fn proof_snippet_in(
+    conf: &str,
+    default_logs: &[String],
+    known: Option<&str>,
+    table: bool,
+) -> String {
     let logs = default_logs
         .iter()
         .map(|l| sh_quote(l))
         .collect::<Vec<_>>()
         .join(" ");
-    // Only a hex key ever reaches the script (the cache file is the controller's, but a
-    // mangled one must not turn into shell text).
-    let known = known.filter(|k| is_key(k)).unwrap_or("");
-    // Globs stay outside the quotes so the host's shell expands them.
-    let inputs = FILTER_INPUTS
-        .iter()
-        .map(|f| format!("\"$e\"/{f}"))
-        .collect::<Vec<_>>()
-        .join(" ");
+    // Only hex keys ever reach the script (the cache file is the controller's, but a mangled
+    // one must not turn into shell text).
+    let mut known: Vec<&str> = known.filter(|k| is_key(k)).into_iter().collect();
+    if table {
+        known.extend(PROVEN.iter().map(|p| p.key).filter(|k| is_key(k)));
+    }
+    let known = if known.is_empty() {
+        // A pattern no 64-digit hex key matches.
+        "none".to_string()
+    } else {
+        known.join("|")
+    };
+    // Globs stay outside the quotes so the host's shell expands them; relative names, so a
+    // copy of the directory (the tests') hashes the same.
+    let inputs = FILTER_INPUTS.join(" ");
     format!(
         "command -v fail2ban-regex >/dev/null || exit 3\n\
          e={conf}\n\
@@ -489,14 +583,13 @@ fn proof_snippet_in(conf: &str, default_logs: &[String], known: Option<&str>) ->
          {pkgs}\n\
          FSFLEET_PKG_EOF\n\
          k=''\n\
-         if [ -n \"$v\" ]; then set --; for f in {inputs}; do [ -f \"$f\" ] && set -- \"$@\" \"$f\"; done\n\
-         k=$({{ echo {PROOF_VERSION}; echo \"$v\"; echo \"$tail\"; [ $# -eq 0 ] || sha256sum -- \"$@\"; }} | sha256sum); k=${{k%% *}}; fi\n\
-         if [ -n \"$k\" ] && [ \"$k\" = {known} ]; then echo \"cached $k\"; exit 0; fi\n\
+         if [ -n \"$v\" ] && cd \"$e\"; then set --; for f in {inputs}; do [ -f \"$f\" ] && set -- \"$@\" \"$f\"; done\n\
+         k=$({{ echo {PROOF_VERSION}; echo \"$v\"; echo \"$tail\"; [ $# -eq 0 ] || sha256sum -- \"$@\"; }} | sha256sum); k=${{k%% *}}; cd /; fi\n\
+         case $k in {known}) echo \"cached $k\"; exit 0 ;; esac\n\
          [ -z \"$k\" ] || echo \"key $k\"\n\
          line=\"$(date '+%Y-%m-%d %H:%M:%S').000000$tail\"\n\
          echo \"line $line\"\n\
-         timeout 30 fail2ban-regex \"$line\" freeswitch | grep -E '^Lines:|ERROR|Error|No section'",
-        known = sh_quote(known),
+         timeout 30 fail2ban-regex --config \"$e\" \"$line\" freeswitch | grep -E '^Lines:|ERROR|Error|No section'",
         conf = sh_quote(conf),
         pkgs = crate::facts::PACKAGES_VAR,
     )
@@ -520,6 +613,8 @@ pub struct Proof {
     pub error: Option<String>,
     /// The result came from the controller's cache: when that proof was made.
     pub cached_at: Option<String>,
+    /// The result came from fsfleet's own proofs ([`PROVEN`]).
+    pub proven: Option<&'static Proven>,
 }
 
 /// Why the proof has no result.
@@ -557,11 +652,17 @@ impl Proof {
                 "key" if is_key(v.trim()) => p.key = Some(v.trim().to_string()),
                 "cached" => {
                     let k = v.trim();
-                    match cached {
-                        Some(c) if c.key == k => {
+                    // The host's own proof first: it was made there.
+                    match (cached, PROVEN.iter().find(|p| p.key == k)) {
+                        (Some(c), _) if c.key == k => {
                             p.key = Some(c.key.clone());
                             p.lines = Some(c.lines.clone());
                             p.cached_at = Some(c.proved_at.clone());
+                        }
+                        (_, Some(known)) => {
+                            p.key = Some(known.key.to_string());
+                            p.lines = Some(known.lines.to_string());
+                            p.proven = Some(known);
                         }
                         _ => return Err(ProofError::UnknownCached),
                     }
@@ -591,7 +692,7 @@ impl Proof {
 
     /// The cache entry this proof makes: only a proof that ran here, with a key and a result.
     pub fn to_cache(&self, now: &str) -> Option<CachedProof> {
-        if self.cached_at.is_some() {
+        if self.cached_at.is_some() || self.proven.is_some() {
             return None;
         }
         Some(CachedProof {
@@ -917,6 +1018,47 @@ mod tests {
     }
 
     #[test]
+    fn fsfleets_own_proofs_stand_only_for_their_keys_and_only_when_offered() {
+        let mut keys: Vec<&str> = PROVEN.iter().map(|p| p.key).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), PROVEN.len(), "a key twice in PROVEN");
+        assert!(PROVEN.iter().all(|p| is_key(p.key)));
+        // The host is offered the table's keys, except with --reprove.
+        let offered = proof_snippet(&[], None, true);
+        let reprove = proof_snippet(&[], None, false);
+        for p in PROVEN {
+            assert!(offered.contains(p.key) && !reprove.contains(p.key));
+        }
+        assert!(reprove.contains("case $k in none)"), "{reprove}");
+        // A host that says it matches one: the table's result, said to be the table's, never
+        // put in the host's cache.
+        let e = &PROVEN[0];
+        let p = Proof::resolve(
+            &format!("log l\nformat percent\ncached {}\n", e.key),
+            Some(0),
+            None,
+        )
+        .unwrap();
+        assert_eq!(p.lines.as_deref(), Some(e.lines));
+        assert_eq!(p.proven, Some(e));
+        assert_eq!(p.cached_at, None);
+        assert_eq!(p.to_cache("now"), None);
+        // The host's own proof for the same key comes first: it was made there.
+        let own = CachedProof {
+            key: e.key.to_string(),
+            lines: "1 lines, 0 ignored, 1 matched, 0 missed".into(),
+            proved_at: "2026-11-30T05:00:00Z".into(),
+        };
+        let p = Proof::resolve(&format!("cached {}\n", e.key), Some(0), Some(&own)).unwrap();
+        assert_eq!(
+            (p.proven, p.cached_at.as_deref()),
+            (None, Some("2026-11-30T05:00:00Z"))
+        );
+        assert_eq!(p.lines, Some(own.lines));
+    }
+
+    #[test]
     fn the_proof_runs_again_when_a_filter_file_or_fail2bans_version_changes() {
         // fail2ban's configuration in a temp dir, with fake fail2ban-regex and dpkg-query that
         // log their calls.
@@ -951,7 +1093,8 @@ mod tests {
                 .lines()
                 .count()
         };
-        let snippet = |known: Option<&str>| proof_snippet_in(etc.to_str().unwrap(), &[], known);
+        let snippet =
+            |known: Option<&str>| proof_snippet_in(etc.to_str().unwrap(), &[], known, true);
         let first = run(&snippet(None), bin);
         let p = Proof::resolve(&first.0, first.1, None).unwrap();
         assert_eq!((runs(), p.matched()), (1, 1), "{}", first.0);
@@ -996,7 +1139,7 @@ mod tests {
         assert_eq!(runs(), 6, "{}", nokey.0);
         assert!(!nokey.0.contains("key "), "{}", nokey.0);
         // A key that is not a hash never reaches the script.
-        assert!(!proof_snippet(&[], Some("x'; rm -rf /; '")).contains("rm -rf"));
+        assert!(!proof_snippet(&[], Some("x'; rm -rf /; '"), true).contains("rm -rf"));
     }
 
     /// The crafted line follows the log's format, told by its newest dated line: FreeSWITCH's
@@ -1008,7 +1151,8 @@ mod tests {
         let bin = dir.path();
         let etc = bin.join("fail2ban");
         std::fs::create_dir_all(etc.join("filter.d")).unwrap();
-        script(bin, "fail2ban-regex", "echo \"Lines: $1\"");
+        // fail2ban-regex --config DIR LINE FILTER
+        script(bin, "fail2ban-regex", "echo \"Lines: $3\"");
         script(bin, "dpkg-query", "echo 'fail2ban installed 1.0.2-2'");
         let log = bin.join("freeswitch.log");
         let format = |text: Option<&str>| {
@@ -1017,7 +1161,10 @@ mod tests {
                 std::fs::write(&log, t).unwrap();
             }
             let logs = [log.display().to_string()];
-            let (out, _) = run(&proof_snippet_in(etc.to_str().unwrap(), &logs, None), bin);
+            let (out, _) = run(
+                &proof_snippet_in(etc.to_str().unwrap(), &logs, None, false),
+                bin,
+            );
             let f = out
                 .lines()
                 .find_map(|l| l.strip_prefix("format "))

@@ -572,3 +572,75 @@ pub fn output_text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// Every proof of [`fsfleet::model::fail2ban::PROVEN`] for the host's fail2ban version is made
+/// again with the host's fail2ban-regex and must say the same; when the table covers that
+/// version it must hold all four (else the lines to add are printed: regenerate them here).
+pub fn remade_proofs_agree_with_the_table(fleet: &Fleet, h: &TestHost) {
+    use fsfleet::model::fail2ban::{PROOF_SECTION, PROVEN, Proof, proof_snippet_in};
+    let version = fleet
+        .ssh_root(h, "dpkg-query -W -f '${Version}' fail2ban")
+        .trim()
+        .to_string();
+    fleet.ssh_root(
+        h,
+        "rm -rf /tmp/fsfleet-proofs && mkdir -p /tmp/fsfleet-proofs && cd /tmp/fsfleet-proofs \
+         && for v in debian fsfleet; do cp -a /etc/fail2ban $v && rm -rf $v/jail.conf $v/jail.local $v/jail.d; done \
+         && rm debian/filter.d/freeswitch.local && test -f fsfleet/filter.d/freeswitch.local \
+         && printf '2026-11-30 02:36:15.123456 97.50%% [NOTICE] switch.c:1 up\\n' >percent.log \
+         && printf '2026-11-30 02:36:17.000000 [INFO] switch.c:1 up\\n' >plain.log",
+    );
+    let mut missing = Vec::new();
+    for (filter, what) in [
+        ("debian", "Debian's freeswitch.conf"),
+        ("fsfleet", "fsfleet's freeswitch.local"),
+    ] {
+        for format in ["percent", "plain"] {
+            let conf = format!("/tmp/fsfleet-proofs/{filter}");
+            let logs = [format!("/tmp/fsfleet-proofs/{format}.log")];
+            let mut script = fsfleet::facts::Script::new();
+            script.add(PROOF_SECTION, &proof_snippet_in(&conf, &logs, None, false));
+            let out = fleet.ssh_root(h, script.text());
+            let sections = script
+                .parse(out.as_bytes())
+                .unwrap_or_else(|e| panic!("{filter} {format}: {e}\n{out}"));
+            let p = Proof::resolve(
+                sections.text(PROOF_SECTION),
+                sections.status(PROOF_SECTION),
+                None,
+            )
+            .unwrap_or_else(|e| panic!("{filter} {format}: {e}\n{out}"));
+            assert_eq!(p.format, format, "{out}");
+            let (Some(key), Some(lines)) = (p.key.as_deref(), p.lines.as_deref()) else {
+                panic!("{filter} {format}: no key or result:\n{out}");
+            };
+            match PROVEN.iter().find(|e| e.key == key) {
+                Some(e) => {
+                    assert_eq!(e.lines, lines, "the table's proof {e:?} is wrong here");
+                    assert_eq!(
+                        (e.fail2ban, e.filter, e.format),
+                        (version.as_str(), what, format)
+                    );
+                }
+                None => missing.push(format!(
+                    "    Proven {{\n        key: \"{key}\",\n        lines: \"{lines}\",\n        \
+                     fail2ban: \"{version}\",\n        filter: \"{what}\",\n        format: \"{format}\",\n    }},"
+                )),
+            }
+        }
+    }
+    let table_has_version = PROVEN.iter().any(|e| e.fail2ban == version);
+    if !missing.is_empty() {
+        let lines = missing.join("\n");
+        assert!(
+            !table_has_version,
+            "fail2ban {version}: the table lacks these proofs (a filter changed?); \
+             put them in PROVEN (src/model/fail2ban.rs):\n{lines}"
+        );
+        eprintln!(
+            "note: fail2ban {version} is not in fsfleet's table of proofs (audits run \
+             fail2ban-regex on such hosts); to add it, put these in PROVEN:\n{lines}"
+        );
+    }
+    fleet.ssh_root(h, "rm -rf /tmp/fsfleet-proofs");
+}
