@@ -159,10 +159,16 @@ impl Sections {
     }
 }
 
-/// The shell function snippets call for systemd's view of FreeSWITCH and fail2ban:
-/// `fsfleet_sd N PROPERTY` prints PROPERTY of unit N (1 = freeswitch, 2 = fail2ban) as
-/// `systemctl show` gave it, or nothing (no systemd, no such property).
-pub const SYSTEMD_CALL: &str = "fsfleet_sd ";
+/// systemd's view of FreeSWITCH and fail2ban, read once per script: the variable
+/// `$fsfleet_sdN_PROPERTY` holds PROPERTY of unit N (1 = freeswitch, 2 = fail2ban) as
+/// `systemctl show` gave it, or nothing (no systemd, no such property); the shell function
+/// `fsfleet_sd N PROPERTY` prints the same. Snippets read the variables: a `$(fsfleet_sd ...)`
+/// costs a fork, and the audit's script asked eight times.
+pub const SYSTEMD_CALL: &str = "fsfleet_sd";
+/// The properties read ([`SYSTEMD_CALL`]).
+const SYSTEMD_PROPS: &[&str] = &["LoadState", "ActiveState", "UnitFileState", "MainPID"];
+/// freeswitch, fail2ban.
+const SYSTEMD_UNITS: u8 = 2;
 
 /// The shell variable holding the kernel's TCP listeners, `ADDR:PORT UID` a line (hex, as
 /// `/proc/net/tcp{,6}` show them, state 0A).
@@ -184,6 +190,10 @@ const SHARED: &[Shared] = &[
     Shared {
         used_by: SYSTEMD_CALL,
         code: systemd_read,
+    },
+    Shared {
+        used_by: FS_PROC_VAR,
+        code: fs_proc_read,
     },
     Shared {
         used_by: PACKAGES_VAR,
@@ -223,15 +233,33 @@ fn packages_read(_proc: &str) -> String {
 /// alias (its `Id` is then the target's). The function reads with builtins only and its own
 /// variable names (snippets share the shell's globals).
 fn systemd_read(_proc: &str) -> String {
-    "fsfleet_sd_out=$(systemctl show -p LoadState -p ActiveState -p UnitFileState -p MainPID freeswitch fail2ban 2>/dev/null)\n\
-     fsfleet_sd() {\n\
-     _sdn=1; _sdr=''\n\
-     while IFS= read -r _sdl; do case $_sdl in '') _sdn=$((_sdn + 1)) ;; \"$2\"=*) [ \"$_sdn\" = \"$1\" ] && _sdr=${_sdl#*=} ;; esac; done <<FSFLEET_SD_EOF\n\
-     $fsfleet_sd_out\n\
-     FSFLEET_SD_EOF\n\
-     [ -z \"$_sdr\" ] || printf '%s\\n' \"$_sdr\"\n\
-     }\n"
-        .into()
+    let mut cases = String::new();
+    for unit in 1..=SYSTEMD_UNITS {
+        for prop in SYSTEMD_PROPS {
+            cases.push_str(&format!(
+                "{unit}:{prop}=*) fsfleet_sd{unit}_{prop}=${{_sdl#*=}} ;; "
+            ));
+        }
+    }
+    let props = SYSTEMD_PROPS
+        .iter()
+        .map(|p| format!("-p {p}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        "fsfleet_sd_out=$(systemctl show {props} freeswitch fail2ban 2>/dev/null)\n\
+         _sdn=1\n\
+         while IFS= read -r _sdl; do case $_sdl in '') _sdn=$((_sdn + 1)) ;; *) case $_sdn:$_sdl in {cases}esac ;; esac; done <<FSFLEET_SD_EOF\n\
+         $fsfleet_sd_out\n\
+         FSFLEET_SD_EOF\n\
+         fsfleet_sd() {{\n\
+         _sdn=1; _sdr=''\n\
+         while IFS= read -r _sdl; do case $_sdl in '') _sdn=$((_sdn + 1)) ;; \"$2\"=*) [ \"$_sdn\" = \"$1\" ] && _sdr=${{_sdl#*=}} ;; esac; done <<FSFLEET_SD_EOF\n\
+         $fsfleet_sd_out\n\
+         FSFLEET_SD_EOF\n\
+         [ -z \"$_sdr\" ] || printf '%s\\n' \"$_sdr\"\n\
+         }}\n"
+    )
 }
 
 /// The shell variables holding `ss -Hltnp`'s listeners and its exit status.
@@ -252,12 +280,18 @@ fn listeners_read(proc: &str) -> String {
 }
 
 /// The shared reads a script of these snippets needs, in [`SHARED`]'s order.
+/// A read a later one uses (the process read uses systemd's) is added for it.
 fn shared_reads<'a>(proc: &str, snippets: impl Iterator<Item = &'a str> + Clone) -> String {
-    SHARED
-        .iter()
-        .filter(|r| snippets.clone().any(|s| s.contains(r.used_by)))
-        .map(|r| (r.code)(proc))
-        .collect()
+    let mut codes: Vec<String> = Vec::new();
+    for r in SHARED.iter().rev() {
+        if snippets.clone().any(|s| s.contains(r.used_by))
+            || codes.iter().any(|c| c.contains(r.used_by))
+        {
+            codes.push((r.code)(proc));
+        }
+    }
+    codes.reverse();
+    codes.concat()
 }
 
 /// `snippet` as a script of its own, with the shared reads [`Script`] gives it (tests run one
@@ -512,46 +546,43 @@ pub(crate) const LISTEN_SNIPPET: &str = "l=$fsfleet_ss; rc=$fsfleet_ss_rc\n\
 /// The section naming the running FreeSWITCH process (see [`FsProcess`], [`parse_fs_process`]).
 pub const FS_PROCESS: &str = "fs_process";
 
-/// Shell function `fs_proc`: prints `via systemd|pidof`, then `proc PID UID GID` (effective
-/// ids, from `PROC/PID/status`) per candidate process. `pidof` only when the host has no
-/// `freeswitch` unit at all: with a unit and no main PID, FreeSWITCH is not running, whatever
-/// else is called freeswitch. `proc` is `/proc` but in tests.
-fn fs_proc_fn(proc: &str) -> String {
+/// The shell variable naming FreeSWITCH's running process: `via systemd|pidof`, then `proc PID
+/// UID GID` (effective ids, from `PROC/PID/status`) per candidate process. `pidof` only when
+/// the host has no `freeswitch` unit at all: with a unit and no main PID, FreeSWITCH is not
+/// running, whatever else is called freeswitch.
+pub const FS_PROC_VAR: &str = "$fsfleet_fsproc";
+
+/// Reads [`FS_PROC_VAR`] once per script (the process snippet and the fs_cli gate both need it),
+/// with builtins only (but `pidof` on a host without the unit) and systemd's answer from the
+/// script's one `systemctl show` ([`SYSTEMD_CALL`]): each fork costs the host CPU. `proc` is
+/// `/proc` but in tests.
+fn fs_proc_read(proc: &str) -> String {
     let proc = sh_quote(proc);
     format!(
-        // Shell builtins only, systemd's answer from the script's one `systemctl show`
-        // (`systemd_read`): every script runs this twice (the process snippet and the fs_cli
-        // gate), and each fork costs the host CPU.
-        "fs_proc() {{\n\
-         s=''; p=''\n\
-         s=$(fsfleet_sd 1 LoadState); p=$(fsfleet_sd 1 MainPID)\n\
-         if [ -n \"$s\" ] && [ \"$s\" != not-found ]; then echo 'via systemd'\n\
-         else echo 'via pidof'; p=$(pidof freeswitch); fi\n\
-         for q in $p; do case \"$q\" in ''|0|*[!0-9]*) continue ;; esac\n\
-         u=''; g=''\n\
-         while read -r k a b c; do case $k in Uid:) [ -n \"$u\" ] || u=$b ;; Gid:) [ -n \"$g\" ] || g=$b ;; esac; done <{proc}/\"$q/status\" 2>/dev/null\n\
-         [ -n \"$u\" ] && [ -n \"$g\" ] && echo \"proc $q $u $g\"\n\
-         done\n\
-         true\n\
-         }}"
+        "_fp_s=$fsfleet_sd1_LoadState; _fp_p=$fsfleet_sd1_MainPID\n\
+         if [ -n \"$_fp_s\" ] && [ \"$_fp_s\" != not-found ]; then fsfleet_fsproc='via systemd'\n\
+         else fsfleet_fsproc='via pidof'; _fp_p=$(pidof freeswitch); fi\n\
+         for _fp_q in $_fp_p; do case \"$_fp_q\" in ''|0|*[!0-9]*) continue ;; esac\n\
+         _fp_u=''; _fp_g=''\n\
+         while read -r _fp_k _fp_a _fp_b _fp_c; do case $_fp_k in Uid:) [ -n \"$_fp_u\" ] || _fp_u=$_fp_b ;; Gid:) [ -n \"$_fp_g\" ] || _fp_g=$_fp_b ;; esac; done <{proc}/\"$_fp_q/status\" 2>/dev/null\n\
+         [ -z \"$_fp_u\" ] || [ -z \"$_fp_g\" ] || fsfleet_fsproc=\"$fsfleet_fsproc\n\
+         proc $_fp_q $_fp_u $_fp_g\"\n\
+         done\n"
     )
 }
 
 pub(crate) fn fs_process_snippet() -> String {
-    fs_process_snippet_in("/proc")
-}
-
-fn fs_process_snippet_in(proc: &str) -> String {
-    format!(
-        "{}\n\
-         o=$(fs_proc); printf '%s\\n' \"$o\"\n\
-         seen=' '\n\
-         printf '%s\\n' \"$o\" | while read -r w q u g; do [ \"$w\" = proc ] || continue; case $seen in *\" $u:$g \"*) continue ;; esac; seen=\"$seen$u:$g \"\n\
-         n=$(getent passwd \"$u\"); printf 'user %s %s\\n' \"$u\" \"${{n%%:*}}\"\n\
-         n=$(getent group \"$g\"); printf 'group %s %s\\n' \"$g\" \"${{n%%:*}}\"\n\
-         done; true",
-        fs_proc_fn(proc)
-    )
+    // The owners' names: one getent per distinct uid and gid (NSS, as `ls` would name them).
+    "o=$fsfleet_fsproc; printf '%s\\n' \"$o\"\n\
+     seen=' '\n\
+     while read -r w q u g; do [ \"$w\" = proc ] || continue; case $seen in *\" $u:$g \"*) continue ;; esac; seen=\"$seen$u:$g \"\n\
+     n=$(getent passwd \"$u\"); printf 'user %s %s\\n' \"$u\" \"${n%%:*}\"\n\
+     n=$(getent group \"$g\"); printf 'group %s %s\\n' \"$g\" \"${n%%:*}\"\n\
+     done <<FSFLEET_PROC_EOF\n\
+     $o\n\
+     FSFLEET_PROC_EOF\n\
+     true"
+        .into()
 }
 
 /// The section with the host's own addresses (`addr IP` per interface address) and the names
@@ -570,7 +601,7 @@ pub(crate) const NET_SNIPPET: &str = "set -f\n\
      [ \"$u\" = ' ' ] || getent passwd $u | while IFS=: read -r name x id rest; do case $id in ''|*[!0-9]*) ;; *) echo \"name $id $name\" ;; esac; done\n\
      true";
 
-/// Shell function `fscli_gate` (needs `fs_proc`): succeeds only when the Event Socket that
+/// Shell function `fscli_gate` (needs [`FS_PROC_VAR`]): succeeds only when the Event Socket that
 /// `fs_cli` would send its stored password to is FreeSWITCH's own: every host in root's fs_cli
 /// config (the first of `$HOME/.fs_cli_conf`, `/etc/fs_cli.conf`, FACTS §3) is loopback, and every
 /// TCP listener on each of its ports (8021 by default) belongs to the running FreeSWITCH's user.
@@ -585,7 +616,7 @@ fn fscli_gate_fn() -> String {
     "fscli_gate() {\n\
      u=''; bad=''\n\
      while read -r w q a b; do [ \"$w\" = proc ] || continue; if [ -z \"$u\" ]; then u=$a; elif [ \"$u\" != \"$a\" ]; then bad=1; fi; done <<FSFLEET_GATE_EOF\n\
-     $(fs_proc)\n\
+     $fsfleet_fsproc\n\
      FSFLEET_GATE_EOF\n\
      [ -z \"$bad\" ] || u=''\n\
      [ -n \"$u\" ] || { echo 'fsfleet: fs_cli not run: the running FreeSWITCH process could not be identified'; return 1; }\n\
@@ -598,9 +629,8 @@ fn fscli_gate_fn() -> String {
      for x in ${h:-127.0.0.1}; do case \"$x\" in 127.0.0.1|::1|localhost) ;; *) echo \"fsfleet: fs_cli not run: its config points it at $x, not this host's loopback\"; return 1 ;; esac; done\n\
      for x in ${p:-8021}; do case \"$x\" in ''|*[!0-9]*) echo \"fsfleet: fs_cli not run: its config has port $x\"; return 1 ;; esac\n\
      [ \"$x\" -le 65535 ] || { echo \"fsfleet: fs_cli not run: its config has port $x\"; return 1; }\n\
-     x16=$(printf '%04X' \"$x\")\n\
      n=0; ok=1\n\
-     while read -r a o; do case $a in *\":$x16\") n=$((n + 1)); [ \"$o\" = \"$u\" ] || ok=0 ;; esac; done <<FSFLEET_GATE_EOF\n\
+     while read -r a o; do case $a in *:?*) ;; *) continue ;; esac; [ \"$((0x${a##*:}))\" -eq \"$x\" ] || continue; n=$((n + 1)); [ \"$o\" = \"$u\" ] || ok=0; done <<FSFLEET_GATE_EOF\n\
      $fsfleet_listen\n\
      FSFLEET_GATE_EOF\n\
      [ \"$n\" -gt 0 ] && [ \"$ok\" = 1 ] || \
@@ -617,14 +647,9 @@ pub const FSCLI_GATED: i32 = 7;
 /// `fs_cli -x status`, only through the gate (see [`fscli_gate_fn`]): fs_cli sends the password
 /// of its config to whatever listens where that config says.
 pub fn fs_cli_status_snippet(limit_secs: u32) -> String {
-    fs_cli_status_snippet_in(limit_secs, "/proc")
-}
-
-fn fs_cli_status_snippet_in(limit_secs: u32, proc: &str) -> String {
     format!(
-        "command -v fs_cli >/dev/null || exit 1\n{}\n{}\n\
+        "command -v fs_cli >/dev/null || exit 1\n{}\n\
          fscli_gate || exit {FSCLI_GATED}\ntimeout {limit_secs} fs_cli -x status",
-        fs_proc_fn(proc),
         fscli_gate_fn()
     )
 }
@@ -1001,7 +1026,7 @@ impl HostNet {
 /// per unit, in that order, from the script's one `systemctl show`), then `pidof` when
 /// FreeSWITCH runs without its unit (built from source).
 pub const SERVICES: &str = "services";
-const SERVICES_SNIPPET: &str = "a=$(fsfleet_sd 1 ActiveState); b=$(fsfleet_sd 2 ActiveState)\n\
+const SERVICES_SNIPPET: &str = "a=$fsfleet_sd1_ActiveState; b=$fsfleet_sd2_ActiveState\n\
      [ -z \"$a$b\" ] || printf '%s\\n%s\\n' \"${a:-unknown}\" \"${b:-unknown}\"\n\
      case \"$a\" in active) ;; *) pidof freeswitch >/dev/null && echo 'pidof freeswitch' ;; esac\n\
      true";
@@ -1905,6 +1930,11 @@ mod tests {
             .add(
                 "none",
                 "x=$(fsfleet_sd 1 UnitFileState); echo \"[$x]\"; fsfleet_sd 3 MainPID",
+            )
+            .add(
+                "vars",
+                "echo \"$fsfleet_sd1_MainPID $fsfleet_sd1_ActiveState $fsfleet_sd2_ActiveState \
+                 $fsfleet_sd2_UnitFileState $fsfleet_sd2_MainPID [$fsfleet_sd1_UnitFileState]\"",
             );
         let run = |path: String| {
             let out = std::process::Command::new("/bin/sh")
@@ -1924,6 +1954,7 @@ mod tests {
         assert_eq!(sec.text("pid"), "4242\n");
         assert_eq!(sec.text("f2b"), "failed\nenabled\n");
         assert_eq!(sec.text("none"), "[]\n");
+        assert_eq!(sec.text("vars"), "4242 active failed enabled 0 []\n");
         let calls = std::fs::read_to_string(&log).unwrap();
         assert_eq!(calls.lines().count(), 1, "{calls}");
         assert!(calls.contains("freeswitch fail2ban"), "{calls}");
@@ -1939,6 +1970,7 @@ mod tests {
         let sec = run(bare.path().display().to_string());
         assert_eq!(sec.text("pid"), "");
         assert_eq!(sec.text("f2b"), "");
+        assert_eq!(sec.text("vars"), "     []\n");
         // A script whose snippets do not ask systemd does not start it.
         let mut plain = Script::new();
         plain.add("x", "echo x");
@@ -2615,7 +2647,7 @@ L 00000000000000000000000001000000:1F56 1000\n";
             String::from_utf8_lossy(&out.stdout).into_owned()
         };
         assert_eq!(
-            run(&fs_process_snippet_in(&proc)),
+            run(&fs_process_snippet()),
             "via systemd\nproc 4242 999 997\nuser 999 freeswitch\ngroup 997 freeswitch\n"
         );
         let net = run(NET_SNIPPET);
@@ -2640,7 +2672,7 @@ L 00000000000000000000000001000000:1F56 1000\n";
             }
             let out = std::process::Command::new("sh")
                 .arg("-c")
-                .arg(standalone_in(&proc, &fs_cli_status_snippet_in(5, &proc)))
+                .arg(standalone_in(&proc, &fs_cli_status_snippet(5)))
                 .env("PATH", path)
                 .env("HOME", dir.path())
                 .output()

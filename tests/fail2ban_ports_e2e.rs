@@ -130,6 +130,37 @@ fn a_wide_sip_allow_list_still_bans_and_the_ban_covers_the_sip_port_really_open(
         "no ban rule on {SIP_PORT}:\n{rules}"
     );
     assert!(rules.contains(&attacker.address), "{rules}");
+    // The audit reads the jails' status from fail2ban-server's socket (perl, fail2ban's own
+    // pickle protocol), not through fail2ban-client's Python: the same ban, the same log.
+    {
+        use fsfleet::model::fail2ban::{Fail2banState, STATE_SECTION, state_snippet};
+        let mut script = fsfleet::facts::Script::new();
+        script.add(STATE_SECTION, &state_snippet(&["freeswitch", "sshd"]));
+        let out = fleet.ssh_root(h, script.text());
+        let sections = script
+            .parse(out.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}\n{out}"));
+        let text = sections.text(STATE_SECTION);
+        assert!(
+            text.contains("@f2b freeswitch ") && text.contains("@f2b sshd "),
+            "the socket was not asked:\n{text}"
+        );
+        let st = Fail2banState::parse(text);
+        let fs = &st.status["freeswitch"];
+        assert!(fs.banned.contains(&attacker.address), "{fs:?}");
+        assert_eq!(
+            fs.banned.len(),
+            banned_list(&fleet, h).split_whitespace().count(),
+            "{fs:?}"
+        );
+        assert!(
+            fs.files
+                .iter()
+                .any(|f| f.path == "/var/log/freeswitch/freeswitch.log" && f.exists),
+            "{fs:?}"
+        );
+        assert!(st.status.contains_key("sshd"), "{text}");
+    }
     // ... because the jail file says so.
     let ports = jail_value(&jail, "freeswitch", "port").unwrap_or_default();
     assert!(

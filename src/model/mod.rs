@@ -21,6 +21,7 @@ use crate::secret::Secret;
 
 pub mod fail2ban;
 pub mod listeners;
+pub mod pickle;
 mod profile_params;
 pub use profile_params::{ProfileParam, ProfileParams};
 #[cfg(test)]
