@@ -124,8 +124,10 @@ if (!no_pid($pid)) {
         my $cmdline = slurp("$proc/$pid/cmdline");
         my ($argv0) = defined $cmdline ? split(/\0/, $cmdline, 2) : ();
         $argv0 = '' unless defined $argv0;
-        oneline($argv0);
-        $e = $argv0 =~ m{\A/} ? resolved($argv0) : '';
+        if ($argv0 =~ m{\A/}) {
+            oneline($argv0);
+            $e = resolved($argv0);
+        }
         oneline($e);
         if ($e ne '') {
             my $t = start_time($pid);

@@ -244,7 +244,14 @@ fn a_started_binary_counts_only_when_unchanged_since_the_process_started() {
         None,
         Some(Duration::from_secs(60)),
     );
-    for pid in ["103", "104"] {
+    // A relative argv[0] is not used, so its line break refuses nothing.
+    lab.process(
+        105,
+        &["freeswitch\nbinary running /x"],
+        None,
+        Some(Duration::from_secs(60)),
+    );
+    for pid in ["103", "104", "105"] {
         let (out, _) = lab.run(pid, &[&inst]);
         assert_eq!(lines(&out)[0], format!("binary installed {inst}"), "{out}");
     }
