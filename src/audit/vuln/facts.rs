@@ -40,8 +40,8 @@ const BINARY_PROGRAM: &str = include_str!("fs_binary.pl");
 /// output cut at 300 bytes and each line prefixed (no line can pass for a section marker).
 ///
 /// One `perl` process ([`BINARY_PROGRAM`]) does all of it: the shell chain it replaces started
-/// 17 processes, about 1 ms of the host's CPU each. The shell only reads systemd's MainPID (the
-/// script's shared `systemctl show`) and becomes perl (`exec`), which gets it as an argument.
+/// 17 processes, about 1 ms of the host's CPU each. The shell becomes perl (`exec`) at once,
+/// with systemd's MainPID (the script's shared `systemctl show`, a variable: no fork) as an argument.
 fn binary_snippet() -> String {
     binary_snippet_in("/proc", INSTALLED)
 }
@@ -54,7 +54,7 @@ fn binary_snippet_in(proc: &str, installed: &[&str]) -> String {
         .map(|c| format!(" {}", sh_quote(c)))
         .collect();
     format!(
-        "p=$(fsfleet_sd 1 MainPID)\nexec perl -e {} -- {} \"$p\"{installed}",
+        "exec perl -e {} -- {} \"$fsfleet_sd1_MainPID\"{installed}",
         sh_quote(BINARY_PROGRAM),
         sh_quote(proc),
     )
@@ -157,7 +157,7 @@ fact! {
 /// what FreeSWITCH loads. Maps with no `mod_*.so` at all count as unreadable (see
 /// [`parse_modules`]).
 fn modules_snippet() -> String {
-    "p=$(fsfleet_sd 1 MainPID)\n\
+    "p=$fsfleet_sd1_MainPID\n\
      case \"$p\" in ''|0|*[!0-9]*) p=$(pidof -s freeswitch 2>/dev/null) ;; esac\n\
      case \"$p\" in ''|0|*[!0-9]*) echo 'maps no-process'; exit 0 ;; esac\n\
      m=$(awk '{f = $NF} f ~ /^\\/.*\\/mod_[A-Za-z0-9_]*\\.so$/ {sub(/^.*\\//, \"\", f); sub(/\\.so$/, \"\", f); if (!s[f]++ && n++ < 400) print \"mod\", f} END {if (NR == 0) exit 3}' \"/proc/$p/maps\" 2>/dev/null) || { echo 'maps unreadable'; exit 0; }\n\
@@ -385,7 +385,7 @@ mod tests {
         assert!(!s.contains("system(") && !s.contains("qx"));
         let snippet = binary_snippet();
         assert!(snippet.ends_with(&format!(
-            "exec perl -e {} -- '/proc' \"$p\" '/usr/bin/freeswitch' '/usr/local/freeswitch/bin/freeswitch'",
+            "exec perl -e {} -- '/proc' \"$fsfleet_sd1_MainPID\" '/usr/bin/freeswitch' '/usr/local/freeswitch/bin/freeswitch'",
             sh_quote(BINARY_PROGRAM)
         )));
     }
