@@ -197,4 +197,49 @@ fn fresh_fleet_fails_the_baseline_read_only_with_evidence() {
 
     let after: Vec<String> = fleet.hosts.iter().map(|h| state(fleet, h)).collect();
     assert_eq!(before, after, "audit changed /etc or a service state");
+
+    // Leftovers an operator forgets, each found with its mode and owner: a credentials file in
+    // root's home and one at find's depth limit in /tmp (3), a readable copy of vars.xml, an fs_cli
+    // config that is not 0600. Removed afterwards (the fleet is shared).
+    let h = &fleet.hosts[0];
+    let planted = format!(
+        "umask 022; printf 'p\\n' >/root/credentials.txt; mkdir -p /tmp/fsfleet-e2e/a \
+         && printf 'p\\n' >/tmp/fsfleet-e2e/a/FreeSWITCH_Passwords.txt \
+         && cp {c}/vars.xml {c}/vars.xml.bak && chmod 644 {c}/vars.xml.bak \
+         && if [ ! -e /root/.fs_cli_conf ]; then printf 'password => x\\n' >/root/.fs_cli_conf \
+         && chmod 640 /root/.fs_cli_conf && touch /tmp/fsfleet-e2e/fscli; fi",
+        c = h.conf_dir
+    );
+    fleet.ssh_root(h, &planted);
+    let out = audit(fleet, &["--format", "json", "--limit", &h.name]);
+    fleet.ssh_root(
+        h,
+        &format!(
+            "rm -f /root/credentials.txt {c}/vars.xml.bak; \
+             [ ! -e /tmp/fsfleet-e2e/fscli ] || rm -f /root/.fs_cli_conf; rm -rf /tmp/fsfleet-e2e",
+            c = h.conf_dir
+        ),
+    );
+    let doc: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("JSON: {e}\n{}", text(&out)));
+    let host = &doc["hosts"][0];
+    let ev = |id: &str| result(host, id)["evidence"].to_string();
+    assert_eq!(result(host, "FS-CRED-01")["status"], "fail", "{host}");
+    assert!(
+        ev("FS-CRED-01").contains("credentials file /root/credentials.txt (mode 644, root:root)")
+            && ev("FS-CRED-01")
+                .contains("/tmp/fsfleet-e2e/a/FreeSWITCH_Passwords.txt (mode 644, root:root)"),
+        "{}",
+        ev("FS-CRED-01")
+    );
+    assert!(
+        ev("FS-CRED-02").contains("vars.xml.bak (mode 644, root:root) is world-readable"),
+        "{}",
+        ev("FS-CRED-02")
+    );
+    assert!(
+        ev("FS-CRED-03").contains("/root/.fs_cli_conf (mode 640, root:root) is not 0600"),
+        "{}",
+        ev("FS-CRED-03")
+    );
 }
