@@ -246,9 +246,17 @@ fn systemd_read(_proc: &str) -> String {
         .map(|p| format!("-p {p}"))
         .collect::<Vec<_>>()
         .join(" ");
+    // Each variable starts empty: a property systemd does not print is empty, never a value
+    // inherited from the environment.
+    let mut reset = String::new();
+    for unit in 1..=SYSTEMD_UNITS {
+        for prop in SYSTEMD_PROPS {
+            reset.push_str(&format!("fsfleet_sd{unit}_{prop}=''; "));
+        }
+    }
     format!(
         "fsfleet_sd_out=$(systemctl show {props} freeswitch fail2ban 2>/dev/null)\n\
-         _sdn=1\n\
+         {reset}_sdn=1\n\
          while IFS= read -r _sdl; do case $_sdl in '') _sdn=$((_sdn + 1)) ;; *) case $_sdn:$_sdl in {cases}esac ;; esac; done <<FSFLEET_SD_EOF\n\
          $fsfleet_sd_out\n\
          FSFLEET_SD_EOF\n\

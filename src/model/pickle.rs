@@ -63,15 +63,69 @@ pub enum PickleError {
     TooLarge(&'static str),
 }
 
-/// Longest input, deepest nesting of marks, most values and memo entries this reader takes: a
-/// jail's status with thousands of banned addresses fits many times over.
+/// Longest input this reader takes; most marks open at once; deepest value (fail2ban's jail
+/// status is 5 levels deep); most work: every value built or copied (by the memo) costs its
+/// weight (one per value plus its string bytes), so a few hundred bytes that copy a list into
+/// itself again and again cannot make gigabytes. A jail's status with thousands of banned
+/// addresses fits many times over.
 const MAX_BYTES: usize = 1 << 20;
 const MAX_MARKS: usize = 64;
-const MAX_VALUES: usize = 200_000;
+const MAX_DEPTH: usize = 32;
+const MAX_WEIGHT: usize = 4 << 20;
+
+/// What a value costs to copy (`weight`) and how deep it nests (`depth`, 1 for a leaf).
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    weight: usize,
+    depth: usize,
+}
+
+impl Meta {
+    fn leaf(bytes: usize) -> Meta {
+        Meta {
+            weight: 1 + bytes,
+            depth: 1,
+        }
+    }
+
+    /// A container of `items`.
+    fn node<'a>(items: impl Iterator<Item = &'a Meta>) -> Meta {
+        let mut m = Meta {
+            weight: 1,
+            depth: 1,
+        };
+        for i in items {
+            m.add(i);
+        }
+        m
+    }
+
+    /// `item` put into this container.
+    fn add(&mut self, item: &Meta) {
+        self.weight = self.weight.saturating_add(item.weight);
+        self.depth = self.depth.max(item.depth.saturating_add(1));
+    }
+}
 
 enum Slot {
     Mark,
-    Val(Value),
+    Val(Value, Meta),
+}
+
+/// The work done so far, bounded by [`MAX_WEIGHT`].
+struct Budget(usize);
+
+impl Budget {
+    fn charge(&mut self, m: &Meta) -> Result<(), PickleError> {
+        self.0 = self.0.saturating_add(m.weight);
+        if self.0 > MAX_WEIGHT {
+            return Err(PickleError::TooLarge("values"));
+        }
+        if m.depth > MAX_DEPTH {
+            return Err(PickleError::TooLarge("nesting"));
+        }
+        Ok(())
+    }
 }
 
 /// Read one pickle from `data` (bytes after its STOP are ignored, as `pickle.loads` does).
@@ -81,16 +135,20 @@ pub fn loads(data: &[u8]) -> Result<Value, PickleError> {
     }
     let mut r = Reader { data, pos: 0 };
     let mut stack: Vec<Slot> = Vec::new();
-    let mut memo: Vec<Option<Value>> = Vec::new();
-    let mut made = 0usize;
+    let mut memo: Vec<Option<(Value, Meta)>> = Vec::new();
+    let mut budget = Budget(0);
+    let mut marks = 0usize;
     loop {
         let at = r.pos;
         let op = r.byte()?;
-        made += 1;
-        if made > MAX_VALUES || stack.len() > MAX_VALUES || memo.len() > MAX_VALUES {
-            return Err(PickleError::TooLarge("values"));
-        }
-        let push = |stack: &mut Vec<Slot>, v: Value| stack.push(Slot::Val(v));
+        // Every opcode costs at least one unit, whatever it does.
+        budget.charge(&Meta::leaf(0))?;
+        // A new value: charged, then pushed.
+        let mut push = |stack: &mut Vec<Slot>, v: Value, m: Meta| -> Result<(), PickleError> {
+            budget.charge(&m)?;
+            stack.push(Slot::Val(v, m));
+            Ok(())
+        };
         match op {
             0x80 => {
                 // PROTO
@@ -106,36 +164,33 @@ pub fn loads(data: &[u8]) -> Result<Value, PickleError> {
             b'.' => {
                 // STOP
                 return match stack.pop() {
-                    Some(Slot::Val(v)) if stack.is_empty() => Ok(v),
+                    Some(Slot::Val(v, _)) if stack.is_empty() => Ok(v),
                     _ => Err(PickleError::Malformed(at, "stack at STOP")),
                 };
             }
             b'(' => {
-                if stack.iter().filter(|s| matches!(s, Slot::Mark)).count() >= MAX_MARKS {
+                if marks >= MAX_MARKS {
                     return Err(PickleError::TooLarge("nesting"));
                 }
+                marks += 1;
                 stack.push(Slot::Mark);
             }
-            b'N' => push(&mut stack, Value::None),
-            0x88 => push(&mut stack, Value::Bool(true)),
-            0x89 => push(&mut stack, Value::Bool(false)),
+            b'N' => push(&mut stack, Value::None, Meta::leaf(0))?,
+            0x88 => push(&mut stack, Value::Bool(true), Meta::leaf(0))?,
+            0x89 => push(&mut stack, Value::Bool(false), Meta::leaf(0))?,
             b'K' => {
                 let v = r.byte()?;
-                push(&mut stack, Value::Int(i64::from(v)));
+                push(&mut stack, Value::Int(i64::from(v)), Meta::leaf(0))?;
             }
             b'M' => {
                 let b = r.take(2)?;
-                push(
-                    &mut stack,
-                    Value::Int(i64::from(u16::from_le_bytes([b[0], b[1]]))),
-                );
+                let v = i64::from(u16::from_le_bytes([b[0], b[1]]));
+                push(&mut stack, Value::Int(v), Meta::leaf(0))?;
             }
             b'J' => {
                 let b = r.take(4)?;
-                push(
-                    &mut stack,
-                    Value::Int(i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
-                );
+                let v = i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                push(&mut stack, Value::Int(v), Meta::leaf(0))?;
             }
             0x8a => {
                 // LONG1: little-endian two's complement, at most 8 bytes here.
@@ -151,122 +206,121 @@ pub fn loads(data: &[u8]) -> Result<Value, PickleError> {
                 if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
                     v -= 1i64 << (8 * n);
                 }
-                push(&mut stack, Value::Int(v));
+                push(&mut stack, Value::Int(v), Meta::leaf(0))?;
             }
             b'G' => {
                 let b = r.take(8)?;
                 let mut a = [0u8; 8];
                 a.copy_from_slice(b);
-                push(&mut stack, Value::Float(f64::from_be_bytes(a)));
+                push(
+                    &mut stack,
+                    Value::Float(f64::from_be_bytes(a)),
+                    Meta::leaf(0),
+                )?;
             }
-            0x8c => {
-                // SHORT_BINUNICODE
-                let n = usize::from(r.byte()?);
-                let s = r.text(n, at)?;
-                push(&mut stack, Value::Str(s));
-            }
-            b'X' => {
-                let n = r.len4()?;
-                let s = r.text(n, at)?;
-                push(&mut stack, Value::Str(s));
-            }
-            0x8d => {
-                let n = r.len8()?;
-                let s = r.text(n, at)?;
-                push(&mut stack, Value::Str(s));
-            }
-            b'C' => {
-                let n = usize::from(r.byte()?);
-                let b = r.take(n)?.to_vec();
-                push(&mut stack, Value::Bytes(b));
-            }
-            b'B' => {
-                let n = r.len4()?;
-                let b = r.take(n)?.to_vec();
-                push(&mut stack, Value::Bytes(b));
-            }
-            b']' => push(&mut stack, Value::List(Vec::new())),
-            b')' => push(&mut stack, Value::Tuple(Vec::new())),
-            b'}' => push(&mut stack, Value::Dict(Vec::new())),
-            b't' => {
-                let items = pop_mark(&mut stack, at)?;
-                push(&mut stack, Value::Tuple(items));
-            }
-            b'l' => {
-                let items = pop_mark(&mut stack, at)?;
-                push(&mut stack, Value::List(items));
-            }
-            b'd' => {
-                let items = pop_mark(&mut stack, at)?;
-                let dict = pairs(items, at)?;
-                push(&mut stack, Value::Dict(dict));
-            }
-            0x85..=0x87 => {
-                let n = usize::from(op - 0x84);
-                let mut items = Vec::with_capacity(n);
-                for _ in 0..n {
-                    items.push(pop_val(&mut stack, at)?);
-                }
-                items.reverse();
-                push(&mut stack, Value::Tuple(items));
-            }
-            b'a' => {
-                let v = pop_val(&mut stack, at)?;
-                match stack.last_mut() {
-                    Some(Slot::Val(Value::List(l))) => l.push(v),
-                    _ => return Err(PickleError::Malformed(at, "APPEND to a non-list")),
-                }
-            }
-            b'e' => {
-                let items = pop_mark(&mut stack, at)?;
-                match stack.last_mut() {
-                    Some(Slot::Val(Value::List(l))) => l.extend(items),
-                    _ => return Err(PickleError::Malformed(at, "APPENDS to a non-list")),
-                }
-            }
-            b's' => {
-                let v = pop_val(&mut stack, at)?;
-                let k = pop_val(&mut stack, at)?;
-                match stack.last_mut() {
-                    Some(Slot::Val(Value::Dict(d))) => d.push((k, v)),
-                    _ => return Err(PickleError::Malformed(at, "SETITEM to a non-dict")),
-                }
-            }
-            b'u' => {
-                let items = pop_mark(&mut stack, at)?;
-                let kv = pairs(items, at)?;
-                match stack.last_mut() {
-                    Some(Slot::Val(Value::Dict(d))) => d.extend(kv),
-                    _ => return Err(PickleError::Malformed(at, "SETITEMS to a non-dict")),
-                }
-            }
-            // The memo keeps a copy: a container referenced twice (never in fail2ban's answers,
-            // whose shared objects are strings and globals) reads as it was when memoized.
-            0x94 => {
-                // MEMOIZE
-                let v = match stack.last() {
-                    Some(Slot::Val(v)) => v.clone(),
-                    _ => return Err(PickleError::Malformed(at, "MEMOIZE without a value")),
+            0x8c | b'X' | 0x8d => {
+                // SHORT_BINUNICODE, BINUNICODE, BINUNICODE8
+                let n = match op {
+                    0x8c => usize::from(r.byte()?),
+                    b'X' => r.len4()?,
+                    _ => r.len8()?,
                 };
-                memo.push(Some(v));
+                let s = r.text(n, at)?;
+                push(&mut stack, Value::Str(s), Meta::leaf(n))?;
             }
-            b'q' | b'r' => {
-                let i = if op == b'q' {
+            b'C' | b'B' => {
+                let n = if op == b'C' {
                     usize::from(r.byte()?)
                 } else {
                     r.len4()?
                 };
-                if i > MAX_VALUES {
+                let b = r.take(n)?.to_vec();
+                push(&mut stack, Value::Bytes(b), Meta::leaf(n))?;
+            }
+            b']' => push(&mut stack, Value::List(Vec::new()), Meta::leaf(0))?,
+            b')' => push(&mut stack, Value::Tuple(Vec::new()), Meta::leaf(0))?,
+            b'}' => push(&mut stack, Value::Dict(Vec::new()), Meta::leaf(0))?,
+            b't' | b'l' | b'd' => {
+                let (items, metas) = pop_mark(&mut stack, &mut marks, at)?;
+                let m = Meta::node(metas.iter());
+                let v = match op {
+                    b't' => Value::Tuple(items),
+                    b'l' => Value::List(items),
+                    _ => Value::Dict(pairs(items, at)?),
+                };
+                // The items were charged when they were made: the container costs one more.
+                push(&mut stack, v, Meta { weight: 1, ..m })?;
+                if let Some(Slot::Val(_, top)) = stack.last_mut() {
+                    *top = m;
+                }
+            }
+            0x85..=0x87 => {
+                let n = usize::from(op - 0x84);
+                let mut items = Vec::with_capacity(n);
+                let mut metas = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let (v, m) = pop_val(&mut stack, at)?;
+                    items.push(v);
+                    metas.push(m);
+                }
+                items.reverse();
+                let m = Meta::node(metas.iter());
+                push(&mut stack, Value::Tuple(items), Meta { weight: 1, ..m })?;
+                if let Some(Slot::Val(_, top)) = stack.last_mut() {
+                    *top = m;
+                }
+            }
+            b'a' | b'e' | b's' | b'u' => {
+                // APPEND(S), SETITEM(S): into the container below.
+                let (items, metas) = match op {
+                    b'a' => {
+                        let (v, m) = pop_val(&mut stack, at)?;
+                        (vec![v], vec![m])
+                    }
+                    b's' => {
+                        let (v, vm) = pop_val(&mut stack, at)?;
+                        let (k, km) = pop_val(&mut stack, at)?;
+                        (vec![k, v], vec![km, vm])
+                    }
+                    _ => pop_mark(&mut stack, &mut marks, at)?,
+                };
+                let Some(Slot::Val(target, meta)) = stack.last_mut() else {
+                    return Err(PickleError::Malformed(at, "nothing to add to"));
+                };
+                for m in &metas {
+                    meta.add(m);
+                }
+                if meta.depth > MAX_DEPTH {
+                    return Err(PickleError::TooLarge("nesting"));
+                }
+                match (op, target) {
+                    (b'a' | b'e', Value::List(l)) => l.extend(items),
+                    (b's' | b'u', Value::Dict(d)) => d.extend(pairs(items, at)?),
+                    _ => return Err(PickleError::Malformed(at, "adding to the wrong container")),
+                }
+            }
+            // The memo keeps a copy: a container referenced twice (never in fail2ban's answers,
+            // whose shared objects are strings and globals) reads as it was when memoized. Each
+            // copy is charged its weight.
+            0x94 | b'q' | b'r' => {
+                // MEMOIZE, BINPUT, LONG_BINPUT
+                let i = match op {
+                    0x94 => memo.len(),
+                    b'q' => usize::from(r.byte()?),
+                    _ => r.len4()?,
+                };
+                if i > MAX_WEIGHT {
                     return Err(PickleError::TooLarge("memo"));
                 }
-                let v = match stack.last() {
-                    Some(Slot::Val(v)) => v.clone(),
-                    _ => return Err(PickleError::Malformed(at, "PUT without a value")),
+                let (v, m) = match stack.last() {
+                    Some(Slot::Val(v, m)) => (v.clone_bounded(m, &mut budget)?, *m),
+                    _ => return Err(PickleError::Malformed(at, "memo without a value")),
                 };
                 if memo.len() <= i {
+                    budget.charge(&Meta::leaf(i + 1 - memo.len()))?;
                     memo.resize(i + 1, None);
                 }
-                memo[i] = Some(v);
+                memo[i] = Some((v, m));
             }
             b'h' | b'j' => {
                 let i = if op == b'h' {
@@ -274,20 +328,22 @@ pub fn loads(data: &[u8]) -> Result<Value, PickleError> {
                 } else {
                     r.len4()?
                 };
-                let v = memo
-                    .get(i)
-                    .cloned()
-                    .flatten()
-                    .ok_or(PickleError::Malformed(at, "GET of an unset memo entry"))?;
-                push(&mut stack, v);
+                let Some(Some((v, m))) = memo.get(i) else {
+                    return Err(PickleError::Malformed(at, "GET of an unset memo entry"));
+                };
+                let v = v.clone_bounded(m, &mut budget)?;
+                let m = *m;
+                stack.push(Slot::Val(v, m));
             }
             0x93 => {
                 // STACK_GLOBAL
-                let name = pop_val(&mut stack, at)?;
-                let module = pop_val(&mut stack, at)?;
+                let (name, _) = pop_val(&mut stack, at)?;
+                let (module, _) = pop_val(&mut stack, at)?;
                 match (module, name) {
                     (Value::Str(m), Value::Str(n)) => {
-                        push(&mut stack, Value::Global(format!("{m}.{n}")))
+                        let g = format!("{m}.{n}");
+                        let meta = Meta::leaf(g.len());
+                        push(&mut stack, Value::Global(g), meta)?
                     }
                     _ => return Err(PickleError::Malformed(at, "STACK_GLOBAL of non-strings")),
                 }
@@ -296,20 +352,30 @@ pub fn loads(data: &[u8]) -> Result<Value, PickleError> {
                 // GLOBAL: "module\nname\n"
                 let m = r.line(at)?;
                 let n = r.line(at)?;
-                push(&mut stack, Value::Global(format!("{m}.{n}")));
+                let g = format!("{m}.{n}");
+                let meta = Meta::leaf(g.len());
+                push(&mut stack, Value::Global(g), meta)?;
             }
             b'R' | 0x81 => {
                 // REDUCE / NEWOBJ: recorded, never called.
-                let args = pop_val(&mut stack, at)?;
-                let Value::Global(g) = pop_val(&mut stack, at)? else {
+                let (args, am) = pop_val(&mut stack, at)?;
+                let (Value::Global(g), gm) = pop_val(&mut stack, at)? else {
                     return Err(PickleError::Malformed(at, "REDUCE of a non-global"));
                 };
-                push(&mut stack, Value::Object(g, Box::new(args)));
+                let m = Meta::node([gm, am].iter());
+                push(
+                    &mut stack,
+                    Value::Object(g, Box::new(args)),
+                    Meta { weight: 1, ..m },
+                )?;
+                if let Some(Slot::Val(_, top)) = stack.last_mut() {
+                    *top = m;
+                }
             }
             b'b' => {
                 // BUILD: an object's state; kept out of the object (never applied).
                 pop_val(&mut stack, at)?;
-                if !matches!(stack.last(), Some(Slot::Val(_))) {
+                if !matches!(stack.last(), Some(Slot::Val(..))) {
                     return Err(PickleError::Malformed(at, "BUILD without an object"));
                 }
             }
@@ -318,28 +384,42 @@ pub fn loads(data: &[u8]) -> Result<Value, PickleError> {
     }
 }
 
-fn pop_val(stack: &mut Vec<Slot>, at: usize) -> Result<Value, PickleError> {
+impl Value {
+    /// A copy, charged to `budget` before it is made (`m`: this value's [`Meta`]).
+    fn clone_bounded(&self, m: &Meta, budget: &mut Budget) -> Result<Value, PickleError> {
+        budget.charge(m)?;
+        Ok(self.clone())
+    }
+}
+
+fn pop_val(stack: &mut Vec<Slot>, at: usize) -> Result<(Value, Meta), PickleError> {
     match stack.pop() {
-        Some(Slot::Val(v)) => Ok(v),
+        Some(Slot::Val(v, m)) => Ok((v, m)),
         _ => Err(PickleError::Malformed(at, "a value was expected")),
     }
 }
 
-/// The values above the topmost mark (which is removed), in order.
-fn pop_mark(stack: &mut Vec<Slot>, at: usize) -> Result<Vec<Value>, PickleError> {
+/// The values above the topmost mark (which is removed), in order, with their [`Meta`]s.
+fn pop_mark(
+    stack: &mut Vec<Slot>,
+    marks: &mut usize,
+    at: usize,
+) -> Result<(Vec<Value>, Vec<Meta>), PickleError> {
     let i = stack
         .iter()
         .rposition(|s| matches!(s, Slot::Mark))
         .ok_or(PickleError::Malformed(at, "no mark"))?;
-    let items = stack
-        .drain(i + 1..)
-        .map(|s| match s {
-            Slot::Val(v) => v,
-            Slot::Mark => Value::None,
-        })
-        .collect();
+    let mut items = Vec::new();
+    let mut metas = Vec::new();
+    for s in stack.drain(i + 1..) {
+        if let Slot::Val(v, m) = s {
+            items.push(v);
+            metas.push(m);
+        }
+    }
     stack.pop();
-    Ok(items)
+    *marks = marks.saturating_sub(1);
+    Ok((items, metas))
 }
 
 fn pairs(items: Vec<Value>, at: usize) -> Result<Vec<(Value, Value)>, PickleError> {
@@ -555,8 +635,44 @@ pub(crate) mod tests {
             loads(&vec![b'N'; MAX_BYTES + 1]),
             Err(PickleError::TooLarge("bytes"))
         );
-        let many: Vec<u8> = std::iter::repeat_n(b']', MAX_VALUES + 2).collect();
-        assert_eq!(loads(&many), Err(PickleError::TooLarge("values")));
+        // Every value the longest input can spell out fits the budget; only copies exhaust it.
+        let many: Vec<u8> = std::iter::repeat_n(b']', MAX_BYTES).collect();
+        assert_eq!(loads(&many), Err(PickleError::Truncated));
+        // A list copied into itself through the memo, doubling each time (198 bytes made
+        // gigabytes): refused once the copies outweigh the budget.
+        let mut doubling = vec![0x80, 4, b']', b'q', 0];
+        for i in 0..40u8 {
+            doubling.extend_from_slice(&[b'(', b'h', i, b'h', i, b'l', b'q', i + 1]);
+        }
+        doubling.push(b'.');
+        let started = std::time::Instant::now();
+        assert_eq!(loads(&doubling), Err(PickleError::TooLarge("values")));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // One big string memoized and fetched again and again.
+        let mut big = vec![0x80, 4, b'X'];
+        big.extend_from_slice(&(512u32 * 1024).to_le_bytes());
+        big.extend(std::iter::repeat_n(b'a', 512 * 1024));
+        big.push(0x94);
+        big.extend(std::iter::repeat_n([b'h', 0], 1000).flatten());
+        assert_eq!(loads(&big), Err(PickleError::TooLarge("values")));
+        // Nesting without marks (TUPLE1 over and over; APPEND of a list into a list): bounded
+        // before any recursive drop or compare could overflow the stack.
+        let mut tuples = vec![0x80, 4, b'N'];
+        tuples.extend(std::iter::repeat_n(0x85, 50_000));
+        assert_eq!(loads(&tuples), Err(PickleError::TooLarge("nesting")));
+        tuples.push(b'.');
+        assert_eq!(loads(&tuples), Err(PickleError::TooLarge("nesting")));
+        let mut nested = vec![0x80, 4];
+        nested.extend(std::iter::repeat_n(b']', 40));
+        nested.extend(std::iter::repeat_n(b'a', 39));
+        nested.push(b'.');
+        assert_eq!(loads(&nested), Err(PickleError::TooLarge("nesting")));
+        // Marks counted, not searched: many values then many mark/tuple pairs stay fast.
+        let mut marks = vec![b'N'; 100_000];
+        marks.extend(std::iter::repeat_n([b'(', b't'], 49_000).flatten());
+        let started = std::time::Instant::now();
+        let _ = loads(&marks);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
         // Fuzz-ish: flipping each byte of a real answer never panics.
         for i in 0..good.len() {
             for x in [0x00u8, 0xff, b'(', b'e', 0x94, b'h'] {
