@@ -1,41 +1,23 @@
-# Finds files and prints `F MODE OWNER GROUP PATH` for each (sorted, once), then
-# `D MODE OWNER GROUP DIR` for each directory above it up to /, as the shell chain it replaces
-# did (`find ... | sort -u | while read f; do stat -c '%a %U %G %n' ...; dirname ...; done`):
-# one perl process instead of a find, a sort and a stat and a dirname per line.
+# Finds files and prints `F MODE OWNER GROUP PATH` for each (sorted, once, at most 1000), then
+# `D MODE OWNER GROUP DIR` for each directory above them up to / (each directory once), as the
+# shell chain it replaces did (`find ... | sort -u | while read f; do stat -c '%a %U %G %n' ...;
+# dirname ...; done`): one perl process and one `find` instead of a sort, a stat and a dirname
+# per line.
 #
-# No module is loaded (each costs the host milliseconds of CPU); nothing is followed that `find`
-# and `stat` without -L would not follow; a name with a line break is skipped (it cannot be
-# printed as one line). Arguments, in any number:
+# The walk is find's own (`find -P`: it never follows a link, and it notices a directory swapped
+# for a link while it walks, which a walk by path name would follow); perl only reads its
+# NUL-separated names. No module is loaded (each costs the host milliseconds of CPU). A name with
+# a line break is skipped (it cannot be printed as one line). More than 1000 files: the first
+# 1000 in byte order, then `more N` (a host full of copies must not make the controller compare
+# millions of lines). Arguments, in any number:
 #   -f PATH      PATH if it is a file (following links, as `[ -f ]`)
 #   -e PATH      PATH if it exists (as `[ -e ]`)
 #   -home NAME   HOME/NAME, if it exists, for every account with uid >= 1000 and a home
 #   -find DEPTH CASE ROOT... -- PATTERN... --
-#                regular files under each ROOT (not following links, at most DEPTH levels
-#                below it, 0 = no limit) whose name matches a PATTERN (`*` and `?` globs; CASE
-#                `i`: case-insensitive, as find's -iname, `s`: as -name)
+#                regular files under each ROOT (at most DEPTH levels below it, 0 = no limit)
+#                whose name matches a PATTERN (find's -iname with CASE `i`, -name with `s`)
 my %found;
 sub add { my $p = shift; $found{$p} = 1 if index($p, "\n") < 0 }
-sub glob_re {
-    my ($g, $i) = @_;
-    my $r = join '', map { $_ eq '*' ? '.*' : $_ eq '?' ? '.' : quotemeta $_ } split //, $g;
-    return $i ? qr/\A$r\z/si : qr/\A$r\z/s;
-}
-sub walk {
-    my ($dir, $depth, $max, $res) = @_;
-    opendir(my $dh, $dir) or return;
-    my @names = grep { $_ ne '.' && $_ ne '..' } readdir $dh;
-    closedir $dh;
-    for my $n (@names) {
-        my $p = $dir eq '/' ? "/$n" : "$dir/$n";
-        my @st = lstat $p or next;
-        my $type = $st[2] & 0170000;
-        if ($type == 0100000) {
-            for my $re (@$res) { if ($n =~ $re) { add($p); last } }
-        } elsif ($type == 0040000 && ($max == 0 || $depth + 1 < $max)) {
-            walk($p, $depth + 1, $max, $res);
-        }
-    }
-}
 while (@ARGV) {
     my $op = shift @ARGV;
     if ($op eq '-f') { my $p = shift @ARGV; add($p) if -f $p }
@@ -50,16 +32,18 @@ while (@ARGV) {
         endpwent;
     } elsif ($op eq '-find') {
         my $max = shift @ARGV;
-        my $i = (shift @ARGV) eq 'i';
-        my (@roots, @res);
-        while (@ARGV && $ARGV[0] ne '--') { push @roots, shift @ARGV }
+        my $test = (shift @ARGV) eq 'i' ? '-iname' : '-name';
+        my (@roots, @names);
+        while (@ARGV && $ARGV[0] ne '--') { my $r = shift @ARGV; push @roots, $r if $r =~ m{\A/} }
         shift @ARGV;
-        while (@ARGV && $ARGV[0] ne '--') { push @res, glob_re(shift @ARGV, $i) }
+        while (@ARGV && $ARGV[0] ne '--') { push @names, (@names ? '-o' : ()), $test, shift @ARGV }
         shift @ARGV;
-        for my $r (@roots) {
-            my @st = lstat $r or next;
-            walk($r, 0, $max, \@res) if ($st[2] & 0170000) == 0040000;
-        }
+        next unless @roots && @names;
+        my @depth = $max > 0 ? ('-maxdepth', $max) : ();
+        open(my $fh, '-|', 'find', '-P', @roots, @depth, '-type', 'f', '(', @names, ')', '-print0') or exit 3;
+        local $/ = "\0";
+        while (my $p = <$fh>) { chomp $p; add($p) if $p ne '' }
+        close $fh;
     } else { exit 2 }
 }
 my (%user, %group);
@@ -73,9 +57,14 @@ sub line {
 }
 sub dn { my $p = shift; $p =~ s{/+\z}{}; $p =~ s{[^/]*\z}{}; $p =~ s{/+\z}{}; $p eq '' ? '/' : $p }
 my $out = '';
-for my $f (sort keys %found) {
+my @files = sort keys %found;
+my $more = @files > 1000 ? @files - 1000 : 0;
+splice(@files, 1000) if $more;
+my %seen;
+for my $f (@files) {
     $out .= line('F', $f);
     my $d = dn($f);
-    while (1) { $out .= line('D', $d); last if $d eq '/'; $d = dn($d) }
+    while (!$seen{$d}++) { $out .= line('D', $d); last if $d eq '/'; $d = dn($d) }
 }
+$out .= "more $more\n" if $more;
 print $out;

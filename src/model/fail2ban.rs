@@ -239,6 +239,9 @@ impl JailStatus {
     }
 }
 
+/// The most jails one state section may answer for (fsfleet asks two).
+const MAX_JAILS_ASKED: usize = 8;
+
 /// fail2ban on one host, as the state snippet saw it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fail2banState {
@@ -298,8 +301,13 @@ impl Fail2banState {
                     files.insert(v.to_string(), k == "@exists");
                 }
                 "@f2b" => {
-                    flush(&mut cur, &mut st);
+                    // One answer per jail, and only as many as fsfleet ever asks: each is
+                    // decoded, and a host must not make the controller decode thousands.
                     let (name, hex) = v.split_once(' ').unwrap_or((v, ""));
+                    if asked.len() >= MAX_JAILS_ASKED || asked.iter().any(|a| a == name) {
+                        continue;
+                    }
+                    flush(&mut cur, &mut st);
                     asked.push(name.to_string());
                     cur = Some((name.to_string(), socket_answer(hex)));
                 }
@@ -1215,6 +1223,17 @@ mod tests {
         let st = Fail2banState::parse(&format!("@f2b freeswitch {UNKNOWN_JAIL}\n@f2b sshd 00\n"));
         assert_eq!(st.not_running, ["freeswitch", "sshd"]);
         assert!(st.status.is_empty());
+        // A jail answered twice keeps its first answer; thousands of answers are not decoded.
+        let good = crate::model::pickle::tests::FREESWITCH_BANNED;
+        let st = Fail2banState::parse(&format!("@f2b freeswitch {good}\n@f2b freeswitch 00\n"));
+        assert!(st.status.contains_key("freeswitch") && st.not_running.is_empty());
+        let flood: String = (0..100_000)
+            .map(|i| format!("@f2b j{i} {good}\n"))
+            .collect();
+        let started = std::time::Instant::now();
+        let st = Fail2banState::parse(&flood);
+        assert_eq!(st.status.len(), MAX_JAILS_ASKED);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

@@ -71,7 +71,10 @@ pub enum PickleError {
 const MAX_BYTES: usize = 1 << 20;
 const MAX_MARKS: usize = 64;
 const MAX_DEPTH: usize = 32;
-const MAX_WEIGHT: usize = 4 << 20;
+/// In bytes, about: a value costs [`NODE`] plus its string bytes.
+const MAX_WEIGHT: usize = 64 << 20;
+/// What one value (or memo slot) costs in memory, about (`size_of::<Value>()` and its slot).
+const NODE: usize = 64;
 
 /// What a value costs to copy (`weight`) and how deep it nests (`depth`, 1 for a leaf).
 #[derive(Debug, Clone, Copy)]
@@ -83,7 +86,7 @@ struct Meta {
 impl Meta {
     fn leaf(bytes: usize) -> Meta {
         Meta {
-            weight: 1 + bytes,
+            weight: NODE.saturating_add(bytes),
             depth: 1,
         }
     }
@@ -91,7 +94,7 @@ impl Meta {
     /// A container of `items`.
     fn node<'a>(items: impl Iterator<Item = &'a Meta>) -> Meta {
         let mut m = Meta {
-            weight: 1,
+            weight: NODE,
             depth: 1,
         };
         for i in items {
@@ -249,7 +252,7 @@ pub fn loads(data: &[u8]) -> Result<Value, PickleError> {
                     _ => Value::Dict(pairs(items, at)?),
                 };
                 // The items were charged when they were made: the container costs one more.
-                push(&mut stack, v, Meta { weight: 1, ..m })?;
+                push(&mut stack, v, Meta { weight: NODE, ..m })?;
                 if let Some(Slot::Val(_, top)) = stack.last_mut() {
                     *top = m;
                 }
@@ -265,7 +268,7 @@ pub fn loads(data: &[u8]) -> Result<Value, PickleError> {
                 }
                 items.reverse();
                 let m = Meta::node(metas.iter());
-                push(&mut stack, Value::Tuple(items), Meta { weight: 1, ..m })?;
+                push(&mut stack, Value::Tuple(items), Meta { weight: NODE, ..m })?;
                 if let Some(Slot::Val(_, top)) = stack.last_mut() {
                     *top = m;
                 }
@@ -309,18 +312,21 @@ pub fn loads(data: &[u8]) -> Result<Value, PickleError> {
                     b'q' => usize::from(r.byte()?),
                     _ => r.len4()?,
                 };
-                if i > MAX_WEIGHT {
-                    return Err(PickleError::TooLarge("memo"));
+                // Python numbers its memo in order: an index past the next one is not a pickle
+                // fail2ban sends, and would make the memo as large as the index.
+                if i > memo.len() {
+                    return Err(PickleError::Malformed(at, "memo index out of order"));
                 }
                 let (v, m) = match stack.last() {
                     Some(Slot::Val(v, m)) => (v.clone_bounded(m, &mut budget)?, *m),
                     _ => return Err(PickleError::Malformed(at, "memo without a value")),
                 };
-                if memo.len() <= i {
-                    budget.charge(&Meta::leaf(i + 1 - memo.len()))?;
-                    memo.resize(i + 1, None);
+                if i == memo.len() {
+                    budget.charge(&Meta::leaf(0))?;
+                    memo.push(Some((v, m)));
+                } else {
+                    memo[i] = Some((v, m));
                 }
-                memo[i] = Some((v, m));
             }
             b'h' | b'j' => {
                 let i = if op == b'h' {
@@ -635,9 +641,14 @@ pub(crate) mod tests {
             loads(&vec![b'N'; MAX_BYTES + 1]),
             Err(PickleError::TooLarge("bytes"))
         );
-        // Every value the longest input can spell out fits the budget; only copies exhaust it.
+        // The longest input spelling out values, and 9 bytes that would size the memo by an
+        // index: refused without allocating it.
         let many: Vec<u8> = std::iter::repeat_n(b']', MAX_BYTES).collect();
-        assert_eq!(loads(&many), Err(PickleError::Truncated));
+        assert_eq!(loads(&many), Err(PickleError::TooLarge("values")));
+        assert_eq!(
+            loads(&[0x80, 4, b'N', b'r', 0, 9, 0x3d, 0, b'.']),
+            Err(PickleError::Malformed(3, "memo index out of order"))
+        );
         // A list copied into itself through the memo, doubling each time (198 bytes made
         // gigabytes): refused once the copies outweigh the budget.
         let mut doubling = vec![0x80, 4, b']', b'q', 0];
