@@ -161,9 +161,8 @@ impl Sections {
 
 /// systemd's view of FreeSWITCH and fail2ban, read once per script: the variable
 /// `$fsfleet_sdN_PROPERTY` holds PROPERTY of unit N (1 = freeswitch, 2 = fail2ban) as
-/// `systemctl show` gave it, or nothing (no systemd, no such property); the shell function
-/// `fsfleet_sd N PROPERTY` prints the same. Snippets read the variables: a `$(fsfleet_sd ...)`
-/// costs a fork, and the audit's script asked eight times.
+/// `systemctl show` gave it, or nothing (no systemd, no such property). Variables, not a
+/// function: a `$(function ...)` costs a fork, and the audit's script asked eight times.
 pub const SYSTEMD_CALL: &str = "fsfleet_sd";
 /// The properties read ([`SYSTEMD_CALL`]).
 const SYSTEMD_PROPS: &[&str] = &["LoadState", "ActiveState", "UnitFileState", "MainPID"];
@@ -259,14 +258,7 @@ fn systemd_read(_proc: &str) -> String {
          {reset}_sdn=1\n\
          while IFS= read -r _sdl; do case $_sdl in '') _sdn=$((_sdn + 1)) ;; *) case $_sdn:$_sdl in {cases}esac ;; esac; done <<FSFLEET_SD_EOF\n\
          $fsfleet_sd_out\n\
-         FSFLEET_SD_EOF\n\
-         fsfleet_sd() {{\n\
-         _sdn=1; _sdr=''\n\
-         while IFS= read -r _sdl; do case $_sdl in '') _sdn=$((_sdn + 1)) ;; \"$2\"=*) [ \"$_sdn\" = \"$1\" ] && _sdr=${{_sdl#*=}} ;; esac; done <<FSFLEET_SD_EOF\n\
-         $fsfleet_sd_out\n\
-         FSFLEET_SD_EOF\n\
-         [ -z \"$_sdr\" ] || printf '%s\\n' \"$_sdr\"\n\
-         }}\n"
+         FSFLEET_SD_EOF\n"
     )
 }
 
@@ -1930,14 +1922,14 @@ mod tests {
         .unwrap();
         std::fs::set_permissions(&fake, PermissionsExt::from_mode(0o755)).unwrap();
         let mut s = Script::new();
-        s.add("pid", "fsfleet_sd 1 MainPID")
+        s.add("pid", "[ -z \"$fsfleet_sd1_MainPID\" ] || echo \"$fsfleet_sd1_MainPID\"")
             .add(
                 "f2b",
-                "fsfleet_sd 2 ActiveState; fsfleet_sd 2 UnitFileState",
+                "for v in \"$fsfleet_sd2_ActiveState\" \"$fsfleet_sd2_UnitFileState\"; do [ -z \"$v\" ] || echo \"$v\"; done",
             )
             .add(
                 "none",
-                "x=$(fsfleet_sd 1 UnitFileState); echo \"[$x]\"; fsfleet_sd 3 MainPID",
+                "echo \"[$fsfleet_sd1_UnitFileState]\"; printf %s \"$fsfleet_sd3_MainPID\"",
             )
             .add(
                 "vars",
